@@ -1,0 +1,287 @@
+import type { NatsConnection } from "@nats-io/nats-core";
+import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
+import type { KV } from "@nats-io/kv";
+import { randomUUID } from "node:crypto";
+import type { AclStore } from "./aclstore.js";
+import { AgentBusError, isAgentBusError } from "./errors.js";
+import type { Envelope, Envelopes } from "./envelope.js";
+import type { Logger } from "./log.js";
+import { parseMessage, structuredInput, textOf, toMessage, type Input } from "./message.js";
+import type { AgentCard, Message } from "./protocol.js";
+import { signRecord, type CapabilitySchemas, type PresenceBeat, type Registry } from "./registry.js";
+import { validatorFor, type JsonSchema } from "./schema.js";
+import { checkCapability, type Subjects } from "./subjects.js";
+import { traceIdOf } from "./trace.js";
+import type { CallOptions } from "./bus.js";
+
+/** One capability an agent offers: an A2A skill, plus optional JSON Schemas. */
+export interface SkillSpec {
+  /** Capability id: `[a-z0-9_-]+` tokens joined by dots. */
+  id: string;
+  name?: string;
+  description?: string;
+  tags?: string[];
+  examples?: string[];
+  inputModes?: string[];
+  outputModes?: string[];
+  /** Validated (ajv) before the handler runs; also the MCP tool input schema. */
+  inputSchema?: JsonSchema;
+  outputSchema?: JsonSchema;
+}
+
+/** What an agent says about itself; becomes its A2A agent card. */
+export interface AgentSpec {
+  name: string;
+  description?: string;
+  version?: string;
+  skills: SkillSpec[];
+  provider?: AgentCard["provider"];
+  documentationUrl?: string;
+}
+
+/** What a handler gets for one call. */
+export interface CallContext {
+  capability: string;
+  message: Message;
+  /** The input the schema applies to: first data part, else `{ text }`. */
+  input: unknown;
+  /** All text parts joined. */
+  text: string;
+  /** The caller's verified identity. */
+  from: string;
+  envelope: Envelope;
+  /** Aborted when the agent stops and the drain timeout passes. */
+  signal: AbortSignal;
+  log: Logger;
+  /** Calls another capability as part of this call (carries parent, depth and trace). */
+  call(cap: string, input: Input, options?: CallOptions): Promise<Message>;
+}
+
+/** Handles one capability; the return value becomes the reply message. */
+export type Handler = (ctx: CallContext) => Input | void | Promise<Input | void>;
+
+/** What an agent needs from the bus it runs on. */
+export interface AgentHost {
+  nc: NatsConnection;
+  subjects: Subjects;
+  envelopes: Envelopes;
+  registry: Registry;
+  acl: AclStore;
+  log: Logger;
+  buckets: { agents: KV; presence: KV };
+  presenceMaxAgeMs: number;
+  maxDepth: number;
+  insecureAllowAll: boolean;
+  call(cap: string, input: Input, options?: CallOptions): Promise<Message>;
+  audit(kind: string, record: Record<string, unknown>): void;
+}
+
+const enc = new TextEncoder();
+const SERVICE_NAME = /[^A-Za-z0-9_-]/g;
+
+/** Builds the A2A card for a spec (the bus is the transport; bridges add HTTP interfaces). */
+export function cardOf(spec: AgentSpec): AgentCard {
+  return {
+    name: spec.name,
+    description: spec.description ?? spec.name,
+    version: spec.version ?? "1.0.0",
+    supportedInterfaces: [],
+    capabilities: { streaming: true, pushNotifications: false },
+    defaultInputModes: ["text/plain", "application/json"],
+    defaultOutputModes: ["text/plain", "application/json"],
+    skills: spec.skills.map((s) => ({
+      id: s.id,
+      name: s.name ?? s.id,
+      description: s.description ?? s.name ?? s.id,
+      tags: s.tags ?? [],
+      ...(s.examples && { examples: s.examples }),
+      ...(s.inputModes && { inputModes: s.inputModes }),
+      ...(s.outputModes && { outputModes: s.outputModes }),
+    })),
+    ...(spec.provider && { provider: spec.provider }),
+    ...(spec.documentationUrl && { documentationUrl: spec.documentationUrl }),
+  };
+}
+
+/**
+ * A running agent: serves each capability on `<root>.<t>.cap.<cap>` (queue
+ * group per capability, so replicas share load) and on its own
+ * `<root>.<t>.agent.<id>.call`, registered as a NATS micro service so
+ * `nats micro ls/info/stats` show it. Every request is verified, checked
+ * against the ACL and validated before its handler runs.
+ */
+export class Agent {
+  readonly id: string;
+  readonly instance = randomUUID().slice(0, 8);
+  readonly card: AgentCard;
+  readonly #host: AgentHost;
+  readonly #handlers: Map<string, { handler: Handler; validate?: (v: unknown) => void }>;
+  readonly #inflight = new Set<Promise<void>>();
+  readonly #abort = new AbortController();
+  readonly #log: Logger;
+  #service?: Service;
+  #heartbeat?: NodeJS.Timeout;
+  #stopping?: Promise<void>;
+
+  private constructor(host: AgentHost, spec: AgentSpec, handlers: Record<string, Handler>) {
+    this.#host = host;
+    this.id = host.envelopes.identity.id;
+    this.card = cardOf(spec);
+    this.#log = host.log.child({ agent: this.id, agentName: spec.name });
+    this.#handlers = new Map();
+    for (const skill of spec.skills) {
+      checkCapability(skill.id);
+      const handler = handlers[skill.id];
+      if (!handler) throw new AgentBusError("INVALID_INPUT", `no handler for capability ${skill.id}`);
+      this.#handlers.set(skill.id, { handler, validate: skill.inputSchema && validatorFor(skill.inputSchema) });
+    }
+    for (const cap of Object.keys(handlers)) {
+      if (!this.#handlers.has(cap)) throw new AgentBusError("INVALID_INPUT", `handler ${cap} has no skill in the card`);
+    }
+  }
+
+  /** Registers the agent and starts serving. */
+  static async start(host: AgentHost, spec: AgentSpec, handlers: Record<string, Handler>): Promise<Agent> {
+    const agent = new Agent(host, spec, handlers);
+    const schemas: Record<string, CapabilitySchemas> = {};
+    for (const s of spec.skills) if (s.inputSchema || s.outputSchema) schemas[s.id] = { input: s.inputSchema, output: s.outputSchema };
+    await host.buckets.agents.put(agent.id, JSON.stringify(signRecord(host.envelopes.identity, agent.card, schemas)));
+    await agent.#serve(spec);
+    await agent.#beat();
+    agent.#heartbeat = setInterval(() => void agent.#beat().catch((err) => agent.#log.warn({ err }, "heartbeat failed")), Math.max(200, Math.floor(host.presenceMaxAgeMs / 3)));
+    agent.#log.info({ capabilities: [...agent.#handlers.keys()] }, "agent started");
+    return agent;
+  }
+
+  async #serve(spec: AgentSpec): Promise<void> {
+    const { nc, subjects } = this.#host;
+    this.#service = await new Svcm(nc).add({
+      name: spec.name.replace(SERVICE_NAME, "_") || "agent",
+      version: /^\d+\.\d+\.\d+/.test(spec.version ?? "") ? spec.version! : "1.0.0",
+      description: spec.description ?? spec.name,
+      metadata: { agent_id: this.id, tenant: subjects.tenant, instance: this.instance },
+    });
+    for (const cap of this.#handlers.keys()) {
+      this.#service.addEndpoint(cap.replaceAll(".", "_"), {
+        subject: subjects.cap(cap),
+        queue: cap,
+        metadata: { capability: cap },
+        handler: (err, msg) => err || this.#track(msg, cap),
+      });
+    }
+    this.#service.addEndpoint("call", {
+      subject: subjects.agentCall(this.id),
+      queue: "agent",
+      metadata: { capability: "*" },
+      handler: (err, msg) => err || this.#track(msg, undefined),
+    });
+  }
+
+  async #beat(): Promise<void> {
+    const beat: PresenceBeat = { agent: this.id, instance: this.instance, ts: Date.now() };
+    const body = JSON.stringify(beat);
+    await this.#host.buckets.presence.put(`${this.id}.${this.instance}`, body);
+    // A copy on the presence subject lets operators watch heartbeats with `nats sub`.
+    const subject = this.#host.subjects.presence(this.id);
+    const data = enc.encode(body);
+    this.#host.nc.publish(subject, data, { headers: this.#host.envelopes.seal(subject, data) });
+  }
+
+  #track(msg: ServiceMsg, cap: string | undefined): void {
+    const p = this.#handle(msg, cap).finally(() => this.#inflight.delete(p));
+    this.#inflight.add(p);
+  }
+
+  async #handle(msg: ServiceMsg, subjectCap: string | undefined): Promise<void> {
+    const { envelopes } = this.#host;
+    let env: Envelope | undefined;
+    try {
+      env = envelopes.open(msg);
+      const cap = subjectCap ?? env.capability;
+      if (!cap) throw new AgentBusError("INVALID_INPUT", "a call to an agent must name the capability (Mesh-Cap)");
+      this.#authorize(env, cap);
+      const entry = this.#handlers.get(cap);
+      if (!entry) throw new AgentBusError("INVALID_INPUT", `agent does not offer ${cap}`);
+      const message = parseMessage(msg.data);
+      const input = structuredInput(message);
+      entry.validate?.(input);
+      const traceId = traceIdOf(env.trace?.traceparent);
+      const log = this.#log.child({ capability: cap, from: env.from, traceId });
+      const parent = { task: env.task, context: env.context, parent: env.task ?? env.id, depth: env.depth + 1, trace: env.trace };
+      const result = await entry.handler({
+        capability: cap,
+        message,
+        input,
+        text: textOf(message),
+        from: env.from,
+        envelope: env,
+        signal: this.#abort.signal,
+        log,
+        call: (c, i, o) => this.#host.call(c, i, { ...parent, ...o }),
+      });
+      const reply = toMessage(result ?? [], "ROLE_AGENT");
+      reply.contextId ??= env.context ?? message.contextId;
+      this.#respond(msg, env, reply);
+    } catch (err) {
+      this.#refuse(msg, env, err);
+    }
+  }
+
+  #authorize(env: Envelope, cap: string): void {
+    const { acl, registry, maxDepth, insecureAllowAll } = this.#host;
+    if (env.depth > maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `call depth ${env.depth} exceeds ${maxDepth}`);
+    if (insecureAllowAll) return;
+    if (!registry.isRegistered(env.from) && !acl.names(env.from)) {
+      throw new AgentBusError("UNKNOWN_SENDER", `sender ${env.from} is neither registered nor named in the ACL`);
+    }
+    if (!acl.allows(env.from, this.id, cap)) throw new AgentBusError("DENIED", `${env.from} may not invoke ${cap} on ${this.id}`);
+  }
+
+  #respond(msg: ServiceMsg, env: Envelope, reply: Message): void {
+    if (!msg.reply) return;
+    const body = enc.encode(JSON.stringify(reply));
+    const headers = this.#host.envelopes.seal(msg.reply, body, { context: env.context, task: env.task, trace: env.trace }, [env.from]);
+    msg.respond(body, { headers });
+  }
+
+  #refuse(msg: ServiceMsg, env: Envelope | undefined, err: unknown): void {
+    const e = isAgentBusError(err) ? err : new AgentBusError("HANDLER_FAILED", (err as Error)?.message ?? String(err), { cause: err });
+    const security = !env || e.code === "DENIED" || e.code === "UNKNOWN_SENDER" || e.code === "DEPTH_EXCEEDED";
+    if (security) {
+      const from = msg.headers?.get("Mesh-From");
+      this.#host.audit(e.code.toLowerCase(), { code: e.code, reason: e.message, from, subject: msg.subject, agent: this.id });
+      this.#log.warn({ code: e.code, from, subject: msg.subject }, "request refused");
+    } else if (e.code === "HANDLER_FAILED") {
+      this.#log.error({ err: (err as Error) ?? err, traceId: traceIdOf(env?.trace?.traceparent) }, "handler failed");
+    }
+    if (!msg.reply) return;
+    const body = enc.encode(JSON.stringify(e.toJSON()));
+    // An unauthenticated sender gets a signed answer: we cannot MAC for an identity we have not verified.
+    const headers = this.#host.envelopes.seal(msg.reply, body, { errorCode: e.code, trace: env?.trace }, env ? [env.from] : undefined);
+    msg.respondError(e.code === "HANDLER_FAILED" ? 500 : 400, e.code, body, { headers });
+  }
+
+  /**
+   * Stops taking requests, lets in-flight handlers finish (up to
+   * `timeoutMs`, then aborts their signal), and withdraws presence.
+   */
+  stop(timeoutMs = 10_000): Promise<void> {
+    this.#stopping ??= (async () => {
+      clearInterval(this.#heartbeat);
+      await this.#service?.stop().catch(() => {});
+      const all = Promise.allSettled([...this.#inflight]);
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)))]);
+      clearTimeout(timer);
+      if (timedOut) {
+        this.#log.warn({ inflight: this.#inflight.size }, "drain timeout: aborting handlers");
+        this.#abort.abort(new AgentBusError("CLOSED", "agent stopped"));
+        // A handler that ignores its signal must not hold the process forever.
+        await Promise.race([all, new Promise((r) => setTimeout(r, 1000).unref())]);
+      }
+      await this.#host.buckets.presence.delete(`${this.id}.${this.instance}`).catch(() => {});
+      this.#log.info("agent stopped");
+    })();
+    return this.#stopping;
+  }
+}

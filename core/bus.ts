@@ -1,0 +1,364 @@
+import { connect as natsConnect } from "@nats-io/transport-node";
+import {
+  errors as natsErrors,
+  nkeyAuthenticator,
+  credsAuthenticator,
+  type ConnectionOptions,
+  type NatsConnection,
+} from "@nats-io/nats-core";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { readFileSync } from "node:fs";
+import { Agent, type AgentHost, type AgentSpec, type Handler } from "./agent.js";
+import { AclStore } from "./aclstore.js";
+import { AgentBusError, isAgentBusError } from "./errors.js";
+import { Envelopes, type EnvelopeMeta } from "./envelope.js";
+import { featuresOf, type ServerFeatures } from "./features.js";
+import { Identity } from "./identity.js";
+import { ensureCoreInfra, type CoreBuckets } from "./infra.js";
+import { KvMirror } from "./kvmirror.js";
+import { createLogger, type Logger } from "./log.js";
+import { parseMessage, toMessage, type Input } from "./message.js";
+import type { Message } from "./protocol.js";
+import { Registry, type AgentEvent, type AgentInfo, type DiscoverQuery } from "./registry.js";
+import { Subjects, checkCapability } from "./subjects.js";
+import { childTrace, type TraceContext } from "./trace.js";
+
+/** How the NATS connection authenticates (the bus identity signs envelopes either way). */
+export interface NatsAuth {
+  /** Path of a `.creds` file (JWT + nkey seed). */
+  credsFile?: string;
+  /** nkey user seed for nkey challenge auth; `true` uses the bus identity. */
+  nkey?: string | true;
+  user?: string;
+  pass?: string;
+  token?: string;
+}
+
+/** Options of {@link connect}. */
+export interface ConnectOptions {
+  /** NATS server URL(s). Default `nats://127.0.0.1:4222`. */
+  servers?: string | string[];
+  /** Tenant (`[a-z0-9_-]+`). Default `default`. */
+  tenant?: string;
+  /** Subject root prefix. Default `mesh`. */
+  root?: string;
+  /** Connection name, shown by `nats server report connections`. */
+  name?: string;
+  /** Identity that signs envelopes. Default: `seedFile`, else `AGENTBUS_SEED`, else a fresh one. */
+  identity?: Identity;
+  /** File holding the identity's nkey seed. */
+  seedFile?: string;
+  auth?: NatsAuth;
+  /**
+   * Development only: skip the ACL and the known-sender check. Signatures,
+   * time window, replay and revocation are still enforced. Logged loudly.
+   */
+  insecureAllowAll?: boolean;
+  /** Accepted clock difference, ms (default 60 000). */
+  windowMs?: number;
+  /** Largest accepted payload, bytes (default 1 MiB). */
+  maxPayload?: number;
+  /** Deepest agent-to-agent call chain (default 8). */
+  maxDepth?: number;
+  /** Replicas for streams and buckets (default 1; 3 on a 3-node cluster). */
+  replicas?: number;
+  /** An agent unheard for this long is offline, ms (default 15 000). */
+  presenceMaxAgeMs?: number;
+  /** Audit record retention, ms (default 7 days). */
+  auditMaxAgeMs?: number;
+  /** How long `close()` waits for in-flight handlers, ms (default 10 000). */
+  drainTimeoutMs?: number;
+  logger?: Logger;
+}
+
+/** Options of {@link Bus.call}. */
+export interface CallOptions extends Pick<EnvelopeMeta, "task" | "context" | "parent" | "depth"> {
+  /** Reply deadline, ms (default 30 000). */
+  timeout?: number;
+  signal?: AbortSignal;
+  /** Call this agent id rather than any replica of the capability. */
+  target?: string;
+  /** Trace to continue (otherwise a new trace starts). */
+  trace?: TraceContext;
+}
+
+const enc = new TextEncoder();
+
+function resolveIdentity(o: ConnectOptions): Identity {
+  if (o.identity) return o.identity;
+  if (o.seedFile) return Identity.fromFile(o.seedFile);
+  if (process.env.AGENTBUS_SEED) return Identity.fromEnv();
+  return Identity.generate();
+}
+
+function natsOptions(o: ConnectOptions, identity: Identity): ConnectionOptions {
+  const a = o.auth ?? {};
+  const opts: ConnectionOptions = {
+    servers: o.servers ?? "nats://127.0.0.1:4222",
+    name: o.name ?? "agentbus",
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+    user: a.user,
+    pass: a.pass,
+    token: a.token,
+  };
+  if (a.credsFile) opts.authenticator = credsAuthenticator(readFileSync(a.credsFile));
+  else if (a.nkey === true) opts.authenticator = nkeyAuthenticator(enc.encode(identity.exportSeed()));
+  else if (a.nkey) opts.authenticator = nkeyAuthenticator(enc.encode(a.nkey));
+  return opts;
+}
+
+/**
+ * Connects to NATS as one identity in one tenant, creates the tenant's core
+ * buckets and audit stream if missing, and loads the registry, ACL and
+ * revocation list into local caches.
+ */
+export async function connect(options: ConnectOptions = {}): Promise<Bus> {
+  const identity = resolveIdentity(options);
+  const subjects = new Subjects(options.root, options.tenant);
+  const log = (options.logger ?? createLogger()).child({ tenant: subjects.tenant, id: identity.id });
+  let nc: NatsConnection;
+  try {
+    nc = await natsConnect(natsOptions(options, identity));
+  } catch (cause) {
+    throw new AgentBusError("UNAVAILABLE", `cannot connect to NATS at ${String(options.servers ?? "nats://127.0.0.1:4222")}: ${(cause as Error).message}`, { cause });
+  }
+  try {
+    return await Bus.open(nc, identity, subjects, log, options);
+  } catch (err) {
+    await nc.close().catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * A connection to the bus: call capabilities, run agents, discover who is
+ * there. Create one with {@link connect}; `close()` drains it.
+ */
+export class Bus {
+  readonly nc: NatsConnection;
+  readonly identity: Identity;
+  readonly subjects: Subjects;
+  readonly log: Logger;
+  readonly server: ServerFeatures;
+  readonly envelopes: Envelopes;
+  readonly registry: Registry;
+  readonly acl: AclStore;
+  readonly buckets: CoreBuckets;
+  readonly #options: ConnectOptions;
+  readonly #revoked: KvMirror<{ reason?: string }>;
+  readonly #agents = new Set<Agent>();
+  #closing?: Promise<void>;
+
+  private constructor(init: {
+    nc: NatsConnection; identity: Identity; subjects: Subjects; log: Logger; options: ConnectOptions;
+    buckets: CoreBuckets; registry: Registry; acl: AclStore; revoked: KvMirror<{ reason?: string }>;
+  }) {
+    this.nc = init.nc;
+    this.identity = init.identity;
+    this.subjects = init.subjects;
+    this.log = init.log;
+    this.#options = init.options;
+    this.buckets = init.buckets;
+    this.registry = init.registry;
+    this.acl = init.acl;
+    this.#revoked = init.revoked;
+    this.server = featuresOf(init.nc.info?.version ?? "0.0.0");
+    this.envelopes = new Envelopes(init.identity, {
+      windowMs: init.options.windowMs,
+      maxPayload: init.options.maxPayload,
+      isRevoked: (id) => this.#revoked.entries.has(id),
+    });
+  }
+
+  /** @internal used by {@link connect}. */
+  static async open(nc: NatsConnection, identity: Identity, subjects: Subjects, log: Logger, options: ConnectOptions): Promise<Bus> {
+    const presenceMaxAgeMs = options.presenceMaxAgeMs ?? 15_000;
+    const buckets = await ensureCoreInfra(await jetstreamManager(nc), new Kvm(nc), subjects, {
+      replicas: options.replicas ?? 1,
+      presenceMaxAgeMs,
+      auditMaxAgeMs: options.auditMaxAgeMs ?? 7 * 24 * 3600_000,
+    });
+    const invalid = (bucket: string) => (key: string, err: unknown) => log.warn({ bucket, key, err: String(err) }, "ignoring invalid entry");
+    const [registry, acl, revoked] = await Promise.all([
+      Registry.start(buckets.agents, buckets.presence, presenceMaxAgeMs, invalid("agents")),
+      AclStore.start(buckets.acl, invalid("acl")),
+      KvMirror.start(buckets.revoked, (e) => e.json<{ reason?: string }>()),
+    ]);
+    const bus = new Bus({ nc, identity, subjects, log, options, buckets, registry, acl, revoked });
+    if (options.insecureAllowAll) {
+      log.warn("INSECURE: ACL DISABLED (insecureAllowAll). Any signed sender may invoke any capability of agents on this connection. Never use this outside local development.");
+    }
+    void bus.#watchStatus();
+    log.info({ server: bus.server.version }, "connected");
+    return bus;
+  }
+
+  /** This connection's identity id (`U…`). */
+  get id(): string {
+    return this.identity.id;
+  }
+
+  /**
+   * Fast call: request/reply to any replica serving `cap` (or to one agent
+   * with `target`). Resolves to the reply message; refusals and handler
+   * failures reject with an {@link AgentBusError} carrying the remote code.
+   */
+  async call(cap: string, input: Input, options: CallOptions = {}): Promise<Message> {
+    checkCapability(cap);
+    const depth = options.depth ?? 0;
+    const maxDepth = this.#options.maxDepth ?? 8;
+    if (depth > maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `call depth ${depth} exceeds ${maxDepth}`);
+    const message = toMessage(input);
+    if (options.context) message.contextId ??= options.context;
+    const body = enc.encode(JSON.stringify(message));
+    const subject = options.target ? this.subjects.agentCall(options.target) : this.subjects.cap(cap);
+    const meta: EnvelopeMeta = {
+      task: options.task, context: options.context ?? message.contextId, parent: options.parent, depth,
+      capability: options.target ? cap : undefined, trace: childTrace(options.trace),
+    };
+    // MAC for the agents we know serve this; a signature when we know none.
+    const recipients = options.target ? [options.target] : this.registry.providers(cap);
+    try {
+      return await this.#request(subject, body, meta, recipients, options);
+    } catch (err) {
+      // An agent we did not know of (a new replica) cannot check our MACs: sign instead.
+      if (isAgentBusError(err, "UNSIGNED") && recipients.length > 0) return this.#request(subject, body, meta, [], options);
+      throw err;
+    }
+  }
+
+  async #request(subject: string, body: Uint8Array, meta: EnvelopeMeta, recipients: string[], o: CallOptions): Promise<Message> {
+    const headers = this.envelopes.seal(subject, body, meta, recipients);
+    const pending = this.nc.request(subject, body, { timeout: o.timeout ?? 30_000, headers });
+    let reply;
+    try {
+      reply = await (o.signal ? abortable(pending, o.signal) : pending);
+    } catch (err) {
+      throw requestError(err, subject);
+    }
+    const env = this.envelopes.open(reply);
+    if (o.target && env.from !== o.target) throw new AgentBusError("BAD_SIGNATURE", `reply from ${env.from}, expected ${o.target}`);
+    if (env.errorCode) {
+      let message = env.errorCode as string;
+      try {
+        message = (JSON.parse(new TextDecoder().decode(reply.data)) as { message: string }).message;
+      } catch { /* keep the code as the message */ }
+      throw new AgentBusError(env.errorCode, message);
+    }
+    return parseMessage(reply.data);
+  }
+
+  /**
+   * Runs an agent on this connection: registers its card, serves its
+   * capabilities, heartbeats. `handlers` has one entry per skill id.
+   */
+  async agent(spec: AgentSpec, handlers: Record<string, Handler>): Promise<Agent> {
+    const agent = await Agent.start(this.#host(), spec, handlers);
+    this.#agents.add(agent);
+    return agent;
+  }
+
+  /** Agents matching the query, from the local cache (no round trip). */
+  discover(query: DiscoverQuery = {}): AgentInfo[] {
+    return this.registry.discover(query);
+  }
+
+  /** Subscribes to agents coming, going and changing; returns the unsubscribe function. */
+  onAgent(listener: (event: AgentEvent) => void): () => void {
+    return this.registry.on(listener);
+  }
+
+  /** Revokes an identity tenant-wide: every receiver refuses it from now on. */
+  async revoke(id: string, reason = "revoked"): Promise<void> {
+    await this.buckets.revoked.put(id, JSON.stringify({ reason, at: Date.now(), by: this.id }));
+    this.audit("revoked", { revoked: id, reason });
+  }
+
+  /** Lifts a revocation. */
+  async unrevoke(id: string): Promise<void> {
+    await this.buckets.revoked.delete(id);
+    this.audit("unrevoked", { revoked: id });
+  }
+
+  /** True when `id` is revoked (local cache). */
+  isRevoked(id: string): boolean {
+    return this.#revoked.entries.has(id);
+  }
+
+  /** Writes a signed audit record to `<root>.<t>.audit.<kind>` (kept by the audit stream). */
+  audit(kind: string, record: Record<string, unknown>): void {
+    const subject = this.subjects.audit(kind);
+    const body = enc.encode(JSON.stringify({ kind, at: Date.now(), by: this.id, ...record }));
+    try {
+      this.nc.publish(subject, body, { headers: this.envelopes.seal(subject, body) });
+    } catch (err) {
+      this.log.warn({ err: String(err), kind }, "audit publish failed");
+    }
+  }
+
+  /**
+   * Drains: stops every agent (in-flight handlers finish within the drain
+   * timeout), stops the caches, then drains the NATS connection.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      const timeout = this.#options.drainTimeoutMs ?? 10_000;
+      await Promise.all([...this.#agents].map((a) => a.stop(timeout)));
+      this.registry.stop();
+      this.acl.stop();
+      this.#revoked.stop();
+      await this.nc.drain().catch(() => {});
+      this.log.info("closed");
+    })();
+    return this.#closing;
+  }
+
+  #host(): AgentHost {
+    return {
+      nc: this.nc,
+      subjects: this.subjects,
+      envelopes: this.envelopes,
+      registry: this.registry,
+      acl: this.acl,
+      log: this.log,
+      buckets: this.buckets,
+      presenceMaxAgeMs: this.#options.presenceMaxAgeMs ?? 15_000,
+      maxDepth: this.#options.maxDepth ?? 8,
+      insecureAllowAll: this.#options.insecureAllowAll ?? false,
+      call: (cap, input, options) => this.call(cap, input, options),
+      audit: (kind, record) => this.audit(kind, record),
+    };
+  }
+
+  async #watchStatus(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      if (s.type === "disconnect" || s.type === "reconnecting") this.log.warn({ status: s.type }, "NATS connection lost, reconnecting");
+      else if (s.type === "reconnect") this.log.info({ status: s.type }, "NATS reconnected");
+      else if (s.type === "error") this.log.error({ status: s.type, err: String(s.error) }, "NATS error");
+    }
+  }
+}
+
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(new AgentBusError("CANCELLED", "call aborted", { cause: signal.reason }));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AgentBusError("CANCELLED", "call aborted", { cause: signal.reason }));
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}
+
+function requestError(err: unknown, subject: string): unknown {
+  if (err instanceof AgentBusError) return err;
+  if (err instanceof natsErrors.RequestError && err.isNoResponders()) {
+    return new AgentBusError("NO_RESPONDERS", `no agent serves ${subject}`, { cause: err });
+  }
+  if (err instanceof natsErrors.NoRespondersError) return new AgentBusError("NO_RESPONDERS", `no agent serves ${subject}`, { cause: err });
+  if (err instanceof natsErrors.TimeoutError) return new AgentBusError("TIMEOUT", `no reply on ${subject} in time`, { cause: err });
+  if (err instanceof natsErrors.ClosedConnectionError || err instanceof natsErrors.DrainingConnectionError) {
+    return new AgentBusError("CLOSED", "the bus connection is closed", { cause: err });
+  }
+  return new AgentBusError("UNAVAILABLE", `request on ${subject} failed: ${(err as Error).message}`, { cause: err });
+}

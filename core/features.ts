@@ -1,0 +1,31 @@
+/**
+ * What the connected nats-server supports. The floor is 2.9.10; newer
+ * features are used only when the server's version says they work, because
+ * 2.9 silently ignores several of them (per-message TTL, `term` reasons).
+ */
+export interface ServerFeatures {
+  version: string;
+  /** Consumers with several filter subjects, consumer metadata (2.10). */
+  multiFilter: boolean;
+  /** Per-message TTL and subject delete markers (2.11). */
+  messageTtl: boolean;
+  /** `term` with a reason recorded in the advisory (2.11). */
+  termReason: boolean;
+}
+
+/** Compares dotted versions numerically: <0, 0, >0. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.-]/).map((n) => Number.parseInt(n, 10) || 0);
+  const pb = b.split(/[.-]/).map((n) => Number.parseInt(n, 10) || 0);
+  for (let i = 0; i < 3; i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/** Features of a server reporting `version`. */
+export function featuresOf(version: string): ServerFeatures {
+  const atLeast = (v: string) => compareVersions(version, v) >= 0;
+  return { version, multiFilter: atLeast("2.10.0"), messageTtl: atLeast("2.11.0"), termReason: atLeast("2.11.0") };
+}

@@ -1,0 +1,27 @@
+/**
+ * agentbus core: the bus client library. Connection, identity, envelopes,
+ * subjects, registry and discovery, fast calls, ACL, errors. No HTTP here.
+ *
+ * @example
+ * ```ts
+ * import { connect } from "agentbus";
+ * const bus = await connect({ servers: "nats://127.0.0.1:4222", insecureAllowAll: true });
+ * await bus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => ctx.text });
+ * const reply = await bus.call("echo", "hello");
+ * ```
+ */
+export { connect, Bus, type ConnectOptions, type CallOptions, type NatsAuth } from "./bus.js";
+export { Agent, cardOf, type AgentSpec, type SkillSpec, type Handler, type CallContext } from "./agent.js";
+export { AgentBusError, ErrorCodes, isAgentBusError, isErrorCode, type ErrorCode } from "./errors.js";
+export { Identity, verifySignature, isIdentityId } from "./identity.js";
+export { Envelopes, Header, type Envelope, type EnvelopeMeta, type EnvelopeOptions } from "./envelope.js";
+export { Subjects, checkCapability } from "./subjects.js";
+export { Registry, type AgentInfo, type AgentRecord, type AgentEvent, type DiscoverQuery, type CapabilitySchemas } from "./registry.js";
+export { AclStore } from "./aclstore.js";
+export { capabilityMatches, isAllowed, type AclRule, type AclGroup, type AclPolicy } from "./acl.js";
+export { toMessage, textOf, dataOf, structuredInput, type Input } from "./message.js";
+export { childTrace, traceIdOf, type TraceContext } from "./trace.js";
+export { featuresOf, compareVersions, type ServerFeatures } from "./features.js";
+export { createLogger, type Logger } from "./log.js";
+export type { Message, Part, Role, AgentCard, AgentSkill, AgentCapabilities, AgentInterface, AgentExtension } from "./protocol.js";
+export type { JsonSchema } from "./schema.js";

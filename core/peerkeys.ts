@@ -1,0 +1,53 @@
+import { createHmac, hkdfSync } from "node:crypto";
+import { ed25519, x25519 } from "@noble/curves/ed25519.js";
+import { AgentBusError } from "./errors.js";
+import { publicKeyOf, type Identity } from "./identity.js";
+
+const SALT = Buffer.from("agentbus peer key v1");
+const MAX_PEERS = 10_000;
+
+/**
+ * Symmetric keys shared with each peer, so the per-message path uses an
+ * HMAC (a few µs) instead of an Ed25519 signature and verification
+ * (~40 µs + ~110 µs on these machines, twice per round trip).
+ *
+ * The key for a pair of identities is derived from their Ed25519 keys alone:
+ * both are mapped to X25519 (the birational map libsodium and age use) and
+ * combined by Diffie-Hellman, then HKDF. Each side computes it once per peer
+ * without a round trip; only the two key holders can, so a valid MAC proves
+ * the sender as a signature does (to that one recipient).
+ */
+export class PeerKeys {
+  readonly #identity: Identity;
+  readonly #secret: Uint8Array;
+  readonly #keys = new Map<string, Buffer>();
+
+  constructor(identity: Identity) {
+    this.#identity = identity;
+    this.#secret = ed25519.utils.toMontgomerySecret(identity.rawSeed());
+  }
+
+  /** The 32-byte key shared with `peer` (cached). */
+  keyFor(peer: string): Buffer {
+    let key = this.#keys.get(peer);
+    if (key) return key;
+    let shared: Uint8Array;
+    try {
+      shared = x25519.getSharedSecret(this.#secret, ed25519.utils.toMontgomery(publicKeyOf(peer)));
+    } catch (cause) {
+      throw new AgentBusError("BAD_SIGNATURE", "peer id is not a usable public key", { cause });
+    }
+    const [a, b] = [this.#identity.id, peer].sort();
+    key = Buffer.from(hkdfSync("sha256", shared, SALT, `${a}|${b}`, 32));
+    if (this.#keys.size >= MAX_PEERS) this.#keys.clear();
+    this.#keys.set(peer, key);
+    return key;
+  }
+
+  /** HMAC-SHA256 over the parts, keyed for `peer`. */
+  mac(peer: string, ...parts: Uint8Array[]): Buffer {
+    const h = createHmac("sha256", this.keyFor(peer));
+    for (const p of parts) h.update(p);
+    return h.digest();
+  }
+}

@@ -1,0 +1,78 @@
+import { AgentBusError } from "./errors.js";
+
+const TOKEN = /^[a-z0-9_-]+$/;
+const CAPABILITY = /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/;
+const ROOT = /^[A-Za-z0-9_-]+$/;
+const ID = /^[A-Za-z0-9_-]+$/;
+
+function check(re: RegExp, value: string, what: string): string {
+  if (!re.test(value)) {
+    throw new AgentBusError("INVALID_INPUT", `invalid ${what} ${JSON.stringify(value)}: must match ${re}`);
+  }
+  return value;
+}
+
+/** Validates a capability id (`[a-z0-9_-]+` tokens joined by dots). */
+export const checkCapability = (cap: string): string => check(CAPABILITY, cap, "capability");
+/** Validates an agent or task id (one subject token, no dots or wildcards). */
+export const checkId = (id: string, what = "id"): string => check(ID, id, what);
+
+/**
+ * Subject, stream and bucket names for one root prefix and tenant, as laid
+ * down in docs/ARCHITECTURE.md. Every other module asks this one; nothing
+ * else concatenates subjects.
+ */
+export class Subjects {
+  readonly root: string;
+  readonly tenant: string;
+  /** `<root>.<tenant>` */
+  readonly prefix: string;
+
+  constructor(root = "mesh", tenant = "default") {
+    this.root = check(ROOT, root, "root prefix");
+    this.tenant = check(TOKEN, tenant, "tenant");
+    this.prefix = `${root}.${tenant}`;
+  }
+
+  /** Fast call to any replica serving `cap` (queue group per capability). */
+  cap(cap: string): string {
+    return `${this.prefix}.cap.${checkCapability(cap)}`;
+  }
+  /** Fast call to one agent identity. */
+  agentCall(agent: string): string {
+    return `${this.prefix}.agent.${checkId(agent, "agent id")}.call`;
+  }
+  /** Durable task submission for `cap`. */
+  work(cap: string): string {
+    return `${this.prefix}.work.${checkCapability(cap)}`;
+  }
+  /** Durable direct messages to one agent. */
+  inbox(agent: string): string {
+    return `${this.prefix}.inbox.${checkId(agent, "agent id")}`;
+  }
+  /** Every event of one task. */
+  taskEvents(task: string): string {
+    return `${this.prefix}.task.${checkId(task, "task id")}.events`;
+  }
+  /** Cancel requests for one task. */
+  taskCancel(task: string): string {
+    return `${this.prefix}.task.${checkId(task, "task id")}.cancel`;
+  }
+  /** Heartbeats of one agent. */
+  presence(agent: string): string {
+    return `${this.prefix}.presence.${checkId(agent, "agent id")}`;
+  }
+  /** Audit records of one kind (`denied`, `bad_signature`, ...). */
+  audit(kind: string): string {
+    return `${this.prefix}.audit.${check(TOKEN, kind, "audit kind")}`;
+  }
+
+  /** Stream name: `MESH_<T>_<KIND>`. */
+  stream(kind: "WORK" | "INBOX" | "EVENTS" | "DLQ" | "AUDIT"): string {
+    return `${this.root}_${this.tenant}_${kind}`.toUpperCase();
+  }
+  /** KV bucket name: `mesh_<t>_<kind>`. */
+  bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked"): string {
+    return `${this.root.toLowerCase()}_${this.tenant}_${kind}`;
+  }
+}
