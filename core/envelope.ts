@@ -60,6 +60,8 @@ export interface EnvelopeOptions {
   maxPayload?: number;
   /** Revocation check, consulted before the signature is verified. */
   isRevoked?: (id: string) => boolean;
+  /** Time source in ms (tests use a skewed clock). */
+  clock?: () => number;
 }
 
 /** Minimal view of a received NATS message. */
@@ -103,12 +105,14 @@ export class Envelopes {
   readonly #peers: PeerKeys;
   readonly #replay: ReplayGuard;
   readonly #isRevoked: (id: string) => boolean;
+  readonly #clock: () => number;
 
   constructor(identity: Identity, options: EnvelopeOptions = {}) {
     this.identity = identity;
     this.windowMs = options.windowMs ?? 60_000;
     this.maxPayload = options.maxPayload ?? 1024 * 1024;
     this.#isRevoked = options.isRevoked ?? (() => false);
+    this.#clock = options.clock ?? Date.now;
     this.#peers = new PeerKeys(identity);
     this.#replay = new ReplayGuard(this.windowMs);
   }
@@ -121,7 +125,7 @@ export class Envelopes {
   seal(subject: string, body: Uint8Array, meta: EnvelopeMeta = {}, recipients?: readonly string[]): MsgHdrs {
     const h = natsHeaders();
     const from = this.identity.id;
-    const ts = String(Date.now());
+    const ts = String(this.#clock());
     const id = nuid.next();
     h.set(Header.from, from);
     h.set(Header.ts, ts);
@@ -150,7 +154,8 @@ export class Envelopes {
   }
 
   /** Verifies a received message; throws {@link AgentBusError} on refusal. */
-  open(msg: Received, now = Date.now()): Envelope {
+  open(msg: Received): Envelope {
+    const now = this.#clock();
     if (msg.data.length > this.maxPayload) {
       throw new AgentBusError("PAYLOAD_TOO_LARGE", `payload of ${msg.data.length} bytes exceeds ${this.maxPayload}`);
     }
