@@ -7,7 +7,7 @@
 export class ReplayGuard {
   #current = new Set<string>();
   #previous = new Set<string>();
-  #rotatedAt = Date.now();
+  #rotatedAt = Number.NEGATIVE_INFINITY;
   readonly #generationMs: number;
 
   constructor(windowMs: number) {
