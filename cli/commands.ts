@@ -1,0 +1,135 @@
+import { Command } from "commander";
+import { chmodSync, existsSync, writeFileSync } from "node:fs";
+import { AgentBusError, Identity, isAgentBusError } from "../core/index.js";
+import { busFrom, Exit, parseInput, withCommon, type CommonOptions } from "./options.js";
+
+const print = (o: CommonOptions, json: unknown, human: string) => process.stdout.write(`${o.json ? JSON.stringify(json) : human}\n`);
+
+/** `agentbus keygen`: a new identity, seed written 0600. */
+export function keygen(): Command {
+  return new Command("keygen")
+    .description("generate an identity (Ed25519 nkey); writes the seed to a 0600 file and prints the id")
+    .argument("<file>", "where to write the seed")
+    .option("--force", "overwrite an existing file")
+    .option("--json", "machine-readable JSON output")
+    .action((file: string, o: { force?: boolean; json?: boolean }) => {
+      if (existsSync(file) && !o.force) throw new AgentBusError("INVALID_INPUT", `${file} exists (use --force to overwrite)`);
+      const id = Identity.generate();
+      writeFileSync(file, `${id.exportSeed()}\n`, { mode: 0o600 });
+      chmodSync(file, 0o600);
+      print(o, { id: id.id, file }, id.id);
+    });
+}
+
+/** `agentbus ls`: agents from the registry. */
+export function ls(): Command {
+  return withCommon(new Command("ls"))
+    .description("list registered agents with their capabilities and liveness")
+    .option("--capability <cap>", "only agents offering this capability")
+    .option("--tag <tag>", "only agents with a skill tagged so")
+    .option("--online", "only online agents")
+    .action(async (o: CommonOptions & { capability?: string; tag?: string; online?: boolean }) => {
+      const bus = await busFrom(o);
+      const agents = bus.discover({ capability: o.capability, tag: o.tag, online: o.online ? true : undefined });
+      if (o.json) print(o, agents.map(({ card: _c, ...a }) => a), "");
+      else for (const a of agents) process.stdout.write(`${a.online ? "●" : "○"} ${a.name}  ${a.id}  [${a.capabilities.join(", ")}]  instances=${a.instances}\n`);
+      await bus.close();
+    });
+}
+
+/** `agentbus call <cap> <input>`: one fast call. */
+export function call(): Command {
+  return withCommon(new Command("call"))
+    .description("fast call: send input to a capability and print the reply")
+    .argument("<capability>", "capability id")
+    .argument("<input>", "plain text (a text part) or JSON (a data part)")
+    .option("--target <agent>", "call this agent id only")
+    .option("--timeout <ms>", "reply deadline in ms", "30000")
+    .action(async (cap: string, input: string, o: CommonOptions & { target?: string; timeout: string }) => {
+      const bus = await busFrom(o);
+      try {
+        const reply = await bus.call(cap, parseInput(input), { target: o.target, timeout: Number(o.timeout) });
+        const human = reply.parts.map((p) => p.text ?? JSON.stringify(p.data ?? p.url ?? p.raw)).join("\n");
+        print(o, reply, human);
+      } finally {
+        await bus.close();
+      }
+    });
+}
+
+/** `agentbus acl allow|group|rm|ls`: edit the tenant's policy. */
+export function acl(): Command {
+  const cmd = new Command("acl").description("edit the tenant's ACL (hot-reloaded by every agent)");
+  cmd.addCommand(
+    withCommon(new Command("allow"))
+      .description("add or replace a rule: SOURCE may invoke CAPABILITIES on TARGET")
+      .argument("<name>", "rule name")
+      .argument("<source>", "agent id, group:<name> or *")
+      .argument("<target>", "agent id, group:<name> or *")
+      .argument("<capabilities...>", "capability patterns (NATS wildcards: * one token, > the rest)")
+      .action(async (name: string, source: string, target: string, capabilities: string[], o: CommonOptions) => {
+        const bus = await busFrom(o);
+        await bus.acl.putRule(name, { source, target, capabilities });
+        print(o, { rule: name, source, target, capabilities }, `rule ${name} set`);
+        await bus.close();
+      }),
+  );
+  cmd.addCommand(
+    withCommon(new Command("group"))
+      .description("set a group's members")
+      .argument("<name>", "group name")
+      .argument("<members...>", "agent ids")
+      .action(async (name: string, members: string[], o: CommonOptions) => {
+        const bus = await busFrom(o);
+        await bus.acl.putGroup(name, members);
+        print(o, { group: name, members }, `group ${name} set`);
+        await bus.close();
+      }),
+  );
+  cmd.addCommand(
+    withCommon(new Command("rm"))
+      .description("remove a rule")
+      .argument("<name>", "rule name")
+      .action(async (name: string, o: CommonOptions) => {
+        const bus = await busFrom(o);
+        await bus.acl.deleteRule(name);
+        print(o, { removed: name }, `rule ${name} removed`);
+        await bus.close();
+      }),
+  );
+  cmd.addCommand(
+    withCommon(new Command("ls"))
+      .description("show rules and groups")
+      .action(async (o: CommonOptions) => {
+        const bus = await busFrom(o);
+        const p = bus.acl.policy();
+        const out = { rules: Object.fromEntries(p.rules), groups: Object.fromEntries(p.groups) };
+        print(o, out, JSON.stringify(out, null, 2));
+        await bus.close();
+      }),
+  );
+  return cmd;
+}
+
+/** `agentbus revoke <id>`: revoke an identity tenant-wide. */
+export function revoke(): Command {
+  return withCommon(new Command("revoke"))
+    .description("revoke an identity: every agent refuses it from now on")
+    .argument("<id>", "agent id (U…)")
+    .option("--reason <text>", "why", "revoked")
+    .option("--undo", "lift the revocation")
+    .action(async (id: string, o: CommonOptions & { reason: string; undo?: boolean }) => {
+      const bus = await busFrom(o);
+      if (o.undo) await bus.unrevoke(id);
+      else await bus.revoke(id, o.reason);
+      print(o, { id, revoked: !o.undo }, `${id} ${o.undo ? "unrevoked" : "revoked"}`);
+      await bus.close();
+    });
+}
+
+/** Maps an error to the documented exit code. */
+export function exitCodeOf(err: unknown): number {
+  if (isAgentBusError(err, "UNAVAILABLE")) return Exit.connection;
+  if (isAgentBusError(err, "INVALID_INPUT")) return Exit.usage;
+  return Exit.taskFailed;
+}

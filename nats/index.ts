@@ -1,0 +1,42 @@
+/**
+ * agentbus NATS launcher: start real nats-server processes (single node,
+ * JetStream cluster, or gateway supercluster) for tests and `agentbus up`.
+ *
+ * @example
+ * const server = await startServer();
+ * const nc = await connect({ servers: server.url });
+ * // ...
+ * await server.cleanup();
+ */
+export { FALLBACK_LOCATIONS, NatsServerNotFoundError, findNatsServer, natsServerVersion } from "./binary.js";
+export { mergeConfig, renderConfig, type ConfigValue } from "./config.js";
+export {
+  NatsServerStartError,
+  configFileText,
+  serverConfig,
+  startServer,
+  type NatsServer,
+  type ServerConfigInput,
+  type ServerOptions,
+} from "./server.js";
+export {
+  clusterBlock,
+  startCluster,
+  type ClusterBlockInput,
+  type ClusterOptions,
+  type NatsCluster,
+} from "./cluster.js";
+export {
+  APP_USER,
+  SYS_USER,
+  accountsBlock,
+  gatewayBlock,
+  startSupercluster,
+  type GatewayBlockInput,
+  type NatsSupercluster,
+  type SuperclusterOptions,
+} from "./supercluster.js";
+export { waitForMetaLeader } from "./meta.js";
+export { monitorJson } from "./monitor.js";
+export { PortInUseError, freePort, freePorts } from "./ports.js";
+export type { UserPass } from "./ready.js";

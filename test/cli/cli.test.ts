@@ -1,0 +1,67 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { Identity } from "../../core/index.js";
+import { useNatsServer } from "../helpers/nats.js";
+import { useBuses } from "../helpers/bus.js";
+
+const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
+
+function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ["--import", "tsx", main, ...args]);
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += String(d)));
+    child.stderr.on("data", (d) => (stderr += String(d)));
+    child.on("exit", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+describe("agentbus CLI", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url);
+
+  it("keygen writes a 0600 seed file and prints the id", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "agentbus-cli-")), "me.nk");
+    const r = await run(["keygen", file, "--json"]);
+    expect(r.code).toBe(0);
+    const { id } = JSON.parse(r.stdout) as { id: string };
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(Identity.fromSeed(readFileSync(file, "utf8")).id).toBe(id);
+    expect((await run(["keygen", file])).code).toBe(2);
+  });
+
+  it("ls and call reach a real agent; acl edits apply", async () => {
+    const agent = await open({ tenant: "cli" });
+    await agent.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => `got ${ctx.text}` });
+    const seedFile = join(mkdtempSync(join(tmpdir(), "agentbus-cli-")), "caller.nk");
+    const { id } = JSON.parse((await run(["keygen", seedFile, "--json"])).stdout) as { id: string };
+    const common = ["--nats", nats.server.url, "--tenant", "cli", "--seed", seedFile];
+
+    const ls = await run(["ls", ...common, "--json", "--online"]);
+    expect(ls.code).toBe(0);
+    expect(JSON.parse(ls.stdout)).toEqual([expect.objectContaining({ name: "echo", capabilities: ["echo"], online: true })]);
+
+    const denied = await run(["call", "echo", "hi", ...common]);
+    expect(denied.code).toBe(1);
+    expect(denied.stderr).toContain("UNKNOWN_SENDER");
+
+    expect((await run(["acl", "allow", "cli-caller", id, "*", "echo", ...common])).code).toBe(0);
+    let ok = { code: -1, stdout: "", stderr: "" };
+    for (let i = 0; i < 20 && ok.code !== 0; i++) ok = await run(["call", "echo", "hi", ...common]);
+    expect(ok.stdout.trim()).toBe("got hi");
+  });
+
+  it("exit codes: 2 for usage errors, 3 when NATS is unreachable", async () => {
+    expect((await run(["call"])).code).toBe(2);
+    expect((await run(["no-such-command"])).code).toBe(2);
+    const r = await run(["ls", "--nats", "nats://127.0.0.1:1"]);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/cannot connect to NATS/);
+    expect((await run(["--help"])).code).toBe(0);
+  });
+});

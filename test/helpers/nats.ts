@@ -1,0 +1,91 @@
+/**
+ * Vitest helpers that run a real nats-server (or cluster) for the tests of
+ * one file: started in `beforeAll`, stopped and deleted in `afterAll`.
+ *
+ * @example
+ * const nats = useNatsServer();
+ * it("connects", async () => {
+ *   const nc = await connect({ servers: nats.server.url });
+ * });
+ */
+import { afterAll, beforeAll } from "vitest";
+import {
+  startCluster,
+  startServer,
+  startSupercluster,
+  type ClusterOptions,
+  type NatsCluster,
+  type NatsServer,
+  type NatsSupercluster,
+  type ServerOptions,
+  type SuperclusterOptions,
+} from "../../nats/index.js";
+
+// Generous: a JetStream cluster on a busy 2-core machine can take 10 s or
+// more to elect a meta leader, and a supercluster longer.
+const SERVER_TIMEOUT_MS = 30_000;
+const CLUSTER_TIMEOUT_MS = 90_000;
+
+function useResource<T extends { cleanup(): Promise<void> }>(
+  what: string,
+  start: () => Promise<T>,
+  timeoutMs: number,
+): () => T {
+  let resource: T | undefined;
+  beforeAll(async () => {
+    resource = await start();
+  }, timeoutMs);
+  afterAll(async () => {
+    await resource?.cleanup();
+  }, timeoutMs);
+  return () => {
+    // Reading it at module level (outside hooks/tests) is a mistake we explain.
+    if (!resource) throw new Error(`${what} is not running: use it inside a test or hook`);
+    return resource;
+  };
+}
+
+/** Holder for {@link useNatsServer}'s server. */
+export interface NatsServerHolder {
+  readonly server: NatsServer;
+}
+
+/** Runs one nats-server (JetStream on by default) for this test file. */
+export function useNatsServer(options?: ServerOptions): NatsServerHolder {
+  const get = useResource("useNatsServer's server", () => startServer(options), SERVER_TIMEOUT_MS);
+  return {
+    get server() {
+      return get();
+    },
+  };
+}
+
+/** Holder for {@link useNatsCluster}'s cluster. */
+export interface NatsClusterHolder {
+  readonly cluster: NatsCluster;
+}
+
+/** Runs a `size`-node JetStream cluster for this test file. */
+export function useNatsCluster(size = 3, options?: ClusterOptions): NatsClusterHolder {
+  const get = useResource("useNatsCluster's cluster", () => startCluster(size, options), CLUSTER_TIMEOUT_MS);
+  return {
+    get cluster() {
+      return get();
+    },
+  };
+}
+
+/** Holder for {@link useNatsSupercluster}'s supercluster. */
+export interface NatsSuperclusterHolder {
+  readonly supercluster: NatsSupercluster;
+}
+
+/** Runs a gateway-joined supercluster for this test file. */
+export function useNatsSupercluster(options?: SuperclusterOptions): NatsSuperclusterHolder {
+  const get = useResource("useNatsSupercluster's supercluster", () => startSupercluster(options), CLUSTER_TIMEOUT_MS);
+  return {
+    get supercluster() {
+      return get();
+    },
+  };
+}
