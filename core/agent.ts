@@ -205,8 +205,8 @@ export class Agent {
       const message = parseMessage(msg.data);
       const input = structuredInput(message);
       entry.validate?.(input);
-      const traceId = traceIdOf(env.trace?.traceparent);
-      const log = this.#log.child({ capability: cap, from: env.from, traceId });
+      const agentLog = this.#log;
+      let log: Logger | undefined;
       const parent = { task: env.task, context: env.context, parent: env.task ?? env.id, depth: env.depth + 1, trace: env.trace };
       const result = await entry.handler({
         capability: cap,
@@ -216,7 +216,10 @@ export class Agent {
         from: env.from,
         envelope: env,
         signal: this.#abort.signal,
-        log,
+        // Built on first use: a pino child per call would cost on the hot path.
+        get log() {
+          return (log ??= agentLog.child({ capability: cap, from: env!.from, traceId: traceIdOf(env!.trace?.traceparent) }));
+        },
         call: (c, i, o) => this.#host.call(c, i, { ...parent, ...o }),
       });
       const reply = toMessage(result ?? [], "ROLE_AGENT");
