@@ -212,7 +212,9 @@ export class Agent {
         capability: cap,
         message,
         input,
-        text: textOf(message),
+        get text() {
+          return textOf(message);
+        },
         from: env.from,
         envelope: env,
         signal: this.#abort.signal,

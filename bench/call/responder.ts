@@ -1,0 +1,44 @@
+/**
+ * Responder process for bench/call: one bus connection that serves both
+ *  - a raw NATS echo on `bench.raw` (replies with the request's bytes), and
+ *  - a bus agent `bench-echo` with capability `echo` (replies with the parts),
+ * so both paths cross the same process boundary and the same client
+ * connection. Started by bench/call/run.ts as
+ *   node --import tsx bench/call/responder.ts <nats-url> <tenant>
+ * Writes `READY <agent-id>` on stdout once both are served; exits on stdin
+ * close or SIGTERM.
+ */
+import { connect, createLogger } from "../../core/index.js";
+
+const [url, tenant = "bench"] = process.argv.slice(2);
+if (!url) {
+  process.stderr.write("usage: responder.ts <nats-url> [tenant]\n");
+  process.exit(2);
+}
+
+const bus = await connect({ servers: url, tenant, name: "bench-responder", insecureAllowAll: true, logger: createLogger({ level: "error" }) });
+
+bus.nc.subscribe("bench.raw", {
+  callback: (err, msg) => {
+    if (!err) msg.respond(msg.data);
+  },
+});
+await bus.agent({ name: "bench-echo", skills: [{ id: "echo" }] }, { echo: (ctx) => ctx.message.parts });
+await bus.nc.flush();
+process.stdout.write(`READY ${bus.id}\n`);
+
+let closing = false;
+const shutdown = async (): Promise<void> => {
+  if (closing) return;
+  closing = true;
+  // The server may already be gone (parent crashed): don't wait on a drain forever.
+  setTimeout(() => process.exit(0), 3000).unref();
+  await bus.close().catch(() => {});
+  process.exit(0);
+};
+process.on("SIGTERM", () => void shutdown());
+process.on("SIGINT", () => void shutdown());
+// The parent holds our stdin: when it goes away (even by crash), so do we.
+process.stdin.on("end", () => void shutdown());
+process.stdin.on("close", () => void shutdown());
+process.stdin.resume();

@@ -1,0 +1,105 @@
+/**
+ * Shared helpers for the benchmarks: time-boxed op loops, percentiles,
+ * rounding, and the one JSON line each benchmark prints on stdout.
+ * Progress and diagnostics go to stderr only.
+ */
+import { performance } from "node:perf_hooks";
+
+/** ops/s and µs/op of one measured operation. */
+export interface Rate {
+  opsPerSec: number;
+  usPerOp: number;
+  /** Operations actually run in the measured window. */
+  ops: number;
+}
+
+/** Latency summary in ms. */
+export interface Latency {
+  n: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  mean: number;
+  min: number;
+  max: number;
+}
+
+export const now = (): number => performance.now();
+
+/** Rounds to `digits` significant decimals (for readable JSON). */
+export function round(x: number, digits = 3): number {
+  if (!Number.isFinite(x)) return x;
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+/** Progress line on stderr. */
+export function progress(...parts: unknown[]): void {
+  process.stderr.write(`${parts.map((p) => (typeof p === "string" ? p : JSON.stringify(p))).join(" ")}\n`);
+}
+
+/** The benchmark's single result line on stdout. */
+export function emit(result: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+/**
+ * Runs `fn` repeatedly for about `ms` milliseconds (after `warmupMs` of
+ * warm-up) and returns the rate. Works for ops from ~50 ns to ~10 ms: the
+ * clock is read once per batch and the batch grows until it lasts ≥ 5 ms,
+ * so timer overhead stays negligible and slow ops still stop on time.
+ */
+export function timeFor(fn: () => unknown, ms = 1000, warmupMs = 200): Rate {
+  let sink: unknown;
+  const run = (budget: number): { ops: number; elapsed: number } => {
+    let batch = 1;
+    let ops = 0;
+    const start = now();
+    let elapsed = 0;
+    while (elapsed < budget) {
+      const t0 = now();
+      for (let i = 0; i < batch; i++) sink = fn();
+      const t1 = now();
+      ops += batch;
+      elapsed = t1 - start;
+      if (t1 - t0 < 5 && batch < 1 << 20) batch *= 2;
+    }
+    return { ops, elapsed };
+  };
+  run(warmupMs);
+  const { ops, elapsed } = run(ms);
+  if (sink === Symbol.for("never")) progress("unreachable");
+  return rateOf(ops, elapsed);
+}
+
+/** Rate from an op count and elapsed ms. */
+export function rateOf(ops: number, elapsedMs: number): Rate {
+  const opsPerSec = (ops * 1000) / elapsedMs;
+  return { opsPerSec: round(opsPerSec, 1), usPerOp: round((elapsedMs * 1000) / ops, 3), ops };
+}
+
+/** Nearest-rank percentile of an ascending array. */
+export function percentile(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
+}
+
+/** p50/p90/p99/mean/min/max of latency samples in ms. */
+export function summarize(samples: ArrayLike<number>): Latency {
+  const sorted = Float64Array.from(samples as ArrayLike<number>).sort();
+  let sum = 0;
+  for (const s of sorted) sum += s;
+  return {
+    n: sorted.length,
+    p50: round(percentile(sorted, 50), 4),
+    p90: round(percentile(sorted, 90), 4),
+    p99: round(percentile(sorted, 99), 4),
+    mean: round(sum / sorted.length, 4),
+    min: round(sorted[0] ?? NaN, 4),
+    max: round(sorted[sorted.length - 1] ?? NaN, 4),
+  };
+}
+
+/** `a / b`, rounded. */
+export const ratio = (a: number, b: number, digits = 3): number => round(a / b, digits);
