@@ -244,7 +244,7 @@ export class Agent {
 
   #respond(msg: ServiceMsg, env: Envelope, reply: Message): void {
     if (!msg.reply) return;
-    const body = enc.encode(JSON.stringify(reply));
+    const body = Buffer.from(JSON.stringify(reply));
     const headers = this.#host.envelopes.seal(msg.reply, body, { context: env.context, task: env.task, trace: env.trace }, [env.from]);
     msg.respond(body, { headers });
   }

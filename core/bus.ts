@@ -18,7 +18,7 @@ import { Identity } from "./identity.js";
 import { ensureCoreInfra, type CoreBuckets } from "./infra.js";
 import { KvMirror } from "./kvmirror.js";
 import { createLogger, type Logger } from "./log.js";
-import { parseMessage, toMessage, type Input } from "./message.js";
+import { parseMessage, toMessage, utf8, type Input } from "./message.js";
 import type { Message } from "./protocol.js";
 import { Registry, type AgentEvent, type AgentInfo, type DiscoverQuery } from "./registry.js";
 import { Subjects, checkCapability } from "./subjects.js";
@@ -215,7 +215,7 @@ export class Bus {
     if (depth > maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `call depth ${depth} exceeds ${maxDepth}`);
     const message = toMessage(input);
     if (options.context) message.contextId ??= options.context;
-    const body = enc.encode(JSON.stringify(message));
+    const body = Buffer.from(JSON.stringify(message));
     const subject = options.target ? this.subjects.agentCall(options.target) : this.subjects.cap(cap);
     const meta: EnvelopeMeta = {
       task: options.task, context: options.context ?? message.contextId, parent: options.parent, depth,
@@ -241,12 +241,12 @@ export class Bus {
     } catch (err) {
       throw requestError(err, subject);
     }
-    const env = this.envelopes.open(reply);
+    const env = this.envelopes.open(reply, { replay: false });
     if (o.target && env.from !== o.target) throw new AgentBusError("BAD_SIGNATURE", `reply from ${env.from}, expected ${o.target}`);
     if (env.errorCode) {
       let message = env.errorCode as string;
       try {
-        message = (JSON.parse(new TextDecoder().decode(reply.data)) as { message: string }).message;
+        message = (JSON.parse(utf8(reply.data)) as { message: string }).message;
       } catch { /* keep the code as the message */ }
       throw new AgentBusError(env.errorCode, message);
     }

@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import { headers as natsHeaders, nuid, type MsgHdrs } from "@nats-io/nats-core";
+import { MsgHdrsImpl, nuid, type MsgHdrs } from "@nats-io/nats-core";
 import { AgentBusError, type ErrorCode } from "./errors.js";
 import { verifySignature, type Identity } from "./identity.js";
 import { PeerKeys } from "./peerkeys.js";
@@ -71,20 +71,36 @@ export interface Received {
   headers?: MsgHdrs;
 }
 
-const enc = new TextEncoder();
 const MAX_MAC_RECIPIENTS = 8;
 const HINT = 12;
 
 /** A recipient's short tag in `Mesh-Mac` (`<hint>:<mac>,…`). */
 const hintOf = (id: string): string => id.slice(1, 1 + HINT);
 
-function canonical(subject: string, from: string, ts: string, id: string, m: EnvelopeMeta): Uint8Array {
+function canonical(subject: string, from: string, ts: string, id: string, m: EnvelopeMeta): string {
   // Everything a forger would want to change is covered: routing (subject),
-  // who, when, which message, the task it belongs to, its depth, and on an
-  // error reply the error code.
-  return enc.encode(
-    `${subject}\n${from}\n${ts}\n${id}\n${m.task ?? ""}\n${m.context ?? ""}\n${m.parent ?? ""}\n${m.depth ?? 0}\n${m.capability ?? ""}\n${m.errorCode ?? ""}\n`,
-  );
+  // who, when, which message, the task it belongs to, its depth, the
+  // capability and, on an error reply, the error code.
+  return `${subject}\n${from}\n${ts}\n${id}\n${m.task ?? ""}\n${m.context ?? ""}\n${m.parent ?? ""}\n${m.depth ?? 0}\n${m.capability ?? ""}\n${m.errorCode ?? ""}\n`;
+}
+
+// Header values a caller supplies (task, context, trace state) must not be
+// able to break the header block: printable ASCII only.
+const SAFE_VALUE = /^[\x20-\x7e]*$/;
+
+/**
+ * Header access straight on nats-core's map: `MsgHdrs.get`/`set` copy the
+ * key list on every call, which shows up on the per-message path.
+ */
+function read(h: MsgHdrs, key: string): string | undefined {
+  if (h instanceof MsgHdrsImpl) return h.headers.get(key)?.[0] || undefined;
+  return h.get(key) || undefined;
+}
+
+function write(h: MsgHdrsImpl, key: string, value: string | undefined): void {
+  if (!value) return;
+  if (!SAFE_VALUE.test(value)) throw new AgentBusError("INVALID_INPUT", `${key} must be printable ASCII`);
+  h.headers.set(key, [value]);
 }
 
 const sha256 = (body: Uint8Array): Buffer => createHash("sha256").update(body).digest();
@@ -123,75 +139,82 @@ export class Envelopes {
    * otherwise signed.
    */
   seal(subject: string, body: Uint8Array, meta: EnvelopeMeta = {}, recipients?: readonly string[]): MsgHdrs {
-    const h = natsHeaders();
+    const h = new MsgHdrsImpl();
     const from = this.identity.id;
     const ts = String(this.#clock());
     const id = nuid.next();
-    h.set(Header.from, from);
-    h.set(Header.ts, ts);
-    h.set(Header.id, id);
-    if (meta.task) h.set(Header.task, meta.task);
-    if (meta.context) h.set(Header.context, meta.context);
-    if (meta.parent) h.set(Header.parent, meta.parent);
-    if (meta.depth) h.set(Header.depth, String(meta.depth));
-    if (meta.capability) h.set(Header.cap, meta.capability);
-    if (meta.errorCode) h.set(Header.error, meta.errorCode);
+    h.headers.set(Header.from, [from]);
+    h.headers.set(Header.ts, [ts]);
+    h.headers.set(Header.id, [id]);
+    write(h, Header.task, meta.task);
+    write(h, Header.context, meta.context);
+    write(h, Header.parent, meta.parent);
+    if (meta.depth) h.headers.set(Header.depth, [String(meta.depth)]);
+    write(h, Header.cap, meta.capability);
+    write(h, Header.error, meta.errorCode);
     if (meta.trace) {
-      h.set(Header.traceparent, meta.trace.traceparent);
-      if (meta.trace.tracestate) h.set(Header.tracestate, meta.trace.tracestate);
+      write(h, Header.traceparent, meta.trace.traceparent);
+      write(h, Header.tracestate, meta.trace.tracestate);
     }
     const head = canonical(subject, from, ts, id, meta);
     if (recipients && recipients.length > 0 && recipients.length <= MAX_MAC_RECIPIENTS) {
-      h.set(
-        Header.mac,
-        recipients.map((r) => `${hintOf(r)}:${this.#peers.mac(r, head, body).toString("base64url")}`).join(","),
-      );
+      let macs = "";
+      for (const r of recipients) macs += `${macs ? "," : ""}${hintOf(r)}:${this.#peers.mac(r, head, body).toString("base64url")}`;
+      h.headers.set(Header.mac, [macs]);
     } else {
-      const signed = Buffer.concat([head, sha256(body)]);
-      h.set(Header.sig, Buffer.from(this.identity.sign(signed)).toString("base64url"));
+      const signed = Buffer.concat([Buffer.from(head), sha256(body)]);
+      h.headers.set(Header.sig, [Buffer.from(this.identity.sign(signed)).toString("base64url")]);
     }
     return h;
   }
 
-  /** Verifies a received message; throws {@link AgentBusError} on refusal. */
-  open(msg: Received): Envelope {
+  /**
+   * Verifies a received message; throws {@link AgentBusError} on refusal.
+   * `replay: false` skips the replay check, for replies only: a reply is
+   * bound (by its MAC or signature) to the request's one-time inbox, which
+   * takes one message, so a replayed copy has nowhere to go.
+   */
+  open(msg: Received, options: { replay?: boolean } = {}): Envelope {
     const now = this.#clock();
     if (msg.data.length > this.maxPayload) {
       throw new AgentBusError("PAYLOAD_TOO_LARGE", `payload of ${msg.data.length} bytes exceeds ${this.maxPayload}`);
     }
     const h = msg.headers;
-    const from = h?.get(Header.from);
-    const tsText = h?.get(Header.ts);
-    const id = h?.get(Header.id);
+    const from = h && read(h, Header.from);
+    const tsText = h && read(h, Header.ts);
+    const id = h && read(h, Header.id);
     if (!h || !from || !tsText || !id) throw new AgentBusError("UNSIGNED", "message lacks Mesh-From, Mesh-Ts or Nats-Msg-Id");
     const ts = Number(tsText);
     if (!Number.isSafeInteger(ts) || Math.abs(now - ts) > this.windowMs) {
       throw new AgentBusError("EXPIRED", `message time ${tsText} is outside the ±${this.windowMs} ms window`);
     }
     if (this.#isRevoked(from)) throw new AgentBusError("REVOKED", `sender ${from} is revoked`);
-    const depthText = h.get(Header.depth);
+    const depthText = read(h, Header.depth);
     const depth = depthText ? Number(depthText) : 0;
     if (!Number.isSafeInteger(depth) || depth < 0) throw new AgentBusError("BAD_SIGNATURE", "malformed Mesh-Depth");
-    const meta: EnvelopeMeta = {
-      task: h.get(Header.task) || undefined,
-      context: h.get(Header.context) || undefined,
-      parent: h.get(Header.parent) || undefined,
+    const env: Envelope = {
+      from,
+      ts,
+      id,
       depth,
-      capability: h.get(Header.cap) || undefined,
-      errorCode: (h.get(Header.error) || undefined) as ErrorCode | undefined,
+      auth: "mac",
+      task: read(h, Header.task),
+      context: read(h, Header.context),
+      parent: read(h, Header.parent),
+      capability: read(h, Header.cap),
+      errorCode: read(h, Header.error) as ErrorCode | undefined,
     };
-    const head = canonical(msg.subject, from, tsText, id, meta);
-    const auth = this.#authenticate(h, from, head, msg.data);
-    if (!this.#replay.firstSeen(`${from}/${id}`, now)) {
+    env.auth = this.#authenticate(h, from, canonical(msg.subject, from, tsText, id, env), msg.data);
+    if (options.replay !== false && !this.#replay.firstSeen(`${from}/${id}`, now)) {
       throw new AgentBusError("REPLAYED", `message ${id} was already received`);
     }
-    const traceparent = h.get(Header.traceparent);
-    if (traceparent) meta.trace = { traceparent, tracestate: h.get(Header.tracestate) || undefined };
-    return { ...meta, from, ts, id, depth, auth };
+    const traceparent = read(h, Header.traceparent);
+    if (traceparent) env.trace = { traceparent, tracestate: read(h, Header.tracestate) };
+    return env;
   }
 
-  #authenticate(h: MsgHdrs, from: string, head: Uint8Array, body: Uint8Array): Envelope["auth"] {
-    const macs = h.get(Header.mac);
+  #authenticate(h: MsgHdrs, from: string, head: string, body: Uint8Array): Envelope["auth"] {
+    const macs = read(h, Header.mac);
     if (macs) {
       const mine = hintOf(this.identity.id);
       for (const entry of macs.split(",")) {
@@ -202,9 +225,9 @@ export class Envelopes {
         throw new AgentBusError("BAD_SIGNATURE", `MAC check failed for sender ${from}`);
       }
     }
-    const sig = h.get(Header.sig);
+    const sig = read(h, Header.sig);
     if (!sig) throw new AgentBusError("UNSIGNED", "message is neither signed nor MACed for this recipient");
-    const signed = Buffer.concat([head, sha256(body)]);
+    const signed = Buffer.concat([Buffer.from(head), sha256(body)]);
     if (!verifySignature(from, signed, Buffer.from(sig, "base64url"))) {
       throw new AgentBusError("BAD_SIGNATURE", `signature check failed for sender ${from}`);
     }

@@ -41,11 +41,16 @@ export function structuredInput(message: Message): unknown {
   return data ? data.data : { text: textOf(message) };
 }
 
+/** A body as a UTF-8 string (Buffer's decoder: faster than TextDecoder for small bodies). */
+export function utf8(body: Uint8Array): string {
+  return Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8");
+}
+
 /** Parses and shape-checks a message body; `INVALID_INPUT` when it is not one. */
 export function parseMessage(body: Uint8Array): Message {
   let value: unknown;
   try {
-    value = JSON.parse(new TextDecoder().decode(body));
+    value = JSON.parse(utf8(body));
   } catch (cause) {
     throw new AgentBusError("INVALID_INPUT", "body is not JSON", { cause });
   }

@@ -1,4 +1,4 @@
-import { createHmac, createPrivateKey, createPublicKey, diffieHellman, hkdfSync, type KeyObject } from "node:crypto";
+import { createHmac, createPrivateKey, createPublicKey, createSecretKey, diffieHellman, hkdfSync, type KeyObject } from "node:crypto";
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { AgentBusError } from "./errors.js";
 import { publicKeyOf, type Identity } from "./identity.js";
@@ -24,7 +24,7 @@ const MAX_PEERS = 10_000;
 export class PeerKeys {
   readonly #identity: Identity;
   readonly #secret: KeyObject;
-  readonly #keys = new Map<string, Buffer>();
+  readonly #keys = new Map<string, KeyObject>();
 
   constructor(identity: Identity) {
     this.#identity = identity;
@@ -32,8 +32,8 @@ export class PeerKeys {
     this.#secret = createPrivateKey({ key: Buffer.concat([PKCS8_X25519, secret]), format: "der", type: "pkcs8" });
   }
 
-  /** The 32-byte key shared with `peer` (cached). */
-  keyFor(peer: string): Buffer {
+  /** The 32-byte key shared with `peer` (cached, as a KeyObject: cheaper per HMAC than raw bytes). */
+  keyFor(peer: string): KeyObject {
     let key = this.#keys.get(peer);
     if (key) return key;
     let shared: Uint8Array;
@@ -44,16 +44,14 @@ export class PeerKeys {
       throw new AgentBusError("BAD_SIGNATURE", "peer id is not a usable public key", { cause });
     }
     const [a, b] = [this.#identity.id, peer].sort();
-    key = Buffer.from(hkdfSync("sha256", shared, SALT, `${a}|${b}`, 32));
+    key = createSecretKey(Buffer.from(hkdfSync("sha256", shared, SALT, `${a}|${b}`, 32)));
     if (this.#keys.size >= MAX_PEERS) this.#keys.clear();
     this.#keys.set(peer, key);
     return key;
   }
 
-  /** HMAC-SHA256 over the parts, keyed for `peer`. */
-  mac(peer: string, ...parts: Uint8Array[]): Buffer {
-    const h = createHmac("sha256", this.keyFor(peer));
-    for (const p of parts) h.update(p);
-    return h.digest();
+  /** HMAC-SHA256 over a header block (UTF-8) and a body, keyed for `peer`. */
+  mac(peer: string, head: string, body: Uint8Array): Buffer {
+    return createHmac("sha256", this.keyFor(peer)).update(head).update(body).digest();
   }
 }

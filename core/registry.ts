@@ -93,6 +93,8 @@ export class Registry {
   readonly #maxAgeMs: number;
   readonly #listeners = new Set<(e: AgentEvent) => void>();
   readonly #online = new Set<string>();
+  /** capability → online provider ids; rebuilt lazily after any change */
+  #providers = new Map<string, string[]>();
   /** agent id → instance → time of its last heartbeat */
   readonly #beats = new Map<string, Map<string, Date>>();
   #agents!: KvMirror<AgentRecord>;
@@ -148,11 +150,15 @@ export class Registry {
     };
   }
 
-  /** Ids of online agents offering `cap`. */
+  /** Ids of online agents offering `cap` (cached: this is on every call's path). */
   providers(cap: string): string[] {
-    const ids: string[] = [];
-    for (const [id, rec] of this.#agents.entries) {
-      if (this.#online.has(id) && rec.value.card.skills.some((s) => s.id === cap)) ids.push(id);
+    let ids = this.#providers.get(cap);
+    if (!ids) {
+      ids = [];
+      for (const [id, rec] of this.#agents.entries) {
+        if (this.#online.has(id) && rec.value.card.skills.some((s) => s.id === cap)) ids.push(id);
+      }
+      this.#providers.set(cap, ids);
     }
     return ids;
   }
@@ -199,6 +205,7 @@ export class Registry {
   }
 
   #onAgent(id: string, value: Mirrored<AgentRecord> | undefined, previous: Mirrored<AgentRecord> | undefined): void {
+    this.#providers.clear();
     if (!this.#presence) return; // initial load: reported once presence is known
     if (!value) {
       this.#online.delete(id);
@@ -215,6 +222,7 @@ export class Registry {
     const was = this.#online.has(id);
     const is = agent?.online ?? false;
     if (is === was) return;
+    this.#providers.clear();
     if (is) this.#online.add(id);
     else this.#online.delete(id);
     if (agent && !silent) this.#emit({ type: is ? "up" : "down", agent });
