@@ -203,7 +203,7 @@ export class Agent {
       const entry = this.#handlers.get(cap);
       if (!entry) throw new AgentBusError("INVALID_INPUT", `agent does not offer ${cap}`);
       const message = parseMessage(msg.data);
-      const input = structuredInput(message);
+      const input = entry.validate ? structuredInput(message) : undefined;
       entry.validate?.(input);
       const agentLog = this.#log;
       let log: Logger | undefined;
@@ -211,7 +211,9 @@ export class Agent {
       const result = await entry.handler({
         capability: cap,
         message,
-        input,
+        get input() {
+          return input ?? structuredInput(message);
+        },
         get text() {
           return textOf(message);
         },

@@ -209,14 +209,14 @@ export class Bus {
    * failures reject with an {@link AgentBusError} carrying the remote code.
    */
   async call(cap: string, input: Input, options: CallOptions = {}): Promise<Message> {
-    checkCapability(cap);
+    const subject = options.target ? this.subjects.agentCall(options.target) : this.subjects.cap(cap);
+    if (options.target) checkCapability(cap);
     const depth = options.depth ?? 0;
     const maxDepth = this.#options.maxDepth ?? 8;
     if (depth > maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `call depth ${depth} exceeds ${maxDepth}`);
     const message = toMessage(input);
     if (options.context) message.contextId ??= options.context;
     const body = Buffer.from(JSON.stringify(message));
-    const subject = options.target ? this.subjects.agentCall(options.target) : this.subjects.cap(cap);
     const meta: EnvelopeMeta = {
       task: options.task, context: options.context ?? message.contextId, parent: options.parent, depth,
       capability: options.target ? cap : undefined, trace: childTrace(options.trace),

@@ -34,9 +34,16 @@ export class Subjects {
     this.prefix = `${root}.${tenant}`;
   }
 
-  /** Fast call to any replica serving `cap` (queue group per capability). */
+  readonly #caps = new Map<string, string>();
+
+  /** Fast call to any replica serving `cap` (queue group per capability). Cached: it is on every call's path. */
   cap(cap: string): string {
-    return `${this.prefix}.cap.${checkCapability(cap)}`;
+    let subject = this.#caps.get(cap);
+    if (!subject) {
+      subject = `${this.prefix}.cap.${checkCapability(cap)}`;
+      if (this.#caps.size < 10_000) this.#caps.set(cap, subject);
+    }
+    return subject;
   }
   /** Fast call to one agent identity. */
   agentCall(agent: string): string {
