@@ -6,13 +6,19 @@ import type { AclStore } from "./aclstore.js";
 import { AgentBusError, isAgentBusError } from "./errors.js";
 import type { Envelope, Envelopes } from "./envelope.js";
 import type { Logger } from "./log.js";
-import { parseMessage, structuredInput, textOf, toMessage, type Input } from "./message.js";
-import type { AgentCard, Message } from "./protocol.js";
+import { parseMessage, structuredInput, toMessage, type Input } from "./message.js";
+import type { AgentCard, Message, Part } from "./protocol.js";
 import { signRecord, type CapabilitySchemas, type PresenceBeat, type Registry } from "./registry.js";
 import { validatorFor, type JsonSchema } from "./schema.js";
 import { checkCapability, type Subjects } from "./subjects.js";
 import { traceIdOf } from "./trace.js";
 import type { CallOptions } from "./bus.js";
+import { createContext, type ContextBase, type ContextSink } from "./context.js";
+import type { Durable } from "./durable.js";
+import type { Session } from "./session.js";
+import type { Task, TaskState } from "./task.js";
+import type { SubmitOptions, TaskHandle } from "./tasks.js";
+import { TaskWorker, type Handler, type WorkerOptions } from "./worker.js";
 
 /** One capability an agent offers: an A2A skill, plus optional JSON Schemas. */
 export interface SkillSpec {
@@ -39,26 +45,13 @@ export interface AgentSpec {
   documentationUrl?: string;
 }
 
-/** What a handler gets for one call. */
-export interface CallContext {
-  capability: string;
-  message: Message;
-  /** The input the schema applies to: first data part, else `{ text }`. */
-  input: unknown;
-  /** All text parts joined. */
-  text: string;
-  /** The caller's verified identity. */
-  from: string;
-  envelope: Envelope;
-  /** Aborted when the agent stops and the drain timeout passes. */
-  signal: AbortSignal;
-  log: Logger;
-  /** Calls another capability as part of this call (carries parent, depth and trace). */
-  call(cap: string, input: Input, options?: CallOptions): Promise<Message>;
-}
+/** Options of `bus.agent()`. */
+export type { Handler } from "./worker.js";
 
-/** Handles one capability; the return value becomes the reply message. */
-export type Handler = (ctx: CallContext) => Input | void | Promise<Input | void>;
+export interface AgentOptions {
+  /** Serve durable tasks too (a pull consumer per capability); default true. */
+  tasks?: boolean | WorkerOptions;
+}
 
 /** What an agent needs from the bus it runs on. */
 export interface AgentHost {
@@ -73,6 +66,9 @@ export interface AgentHost {
   maxDepth: number;
   insecureAllowAll: boolean;
   call(cap: string, input: Input, options?: CallOptions): Promise<Message>;
+  submit(cap: string, input: Input, options?: SubmitOptions): Promise<TaskHandle>;
+  session<T extends Record<string, unknown>>(contextId: string): Promise<Session<T>>;
+  durable(): Promise<Durable>;
   audit(kind: string, record: Record<string, unknown>): void;
 }
 
@@ -119,6 +115,7 @@ export class Agent {
   readonly #inflight = new Set<Promise<void>>();
   readonly #abort = new AbortController();
   readonly #log: Logger;
+  readonly #workers: TaskWorker[] = [];
   #service?: Service;
   #heartbeat?: NodeJS.Timeout;
   #stopping?: Promise<void>;
@@ -141,12 +138,13 @@ export class Agent {
   }
 
   /** Registers the agent and starts serving. */
-  static async start(host: AgentHost, spec: AgentSpec, handlers: Record<string, Handler>): Promise<Agent> {
+  static async start(host: AgentHost, spec: AgentSpec, handlers: Record<string, Handler>, options: AgentOptions = {}): Promise<Agent> {
     const agent = new Agent(host, spec, handlers);
     const schemas: Record<string, CapabilitySchemas> = {};
     for (const s of spec.skills) if (s.inputSchema || s.outputSchema) schemas[s.id] = { input: s.inputSchema, output: s.outputSchema };
     await host.buckets.agents.put(agent.id, JSON.stringify(signRecord(host.envelopes.identity, agent.card, schemas)));
     await agent.#serve(spec);
+    if (options.tasks !== false) await agent.#startWorkers(options.tasks === true ? {} : (options.tasks ?? {}));
     await agent.#beat();
     agent.#heartbeat = setInterval(() => void agent.#beat().catch((err) => agent.#log.warn({ err }, "heartbeat failed")), Math.max(200, Math.floor(host.presenceMaxAgeMs / 3)));
     agent.#log.info({ capabilities: [...agent.#handlers.keys()] }, "agent started");
@@ -205,32 +203,54 @@ export class Agent {
       const message = parseMessage(msg.data);
       const input = entry.validate ? structuredInput(message) : undefined;
       entry.validate?.(input);
-      const agentLog = this.#log;
-      let log: Logger | undefined;
-      const parent = { task: env.task, context: env.context, parent: env.task ?? env.id, depth: env.depth + 1, trace: env.trace };
-      const result = await entry.handler({
-        capability: cap,
-        message,
-        get input() {
-          return input ?? structuredInput(message);
-        },
-        get text() {
-          return textOf(message);
-        },
-        from: env.from,
-        envelope: env,
-        signal: this.#abort.signal,
-        // Built on first use: a pino child per call would cost on the hot path.
-        get log() {
-          return (log ??= agentLog.child({ capability: cap, from: env!.from, traceId: traceIdOf(env!.trace?.traceparent) }));
-        },
-        call: (c, i, o) => this.#host.call(c, i, { ...parent, ...o }),
-      });
-      const reply = toMessage(result ?? [], "ROLE_AGENT");
+      const sink = new CallSink();
+      const result = await entry.handler(createContext(this.#base(cap, env, message, this.#abort.signal, undefined, input), sink));
+      const reply = toMessage([...sink.parts, ...(result === undefined || sink.done ? [] : toMessage(result, "ROLE_AGENT").parts)], "ROLE_AGENT");
       reply.contextId ??= env.context ?? message.contextId;
       this.#respond(msg, env, reply);
     } catch (err) {
       this.#refuse(msg, env, err);
+    }
+  }
+
+  /** Context inputs common to fast calls and durable tasks. */
+  #base(cap: string, env: Envelope, userMessage: Message, signal: AbortSignal, task?: Task, input?: unknown): ContextBase {
+    const host = this.#host;
+    const parent = { context: task?.contextId ?? env.context, parent: task?.id ?? env.task ?? env.id, depth: env.depth + 1, trace: env.trace };
+    return {
+      capability: cap,
+      userMessage,
+      envelope: env,
+      task,
+      signal,
+      input,
+      log: () => this.#log.child({ capability: cap, from: env.from, task: task?.id, traceId: traceIdOf(env.trace?.traceparent) }),
+      session: (contextId) => host.session(contextId),
+      call: (c, i, o) => host.call(c, i, { task: task?.id ?? env.task, ...parent, ...o }),
+      submit: (c, i, o) => host.submit(c, i, { contextId: parent.context, parent: parent.parent, depth: parent.depth, trace: parent.trace, ...o }),
+    };
+  }
+
+  async #startWorkers(options: WorkerOptions): Promise<void> {
+    const durable = await this.#host.durable();
+    for (const [cap, { handler, validate }] of this.#handlers) {
+      this.#workers.push(
+        await TaskWorker.start(
+          {
+            nc: this.#host.nc,
+            durable,
+            agentId: this.id,
+            log: this.#log,
+            authorize: (env, c) => this.#authorize(env, c),
+            base: (c, env, m, signal, task, input) => this.#base(c, env, m, signal, task, input),
+            audit: (kind, record) => this.#host.audit(kind, record),
+          },
+          cap,
+          handler,
+          validate,
+          options,
+        ),
+      );
     }
   }
 
@@ -276,6 +296,7 @@ export class Agent {
     this.#stopping ??= (async () => {
       clearInterval(this.#heartbeat);
       await this.#service?.stop().catch(() => {});
+      await Promise.all(this.#workers.map((w) => w.stop(timeoutMs)));
       const all = Promise.allSettled([...this.#inflight]);
       let timer: NodeJS.Timeout | undefined;
       const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)))]);
@@ -291,4 +312,38 @@ export class Agent {
     })();
     return this.#stopping;
   }
+}
+
+/**
+ * Outputs of a handler run as a fast call: artifacts and messages become the
+ * reply's parts; a task-only ending (input required) or a failure is an error.
+ */
+class CallSink implements ContextSink {
+  readonly parts: Part[] = [];
+  done = false;
+
+  async status(): Promise<void> {}
+
+  async artifact(parts: Part[]): Promise<void> {
+    this.parts.push(...parts);
+  }
+
+  async message(message: Message): Promise<void> {
+    this.parts.push(...message.parts);
+  }
+
+  async end(state: TaskState, message?: Message): Promise<void> {
+    const text = message?.parts.map((p) => p.text ?? "").join(" ") ?? "";
+    if (state === "TASK_STATE_COMPLETED") {
+      if (message) this.parts.push(...message.parts);
+      this.done = true;
+      return;
+    }
+    if (state === "TASK_STATE_INPUT_REQUIRED" || state === "TASK_STATE_AUTH_REQUIRED") {
+      throw new AgentBusError("INVALID_INPUT", `the agent needs more input (${text}): use a durable task (bus.submit) for multi-turn work`);
+    }
+    throw new AgentBusError("HANDLER_FAILED", state === "TASK_STATE_REJECTED" ? `rejected: ${text}` : text);
+  }
+
+  working(): void {}
 }

@@ -9,7 +9,13 @@ import {
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { readFileSync } from "node:fs";
-import { Agent, type AgentHost, type AgentSpec, type Handler } from "./agent.js";
+import { Agent, type AgentHost, type AgentOptions, type AgentSpec } from "./agent.js";
+import { Durable } from "./durable.js";
+import { Sessions, type Session } from "./session.js";
+import type { Task } from "./task.js";
+import { TaskHandle, submit, type SubmitOptions } from "./tasks.js";
+import type { TaskPage, TaskQuery } from "./taskstore.js";
+import type { Handler } from "./worker.js";
 import { AclStore } from "./aclstore.js";
 import { AgentBusError, isAgentBusError } from "./errors.js";
 import { Envelopes, type EnvelopeMeta } from "./envelope.js";
@@ -67,6 +73,12 @@ export interface ConnectOptions {
   presenceMaxAgeMs?: number;
   /** Audit record retention, ms (default 7 days). */
   auditMaxAgeMs?: number;
+  /** How long task events and snapshots are kept, ms (default 7 days). */
+  eventsMaxAgeMs?: number;
+  /** Window in which a resubmitted task id is not enqueued again, ms (default 10 min). */
+  duplicateWindowMs?: number;
+  /** Revisions kept per session (default 16, at most 64). */
+  sessionHistory?: number;
   /** How long `close()` waits for in-flight handlers, ms (default 10 000). */
   drainTimeoutMs?: number;
   logger?: Logger;
@@ -152,6 +164,8 @@ export class Bus {
   readonly #options: ConnectOptions;
   readonly #revoked: KvMirror<{ reason?: string }>;
   readonly #agents = new Set<Agent>();
+  #durable?: Promise<Durable>;
+  #sessions?: Promise<Sessions>;
   #closing?: Promise<void>;
 
   private constructor(init: {
@@ -257,10 +271,40 @@ export class Bus {
    * Runs an agent on this connection: registers its card, serves its
    * capabilities, heartbeats. `handlers` has one entry per skill id.
    */
-  async agent(spec: AgentSpec, handlers: Record<string, Handler>): Promise<Agent> {
-    const agent = await Agent.start(this.#host(), spec, handlers);
+  async agent(spec: AgentSpec, handlers: Record<string, Handler>, options?: AgentOptions): Promise<Agent> {
+    const agent = await Agent.start(this.#host(), spec, handlers, options);
     this.#agents.add(agent);
     return agent;
+  }
+
+  /**
+   * Durable task: writes the SUBMITTED snapshot, enqueues the message on
+   * `<root>.<t>.work.<cap>` and returns at once. Resubmitting a task id does
+   * not enqueue it twice; a message for a task in INPUT_REQUIRED resumes it.
+   */
+  async submit(cap: string, input: Input, options: SubmitOptions = {}): Promise<TaskHandle> {
+    return submit(await this.#submitter(), cap, input, options, this.id);
+  }
+
+  /** The snapshot of a task (`TASK_NOT_FOUND` when unknown). */
+  async task(id: string): Promise<Task> {
+    return (await this.taskHandle(id)).get();
+  }
+
+  /** A handle on an existing task, to follow its events, await or cancel it. */
+  async taskHandle(id: string): Promise<TaskHandle> {
+    return new TaskHandle(id, await this.#submitter());
+  }
+
+  /** Task snapshots, newest first, filtered by context and state, paged. */
+  async tasks(query: TaskQuery = {}): Promise<TaskPage> {
+    return (await this.#durableOnce()).store.list(query);
+  }
+
+  /** Shared state of an A2A context (`mesh_<t>_sessions`), compare-and-set updates. */
+  async session<T extends Record<string, unknown> = Record<string, unknown>>(contextId: string): Promise<Session<T>> {
+    this.#sessions ??= Sessions.open(new Kvm(this.nc), this.subjects, { replicas: this.#options.replicas ?? 1, history: this.#options.sessionHistory });
+    return (await this.#sessions).session<T>(contextId);
   }
 
   /** Agents matching the query, from the local cache (no round trip). */
@@ -318,6 +362,21 @@ export class Bus {
     return this.#closing;
   }
 
+  #durableOnce(): Promise<Durable> {
+    this.#durable ??= Durable.open(this.nc, this.subjects, this.envelopes, {
+      replicas: this.#options.replicas ?? 1,
+      eventsMaxAgeMs: this.#options.eventsMaxAgeMs ?? 7 * 24 * 3600_000,
+      duplicateWindowMs: this.#options.duplicateWindowMs ?? 10 * 60_000,
+    });
+    // A failed set-up (server unreachable, config mismatch) is retried on next use.
+    this.#durable.catch(() => (this.#durable = undefined));
+    return this.#durable;
+  }
+
+  async #submitter() {
+    return { nc: this.nc, durable: await this.#durableOnce(), providers: (cap: string) => this.registry.providers(cap), maxDepth: this.#options.maxDepth ?? 8 };
+  }
+
   #host(): AgentHost {
     return {
       nc: this.nc,
@@ -331,6 +390,9 @@ export class Bus {
       maxDepth: this.#options.maxDepth ?? 8,
       insecureAllowAll: this.#options.insecureAllowAll ?? false,
       call: (cap, input, options) => this.call(cap, input, options),
+      submit: (cap, input, options) => this.submit(cap, input, options),
+      session: (contextId) => this.session(contextId),
+      durable: () => this.#durableOnce(),
       audit: (kind, record) => this.audit(kind, record),
     };
   }

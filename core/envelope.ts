@@ -64,6 +64,31 @@ export interface EnvelopeOptions {
   clock?: () => number;
 }
 
+/** Options of {@link Envelopes.seal}. */
+export interface SealOptions {
+  /** Message id (`Nats-Msg-Id`) to use, e.g. a task id for JetStream de-duplication. */
+  id?: string;
+  /** Sign even when MACs are added: for durable messages a consumer unknown today may read. */
+  sign?: boolean;
+}
+
+/** Options of {@link Envelopes.open}. */
+export interface OpenOptions {
+  /**
+   * false for replies: a reply is bound (by its MAC or signature) to the
+   * request's one-time inbox, which takes one message, so a replayed copy
+   * has nowhere to go.
+   */
+  replay?: boolean;
+  /**
+   * For messages read back from a stream (work items, inbox, task events):
+   * they are legitimately old and redelivered, so neither the time window nor
+   * the replay memory applies; the stream's de-duplication and the task
+   * state machine stand in for them.
+   */
+  durable?: boolean;
+}
+
 /** Minimal view of a received NATS message. */
 export interface Received {
   subject: string;
@@ -138,11 +163,11 @@ export class Envelopes {
    * receive it; when 1..8 are given the message is MACed for each of them,
    * otherwise signed.
    */
-  seal(subject: string, body: Uint8Array, meta: EnvelopeMeta = {}, recipients?: readonly string[]): MsgHdrs {
+  seal(subject: string, body: Uint8Array, meta: EnvelopeMeta = {}, recipients?: readonly string[], options: SealOptions = {}): MsgHdrs {
     const h = new MsgHdrsImpl();
     const from = this.identity.id;
     const ts = String(this.#clock());
-    const id = nuid.next();
+    const id = options.id ?? nuid.next();
     h.headers.set(Header.from, [from]);
     h.headers.set(Header.ts, [ts]);
     h.headers.set(Header.id, [id]);
@@ -157,24 +182,21 @@ export class Envelopes {
       write(h, Header.tracestate, meta.trace.tracestate);
     }
     const head = canonical(subject, from, ts, id, meta);
-    if (recipients && recipients.length > 0 && recipients.length <= MAX_MAC_RECIPIENTS) {
+    const mac = recipients && recipients.length > 0 && recipients.length <= MAX_MAC_RECIPIENTS;
+    if (mac) {
       let macs = "";
       for (const r of recipients) macs += `${macs ? "," : ""}${hintOf(r)}:${this.#peers.mac(r, head, body).toString("base64url")}`;
       h.headers.set(Header.mac, [macs]);
-    } else {
+    }
+    if (!mac || options.sign) {
       const signed = Buffer.concat([Buffer.from(head), sha256(body)]);
       h.headers.set(Header.sig, [Buffer.from(this.identity.sign(signed)).toString("base64url")]);
     }
     return h;
   }
 
-  /**
-   * Verifies a received message; throws {@link AgentBusError} on refusal.
-   * `replay: false` skips the replay check, for replies only: a reply is
-   * bound (by its MAC or signature) to the request's one-time inbox, which
-   * takes one message, so a replayed copy has nowhere to go.
-   */
-  open(msg: Received, options: { replay?: boolean } = {}): Envelope {
+  /** Verifies a received message; throws {@link AgentBusError} on refusal. */
+  open(msg: Received, options: OpenOptions = {}): Envelope {
     const now = this.#clock();
     if (msg.data.length > this.maxPayload) {
       throw new AgentBusError("PAYLOAD_TOO_LARGE", `payload of ${msg.data.length} bytes exceeds ${this.maxPayload}`);
@@ -185,7 +207,7 @@ export class Envelopes {
     const id = h && read(h, Header.id);
     if (!h || !from || !tsText || !id) throw new AgentBusError("UNSIGNED", "message lacks Mesh-From, Mesh-Ts or Nats-Msg-Id");
     const ts = Number(tsText);
-    if (!Number.isSafeInteger(ts) || Math.abs(now - ts) > this.windowMs) {
+    if (!Number.isSafeInteger(ts) || (!options.durable && Math.abs(now - ts) > this.windowMs)) {
       throw new AgentBusError("EXPIRED", `message time ${tsText} is outside the ±${this.windowMs} ms window`);
     }
     if (this.#isRevoked(from)) throw new AgentBusError("REVOKED", `sender ${from} is revoked`);
@@ -205,7 +227,7 @@ export class Envelopes {
       errorCode: read(h, Header.error) as ErrorCode | undefined,
     };
     env.auth = this.#authenticate(h, from, canonical(msg.subject, from, tsText, id, env), msg.data);
-    if (options.replay !== false && !this.#replay.firstSeen(`${from}/${id}`, now)) {
+    if (options.replay !== false && !options.durable && !this.#replay.firstSeen(`${from}/${id}`, now)) {
       throw new AgentBusError("REPLAYED", `message ${id} was already received`);
     }
     const traceparent = read(h, Header.traceparent);

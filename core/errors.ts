@@ -22,6 +22,9 @@ export const ErrorCodes = [
   "CLOSED",
   "CONFIG_MISMATCH",
   "SERVER_TOO_OLD",
+  "TASK_NOT_FOUND",
+  "NOT_CANCELABLE",
+  "TASK_FINISHED",
 ] as const;
 
 /** One of {@link ErrorCodes}. */

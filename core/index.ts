@@ -11,7 +11,14 @@
  * ```
  */
 export { connect, Bus, type ConnectOptions, type CallOptions, type NatsAuth } from "./bus.js";
-export { Agent, cardOf, type AgentSpec, type SkillSpec, type Handler, type CallContext } from "./agent.js";
+export { Agent, cardOf, type AgentSpec, type SkillSpec, type AgentOptions, type Handler } from "./agent.js";
+export type { AgentContext, ArtifactOptions } from "./context.js";
+export type { WorkerOptions } from "./worker.js";
+export { TaskHandle, type SubmitOptions } from "./tasks.js";
+export type { TaskPage, TaskQuery } from "./taskstore.js";
+export type { StoredEvent } from "./durable.js";
+export { isTerminal, isInterrupted, isFinal, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./task.js";
+export { Session, type SessionEntry } from "./session.js";
 export { AgentBusError, ErrorCodes, isAgentBusError, isErrorCode, type ErrorCode } from "./errors.js";
 export { Identity, verifySignature, isIdentityId } from "./identity.js";
 export { Envelopes, Header, type Envelope, type EnvelopeMeta, type EnvelopeOptions } from "./envelope.js";

@@ -1,4 +1,4 @@
-import type { JetStreamManager, StreamConfig } from "@nats-io/jetstream";
+import { RetentionPolicy, type ConsumerConfig, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvOptions } from "@nats-io/kv";
 import { AgentBusError } from "./errors.js";
 import type { Subjects } from "./subjects.js";
@@ -82,4 +82,61 @@ export async function ensureCoreInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjec
     max_age: o.auditMaxAgeMs * 1_000_000,
   });
   return { agents, presence, acl, revoked };
+}
+
+/** Settings for the durable-task streams and buckets. */
+export interface TaskInfraOptions {
+  replicas: number;
+  /** How long task events stay replayable, ms (default 7 days). */
+  eventsMaxAgeMs: number;
+  /** Window in which a resubmitted task id is not enqueued again, ms (default 10 min). */
+  duplicateWindowMs: number;
+}
+
+/** The durable-task streams and the tasks bucket, created on first use. */
+export async function ensureTaskInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjects, o: TaskInfraOptions): Promise<KV> {
+  const ms = 1_000_000;
+  await Promise.all([
+    ensureStream(jsm, {
+      name: s.stream("WORK"),
+      subjects: [`${s.prefix}.work.>`],
+      retention: RetentionPolicy.Workqueue,
+      duplicate_window: o.duplicateWindowMs * ms,
+      num_replicas: o.replicas,
+    }),
+    ensureStream(jsm, {
+      name: s.stream("INBOX"),
+      subjects: [`${s.prefix}.inbox.>`],
+      retention: RetentionPolicy.Workqueue,
+      duplicate_window: o.duplicateWindowMs * ms,
+      num_replicas: o.replicas,
+    }),
+    ensureStream(jsm, {
+      name: s.stream("EVENTS"),
+      subjects: [`${s.prefix}.task.*.events`],
+      max_age: o.eventsMaxAgeMs * ms,
+      num_replicas: o.replicas,
+    }),
+    ensureStream(jsm, {
+      name: s.stream("DLQ"),
+      subjects: [`${s.prefix}.dlq.>`],
+      max_age: o.eventsMaxAgeMs * ms,
+      num_replicas: o.replicas,
+    }),
+  ]);
+  return ensureBucket(kvm, s.bucket("tasks"), { replicas: o.replicas, history: 1, ttl: o.eventsMaxAgeMs });
+}
+
+/** Creates a durable consumer, or checks that the existing one has the same settings. */
+export async function ensureConsumer(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+  const existing = await retryJs(() => jsm.consumers.info(stream, config.durable_name)).catch(() => undefined);
+  if (existing) {
+    const c = existing.config;
+    const differs = (["filter_subject", "ack_wait", "max_deliver", "ack_policy"] as const).filter((k) => config[k] !== undefined && c[k] !== config[k]);
+    if (differs.length > 0) {
+      throw new AgentBusError("CONFIG_MISMATCH", `consumer ${config.durable_name} on ${stream} exists with other ${differs.join(", ")}; it was left as it is (nats consumer info ${stream} ${config.durable_name})`);
+    }
+    return;
+  }
+  await retryJs(() => jsm.consumers.add(stream, config));
 }

@@ -69,6 +69,10 @@ export class Subjects {
   presence(agent: string): string {
     return `${this.prefix}.presence.${checkId(agent, "agent id")}`;
   }
+  /** Dead-lettered work items of one capability. */
+  dlq(cap: string): string {
+    return `${this.prefix}.dlq.${checkCapability(cap)}`;
+  }
   /** Audit records of one kind (`denied`, `bad_signature`, ...). */
   audit(kind: string): string {
     return `${this.prefix}.audit.${check(TOKEN, kind, "audit kind")}`;

@@ -23,7 +23,7 @@ bus.nc.subscribe("bench.raw", {
     if (!err) msg.respond(msg.data);
   },
 });
-await bus.agent({ name: "bench-echo", skills: [{ id: "echo" }] }, { echo: (ctx) => ctx.message.parts });
+await bus.agent({ name: "bench-echo", skills: [{ id: "echo" }] }, { echo: (ctx) => ctx.userMessage.parts });
 await bus.nc.flush();
 process.stdout.write(`READY ${bus.id}\n`);
 

@@ -1,0 +1,94 @@
+import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { Envelopes } from "./envelope.js";
+import { ensureTaskInfra, retryJs, type TaskInfraOptions } from "./infra.js";
+import { utf8 } from "./message.js";
+import type { Subjects } from "./subjects.js";
+import { isFinal, isInterrupted, isTerminal, stateOf, type Task, type TaskEvent } from "./task.js";
+import { TaskStore } from "./taskstore.js";
+
+/** One stored task event and where it sits in `MESH_<T>_EVENTS`. */
+export interface StoredEvent {
+  /** Stream sequence: pass `sequence + 1` as `fromSequence` to resume after it. */
+  sequence: number;
+  event: TaskEvent;
+  /** Identity of the agent that published it. */
+  from: string;
+}
+
+/**
+ * The durable side of a bus connection, set up on first use: the work,
+ * inbox, events and dead-letter streams, the tasks bucket, and the event
+ * log operations shared by submitters and workers.
+ */
+export class Durable {
+  private constructor(
+    readonly js: JetStreamClient,
+    readonly store: TaskStore,
+    readonly subjects: Subjects,
+    readonly envelopes: Envelopes,
+  ) {}
+
+  static async open(nc: NatsConnection, subjects: Subjects, envelopes: Envelopes, options: TaskInfraOptions): Promise<Durable> {
+    const kv = await ensureTaskInfra(await jetstreamManager(nc), new Kvm(nc), subjects, options);
+    const js = jetstream(nc);
+    return new Durable(js, new TaskStore(kv, js), subjects, envelopes);
+  }
+
+  /**
+   * Stores one event of `task` (JetStream-acked), MACed for its submitter,
+   * and returns its stream sequence. The snapshot is moved by the caller
+   * afterwards, so a reader that sees an event can rely on it being kept.
+   */
+  async publishEvent(task: Task, event: TaskEvent): Promise<number> {
+    const subject = this.subjects.taskEvents(task.id);
+    const body = Buffer.from(JSON.stringify(event));
+    const headers = this.envelopes.seal(subject, body, { task: task.id, context: task.contextId }, [task.metadata.submitter]);
+    const ack = await retryJs(() => this.js.publish(subject, body, { headers }));
+    return ack.seq;
+  }
+
+  /** Parses and verifies a stored event (MAC for its submitter, or signature). */
+  decodeEvent(msg: { subject: string; data: Uint8Array; headers?: import("@nats-io/nats-core").MsgHdrs }): { event: TaskEvent; from: string } {
+    const env = this.envelopes.open(msg, { durable: true });
+    return { event: JSON.parse(utf8(msg.data)) as TaskEvent, from: env.from };
+  }
+
+  /**
+   * The task's events from the start (or from `fromSequence`), then live,
+   * ending at a terminal state, or at an interrupted state once caught up
+   * (a resumed task goes on past its earlier interruptions).
+   */
+  async *events(taskId: string, fromSequence?: number): AsyncGenerator<StoredEvent> {
+    const snapshot = await this.store.get(taskId);
+    if (snapshot && isFinal(snapshot.task.status.state) && fromSequence !== undefined) {
+      // Nothing left to follow: stop at the end of what is stored.
+      const last = await this.#lastSequence(taskId);
+      if (last === undefined || fromSequence > last) return;
+    }
+    const consumer = await retryJs(() =>
+      this.js.consumers.get(this.subjects.stream("EVENTS"), {
+        filter_subjects: this.subjects.taskEvents(taskId),
+        ...(fromSequence ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSequence } : { deliver_policy: DeliverPolicy.All }),
+      }),
+    );
+    const iter = await consumer.consume();
+    try {
+      for await (const m of iter) {
+        const { event, from } = this.decodeEvent(m);
+        yield { sequence: m.seq, event, from };
+        const state = stateOf(event);
+        if (state && (isTerminal(state) || (isInterrupted(state) && m.info.pending === 0))) return;
+      }
+    } finally {
+      iter.stop();
+    }
+  }
+
+  async #lastSequence(taskId: string): Promise<number | undefined> {
+    const jsm = await this.js.jetstreamManager();
+    const m = await jsm.streams.getMessage(this.subjects.stream("EVENTS"), { last_by_subj: this.subjects.taskEvents(taskId) }).catch(() => null);
+    return m?.seq;
+  }
+}

@@ -1,0 +1,117 @@
+import type { Message, Part } from "./protocol.js";
+
+/** A2A v1.0 task states (JSON form). */
+export type TaskState =
+  | "TASK_STATE_SUBMITTED"
+  | "TASK_STATE_WORKING"
+  | "TASK_STATE_COMPLETED"
+  | "TASK_STATE_FAILED"
+  | "TASK_STATE_CANCELED"
+  | "TASK_STATE_REJECTED"
+  | "TASK_STATE_INPUT_REQUIRED"
+  | "TASK_STATE_AUTH_REQUIRED";
+
+export interface TaskStatus {
+  state: TaskState;
+  message?: Message;
+  /** ISO 8601 */
+  timestamp: string;
+}
+
+export interface Artifact {
+  artifactId: string;
+  name?: string;
+  description?: string;
+  parts: Part[];
+  metadata?: Record<string, unknown>;
+}
+
+/** An A2A task snapshot, as stored in `mesh_<t>_tasks`. */
+export interface Task {
+  id: string;
+  contextId: string;
+  status: TaskStatus;
+  artifacts: Artifact[];
+  history: Message[];
+  metadata: TaskMetadata;
+}
+
+/** What the bus keeps about a task besides the A2A fields. */
+export interface TaskMetadata {
+  /** Capability that runs the task. */
+  capability: string;
+  /** Identity that submitted it (its events are MACed for this identity). */
+  submitter: string;
+  /** Agent identity that last worked on it. */
+  agent?: string;
+  /** Calling task, for agent-to-agent submissions. */
+  parent?: string;
+  depth?: number;
+  /** Sequence of the task's first event in `MESH_<T>_EVENTS`, once known. */
+  [key: string]: unknown;
+}
+
+export interface TaskStatusUpdateEvent {
+  taskId: string;
+  contextId: string;
+  status: TaskStatus;
+  metadata?: Record<string, unknown>;
+}
+
+export interface TaskArtifactUpdateEvent {
+  taskId: string;
+  contextId: string;
+  artifact: Artifact;
+  append: boolean;
+  lastChunk: boolean;
+  metadata?: Record<string, unknown>;
+}
+
+/** One event of a task, in A2A's `StreamResponse` JSON form. */
+export type TaskEvent =
+  | { statusUpdate: TaskStatusUpdateEvent }
+  | { artifactUpdate: TaskArtifactUpdateEvent }
+  | { message: Message };
+
+const TERMINAL = new Set<TaskState>(["TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED", "TASK_STATE_REJECTED"]);
+const INTERRUPTED = new Set<TaskState>(["TASK_STATE_INPUT_REQUIRED", "TASK_STATE_AUTH_REQUIRED"]);
+
+/** COMPLETED, FAILED, CANCELED, REJECTED: nothing follows. */
+export const isTerminal = (s: TaskState): boolean => TERMINAL.has(s);
+/** INPUT_REQUIRED, AUTH_REQUIRED: waits for the caller. */
+export const isInterrupted = (s: TaskState): boolean => INTERRUPTED.has(s);
+/** Where `events()` and `result()` stop. */
+export const isFinal = (s: TaskState): boolean => TERMINAL.has(s) || INTERRUPTED.has(s);
+
+/**
+ * States only move forward: nothing leaves a terminal state, SUBMITTED is
+ * never re-entered, and an interrupted task resumes only through WORKING
+ * (or ends).
+ */
+export function canMove(from: TaskState, to: TaskState): boolean {
+  if (isTerminal(from) || to === "TASK_STATE_SUBMITTED") return false;
+  return true;
+}
+
+/** The task after one event (pure: the stored snapshot follows events by CAS). */
+export function applyEvent(task: Task, event: TaskEvent): Task {
+  if ("statusUpdate" in event) {
+    const { status } = event.statusUpdate;
+    return { ...task, status, history: status.message ? [...task.history, status.message] : task.history };
+  }
+  if ("artifactUpdate" in event) {
+    const { artifact, append } = event.artifactUpdate;
+    const i = task.artifacts.findIndex((a) => a.artifactId === artifact.artifactId);
+    const artifacts = [...task.artifacts];
+    if (i < 0) artifacts.push(artifact);
+    else artifacts[i] = append ? { ...artifacts[i]!, parts: [...artifacts[i]!.parts, ...artifact.parts] } : artifact;
+    return { ...task, artifacts };
+  }
+  return { ...task, history: [...task.history, event.message] };
+}
+
+/** The state an event moves the task to, if it is a status update. */
+export const stateOf = (event: TaskEvent): TaskState | undefined => ("statusUpdate" in event ? event.statusUpdate.status.state : undefined);
+
+/** A status object stamped now. */
+export const statusNow = (state: TaskState, message?: Message): TaskStatus => ({ state, ...(message && { message }), timestamp: new Date().toISOString() });

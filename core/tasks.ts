@@ -1,0 +1,208 @@
+import { randomUUID } from "node:crypto";
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { Durable, StoredEvent } from "./durable.js";
+import { AgentBusError } from "./errors.js";
+import type { EnvelopeMeta } from "./envelope.js";
+import { retryJs } from "./infra.js";
+import { toMessage, utf8, type Input } from "./message.js";
+import { checkCapability, checkId } from "./subjects.js";
+import { applyEvent, isFinal, isTerminal, statusNow, stateOf, type Task } from "./task.js";
+import type { Snapshot } from "./taskstore.js";
+import { childTrace, type TraceContext } from "./trace.js";
+
+/** Options of `bus.submit`. */
+export interface SubmitOptions {
+  /** Task id (default: the message's `taskId`, else a new UUID). Resubmitting an id never enqueues it twice. */
+  taskId?: string;
+  /** A2A context id (default: the message's, the task's, else a new UUID). */
+  contextId?: string;
+  /** Stored with the task. */
+  metadata?: Record<string, unknown>;
+  /** Calling task and depth, for agent-to-agent submissions. */
+  parent?: string;
+  depth?: number;
+  trace?: TraceContext;
+}
+
+/** What submitting needs from the bus. */
+export interface Submitter {
+  nc: NatsConnection;
+  durable: Durable;
+  /** Online agents offering a capability (their work items are MACed for them as well as signed). */
+  providers(cap: string): string[];
+  maxDepth: number;
+}
+
+/**
+ * A submitted task: follow its events, wait for its result, cancel it.
+ * Holds no state of its own beyond the id; any process can build one for
+ * any task id (`bus.taskHandle(id)`).
+ */
+export class TaskHandle {
+  constructor(
+    readonly id: string,
+    readonly submitter: Submitter,
+  ) {}
+
+  /** The current snapshot. */
+  async get(): Promise<Task> {
+    const s = await this.submitter.durable.store.get(this.id);
+    if (!s) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
+    return s.task;
+  }
+
+  /**
+   * Every event of the task from the start (or from `fromSequence`, a stream
+   * sequence from an earlier event), then live; ends at a terminal state, or
+   * at an interrupted one once caught up.
+   */
+  events(options: { fromSequence?: number } = {}): AsyncGenerator<StoredEvent> {
+    return this.submitter.durable.events(this.id, options.fromSequence);
+  }
+
+  /**
+   * Resolves with the snapshot once the task is terminal or interrupted.
+   * Listens on the task's event subject (a plain subscription, no consumer)
+   * and reads the snapshot, so it works for tasks that finished long ago.
+   */
+  async result(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<Task> {
+    const { nc, durable } = this.submitter;
+    const sub = nc.subscribe(durable.subjects.taskEvents(this.id));
+    const timer = setTimeout(() => sub.unsubscribe(), options.timeout ?? 300_000);
+    const abort = () => sub.unsubscribe();
+    options.signal?.addEventListener("abort", abort, { once: true });
+    try {
+      let snapshot = await durable.store.get(this.id);
+      if (!snapshot) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
+      if (isFinal(snapshot.task.status.state)) return snapshot.task;
+      for await (const m of sub) {
+        const { event } = durable.decodeEvent(m);
+        const state = stateOf(event);
+        if (!state || !isFinal(state)) continue;
+        // The agent moves the snapshot right after storing the event.
+        for (let i = 0; i < 100; i++) {
+          snapshot = await durable.store.get(this.id);
+          if (snapshot && snapshot.task.status.state === state) return snapshot.task;
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        return applyEvent(snapshot!.task, event);
+      }
+      if (options.signal?.aborted) throw new AgentBusError("CANCELLED", "wait aborted", { cause: options.signal.reason });
+      throw new AgentBusError("TIMEOUT", `task ${this.id} did not finish in time`);
+    } finally {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", abort);
+      sub.unsubscribe();
+    }
+  }
+
+  /**
+   * Cancels the task. A queued or waiting task is marked CANCELED at once (a
+   * worker that later receives it skips it); a running one is asked to stop
+   * on `<root>.<t>.task.<id>.cancel` and ends CANCELED when its handler
+   * notices. A finished task is refused with `NOT_CANCELABLE`.
+   */
+  async cancel(options: { timeout?: number } = {}): Promise<Task> {
+    const { nc, durable } = this.submitter;
+    const snapshot = await durable.store.get(this.id);
+    if (!snapshot) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
+    const { task } = snapshot;
+    if (isTerminal(task.status.state)) throw new AgentBusError("NOT_CANCELABLE", `task ${this.id} is already ${task.status.state}`);
+    if (task.status.state === "TASK_STATE_WORKING" && task.metadata.agent) {
+      const subject = durable.subjects.taskCancel(this.id);
+      const body = Buffer.from("{}");
+      const headers = durable.envelopes.seal(subject, body, { task: this.id }, [task.metadata.agent]);
+      const reply = await nc.request(subject, body, { headers, timeout: options.timeout ?? 5000 }).catch(() => undefined);
+      if (reply) {
+        const env = durable.envelopes.open(reply, { replay: false });
+        if (env.errorCode) throw new AgentBusError(env.errorCode, (JSON.parse(utf8(reply.data)) as { message: string }).message);
+        return this.result({ timeout: options.timeout ?? 30_000 });
+      }
+      // No worker is running it (crashed, or between deliveries): mark it
+      // here; the redelivered work item will be skipped.
+    }
+    return markCanceled(durable, snapshot);
+  }
+}
+
+/** Moves a task to CANCELED by compare-and-set and records the event. */
+export async function markCanceled(durable: Durable, known: Snapshot, reason = "canceled"): Promise<Task> {
+  const status = statusNow("TASK_STATE_CANCELED", toMessage(reason, "ROLE_AGENT"));
+  const event = { statusUpdate: { taskId: known.task.id, contextId: known.task.contextId, status } };
+  let refused: Task | undefined;
+  const next = await durable.store.update(known.task.id, (t) => {
+    if (isTerminal(t.status.state)) {
+      refused = t;
+      return undefined;
+    }
+    return applyEvent(t, event);
+  }, known);
+  if (refused) {
+    if (refused.status.state === "TASK_STATE_CANCELED") return refused;
+    throw new AgentBusError("NOT_CANCELABLE", `task ${known.task.id} is already ${refused.status.state}`);
+  }
+  await durable.publishEvent(next.task, event);
+  return next.task;
+}
+
+/**
+ * Submits a task: writes the SUBMITTED snapshot, then publishes the work item
+ * on `<root>.<t>.work.<cap>` with `Nats-Msg-Id` = task id. A message for a
+ * task waiting in INPUT_REQUIRED resumes it on the same capability.
+ */
+export async function submit(s: Submitter, cap: string, input: Input, options: SubmitOptions = {}, me: string): Promise<TaskHandle> {
+  checkCapability(cap);
+  const depth = options.depth ?? 0;
+  if (depth > s.maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `task depth ${depth} exceeds ${s.maxDepth}`);
+  const message = { ...toMessage(input) };
+  const taskId = checkId(options.taskId ?? message.taskId ?? randomUUID(), "task id");
+  const existing = await s.durable.store.get(taskId);
+  const contextId = options.contextId ?? message.contextId ?? existing?.task.contextId ?? randomUUID();
+  message.taskId = taskId;
+  message.contextId = contextId;
+  const handle = new TaskHandle(taskId, s);
+  if (!existing) {
+    const task: Task = {
+      id: taskId,
+      contextId,
+      status: statusNow("TASK_STATE_SUBMITTED"),
+      artifacts: [],
+      history: [message],
+      metadata: { ...options.metadata, capability: cap, submitter: me, parent: options.parent, depth },
+    };
+    const created = await s.durable.store.create(task);
+    if (!created) return submit(s, cap, input, options, me); // raced with another submit of the same id
+    await publishWork(s, cap, message, task, taskId, options);
+    return handle;
+  }
+  const state = existing.task.status.state;
+  if (existing.task.metadata.capability !== cap) {
+    throw new AgentBusError("INVALID_INPUT", `task ${taskId} belongs to capability ${existing.task.metadata.capability}`);
+  }
+  if (state === "TASK_STATE_SUBMITTED") {
+    // A retried submit: same Nats-Msg-Id, so JetStream keeps one copy.
+    await publishWork(s, cap, existing.task.history[0] ?? message, existing.task, taskId, options);
+    return handle;
+  }
+  if (state === "TASK_STATE_INPUT_REQUIRED" || state === "TASK_STATE_AUTH_REQUIRED") {
+    const turn = existing.task.history.length;
+    const resumed = await s.durable.store.update(taskId, (t) =>
+      t.status.state === state ? { ...t, status: statusNow("TASK_STATE_WORKING"), history: [...t.history, message] } : undefined,
+    existing);
+    if (resumed.task.status.state !== "TASK_STATE_WORKING") return handle;
+    await publishWork(s, cap, message, resumed.task, `${taskId}.${turn}`, options);
+    return handle;
+  }
+  if (isTerminal(state)) throw new AgentBusError("TASK_FINISHED", `task ${taskId} is already ${state}`);
+  return handle; // running: the submit was a retry
+}
+
+async function publishWork(s: Submitter, cap: string, message: unknown, task: Task, msgId: string, o: SubmitOptions): Promise<void> {
+  const subject = s.durable.subjects.work(cap);
+  const body = Buffer.from(JSON.stringify(message));
+  const meta: EnvelopeMeta = { task: task.id, context: task.contextId, parent: o.parent, depth: o.depth ?? 0, trace: childTrace(o.trace) };
+  // Signed for whichever replica takes it (even one not running yet), and
+  // MACed for the ones we know so they skip the signature check.
+  const headers = s.durable.envelopes.seal(subject, body, meta, s.providers(cap), { id: msgId, sign: true });
+  await retryJs(() => s.durable.js.publish(subject, body, { headers, msgID: msgId }));
+}

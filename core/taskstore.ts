@@ -1,0 +1,119 @@
+import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type JetStreamClient } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { AgentBusError } from "./errors.js";
+import type { Task, TaskState } from "./task.js";
+
+/** A snapshot with the KV revision it was read at. */
+export interface Snapshot {
+  task: Task;
+  revision: number;
+}
+
+/** Filters and paging of {@link TaskStore.list}. */
+export interface TaskQuery {
+  contextId?: string;
+  state?: TaskState;
+  /** Default 50, at most 1000. */
+  pageSize?: number;
+  /** Opaque token from the previous page's `nextPageToken`. */
+  pageToken?: string;
+}
+
+export interface TaskPage {
+  tasks: Task[];
+  nextPageToken?: string;
+  totalSize: number;
+}
+
+/** True for the KV error a compare-and-set loses with. */
+export function isRevisionConflict(err: unknown): boolean {
+  return (
+    err instanceof JetStreamApiError &&
+    (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
+}
+
+const decode = (v: Uint8Array): Task => JSON.parse(Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("utf8")) as Task;
+
+/**
+ * Task snapshots in `mesh_<t>_tasks`, one key per task id. Writers move a
+ * snapshot by compare-and-set on its revision, so concurrent writers (a
+ * worker finishing, a caller cancelling) never overwrite each other and a
+ * state only moves forward.
+ */
+export class TaskStore {
+  constructor(
+    readonly kv: KV,
+    readonly js: JetStreamClient,
+  ) {}
+
+  async get(id: string): Promise<Snapshot | undefined> {
+    const e = await this.kv.get(id);
+    if (!e || e.operation !== "PUT") return undefined;
+    return { task: decode(e.value), revision: e.revision };
+  }
+
+  /** Writes a new snapshot; undefined when the id already exists. */
+  async create(task: Task): Promise<Snapshot | undefined> {
+    try {
+      return { task, revision: await this.kv.create(task.id, JSON.stringify(task)) };
+    } catch (err) {
+      if (isRevisionConflict(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Applies `change` by compare-and-set, re-reading and retrying when another
+   * writer got there first. `change` returns the next task, or undefined to
+   * leave it as it is (then the current snapshot is returned).
+   */
+  async update(id: string, change: (task: Task) => Task | undefined, known?: Snapshot): Promise<Snapshot> {
+    let current = known ?? (await this.get(id));
+    for (let attempt = 0; ; attempt++) {
+      if (!current) throw new AgentBusError("TASK_NOT_FOUND", `task ${id} not found`);
+      const next = change(current.task);
+      if (!next) return current;
+      try {
+        return { task: next, revision: await this.kv.update(id, JSON.stringify(next), current.revision) };
+      } catch (err) {
+        if (!isRevisionConflict(err) || attempt >= 50) throw err;
+        current = await this.get(id);
+      }
+    }
+  }
+
+  /**
+   * Lists snapshots, newest status first. Reads the latest value of every
+   * key in one ordered consumer pass (no round trip per task), then filters
+   * and pages in memory: fine for the tasks a tenant keeps (bucket max age);
+   * an index per context is the next step if that grows large.
+   */
+  async list(query: TaskQuery = {}): Promise<TaskPage> {
+    const pageSize = Math.min(Math.max(query.pageSize ?? 50, 1), 1000);
+    const offset = query.pageToken ? Number.parseInt(Buffer.from(query.pageToken, "base64url").toString(), 10) : 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) throw new AgentBusError("INVALID_INPUT", "invalid page token");
+    const all: Task[] = [];
+    const { streamInfo, bucket } = await this.kv.status();
+    const consumer = await this.js.consumers.get(streamInfo.config.name, {
+      filter_subjects: `$KV.${bucket}.>`,
+      deliver_policy: DeliverPolicy.LastPerSubject,
+    });
+    if ((await consumer.info()).num_pending > 0) {
+      const iter = await consumer.consume();
+      for await (const m of iter) {
+        const op = m.headers?.get("KV-Operation");
+        if (op !== "DEL" && op !== "PURGE") {
+          const t = decode(m.data);
+          if ((!query.contextId || t.contextId === query.contextId) && (!query.state || t.status.state === query.state)) all.push(t);
+        }
+        if (m.info.pending === 0) break;
+      }
+      iter.stop();
+    }
+    all.sort((a, b) => (a.status.timestamp < b.status.timestamp ? 1 : a.status.timestamp > b.status.timestamp ? -1 : a.id.localeCompare(b.id)));
+    const tasks = all.slice(offset, offset + pageSize);
+    const next = offset + pageSize < all.length ? Buffer.from(String(offset + pageSize)).toString("base64url") : undefined;
+    return { tasks, nextPageToken: next, totalSize: all.length };
+  }
+}

@@ -1,0 +1,311 @@
+import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
+import { randomUUID } from "node:crypto";
+import { createContext, type AgentContext, type ArtifactOptions, type ContextBase, type ContextSink } from "./context.js";
+import type { Durable } from "./durable.js";
+import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
+import type { Envelope } from "./envelope.js";
+import { ensureConsumer, retryJs } from "./infra.js";
+import type { Logger } from "./log.js";
+import { parseMessage, structuredInput, toMessage, type Input } from "./message.js";
+import type { Message, Part } from "./protocol.js";
+import { applyEvent, canMove, isTerminal, statusNow, type Task, type TaskEvent, type TaskState } from "./task.js";
+import type { Snapshot } from "./taskstore.js";
+
+/** Handles one capability; the return value becomes the reply or the task's result. */
+export type Handler = (ctx: AgentContext) => Input | void | Promise<Input | void>;
+
+/** Tunables of the durable side of an agent. */
+export interface WorkerOptions {
+  /** Tasks one agent instance runs at once per capability (default 16). */
+  concurrency?: number;
+  /** How long a taken work item may go without an ack or `working()` before redelivery, ms (default 30 000). */
+  ackWaitMs?: number;
+  /** Deliveries before a failing task is FAILED and dead-lettered (default 5). */
+  maxDeliver?: number;
+  /** First retry delay, doubled per attempt up to 30 s, ms (default 500). */
+  backoffMs?: number;
+}
+
+/** What a worker needs from its agent. */
+export interface WorkerHost {
+  nc: NatsConnection;
+  durable: Durable;
+  agentId: string;
+  log: Logger;
+  /** Throws DEPTH_EXCEEDED, UNKNOWN_SENDER or DENIED. */
+  authorize(env: Envelope, cap: string): void;
+  /** Context inputs shared with fast calls (call, submit, session, log). */
+  base(cap: string, env: Envelope, userMessage: Message, signal: AbortSignal, task?: Task, input?: unknown): ContextBase;
+  audit(kind: string, record: Record<string, unknown>): void;
+}
+
+// Failing again will not help: fail the task at once.
+const FINAL_CODES = new Set<ErrorCode>(["INVALID_INPUT", "DENIED", "UNKNOWN_SENDER", "DEPTH_EXCEEDED", "PAYLOAD_TOO_LARGE", "REVOKED", "BAD_SIGNATURE", "UNSIGNED"]);
+
+/** Consumer name for a capability (dots are not allowed in names). */
+export const consumerName = (cap: string): string => `cap_${cap.replaceAll(".", "_")}`;
+
+/**
+ * Runs one capability's durable tasks: a durable pull consumer on
+ * `<root>.<t>.work.<cap>` shared by every replica (competing consumers),
+ * at most `concurrency` tasks at once in this process.
+ */
+export class TaskWorker {
+  readonly #host: WorkerHost;
+  readonly #cap: string;
+  readonly #handler: Handler;
+  readonly #validate?: (v: unknown) => void;
+  readonly #o: Required<WorkerOptions>;
+  readonly #running = new Set<Promise<void>>();
+  readonly #abort = new AbortController();
+  #messages?: ConsumerMessages;
+  #loop?: Promise<void>;
+
+  private constructor(host: WorkerHost, cap: string, handler: Handler, validate: ((v: unknown) => void) | undefined, o: WorkerOptions) {
+    this.#host = host;
+    this.#cap = cap;
+    this.#handler = handler;
+    this.#validate = validate;
+    this.#o = { concurrency: o.concurrency ?? 16, ackWaitMs: o.ackWaitMs ?? 30_000, maxDeliver: o.maxDeliver ?? 5, backoffMs: o.backoffMs ?? 500 };
+  }
+
+  static async start(host: WorkerHost, cap: string, handler: Handler, validate: ((v: unknown) => void) | undefined, options: WorkerOptions = {}): Promise<TaskWorker> {
+    const w = new TaskWorker(host, cap, handler, validate, options);
+    const { durable } = host;
+    const stream = durable.subjects.stream("WORK");
+    const name = consumerName(cap);
+    await ensureConsumer(await durable.js.jetstreamManager(), stream, {
+      durable_name: name,
+      filter_subject: durable.subjects.work(cap),
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: w.#o.ackWaitMs * 1_000_000,
+      max_deliver: w.#o.maxDeliver,
+    });
+    const consumer = await retryJs(() => durable.js.consumers.get(stream, name));
+    w.#messages = await consumer.consume({ max_messages: w.#o.concurrency });
+    w.#loop = w.#run();
+    return w;
+  }
+
+  async #run(): Promise<void> {
+    let free = this.#o.concurrency;
+    let wake: (() => void) | undefined;
+    for await (const m of this.#messages!) {
+      while (free === 0) await new Promise<void>((r) => (wake = r));
+      free--;
+      const p = this.#process(m)
+        .catch((err) => this.#host.log.error({ err: String(err), capability: this.#cap }, "task processing failed"))
+        .finally(() => {
+          free++;
+          this.#running.delete(p);
+          wake?.();
+          wake = undefined;
+        });
+      this.#running.add(p);
+    }
+  }
+
+  async #process(m: JsMsg): Promise<void> {
+    const { durable, log } = this.#host;
+    let env: Envelope;
+    try {
+      env = durable.envelopes.open(m, { durable: true });
+    } catch (err) {
+      // Unverifiable: no retry can fix it, and it must not run.
+      const code = isAgentBusError(err) ? err.code : "BAD_SIGNATURE";
+      this.#host.audit(code.toLowerCase(), { code, reason: (err as Error).message, subject: m.subject, agent: this.#host.agentId });
+      m.term();
+      return;
+    }
+    const snapshot = env.task ? await durable.store.get(env.task) : undefined;
+    if (!snapshot) {
+      log.warn({ task: env.task, subject: m.subject }, "work item without a task snapshot: dropped");
+      m.term();
+      return;
+    }
+    if (isTerminal(snapshot.task.status.state)) {
+      m.ack(); // canceled while queued, or a duplicate of a finished task
+      return;
+    }
+    const run = new TaskRun(this, m, snapshot);
+    const keepAlive = setInterval(() => m.working(), Math.max(100, Math.floor(this.#o.ackWaitMs / 3)));
+    const cancelSub = this.#host.nc.subscribe(durable.subjects.taskCancel(snapshot.task.id), { callback: (_e, msg) => run.onCancel(msg, env) });
+    const onStop = () => run.abort.abort(new AgentBusError("CLOSED", "agent stopped"));
+    this.#abort.signal.addEventListener("abort", onStop, { once: true });
+    try {
+      this.#host.authorize(env, this.#cap);
+      const userMessage = parseMessage(m.data);
+      const input = this.#validate ? structuredInput(userMessage) : undefined;
+      this.#validate?.(input);
+      await run.start();
+      const ctx = createContext(this.#host.base(this.#cap, env, userMessage, run.abort.signal, run.task, input), run);
+      const result = await this.#handler(ctx);
+      if (run.abort.signal.aborted) await run.end(run.canceled ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(run.canceled ? "canceled" : "agent stopped", "ROLE_AGENT"));
+      else if (!run.ended) await run.end("TASK_STATE_COMPLETED", result === undefined ? undefined : toMessage(result, "ROLE_AGENT"));
+      m.ack();
+    } catch (err) {
+      await this.#failed(run, m, err);
+    } finally {
+      clearInterval(keepAlive);
+      cancelSub.unsubscribe();
+      this.#abort.signal.removeEventListener("abort", onStop);
+    }
+  }
+
+  async #failed(run: TaskRun, m: JsMsg, err: unknown): Promise<void> {
+    const reason = isAgentBusError(err) ? `${err.code}: ${err.message}` : String((err as Error)?.message ?? err);
+    if (run.ended || run.stale) return m.ack();
+    if (run.canceled) {
+      await run.end("TASK_STATE_CANCELED", toMessage("canceled", "ROLE_AGENT"));
+      return m.ack();
+    }
+    if (this.#abort.signal.aborted) return m.nak(); // stopping: let another replica take it now
+    const attempt = m.info.deliveryCount;
+    if ((isAgentBusError(err) && FINAL_CODES.has(err.code)) || attempt >= this.#o.maxDeliver) {
+      const why = attempt >= this.#o.maxDeliver && !(isAgentBusError(err) && FINAL_CODES.has(err.code)) ? `gave up after ${attempt} attempts: ${reason}` : reason;
+      if (!(isAgentBusError(err) && FINAL_CODES.has(err.code))) await this.#deadLetter(m, why);
+      await run.end("TASK_STATE_FAILED", toMessage(why, "ROLE_AGENT"));
+      return m.ack();
+    }
+    const delay = Math.min(30_000, this.#o.backoffMs * 2 ** (attempt - 1));
+    this.#host.log.warn({ task: run.task.id, attempt, delay, reason }, "task attempt failed, retrying");
+    await run.emit({ statusUpdate: { taskId: run.task.id, contextId: run.task.contextId, status: statusNow("TASK_STATE_WORKING", toMessage(`attempt ${attempt} failed (${reason}); retrying in ${delay} ms`, "ROLE_AGENT")) } }).catch(() => {});
+    m.nak(delay);
+  }
+
+  /** Copies the work item, with its original signed headers, to `MESH_<T>_DLQ`. */
+  async #deadLetter(m: JsMsg, reason: string): Promise<void> {
+    const headers = new MsgHdrsImpl();
+    for (const [k, v] of (m.headers as MsgHdrsImpl | undefined) ?? []) headers.headers.set(k, [...v]);
+    headers.headers.delete("Nats-Msg-Id"); // the DLQ keeps every copy
+    headers.headers.set("Mesh-Dlq-Reason", [reason.replace(/[^\x20-\x7e]/g, "?").slice(0, 1000)]);
+    headers.headers.set("Mesh-Dlq-Deliveries", [String(m.info.deliveryCount)]);
+    await retryJs(() => this.#host.durable.js.publish(this.#host.durable.subjects.dlq(this.#cap), m.data, { headers }));
+  }
+
+  /** Stops taking work; running tasks finish within `timeoutMs`, then their signals abort. */
+  async stop(timeoutMs = 10_000): Promise<void> {
+    this.#messages?.stop();
+    await this.#loop;
+    let timer: NodeJS.Timeout | undefined;
+    const all = Promise.allSettled([...this.#running]);
+    const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)))]);
+    clearTimeout(timer);
+    if (timedOut) {
+      this.#abort.abort();
+      await Promise.race([all, new Promise((r) => setTimeout(r, 1000).unref())]);
+    }
+  }
+
+  get host(): WorkerHost {
+    return this.#host;
+  }
+  get capability(): string {
+    return this.#cap;
+  }
+}
+
+/**
+ * One delivery of one task: turns context calls into events on the task's
+ * subject, each followed by a compare-and-set of the snapshot.
+ */
+class TaskRun implements ContextSink {
+  readonly abort = new AbortController();
+  ended = false;
+  /** The snapshot moved on without us (canceled meanwhile). */
+  stale = false;
+  canceled = false;
+  #snapshot: Snapshot;
+
+  constructor(
+    private readonly worker: TaskWorker,
+    private readonly msg: JsMsg,
+    snapshot: Snapshot,
+  ) {
+    this.#snapshot = snapshot;
+  }
+
+  get task(): Task {
+    return this.#snapshot.task;
+  }
+
+  async start(): Promise<void> {
+    const agent = this.worker.host.agentId;
+    this.#snapshot = { ...this.#snapshot, task: { ...this.task, metadata: { ...this.task.metadata, agent } } };
+    await this.emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow("TASK_STATE_WORKING") } });
+  }
+
+  /** Stores the event, then moves the snapshot by compare-and-set. */
+  async emit(event: TaskEvent): Promise<void> {
+    if (this.stale) throw new AgentBusError("TASK_FINISHED", `task ${this.task.id} ended elsewhere`);
+    const { durable, agentId } = this.worker.host;
+    await durable.publishEvent(this.task, event);
+    const next = "statusUpdate" in event ? event.statusUpdate.status.state : undefined;
+    this.#snapshot = await durable.store.update(this.task.id, (t) => {
+      if (next ? !canMove(t.status.state, next) : isTerminal(t.status.state)) {
+        this.stale = true;
+        return undefined;
+      }
+      const moved = applyEvent(t, event);
+      return { ...moved, metadata: { ...moved.metadata, agent: agentId } };
+    }, this.#snapshot);
+    if (this.stale) this.abort.abort(new AgentBusError("TASK_FINISHED", "task ended elsewhere"));
+  }
+
+  status(message: Message): Promise<void> {
+    return this.emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow("TASK_STATE_WORKING", this.#own(message)) } });
+  }
+
+  artifact(parts: Part[], o: ArtifactOptions & { artifactId: string }): Promise<void> {
+    const artifact = { artifactId: o.artifactId, parts, ...(o.name && { name: o.name }), ...(o.description && { description: o.description }), ...(o.metadata && { metadata: o.metadata }) };
+    return this.emit({ artifactUpdate: { taskId: this.task.id, contextId: this.task.contextId, artifact, append: o.append ?? false, lastChunk: o.lastChunk ?? true } });
+  }
+
+  message(message: Message): Promise<void> {
+    return this.emit({ message: this.#own(message) });
+  }
+
+  async end(state: TaskState, message?: Message): Promise<void> {
+    if (this.ended) return;
+    // A result becomes the task's artifact; other endings carry their message in the status.
+    if (state === "TASK_STATE_COMPLETED" && message && message.parts.length > 0) {
+      await this.artifact(message.parts, { artifactId: randomUUID(), name: "result", lastChunk: true });
+      message = undefined;
+    }
+    await this.emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow(state, message && this.#own(message)) } });
+    this.ended = true;
+  }
+
+  working(): void {
+    this.msg.working();
+  }
+
+  /** A cancel request on `<root>.<t>.task.<id>.cancel`: the submitter, or anyone the ACL lets invoke the capability. */
+  onCancel(msg: Msg, work: Envelope): void {
+    const { durable, agentId } = this.worker.host;
+    let env: Envelope | undefined;
+    try {
+      env = durable.envelopes.open(msg);
+      if (env.from !== this.task.metadata.submitter && env.from !== work.from) this.worker.host.authorize(env, this.worker.capability);
+      this.canceled = true;
+      this.abort.abort(new AgentBusError("CANCELLED", "task canceled"));
+      reply(msg, env, durable, {});
+    } catch (err) {
+      const e = isAgentBusError(err) ? err : new AgentBusError("HANDLER_FAILED", String(err));
+      reply(msg, env, durable, e.toJSON(), e.code);
+      this.worker.host.audit(e.code.toLowerCase(), { code: e.code, reason: e.message, subject: msg.subject, agent: agentId });
+    }
+  }
+
+  #own(message: Message): Message {
+    return { ...message, taskId: this.task.id, contextId: this.task.contextId };
+  }
+}
+
+function reply(msg: Msg, env: Envelope | undefined, durable: Durable, body: unknown, errorCode?: ErrorCode): void {
+  if (!msg.reply) return;
+  const data = Buffer.from(JSON.stringify(body));
+  msg.respond(data, { headers: durable.envelopes.seal(msg.reply, data, { errorCode }, env ? [env.from] : undefined) });
+}
