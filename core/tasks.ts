@@ -62,36 +62,50 @@ export class TaskHandle {
 
   /**
    * Resolves with the snapshot once the task is terminal or interrupted.
-   * Listens on the task's event subject (a plain subscription, no consumer)
-   * and reads the snapshot, so it works for tasks that finished long ago.
+   * Reads the snapshot, and re-reads it whenever a final event passes on the
+   * task's event subject (a plain subscription, no consumer) or, as a
+   * safety net for an event that passed before we listened, every 500 ms.
    */
   async result(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<Task> {
     const { nc, durable } = this.submitter;
-    const sub = nc.subscribe(durable.subjects.taskEvents(this.id));
-    const timer = setTimeout(() => sub.unsubscribe(), options.timeout ?? 300_000);
-    const abort = () => sub.unsubscribe();
-    options.signal?.addEventListener("abort", abort, { once: true });
-    try {
-      let snapshot = await durable.store.get(this.id);
-      if (!snapshot) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
-      if (isFinal(snapshot.task.status.state)) return snapshot.task;
-      for await (const m of sub) {
-        const { event } = durable.decodeEvent(m);
-        const state = stateOf(event);
-        if (!state || !isFinal(state)) continue;
-        // The agent moves the snapshot right after storing the event.
-        for (let i = 0; i < 100; i++) {
-          snapshot = await durable.store.get(this.id);
-          if (snapshot && snapshot.task.status.state === state) return snapshot.task;
-          await new Promise((r) => setTimeout(r, 10));
+    const deadline = Date.now() + (options.timeout ?? 300_000);
+    let wake = () => {};
+    let eventSeen = false;
+    const sub = nc.subscribe(durable.subjects.taskEvents(this.id), {
+      callback: (_err, m) => {
+        try {
+          const state = stateOf(durable.decodeEvent(m).event);
+          if (state && isFinal(state)) {
+            eventSeen = true;
+            wake();
+          }
+        } catch {
+          // an event we cannot verify does not wake us; the poll still runs
         }
-        return applyEvent(snapshot!.task, event);
+      },
+    });
+    const onAbort = () => wake();
+    options.signal?.addEventListener("abort", onAbort);
+    try {
+      for (;;) {
+        const snapshot = await durable.store.get(this.id);
+        if (!snapshot) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
+        if (isFinal(snapshot.task.status.state)) return snapshot.task;
+        if (options.signal?.aborted) throw new AgentBusError("CANCELLED", "wait aborted", { cause: options.signal.reason });
+        const left = deadline - Date.now();
+        if (left <= 0) throw new AgentBusError("TIMEOUT", `task ${this.id} did not finish in time`);
+        // After a final event the snapshot follows within milliseconds.
+        const pause = Math.min(left, eventSeen ? 10 : 500);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, pause);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
       }
-      if (options.signal?.aborted) throw new AgentBusError("CANCELLED", "wait aborted", { cause: options.signal.reason });
-      throw new AgentBusError("TIMEOUT", `task ${this.id} did not finish in time`);
     } finally {
-      clearTimeout(timer);
-      options.signal?.removeEventListener("abort", abort);
+      options.signal?.removeEventListener("abort", onAbort);
       sub.unsubscribe();
     }
   }
