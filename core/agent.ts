@@ -19,6 +19,7 @@ import type { Session } from "./session.js";
 import type { Task, TaskState } from "./task.js";
 import type { SubmitOptions, TaskHandle } from "./tasks.js";
 import { TaskWorker, type Handler, type WorkerOptions } from "./worker.js";
+import { INBOX_CAPABILITY, InboxReader, type InboxHandler } from "./inbox.js";
 
 /** One capability an agent offers: an A2A skill, plus optional JSON Schemas. */
 export interface SkillSpec {
@@ -51,6 +52,8 @@ export type { Handler } from "./worker.js";
 export interface AgentOptions {
   /** Serve durable tasks too (a pull consumer per capability); default true. */
   tasks?: boolean | WorkerOptions;
+  /** Receive direct messages sent to this agent (`bus.send`), in order, including those buffered while it was offline. */
+  inbox?: InboxHandler;
 }
 
 /** What an agent needs from the bus it runs on. */
@@ -116,6 +119,7 @@ export class Agent {
   readonly #abort = new AbortController();
   readonly #log: Logger;
   readonly #workers: TaskWorker[] = [];
+  #inbox?: InboxReader;
   #service?: Service;
   #heartbeat?: NodeJS.Timeout;
   #stopping?: Promise<void>;
@@ -145,6 +149,9 @@ export class Agent {
     await host.buckets.agents.put(agent.id, JSON.stringify(signRecord(host.envelopes.identity, agent.card, schemas)));
     await agent.#serve(spec);
     if (options.tasks !== false) await agent.#startWorkers(options.tasks === true ? {} : (options.tasks ?? {}));
+    if (options.inbox) {
+      agent.#inbox = await InboxReader.start(await host.durable(), agent.id, options.inbox, (env) => agent.#authorize(env, INBOX_CAPABILITY), agent.#log);
+    }
     await agent.#beat();
     agent.#heartbeat = setInterval(() => void agent.#beat().catch((err) => agent.#log.warn({ err }, "heartbeat failed")), Math.max(200, Math.floor(host.presenceMaxAgeMs / 3)));
     agent.#log.info({ capabilities: [...agent.#handlers.keys()] }, "agent started");
@@ -296,7 +303,7 @@ export class Agent {
     this.#stopping ??= (async () => {
       clearInterval(this.#heartbeat);
       await this.#service?.stop().catch(() => {});
-      await Promise.all(this.#workers.map((w) => w.stop(timeoutMs)));
+      await Promise.all([...this.#workers.map((w) => w.stop(timeoutMs)), this.#inbox?.stop()]);
       const all = Promise.allSettled([...this.#inflight]);
       let timer: NodeJS.Timeout | undefined;
       const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)))]);

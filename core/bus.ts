@@ -11,6 +11,7 @@ import { Kvm } from "@nats-io/kv";
 import { readFileSync } from "node:fs";
 import { Agent, type AgentHost, type AgentOptions, type AgentSpec } from "./agent.js";
 import { Durable } from "./durable.js";
+import { sendDirect, type SendReceipt } from "./inbox.js";
 import { Sessions, type Session } from "./session.js";
 import type { Task } from "./task.js";
 import { TaskHandle, submit, type SubmitOptions } from "./tasks.js";
@@ -284,6 +285,14 @@ export class Bus {
    */
   async submit(cap: string, input: Input, options: SubmitOptions = {}): Promise<TaskHandle> {
     return submit(await this.#submitter(), cap, input, options, this.id);
+  }
+
+  /**
+   * Durable direct message to one agent (`<root>.<t>.inbox.<agent>`): kept
+   * until the agent takes it, delivered in order even after it was offline.
+   */
+  async send(to: string, input: Input, options: { context?: string; task?: string } = {}): Promise<SendReceipt> {
+    return sendDirect(await this.#durableOnce(), to, input, options);
   }
 
   /** The snapshot of a task (`TASK_NOT_FOUND` when unknown). */

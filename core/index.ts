@@ -19,6 +19,7 @@ export type { TaskPage, TaskQuery } from "./taskstore.js";
 export type { StoredEvent } from "./durable.js";
 export { isTerminal, isInterrupted, isFinal, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./task.js";
 export { Session, type SessionEntry } from "./session.js";
+export { INBOX_CAPABILITY, type InboxHandler, type InboxMessage, type SendReceipt } from "./inbox.js";
 export { AgentBusError, ErrorCodes, isAgentBusError, isErrorCode, type ErrorCode } from "./errors.js";
 export { Identity, verifySignature, isIdentityId } from "./identity.js";
 export { Envelopes, Header, type Envelope, type EnvelopeMeta, type EnvelopeOptions } from "./envelope.js";

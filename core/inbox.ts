@@ -1,0 +1,122 @@
+import { AckPolicy, DeliverPolicy, type ConsumerMessages } from "@nats-io/jetstream";
+import type { Durable } from "./durable.js";
+import { isAgentBusError } from "./errors.js";
+import type { Envelope } from "./envelope.js";
+import { ensureConsumer, retryJs } from "./infra.js";
+import type { Logger } from "./log.js";
+import { parseMessage, toMessage, type Input } from "./message.js";
+import type { Message } from "./protocol.js";
+
+/** The capability name the ACL uses for direct messages. */
+export const INBOX_CAPABILITY = "inbox";
+const MAX_ATTEMPTS = 5;
+
+/** One direct message, as an inbox handler gets it. */
+export interface InboxMessage {
+  message: Message;
+  /** Verified sender. */
+  from: string;
+  envelope: Envelope;
+  /** Position in `MESH_<T>_INBOX`: increases in send order. */
+  sequence: number;
+}
+
+/** Handles one direct message; throwing redelivers it (order is kept). */
+export type InboxHandler = (m: InboxMessage) => void | Promise<void>;
+
+/** Receipt of {@link sendDirect}. */
+export interface SendReceipt {
+  messageId: string;
+  sequence: number;
+}
+
+/**
+ * Sends a durable direct message to `<root>.<t>.inbox.<agent>`: JetStream
+ * keeps it until the agent takes it, however long it is offline. MACed for
+ * the recipient only (nobody else may read it as from us).
+ */
+export async function sendDirect(durable: Durable, to: string, input: Input, meta: { context?: string; task?: string } = {}): Promise<SendReceipt> {
+  const subject = durable.subjects.inbox(to);
+  const message = toMessage(input);
+  const body = Buffer.from(JSON.stringify(message));
+  // The message id doubles as Nats-Msg-Id: a retried send is stored once.
+  const headers = durable.envelopes.seal(subject, body, meta, [to], { id: message.messageId });
+  const ack = await retryJs(() => durable.js.publish(subject, body, { headers, msgID: message.messageId }));
+  return { messageId: message.messageId, sequence: ack.seq };
+}
+
+/**
+ * Delivers an agent's inbox to `handler`, one message at a time in send
+ * order (max one unacknowledged), from a durable consumer that remembers
+ * what was delivered across restarts.
+ */
+export class InboxReader {
+  #messages?: ConsumerMessages;
+  #loop?: Promise<void>;
+  #stopping = false;
+
+  private constructor(
+    private readonly durable: Durable,
+    private readonly agentId: string,
+    private readonly handler: InboxHandler,
+    private readonly authorize: (env: Envelope) => void,
+    private readonly log: Logger,
+  ) {}
+
+  static async start(durable: Durable, agentId: string, handler: InboxHandler, authorize: (env: Envelope) => void, log: Logger): Promise<InboxReader> {
+    const r = new InboxReader(durable, agentId, handler, authorize, log);
+    const stream = durable.subjects.stream("INBOX");
+    const name = `inbox_${agentId}`;
+    await ensureConsumer(await durable.js.jetstreamManager(), stream, {
+      durable_name: name,
+      filter_subject: durable.subjects.inbox(agentId),
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      max_ack_pending: 1,
+      ack_wait: 30_000_000_000,
+    });
+    const consumer = await retryJs(() => durable.js.consumers.get(stream, name));
+    r.#messages = await consumer.consume({ max_messages: 256 });
+    r.#loop = r.#run();
+    return r;
+  }
+
+  async #run(): Promise<void> {
+    for await (const m of this.#messages!) {
+      let env: Envelope;
+      try {
+        env = this.durable.envelopes.open(m, { durable: true });
+        this.authorize(env);
+      } catch (err) {
+        this.log.warn({ code: isAgentBusError(err) ? err.code : undefined, err: String(err) }, "inbox message refused");
+        m.term();
+        continue;
+      }
+      // Retried here rather than nak'ed: a nak would let the next message
+      // overtake this one. After the last attempt it is dead-lettered.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.handler({ message: parseMessage(m.data), from: env.from, envelope: env, sequence: m.seq });
+          m.ack();
+          break;
+        } catch (err) {
+          if (attempt >= MAX_ATTEMPTS || this.#stopping) {
+            this.log.error({ err: String(err), sequence: m.seq }, "inbox message dead-lettered");
+            await retryJs(() => this.durable.js.publish(this.durable.subjects.dlq(INBOX_CAPABILITY), m.data, { headers: m.headers })).catch(() => {});
+            m.term();
+            break;
+          }
+          this.log.warn({ err: String(err), sequence: m.seq, attempt }, "inbox handler failed; retrying");
+          m.working();
+          await new Promise((r) => setTimeout(r, Math.min(10_000, 200 * 2 ** (attempt - 1))));
+        }
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#messages?.stop();
+    await this.#loop;
+  }
+}
