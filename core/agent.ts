@@ -13,7 +13,7 @@ import { validatorFor, type JsonSchema } from "./schema.js";
 import { checkCapability, type Subjects } from "./subjects.js";
 import { traceIdOf } from "./trace.js";
 import type { CallOptions } from "./bus.js";
-import { createContext, type ContextBase, type ContextSink } from "./context.js";
+import { completeWith, createContext, type ContextBase, type ContextSink } from "./context.js";
 import type { Durable } from "./durable.js";
 import type { Session } from "./session.js";
 import type { Task, TaskState } from "./task.js";
@@ -212,7 +212,8 @@ export class Agent {
       entry.validate?.(input);
       const sink = new CallSink();
       const result = await entry.handler(createContext(this.#base(cap, env, message, this.#abort.signal, undefined, input), sink));
-      const reply = toMessage([...sink.parts, ...(result === undefined || sink.done ? [] : toMessage(result, "ROLE_AGENT").parts)], "ROLE_AGENT");
+      if (!sink.done) await completeWith(sink, result);
+      const reply = toMessage(sink.parts, "ROLE_AGENT");
       reply.contextId ??= env.context ?? message.contextId;
       this.#respond(msg, env, reply);
     } catch (err) {

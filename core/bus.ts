@@ -11,6 +11,8 @@ import { Kvm } from "@nats-io/kv";
 import { readFileSync } from "node:fs";
 import { Agent, type AgentHost, type AgentOptions, type AgentSpec } from "./agent.js";
 import { Durable } from "./durable.js";
+import type { AgentExecutor } from "@a2a-js/sdk/server";
+import { executorHandler } from "./serve.js";
 import { sendDirect, type SendReceipt } from "./inbox.js";
 import { Sessions, type Session } from "./session.js";
 import type { Task } from "./task.js";
@@ -314,6 +316,15 @@ export class Bus {
   async session<T extends Record<string, unknown> = Record<string, unknown>>(contextId: string): Promise<Session<T>> {
     this.#sessions ??= Sessions.open(new Kvm(this.nc), this.subjects, { replicas: this.#options.replicas ?? 1, history: this.#options.sessionHistory });
     return (await this.#sessions).session<T>(contextId);
+  }
+
+  /**
+   * Runs an unchanged `@a2a-js/sdk` `AgentExecutor` as a bus agent: every
+   * skill of `spec` is served by it, as fast calls and durable tasks.
+   */
+  async serve(executor: AgentExecutor, spec: AgentSpec, options?: AgentOptions): Promise<Agent> {
+    const handler = executorHandler(executor);
+    return this.agent(spec, Object.fromEntries(spec.skills.map((s) => [s.id, handler])), options);
   }
 
   /** Agents matching the query, from the local cache (no round trip). */

@@ -96,11 +96,25 @@ export interface ContextBase {
 
 const agentMessage = (content: Input): Message => toMessage(content, "ROLE_AGENT");
 
+/**
+ * Ends a turn COMPLETED; a result (a handler's return value, or
+ * `complete(result)`) becomes the task's `result` artifact first.
+ */
+export async function completeWith(sink: ContextSink, result: Input | void): Promise<void> {
+  const parts = result === undefined ? [] : agentMessage(result).parts;
+  if (parts.length > 0) await sink.artifact(parts, { artifactId: randomUUID(), name: "result", lastChunk: true });
+  await sink.end("TASK_STATE_COMPLETED");
+}
+
+/** The sink behind a context, for adapters inside core that need exact A2A events. */
+export const SINK = Symbol("agentbus.sink");
+
 /** Builds a handler context over `sink`. */
-export function createContext(base: ContextBase, sink: ContextSink): AgentContext {
+export function createContext(base: ContextBase, sink: ContextSink): AgentContext & { [SINK]: ContextSink } {
   const contextId = base.task?.contextId ?? base.userMessage.contextId ?? base.envelope.context;
   let log: Logger | undefined;
   return {
+    [SINK]: sink,
     capability: base.capability,
     userMessage: base.userMessage,
     get input() {
@@ -130,7 +144,7 @@ export function createContext(base: ContextBase, sink: ContextSink): AgentContex
     artifact: (content, options = {}) => sink.artifact(agentMessage(content).parts, { ...options, artifactId: options.artifactId ?? randomUUID() }),
     message: (content) => sink.message(agentMessage(content)),
     inputRequired: (question) => sink.end("TASK_STATE_INPUT_REQUIRED", question === undefined ? undefined : agentMessage(question)),
-    complete: (result) => sink.end("TASK_STATE_COMPLETED", result === undefined ? undefined : agentMessage(result)),
+    complete: (result) => completeWith(sink, result),
     fail: (reason) => sink.end("TASK_STATE_FAILED", agentMessage(reason)),
     reject: (reason) => sink.end("TASK_STATE_REJECTED", agentMessage(reason)),
     working: () => sink.working(),

@@ -1,7 +1,6 @@
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
-import { randomUUID } from "node:crypto";
-import { createContext, type AgentContext, type ArtifactOptions, type ContextBase, type ContextSink } from "./context.js";
+import { completeWith, createContext, type AgentContext, type ArtifactOptions, type ContextBase, type ContextSink } from "./context.js";
 import type { Durable } from "./durable.js";
 import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
 import type { Envelope } from "./envelope.js";
@@ -143,7 +142,7 @@ export class TaskWorker {
       const ctx = createContext(this.#host.base(this.#cap, env, userMessage, run.abort.signal, run.task, input), run);
       const result = await this.#handler(ctx);
       if (run.abort.signal.aborted) await run.end(run.canceled ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(run.canceled ? "canceled" : "agent stopped", "ROLE_AGENT"));
-      else if (!run.ended) await run.end("TASK_STATE_COMPLETED", result === undefined ? undefined : toMessage(result, "ROLE_AGENT"));
+      else if (!run.ended) await completeWith(run, result);
       m.ack();
     } catch (err) {
       await this.#failed(run, m, err);
@@ -269,11 +268,6 @@ class TaskRun implements ContextSink {
 
   async end(state: TaskState, message?: Message): Promise<void> {
     if (this.ended) return;
-    // A result becomes the task's artifact; other endings carry their message in the status.
-    if (state === "TASK_STATE_COMPLETED" && message && message.parts.length > 0) {
-      await this.artifact(message.parts, { artifactId: randomUUID(), name: "result", lastChunk: true });
-      message = undefined;
-    }
     await this.emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow(state, message && this.#own(message)) } });
     this.ended = true;
   }
