@@ -3,19 +3,27 @@ import { Kvm, type KV, type KvOptions } from "@nats-io/kv";
 import { AgentBusError } from "./errors.js";
 import type { Subjects } from "./subjects.js";
 
+/** True for errors a JetStream call gives while a leader is being elected or a node is away. */
+function isTransient(err: unknown): boolean {
+  for (let e = err as { message?: string; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+    if (/timeout|no responders|leader|temporarily unavailable|insufficient resources|disconnect/i.test(String(e.message ?? e))) return true;
+  }
+  return false;
+}
+
 /**
- * Retries a JetStream API call that may time out while a cluster elects a
- * meta leader or a stream leader (a few seconds after start or a node loss).
+ * Retries a JetStream call that fails transiently while a cluster elects a
+ * meta or stream leader (seconds after a start or a node loss), with
+ * backoff up to `budgetMs` in all.
  */
-export async function retryJs<T>(fn: () => Promise<T>, attempts = 8): Promise<T> {
+export async function retryJs<T>(fn: () => Promise<T>, budgetMs = 30_000): Promise<T> {
+  const deadline = Date.now() + budgetMs;
   for (let i = 1; ; i++) {
     try {
       return await fn();
     } catch (err) {
-      const msg = String((err as Error)?.message ?? err);
-      const transient = /timeout|TIMEOUT|no responders|leader|temporarily unavailable|insufficient resources/i.test(msg);
-      if (!transient || i >= attempts) throw err;
-      await new Promise((r) => setTimeout(r, Math.min(2000, 100 * 2 ** i)));
+      if (!isTransient(err) || Date.now() >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** i)));
     }
   }
 }

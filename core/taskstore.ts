@@ -1,6 +1,7 @@
 import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type JetStreamClient } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { AgentBusError } from "./errors.js";
+import { retryJs } from "./infra.js";
 import type { Task, TaskState } from "./task.js";
 
 /** A snapshot with the KV revision it was read at. */
@@ -48,7 +49,7 @@ export class TaskStore {
   ) {}
 
   async get(id: string): Promise<Snapshot | undefined> {
-    const e = await this.kv.get(id);
+    const e = await retryJs(() => this.kv.get(id));
     if (!e || e.operation !== "PUT") return undefined;
     return { task: decode(e.value), revision: e.revision };
   }
@@ -56,7 +57,7 @@ export class TaskStore {
   /** Writes a new snapshot; undefined when the id already exists. */
   async create(task: Task): Promise<Snapshot | undefined> {
     try {
-      return { task, revision: await this.kv.create(task.id, JSON.stringify(task)) };
+      return { task, revision: await retryJs(() => this.kv.create(task.id, JSON.stringify(task))) };
     } catch (err) {
       if (isRevisionConflict(err)) return undefined;
       throw err;
@@ -75,7 +76,10 @@ export class TaskStore {
       const next = change(current.task);
       if (!next) return current;
       try {
-        return { task: next, revision: await this.kv.update(id, JSON.stringify(next), current.revision) };
+        // A retried write that had landed comes back as a conflict: the
+        // re-read then shows our own change and `change` declines to repeat it.
+        const revision = current.revision;
+        return { task: next, revision: await retryJs(() => this.kv.update(id, JSON.stringify(next), revision)) };
       } catch (err) {
         if (!isRevisionConflict(err) || attempt >= 50) throw err;
         current = await this.get(id);
