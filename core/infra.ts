@@ -36,14 +36,27 @@ function mismatch(what: string, err: unknown): AgentBusError {
   );
 }
 
-/** Opens a KV bucket, creating it with `options` when missing. */
+/**
+ * Opens a KV bucket, creating it with `options` when missing. `Kvm.create`
+ * binds to an existing bucket without comparing settings, so they are
+ * compared here: a bucket with another history, max age or replica count is
+ * reported, not silently used.
+ */
 export async function ensureBucket(kvm: Kvm, name: string, options: Partial<KvOptions>): Promise<KV> {
+  let kv: KV;
   try {
-    return await retryJs(() => kvm.create(name, options));
+    kv = await retryJs(() => kvm.create(name, options));
   } catch (err) {
     if (/already in use|different configuration/i.test(String(err))) throw mismatch(`KV bucket ${name}`, err);
     throw err;
   }
+  const { config } = (await retryJs(() => kv.status())).streamInfo;
+  const differs: string[] = [];
+  if (options.history !== undefined && config.max_msgs_per_subject !== options.history) differs.push(`history ${config.max_msgs_per_subject} (wanted ${options.history})`);
+  if (options.replicas !== undefined && config.num_replicas !== options.replicas) differs.push(`replicas ${config.num_replicas} (wanted ${options.replicas})`);
+  if (options.ttl !== undefined && config.max_age !== options.ttl * 1_000_000) differs.push(`max age ${config.max_age / 1_000_000} ms (wanted ${options.ttl})`);
+  if (differs.length > 0) throw mismatch(`KV bucket ${name}`, new Error(differs.join(", ")));
+  return kv;
 }
 
 /** Creates a stream when missing; an existing one with other settings is reported, not changed. */

@@ -1,0 +1,26 @@
+import { describe, expect, it } from "vitest";
+import { AgentBusError } from "../../core/index.js";
+import { useBuses } from "../helpers/bus.js";
+import { useNatsServer } from "../helpers/nats.js";
+
+describe("streams and buckets are created idempotently; a mismatching config is reported", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url);
+
+  it("reopens with the same settings, refuses other settings with CONFIG_MISMATCH and leaves them unchanged", async () => {
+    const a = await open({ tenant: "infra", presenceMaxAgeMs: 3000 });
+    await (await a.submit("x", "first use creates the task streams")).get();
+    const b = await open({ tenant: "infra", presenceMaxAgeMs: 3000 });
+    await (await b.submit("x", "again")).get();
+
+    const err = await open({ tenant: "infra", presenceMaxAgeMs: 9000 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AgentBusError);
+    expect((err as AgentBusError).code).toBe("CONFIG_MISMATCH");
+    expect((err as AgentBusError).message).toMatch(/mesh_infra_presence.*max age 3000 ms \(wanted 9000\)/);
+    expect((await b.buckets.presence.status()).ttl).toBe(3000);
+
+    const other = await open({ tenant: "infra", eventsMaxAgeMs: 60_000 });
+    const err2 = await other.submit("x", "y").catch((e: unknown) => e);
+    expect((err2 as AgentBusError).code).toBe("CONFIG_MISMATCH");
+  });
+});
