@@ -21,6 +21,8 @@ export const Header = {
   to: "Mesh-To",
   enc: "Mesh-Enc",
   error: "Mesh-Error-Code",
+  dlqReason: "Mesh-Dlq-Reason",
+  dlqDeliveries: "Mesh-Dlq-Deliveries",
   traceparent: "traceparent",
   tracestate: "tracestate",
 } as const;

@@ -3,7 +3,7 @@ import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
 import { completeWith, createContext, type AgentContext, type ArtifactOptions, type ContextBase, type ContextSink } from "./context.js";
 import type { Durable } from "./durable.js";
 import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
-import type { Envelope } from "./envelope.js";
+import { Header, type Envelope } from "./envelope.js";
 import { ensureConsumer, retryJs } from "./infra.js";
 import type { Logger } from "./log.js";
 import { parseMessage, structuredInput, toMessage, type Input } from "./message.js";
@@ -178,9 +178,9 @@ export class TaskWorker {
   async #deadLetter(m: JsMsg, reason: string): Promise<void> {
     const headers = new MsgHdrsImpl();
     for (const [k, v] of (m.headers as MsgHdrsImpl | undefined) ?? []) headers.headers.set(k, [...v]);
-    headers.headers.delete("Nats-Msg-Id"); // the DLQ keeps every copy
-    headers.headers.set("Mesh-Dlq-Reason", [reason.replace(/[^\x20-\x7e]/g, "?").slice(0, 1000)]);
-    headers.headers.set("Mesh-Dlq-Deliveries", [String(m.info.deliveryCount)]);
+    headers.headers.delete(Header.id); // the DLQ keeps every copy
+    headers.headers.set(Header.dlqReason, [reason.replace(/[^\x20-\x7e]/g, "?").slice(0, 1000)]);
+    headers.headers.set(Header.dlqDeliveries, [String(m.info.deliveryCount)]);
     await retryJs(() => this.#host.durable.js.publish(this.#host.durable.subjects.dlq(this.#cap), m.data, { headers }));
   }
 

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { Agent, AclStore, Bus, ErrorCodes, Header, Subjects } from "../../core/index.js";
+import { Agent, AclStore, Bus, ErrorCodes, Header, Session, Subjects, TaskHandle } from "../../core/index.js";
 
 const read = (f: string) => readFileSync(new URL(`../../docs/${f}`, import.meta.url), "utf8");
 const protocol = read("PROTOCOL.md");
@@ -31,7 +31,7 @@ const placeholders = (subject: string) =>
   subject.replace(/^rootx\.tx\./, "<root>.<t>.").replace("capx", "<cap>").replace("agentx", "<agent>").replace("taskx", "<task>").replace("kindx", "<kind>");
 const subjectPatterns = [
   s.cap("capx"), s.agentCall("agentx"), s.work("capx"), s.inbox("agentx"), s.taskEvents("taskx"),
-  s.taskCancel("taskx"), s.presence("agentx"), s.audit("kindx"),
+  s.taskCancel("taskx"), s.presence("agentx"), s.audit("kindx"), s.dlq("capx"),
 ].map(placeholders);
 const streams = (["WORK", "INBOX", "EVENTS", "DLQ", "AUDIT"] as const).map((k) => `MESH_<T>_${k}`);
 const buckets = (["agents", "presence", "tasks", "sessions", "acl", "revoked"] as const).map((k) => `mesh_<t>_${k}`);
@@ -40,6 +40,8 @@ describe("docs/PROTOCOL.md matches the code", () => {
   it("lists every public Bus and Agent method, and only those", () => {
     expect(documented("bus")).toEqual(methods(Bus));
     expect(documented("agent")).toEqual(methods(Agent));
+    expect(documented("handle")).toEqual(methods(TaskHandle));
+    expect(documented("session")).toEqual(methods(Session));
   });
 
   it("lists the ACL store's calls (stop is internal to bus.close)", () => {
@@ -51,7 +53,13 @@ describe("docs/PROTOCOL.md matches the code", () => {
       const named = new Set([...doc.matchAll(/`(<root>\.<t>\.[^`]+)`/g)].map((m) => m[1]!));
       for (const subject of named) {
         // A stream filter such as `<root>.<t>.audit.>` covers the subjects under it.
-        const ok = subject.endsWith(".>") ? subjectPatterns.some((p) => p.startsWith(subject.slice(0, -1))) : subjectPatterns.includes(subject);
+        // `*` in a stream filter stands for one placeholder token.
+        const tokens = subject.split(".");
+        const matches = (p: string) => {
+          const pt = p.split(".");
+          return pt.length === tokens.length && pt.every((t, i) => tokens[i] === t || (tokens[i] === "*" && t.startsWith("<")));
+        };
+        const ok = subject.endsWith(".>") ? subjectPatterns.some((p) => p.startsWith(subject.slice(0, -1))) : subjectPatterns.some(matches);
         expect(ok, `${subject} is not built by core/subjects.ts`).toBe(true);
       }
     }
