@@ -127,6 +127,40 @@ export function revoke(): Command {
     });
 }
 
+/** `agentbus task get|cancel <id>`: a task's snapshot, or cancel it. */
+export function task(): Command {
+  const cmd = new Command("task").description("inspect or cancel a durable task");
+  cmd.addCommand(
+    withCommon(new Command("get"))
+      .description("print a task's snapshot (state, artifacts, history)")
+      .argument("<id>", "task id")
+      .action(async (id: string, o: CommonOptions) => {
+        const bus = await busFrom(o);
+        try {
+          const t = await bus.task(id);
+          print(o, t, `${t.id}  ${t.status.state}  ${t.metadata.capability}\n${JSON.stringify(t.artifacts.map((a) => a.parts), null, 2)}`);
+        } finally {
+          await bus.close();
+        }
+      }),
+  );
+  cmd.addCommand(
+    withCommon(new Command("cancel"))
+      .description("cancel a queued, waiting or running task")
+      .argument("<id>", "task id")
+      .action(async (id: string, o: CommonOptions) => {
+        const bus = await busFrom(o);
+        try {
+          const t = await (await bus.taskHandle(id)).cancel();
+          print(o, t, `${t.id}  ${t.status.state}`);
+        } finally {
+          await bus.close();
+        }
+      }),
+  );
+  return cmd;
+}
+
 /** Maps an error to the documented exit code. */
 export function exitCodeOf(err: unknown): number {
   if (isAgentBusError(err, "UNAVAILABLE")) return Exit.connection;

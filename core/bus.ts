@@ -194,19 +194,20 @@ export class Bus {
 
   /** @internal used by {@link connect}. */
   static async open(nc: NatsConnection, identity: Identity, subjects: Subjects, log: Logger, options: ConnectOptions): Promise<Bus> {
-    const presenceMaxAgeMs = options.presenceMaxAgeMs ?? 15_000;
     const buckets = await ensureCoreInfra(await jetstreamManager(nc), new Kvm(nc), subjects, {
-      replicas: options.replicas ?? 1,
-      presenceMaxAgeMs,
+      replicas: options.replicas,
+      presenceMaxAgeMs: options.presenceMaxAgeMs,
       auditMaxAgeMs: options.auditMaxAgeMs ?? 7 * 24 * 3600_000,
     });
+    // The bucket's own max age rules (it may predate this connection's options).
+    const presenceMaxAgeMs = (await buckets.presence.status()).ttl;
     const invalid = (bucket: string) => (key: string, err: unknown) => log.warn({ bucket, key, err: String(err) }, "ignoring invalid entry");
     const [registry, acl, revoked] = await Promise.all([
       Registry.start(buckets.agents, buckets.presence, presenceMaxAgeMs, invalid("agents")),
       AclStore.start(buckets.acl, invalid("acl")),
       KvMirror.start(buckets.revoked, (e) => e.json<{ reason?: string }>()),
     ]);
-    const bus = new Bus({ nc, identity, subjects, log, options, buckets, registry, acl, revoked });
+    const bus = new Bus({ nc, identity, subjects, log, options: { ...options, presenceMaxAgeMs }, buckets, registry, acl, revoked });
     if (options.insecureAllowAll) {
       log.warn("INSECURE: ACL DISABLED (insecureAllowAll). Any signed sender may invoke any capability of agents on this connection. Never use this outside local development.");
     }
@@ -314,7 +315,7 @@ export class Bus {
 
   /** Shared state of an A2A context (`mesh_<t>_sessions`), compare-and-set updates. */
   async session<T extends Record<string, unknown> = Record<string, unknown>>(contextId: string): Promise<Session<T>> {
-    this.#sessions ??= Sessions.open(new Kvm(this.nc), this.subjects, { replicas: this.#options.replicas ?? 1, history: this.#options.sessionHistory });
+    this.#sessions ??= Sessions.open(new Kvm(this.nc), this.subjects, { replicas: this.#options.replicas, history: this.#options.sessionHistory });
     return (await this.#sessions).session<T>(contextId);
   }
 
@@ -384,7 +385,7 @@ export class Bus {
 
   #durableOnce(): Promise<Durable> {
     this.#durable ??= Durable.open(this.nc, this.subjects, this.envelopes, {
-      replicas: this.#options.replicas ?? 1,
+      replicas: this.#options.replicas,
       eventsMaxAgeMs: this.#options.eventsMaxAgeMs ?? 7 * 24 * 3600_000,
       duplicateWindowMs: this.#options.duplicateWindowMs ?? 10 * 60_000,
     });

@@ -39,10 +39,11 @@ function mismatch(what: string, err: unknown): AgentBusError {
 /**
  * Opens a KV bucket, creating it with `options` when missing. `Kvm.create`
  * binds to an existing bucket without comparing settings, so they are
- * compared here: a bucket with another history, max age or replica count is
- * reported, not silently used.
+ * compared here: an existing bucket whose history, max age or replica count
+ * differs from what the caller `insists` on is reported, not silently used;
+ * settings the caller left to defaults are adopted from the bucket.
  */
-export async function ensureBucket(kvm: Kvm, name: string, options: Partial<KvOptions>): Promise<KV> {
+export async function ensureBucket(kvm: Kvm, name: string, options: Partial<KvOptions>, insists: Array<"history" | "ttl" | "replicas"> = ["history", "ttl", "replicas"]): Promise<KV> {
   let kv: KV;
   try {
     kv = await retryJs(() => kvm.create(name, options));
@@ -52,32 +53,52 @@ export async function ensureBucket(kvm: Kvm, name: string, options: Partial<KvOp
   }
   const { config } = (await retryJs(() => kv.status())).streamInfo;
   const differs: string[] = [];
-  if (options.history !== undefined && config.max_msgs_per_subject !== options.history) differs.push(`history ${config.max_msgs_per_subject} (wanted ${options.history})`);
-  if (options.replicas !== undefined && config.num_replicas !== options.replicas) differs.push(`replicas ${config.num_replicas} (wanted ${options.replicas})`);
-  if (options.ttl !== undefined && config.max_age !== options.ttl * 1_000_000) differs.push(`max age ${config.max_age / 1_000_000} ms (wanted ${options.ttl})`);
+  const want = (k: "history" | "ttl" | "replicas") => insists.includes(k) && options[k] !== undefined;
+  if (want("history") && config.max_msgs_per_subject !== options.history) differs.push(`history ${config.max_msgs_per_subject} (wanted ${options.history})`);
+  if (want("replicas") && config.num_replicas !== options.replicas) differs.push(`replicas ${config.num_replicas} (wanted ${options.replicas})`);
+  if (want("ttl") && config.max_age !== options.ttl! * 1_000_000) differs.push(`max age ${config.max_age / 1_000_000} ms (wanted ${options.ttl})`);
   if (differs.length > 0) throw mismatch(`KV bucket ${name}`, new Error(differs.join(", ")));
   return kv;
 }
 
-/** Creates a stream when missing; an existing one with other settings is reported, not changed. */
-export async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<void> {
-  try {
-    await retryJs(() => jsm.streams.add(config));
-  } catch (err) {
-    if (/already in use|different configuration/i.test(String(err))) throw mismatch(`stream ${config.name}`, err);
+/**
+ * Creates a stream when missing. An existing one is compared on subjects,
+ * retention and max age, and on replicas when `insistReplicas`; a
+ * difference is reported, never overwritten.
+ */
+export async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }, insistReplicas = true): Promise<void> {
+  const info = await retryJs(() => jsm.streams.info(config.name)).catch((err: unknown) => {
+    if (/not found/i.test(String(err))) return undefined;
     throw err;
+  });
+  if (!info) {
+    await retryJs(() => jsm.streams.add(config)).catch((err: unknown) => {
+      if (/already in use|different configuration/i.test(String(err))) throw mismatch(`stream ${config.name}`, err);
+      throw err;
+    });
+    return;
   }
+  const c = info.config;
+  const differs: string[] = [];
+  if (config.subjects && JSON.stringify([...c.subjects].sort()) !== JSON.stringify([...config.subjects].sort())) differs.push(`subjects ${c.subjects.join(" ")}`);
+  if (config.retention && c.retention !== config.retention) differs.push(`retention ${c.retention} (wanted ${config.retention})`);
+  if (config.max_age !== undefined && c.max_age !== config.max_age) differs.push(`max age ${c.max_age / 1_000_000} ms (wanted ${config.max_age / 1_000_000})`);
+  if (insistReplicas && config.num_replicas !== undefined && c.num_replicas !== config.num_replicas) differs.push(`replicas ${c.num_replicas} (wanted ${config.num_replicas})`);
+  if (differs.length > 0) throw mismatch(`stream ${config.name}`, new Error(differs.join(", ")));
 }
 
 /** Settings for the tenant's buckets and streams. */
 export interface InfraOptions {
-  /** Replicas of every stream and bucket (1 single server, 3 in a 3-node cluster). */
-  replicas: number;
-  /** Max age of a presence entry in ms: an agent not heard from for this long is offline. */
-  presenceMaxAgeMs: number;
+  /** Replicas of every stream and bucket (1 single server, 3 in a 3-node cluster); absent: adopt what exists, 1 when creating. */
+  replicas?: number;
+  /** Max age of a presence entry in ms (an agent not heard from for this long is offline); absent: adopt, 15 000 when creating. */
+  presenceMaxAgeMs?: number;
   /** How long audit records are kept, ms. */
   auditMaxAgeMs: number;
 }
+
+/** Settings compared on an existing bucket: replicas only when the caller chose them. */
+export const insisted = (replicas: number | undefined): Array<"history" | "ttl" | "replicas"> => (replicas === undefined ? ["history"] : ["history", "replicas"]);
 
 /** The buckets the core library reads and writes. */
 export interface CoreBuckets {
@@ -89,25 +110,27 @@ export interface CoreBuckets {
 
 /** Creates (idempotently) the buckets and the audit stream of one tenant. */
 export async function ensureCoreInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjects, o: InfraOptions): Promise<CoreBuckets> {
-  const base = { replicas: o.replicas, history: 1 };
+  const base = { replicas: o.replicas ?? 1, history: 1 };
+  const insist = insisted(o.replicas);
   const [agents, presence, acl, revoked] = await Promise.all([
-    ensureBucket(kvm, s.bucket("agents"), base),
-    ensureBucket(kvm, s.bucket("presence"), { ...base, ttl: o.presenceMaxAgeMs }),
-    ensureBucket(kvm, s.bucket("acl"), base),
-    ensureBucket(kvm, s.bucket("revoked"), base),
+    ensureBucket(kvm, s.bucket("agents"), base, insist),
+    ensureBucket(kvm, s.bucket("presence"), { ...base, ttl: o.presenceMaxAgeMs ?? 15_000 }, o.presenceMaxAgeMs === undefined ? insist : [...insist, "ttl"]),
+    ensureBucket(kvm, s.bucket("acl"), base, insist),
+    ensureBucket(kvm, s.bucket("revoked"), base, insist),
   ]);
   await ensureStream(jsm, {
     name: s.stream("AUDIT"),
     subjects: [`${s.prefix}.audit.>`],
-    num_replicas: o.replicas,
+    num_replicas: o.replicas ?? 1,
     max_age: o.auditMaxAgeMs * 1_000_000,
-  });
+  }, o.replicas !== undefined);
   return { agents, presence, acl, revoked };
 }
 
 /** Settings for the durable-task streams and buckets. */
 export interface TaskInfraOptions {
-  replicas: number;
+  /** Absent: adopt what exists, 1 when creating. */
+  replicas?: number;
   /** How long task events stay replayable, ms (default 7 days). */
   eventsMaxAgeMs: number;
   /** Window in which a resubmitted task id is not enqueued again, ms (default 10 min). */
@@ -117,35 +140,17 @@ export interface TaskInfraOptions {
 /** The durable-task streams and the tasks bucket, created on first use. */
 export async function ensureTaskInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjects, o: TaskInfraOptions): Promise<KV> {
   const ms = 1_000_000;
+  const replicas = o.replicas ?? 1;
+  const insist = o.replicas !== undefined;
+  const workQueue = (kind: "WORK" | "INBOX", subject: string) =>
+    ensureStream(jsm, { name: s.stream(kind), subjects: [subject], retention: RetentionPolicy.Workqueue, duplicate_window: o.duplicateWindowMs * ms, num_replicas: replicas }, insist);
   await Promise.all([
-    ensureStream(jsm, {
-      name: s.stream("WORK"),
-      subjects: [`${s.prefix}.work.>`],
-      retention: RetentionPolicy.Workqueue,
-      duplicate_window: o.duplicateWindowMs * ms,
-      num_replicas: o.replicas,
-    }),
-    ensureStream(jsm, {
-      name: s.stream("INBOX"),
-      subjects: [`${s.prefix}.inbox.>`],
-      retention: RetentionPolicy.Workqueue,
-      duplicate_window: o.duplicateWindowMs * ms,
-      num_replicas: o.replicas,
-    }),
-    ensureStream(jsm, {
-      name: s.stream("EVENTS"),
-      subjects: [`${s.prefix}.task.*.events`],
-      max_age: o.eventsMaxAgeMs * ms,
-      num_replicas: o.replicas,
-    }),
-    ensureStream(jsm, {
-      name: s.stream("DLQ"),
-      subjects: [`${s.prefix}.dlq.>`],
-      max_age: o.eventsMaxAgeMs * ms,
-      num_replicas: o.replicas,
-    }),
+    workQueue("WORK", `${s.prefix}.work.>`),
+    workQueue("INBOX", `${s.prefix}.inbox.>`),
+    ensureStream(jsm, { name: s.stream("EVENTS"), subjects: [`${s.prefix}.task.*.events`], max_age: o.eventsMaxAgeMs * ms, num_replicas: replicas }, insist),
+    ensureStream(jsm, { name: s.stream("DLQ"), subjects: [`${s.prefix}.dlq.>`], max_age: o.eventsMaxAgeMs * ms, num_replicas: replicas }, insist),
   ]);
-  return ensureBucket(kvm, s.bucket("tasks"), { replicas: o.replicas, history: 1, ttl: o.eventsMaxAgeMs });
+  return ensureBucket(kvm, s.bucket("tasks"), { replicas, history: 1, ttl: o.eventsMaxAgeMs }, [...insisted(o.replicas), "ttl"]);
 }
 
 /** Creates a durable consumer, or checks that the existing one has the same settings. */

@@ -16,7 +16,7 @@
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV, KvEntry, Kvm } from "@nats-io/kv";
 import { AgentBusError } from "./errors.js";
-import { ensureBucket } from "./infra.js";
+import { ensureBucket, insisted } from "./infra.js";
 import { checkId, type Subjects } from "./subjects.js";
 
 /** Revisions kept per session when {@link SessionsOptions.history} is not given. */
@@ -61,8 +61,8 @@ export interface HistoryOptions {
 
 /** Options of {@link Sessions.open}. */
 export interface SessionsOptions {
-  /** Replicas of the bucket (1 single server, 3 in a 3-node cluster). */
-  replicas: number;
+  /** Replicas of the bucket (1 single server, 3 in a 3-node cluster); absent: adopt what exists, 1 when creating. */
+  replicas?: number;
   /** Revisions kept per session, 1 to {@link MAX_SESSION_HISTORY} (default {@link DEFAULT_SESSION_HISTORY}). */
   history?: number;
 }
@@ -274,7 +274,7 @@ export class Sessions {
     if (!Number.isInteger(history) || history < 1 || history > MAX_SESSION_HISTORY) {
       throw new AgentBusError("INVALID_INPUT", `session history must be an integer from 1 to ${MAX_SESSION_HISTORY}, got ${history}`);
     }
-    const kv = await ensureBucket(kvm, subjects.bucket("sessions"), { replicas: options.replicas, history });
+    const kv = await ensureBucket(kvm, subjects.bucket("sessions"), { replicas: options.replicas ?? 1, history }, insisted(options.replicas));
     return new Sessions(kv);
   }
 

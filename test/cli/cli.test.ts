@@ -56,6 +56,27 @@ describe("agentbus CLI", () => {
     expect(ok.stdout.trim()).toBe("got hi");
   });
 
+  it("task get and task cancel; cancelling a finished task fails with its code", async () => {
+    const agent = await open({ tenant: "cli-tasks", insecureAllowAll: true });
+    await agent.agent({ name: "waiter", skills: [{ id: "wait" }, { id: "echo" }] }, {
+      wait: (ctx) => new Promise((_r, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason))),
+      echo: (ctx) => ctx.text,
+    });
+    const common = ["--nats", nats.server.url, "--tenant", "cli-tasks"];
+    const running = await agent.submit("wait", "x");
+    for (let i = 0; i < 50 && (await running.get()).status.state !== "TASK_STATE_WORKING"; i++) await new Promise((r) => setTimeout(r, 50));
+    const cancelled = await run(["task", "cancel", running.id, "--json", ...common]);
+    expect(cancelled.code).toBe(0);
+    expect(JSON.parse(cancelled.stdout).status.state).toBe("TASK_STATE_CANCELED");
+    const done = await agent.submit("echo", "hi");
+    await done.result();
+    const got = await run(["task", "get", done.id, "--json", ...common]);
+    expect(JSON.parse(got.stdout).status.state).toBe("TASK_STATE_COMPLETED");
+    const refused = await run(["task", "cancel", done.id, ...common]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("NOT_CANCELABLE");
+  });
+
   it("exit codes: 2 for usage errors, 3 when NATS is unreachable", async () => {
     expect((await run(["call"])).code).toBe(2);
     expect((await run(["no-such-command"])).code).toBe(2);

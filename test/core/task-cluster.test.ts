@@ -37,10 +37,14 @@ describe("durable tasks on a 3-node cluster (replicas 3)", () => {
           expect(victim, `leader ${leader} among ${nats.cluster.servers.map((s) => s.name)}`).toBeDefined();
           await victim!.stop("SIGKILL");
         }
-        const h = await client.submit("count", `task ${i}`);
-        ids.push(h.id);
-        const t = await h.result({ timeout: 120_000 });
-        expect(t.status.state).toBe("TASK_STATE_COMPLETED");
+        try {
+          const h = await client.submit("count", `task ${i}`);
+          ids.push(h.id);
+          const t = await h.result({ timeout: 120_000 });
+          expect(t.status.state).toBe("TASK_STATE_COMPLETED");
+        } catch (err) {
+          throw new Error(`task ${i}: ${String(err)}`, { cause: err });
+        }
       }
     };
     await Promise.all(Array.from({ length: 50 }, worker));
@@ -49,8 +53,9 @@ describe("durable tasks on a 3-node cluster (replicas 3)", () => {
 
     // Count COMPLETED events per task in the events stream itself.
     const completed = new Map<string, number>();
-    const consumer = await jetstream(client.nc).consumers.get(client.subjects.stream("EVENTS"), { deliver_policy: DeliverPolicy.All });
-    const info = await consumer.info();
+    // The cluster may still be settling after the kill: retry reads.
+    const consumer = await eventually(() => jetstream(client.nc).consumers.get(client.subjects.stream("EVENTS"), { deliver_policy: DeliverPolicy.All }), 30_000, 500);
+    const info = await eventually(() => consumer.info(), 30_000, 500);
     let left = info.num_pending;
     const iter = await consumer.consume();
     for await (const m of iter) {

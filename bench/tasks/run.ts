@@ -1,0 +1,564 @@
+/**
+ * Durable-task benchmark: end to end (submit → agent → COMPLETED seen by the
+ * submitter) on agentbus against BullMQ on a local Redis, same work, same
+ * run, same process layout.
+ *
+ * Layout: one private nats-server and one private redis-server on free
+ * loopback ports; two worker child processes (bench/tasks/worker.ts), one
+ * running the agentbus echo agent (task concurrency 50), one a BullMQ Worker
+ * (concurrency 50); this process submits to both.
+ *
+ *  - agentbus: `h = await bus.submit("echo", "payload"); task = await h.result()`,
+ *    checked `TASK_STATE_COMPLETED` with the echoed artifact.
+ *  - bullmq:   `job = await queue.add("echo", "payload"); await job.waitUntilFinished(queueEvents)`,
+ *    checked returnvalue === "payload".
+ *
+ * Measures, per system: throughput with TASKS tasks and INFLIGHT in flight
+ * (a pool of async loops each submitting and awaiting completion), with the
+ * CPU µs per task of the submitter, the worker and the server; and
+ * sequential latency over LAT_N tasks after a warm-up. Both phases run in
+ * ROUNDS interleaved rounds whose system order rotates, so drift on a noisy
+ * machine hits both alike. Then a short traced pass counts what one task
+ * costs on the wire: NATS messages by kind (a tap connection subscribed to
+ * `>`), Redis commands (INFO commandstats).
+ *
+ *   npx tsx bench/tasks/run.ts
+ *   BENCH_TASKS=2000 BENCH_LAT_N=200 npx tsx bench/tasks/run.ts     # quick
+ *   BENCH_SYSTEMS=agentbus BENCH_CPU_PROF=/tmp/prof npx tsx bench/tasks/run.ts   # worker .cpuprofile
+ *
+ * Prints one JSON line on stdout; progress on stderr.
+ */
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import { connect as netConnect } from "node:net";
+import { fileURLToPath } from "node:url";
+import { dirname, join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
+import { MsgHdrsImpl, type Msg } from "@nats-io/nats-core";
+import { Queue, QueueEvents } from "bullmq";
+import { Redis as IORedis } from "ioredis";
+import { connect, createLogger, type Bus } from "../../core/index.js";
+import { freePort, monitorJson, startServer, type NatsServer } from "../../nats/index.js";
+import { emit, now, progress, rateOf, ratio, round, summarize } from "../lib.js";
+
+const TASKS = Number(process.env.BENCH_TASKS ?? 20_000);
+const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 50);
+const LAT_N = Number(process.env.BENCH_LAT_N ?? 1000);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 1000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 50);
+const TRACE_N = Number(process.env.BENCH_TRACE_N ?? 200);
+const REDIS_BIN = process.env.BENCH_REDIS_BIN ?? "/usr/bin/redis-server";
+const SYSTEMS_ALL = ["agentbus", "bullmq"] as const;
+type System = (typeof SYSTEMS_ALL)[number];
+const SYSTEMS = (process.env.BENCH_SYSTEMS ?? SYSTEMS_ALL.join(",")).split(",").filter((s): s is System => (SYSTEMS_ALL as readonly string[]).includes(s));
+const TENANT = "bench";
+const QUEUE = "bench-echo";
+const PAYLOAD = "payload";
+const TIMEOUT = 60_000;
+const HOST = "127.0.0.1";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = resolve(here, "../..");
+
+// --- process layout ----------------------------------------------------------
+
+let server: NatsServer | undefined;
+let redis: ChildProcess | undefined;
+const workers: Partial<Record<System, ChildProcess>> = {};
+let client: Bus | undefined;
+let tap: NatsConnection | undefined;
+const redisClients: IORedis[] = [];
+let queue: Queue | undefined;
+let queueEvents: QueueEvents | undefined;
+
+async function startWorker(system: System, target: string, name: string): Promise<{ proc: ChildProcess; id: string }> {
+  // Run as TypeScript through tsx, or, when this file was compiled (tsc, for
+  // profiles with real line numbers), the compiled worker next to it.
+  const compiled = import.meta.url.endsWith(".js");
+  const args = compiled ? [] : ["--import", "tsx"];
+  if (process.env.BENCH_CPU_PROF) args.push("--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF);
+  args.push(join(here, compiled ? "worker.js" : "worker.ts"), system, target, name, String(CONCURRENCY));
+  const proc = spawn(process.execPath, args, { cwd: root, stdio: ["pipe", "pipe", "inherit"] });
+  workers[system] = proc; // cleanup() stops it even if it never becomes ready
+  const lines = createInterface({ input: proc.stdout! });
+  const id = await new Promise<string>((resolveReady, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${system} worker not ready in 30 s`)), 30_000);
+    proc.once("exit", (code) => reject(new Error(`${system} worker exited early (code ${code})`)));
+    lines.on("line", (line) => {
+      const m = /^READY (\S+)$/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolveReady(m[1]!);
+      } else progress(`[${system} worker] ${line}`);
+    });
+  });
+  return { proc, id };
+}
+
+async function stopChild(proc: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = once(proc, "exit");
+  proc.stdin?.end();
+  proc.kill(signal);
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Resolves when redis at `port` answers PING with +PONG; rejects after `ms`. */
+async function waitForPong(port: number, proc: ChildProcess, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`redis-server exited (code ${proc.exitCode})`);
+    const ok = await new Promise<boolean>((res) => {
+      const sock = netConnect({ host: HOST, port });
+      const done = (v: boolean) => {
+        sock.destroy();
+        res(v);
+      };
+      sock.setTimeout(500, () => done(false));
+      sock.once("error", () => done(false));
+      sock.once("connect", () => sock.write("PING\r\n"));
+      sock.once("data", (d) => done(d.toString().startsWith("+PONG")));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not answer PING in ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function startRedis(): Promise<{ port: number; version: string }> {
+  const version = /v=(\S+)/.exec(execFileSync(REDIS_BIN, ["--version"], { encoding: "utf8" }))?.[1] ?? "unknown";
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const proc = spawn(REDIS_BIN, ["--save", "", "--appendonly", "no", "--port", String(port), "--bind", HOST], { stdio: ["ignore", "ignore", "inherit"] });
+    redis = proc;
+    try {
+      await waitForPong(port, proc);
+      return { port, version };
+    } catch (err) {
+      await stopChild(proc, "SIGKILL");
+      if (attempt >= 3) throw err;
+      progress(`redis-server on ${port} failed (${(err as Error).message}); retrying on another port`);
+    }
+  }
+}
+
+let cleaning: Promise<void> | undefined;
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    const bounded = (p: Promise<unknown> | undefined) =>
+      Promise.race([p?.catch(() => {}), new Promise((r) => setTimeout(r, 5000).unref())]);
+    await Promise.all([
+      bounded(client?.close()),
+      bounded(tap?.close()),
+      bounded(queueEvents?.close()),
+      bounded(queue?.close()),
+      ...Object.values(workers).map((w) => bounded(w && stopChild(w))),
+    ]);
+    for (const r of redisClients) r.disconnect();
+    await Promise.all([bounded(redis && stopChild(redis)), server?.cleanup().catch(() => {})]);
+  })();
+  return cleaning;
+}
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  // `on`, not `once`: tsx relays the terminal's SIGINT, so a second one may
+  // arrive while cleaning up and must not kill us before the children are stopped.
+  process.on(sig, () => {
+    if (cleaning) return;
+    progress(`${sig}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+// --- CPU accounting, per process (as in bench/call) -----------------------------
+
+const CLK_TCK = 100; // Linux USER_HZ; /proc/<pid>/stat reports ticks
+interface Cpu {
+  submitter: number;
+  worker: number;
+  server: number;
+}
+/** utime+stime of a process (all threads) in µs, from /proc; NaN where unavailable. */
+function procCpuUs(pid: number | undefined): number {
+  if (!pid || pid < 0) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+function cpuNow(system: System): Cpu {
+  const u = process.cpuUsage();
+  return { submitter: u.user + u.system, worker: procCpuUs(workers[system]?.pid), server: procCpuUs(system === "agentbus" ? server?.pid : redis?.pid) };
+}
+const cpuZero = (): Cpu => ({ submitter: 0, worker: 0, server: 0 });
+function cpuAdd(acc: Cpu, before: Cpu, after: Cpu): void {
+  acc.submitter += after.submitter - before.submitter;
+  acc.worker += after.worker - before.worker;
+  acc.server += after.server - before.server;
+}
+function cpuPerTask(acc: Cpu, tasks: number): Cpu & { total: number } {
+  const per = (x: number) => round(x / tasks, 1);
+  return { submitter: per(acc.submitter), worker: per(acc.worker), server: per(acc.server), total: per(acc.submitter + acc.worker + acc.server) };
+}
+
+// --- the two systems ------------------------------------------------------------
+
+/** Runs one task end to end; returns the ms spent in the submit step (the rest is waiting for completion). */
+type RunOne = () => Promise<number>;
+
+async function setupAgentbus(): Promise<RunOne> {
+  const { id } = await startWorker("agentbus", server!.url, TENANT);
+  client = await connect({ servers: server!.url, tenant: TENANT, name: "bench-tasks-submitter", insecureAllowAll: true, logger: createLogger({ level: "error" }) });
+  const bus = client;
+  const deadline = Date.now() + 15_000;
+  // Work items are MACed for the providers the submitter knows (and signed);
+  // wait until the registry lists the worker, as a long-lived submitter would.
+  while (!bus.registry.providers("echo").includes(id)) {
+    if (Date.now() > deadline) throw new Error("echo agent never appeared in the registry");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  progress(`agentbus echo agent ${id} discovered`);
+  return async () => {
+    const t0 = now();
+    const h = await bus.submit("echo", PAYLOAD);
+    const submitted = now() - t0;
+    const task = await h.result({ timeout: TIMEOUT });
+    if (task.status.state !== "TASK_STATE_COMPLETED") throw new Error(`agentbus task ${task.id} ended ${task.status.state}`);
+    const part = task.artifacts[0]?.parts[0] as { text?: string } | undefined;
+    if (part?.text !== PAYLOAD) throw new Error(`agentbus task ${task.id}: unexpected result ${JSON.stringify(task.artifacts)}`);
+    return submitted;
+  };
+}
+
+const newRedis = (port: number): IORedis => {
+  const r = new IORedis(port, HOST, { maxRetriesPerRequest: null });
+  redisClients.push(r);
+  return r;
+};
+
+async function setupBullmq(port: number): Promise<RunOne> {
+  await startWorker("bullmq", String(port), QUEUE);
+  queue = new Queue(QUEUE, { connection: newRedis(port) });
+  // Every in-flight waitUntilFinished listens for the queue's "closing".
+  queue.setMaxListeners(INFLIGHT * 2 + 16);
+  // QueueEvents blocks on XREAD from "$": it must be listening before jobs are added.
+  queueEvents = new QueueEvents(QUEUE, { connection: newRedis(port) });
+  await Promise.all([queue.waitUntilReady(), queueEvents.waitUntilReady()]);
+  const q = queue;
+  const qe = queueEvents;
+  return async () => {
+    const t0 = now();
+    const job = await q.add("echo", PAYLOAD);
+    const submitted = now() - t0;
+    const result = await job.waitUntilFinished(qe, TIMEOUT);
+    if (result !== PAYLOAD) throw new Error(`bullmq job ${job.id}: unexpected result ${JSON.stringify(result)}`);
+    return submitted;
+  };
+}
+
+// --- measurements ----------------------------------------------------------------
+
+/** Runs `n` tasks with `inflight` loops; returns per-task latencies and submit times (ms) and elapsed ms. */
+async function pool(fn: RunOne, n: number, inflight: number): Promise<{ samples: number[]; submits: number[]; elapsed: number }> {
+  const samples: number[] = [];
+  const submits: number[] = [];
+  let next = 0;
+  const start = now();
+  const loop = async (): Promise<void> => {
+    while (next < n) {
+      next++;
+      const t0 = now();
+      submits.push(await fn());
+      samples.push(now() - t0);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(inflight, n) }, loop));
+  return { samples, submits, elapsed: now() - start };
+}
+
+interface Acc {
+  lat: number[];
+  /** Per sequential task: ms in the submit step, and ms from its return to completion. */
+  latSubmit: number[];
+  latWait: number[];
+  latBusy: number;
+  thr: number[];
+  thrBusy: number;
+  cpu: Cpu;
+}
+
+async function measure(fns: Record<System, RunOne>): Promise<Record<System, Acc>> {
+  const acc = {} as Record<System, Acc>;
+  for (const s of SYSTEMS) acc[s] = { lat: [], latSubmit: [], latWait: [], latBusy: 0, thr: [], thrBusy: 0, cpu: cpuZero() };
+  const order = (r: number) => SYSTEMS.map((_, i) => SYSTEMS[(i + r) % SYSTEMS.length]!);
+
+  for (const s of SYSTEMS) {
+    await pool(fns[s], WARMUP, INFLIGHT);
+    await pool(fns[s], Math.min(100, WARMUP), 1);
+    progress(`${s}: warm-up done (${WARMUP} concurrent + ${Math.min(100, WARMUP)} sequential)`);
+  }
+
+  const latPerRound = Math.ceil(LAT_N / ROUNDS);
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const s of order(r)) {
+      const { samples, submits, elapsed } = await pool(fns[s], latPerRound, 1);
+      acc[s].lat.push(...samples);
+      acc[s].latSubmit.push(...submits);
+      acc[s].latWait.push(...samples.map((x, i) => x - submits[i]!));
+      acc[s].latBusy += elapsed;
+      progress(`latency round ${r + 1}/${ROUNDS} ${s}: p50 ${round(summarize(samples).p50, 3)} ms`);
+    }
+  }
+
+  const thrPerRound = Math.ceil(TASKS / ROUNDS);
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const s of order(r)) {
+      const c0 = cpuNow(s);
+      const { samples, elapsed } = await pool(fns[s], thrPerRound, INFLIGHT);
+      cpuAdd(acc[s].cpu, c0, cpuNow(s));
+      acc[s].thr.push(...samples);
+      acc[s].thrBusy += elapsed;
+      progress(`throughput round ${r + 1}/${ROUNDS} ${s}: ${round((samples.length * 1000) / elapsed, 0)} tasks/s`);
+    }
+  }
+  return acc;
+}
+
+// --- what one task costs on the wire ---------------------------------------------
+
+/**
+ * NATS messages per task by kind, from a tap connection subscribed to `>`
+ * while TRACE_N tasks run one at a time (so nothing else is on the wire but
+ * heartbeats, which are counted apart).
+ */
+async function traceNats(fn: RunOne): Promise<Record<string, number>> {
+  tap = await natsConnect({ servers: server!.url, name: "bench-tasks-tap" });
+  const counts = new Map<string, number>();
+  const bump = (k: string) => counts.set(k, (counts.get(k) ?? 0) + 1);
+  const bucket = `mesh_${TENANT}_tasks`;
+  const hdr = (m: Msg, k: string) => (m.headers as MsgHdrsImpl | undefined)?.headers.get(k)?.[0];
+  const kind = (m: Msg): string => {
+    const s = m.subject;
+    if (s.startsWith(`$KV.${bucket}.`)) return hdr(m, "Nats-Expected-Last-Subject-Sequence") === "0" ? "kv.create (tasks)" : hdr(m, "Nats-Expected-Last-Subject-Sequence") ? "kv.update CAS (tasks)" : "kv.put (tasks)";
+    if (s.startsWith(`$JS.API.DIRECT.GET.KV_${bucket}`) || s.startsWith(`$JS.API.STREAM.MSG.GET.KV_${bucket}`)) return "kv.get request (tasks)";
+    if (s.startsWith("$JS.API.CONSUMER.MSG.NEXT.")) return "consumer pull request";
+    if (s.startsWith("$JS.API.")) return `js api ${s.split(".").slice(2, 4).join(".")}`;
+    if (s.startsWith("$JS.ACK.")) {
+      const body = Buffer.from(m.data).toString();
+      return body.startsWith("+WPI") ? "consumer working (+WPI)" : body.length === 0 || body.startsWith("+ACK") ? "consumer ack" : `consumer ack ${body.slice(0, 5)}`;
+    }
+    if (s.startsWith("$JS.FC.")) return "flow control";
+    if (s.startsWith("$JS.EVENT.")) return "js advisory";
+    // A pull delivery keeps the stored message's subject; its reply subject is the ack subject.
+    if (s === `mesh.${TENANT}.work.echo`) return m.reply?.startsWith("$JS.ACK.") ? "consumer delivery (work item)" : "js publish work item";
+    if (/^mesh\.[^.]+\.task\.[^.]+\.events$/.test(s)) return "js publish task event";
+    if (/^mesh\.[^.]+\.task\.[^.]+\.cancel$/.test(s)) return "task cancel";
+    if (s.startsWith("$KV.") || s.includes(".presence.")) return "presence/registry (timer)";
+    if (s.startsWith("_INBOX.")) {
+      if (hdr(m, "Nats-Sequence") || hdr(m, "Nats-Stream")) return "reply: kv.get";
+      if (m.data.length === 0 && m.headers) return "reply: status (heartbeat/404/408)";
+      const body = Buffer.from(m.data).toString();
+      if (body.startsWith('{"stream"')) return "reply: js publish ack";
+      if (body.startsWith('{"type":"io.nats.jetstream.api')) return "reply: js api";
+      return "reply: other";
+    }
+    return `other ${s.split(".").slice(0, 3).join(".")}`;
+  };
+  tap.subscribe(">", {
+    callback: (_e, m) => {
+      bump(kind(m));
+    },
+  });
+  await tap.flush();
+  await pool(fn, TRACE_N, 1);
+  await new Promise((r) => setTimeout(r, 100));
+  await tap.flush();
+  await tap.close();
+  tap = undefined;
+  const out: Record<string, number> = {};
+  let total = 0;
+  for (const [k, v] of [...counts].sort((a, b) => b[1] - a[1])) {
+    out[k] = round(v / TRACE_N, 2);
+    if (!k.startsWith("presence") && k !== "js advisory") total += v;
+  }
+  out.total_excl_timers = round(total / TRACE_N, 2);
+  return out;
+}
+
+/**
+ * Redis commands per task: those clients send (MONITOR, TRACE_N sequential
+ * tasks), and all commands including those inside Lua scripts (INFO
+ * commandstats, over TRACE_N sequential and 5×TRACE_N concurrent tasks).
+ */
+async function traceRedis(port: number, fn: RunOne): Promise<Record<string, Record<string, number> | number>> {
+  const admin = newRedis(port);
+  const stats = async (): Promise<Map<string, number>> => {
+    const text = await admin.info("commandstats");
+    const m = new Map<string, number>();
+    for (const line of text.split("\n")) {
+      const x = /^cmdstat_([^:]+):calls=(\d+)/.exec(line.trim());
+      if (x) m.set(x[1]!, Number(x[2]));
+    }
+    return m;
+  };
+  const diff = (a: Map<string, number>, b: Map<string, number>, n: number): Record<string, number> => {
+    const out: Record<string, number> = {};
+    let total = 0;
+    for (const [k, v] of [...b].sort((x, y) => y[1] - x[1])) {
+      const d = v - (a.get(k) ?? 0) - (k === "info" ? 1 : 0);
+      if (d > 0) {
+        out[k] = round(d / n, 2);
+        total += d;
+      }
+    }
+    out.total = round(total / n, 2);
+    return out;
+  };
+  // MONITOR tells commands sent by clients (round trips) from those run inside Lua scripts.
+  const mon = newRedis(port);
+  const monitor = await mon.monitor();
+  const fromClients = new Map<string, number>();
+  let luaCalls = 0;
+  monitor.on("monitor", (_time: string, args: string[], source: string) => {
+    if (source === "lua") luaCalls++;
+    else {
+      const cmd = String(args[0]).toLowerCase();
+      fromClients.set(cmd, (fromClients.get(cmd) ?? 0) + 1);
+    }
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  const s0 = await stats();
+  await pool(fn, TRACE_N, 1);
+  const s1 = await stats();
+  await new Promise((r) => setTimeout(r, 100));
+  monitor.disconnect();
+  const clients: Record<string, number> = {};
+  let clientTotal = 0;
+  for (const [k, v] of [...fromClients].sort((a, b) => b[1] - a[1])) {
+    if (k === "info") continue;
+    clients[k] = round(v / TRACE_N, 2);
+    clientTotal += v;
+  }
+  clients.total = round(clientTotal / TRACE_N, 2);
+  await pool(fn, TRACE_N * 5, INFLIGHT);
+  const s2 = await stats();
+  return {
+    clientCommandsSequential: clients,
+    luaCallsSequential: round(luaCalls / TRACE_N, 2),
+    commandstatsSequential: diff(s0, s1, TRACE_N),
+    commandstatsConcurrent: diff(s1, s2, TRACE_N * 5),
+  };
+}
+
+/** Messages in and out of every client connection on nats-server, summed (divided per task by the caller). */
+async function connzTotals(): Promise<{ in: number; out: number }> {
+  const c = await monitorJson<{ connections: { in_msgs: number; out_msgs: number }[] }>(server!.monitorUrl, "/connz?limit=1024");
+  let inMsgs = 0;
+  let outMsgs = 0;
+  for (const x of c.connections) {
+    inMsgs += x.in_msgs;
+    outMsgs += x.out_msgs;
+  }
+  return { in: inMsgs, out: outMsgs };
+}
+
+// --- main ------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  if (SYSTEMS.length === 0) throw new Error("BENCH_SYSTEMS names no known system (agentbus, bullmq)");
+  progress(`tasks=${TASKS} inflight=${INFLIGHT} latency n=${LAT_N} warm-up=${WARMUP} rounds=${ROUNDS} worker concurrency=${CONCURRENCY} systems=${SYSTEMS.join(",")}`);
+  const [nats, redisInfo] = await Promise.all([
+    startServer(),
+    SYSTEMS.includes("bullmq") ? startRedis() : Promise.resolve(undefined),
+  ]);
+  server = nats;
+  progress(`nats-server ${server.version} at ${server.url}${redisInfo ? `; redis-server ${redisInfo.version} on ${HOST}:${redisInfo.port}` : ""}`);
+
+  const fns = {} as Record<System, RunOne>;
+  if (SYSTEMS.includes("agentbus")) fns.agentbus = await setupAgentbus();
+  if (SYSTEMS.includes("bullmq")) fns.bullmq = await setupBullmq(redisInfo!.port);
+
+  const c0 = SYSTEMS.includes("agentbus") ? await connzTotals() : undefined;
+  const acc = await measure(fns);
+  const c1 = SYSTEMS.includes("agentbus") ? await connzTotals() : undefined;
+
+  progress("tracing wire cost per task");
+  const wire: Partial<Record<System, unknown>> = {};
+  if (fns.agentbus) wire.agentbus = await traceNats(fns.agentbus);
+  if (fns.bullmq) wire.bullmq = await traceRedis(redisInfo!.port, fns.bullmq);
+
+  const result = {} as Record<System, Record<string, unknown>>;
+  const tps = {} as Record<System, number>;
+  const p50 = {} as Record<System, number>;
+  for (const s of SYSTEMS) {
+    const a = acc[s];
+    const lat = summarize(a.lat);
+    const thrLat = summarize(a.thr);
+    tps[s] = rateOf(a.thr.length, a.thrBusy).opsPerSec;
+    p50[s] = lat.p50;
+    result[s] = {
+      throughput: { tasks: a.thr.length, tasksPerSec: tps[s], p50: thrLat.p50, p99: thrLat.p99, cpuUsPerTask: cpuPerTask(a.cpu, a.thr.length) },
+      latency: {
+        ...lat,
+        tasksPerSec: rateOf(a.lat.length, a.latBusy).opsPerSec,
+        // The two halves of a sequential task: submit (agentbus: bus.submit; bullmq: queue.add)
+        // and wait (agentbus: handle.result(); bullmq: job.waitUntilFinished).
+        submitP50: summarize(a.latSubmit).p50,
+        waitP50: summarize(a.latWait).p50,
+        waitP99: summarize(a.latWait).p99,
+        // Share of sequential tasks over 10 ms (agentbus's result() re-polls the snapshot 10 ms after a final event that beat it).
+        over10ms: round(a.lat.filter((x) => x > 10).length / a.lat.length, 3),
+      },
+      wire: wire[s],
+    };
+  }
+  if (c0 && c1 && result.agentbus) {
+    // Over warm-up, latency and throughput phases (all agentbus tasks, plus a few timer-driven heartbeats).
+    const n = WARMUP + Math.min(100, WARMUP) + acc.agentbus.lat.length + acc.agentbus.thr.length;
+    (result.agentbus.wire as Record<string, unknown>).connz = { clientToServerMsgsPerTask: round((c1.in - c0.in) / n, 2), serverToClientMsgsPerTask: round((c1.out - c0.out) / n, 2) };
+  }
+
+  const both = SYSTEMS.length === 2;
+  const ratios = both
+    ? {
+        throughput_ratio: ratio(tps.agentbus, tps.bullmq),
+        p50_ratio: ratio(p50.agentbus, p50.bullmq),
+        p99_ratio: ratio((result.agentbus.latency as { p99: number }).p99, (result.bullmq.latency as { p99: number }).p99),
+        cpu_per_task_ratio: ratio(
+          (result.agentbus.throughput as { cpuUsPerTask: { total: number } }).cpuUsPerTask.total,
+          (result.bullmq.throughput as { cpuUsPerTask: { total: number } }).cpuUsPerTask.total,
+        ),
+      }
+    : undefined;
+  const targets = { throughput_ratio: 2, p50_ratio: 0.7 };
+  emit({
+    bench: "tasks",
+    server: server.version,
+    redis: redisInfo?.version,
+    node: process.version,
+    tasks: TASKS,
+    inflight: INFLIGHT,
+    latN: LAT_N,
+    workerConcurrency: CONCURRENCY,
+    ...result,
+    ratios,
+    targets,
+    meets: ratios && { throughput_ratio: ratios.throughput_ratio >= targets.throughput_ratio, p50_ratio: ratios.p50_ratio <= targets.p50_ratio },
+  });
+}
+
+try {
+  await main();
+} catch (err) {
+  progress(`bench failed: ${(err as Error)?.stack ?? String(err)}`);
+  process.exitCode = 1;
+} finally {
+  await cleanup();
+}

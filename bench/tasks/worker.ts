@@ -1,0 +1,64 @@
+/**
+ * Worker process for bench/tasks: runs the echo worker of one system, in its
+ * own process so it does not share an event loop with the submitter.
+ *
+ *   node --import tsx bench/tasks/worker.ts agentbus <nats-url> <tenant> <concurrency>
+ *   node --import tsx bench/tasks/worker.ts bullmq <redis-port> <queue> <concurrency>
+ *
+ * - agentbus: `bus.agent({ name: "echo", skills: [{ id: "echo" }] },
+ *   { echo: (ctx) => ctx.text }, { tasks: { concurrency } })`.
+ * - bullmq: `new Worker(queue, (job) => job.data, { concurrency })` on its
+ *   own ioredis connection.
+ *
+ * Writes `READY <id>` on stdout once serving (the agent id, or `bullmq`);
+ * exits on stdin close or SIGTERM.
+ */
+import { connect, createLogger, type Bus } from "../../core/index.js";
+
+const [system, target, name = "bench", concText = "50"] = process.argv.slice(2);
+const concurrency = Number(concText);
+if (!system || !target || !Number.isSafeInteger(concurrency) || concurrency < 1) {
+  process.stderr.write("usage: worker.ts agentbus <nats-url> <tenant> <concurrency> | bullmq <redis-port> <queue> <concurrency>\n");
+  process.exit(2);
+}
+
+let close: () => Promise<unknown> = async () => {};
+
+if (system === "agentbus") {
+  const bus: Bus = await connect({ servers: target, tenant: name, name: "bench-tasks-worker", insecureAllowAll: true, logger: createLogger({ level: "error" }) });
+  close = () => bus.close();
+  await bus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => ctx.text }, { tasks: { concurrency } });
+  await bus.nc.flush();
+  process.stdout.write(`READY ${bus.id}\n`);
+} else if (system === "bullmq") {
+  const { Worker } = await import("bullmq");
+  const { Redis: IORedis } = await import("ioredis");
+  const connection = new IORedis(Number(target), "127.0.0.1", { maxRetriesPerRequest: null });
+  const worker = new Worker(name, async (job) => job.data, { connection, concurrency });
+  worker.on("error", (err) => process.stderr.write(`bullmq worker error: ${String(err)}\n`));
+  close = async () => {
+    await worker.close();
+    await connection.quit().catch(() => connection.disconnect());
+  };
+  await worker.waitUntilReady();
+  process.stdout.write("READY bullmq\n");
+} else {
+  process.stderr.write(`unknown system ${system}\n`);
+  process.exit(2);
+}
+
+let closing = false;
+const shutdown = async (): Promise<void> => {
+  if (closing) return;
+  closing = true;
+  // The server may already be gone (parent crashed): don't wait on a drain forever.
+  setTimeout(() => process.exit(0), 3000).unref();
+  await close().catch(() => {});
+  process.exit(0);
+};
+process.on("SIGTERM", () => void shutdown());
+process.on("SIGINT", () => void shutdown());
+// The parent holds our stdin: when it goes away (even by crash), so do we.
+process.stdin.on("end", () => void shutdown());
+process.stdin.on("close", () => void shutdown());
+process.stdin.resume();
