@@ -87,8 +87,15 @@ export class Durable {
   }
 
   async #lastSequence(taskId: string): Promise<number | undefined> {
+    return (await this.lastEvent(taskId))?.sequence;
+  }
+
+  /** The task's latest stored event (one direct read, no consumer). */
+  async lastEvent(taskId: string): Promise<StoredEvent | undefined> {
     const jsm = await this.js.jetstreamManager();
-    const m = await jsm.streams.getMessage(this.subjects.stream("EVENTS"), { last_by_subj: this.subjects.taskEvents(taskId) }).catch(() => null);
-    return m?.seq;
+    const m = await retryJs(() => jsm.streams.getMessage(this.subjects.stream("EVENTS"), { last_by_subj: this.subjects.taskEvents(taskId) })).catch(() => null);
+    if (!m) return undefined;
+    const { event, from } = this.decodeEvent({ subject: m.subject, data: m.data, headers: m.header });
+    return { sequence: m.seq, event, from };
   }
 }

@@ -6,7 +6,7 @@ import type { EnvelopeMeta } from "./envelope.js";
 import { retryJs } from "./infra.js";
 import { toMessage, utf8, type Input } from "./message.js";
 import { checkCapability, checkId } from "./subjects.js";
-import { applyEvent, isFinal, isTerminal, statusNow, stateOf, type Task } from "./task.js";
+import { applyEvent, isFinal, isTerminal, statusNow, stateOf, type Task, type TaskEvent } from "./task.js";
 import type { Snapshot } from "./taskstore.js";
 import { childTrace, type TraceContext } from "./trace.js";
 
@@ -74,8 +74,9 @@ export class TaskHandle {
     const sub = nc.subscribe(durable.subjects.taskEvents(this.id), {
       callback: (_err, m) => {
         try {
-          const state = stateOf(durable.decodeEvent(m).event);
-          if (state && isFinal(state)) {
+          // Only a final event matters here: check its state, then verify it.
+          const state = stateOf(JSON.parse(utf8(m.data)) as TaskEvent);
+          if (state && isFinal(state) && durable.decodeEvent(m)) {
             eventSeen = true;
             wake();
           }
@@ -87,15 +88,16 @@ export class TaskHandle {
     const onAbort = () => wake();
     options.signal?.addEventListener("abort", onAbort);
     try {
-      for (;;) {
+      for (let round = 0; ; round++) {
         const snapshot = await durable.store.get(this.id);
         if (!snapshot) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
         if (isFinal(snapshot.task.status.state)) return snapshot.task;
         if (options.signal?.aborted) throw new AgentBusError("CANCELLED", "wait aborted", { cause: options.signal.reason });
         const left = deadline - Date.now();
         if (left <= 0) throw new AgentBusError("TIMEOUT", `task ${this.id} did not finish in time`);
-        // After a final event the snapshot follows within milliseconds.
-        const pause = Math.min(left, eventSeen ? 10 : 500);
+        // After a final event the snapshot follows within a round trip; without
+        // one, back off (an event may have passed before we subscribed).
+        const pause = Math.min(left, eventSeen ? 1 : Math.min(500, 5 * 2 ** round));
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, pause);
           wake = () => {
@@ -170,11 +172,14 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   if (depth > s.maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `task depth ${depth} exceeds ${s.maxDepth}`);
   const message = { ...toMessage(input) };
   const taskId = checkId(options.taskId ?? message.taskId ?? randomUUID(), "task id");
-  const existing = await s.durable.store.get(taskId);
+  const handle = new TaskHandle(taskId, s);
+  // A new task is the common case: try to create it first (one round trip),
+  // and read what exists only when the id is taken.
+  const fresh = !options.taskId && !message.taskId;
+  const existing = fresh ? undefined : await s.durable.store.get(taskId);
   const contextId = options.contextId ?? message.contextId ?? existing?.task.contextId ?? randomUUID();
   message.taskId = taskId;
   message.contextId = contextId;
-  const handle = new TaskHandle(taskId, s);
   if (!existing) {
     const task: Task = {
       id: taskId,
@@ -185,7 +190,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       metadata: { ...options.metadata, capability: cap, submitter: me, parent: options.parent, depth },
     };
     const created = await s.durable.store.create(task);
-    if (!created) return submit(s, cap, input, options, me); // raced with another submit of the same id
+    if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
     await publishWork(s, cap, message, task, taskId, options);
     return handle;
   }

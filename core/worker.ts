@@ -57,7 +57,8 @@ export class TaskWorker {
   readonly #validate?: (v: unknown) => void;
   readonly #o: Required<WorkerOptions>;
   readonly #running = new Set<Promise<void>>();
-  readonly #abort = new AbortController();
+  readonly #runs = new Set<TaskRun>();
+  #stopping = false;
   #messages?: ConsumerMessages;
   #loop?: Promise<void>;
 
@@ -128,11 +129,14 @@ export class TaskWorker {
       m.ack(); // canceled while queued, or a duplicate of a finished task
       return;
     }
+    if (m.info.redelivered && (await this.#finishedBefore(snapshot))) {
+      m.ack();
+      return;
+    }
     const run = new TaskRun(this, m, snapshot);
     const keepAlive = setInterval(() => m.working(), Math.max(100, Math.floor(this.#o.ackWaitMs / 3)));
     const cancelSub = this.#host.nc.subscribe(durable.subjects.taskCancel(snapshot.task.id), { callback: (_e, msg) => run.onCancel(msg, env) });
-    const onStop = () => run.abort.abort(new AgentBusError("CLOSED", "agent stopped"));
-    this.#abort.signal.addEventListener("abort", onStop, { once: true });
+    this.#runs.add(run);
     try {
       this.#host.authorize(env, this.#cap);
       const userMessage = parseMessage(m.data);
@@ -149,8 +153,22 @@ export class TaskWorker {
     } finally {
       clearInterval(keepAlive);
       cancelSub.unsubscribe();
-      this.#abort.signal.removeEventListener("abort", onStop);
+      this.#runs.delete(run);
     }
+  }
+
+  /**
+   * A worker that died between storing a final event and moving the
+   * snapshot leaves the task finished in its events only: complete the
+   * snapshot from that event instead of running the task a second time.
+   */
+  async #finishedBefore(snapshot: Snapshot): Promise<boolean> {
+    const { durable } = this.#host;
+    const last = await durable.lastEvent(snapshot.task.id).catch(() => undefined);
+    const state = last && "statusUpdate" in last.event ? last.event.statusUpdate.status.state : undefined;
+    if (!last || !state || !isTerminal(state)) return false;
+    await durable.store.update(snapshot.task.id, (t) => (canMove(t.status.state, state) ? applyEvent(t, last.event) : undefined), snapshot);
+    return true;
   }
 
   async #failed(run: TaskRun, m: JsMsg, err: unknown): Promise<void> {
@@ -160,7 +178,7 @@ export class TaskWorker {
       await run.end("TASK_STATE_CANCELED", toMessage("canceled", "ROLE_AGENT"));
       return m.ack();
     }
-    if (this.#abort.signal.aborted) return m.nak(); // stopping: let another replica take it now
+    if (this.#stopping) return m.nak(); // stopping: let another replica take it now
     const attempt = m.info.deliveryCount;
     if ((isAgentBusError(err) && FINAL_CODES.has(err.code)) || attempt >= this.#o.maxDeliver) {
       const why = attempt >= this.#o.maxDeliver && !(isAgentBusError(err) && FINAL_CODES.has(err.code)) ? `gave up after ${attempt} attempts: ${reason}` : reason;
@@ -193,7 +211,8 @@ export class TaskWorker {
     const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)))]);
     clearTimeout(timer);
     if (timedOut) {
-      this.#abort.abort();
+      this.#stopping = true;
+      for (const run of this.#runs) run.abort.abort(new AgentBusError("CLOSED", "agent stopped"));
       await Promise.race([all, new Promise((r) => setTimeout(r, 1000).unref())]);
     }
   }
@@ -217,6 +236,10 @@ class TaskRun implements ContextSink {
   stale = false;
   canceled = false;
   #snapshot: Snapshot;
+  #acks: Promise<number>[] = [];
+  #pending: TaskEvent[] = [];
+  #flushTimer?: NodeJS.Timeout;
+  #chain: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly worker: TaskWorker,
@@ -236,21 +259,49 @@ class TaskRun implements ContextSink {
     await this.emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow("TASK_STATE_WORKING") } });
   }
 
-  /** Stores the event, then moves the snapshot by compare-and-set. */
+  /**
+   * Stores an event on the task's subject. Artifact and message events are
+   * pipelined (their acks are awaited before the next status event) and
+   * folded into the snapshot with it, or by a short timer; a status event
+   * waits for every earlier ack, then moves the snapshot by compare-and-set
+   * with everything pending. Fewer round trips, same order: a reader never
+   * finds a snapshot ahead of the stored events.
+   */
   async emit(event: TaskEvent): Promise<void> {
     if (this.stale) throw new AgentBusError("TASK_FINISHED", `task ${this.task.id} ended elsewhere`);
-    const { durable, agentId } = this.worker.host;
-    await durable.publishEvent(this.task, event);
-    const next = "statusUpdate" in event ? event.statusUpdate.status.state : undefined;
-    this.#snapshot = await durable.store.update(this.task.id, (t) => {
-      if (next ? !canMove(t.status.state, next) : isTerminal(t.status.state)) {
-        this.stale = true;
-        return undefined;
-      }
-      const moved = applyEvent(t, event);
-      return { ...moved, metadata: { ...moved.metadata, agent: agentId } };
-    }, this.#snapshot);
-    if (this.stale) this.abort.abort(new AgentBusError("TASK_FINISHED", "task ended elsewhere"));
+    const ack = this.worker.host.durable.publishEvent(this.task, event);
+    this.#acks.push(ack);
+    this.#pending.push(event);
+    if ("statusUpdate" in event) return this.#flush();
+    ack.catch(() => {}); // surfaced by the next flush
+    this.#flushTimer ??= setTimeout(() => void this.#flush().catch(() => {}), 50);
+  }
+
+  /** Waits for outstanding acks, then applies the pending events to the snapshot in one compare-and-set. */
+  #flush(): Promise<void> {
+    clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    const acks = this.#acks.splice(0);
+    const events = this.#pending.splice(0);
+    this.#chain = this.#chain.then(async () => {
+      await Promise.all(acks);
+      if (events.length === 0) return;
+      const { durable, agentId } = this.worker.host;
+      this.#snapshot = await durable.store.update(this.task.id, (t) => {
+        let next = t;
+        for (const e of events) {
+          const state = "statusUpdate" in e ? e.statusUpdate.status.state : undefined;
+          if (state ? !canMove(next.status.state, state) : isTerminal(next.status.state)) {
+            this.stale = true;
+            return undefined;
+          }
+          next = applyEvent(next, e);
+        }
+        return { ...next, metadata: { ...next.metadata, agent: agentId } };
+      }, this.#snapshot);
+      if (this.stale) this.abort.abort(new AgentBusError("TASK_FINISHED", "task ended elsewhere"));
+    });
+    return this.#chain;
   }
 
   status(message: Message): Promise<void> {
