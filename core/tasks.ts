@@ -8,6 +8,7 @@ import { toMessage, utf8, type Input } from "./message.js";
 import { checkCapability, checkId } from "./subjects.js";
 import { applyEvent, isFinal, isTerminal, statusNow, stateOf, type Task, type TaskEvent } from "./task.js";
 import type { Snapshot } from "./taskstore.js";
+import { TaskWatch } from "./taskwatch.js";
 import { childTrace, type TraceContext } from "./trace.js";
 
 /** Options of `bus.submit`. */
@@ -39,10 +40,15 @@ export interface Submitter {
  * any task id (`bus.taskHandle(id)`).
  */
 export class TaskHandle {
+  #watch?: TaskWatch;
+
   constructor(
     readonly id: string,
     readonly submitter: Submitter,
-  ) {}
+    watch?: TaskWatch,
+  ) {
+    this.#watch = watch;
+  }
 
   /** The current snapshot. */
   async get(): Promise<Task> {
@@ -61,12 +67,36 @@ export class TaskHandle {
   }
 
   /**
-   * Resolves with the snapshot once the task is terminal or interrupted.
-   * Reads the snapshot, and re-reads it whenever a final event passes on the
-   * task's event subject (a plain subscription, no consumer) or, as a
-   * safety net for an event that passed before we listened, every 500 ms.
+   * Resolves with the task once it is terminal or interrupted. A handle
+   * from `submit` in this process already follows the task's events; any
+   * other reads the snapshot, and re-reads it whenever a final event passes
+   * on the task's event subject (a plain subscription, no consumer) or, as a
+   * safety net for an event that passed before we listened, with backoff up
+   * to every 500 ms.
    */
   async result(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<Task> {
+    const watch = this.#watch;
+    if (watch) {
+      // Submitted here: the watch has seen every event since before the work
+      // was queued. Its first final state is used once; later calls (after a
+      // resume) read the snapshot. The slow path runs beside it in case the
+      // subscription lost events (a reconnect).
+      this.#watch = undefined;
+      const ac = new AbortController();
+      const stop = () => ac.abort();
+      options.signal?.addEventListener("abort", stop, { once: true });
+      try {
+        return await Promise.race([watch.final, this.#poll({ ...options, signal: ac.signal }, 200)]);
+      } finally {
+        ac.abort();
+        watch.stop();
+        options.signal?.removeEventListener("abort", stop);
+      }
+    }
+    return this.#poll(options, 5);
+  }
+
+  async #poll(options: { timeout?: number; signal?: AbortSignal }, firstPauseMs: number): Promise<Task> {
     const { nc, durable } = this.submitter;
     const deadline = Date.now() + (options.timeout ?? 300_000);
     let wake = () => {};
@@ -97,7 +127,7 @@ export class TaskHandle {
         if (left <= 0) throw new AgentBusError("TIMEOUT", `task ${this.id} did not finish in time`);
         // After a final event the snapshot follows within a round trip; without
         // one, back off (an event may have passed before we subscribed).
-        const pause = Math.min(left, eventSeen ? 1 : Math.min(500, 5 * 2 ** round));
+        const pause = Math.min(left, eventSeen ? 1 : Math.min(500, firstPauseMs * 2 ** round));
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, pause);
           wake = () => {
@@ -141,7 +171,7 @@ export class TaskHandle {
   }
 }
 
-/** Moves a task to CANCELED by compare-and-set and records the event. */
+/** Moves a task to CANCELED by compare-and-set, then records the event (final states: snapshot first). */
 export async function markCanceled(durable: Durable, known: Snapshot, reason = "canceled"): Promise<Task> {
   const status = statusNow("TASK_STATE_CANCELED", toMessage(reason, "ROLE_AGENT"));
   const event = { statusUpdate: { taskId: known.task.id, contextId: known.task.contextId, status } };
@@ -189,10 +219,22 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       history: [message],
       metadata: { ...options.metadata, capability: cap, submitter: me, parent: options.parent, depth },
     };
-    const created = await s.durable.store.create(task);
-    if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
-    await publishWork(s, cap, message, task, taskId, options);
-    return handle;
+    if (!fresh) {
+      const created = await s.durable.store.create(task);
+      if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
+      await publishWork(s, cap, message, task, taskId, options);
+      return handle;
+    }
+    // A new id cannot collide: write the snapshot and queue the work at once
+    // (a worker that is faster than the snapshot waits for it).
+    const watch = new TaskWatch(s.nc, s.durable, task);
+    try {
+      await Promise.all([s.durable.store.create(task), publishWork(s, cap, message, task, taskId, options)]);
+    } catch (err) {
+      watch.stop();
+      throw err;
+    }
+    return new TaskHandle(taskId, s, watch);
   }
   const state = existing.task.status.state;
   if (existing.task.metadata.capability !== cap) {

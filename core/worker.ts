@@ -8,7 +8,7 @@ import { ensureConsumer, retryJs } from "./infra.js";
 import type { Logger } from "./log.js";
 import { parseMessage, structuredInput, toMessage, type Input } from "./message.js";
 import type { Message, Part } from "./protocol.js";
-import { applyEvent, canMove, isTerminal, statusNow, type Task, type TaskEvent, type TaskState } from "./task.js";
+import { applyEvent, canMove, isFinal, isTerminal, stateOf, statusNow, type Task, type TaskEvent, type TaskState } from "./task.js";
 import type { Snapshot } from "./taskstore.js";
 
 /** Handles one capability; the return value becomes the reply or the task's result. */
@@ -41,6 +41,12 @@ export interface WorkerHost {
 
 // Failing again will not help: fail the task at once.
 const FINAL_CODES = new Set<ErrorCode>(["INVALID_INPUT", "DENIED", "UNKNOWN_SENDER", "DEPTH_EXCEEDED", "PAYLOAD_TOO_LARGE", "REVOKED", "BAD_SIGNATURE", "UNSIGNED"]);
+
+/**
+ * How long a running task's snapshot may lag its events. A handler that ends
+ * sooner moves the snapshot once; cancel detection waits at most this long.
+ */
+const SNAPSHOT_LAG_MS = 20;
 
 /** Consumer name for a capability (dots are not allowed in names). */
 export const consumerName = (cap: string): string => `cap_${cap.replaceAll(".", "_")}`;
@@ -119,17 +125,15 @@ export class TaskWorker {
       m.term();
       return;
     }
-    const snapshot = env.task ? await durable.store.get(env.task) : undefined;
+    const snapshot = env.task ? await this.#snapshotOf(env.task) : undefined;
     if (!snapshot) {
       log.warn({ task: env.task, subject: m.subject }, "work item without a task snapshot: dropped");
       m.term();
       return;
     }
     if (isTerminal(snapshot.task.status.state)) {
-      m.ack(); // canceled while queued, or a duplicate of a finished task
-      return;
-    }
-    if (m.info.redelivered && (await this.#finishedBefore(snapshot))) {
+      // Canceled while queued, or finished by a worker that died before its ack.
+      await this.#ensureFinalEvent(snapshot.task);
       m.ack();
       return;
     }
@@ -158,17 +162,28 @@ export class TaskWorker {
   }
 
   /**
-   * A worker that died between storing a final event and moving the
-   * snapshot leaves the task finished in its events only: complete the
-   * snapshot from that event instead of running the task a second time.
+   * The task's snapshot. A submitter writes it while queueing the work item,
+   * so a fast worker may arrive first: wait for it a little (up to ~2 s).
    */
-  async #finishedBefore(snapshot: Snapshot): Promise<boolean> {
+  async #snapshotOf(id: string): Promise<Snapshot | undefined> {
+    for (let i = 0; i < 10; i++) {
+      const s = await this.#host.durable.store.get(id);
+      if (s) return s;
+      await new Promise((r) => setTimeout(r, 2 ** i));
+    }
+    return undefined;
+  }
+
+  /**
+   * A final state is stored in the snapshot first, then published as an
+   * event. A writer that died in between left the event out: publish it
+   * from the snapshot so event readers see the end too.
+   */
+  async #ensureFinalEvent(task: Task): Promise<void> {
     const { durable } = this.#host;
-    const last = await durable.lastEvent(snapshot.task.id).catch(() => undefined);
-    const state = last && "statusUpdate" in last.event ? last.event.statusUpdate.status.state : undefined;
-    if (!last || !state || !isTerminal(state)) return false;
-    await durable.store.update(snapshot.task.id, (t) => (canMove(t.status.state, state) ? applyEvent(t, last.event) : undefined), snapshot);
-    return true;
+    const last = await durable.lastEvent(task.id).catch(() => undefined);
+    if (last && stateOf(last.event) === task.status.state) return;
+    await durable.publishEvent(task, { statusUpdate: { taskId: task.id, contextId: task.contextId, status: task.status } });
   }
 
   async #failed(run: TaskRun, m: JsMsg, err: unknown): Promise<void> {
@@ -260,24 +275,30 @@ class TaskRun implements ContextSink {
   }
 
   /**
-   * Stores an event on the task's subject. Artifact and message events are
-   * pipelined (their acks are awaited before the next status event) and
-   * folded into the snapshot with it, or by a short timer; a status event
-   * waits for every earlier ack, then moves the snapshot by compare-and-set
-   * with everything pending. Fewer round trips, same order: a reader never
-   * finds a snapshot ahead of the stored events.
+   * Stores an event on the task's subject. Events are pipelined (acks
+   * collected, not awaited one by one) and folded into the snapshot together
+   * a moment later (`SNAPSHOT_LAG_MS`), so a quick task moves its snapshot
+   * once, SUBMITTED to its final state. A final status is different: the
+   * snapshot moves first (with every pending event, once their acks are in),
+   * then the event is published, so whoever sees the final event (a waiting
+   * submitter) finds the snapshot final too.
    */
   async emit(event: TaskEvent): Promise<void> {
     if (this.stale) throw new AgentBusError("TASK_FINISHED", `task ${this.task.id} ended elsewhere`);
-    const ack = this.worker.host.durable.publishEvent(this.task, event);
-    this.#acks.push(ack);
+    const state = stateOf(event);
     this.#pending.push(event);
-    if ("statusUpdate" in event) return this.#flush();
+    if (state && isFinal(state)) {
+      await this.#flush();
+      if (!this.stale) await this.worker.host.durable.publishEvent(this.task, event);
+      return;
+    }
+    const ack = this.worker.host.durable.publishEvent(this.task, event);
     ack.catch(() => {}); // surfaced by the next flush
-    this.#flushTimer ??= setTimeout(() => void this.#flush().catch(() => {}), 50);
+    this.#acks.push(ack);
+    this.#flushTimer ??= setTimeout(() => void this.#flush().catch(() => {}), SNAPSHOT_LAG_MS);
   }
 
-  /** Waits for outstanding acks, then applies the pending events to the snapshot in one compare-and-set. */
+  /** Applies the pending events to the snapshot in one compare-and-set, once their acks are in. */
   #flush(): Promise<void> {
     clearTimeout(this.#flushTimer);
     this.#flushTimer = undefined;
