@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 /**
  * Shared helpers for the benchmarks: time-boxed op loops, percentiles,
  * rounding, and the one JSON line each benchmark prints on stdout.
@@ -103,3 +104,53 @@ export function summarize(samples: ArrayLike<number>): Latency {
 
 /** `a / b`, rounded. */
 export const ratio = (a: number, b: number, digits = 3): number => round(a / b, digits);
+
+const CLK_TCK = 100; // Linux USER_HZ; /proc/<pid>/stat reports ticks
+
+/** utime+stime of a process (all threads) in µs, from /proc; NaN where unavailable. */
+export function procCpuUs(pid: number | undefined): number {
+  if (!pid || pid < 0) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * Runs `cleanup` once on SIGINT/SIGTERM, then exits 130. `on`, not `once`:
+ * tsx relays the terminal's SIGINT, so a second one may arrive while
+ * cleaning up and must not kill us before the children are stopped.
+ */
+export function cleanupOnSignals(cleanup: () => Promise<unknown>, isCleaning: () => boolean): void {
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.on(sig, () => {
+      if (isCleaning()) return;
+      progress(`${sig}: cleaning up`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+}
+
+/**
+ * For benchmark child processes: `close` and exit on SIGTERM/SIGINT, or when
+ * the parent (which holds our stdin) goes away, even by crash.
+ */
+export function exitWithParent(close: () => Promise<unknown>): void {
+  let closing = false;
+  const shutdown = async (): Promise<void> => {
+    if (closing) return;
+    closing = true;
+    // The server may already be gone (parent crashed): don't wait on a drain forever.
+    setTimeout(() => process.exit(0), 3000).unref();
+    await close().catch(() => {});
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown());
+  process.on("SIGINT", () => void shutdown());
+  process.stdin.on("end", () => void shutdown());
+  process.stdin.on("close", () => void shutdown());
+  process.stdin.resume();
+}

@@ -86,7 +86,9 @@ export class TaskHandle {
       const stop = () => ac.abort();
       options.signal?.addEventListener("abort", stop, { once: true });
       try {
-        return await Promise.race([watch.final, this.#poll({ ...options, signal: ac.signal }, 200)]);
+        const poll = this.#poll({ ...options, signal: ac.signal }, 200, false);
+        poll.catch(() => {}); // it loses the race on the normal path
+        return await Promise.race([watch.final, poll]);
       } finally {
         ac.abort();
         watch.stop();
@@ -96,38 +98,48 @@ export class TaskHandle {
     return this.#poll(options, 5);
   }
 
-  async #poll(options: { timeout?: number; signal?: AbortSignal }, firstPauseMs: number): Promise<Task> {
+  /**
+   * Reads the snapshot until it is final. With `follow`, reads at once and
+   * again whenever a final event passes (a plain subscription); without, it
+   * only backs off between reads (the safety net beside a watch).
+   */
+  async #poll(options: { timeout?: number; signal?: AbortSignal }, firstPauseMs: number, follow = true): Promise<Task> {
     const { nc, durable } = this.submitter;
     const deadline = Date.now() + (options.timeout ?? 300_000);
     let wake = () => {};
     let eventSeen = false;
-    const sub = nc.subscribe(durable.subjects.taskEvents(this.id), {
-      callback: (_err, m) => {
-        try {
-          // Only a final event matters here: check its state, then verify it.
-          const state = stateOf(JSON.parse(utf8(m.data)) as TaskEvent);
-          if (state && isFinal(state) && durable.decodeEvent(m)) {
-            eventSeen = true;
-            wake();
-          }
-        } catch {
-          // an event we cannot verify does not wake us; the poll still runs
-        }
-      },
-    });
+    const sub = follow
+      ? nc.subscribe(durable.subjects.taskEvents(this.id), {
+          callback: (_err, m) => {
+            try {
+              // Only a final event matters here: check its state, then verify it.
+              const state = stateOf(JSON.parse(utf8(m.data)) as TaskEvent);
+              if (state && isFinal(state) && durable.decodeEvent(m)) {
+                eventSeen = true;
+                wake();
+              }
+            } catch {
+              // an event we cannot verify does not wake us; the backoff still runs
+            }
+          },
+        })
+      : undefined;
     const onAbort = () => wake();
     options.signal?.addEventListener("abort", onAbort);
     try {
       for (let round = 0; ; round++) {
-        const snapshot = await durable.store.get(this.id);
-        if (!snapshot) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
-        if (isFinal(snapshot.task.status.state)) return snapshot.task;
         if (options.signal?.aborted) throw new AgentBusError("CANCELLED", "wait aborted", { cause: options.signal.reason });
+        if (follow || round > 0) {
+          const snapshot = await durable.store.get(this.id);
+          if (!snapshot) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
+          if (isFinal(snapshot.task.status.state)) return snapshot.task;
+        }
         const left = deadline - Date.now();
         if (left <= 0) throw new AgentBusError("TIMEOUT", `task ${this.id} did not finish in time`);
-        // After a final event the snapshot follows within a round trip; without
-        // one, back off (an event may have passed before we subscribed).
-        const pause = Math.min(left, eventSeen ? 1 : Math.min(500, firstPauseMs * 2 ** round));
+        // A final status is stored before its event is published, so after
+        // the event one read suffices; without one, back off (an event may
+        // have passed before we subscribed).
+        const pause = Math.min(left, eventSeen ? 0 : Math.min(500, firstPauseMs * 2 ** round));
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, pause);
           wake = () => {
@@ -138,7 +150,7 @@ export class TaskHandle {
       }
     } finally {
       options.signal?.removeEventListener("abort", onAbort);
-      sub.unsubscribe();
+      sub?.unsubscribe();
     }
   }
 
@@ -225,8 +237,9 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       await publishWork(s, cap, message, task, taskId, options);
       return handle;
     }
-    // A new id cannot collide: write the snapshot and queue the work at once
-    // (a worker that is faster than the snapshot waits for it).
+    // A new id cannot collide: no read first, and the snapshot and the work
+    // item are written at once (a worker that arrives before the snapshot
+    // waits for it).
     const watch = new TaskWatch(s.nc, s.durable, task);
     try {
       await Promise.all([s.durable.store.create(task), publishWork(s, cap, message, task, taskId, options)]);

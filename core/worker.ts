@@ -127,6 +127,10 @@ export class TaskWorker {
     }
     const snapshot = env.task ? await this.#snapshotOf(env.task) : undefined;
     if (!snapshot) {
+      // The submitter writes the snapshot while queueing the work; in a
+      // leader election that write can take seconds. Come back later; an
+      // item whose snapshot never appears (submitter died) is dropped.
+      if (m.info.deliveryCount < this.#o.maxDeliver) return m.nak(1000 * m.info.deliveryCount);
       log.warn({ task: env.task, subject: m.subject }, "work item without a task snapshot: dropped");
       m.term();
       return;

@@ -9,6 +9,7 @@
  * close or SIGTERM.
  */
 import { connect, createLogger } from "../../core/index.js";
+import { exitWithParent } from "../lib.js";
 
 const [url, tenant = "bench"] = process.argv.slice(2);
 if (!url) {
@@ -27,18 +28,4 @@ await bus.agent({ name: "bench-echo", skills: [{ id: "echo" }] }, { echo: (ctx) 
 await bus.nc.flush();
 process.stdout.write(`READY ${bus.id}\n`);
 
-let closing = false;
-const shutdown = async (): Promise<void> => {
-  if (closing) return;
-  closing = true;
-  // The server may already be gone (parent crashed): don't wait on a drain forever.
-  setTimeout(() => process.exit(0), 3000).unref();
-  await bus.close().catch(() => {});
-  process.exit(0);
-};
-process.on("SIGTERM", () => void shutdown());
-process.on("SIGINT", () => void shutdown());
-// The parent holds our stdin: when it goes away (even by crash), so do we.
-process.stdin.on("end", () => void shutdown());
-process.stdin.on("close", () => void shutdown());
-process.stdin.resume();
+exitWithParent(() => bus.close());

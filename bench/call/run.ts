@@ -32,7 +32,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -53,7 +52,7 @@ import {
 import type { Received } from "../../core/envelope.js";
 import { parseMessage } from "../../core/message.js";
 import { startServer, type NatsServer } from "../../nats/index.js";
-import { emit, now, progress, ratio, round, summarize, timeFor, rateOf, type Latency } from "../lib.js";
+import { cleanupOnSignals, procCpuUs, emit, now, progress, ratio, round, summarize, timeFor, rateOf, type Latency } from "../lib.js";
 
 const N = Number(process.env.BENCH_N ?? 5000);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 500);
@@ -130,34 +129,14 @@ function cleanup(): Promise<void> {
   })();
   return cleaning;
 }
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  // `on`, not `once`: tsx relays the terminal's SIGINT, so a second one may
-  // arrive while cleaning up and must not kill us before the child is stopped.
-  process.on(sig, () => {
-    if (cleaning) return;
-    progress(`${sig}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
+cleanupOnSignals(cleanup, () => cleaning !== undefined);
 
 // --- CPU accounting: where the cycles go, per process ----------------------------
 
-const CLK_TCK = 100; // Linux USER_HZ; /proc/<pid>/stat reports ticks
 interface Cpu {
   caller: number;
   responder: number;
   server: number;
-}
-/** utime+stime of a process (all threads) in µs, from /proc; NaN where unavailable. */
-function procCpuUs(pid: number | undefined): number {
-  if (!pid || pid < 0) return NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK;
-  } catch {
-    return NaN;
-  }
 }
 function cpuNow(): Cpu {
   const u = process.cpuUsage();

@@ -30,7 +30,6 @@
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { fileURLToPath } from "node:url";
 import { dirname, join, resolve } from "node:path";
@@ -41,7 +40,7 @@ import { Queue, QueueEvents } from "bullmq";
 import { Redis as IORedis } from "ioredis";
 import { connect, createLogger, type Bus } from "../../core/index.js";
 import { freePort, monitorJson, startServer, type NatsServer } from "../../nats/index.js";
-import { emit, now, progress, rateOf, ratio, round, summarize } from "../lib.js";
+import { cleanupOnSignals, procCpuUs, emit, now, progress, rateOf, ratio, round, summarize } from "../lib.js";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 20_000);
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 50);
@@ -164,34 +163,14 @@ function cleanup(): Promise<void> {
   })();
   return cleaning;
 }
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  // `on`, not `once`: tsx relays the terminal's SIGINT, so a second one may
-  // arrive while cleaning up and must not kill us before the children are stopped.
-  process.on(sig, () => {
-    if (cleaning) return;
-    progress(`${sig}: cleaning up`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
+cleanupOnSignals(cleanup, () => cleaning !== undefined);
 
 // --- CPU accounting, per process (as in bench/call) -----------------------------
 
-const CLK_TCK = 100; // Linux USER_HZ; /proc/<pid>/stat reports ticks
 interface Cpu {
   submitter: number;
   worker: number;
   server: number;
-}
-/** utime+stime of a process (all threads) in µs, from /proc; NaN where unavailable. */
-function procCpuUs(pid: number | undefined): number {
-  if (!pid || pid < 0) return NaN;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK;
-  } catch {
-    return NaN;
-  }
 }
 function cpuNow(system: System): Cpu {
   const u = process.cpuUsage();

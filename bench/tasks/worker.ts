@@ -14,6 +14,7 @@
  * exits on stdin close or SIGTERM.
  */
 import { connect, createLogger, type Bus } from "../../core/index.js";
+import { exitWithParent } from "../lib.js";
 
 const [system, target, name = "bench", concText = "50"] = process.argv.slice(2);
 const concurrency = Number(concText);
@@ -47,18 +48,4 @@ if (system === "agentbus") {
   process.exit(2);
 }
 
-let closing = false;
-const shutdown = async (): Promise<void> => {
-  if (closing) return;
-  closing = true;
-  // The server may already be gone (parent crashed): don't wait on a drain forever.
-  setTimeout(() => process.exit(0), 3000).unref();
-  await close().catch(() => {});
-  process.exit(0);
-};
-process.on("SIGTERM", () => void shutdown());
-process.on("SIGINT", () => void shutdown());
-// The parent holds our stdin: when it goes away (even by crash), so do we.
-process.stdin.on("end", () => void shutdown());
-process.stdin.on("close", () => void shutdown());
-process.stdin.resume();
+exitWithParent(close);
