@@ -8,6 +8,14 @@ import type { Subjects } from "./subjects.js";
 import { isFinal, isInterrupted, isTerminal, stateOf, type Task, type TaskEvent } from "./task.js";
 import { TaskStore } from "./taskstore.js";
 
+/**
+ * The id of the event that records a final state written at snapshot
+ * revision `revision`: every process that publishes it (the worker that
+ * wrote the state, or one repairing a missing event) uses the same id, so
+ * the stream keeps one copy.
+ */
+export const finalEventId = (taskId: string, revision: number): string => `${taskId}-r${revision}`;
+
 /** One stored task event and where it sits in `MESH_<T>_EVENTS`. */
 export interface StoredEvent {
   /** Stream sequence: pass `sequence + 1` as `fromSequence` to resume after it. */
@@ -38,13 +46,14 @@ export class Durable {
 
   /**
    * Stores one event of `task` (JetStream-acked), MACed for its submitter,
-   * and returns its stream sequence. The snapshot is moved by the caller
+   * and returns its stream sequence. `msgId` makes a republished copy a
+   * duplicate the stream drops (see {@link finalEventId}). The snapshot is moved by the caller
    * afterwards, so a reader that sees an event can rely on it being kept.
    */
-  async publishEvent(task: Task, event: TaskEvent): Promise<number> {
+  async publishEvent(task: Task, event: TaskEvent, msgId?: string): Promise<number> {
     const subject = this.subjects.taskEvents(task.id);
     const body = Buffer.from(JSON.stringify(event));
-    const headers = this.envelopes.seal(subject, body, { task: task.id, context: task.contextId }, [task.metadata.submitter]);
+    const headers = this.envelopes.seal(subject, body, { task: task.id, context: task.contextId }, [task.metadata.submitter], { id: msgId });
     const ack = await retryJs(() => this.js.publish(subject, body, { headers }));
     return ack.seq;
   }

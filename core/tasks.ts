@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
-import type { Durable, StoredEvent } from "./durable.js";
+import { finalEventId, type Durable, type StoredEvent } from "./durable.js";
 import { AgentBusError } from "./errors.js";
 import type { EnvelopeMeta } from "./envelope.js";
 import { retryJs } from "./infra.js";
@@ -199,7 +199,7 @@ export async function markCanceled(durable: Durable, known: Snapshot, reason = "
     if (refused.status.state === "TASK_STATE_CANCELED") return refused;
     throw new AgentBusError("NOT_CANCELABLE", `task ${known.task.id} is already ${refused.status.state}`);
   }
-  await durable.publishEvent(next.task, event);
+  await durable.publishEvent(next.task, event, finalEventId(next.task.id, next.revision));
   return next.task;
 }
 

@@ -1,7 +1,7 @@
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
 import { completeWith, createContext, type AgentContext, type ArtifactOptions, type ContextBase, type ContextSink } from "./context.js";
-import type { Durable } from "./durable.js";
+import { finalEventId, type Durable } from "./durable.js";
 import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
 import { Header, type Envelope } from "./envelope.js";
 import { ensureConsumer, retryJs } from "./infra.js";
@@ -137,7 +137,7 @@ export class TaskWorker {
     }
     if (isTerminal(snapshot.task.status.state)) {
       // Canceled while queued, or finished by a worker that died before its ack.
-      await this.#ensureFinalEvent(snapshot.task);
+      await this.#ensureFinalEvent(snapshot);
       m.ack();
       return;
     }
@@ -183,15 +183,21 @@ export class TaskWorker {
    * event. A writer that died in between left the event out: publish it
    * from the snapshot so event readers see the end too.
    */
-  async #ensureFinalEvent(task: Task): Promise<void> {
+  async #ensureFinalEvent({ task, revision }: Snapshot): Promise<void> {
     const { durable } = this.#host;
     const last = await durable.lastEvent(task.id).catch(() => undefined);
     if (last && stateOf(last.event) === task.status.state) return;
-    await durable.publishEvent(task, { statusUpdate: { taskId: task.id, contextId: task.contextId, status: task.status } });
+    // Same id as the writer's own publish: if that one lands after all, the stream drops one.
+    await durable.publishEvent(task, { statusUpdate: { taskId: task.id, contextId: task.contextId, status: task.status } }, finalEventId(task.id, revision));
   }
 
   async #failed(run: TaskRun, m: JsMsg, err: unknown): Promise<void> {
     const reason = isAgentBusError(err) ? `${err.code}: ${err.message}` : String((err as Error)?.message ?? err);
+    if (isTerminal(run.task.status.state)) {
+      // The final state is stored but its event may not be: make sure, then done.
+      await this.#ensureFinalEvent(run.snapshot);
+      return m.ack();
+    }
     if (run.ended || run.stale) return m.ack();
     if (run.canceled) {
       await run.end("TASK_STATE_CANCELED", toMessage("canceled", "ROLE_AGENT"));
@@ -272,6 +278,10 @@ class TaskRun implements ContextSink {
     return this.#snapshot.task;
   }
 
+  get snapshot(): Snapshot {
+    return this.#snapshot;
+  }
+
   async start(): Promise<void> {
     const agent = this.worker.host.agentId;
     this.#snapshot = { ...this.#snapshot, task: { ...this.task, metadata: { ...this.task.metadata, agent } } };
@@ -293,7 +303,7 @@ class TaskRun implements ContextSink {
     this.#pending.push(event);
     if (state && isFinal(state)) {
       await this.#flush();
-      if (!this.stale) await this.worker.host.durable.publishEvent(this.task, event);
+      if (!this.stale) await this.worker.host.durable.publishEvent(this.task, event, finalEventId(this.task.id, this.#snapshot.revision));
       return;
     }
     const ack = this.worker.host.durable.publishEvent(this.task, event);

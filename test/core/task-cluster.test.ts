@@ -51,7 +51,9 @@ describe("durable tasks on a 3-node cluster (replicas 3)", () => {
     expect(killed).toBe(true);
     expect(new Set(ids).size).toBe(total);
 
-    // Count COMPLETED events per task in the events stream itself.
+    // Let the system settle (every work item acked, repairs done), then
+    // count COMPLETED events per task in the events stream itself.
+    await eventually(async () => (await jsm.streams.info(workStream)).state.messages === 0, 60_000, 500);
     const completed = new Map<string, number>();
     // The cluster may still be settling after the kill: retry reads.
     const consumer = await eventually(() => jetstream(client.nc).consumers.get(client.subjects.stream("EVENTS"), { deliver_policy: DeliverPolicy.All }), 30_000, 500);
@@ -69,6 +71,5 @@ describe("durable tasks on a 3-node cluster (replicas 3)", () => {
     expect(completed.size).toBe(total);
     expect([...completed.values()].every((n) => n === 1)).toBe(true);
     for (const id of ids) expect(runs.get(id) ?? 0).toBeGreaterThanOrEqual(1);
-    await eventually(async () => (await jsm.streams.info(workStream)).state.messages === 0, 20_000);
   });
 });
