@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
 import { completeWith, createContext, type AgentContext, type ArtifactOptions, type ContextBase, type ContextSink } from "./context.js";
 import { finalEventId, type Durable } from "./durable.js";
@@ -65,7 +65,10 @@ export class TaskWorker {
   readonly #running = new Set<Promise<void>>();
   readonly #runs = new Set<TaskRun>();
   #stopping = false;
-  #messages?: ConsumerMessages;
+  #consumer?: Consumer;
+  #batch?: ConsumerMessages;
+  #stopped = false;
+  #wake?: () => void;
   #loop?: Promise<void>;
 
   private constructor(host: WorkerHost, cap: string, handler: Handler, validate: ((v: unknown) => void) | undefined, o: WorkerOptions) {
@@ -89,27 +92,40 @@ export class TaskWorker {
       ack_wait: w.#o.ackWaitMs * 1_000_000,
       max_deliver: w.#o.maxDeliver,
     });
-    const consumer = await retryJs(() => durable.js.consumers.get(stream, name));
-    w.#messages = await consumer.consume({ max_messages: w.#o.concurrency });
+    w.#consumer = await retryJs(() => durable.js.consumers.get(stream, name));
     w.#loop = w.#run();
     return w;
   }
 
+  /**
+   * Pulls exactly as many work items as there are free slots: an item never
+   * waits in a local buffer while its ack timer runs (it would be redelivered
+   * to another replica and run twice).
+   */
   async #run(): Promise<void> {
     let free = this.#o.concurrency;
-    let wake: (() => void) | undefined;
-    for await (const m of this.#messages!) {
-      while (free === 0) await new Promise<void>((r) => (wake = r));
-      free--;
-      const p = this.#process(m)
-        .catch((err) => this.#host.log.error({ err: String(err), capability: this.#cap }, "task processing failed"))
-        .finally(() => {
-          free++;
-          this.#running.delete(p);
-          wake?.();
-          wake = undefined;
-        });
-      this.#running.add(p);
+    while (!this.#stopped) {
+      while (free === 0 && !this.#stopped) await new Promise<void>((r) => (this.#wake = r));
+      if (this.#stopped) break;
+      try {
+        this.#batch = await this.#consumer!.fetch({ max_messages: free, expires: 2000 });
+        for await (const m of this.#batch) {
+          free--;
+          const p = this.#process(m)
+            .catch((err) => this.#host.log.error({ err: String(err), capability: this.#cap }, "task processing failed"))
+            .finally(() => {
+              free++;
+              this.#running.delete(p);
+              this.#wake?.();
+              this.#wake = undefined;
+            });
+          this.#running.add(p);
+        }
+      } catch (err) {
+        if (this.#stopped) break;
+        this.#host.log.warn({ err: String(err), capability: this.#cap }, "pulling work failed; retrying");
+        await new Promise((r) => setTimeout(r, 500));
+      }
     }
   }
 
@@ -229,7 +245,9 @@ export class TaskWorker {
 
   /** Stops taking work; running tasks finish within `timeoutMs`, then their signals abort. */
   async stop(timeoutMs = 10_000): Promise<void> {
-    this.#messages?.stop();
+    this.#stopped = true;
+    this.#batch?.stop();
+    this.#wake?.();
     await this.#loop;
     let timer: NodeJS.Timeout | undefined;
     const all = Promise.allSettled([...this.#running]);
