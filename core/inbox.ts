@@ -57,14 +57,13 @@ export class InboxReader {
 
   private constructor(
     private readonly durable: Durable,
-    private readonly agentId: string,
     private readonly handler: InboxHandler,
     private readonly authorize: (env: Envelope) => void,
     private readonly log: Logger,
   ) {}
 
   static async start(durable: Durable, agentId: string, handler: InboxHandler, authorize: (env: Envelope) => void, log: Logger): Promise<InboxReader> {
-    const r = new InboxReader(durable, agentId, handler, authorize, log);
+    const r = new InboxReader(durable, handler, authorize, log);
     const stream = durable.subjects.stream("INBOX");
     const name = `inbox_${agentId}`;
     await ensureConsumer(await durable.js.jetstreamManager(), stream, {
