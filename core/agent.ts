@@ -73,6 +73,8 @@ export interface AgentHost {
   session<T extends Record<string, unknown>>(contextId: string): Promise<Session<T>>;
   durable(): Promise<Durable>;
   audit(kind: string, record: Record<string, unknown>): void;
+  /** Called once the agent has stopped. */
+  stopped(agent: Agent): void;
 }
 
 const enc = new TextEncoder();
@@ -316,6 +318,7 @@ export class Agent {
         await Promise.race([all, new Promise((r) => setTimeout(r, 1000).unref())]);
       }
       await this.#host.buckets.presence.delete(`${this.id}.${this.instance}`).catch(() => {});
+      this.#host.stopped(this);
       this.#log.info("agent stopped");
     })();
     return this.#stopping;

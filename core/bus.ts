@@ -276,6 +276,11 @@ export class Bus {
    * capabilities, heartbeats. `handlers` has one entry per skill id.
    */
   async agent(spec: AgentSpec, handlers: Record<string, Handler>, options?: AgentOptions): Promise<Agent> {
+    // The registry, the agent's subjects and its inbox are keyed by identity:
+    // a second agent on the same connection would overwrite the first.
+    if (this.#agents.size > 0) {
+      throw new AgentBusError("INVALID_INPUT", "this connection already runs an agent; connect again with another identity for another agent (give it all its skills, or stop the first)");
+    }
     const agent = await Agent.start(this.#host(), spec, handlers, options);
     this.#agents.add(agent);
     return agent;
@@ -414,6 +419,7 @@ export class Bus {
       submit: (cap, input, options) => this.submit(cap, input, options),
       session: (contextId) => this.session(contextId),
       durable: () => this.#durableOnce(),
+      stopped: (agent) => this.#agents.delete(agent),
       audit: (kind, record) => this.audit(kind, record),
     };
   }

@@ -1,0 +1,41 @@
+import { createHash } from "node:crypto";
+import type { AgentCard, AgentInfo, Bus } from "../../core/index.js";
+
+/** The A2A protocol version the bridge speaks. */
+export const PROTOCOL_VERSION = "1.0";
+
+/** The HTTP face of one agent's card: its JSON-RPC URL and what the bridge supports. */
+function served(card: AgentCard, url: string): AgentCard {
+  return {
+    ...card,
+    supportedInterfaces: [{ url, protocolBinding: "JSONRPC", protocolVersion: PROTOCOL_VERSION }],
+    capabilities: { ...card.capabilities, streaming: true, pushNotifications: false },
+  };
+}
+
+/** Card of one registered agent, as served at `/a2a/<agent>/.well-known/agent-card.json`. */
+export function agentCard(agent: AgentInfo, baseUrl: string): AgentCard {
+  return served(agent.card, `${baseUrl}/a2a/${encodeURIComponent(agent.name)}`);
+}
+
+/** The gateway card: every capability of the tenant as a skill, routed by skill id. */
+export function gatewayCard(bus: Bus, baseUrl: string): AgentCard {
+  const skills = new Map<string, AgentCard["skills"][number]>();
+  for (const a of bus.discover()) for (const s of a.card.skills) if (!skills.has(s.id)) skills.set(s.id, s);
+  return served(
+    {
+      name: `agentbus ${bus.subjects.tenant}`,
+      description: `Every agent of tenant ${bus.subjects.tenant}; name a skill in message.metadata.skill`,
+      version: "1.0.0",
+      supportedInterfaces: [],
+      capabilities: {},
+      defaultInputModes: ["text/plain", "application/json"],
+      defaultOutputModes: ["text/plain", "application/json"],
+      skills: [...skills.values()].sort((a, b) => a.id.localeCompare(b.id)),
+    },
+    `${baseUrl}/a2a`,
+  );
+}
+
+/** A strong ETag for a serialized card. */
+export const etagOf = (json: string): string => `"${createHash("sha256").update(json).digest("base64url").slice(0, 27)}"`;

@@ -1,0 +1,163 @@
+import {
+  AgentCard as AgentCardCodec,
+  ListTasksRequest as ListTasksRequestCodec,
+  ListTasksResponse as ListTasksResponseCodec,
+  Message as MessageCodec,
+  StreamResponse as StreamResponseCodec,
+  Task as TaskCodec,
+  type AgentCard as SdkAgentCard,
+  type GetTaskRequest,
+  type CancelTaskRequest,
+  type ListTasksRequest,
+  type ListTasksResponse,
+  type Message as SdkMessage,
+  type SendMessageRequest,
+  type StreamResponse,
+  type SubscribeToTaskRequest,
+  type Task as SdkTask,
+  type TaskPushNotificationConfig,
+  type ListTaskPushNotificationConfigsResponse,
+} from "@a2a-js/sdk";
+import { ExtendedAgentCardNotConfiguredError, PushNotificationNotSupportedError, RequestMalformedError, TaskNotCancelableError, TaskNotFoundError } from "@a2a-js/sdk/errors";
+import type { A2ARequestHandler } from "@a2a-js/sdk/server";
+import { isAgentBusError, isFinal, type AgentCard, type Bus, type Message, type Task, type TaskHandle, type TaskState } from "../../core/index.js";
+
+/** Bus internals that A2A callers need not see. */
+function toSdkTask(task: Task): SdkTask {
+  const { submitter: _s, agent: _a, ...metadata } = task.metadata;
+  return TaskCodec.fromJSON({ ...task, metadata });
+}
+
+/** Bus errors as the SDK's A2A errors (the transport maps those to JSON-RPC codes). */
+function a2aError(err: unknown, taskId?: string): unknown {
+  if (isAgentBusError(err, "TASK_NOT_FOUND")) return new TaskNotFoundError(`task ${taskId ?? ""} not found`);
+  if (isAgentBusError(err, "NOT_CANCELABLE") || isAgentBusError(err, "TASK_FINISHED")) return new TaskNotCancelableError(err.message);
+  if (isAgentBusError(err, "INVALID_INPUT")) return new RequestMalformedError(err.message);
+  return err;
+}
+
+/**
+ * The A2A request handler of one route, backed by the bus: no task state
+ * here. Sends become `bus.submit`, streams relay the task's event subject,
+ * reads go to the task snapshots. Another bridge process serves the same
+ * tasks the same way.
+ */
+export class BusRequestHandler implements A2ARequestHandler {
+  constructor(
+    private readonly bus: Bus,
+    /** The card this route serves (an agent's, or the gateway's). */
+    private readonly card: () => AgentCard | undefined,
+  ) {}
+
+  async getAgentCard(): Promise<SdkAgentCard> {
+    const card = this.card();
+    if (!card) throw new RequestMalformedError("no such agent");
+    return AgentCardCodec.fromJSON(card);
+  }
+
+  async getAuthenticatedExtendedAgentCard(): Promise<SdkAgentCard> {
+    throw new ExtendedAgentCardNotConfiguredError("this bridge has no extended agent card");
+  }
+
+  /** The capability a message goes to: its task's, the named skill, or the route's only skill. */
+  #capability(message: Message, metadata: Record<string, unknown> | undefined): string | undefined {
+    const named = (message.metadata?.skill ?? metadata?.skill) as string | undefined;
+    const skills = this.card()?.skills.map((s) => s.id) ?? [];
+    if (named) {
+      if (!skills.includes(named)) throw new RequestMalformedError(`unknown skill ${named}; this agent offers ${skills.join(", ")}`);
+      return named;
+    }
+    if (message.taskId) return undefined; // the task knows its capability
+    if (skills.length === 1) return skills[0];
+    throw new RequestMalformedError(`name one of the skills in message.metadata.skill: ${skills.join(", ")}`);
+  }
+
+  async #submit(params: SendMessageRequest): Promise<TaskHandle> {
+    if (!params.message) throw new RequestMalformedError("params.message is required");
+    const message = MessageCodec.toJSON(params.message) as Message;
+    const metadata = params.metadata as Record<string, unknown> | undefined;
+    let cap = this.#capability(message, metadata);
+    if (!cap && message.taskId) cap = ((await this.bus.task(message.taskId).catch((e: unknown) => Promise.reject(a2aError(e, message.taskId)))).metadata.capability);
+    try {
+      return await this.bus.submit(cap!, message, { taskId: message.taskId || undefined, contextId: message.contextId || undefined });
+    } catch (err) {
+      throw a2aError(err, message.taskId);
+    }
+  }
+
+  async sendMessage(params: SendMessageRequest): Promise<SdkMessage | SdkTask> {
+    const handle = await this.#submit(params);
+    // A blocking send waits for a terminal or interrupted state.
+    const task = params.configuration?.returnImmediately ? await handle.get() : await handle.result();
+    return toSdkTask(task);
+  }
+
+  async *sendMessageStream(params: SendMessageRequest): AsyncGenerator<StreamResponse> {
+    const handle = await this.#submit(params);
+    yield StreamResponseCodec.fromJSON({ task: TaskCodec.toJSON(toSdkTask(await handle.get())) });
+    for await (const { event } of handle.events()) yield StreamResponseCodec.fromJSON(event);
+  }
+
+  async getTask(params: GetTaskRequest): Promise<SdkTask> {
+    try {
+      const task = await this.bus.task(params.id);
+      const n = params.historyLength;
+      return toSdkTask(n === undefined ? task : { ...task, history: n === 0 ? [] : task.history.slice(-n) });
+    } catch (err) {
+      throw a2aError(err, params.id);
+    }
+  }
+
+  async listTasks(params: ListTasksRequest): Promise<ListTasksResponse> {
+    const q = ListTasksRequestCodec.toJSON(params) as { contextId?: string; status?: TaskState; pageSize?: number; pageToken?: string };
+    const page = await this.bus.tasks({ contextId: q.contextId || undefined, state: q.status, pageSize: q.pageSize, pageToken: q.pageToken || undefined });
+    return ListTasksResponseCodec.fromJSON({
+      tasks: page.tasks.map((t) => TaskCodec.toJSON(toSdkTask(t))),
+      nextPageToken: page.nextPageToken ?? "",
+      pageSize: page.tasks.length,
+      totalSize: page.totalSize,
+    });
+  }
+
+  async cancelTask(params: CancelTaskRequest): Promise<SdkTask> {
+    try {
+      return toSdkTask(await (await this.bus.taskHandle(params.id)).cancel());
+    } catch (err) {
+      throw a2aError(err, params.id);
+    }
+  }
+
+  /** The task as it is now, then its events from there on. */
+  async *resubscribe(params: SubscribeToTaskRequest): AsyncGenerator<StreamResponse> {
+    const handle = await this.bus.taskHandle(params.id);
+    // Read the last stored event before the snapshot: nothing can fall in between
+    // (an event may show twice, in the snapshot and after it, never be lost).
+    const events = handle.events({ fromSequence: (await lastSequence(handle)) + 1 });
+    let task: Task;
+    try {
+      task = await handle.get();
+    } catch (err) {
+      throw a2aError(err, params.id);
+    }
+    yield StreamResponseCodec.fromJSON({ task: TaskCodec.toJSON(toSdkTask(task)) });
+    if (isFinal(task.status.state)) return;
+    for await (const { event } of events) yield StreamResponseCodec.fromJSON(event);
+  }
+
+  async createTaskPushNotificationConfig(): Promise<TaskPushNotificationConfig> {
+    throw new PushNotificationNotSupportedError("push notifications are not available on this bridge yet");
+  }
+  async getTaskPushNotificationConfig(): Promise<TaskPushNotificationConfig> {
+    throw new PushNotificationNotSupportedError("push notifications are not available on this bridge yet");
+  }
+  async listTaskPushNotificationConfigs(): Promise<ListTaskPushNotificationConfigsResponse> {
+    throw new PushNotificationNotSupportedError("push notifications are not available on this bridge yet");
+  }
+  async deleteTaskPushNotificationConfig(): Promise<void> {
+    throw new PushNotificationNotSupportedError("push notifications are not available on this bridge yet");
+  }
+}
+
+async function lastSequence(handle: TaskHandle): Promise<number> {
+  return (await handle.submitter.durable.lastEvent(handle.id))?.sequence ?? 0;
+}

@@ -1,0 +1,14 @@
+/**
+ * The A2A bridge: bus agents served over A2A v1.0 JSON-RPC and SSE.
+ *
+ * @example
+ * ```ts
+ * import Fastify from "fastify";
+ * const app = Fastify({ routerOptions: { ignoreTrailingSlash: true } });
+ * await app.register(a2aBridge, { bus });
+ * await app.listen({ port: 8080 });
+ * ```
+ */
+export { a2aBridge, type A2ABridgeOptions } from "./server.js";
+export { BusRequestHandler } from "./handler.js";
+export { agentCard, gatewayCard, PROTOCOL_VERSION } from "./cards.js";

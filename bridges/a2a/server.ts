@@ -1,0 +1,130 @@
+import { AgentCard as AgentCardCodec, A2A_VERSION_HEADER, SSE_HEADERS, formatSSEErrorEvent, formatSSEEvent } from "@a2a-js/sdk";
+import { ContentTypeNotSupportedError } from "@a2a-js/sdk/errors";
+import { JsonRpcTransportHandler, ServerCallContext, validateVersion } from "@a2a-js/sdk/server";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { AgentCard, Bus } from "../../core/index.js";
+import { agentCard, etagOf, gatewayCard } from "./cards.js";
+import { BusRequestHandler } from "./handler.js";
+
+/** Options of {@link a2aBridge}. */
+export interface A2ABridgeOptions {
+  bus: Bus;
+  /** Public base URL the cards advertise (e.g. `https://agents.example.com`); default: from the request's Host. */
+  baseUrl?: string;
+  /** Interval of SSE keep-alive comments, ms (default 15 000). */
+  keepAliveMs?: number;
+}
+
+const JSON_RPC_ERRORS = { parse: -32700, invalidRequest: -32600 } as const;
+
+function rpcError(id: unknown, code: number, message: string) {
+  return { jsonrpc: "2.0", id: id ?? null, error: { code, message } };
+}
+
+/**
+ * The A2A bridge as a fastify plugin: every agent in the registry is an A2A
+ * agent (card at `/a2a/<agent>/.well-known/agent-card.json`, JSON-RPC at
+ * `/a2a/<agent>`), plus a gateway (`/.well-known/agent-card.json`, JSON-RPC
+ * at `/a2a`) whose skills are every capability of the tenant. Cards follow
+ * the registry live. The bridge keeps no task state.
+ */
+export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions): Promise<void> {
+  const { bus } = options;
+  const base = (req: FastifyRequest) => options.baseUrl ?? `${req.protocol}://${req.host}`;
+  const agentNamed = (name: string) => {
+    const all = bus.discover({ name });
+    return all.find((a) => a.online) ?? all[0];
+  };
+  const cardFor = (req: FastifyRequest, agent?: string): AgentCard | undefined => {
+    if (agent === undefined) return gatewayCard(bus, base(req));
+    const info = agentNamed(agent);
+    return info && agentCard(info, base(req));
+  };
+
+  // JSON-RPC bodies are parsed here, not by fastify, to answer -32700 ourselves.
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => done(null, body));
+
+  const sendCard = (req: FastifyRequest, reply: FastifyReply, card: AgentCard | undefined) => {
+    if (!card) return reply.code(404).send({ error: "no such agent" });
+    const json = JSON.stringify(AgentCardCodec.toJSON(AgentCardCodec.fromJSON(card)));
+    const etag = etagOf(json);
+    reply.header("ETag", etag).header("Cache-Control", "public, max-age=30");
+    if (req.headers["if-none-match"] === etag) return reply.code(304).send();
+    return reply.type("application/json").send(json);
+  };
+  app.get("/.well-known/agent-card.json", (req, reply) => sendCard(req, reply, cardFor(req)));
+  app.get<{ Params: { agent: string } }>("/a2a/:agent/.well-known/agent-card.json", (req, reply) => sendCard(req, reply, cardFor(req, req.params.agent)));
+
+  const rpc = async (req: FastifyRequest, reply: FastifyReply, agent?: string) => {
+    if (agent !== undefined && !agentNamed(agent)) return reply.code(404).send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, `no agent named ${agent}`));
+    const contentType = (req.headers["content-type"] ?? "").split(";", 1)[0]!.trim().toLowerCase();
+    if (contentType !== "application/json") {
+      const err = JsonRpcTransportHandler.mapToJSONRPCError(new ContentTypeNotSupportedError(`unsupported Content-Type "${contentType}"; expected application/json`));
+      return reply.send({ jsonrpc: "2.0", id: null, error: err });
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(req.body as string);
+    } catch {
+      return reply.send(rpcError(null, JSON_RPC_ERRORS.parse, "malformed JSON"));
+    }
+    const request = body as { jsonrpc?: unknown; method?: unknown; id?: unknown } | null;
+    const id = request?.id;
+    if (typeof request !== "object" || request === null || Array.isArray(request) || request.jsonrpc !== "2.0" || typeof request.method !== "string") {
+      return reply.send(rpcError(id, JSON_RPC_ERRORS.invalidRequest, "not a JSON-RPC 2.0 request"));
+    }
+    const handler = new BusRequestHandler(bus, () => cardFor(req, agent));
+    const transport = new JsonRpcTransportHandler(handler);
+    const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
+    const context = new ServerCallContext({ requestedVersion: typeof header === "string" ? header : undefined });
+    let result;
+    try {
+      validateVersion(context.requestedVersion, await handler.getAgentCard(), "JSONRPC");
+      result = await transport.handle(body as Record<string, unknown>, context);
+    } catch (err) {
+      return reply.send({ jsonrpc: "2.0", id: id ?? null, error: JsonRpcTransportHandler.mapToJSONRPCError(err) });
+    }
+    if (!(result && typeof (result as AsyncGenerator)[Symbol.asyncIterator] === "function")) return reply.send(result);
+    return streamSse(req, reply, result as AsyncGenerator<unknown>, id, options.keepAliveMs ?? 15_000);
+  };
+  app.post("/a2a", (req, reply) => rpc(req, reply));
+  app.post<{ Params: { agent: string } }>("/a2a/:agent", (req, reply) => rpc(req, reply, req.params.agent));
+}
+
+/**
+ * Relays a JSON-RPC stream as SSE on the raw socket, with keep-alive
+ * comments. A client that goes away stops the relay (its iterator is
+ * closed, which closes the event consumer); the task itself runs on.
+ */
+async function streamSse(req: FastifyRequest, reply: FastifyReply, stream: AsyncGenerator<unknown>, id: unknown, keepAliveMs: number): Promise<void> {
+  const iterator = stream[Symbol.asyncIterator]();
+  let first: IteratorResult<unknown>;
+  try {
+    first = await iterator.next();
+  } catch (err) {
+    return reply.send({ jsonrpc: "2.0", id: id ?? null, error: JsonRpcTransportHandler.mapToJSONRPCError(err) });
+  }
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, SSE_HEADERS);
+  let closed = false;
+  const keepAlive = setInterval(() => res.write(": keep-alive\n\n"), keepAliveMs);
+  req.raw.on("close", () => {
+    closed = true;
+    clearInterval(keepAlive);
+    void iterator.return?.(undefined);
+  });
+  try {
+    if (!first.done) res.write(formatSSEEvent(first.value));
+    while (!closed) {
+      const next = await iterator.next();
+      if (next.done) break;
+      res.write(formatSSEEvent(next.value));
+    }
+  } catch (err) {
+    if (!closed) res.write(formatSSEErrorEvent({ jsonrpc: "2.0", id: id ?? null, error: JsonRpcTransportHandler.mapToJSONRPCError(err) }));
+  } finally {
+    clearInterval(keepAlive);
+    if (!res.writableEnded) res.end();
+  }
+}

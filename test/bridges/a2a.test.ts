@@ -1,0 +1,161 @@
+import Fastify, { type FastifyInstance } from "fastify";
+import { ClientFactory } from "@a2a-js/sdk/client";
+import { Role, TaskState, type Message as SdkMessage, type StreamResponse, type Task as SdkTask } from "@a2a-js/sdk";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Bus } from "../../core/index.js";
+import { a2aBridge } from "../../bridges/a2a/index.js";
+import { quietLogger, useBuses } from "../helpers/bus.js";
+import { useNatsServer } from "../helpers/nats.js";
+
+const userMessage = (text: string, extra: Partial<SdkMessage> = {}): SdkMessage => ({
+  messageId: `m-${Math.random().toString(36).slice(2)}`,
+  contextId: "",
+  taskId: "",
+  role: Role.ROLE_USER,
+  parts: [{ content: { $case: "text", value: text }, metadata: undefined, filename: "", mediaType: "" }],
+  metadata: undefined,
+  extensions: [],
+  referenceTaskIds: [],
+  ...extra,
+});
+const send = (text: string, extra: Partial<SdkMessage> = {}, returnImmediately = false) => ({
+  tenant: "",
+  message: userMessage(text, extra),
+  configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, historyLength: undefined, returnImmediately },
+  metadata: undefined,
+});
+const artifactText = (t: SdkTask) => t.artifacts.flatMap((a) => a.parts.map((p) => (p.content?.$case === "text" ? p.content.value : ""))).join("");
+
+async function rpc(url: string, body: string, headers: Record<string, string> = {}) {
+  const res = await fetch(url, { method: "POST", body, headers: { "content-type": "application/json", "A2A-Version": "1.0", ...headers } });
+  return (await res.json()) as { error?: { code: number; message: string }; result?: unknown };
+}
+
+describe("A2A bridge with the official @a2a-js/sdk client", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
+  let app: FastifyInstance;
+  let baseUrl: string;
+  let bridgeBus: Bus;
+
+  beforeAll(async () => {
+    const { connect, Identity } = await import("../../core/index.js");
+    bridgeBus = await connect({ servers: nats.server.url, tenant: "a2a", identity: Identity.generate(), presenceMaxAgeMs: 3000, logger: quietLogger });
+    app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
+    await app.register(a2aBridge, { bus: bridgeBus });
+    baseUrl = await app.listen({ port: 0, host: "127.0.0.1" });
+  });
+  afterAll(async () => {
+    await app?.close();
+    await bridgeBus?.close();
+  });
+
+  async function agents() {
+    const agentBus = await open({ tenant: "a2a", insecureAllowAll: true });
+    await agentBus.agent({ name: "echo", description: "echoes", skills: [{ id: "echo", description: "echo the text" }] }, { echo: (ctx) => `echo: ${ctx.text}` });
+    const waiterBus = await open({ tenant: "a2a", insecureAllowAll: true });
+    await waiterBus.agent({ name: "waiter", skills: [{ id: "wait" }, { id: "ask" }] }, {
+      wait: (ctx) => new Promise((_r, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason))),
+      ask: async (ctx) => {
+        if (ctx.history.length < 2) return ctx.inputRequired("name?");
+        await ctx.artifact("Hello ", { artifactId: "g", lastChunk: false });
+        return `${ctx.text}!`;
+      },
+    });
+    for (let i = 0; i < 100 && bridgeBus.discover({ online: true }).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    return agentBus;
+  }
+
+  it("serves agent and gateway cards in the spec's JSON form, with ETag", async () => {
+    await agents();
+    const res = await fetch(`${baseUrl}/a2a/echo/.well-known/agent-card.json`);
+    expect(res.status).toBe(200);
+    const card = (await res.json()) as { name: string; skills: Array<{ id: string }>; supportedInterfaces: Array<{ url: string; protocolBinding: string; protocolVersion: string }>; capabilities: { streaming: boolean } };
+    expect(card.name).toBe("echo");
+    expect(card.skills.map((s) => s.id)).toEqual(["echo"]);
+    expect(card.supportedInterfaces).toEqual([{ url: `${baseUrl}/a2a/echo`, protocolBinding: "JSONRPC", protocolVersion: "1.0" }]);
+    expect(card.capabilities.streaming).toBe(true);
+    const etag = res.headers.get("etag")!;
+    expect((await fetch(`${baseUrl}/a2a/echo/.well-known/agent-card.json`, { headers: { "if-none-match": etag } })).status).toBe(304);
+    const gateway = (await (await fetch(`${baseUrl}/.well-known/agent-card.json`)).json()) as { skills: Array<{ id: string }> };
+    expect(gateway.skills.map((s) => s.id)).toEqual(["ask", "echo", "wait"]);
+    expect((await fetch(`${baseUrl}/a2a/nobody/.well-known/agent-card.json`)).status).toBe(404);
+  });
+
+  it("SendMessage (blocking), GetTask, ListTasks", async () => {
+    await agents();
+    const client = await new ClientFactory().createFromUrl(`${baseUrl}/a2a/echo/.well-known/agent-card.json`, "");
+    const result = (await client.sendMessage(send("hi"))) as SdkTask;
+    expect(result.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    expect(artifactText(result)).toBe("echo: hi");
+    expect(result.metadata).not.toHaveProperty("submitter");
+
+    const got = await client.getTask({ tenant: "", id: result.id, historyLength: undefined });
+    expect(got.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+
+    const list = await client.listTasks({ tenant: "", contextId: result.contextId, status: TaskState.TASK_STATE_UNSPECIFIED, pageSize: 10, pageToken: "", historyLength: undefined, statusTimestampAfter: undefined, includeArtifacts: undefined } as never);
+    expect(list.tasks.map((t) => t.id)).toEqual([result.id]);
+
+  }, 30_000);
+
+  it("returnImmediately returns the submitted task; CancelTask ends it; a finished task is not cancelable", async () => {
+    await agents();
+    const waiter = await new ClientFactory().createFromUrl(`${baseUrl}/a2a/waiter/.well-known/agent-card.json`, "");
+    const submitted = (await waiter.sendMessage(send("x", { metadata: { skill: "wait" } }, true))) as SdkTask;
+    expect([TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING]).toContain(submitted.status?.state);
+    for (let i = 0; i < 100; i++) {
+      const t = await waiter.getTask({ tenant: "", id: submitted.id, historyLength: undefined });
+      if (t.status?.state === TaskState.TASK_STATE_WORKING) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const canceled = await waiter.cancelTask({ tenant: "", id: submitted.id, metadata: undefined } as never);
+    expect(canceled.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
+    await expect(waiter.cancelTask({ tenant: "", id: submitted.id, metadata: undefined } as never)).rejects.toThrow();
+    const raw = await rpc(`${baseUrl}/a2a/waiter`, JSON.stringify({ jsonrpc: "2.0", id: 7, method: "CancelTask", params: { id: submitted.id } }));
+    expect(raw.error?.code).toBe(-32002);
+    const missing = await rpc(`${baseUrl}/a2a/waiter`, JSON.stringify({ jsonrpc: "2.0", id: 8, method: "GetTask", params: { id: "no-such-task" } }));
+    expect(missing.error?.code).toBe(-32001);
+  }, 30_000);
+
+  it("SendStreamingMessage streams the task and its events; multi-turn resumes; SubscribeToTask replays then follows", async () => {
+    await agents();
+    const client = await new ClientFactory().createFromUrl(`${baseUrl}/a2a/waiter/.well-known/agent-card.json`, "");
+    const events: StreamResponse[] = [];
+    for await (const e of client.sendMessageStream(send("hi", { metadata: { skill: "ask" } }))) events.push(e);
+    expect(events[0]!.payload?.$case).toBe("task");
+    const taskId = events[0]!.payload!.$case === "task" ? events[0]!.payload!.value.id : "";
+    const last = events.at(-1)!.payload;
+    expect(last?.$case === "statusUpdate" && last.value.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
+
+    const resumed: StreamResponse[] = [];
+    for await (const e of client.sendMessageStream(send("Ada", { taskId }))) resumed.push(e);
+    const end = resumed.at(-1)!.payload;
+    expect(end?.$case === "statusUpdate" && end.value.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    const final = await client.getTask({ tenant: "", id: taskId, historyLength: undefined });
+    expect(artifactText(final)).toBe("Hello Ada!");
+
+    const again: StreamResponse[] = [];
+    for await (const e of client.resubscribeTask({ tenant: "", id: taskId })) again.push(e);
+    expect(again).toHaveLength(1);
+    expect(again[0]!.payload?.$case === "task" && again[0]!.payload.value.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+  }, 30_000);
+
+  it("answers each protocol error with its JSON-RPC code", async () => {
+    await agents();
+    const url = `${baseUrl}/a2a/echo`;
+    expect((await rpc(url, "{not json")).error?.code).toBe(-32700);
+    expect((await rpc(url, JSON.stringify({ hello: "world" }))).error?.code).toBe(-32600);
+    expect((await rpc(url, JSON.stringify({ jsonrpc: "2.0", id: 1, method: "NoSuchMethod", params: {} }))).error?.code).toBe(-32601);
+    expect((await rpc(url, JSON.stringify({ jsonrpc: "2.0", id: 2, method: "GetTask", params: "nope" }))).error?.code).toBe(-32602);
+    expect((await rpc(url, "{}", { "content-type": "text/plain" })).error?.code).toBe(-32005);
+    // A message for the gateway must name a skill it can route by.
+    const unrouted = await rpc(`${baseUrl}/a2a`, JSON.stringify({ jsonrpc: "2.0", id: 4, method: "SendMessage", params: { message: { messageId: "x", role: "ROLE_USER", parts: [{ text: "hi" }] } } }));
+    expect(unrouted.error?.code).toBe(-32602);
+    const routed = await rpc(`${baseUrl}/a2a`, JSON.stringify({ jsonrpc: "2.0", id: 5, method: "SendMessage", params: { message: { messageId: "y", role: "ROLE_USER", parts: [{ text: "hi" }], metadata: { skill: "echo" } } } }));
+    expect(JSON.stringify(routed.result)).toContain("echo: hi");
+    const v03 = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ jsonrpc: "2.0", id: 3, method: "GetTask", params: { id: "x" } }) });
+    expect(((await v03.json()) as { error: { code: number } }).error.code).toBe(-32009);
+    const big = await fetch(url, { method: "POST", headers: { "content-type": "application/json", "A2A-Version": "1.0" }, body: "x".repeat(2 * 1024 * 1024) });
+    expect(big.status).toBe(413);
+  });
+});
