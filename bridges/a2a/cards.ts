@@ -4,11 +4,20 @@ import type { AgentCard, AgentInfo, Bus } from "../../core/index.js";
 /** The A2A protocol version the bridge speaks. */
 export const PROTOCOL_VERSION = "1.0";
 
-/** The HTTP face of one agent's card: its JSON-RPC URL and what the bridge supports. */
+/** The older protocol version v0.3 clients speak (requests without `A2A-Version`). */
+export const LEGACY_PROTOCOL_VERSION = "0.3";
+
+/**
+ * The HTTP face of one agent's card: its JSON-RPC URL (for v1.0, and the
+ * same URL for v0.3 clients) and what the bridge supports.
+ */
 function served(card: AgentCard, url: string): AgentCard {
   return {
     ...card,
-    supportedInterfaces: [{ url, protocolBinding: "JSONRPC", protocolVersion: PROTOCOL_VERSION }],
+    supportedInterfaces: [
+      { url, protocolBinding: "JSONRPC", protocolVersion: PROTOCOL_VERSION },
+      { url, protocolBinding: "JSONRPC", protocolVersion: LEGACY_PROTOCOL_VERSION },
+    ],
     capabilities: { ...card.capabilities, streaming: true, pushNotifications: false },
   };
 }
@@ -39,3 +48,19 @@ export function gatewayCard(bus: Bus, baseUrl: string): AgentCard {
 
 /** A strong ETag for a serialized card. */
 export const etagOf = (json: string): string => `"${createHash("sha256").update(json).digest("base64url").slice(0, 27)}"`;
+
+/** The same card in the A2A v0.3 JSON shape, for clients that predate v1.0. */
+export function legacyCard(card: AgentCard): Record<string, unknown> {
+  return {
+    protocolVersion: "0.3.0",
+    name: card.name,
+    description: card.description,
+    url: card.supportedInterfaces[0]?.url,
+    preferredTransport: "JSONRPC",
+    version: card.version,
+    capabilities: { streaming: card.capabilities.streaming ?? false, pushNotifications: card.capabilities.pushNotifications ?? false },
+    defaultInputModes: card.defaultInputModes,
+    defaultOutputModes: card.defaultOutputModes,
+    skills: card.skills.map((s) => ({ id: s.id, name: s.name, description: s.description, tags: s.tags, ...(s.examples && { examples: s.examples }) })),
+  };
+}

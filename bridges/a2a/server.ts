@@ -1,9 +1,10 @@
 import { AgentCard as AgentCardCodec, A2A_VERSION_HEADER, SSE_HEADERS, formatSSEErrorEvent, formatSSEEvent } from "@a2a-js/sdk";
 import { ContentTypeNotSupportedError } from "@a2a-js/sdk/errors";
 import { JsonRpcTransportHandler, ServerCallContext, validateVersion } from "@a2a-js/sdk/server";
+import { LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { AgentCard, Bus } from "../../core/index.js";
-import { agentCard, etagOf, gatewayCard } from "./cards.js";
+import { LEGACY_PROTOCOL_VERSION, agentCard, etagOf, gatewayCard, legacyCard } from "./cards.js";
 import { BusRequestHandler } from "./handler.js";
 
 /** Options of {@link a2aBridge}. */
@@ -44,9 +45,9 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   // JSON-RPC bodies are parsed here, not by fastify, to answer -32700 ourselves.
   app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => done(null, body));
 
-  const sendCard = (req: FastifyRequest, reply: FastifyReply, card: AgentCard | undefined) => {
+  const sendCard = (req: FastifyRequest, reply: FastifyReply, card: AgentCard | undefined, legacy = false) => {
     if (!card) return reply.code(404).send({ error: "no such agent" });
-    const json = JSON.stringify(AgentCardCodec.toJSON(AgentCardCodec.fromJSON(card)));
+    const json = JSON.stringify(legacy ? legacyCard(card) : AgentCardCodec.toJSON(AgentCardCodec.fromJSON(card)));
     const etag = etagOf(json);
     reply.header("ETag", etag).header("Cache-Control", "public, max-age=30");
     if (req.headers["if-none-match"] === etag) return reply.code(304).send();
@@ -54,6 +55,9 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   };
   app.get("/.well-known/agent-card.json", (req, reply) => sendCard(req, reply, cardFor(req)));
   app.get<{ Params: { agent: string } }>("/a2a/:agent/.well-known/agent-card.json", (req, reply) => sendCard(req, reply, cardFor(req, req.params.agent)));
+  // v0.3-shaped cards for clients that predate v1.0 (their requests carry no A2A-Version).
+  app.get("/v0.3/.well-known/agent-card.json", (req, reply) => sendCard(req, reply, cardFor(req), true));
+  app.get<{ Params: { agent: string } }>("/a2a/:agent/v0.3/.well-known/agent-card.json", (req, reply) => sendCard(req, reply, cardFor(req, req.params.agent), true));
 
   const rpc = async (req: FastifyRequest, reply: FastifyReply, agent?: string) => {
     if (agent !== undefined && !agentNamed(agent)) return reply.code(404).send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, `no agent named ${agent}`));
@@ -74,18 +78,22 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
       return reply.send(rpcError(id, JSON_RPC_ERRORS.invalidRequest, "not a JSON-RPC 2.0 request"));
     }
     const handler = new BusRequestHandler(bus, () => cardFor(req, agent));
-    const transport = new JsonRpcTransportHandler(handler);
     const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
-    const context = new ServerCallContext({ requestedVersion: typeof header === "string" ? header : undefined });
+    // As the SDK does: a request without A2A-Version is a v0.3 request.
+    const version = typeof header === "string" && header !== "" ? header : LEGACY_PROTOCOL_VERSION;
+    const legacy = version === LEGACY_PROTOCOL_VERSION;
+    const mapError = legacy ? LegacyJsonRpcTransportHandler.mapToLegacyJSONRPCError : JsonRpcTransportHandler.mapToJSONRPCError;
+    const context = new ServerCallContext({ requestedVersion: version });
     let result;
     try {
       validateVersion(context.requestedVersion, await handler.getAgentCard(), "JSONRPC");
+      const transport = legacy ? new LegacyJsonRpcTransportHandler(handler) : new JsonRpcTransportHandler(handler);
       result = await transport.handle(body as Record<string, unknown>, context);
     } catch (err) {
-      return reply.send({ jsonrpc: "2.0", id: id ?? null, error: JsonRpcTransportHandler.mapToJSONRPCError(err) });
+      return reply.send({ jsonrpc: "2.0", id: id ?? null, error: mapError(err) });
     }
     if (!(result && typeof (result as AsyncGenerator)[Symbol.asyncIterator] === "function")) return reply.send(result);
-    return streamSse(req, reply, result as AsyncGenerator<unknown>, id, options.keepAliveMs ?? 15_000);
+    return streamSse(req, reply, result as AsyncGenerator<unknown>, id, options.keepAliveMs ?? 15_000, mapError);
   };
   app.post("/a2a", (req, reply) => rpc(req, reply));
   app.post<{ Params: { agent: string } }>("/a2a/:agent", (req, reply) => rpc(req, reply, req.params.agent));
@@ -96,13 +104,20 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
  * comments. A client that goes away stops the relay (its iterator is
  * closed, which closes the event consumer); the task itself runs on.
  */
-async function streamSse(req: FastifyRequest, reply: FastifyReply, stream: AsyncGenerator<unknown>, id: unknown, keepAliveMs: number): Promise<void> {
+async function streamSse(
+  req: FastifyRequest,
+  reply: FastifyReply,
+  stream: AsyncGenerator<unknown>,
+  id: unknown,
+  keepAliveMs: number,
+  mapError: (err: unknown) => unknown,
+): Promise<void> {
   const iterator = stream[Symbol.asyncIterator]();
   let first: IteratorResult<unknown>;
   try {
     first = await iterator.next();
   } catch (err) {
-    return reply.send({ jsonrpc: "2.0", id: id ?? null, error: JsonRpcTransportHandler.mapToJSONRPCError(err) });
+    return reply.send({ jsonrpc: "2.0", id: id ?? null, error: mapError(err) });
   }
   reply.hijack();
   const res = reply.raw;
@@ -122,7 +137,7 @@ async function streamSse(req: FastifyRequest, reply: FastifyReply, stream: Async
       res.write(formatSSEEvent(next.value));
     }
   } catch (err) {
-    if (!closed) res.write(formatSSEErrorEvent({ jsonrpc: "2.0", id: id ?? null, error: JsonRpcTransportHandler.mapToJSONRPCError(err) }));
+    if (!closed) res.write(formatSSEErrorEvent({ jsonrpc: "2.0", id: id ?? null, error: mapError(err) }));
   } finally {
     clearInterval(keepAlive);
     if (!res.writableEnded) res.end();

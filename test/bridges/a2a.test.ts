@@ -73,7 +73,10 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     const card = (await res.json()) as { name: string; skills: Array<{ id: string }>; supportedInterfaces: Array<{ url: string; protocolBinding: string; protocolVersion: string }>; capabilities: { streaming: boolean } };
     expect(card.name).toBe("echo");
     expect(card.skills.map((s) => s.id)).toEqual(["echo"]);
-    expect(card.supportedInterfaces).toEqual([{ url: `${baseUrl}/a2a/echo`, protocolBinding: "JSONRPC", protocolVersion: "1.0" }]);
+    expect(card.supportedInterfaces).toEqual([
+      { url: `${baseUrl}/a2a/echo`, protocolBinding: "JSONRPC", protocolVersion: "1.0" },
+      { url: `${baseUrl}/a2a/echo`, protocolBinding: "JSONRPC", protocolVersion: "0.3" },
+    ]);
     expect(card.capabilities.streaming).toBe(true);
     const etag = res.headers.get("etag")!;
     expect((await fetch(`${baseUrl}/a2a/echo/.well-known/agent-card.json`, { headers: { "if-none-match": etag } })).status).toBe(304);
@@ -140,6 +143,32 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     expect(again[0]!.payload?.$case === "task" && again[0]!.payload.value.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
   }, 30_000);
 
+  it("v0.3 clients: message/send, tasks/get, tasks/cancel, message/stream on the same endpoint, and a v0.3 card", async () => {
+    await agents();
+    const url = `${baseUrl}/a2a/echo`;
+    const v03 = async (method: string, params: unknown) => {
+      const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }) });
+      return (await res.json()) as { result?: Record<string, unknown> & { id: string; status: { state: string }; artifacts: Array<{ parts: Array<{ kind: string; text: string }> }> }; error?: { code: number } };
+    };
+    const sent = await v03("message/send", { message: { kind: "message", messageId: "v03-1", role: "user", parts: [{ kind: "text", text: "old" }] } });
+    expect(sent.result?.kind).toBe("task");
+    expect(sent.result?.status.state).toBe("completed");
+    expect(sent.result?.artifacts[0]!.parts[0]).toEqual({ kind: "text", text: "echo: old" });
+    const got = await v03("tasks/get", { id: sent.result!.id });
+    expect(got.result?.status.state).toBe("completed");
+    expect((await v03("tasks/cancel", { id: sent.result!.id })).error?.code).toBe(-32002);
+    expect((await v03("tasks/get", { id: "missing" })).error?.code).toBe(-32001);
+
+    const stream = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "message/stream", params: { message: { kind: "message", messageId: "v03-2", role: "user", parts: [{ kind: "text", text: "sse" }] } } }) });
+    expect(stream.headers.get("content-type")).toMatch(/text\/event-stream/);
+    const text = await stream.text();
+    expect(text).toContain('"state":"completed"');
+    expect(text).toContain("echo: sse");
+
+    const card = (await (await fetch(`${baseUrl}/a2a/echo/v0.3/.well-known/agent-card.json`)).json()) as { protocolVersion: string; url: string; preferredTransport: string };
+    expect(card).toMatchObject({ protocolVersion: "0.3.0", url, preferredTransport: "JSONRPC" });
+  });
+
   it("answers each protocol error with its JSON-RPC code", async () => {
     await agents();
     const url = `${baseUrl}/a2a/echo`;
@@ -153,8 +182,7 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     expect(unrouted.error?.code).toBe(-32602);
     const routed = await rpc(`${baseUrl}/a2a`, JSON.stringify({ jsonrpc: "2.0", id: 5, method: "SendMessage", params: { message: { messageId: "y", role: "ROLE_USER", parts: [{ text: "hi" }], metadata: { skill: "echo" } } } }));
     expect(JSON.stringify(routed.result)).toContain("echo: hi");
-    const v03 = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ jsonrpc: "2.0", id: 3, method: "GetTask", params: { id: "x" } }) });
-    expect(((await v03.json()) as { error: { code: number } }).error.code).toBe(-32009);
+    expect((await rpc(url, JSON.stringify({ jsonrpc: "2.0", id: 3, method: "GetTask", params: { id: "x" } }), { "A2A-Version": "9.9" })).error?.code).toBe(-32009);
     const big = await fetch(url, { method: "POST", headers: { "content-type": "application/json", "A2A-Version": "1.0" }, body: "x".repeat(2 * 1024 * 1024) });
     expect(big.status).toBe(413);
   });
