@@ -5,10 +5,11 @@
  * ```ts
  * import Fastify from "fastify";
  * const app = Fastify({ routerOptions: { ignoreTrailingSlash: true } });
- * await app.register(a2aBridge, { bus });
+ * await app.register(a2aBridge, { bus, apiKeys: [{ name: "ci", sha256: hashApiKey(process.env.KEY!), bus }] });
  * await app.listen({ port: 8080 });
  * ```
  */
 export { a2aBridge, type A2ABridgeOptions } from "./server.js";
 export { BusRequestHandler } from "./handler.js";
+export { hashApiKey, API_KEY_HEADER, type ApiKeyEntry } from "./auth.js";
 export { agentCard, gatewayCard, PROTOCOL_VERSION } from "./cards.js";

@@ -6,17 +6,26 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { AgentCard, Bus } from "../../core/index.js";
 import { LEGACY_PROTOCOL_VERSION, agentCard, etagOf, gatewayCard, legacyCard } from "./cards.js";
 import { BusRequestHandler } from "./handler.js";
+import { apiKeySecurity, findKey, presentedKey, type ApiKeyEntry } from "./auth.js";
+import rateLimit from "@fastify/rate-limit";
 
-/** Options of {@link a2aBridge}. */
+/** Options of {@link a2aBridge}. Exactly one of `open` and `apiKeys`. */
 export interface A2ABridgeOptions {
+  /** The bridge's own connection: cards, and every call in open mode. */
   bus: Bus;
+  /** Local use only: no authentication, every caller acts as `bus`. Logged loudly. */
+  open?: boolean;
+  /** Accepted keys, each acting as its own bus connection (tenant and identity). */
+  apiKeys?: ApiKeyEntry[];
+  /** Requests per key (or per address in open mode) per window (default 600 a minute). */
+  rateLimit?: { max: number; timeWindowMs: number };
   /** Public base URL the cards advertise (e.g. `https://agents.example.com`); default: from the request's Host. */
   baseUrl?: string;
   /** Interval of SSE keep-alive comments, ms (default 15 000). */
   keepAliveMs?: number;
 }
 
-const JSON_RPC_ERRORS = { parse: -32700, invalidRequest: -32600 } as const;
+const JSON_RPC_ERRORS = { parse: -32700, invalidRequest: -32600, unauthorized: -32000 } as const;
 
 function rpcError(id: unknown, code: number, message: string) {
   return { jsonrpc: "2.0", id: id ?? null, error: { code, message } };
@@ -31,15 +40,30 @@ function rpcError(id: unknown, code: number, message: string) {
  */
 export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions): Promise<void> {
   const { bus } = options;
-  const base = (req: FastifyRequest) => options.baseUrl ?? `${req.protocol}://${req.host}`;
-  const agentNamed = (name: string) => {
-    const all = bus.discover({ name });
-    return all.find((a) => a.online) ?? all[0];
+  const keys = options.apiKeys ?? [];
+  if (options.open === (keys.length > 0)) {
+    throw new Error("a2aBridge: give either apiKeys (production) or open: true (local use), not both or neither");
+  }
+  if (options.open) bus.log.warn("INSECURE: A2A bridge in open mode: no authentication, every caller acts as this bridge's identity. Local use only.");
+  // Who a request acts as: its key's connection, or the bridge's own in open mode.
+  const callerOf = (req: FastifyRequest): { bus: Bus; key?: string } | undefined => {
+    if (options.open) return { bus };
+    const entry = findKey(keys, presentedKey(req));
+    return entry && { bus: entry.bus, key: entry.name };
   };
-  const cardFor = (req: FastifyRequest, agent?: string): AgentCard | undefined => {
-    if (agent === undefined) return gatewayCard(bus, base(req));
-    const info = agentNamed(agent);
-    return info && agentCard(info, base(req));
+  await app.register(rateLimit, {
+    global: false,
+    max: options.rateLimit?.max ?? 600,
+    timeWindow: options.rateLimit?.timeWindowMs ?? 60_000,
+    keyGenerator: (req) => callerOf(req)?.key ?? req.ip,
+    errorResponseBuilder: (_req, ctx) => ({ statusCode: 429, jsonrpc: "2.0", id: null, error: { code: -32000, message: `rate limit exceeded: ${ctx.max} requests per ${ctx.after}` } }),
+  });
+  const base = (req: FastifyRequest) => options.baseUrl ?? `${req.protocol}://${req.host}`;
+  const secured = (card: AgentCard | undefined): AgentCard | undefined => (card && !options.open ? { ...card, ...apiKeySecurity } : card);
+  const cardFor = (req: FastifyRequest, agent?: string, on: Bus = bus): AgentCard | undefined => {
+    if (agent === undefined) return secured(gatewayCard(on, base(req)));
+    const info = on.discover({ name: agent }).sort((a, b) => Number(b.online) - Number(a.online))[0];
+    return secured(info && agentCard(info, base(req)));
   };
 
   // JSON-RPC bodies are parsed here, not by fastify, to answer -32700 ourselves.
@@ -60,7 +84,9 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   app.get<{ Params: { agent: string } }>("/a2a/:agent/v0.3/.well-known/agent-card.json", (req, reply) => sendCard(req, reply, cardFor(req, req.params.agent), true));
 
   const rpc = async (req: FastifyRequest, reply: FastifyReply, agent?: string) => {
-    if (agent !== undefined && !agentNamed(agent)) return reply.code(404).send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, `no agent named ${agent}`));
+    const caller = callerOf(req);
+    if (!caller) return reply.code(401).header("WWW-Authenticate", `ApiKey header="X-API-Key"`).send(rpcError(null, JSON_RPC_ERRORS.unauthorized, "missing or invalid API key"));
+    if (agent !== undefined && !cardFor(req, agent, caller.bus)) return reply.code(404).send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, `no agent named ${agent}`));
     const contentType = (req.headers["content-type"] ?? "").split(";", 1)[0]!.trim().toLowerCase();
     if (contentType !== "application/json") {
       const err = JsonRpcTransportHandler.mapToJSONRPCError(new ContentTypeNotSupportedError(`unsupported Content-Type "${contentType}"; expected application/json`));
@@ -77,7 +103,7 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     if (typeof request !== "object" || request === null || Array.isArray(request) || request.jsonrpc !== "2.0" || typeof request.method !== "string") {
       return reply.send(rpcError(id, JSON_RPC_ERRORS.invalidRequest, "not a JSON-RPC 2.0 request"));
     }
-    const handler = new BusRequestHandler(bus, () => cardFor(req, agent));
+    const handler = new BusRequestHandler(caller.bus, () => cardFor(req, agent, caller.bus));
     const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
     // As the SDK does: a request without A2A-Version is a v0.3 request.
     const version = typeof header === "string" && header !== "" ? header : LEGACY_PROTOCOL_VERSION;
@@ -95,8 +121,9 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     if (!(result && typeof (result as AsyncGenerator)[Symbol.asyncIterator] === "function")) return reply.send(result);
     return streamSse(req, reply, result as AsyncGenerator<unknown>, id, options.keepAliveMs ?? 15_000, mapError);
   };
-  app.post("/a2a", (req, reply) => rpc(req, reply));
-  app.post<{ Params: { agent: string } }>("/a2a/:agent", (req, reply) => rpc(req, reply, req.params.agent));
+  const limited = { config: { rateLimit: {} } };
+  app.post("/a2a", limited, (req, reply) => rpc(req, reply));
+  app.post<{ Params: { agent: string } }>("/a2a/:agent", limited, (req, reply) => rpc(req, reply, req.params.agent));
 }
 
 /**

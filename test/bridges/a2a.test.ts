@@ -42,7 +42,7 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     const { connect, Identity } = await import("../../core/index.js");
     bridgeBus = await connect({ servers: nats.server.url, tenant: "a2a", identity: Identity.generate(), presenceMaxAgeMs: 3000, logger: quietLogger });
     app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
-    await app.register(a2aBridge, { bus: bridgeBus });
+    await app.register(a2aBridge, { bus: bridgeBus, open: true });
     baseUrl = await app.listen({ port: 0, host: "127.0.0.1" });
   });
   afterAll(async () => {
@@ -185,5 +185,45 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     expect((await rpc(url, JSON.stringify({ jsonrpc: "2.0", id: 3, method: "GetTask", params: { id: "x" } }), { "A2A-Version": "9.9" })).error?.code).toBe(-32009);
     const big = await fetch(url, { method: "POST", headers: { "content-type": "application/json", "A2A-Version": "1.0" }, body: "x".repeat(2 * 1024 * 1024) });
     expect(big.status).toBe(413);
+  });
+});
+
+describe("A2A bridge authentication and rate limits", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
+
+  it("API keys map to a bus identity; missing or wrong keys get 401; each key is rate-limited", async () => {
+    const bridgeBus = await open({ tenant: "auth" });
+    const keyBus = await open({ tenant: "auth" });
+    const agentBus = await open({ tenant: "auth", insecureAllowAll: true });
+    await agentBus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => `echo: ${ctx.text}` });
+    for (let i = 0; i < 100 && bridgeBus.discover({ online: true }).length < 1; i++) await new Promise((r) => setTimeout(r, 50));
+    const { hashApiKey } = await import("../../bridges/a2a/index.js");
+    const app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
+    await app.register(a2aBridge, { bus: bridgeBus, apiKeys: [{ name: "team-a", sha256: hashApiKey("s3cret"), bus: keyBus }], rateLimit: { max: 3, timeWindowMs: 60_000 } });
+    const base = await app.listen({ port: 0, host: "127.0.0.1" });
+    try {
+      const card = (await (await fetch(`${base}/a2a/echo/.well-known/agent-card.json`)).json()) as { securitySchemes: Record<string, unknown> };
+      expect(card.securitySchemes).toEqual({ apiKey: { apiKeySecurityScheme: { location: "header", name: "X-API-Key", description: "agentbus API key" } } });
+
+      const body = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "SendMessage", params: { message: { messageId: "a1", role: "ROLE_USER", parts: [{ text: "hi" }] } } });
+      const post = (headers: Record<string, string>) => fetch(`${base}/a2a/echo`, { method: "POST", body, headers: { "content-type": "application/json", "A2A-Version": "1.0", ...headers } });
+      const missing = await post({});
+      expect(missing.status).toBe(401);
+      expect(((await missing.json()) as { error: { code: number } }).error.code).toBe(-32000);
+      expect((await post({ "X-API-Key": "wrong" })).status).toBe(401);
+
+      const ok = await post({ "X-API-Key": "s3cret" });
+      expect(ok.status).toBe(200);
+      const task = ((await ok.json()) as { result: { task: { id: string } } }).result.task;
+      expect((await keyBus.task(task.id)).metadata.submitter).toBe(keyBus.id);
+      expect((await post({ authorization: "Bearer s3cret" })).status).toBe(200);
+      expect((await post({ "X-API-Key": "s3cret" })).status).toBe(200);
+      const limited = await post({ "X-API-Key": "s3cret" });
+      expect(limited.status).toBe(429);
+      expect(((await limited.json()) as { error: { code: number } }).error.code).toBe(-32000);
+    } finally {
+      await app.close();
+    }
   });
 });
