@@ -227,3 +227,54 @@ describe("A2A bridge authentication and rate limits", () => {
     }
   });
 });
+
+describe("two A2A bridge processes behind one identity are interchangeable", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
+
+  it("a stream opened on one replica, dropped mid-task, is resubscribed on the other", async () => {
+    const { Identity } = await import("../../core/index.js");
+    const { startFixture } = await import("../helpers/process.js");
+    const seed = Identity.generate().exportSeed();
+    const agentBus = await open({ tenant: "replicas", insecureAllowAll: true });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await agentBus.agent({ name: "slow", skills: [{ id: "slow" }] }, {
+      slow: async (ctx) => {
+        await ctx.status("step 1");
+        await gate;
+        await ctx.artifact("done");
+      },
+    });
+    process.env.AGENTBUS_SEED = seed;
+    const [a, b] = await Promise.all([startFixture("a2a-bridge", [nats.server.url, "replicas"]), startFixture("a2a-bridge", [nats.server.url, "replicas"])]);
+    delete process.env.AGENTBUS_SEED;
+    try {
+      const factory = new ClientFactory();
+      const clientA = await factory.createFromUrl(`${a.hello.url as string}/a2a/slow/.well-known/agent-card.json`, "");
+      const clientB = await factory.createFromUrl(`${b.hello.url as string}/a2a/slow/.well-known/agent-card.json`, "");
+      // Stream on A until the first status update, then walk away.
+      let taskId = "";
+      for await (const e of clientA.sendMessageStream(send("go"))) {
+        if (e.payload?.$case === "task") taskId = e.payload.value.id;
+        if (e.payload?.$case === "statusUpdate") break;
+      }
+      expect(taskId).not.toBe("");
+      // The task goes on without the client; B picks the stream up.
+      const seen: string[] = [];
+      const following = (async () => {
+        for await (const e of clientB.resubscribeTask({ tenant: "", id: taskId })) {
+          seen.push(e.payload?.$case ?? "?");
+          if (seen.length === 1) release();
+        }
+      })();
+      await following;
+      expect(seen[0]).toBe("task");
+      expect(seen).toContain("artifactUpdate");
+      const final = await clientB.getTask({ tenant: "", id: taskId, historyLength: undefined });
+      expect(final.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    } finally {
+      await Promise.all([a.kill(), b.kill()]);
+    }
+  }, 60_000);
+});
