@@ -33,3 +33,6 @@ export { featuresOf, compareVersions, type ServerFeatures } from "./features.js"
 export { createLogger, type Logger } from "./log.js";
 export type { Message, Part, Role, AgentCard, AgentSkill, AgentCapabilities, AgentInterface, AgentExtension } from "./protocol.js";
 export type { JsonSchema } from "./schema.js";
+/** Infrastructure helpers for bridges and adapters built on the bus (create-or-verify streams, buckets, consumers; KV mirrors). */
+export { ensureBucket, ensureStream, ensureConsumer, retryJs } from "./infra.js";
+export { KvMirror, type Mirrored } from "./kvmirror.js";

@@ -83,7 +83,7 @@ export class Subjects {
     return `${this.root}_${this.tenant}_${kind}`.toUpperCase();
   }
   /** KV bucket name: `mesh_<t>_<kind>`. */
-  bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked"): string {
+  bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked" | "push"): string {
     return `${this.root.toLowerCase()}_${this.tenant}_${kind}`;
   }
 }

@@ -17,7 +17,13 @@ import {
   type Task as SdkTask,
   type TaskPushNotificationConfig,
   type ListTaskPushNotificationConfigsResponse,
+  type GetTaskPushNotificationConfigRequest,
+  type DeleteTaskPushNotificationConfigRequest,
+  type ListTaskPushNotificationConfigsRequest,
+  TaskPushNotificationConfig as PushConfigCodec,
+  ListTaskPushNotificationConfigsResponse as PushConfigListCodec,
 } from "@a2a-js/sdk";
+import type { PushConfig, PushNotifications } from "./push.js";
 import { ExtendedAgentCardNotConfiguredError, PushNotificationNotSupportedError, RequestMalformedError, TaskNotCancelableError, TaskNotFoundError } from "@a2a-js/sdk/errors";
 import type { A2ARequestHandler } from "@a2a-js/sdk/server";
 import { isAgentBusError, isFinal, type AgentCard, type Bus, type Message, type Task, type TaskHandle, type TaskState } from "../../core/index.js";
@@ -47,6 +53,7 @@ export class BusRequestHandler implements A2ARequestHandler {
     private readonly bus: Bus,
     /** The card this route serves (an agent's, or the gateway's). */
     private readonly card: () => AgentCard | undefined,
+    private readonly push?: PushNotifications,
   ) {}
 
   async getAgentCard(): Promise<SdkAgentCard> {
@@ -78,10 +85,24 @@ export class BusRequestHandler implements A2ARequestHandler {
     const metadata = params.metadata as Record<string, unknown> | undefined;
     let cap = this.#capability(message, metadata);
     if (!cap && message.taskId) cap = ((await this.bus.task(message.taskId).catch((e: unknown) => Promise.reject(a2aError(e, message.taskId)))).metadata.capability);
+    let handle: TaskHandle;
     try {
-      return await this.bus.submit(cap!, message, { taskId: message.taskId || undefined, contextId: message.contextId || undefined });
+      handle = await this.bus.submit(cap!, message, { taskId: message.taskId || undefined, contextId: message.contextId || undefined });
     } catch (err) {
       throw a2aError(err, message.taskId);
+    }
+    const push = params.configuration?.taskPushNotificationConfig;
+    if (push) await this.#setPush({ ...PushConfigCodec.toJSON(push) as PushConfig, taskId: handle.id });
+    return handle;
+  }
+
+  async #setPush(config: PushConfig): Promise<PushConfig> {
+    if (!this.push) throw new PushNotificationNotSupportedError("push notifications are off on this bridge");
+    await this.getTask({ id: config.taskId } as GetTaskRequest); // unknown task: TaskNotFound
+    try {
+      return await this.push.set(config);
+    } catch (err) {
+      throw new RequestMalformedError(`invalid push notification config: ${(err as Error).message}`);
     }
   }
 
@@ -144,17 +165,25 @@ export class BusRequestHandler implements A2ARequestHandler {
     for await (const { event } of events) yield StreamResponseCodec.fromJSON(event);
   }
 
-  async createTaskPushNotificationConfig(): Promise<TaskPushNotificationConfig> {
-    throw new PushNotificationNotSupportedError("push notifications are not available on this bridge yet");
+  async createTaskPushNotificationConfig(params: TaskPushNotificationConfig): Promise<TaskPushNotificationConfig> {
+    return PushConfigCodec.fromJSON(await this.#setPush(PushConfigCodec.toJSON(params) as PushConfig));
   }
-  async getTaskPushNotificationConfig(): Promise<TaskPushNotificationConfig> {
-    throw new PushNotificationNotSupportedError("push notifications are not available on this bridge yet");
+
+  async getTaskPushNotificationConfig(params: GetTaskPushNotificationConfigRequest): Promise<TaskPushNotificationConfig> {
+    if (!this.push) throw new PushNotificationNotSupportedError("push notifications are off on this bridge");
+    const config = this.push.get(params.taskId, params.id);
+    if (!config) throw new TaskNotFoundError(`no push notification config ${params.id} for task ${params.taskId}`);
+    return PushConfigCodec.fromJSON(config);
   }
-  async listTaskPushNotificationConfigs(): Promise<ListTaskPushNotificationConfigsResponse> {
-    throw new PushNotificationNotSupportedError("push notifications are not available on this bridge yet");
+
+  async listTaskPushNotificationConfigs(params: ListTaskPushNotificationConfigsRequest): Promise<ListTaskPushNotificationConfigsResponse> {
+    if (!this.push) throw new PushNotificationNotSupportedError("push notifications are off on this bridge");
+    return PushConfigListCodec.fromJSON({ configs: this.push.list(params.taskId), nextPageToken: "" });
   }
-  async deleteTaskPushNotificationConfig(): Promise<void> {
-    throw new PushNotificationNotSupportedError("push notifications are not available on this bridge yet");
+
+  async deleteTaskPushNotificationConfig(params: DeleteTaskPushNotificationConfigRequest): Promise<void> {
+    if (!this.push) throw new PushNotificationNotSupportedError("push notifications are off on this bridge");
+    await this.push.delete(params.taskId, params.id);
   }
 }
 

@@ -8,6 +8,7 @@ import { LEGACY_PROTOCOL_VERSION, agentCard, etagOf, gatewayCard, legacyCard } f
 import { BusRequestHandler } from "./handler.js";
 import { apiKeySecurity, findKey, presentedKey, type ApiKeyEntry } from "./auth.js";
 import rateLimit from "@fastify/rate-limit";
+import { PushNotifications, type PushOptions } from "./push.js";
 
 /** Options of {@link a2aBridge}. Exactly one of `open` and `apiKeys`. */
 export interface A2ABridgeOptions {
@@ -23,6 +24,8 @@ export interface A2ABridgeOptions {
   baseUrl?: string;
   /** Interval of SSE keep-alive comments, ms (default 15 000). */
   keepAliveMs?: number;
+  /** Push notification delivery (default on); `false` turns the push methods off. */
+  push?: PushOptions | false;
 }
 
 const JSON_RPC_ERRORS = { parse: -32700, invalidRequest: -32600, unauthorized: -32000 } as const;
@@ -59,7 +62,13 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     errorResponseBuilder: (_req, ctx) => ({ statusCode: 429, jsonrpc: "2.0", id: null, error: { code: -32000, message: `rate limit exceeded: ${ctx.max} requests per ${ctx.after}` } }),
   });
   const base = (req: FastifyRequest) => options.baseUrl ?? `${req.protocol}://${req.host}`;
-  const secured = (card: AgentCard | undefined): AgentCard | undefined => (card && !options.open ? { ...card, ...apiKeySecurity } : card);
+  const push = options.push === false ? undefined : await PushNotifications.start(bus, keys.map((k) => k.bus), options.push);
+  app.addHook("onClose", async () => push?.stop());
+  const secured = (card: AgentCard | undefined): AgentCard | undefined => {
+    if (!card) return undefined;
+    const withPush = { ...card, capabilities: { ...card.capabilities, pushNotifications: push !== undefined } };
+    return options.open ? withPush : { ...withPush, ...apiKeySecurity };
+  };
   const cardFor = (req: FastifyRequest, agent?: string, on: Bus = bus): AgentCard | undefined => {
     if (agent === undefined) return secured(gatewayCard(on, base(req)));
     const info = on.discover({ name: agent }).sort((a, b) => Number(b.online) - Number(a.online))[0];
@@ -103,7 +112,7 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     if (typeof request !== "object" || request === null || Array.isArray(request) || request.jsonrpc !== "2.0" || typeof request.method !== "string") {
       return reply.send(rpcError(id, JSON_RPC_ERRORS.invalidRequest, "not a JSON-RPC 2.0 request"));
     }
-    const handler = new BusRequestHandler(caller.bus, () => cardFor(req, agent, caller.bus));
+    const handler = new BusRequestHandler(caller.bus, () => cardFor(req, agent, caller.bus), push);
     const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
     // As the SDK does: a request without A2A-Version is a v0.3 request.
     const version = typeof header === "string" && header !== "" ? header : LEGACY_PROTOCOL_VERSION;

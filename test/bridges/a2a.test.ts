@@ -278,3 +278,70 @@ describe("two A2A bridge processes behind one identity are interchangeable", () 
     }
   }, 60_000);
 });
+
+describe("A2A push notifications", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
+
+  it("configs are kept in KV; task updates reach the webhook with its token, with retries, across a bridge restart", async () => {
+    const { createServer } = await import("node:http");
+    const received: Array<{ token?: string; body: Record<string, unknown> }> = [];
+    let failures = 2;
+    const hook = createServer((req, res) => {
+      let data = "";
+      req.on("data", (c) => (data += String(c)));
+      req.on("end", () => {
+        if (failures-- > 0) return void res.writeHead(500).end();
+        received.push({ token: req.headers["x-a2a-notification-token"] as string | undefined, body: JSON.parse(data) as Record<string, unknown> });
+        res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((r) => hook.listen(0, "127.0.0.1", r));
+    const hookUrl = `http://127.0.0.1:${(hook.address() as { port: number }).port}/hook`;
+
+    const agentBus = await open({ tenant: "push", insecureAllowAll: true });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await agentBus.agent({ name: "slow", skills: [{ id: "slow" }] }, { slow: async () => (await gate, "finished") });
+    const bridgeBus = await open({ tenant: "push" });
+    for (let i = 0; i < 100 && bridgeBus.discover({ online: true }).length < 1; i++) await new Promise((r) => setTimeout(r, 50));
+    const startBridge = async () => {
+      const app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
+      await app.register(a2aBridge, { bus: bridgeBus, open: true, push: { backoffMs: 50 } });
+      return { app, url: await app.listen({ port: 0, host: "127.0.0.1" }) };
+    };
+    const first = await startBridge();
+    try {
+      const client = await new ClientFactory().createFromUrl(`${first.url}/a2a/slow/.well-known/agent-card.json`, "");
+      const pushConfig = { tenant: "", id: "", taskId: "", url: hookUrl, token: "tok-1", authentication: undefined };
+      const request = send("go", {}, true);
+      request.configuration.taskPushNotificationConfig = pushConfig as never;
+      const task = (await client.sendMessage(request)) as SdkTask;
+      const listed = await client.listTaskPushNotificationConfig({ tenant: "", taskId: task.id, pageSize: 10, pageToken: "" });
+      expect(listed.configs).toHaveLength(1);
+      expect(listed.configs[0]!.url).toBe(hookUrl);
+      const extra = await client.createTaskPushNotificationConfig({ ...pushConfig, taskId: task.id, id: "second", url: `${hookUrl}?2` });
+      expect((await client.getTaskPushNotificationConfig({ tenant: "", taskId: task.id, id: extra.id })).url).toBe(`${hookUrl}?2`);
+      await client.deleteTaskPushNotificationConfig({ tenant: "", taskId: task.id, id: "second" });
+      expect((await client.listTaskPushNotificationConfig({ tenant: "", taskId: task.id, pageSize: 10, pageToken: "" })).configs).toHaveLength(1);
+
+      // The bridge goes away; the task finishes meanwhile; a new bridge delivers.
+      await first.app.close();
+      release();
+      await (await bridgeBus.taskHandle(task.id)).result();
+      const second = await startBridge();
+      try {
+        const done = () => received.some((r) => JSON.stringify(r.body).includes("TASK_STATE_COMPLETED")) && received.some((r) => "artifactUpdate" in r.body);
+        for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 50));
+        const completed = received.find((r) => JSON.stringify(r.body).includes("TASK_STATE_COMPLETED"));
+        expect(completed?.token).toBe("tok-1");
+        expect(completed?.body).toMatchObject({ statusUpdate: { taskId: task.id } });
+        expect(received.some((r) => "artifactUpdate" in r.body)).toBe(true);
+      } finally {
+        await second.app.close();
+      }
+    } finally {
+      hook.close();
+    }
+  }, 60_000);
+});
