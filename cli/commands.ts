@@ -2,6 +2,7 @@ import { Command } from "commander";
 import { chmodSync, existsSync, writeFileSync } from "node:fs";
 import { AgentBusError, Identity, isAgentBusError } from "../core/index.js";
 import { busFrom, Exit, parseInput, withCommon, type CommonOptions } from "./options.js";
+import { joinRemoteAgent } from "../adapters/a2a/index.js";
 
 const print = (o: CommonOptions, json: unknown, human: string) => process.stdout.write(`${o.json ? JSON.stringify(json) : human}\n`);
 
@@ -156,6 +157,28 @@ export function task(): Command {
         } finally {
           await bus.close();
         }
+      }),
+  );
+  return cmd;
+}
+
+/** `agentbus agent a2a <card-url>`: join a remote A2A agent onto the bus until interrupted. */
+export function agent(): Command {
+  const cmd = new Command("agent").description("run agents on the bus");
+  cmd.addCommand(
+    withCommon(new Command("a2a"))
+      .description("join a remote A2A agent: its skills become bus capabilities, forwarded with the A2A client")
+      .argument("<card-url>", "URL of its agent card (…/.well-known/agent-card.json)")
+      .option("--name <name>", "local agent name (default: the card's)")
+      .action(async (cardUrl: string, o: CommonOptions & { name?: string }) => {
+        const bus = await busFrom(o);
+        const remote = await joinRemoteAgent({ bus, cardUrl, name: o.name });
+        print(o, { id: bus.id, name: remote.agent.card.name, skills: remote.card.skills.map((s) => s.id) }, `${remote.agent.card.name} (${bus.id}) serves ${remote.card.skills.map((s) => s.id).join(", ")}; Ctrl-C to stop`);
+        await new Promise<void>((resolve) => {
+          for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => resolve());
+        });
+        await remote.stop();
+        await bus.close();
       }),
   );
   return cmd;
