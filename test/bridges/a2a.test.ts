@@ -99,6 +99,18 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     const list = await client.listTasks({ tenant: "", contextId: result.contextId, status: TaskState.TASK_STATE_UNSPECIFIED, pageSize: 10, pageToken: "", historyLength: undefined, statusTimestampAfter: undefined, includeArtifacts: undefined } as never);
     expect(list.tasks.map((t) => t.id)).toEqual([result.id]);
 
+    // Paging: a second task in the same context, one per page.
+    const second = (await client.sendMessage(send("again", { contextId: result.contextId }))) as SdkTask;
+    const page = (token: string) => client.listTasks({ tenant: "", contextId: result.contextId, status: TaskState.TASK_STATE_UNSPECIFIED, pageSize: 1, pageToken: token, historyLength: undefined, statusTimestampAfter: undefined, includeArtifacts: undefined } as never);
+    const p1 = await page("");
+    expect(p1.tasks).toHaveLength(1);
+    expect(p1.totalSize).toBe(2);
+    const p2 = await page(p1.nextPageToken);
+    expect(p2.nextPageToken).toBe("");
+    expect(new Set([...p1.tasks, ...p2.tasks].map((t) => t.id))).toEqual(new Set([result.id, second.id]));
+    const extended = await rpc(`${baseUrl}/a2a/echo`, JSON.stringify({ jsonrpc: "2.0", id: 9, method: "GetExtendedAgentCard", params: {} }));
+    expect(extended.error?.code).toBeLessThan(0);
+
   }, 30_000);
 
   it("returnImmediately returns the submitted task; CancelTask ends it; a finished task is not cancelable", async () => {
@@ -344,4 +356,41 @@ describe("A2A push notifications", () => {
       hook.close();
     }
   }, 60_000);
+});
+
+describe("A2A bridge SSE", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
+
+  it("sends keep-alive comments, and a client that goes away stops the relay but not the task", async () => {
+    const agentBus = await open({ tenant: "sse", insecureAllowAll: true });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await agentBus.agent({ name: "slow", skills: [{ id: "slow" }] }, { slow: async () => (await gate, "finished anyway") });
+    const bridgeBus = await open({ tenant: "sse" });
+    for (let i = 0; i < 100 && bridgeBus.discover({ online: true }).length < 1; i++) await new Promise((r) => setTimeout(r, 50));
+    const app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
+    await app.register(a2aBridge, { bus: bridgeBus, open: true, push: false, keepAliveMs: 100 });
+    const url = await app.listen({ port: 0, host: "127.0.0.1" });
+    try {
+      const abort = new AbortController();
+      const res = await fetch(`${url}/a2a/slow`, {
+        method: "POST",
+        signal: abort.signal,
+        headers: { "content-type": "application/json", "A2A-Version": "1.0", accept: "text/event-stream" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "SendStreamingMessage", params: { message: { messageId: "sse-1", role: "ROLE_USER", parts: [{ text: "x" }] } } }),
+      });
+      const reader = res.body!.getReader();
+      let text = "";
+      while (!text.includes(": keep-alive")) text += new TextDecoder().decode((await reader.read()).value);
+      const taskId = /"id":"([0-9a-f-]{36})"/.exec(text)![1]!;
+      abort.abort();
+      await reader.cancel().catch(() => {});
+      release();
+      const done = await (await bridgeBus.taskHandle(taskId)).result({ timeout: 10_000 });
+      expect(done.status.state).toBe("TASK_STATE_COMPLETED");
+    } finally {
+      await app.close();
+    }
+  });
 });

@@ -1,0 +1,38 @@
+/**
+ * A2A bridge process for bench/a2a: fastify + `a2aBridge` (open mode, no
+ * push) on its own bus connection, in its own process.
+ *
+ *   node --import tsx bench/a2a/bridge.ts <nats-url> <tenant>
+ *
+ * Waits until the `echo` agent is online in discovery, then listens on a free
+ * loopback port and writes `READY <base-url>` on stdout; exits on stdin close
+ * or SIGTERM. The bridge's per-address rate limit (default 600 a minute)
+ * is raised out of the way: a load generator on one address would otherwise
+ * measure 429s.
+ */
+import Fastify from "fastify";
+import { connect, createLogger } from "../../core/index.js";
+import { a2aBridge } from "../../bridges/a2a/index.js";
+import { exitWithParent } from "../lib.js";
+
+const [url, tenant = "bench"] = process.argv.slice(2);
+if (!url) {
+  process.stderr.write("usage: bridge.ts <nats-url> [tenant]\n");
+  process.exit(2);
+}
+
+const bus = await connect({ servers: url, tenant, name: "bench-a2a-bridge", logger: createLogger({ level: "error" }) });
+const app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, logger: false });
+exitWithParent(async () => {
+  await app.close().catch(() => {});
+  await bus.close();
+});
+
+const deadline = Date.now() + 15_000;
+while (bus.discover({ name: "echo", online: true }).length === 0) {
+  if (Date.now() > deadline) throw new Error("bridge: echo agent never appeared in discovery");
+  await new Promise((r) => setTimeout(r, 20));
+}
+await app.register(a2aBridge, { bus, open: true, push: false, rateLimit: { max: 1_000_000_000, timeWindowMs: 60_000 } });
+const address = await app.listen({ port: 0, host: "127.0.0.1" });
+process.stdout.write(`READY ${address}\n`);
