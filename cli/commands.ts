@@ -3,6 +3,9 @@ import { chmodSync, existsSync, writeFileSync } from "node:fs";
 import { AgentBusError, Identity, isAgentBusError } from "../core/index.js";
 import { busFrom, Exit, parseInput, withCommon, type CommonOptions } from "./options.js";
 import { joinRemoteAgent } from "../adapters/a2a/index.js";
+import { a2aBridge } from "../bridges/a2a/index.js";
+import { readApiKeys } from "../bridges/a2a/keys.js";
+import Fastify from "fastify";
 
 const print = (o: CommonOptions, json: unknown, human: string) => process.stdout.write(`${o.json ? JSON.stringify(json) : human}\n`);
 
@@ -179,6 +182,41 @@ export function agent(): Command {
         });
         await remote.stop();
         await bus.close();
+      }),
+  );
+  return cmd;
+}
+
+/** `agentbus bridge a2a`: serve the tenant's agents over A2A until interrupted. */
+export function bridge(): Command {
+  const cmd = new Command("bridge").description("serve the bus to the outside");
+  cmd.addCommand(
+    withCommon(new Command("a2a"))
+      .description("A2A v1.0 JSON-RPC + SSE (and v0.3) for every agent of the tenant")
+      .option("--port <port>", "HTTP port", "8080")
+      .option("--host <host>", "listen address", "127.0.0.1")
+      .option("--base-url <url>", "public base URL for the cards (default: from the Host header)")
+      .option("--keys <file>", "API keys file: JSON [{name, sha256, tenant?, seedFile?}]")
+      .option("--open", "no authentication (local use only)")
+      .action(async (o: CommonOptions & { port: string; host: string; baseUrl?: string; keys?: string; open?: boolean }) => {
+        if (!o.open === !o.keys) throw new AgentBusError("INVALID_INPUT", "give --keys <file> or --open");
+        const keys = o.keys ? readApiKeys(o.keys) : [];
+        const bus = await busFrom(o);
+        const keyBuses = await Promise.all(keys.map((k) => busFrom({ ...o, tenant: k.tenant ?? o.tenant, seed: k.seedFile ?? undefined })));
+        const app = Fastify({ routerOptions: { ignoreTrailingSlash: true } });
+        await app.register(a2aBridge, {
+          bus,
+          baseUrl: o.baseUrl,
+          open: o.open,
+          apiKeys: o.open ? undefined : keys.map((k, i) => ({ name: k.name, sha256: k.sha256, bus: keyBuses[i]! })),
+        });
+        const url = await app.listen({ port: Number(o.port), host: o.host });
+        print(o, { url }, `A2A bridge on ${url} (cards: ${url}/a2a/<agent>/.well-known/agent-card.json); Ctrl-C to stop`);
+        await new Promise<void>((resolve) => {
+          for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => resolve());
+        });
+        await app.close();
+        await Promise.all([bus, ...keyBuses].map((b) => b.close()));
       }),
   );
   return cmd;

@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { isAgentBusError } from "../core/index.js";
-import { acl, agent, call, exitCodeOf, keygen, ls, revoke, task } from "./commands.js";
+import { acl, agent, bridge, call, exitCodeOf, keygen, ls, revoke, task } from "./commands.js";
 import { Exit } from "./options.js";
 
 const program = new Command("agentbus")
@@ -16,7 +16,8 @@ const program = new Command("agentbus")
   .addCommand(acl())
   .addCommand(revoke())
   .addCommand(task())
-  .addCommand(agent());
+  .addCommand(agent())
+  .addCommand(bridge());
 
 // Usage errors in any subcommand come back here (exit 2) instead of exiting 1.
 const override = (c: Command): void => {

@@ -12,5 +12,6 @@
 export { a2aBridge, type A2ABridgeOptions } from "./server.js";
 export { BusRequestHandler } from "./handler.js";
 export { PushNotifications, type PushConfig, type PushOptions } from "./push.js";
+export { readApiKeys, type ApiKeyConfig } from "./keys.js";
 export { hashApiKey, API_KEY_HEADER, type ApiKeyEntry } from "./auth.js";
 export { agentCard, gatewayCard, PROTOCOL_VERSION } from "./cards.js";

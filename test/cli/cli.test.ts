@@ -77,6 +77,43 @@ describe("agentbus CLI", () => {
     expect(refused.stderr).toContain("NOT_CANCELABLE");
   });
 
+  it("bridge a2a serves agents with API keys from a validated keys file", async () => {
+    const agentBus = await open({ tenant: "cli-bridge", insecureAllowAll: true });
+    await agentBus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => `got ${ctx.text}` });
+    const dir = mkdtempSync(join(tmpdir(), "agentbus-cli-"));
+    const { hashApiKey } = await import("../../bridges/a2a/index.js");
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(join(dir, "bad.json"), JSON.stringify([{ name: "x", sha256: "not-a-hash" }]));
+    const bad = await run(["bridge", "a2a", "--keys", join(dir, "bad.json"), "--nats", nats.server.url, "--tenant", "cli-bridge"]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/sha256.*must match pattern/);
+
+    writeFileSync(join(dir, "keys.json"), JSON.stringify([{ name: "ci", sha256: hashApiKey("k-123") }]));
+    const child = spawn(process.execPath, ["--import", "tsx", main, "bridge", "a2a", "--keys", join(dir, "keys.json"), "--port", "0", "--json", "--nats", nats.server.url, "--tenant", "cli-bridge"]);
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let out = "";
+        child.stdout.on("data", (d) => {
+          out += String(d);
+          const line = out.split("\n").find((l) => l.startsWith("{"));
+          if (line) resolve((JSON.parse(line) as { url: string }).url);
+        });
+        child.on("exit", (code) => reject(new Error(`bridge exited ${code}`)));
+      });
+      const body = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "SendMessage", params: { message: { messageId: "c1", role: "ROLE_USER", parts: [{ text: "hi" }] } } });
+      const post = (headers: Record<string, string>) => fetch(`${url}/a2a/echo`, { method: "POST", body, headers: { "content-type": "application/json", "A2A-Version": "1.0", ...headers } });
+      expect((await post({})).status).toBe(401);
+      let ok = "";
+      for (let i = 0; i < 40 && !ok.includes("got hi"); i++) {
+        ok = await (await post({ "X-API-Key": "k-123" })).text();
+        if (!ok.includes("got hi")) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(ok).toContain("got hi");
+    } finally {
+      child.kill("SIGTERM");
+    }
+  });
+
   it("exit codes: 2 for usage errors, 3 when NATS is unreachable", async () => {
     expect((await run(["call"])).code).toBe(2);
     expect((await run(["no-such-command"])).code).toBe(2);
