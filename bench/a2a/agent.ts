@@ -10,6 +10,7 @@
  */
 import { connect, createLogger } from "../../core/index.js";
 import { exitWithParent } from "../lib.js";
+import { profileOnSignal } from "./prof.js";
 
 const [url, tenant = "bench"] = process.argv.slice(2);
 if (!url) {
@@ -17,6 +18,7 @@ if (!url) {
   process.exit(2);
 }
 
+profileOnSignal("agent");
 const bus = await connect({ servers: url, tenant, name: "bench-a2a-agent", insecureAllowAll: true, logger: createLogger({ level: "error" }) });
 await bus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => ctx.text }, { tasks: { concurrency: 64 } });
 await bus.nc.flush();

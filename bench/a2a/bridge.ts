@@ -14,6 +14,7 @@ import Fastify from "fastify";
 import { connect, createLogger } from "../../core/index.js";
 import { a2aBridge } from "../../bridges/a2a/index.js";
 import { exitWithParent } from "../lib.js";
+import { profileOnSignal } from "./prof.js";
 
 const [url, tenant = "bench"] = process.argv.slice(2);
 if (!url) {
@@ -21,6 +22,7 @@ if (!url) {
   process.exit(2);
 }
 
+profileOnSignal("bridge");
 const bus = await connect({ servers: url, tenant, name: "bench-a2a-bridge", logger: createLogger({ level: "error" }) });
 const app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, logger: false });
 exitWithParent(async () => {

@@ -30,19 +30,21 @@
  *   npx tsx bench/a2a/run.ts
  *   BENCH_DURATION_S=5 BENCH_WARMUP_S=2 BENCH_TTFE_N=100 npx tsx bench/a2a/run.ts   # quick
  *   BENCH_ORDER=sdk_express,agentbus npx tsx bench/a2a/run.ts                        # other order
- *   BENCH_CPU_PROF=/tmp/prof npx tsx bench/a2a/run.ts      # bridge writes a .cpuprofile there
- *   npx tsx bench/a2a/profile.ts /tmp/prof/<file>.cpuprofile  # top self time
+ *   BENCH_CPU_PROF=/tmp/prof npx tsx bench/a2a/run.ts      # the bridge profiles the measured run
+ *   BENCH_CPU_PROF=/tmp/prof BENCH_CPU_PROF_TARGETS=bridge,agent,sdk npx tsx bench/a2a/run.ts
+ *   npx tsx bench/a2a/profile.ts /tmp/prof/bridge-<pid>.cpuprofile 40 <requests>   # top self time
  *
  * Prints one JSON line on stdout; progress on stderr.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { once } from "node:events";
+import { EventEmitter, once } from "node:events";
+import { mkdirSync } from "node:fs";
 import { Agent, request as httpRequest } from "node:http";
 import { fileURLToPath } from "node:url";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import autocannon from "autocannon";
-import { startServer, type NatsServer } from "../../nats/index.js";
+import { monitorJson, startServer, type NatsServer } from "../../nats/index.js";
 import { cleanupOnSignals, procCpuUs, emit, now, progress, ratio, round, summarize } from "../lib.js";
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
@@ -52,12 +54,12 @@ const TTFE_N = Number(process.env.BENCH_TTFE_N ?? 200);
 const TENANT = "bench";
 const TEXT = "hello";
 const A2A_VERSION = "1.0";
-const HOST = "127.0.0.1";
 
 const SYSTEMS_ALL = ["agentbus", "sdk_express"] as const;
 type System = (typeof SYSTEMS_ALL)[number];
 const ORDER = (process.env.BENCH_ORDER ?? SYSTEMS_ALL.join(",")).split(",").filter((s): s is System => (SYSTEMS_ALL as readonly string[]).includes(s));
-/** Which children run with --cpu-prof when BENCH_CPU_PROF is set (default: the bridge). */
+/** With BENCH_CPU_PROF=<dir>, these children profile the measured load run (default: the bridge). */
+const PROF_DIR = process.env.BENCH_CPU_PROF ? resolve(process.env.BENCH_CPU_PROF) : undefined;
 const PROF_TARGETS = (process.env.BENCH_CPU_PROF_TARGETS ?? "bridge").split(",");
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -69,11 +71,13 @@ type ChildName = "agent" | "bridge" | "sdk";
 let server: NatsServer | undefined;
 const children: Partial<Record<ChildName, ChildProcess>> = {};
 
+const profiled = new EventEmitter();
+
 async function startChild(name: ChildName, script: string, args: string[]): Promise<{ proc: ChildProcess; ready: string }> {
-  const nodeArgs = ["--import", "tsx"];
-  if (process.env.BENCH_CPU_PROF && PROF_TARGETS.includes(name)) nodeArgs.push("--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF);
-  nodeArgs.push(join(here, script), ...args);
-  const proc = spawn(process.execPath, nodeArgs, { cwd: root, stdio: ["pipe", "pipe", "inherit"] });
+  const env = { ...process.env };
+  delete env.BENCH_A2A_PROF_DIR;
+  if (PROF_DIR && PROF_TARGETS.includes(name)) env.BENCH_A2A_PROF_DIR = PROF_DIR;
+  const proc = spawn(process.execPath, ["--import", "tsx", join(here, script), ...args], { cwd: root, env, stdio: ["pipe", "pipe", "inherit"] });
   children[name] = proc; // cleanup() stops it even if it never becomes ready
   const lines = createInterface({ input: proc.stdout! });
   const ready = await new Promise<string>((resolveReady, reject) => {
@@ -81,10 +85,12 @@ async function startChild(name: ChildName, script: string, args: string[]): Prom
     proc.once("exit", (code) => reject(new Error(`${name} exited early (code ${code})`)));
     lines.on("line", (line) => {
       const m = /^READY (\S+)$/.exec(line);
+      const p = /^PROFILED (\S+)$/.exec(line);
       if (m) {
         clearTimeout(timer);
         resolveReady(m[1]!);
-      } else progress(`[${name}] ${line}`);
+      } else if (p) profiled.emit(name, p[1]!);
+      else progress(`[${name}] ${line}`);
     });
   });
   return { proc, ready };
@@ -134,6 +140,26 @@ interface Target {
   url: string;
   /** The processes doing the system's work, for CPU accounting. */
   pids: () => Record<string, number | undefined>;
+  /** Its child processes, for profiling. */
+  children: ChildName[];
+}
+
+/** Toggles the profiler of the system's children that are profile targets (see prof.ts). */
+function profileToggle(t: Target): ChildName[] {
+  if (!PROF_DIR) return [];
+  const names = t.children.filter((c) => PROF_TARGETS.includes(c) && children[c]);
+  for (const c of names) children[c]!.kill("SIGUSR2");
+  return names;
+}
+
+/** Stops the profilers and waits for their files. */
+async function profileCollect(t: Target): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const names = t.children.filter((c) => PROF_TARGETS.includes(c) && children[c]);
+  const files = names.map((c) => once(profiled, c).then(([path]) => (out[c] = path as string)));
+  profileToggle(t);
+  await Promise.race([Promise.all(files), new Promise((r) => setTimeout(r, 30_000).unref())]);
+  return out;
 }
 
 async function post(url: string, body: string, accept = "application/json"): Promise<{ status: number; text: string }> {
@@ -180,6 +206,18 @@ async function check(t: Target): Promise<Record<string, unknown>> {
 
 // --- load ---------------------------------------------------------------------------
 
+/** NATS messages in/out per client connection (by name), from nats-server's /connz. */
+async function connz(): Promise<Record<string, { in: number; out: number }>> {
+  if (!server) return {};
+  const c = await monitorJson<{ connections: { name?: string; in_msgs: number; out_msgs: number }[] }>(server.monitorUrl, "/connz?limit=1024");
+  const out: Record<string, { in: number; out: number }> = {};
+  for (const x of c.connections) {
+    const k = x.name ?? "?";
+    out[k] = { in: (out[k]?.in ?? 0) + x.in_msgs, out: (out[k]?.out ?? 0) + x.out_msgs };
+  }
+  return out;
+}
+
 function cpuOf(pids: Record<string, number | undefined>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [k, pid] of Object.entries(pids)) out[k] = procCpuUs(pid);
@@ -190,6 +228,8 @@ function cpuOf(pids: Record<string, number | undefined>): Record<string, number>
 
 async function load(t: Target, seconds: number, measure: boolean): Promise<Record<string, unknown>> {
   const latencies: number[] = [];
+  if (measure) profileToggle(t);
+  const n0 = measure && t.system === "agentbus" ? await connz() : {};
   const c0 = cpuOf(t.pids());
   const t0 = now();
   const instance = autocannon({
@@ -216,6 +256,8 @@ async function load(t: Target, seconds: number, measure: boolean): Promise<Recor
   running = undefined;
   const elapsedMs = now() - t0;
   const c1 = cpuOf(t.pids());
+  const n1 = measure && t.system === "agentbus" ? await connz() : {};
+  const profiles = measure ? await profileCollect(t) : {};
   const completed = r.requests.total;
   const rps = round((completed * 1000) / elapsedMs, 1);
   progress(`${t.system}: ${measure ? "measured" : "warm-up"} ${seconds} s: ${rps} req/s, non-2xx ${r.non2xx}, errors ${r.errors}, mismatches ${r.mismatches}`);
@@ -229,6 +271,12 @@ async function load(t: Target, seconds: number, measure: boolean): Promise<Recor
     if (k !== "loadgen") total += d;
   }
   cpu.total = round(total / completed, 1);
+  // NATS messages per request of each bus connection (client→server "pub", server→client "deliver").
+  const natsMsgsPerReq: Record<string, { pub: number; deliver: number }> = {};
+  for (const [name, b] of Object.entries(n1)) {
+    const a = n0[name] ?? { in: 0, out: 0 };
+    natsMsgsPerReq[name.replace(/^bench-a2a-/, "")] = { pub: round((b.in - a.in) / completed, 2), deliver: round((b.out - a.out) / completed, 2) };
+  }
   return {
     requests: completed,
     rps,
@@ -244,6 +292,8 @@ async function load(t: Target, seconds: number, measure: boolean): Promise<Recor
     mismatches: r.mismatches,
     statusCodes: Object.fromEntries(Object.entries(r.statusCodeStats).map(([k, v]) => [k, v.count])),
     cpuUsPerReq: cpu,
+    ...(t.system === "agentbus" ? { natsMsgsPerReq } : {}),
+    ...(PROF_DIR ? { profiles } : {}),
   };
 }
 
@@ -313,6 +363,7 @@ async function ttfe(t: Target): Promise<Record<string, unknown>> {
 
 async function main(): Promise<void> {
   if (ORDER.length === 0) throw new Error("BENCH_ORDER names no known system (agentbus, sdk_express)");
+  if (PROF_DIR) mkdirSync(PROF_DIR, { recursive: true });
   progress(`connections=${CONNECTIONS} duration=${DURATION_S}s warm-up=${WARMUP_S}s ttfe n=${TTFE_N} order=${ORDER.join(",")}`);
   const targets = {} as Record<System, Target>;
   const setups: Promise<unknown>[] = [];
@@ -328,6 +379,7 @@ async function main(): Promise<void> {
         system: "agentbus",
         url: `${bridge.ready}/a2a/echo`,
         pids: () => ({ bridge: children.bridge?.pid, agent: children.agent?.pid, natsServer: server?.pid }),
+        children: ["bridge", "agent"],
       };
     })());
   }
@@ -335,7 +387,7 @@ async function main(): Promise<void> {
     setups.push((async () => {
       const sdk = await startChild("sdk", "sdk-server.ts", []);
       progress(`SDK express server at ${sdk.ready}`);
-      targets.sdk_express = { system: "sdk_express", url: `${sdk.ready}/a2a/jsonrpc`, pids: () => ({ express: children.sdk?.pid }) };
+      targets.sdk_express = { system: "sdk_express", url: `${sdk.ready}/a2a/jsonrpc`, pids: () => ({ express: children.sdk?.pid }), children: ["sdk"] };
     })());
   }
   await Promise.all(setups);
@@ -384,7 +436,8 @@ async function main(): Promise<void> {
 try {
   await main();
 } catch (err) {
-  progress(`bench failed: ${(err as Error)?.stack ?? String(err)}`);
+  // After SIGINT/SIGTERM the cleanup pulls the servers away mid-run: no stack for that.
+  progress(cleaning ? `interrupted: ${(err as Error)?.message ?? String(err)}` : `bench failed: ${(err as Error)?.stack ?? String(err)}`);
   process.exitCode = 1;
 } finally {
   await cleanup();

@@ -17,6 +17,7 @@ import { AgentCard, TaskState, type Part } from "@a2a-js/sdk";
 import { AgentEvent, DefaultRequestHandler, InMemoryTaskStore, type AgentExecutor, type ExecutionEventBus, type RequestContext } from "@a2a-js/sdk/server";
 import { UserBuilder, agentCardHandler, jsonRpcHandler } from "@a2a-js/sdk/server/express";
 import { exitWithParent } from "../lib.js";
+import { profileOnSignal } from "./prof.js";
 
 const textPart = (value: string): Part => ({ content: { $case: "text", value }, metadata: undefined, filename: "", mediaType: "" });
 const now = () => new Date().toISOString();
@@ -43,6 +44,7 @@ class EchoExecutor implements AgentExecutor {
   async cancelTask(): Promise<void> {}
 }
 
+profileOnSignal("sdk");
 const app = express();
 const server = app.listen(0, "127.0.0.1");
 await new Promise((r) => server.once("listening", r));
