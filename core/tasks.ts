@@ -82,17 +82,25 @@ export class TaskHandle {
       // resume) read the snapshot. The slow path runs beside it in case the
       // subscription lost events (a reconnect).
       this.#watch = undefined;
-      const ac = new AbortController();
-      const stop = () => ac.abort();
-      options.signal?.addEventListener("abort", stop, { once: true });
+      // The safety net starts only if the watch has not answered in 200 ms:
+      // on the normal path nothing is created or torn down besides a timer.
+      let ac: AbortController | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const slow = new Promise<Task>((resolve, reject) => {
+        options.signal?.addEventListener("abort", () => reject(new AgentBusError("CANCELLED", "wait aborted", { cause: options.signal?.reason })), { once: true });
+        timer = setTimeout(() => {
+          ac = new AbortController();
+          options.signal?.addEventListener("abort", () => ac?.abort(options.signal?.reason), { once: true });
+          this.#poll({ ...options, signal: ac.signal }, 200).then(resolve, reject);
+        }, 200);
+      });
+      slow.catch(() => {}); // it loses the race on the normal path
       try {
-        const poll = this.#poll({ ...options, signal: ac.signal }, 200, false);
-        poll.catch(() => {}); // it loses the race on the normal path
-        return await Promise.race([watch.final, poll]);
+        return await Promise.race([watch.final, slow]);
       } finally {
-        ac.abort();
+        clearTimeout(timer);
+        ac?.abort();
         watch.stop();
-        options.signal?.removeEventListener("abort", stop);
       }
     }
     return this.#poll(options, 5);
