@@ -394,3 +394,31 @@ describe("A2A bridge SSE", () => {
     }
   });
 });
+
+describe("A2A bridge process in front of an agent process", () => {
+  const nats = useNatsServer();
+
+  it("an SDK client reaches an agent in another process through a bridge process", async () => {
+    const { startFixture } = await import("../helpers/process.js");
+    const agent = await startFixture("echo-agent", [nats.server.url, "procs", "3000"]);
+    const bridge = await startFixture("a2a-bridge", [nats.server.url, "procs"]);
+    try {
+      const card = `${bridge.hello.url as string}/a2a/proc-echo/.well-known/agent-card.json`;
+      let ok = false;
+      for (let i = 0; i < 100 && !ok; i++) {
+        ok = (await fetch(card)).status === 200;
+        if (!ok) await new Promise((r) => setTimeout(r, 100));
+      }
+      const client = await new ClientFactory().createFromUrl(card, "");
+      const task = (await client.sendMessage(send("across processes"))) as SdkTask;
+      expect(task.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+      expect(artifactText(task)).toBe("across processes");
+      const events: StreamResponse[] = [];
+      for await (const e of client.sendMessageStream(send("streamed"))) events.push(e);
+      const last = events.at(-1)?.payload;
+      expect(last?.$case === "statusUpdate" && last.value.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    } finally {
+      await Promise.all([agent.kill(), bridge.kill()]);
+    }
+  }, 60_000);
+});
