@@ -41,13 +41,17 @@ export interface Submitter {
  */
 export class TaskHandle {
   #watch?: TaskWatch;
+  /** The task as this process created it (handles from `submit` of a new task), so callers can show it without a read. */
+  readonly submitted?: Task;
 
   constructor(
     readonly id: string,
     readonly submitter: Submitter,
     watch?: TaskWatch,
+    submitted?: Task,
   ) {
     this.#watch = watch;
+    this.submitted = submitted;
   }
 
   /** The current snapshot. */
@@ -255,7 +259,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       watch.stop();
       throw err;
     }
-    return new TaskHandle(taskId, s, watch);
+    return new TaskHandle(taskId, s, watch, task);
   }
   const state = existing.task.status.state;
   if (existing.task.metadata.capability !== cap) {

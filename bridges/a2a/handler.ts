@@ -109,13 +109,14 @@ export class BusRequestHandler implements A2ARequestHandler {
   async sendMessage(params: SendMessageRequest): Promise<SdkMessage | SdkTask> {
     const handle = await this.#submit(params);
     // A blocking send waits for a terminal or interrupted state.
-    const task = params.configuration?.returnImmediately ? await handle.get() : await handle.result();
+    const task = params.configuration?.returnImmediately ? (handle.submitted ?? (await handle.get())) : await handle.result();
     return toSdkTask(task);
   }
 
   async *sendMessageStream(params: SendMessageRequest): AsyncGenerator<StreamResponse> {
     const handle = await this.#submit(params);
-    yield StreamResponseCodec.fromJSON({ task: TaskCodec.toJSON(toSdkTask(await handle.get())) });
+    // A new task is shown as created, without a read; a continued one as it stands.
+    yield StreamResponseCodec.fromJSON({ task: TaskCodec.toJSON(toSdkTask(handle.submitted ?? (await handle.get()))) });
     for await (const { event } of handle.events()) yield StreamResponseCodec.fromJSON(event);
   }
 
