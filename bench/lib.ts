@@ -1,3 +1,5 @@
+import type { ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { readFileSync } from "node:fs";
 /**
  * Shared helpers for the benchmarks: time-boxed op loops, percentiles,
@@ -153,4 +155,48 @@ export function exitWithParent(close: () => Promise<unknown>): void {
   process.stdin.on("end", () => void shutdown());
   process.stdin.on("close", () => void shutdown());
   process.stdin.resume();
+}
+
+/** Stops a benchmark child: ends its stdin, sends `signal`, SIGKILL after 5 s; resolves once it exited. */
+export async function stopChild(proc: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = once(proc, "exit");
+  proc.stdin?.end();
+  proc.kill(signal);
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/**
+ * CPU accounting over named processes: `sample()` reads each one's CPU µs
+ * (`"self"` is this process), `add` accumulates a before/after pair, `per`
+ * divides by an operation count and adds the total.
+ */
+export function cpuMeter<K extends string>(sources: () => Record<K, number | "self" | undefined>) {
+  const sample = (): Record<K, number> => {
+    const out = {} as Record<K, number>;
+    for (const [k, pid] of Object.entries(sources()) as Array<[K, number | "self" | undefined]>) {
+      if (pid === "self") {
+        const u = process.cpuUsage();
+        out[k] = u.user + u.system;
+      } else out[k] = procCpuUs(pid);
+    }
+    return out;
+  };
+  const zero = (): Record<K, number> => Object.fromEntries(Object.keys(sources()).map((k) => [k, 0])) as Record<K, number>;
+  const add = (acc: Record<K, number>, before: Record<K, number>, after: Record<K, number>): void => {
+    for (const k of Object.keys(acc) as K[]) acc[k] += after[k] - before[k];
+  };
+  const per = (acc: Record<K, number>, n: number): Record<K, number> & { total: number } => {
+    const out = {} as Record<K, number> & { total: number };
+    let total = 0;
+    for (const k of Object.keys(acc) as K[]) {
+      (out as Record<K, number>)[k] = round(acc[k] / n, 1);
+      total += acc[k];
+    }
+    out.total = round(total / n, 1);
+    return out;
+  };
+  return { sample, zero, add, per };
 }

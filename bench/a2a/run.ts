@@ -45,7 +45,7 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import autocannon from "autocannon";
 import { monitorJson, startServer, type NatsServer } from "../../nats/index.js";
-import { cleanupOnSignals, procCpuUs, emit, now, progress, ratio, round, summarize } from "../lib.js";
+import { cleanupOnSignals, procCpuUs, emit, now, progress, ratio, round, summarize, stopChild } from "../lib.js";
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 10);
@@ -94,16 +94,6 @@ async function startChild(name: ChildName, script: string, args: string[]): Prom
     });
   });
   return { proc, ready };
-}
-
-async function stopChild(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = once(proc, "exit");
-  proc.stdin?.end();
-  proc.kill("SIGTERM");
-  const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
-  await exited;
-  clearTimeout(timer);
 }
 
 const keepAlive = new Agent({ keepAlive: true, maxSockets: 1 });

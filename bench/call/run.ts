@@ -31,7 +31,6 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -52,7 +51,7 @@ import {
 import type { Received } from "../../core/envelope.js";
 import { parseMessage } from "../../core/message.js";
 import { startServer, type NatsServer } from "../../nats/index.js";
-import { cleanupOnSignals, procCpuUs, emit, now, progress, ratio, round, summarize, timeFor, rateOf, type Latency } from "../lib.js";
+import { cleanupOnSignals, cpuMeter, stopChild, emit, now, progress, ratio, round, summarize, timeFor, rateOf, type Latency } from "../lib.js";
 
 const N = Number(process.env.BENCH_N ?? 5000);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 500);
@@ -109,22 +108,12 @@ async function startResponder(url: string): Promise<{ proc: ChildProcess; agentI
   return { proc, agentId };
 }
 
-async function stopResponder(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = once(proc, "exit");
-  proc.stdin?.end();
-  proc.kill("SIGTERM");
-  const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
-  await exited;
-  clearTimeout(timer);
-}
-
 let cleaning: Promise<void> | undefined;
 function cleanup(): Promise<void> {
   cleaning ??= (async () => {
     const bounded = (p: Promise<unknown> | undefined) =>
       Promise.race([p?.catch(() => {}), new Promise((r) => setTimeout(r, 5000).unref())]);
-    await Promise.all([bounded(caller?.close()), bounded(child && stopResponder(child))]);
+    await Promise.all([bounded(caller?.close()), bounded(child && stopChild(child))]);
     await server?.cleanup().catch(() => {});
   })();
   return cleaning;
@@ -133,30 +122,9 @@ cleanupOnSignals(cleanup, () => cleaning !== undefined);
 
 // --- CPU accounting: where the cycles go, per process ----------------------------
 
-interface Cpu {
-  caller: number;
-  responder: number;
-  server: number;
-}
-function cpuNow(): Cpu {
-  const u = process.cpuUsage();
-  return { caller: u.user + u.system, responder: procCpuUs(child?.pid), server: procCpuUs(server?.pid) };
-}
-const cpuZero = (): Cpu => ({ caller: 0, responder: 0, server: 0 });
-function cpuAdd(acc: Cpu, before: Cpu, after: Cpu): void {
-  acc.caller += after.caller - before.caller;
-  acc.responder += after.responder - before.responder;
-  acc.server += after.server - before.server;
-}
-/**
- * CPU µs per call of each process, and their sum, under concurrent load
- * (sequential ping-pong is not reported: there the CPU is dominated by
- * wake-ups and nats-server's idle spinning, proportional to wall time).
- */
-function cpuPerCall(acc: Cpu, calls: number): Cpu & { total: number } {
-  const per = (x: number) => round(x / calls, 1);
-  return { caller: per(acc.caller), responder: per(acc.responder), server: per(acc.server), total: per(acc.caller + acc.responder + acc.server) };
-}
+/** CPU of the three processes; per call it is reported under concurrent load only
+ * (sequential ping-pong CPU is dominated by wake-ups and nats-server's idle spinning). */
+const cpu = cpuMeter(() => ({ caller: "self" as const, responder: child?.pid, server: server?.pid }));
 
 // --- the three call paths ------------------------------------------------------
 
@@ -193,7 +161,7 @@ interface ConcResult {
   callsPerSec: number;
   p50: number;
   p99: number;
-  cpuUsPerCall: Cpu & { total: number };
+  cpuUsPerCall: ReturnType<typeof cpu.per>;
 }
 
 async function sequential(fns: Record<Mode, () => Promise<unknown>>): Promise<Record<Mode, SeqResult>> {
@@ -226,14 +194,14 @@ async function sequential(fns: Record<Mode, () => Promise<unknown>>): Promise<Re
 async function concurrent(fns: Record<Mode, () => Promise<unknown>>): Promise<Record<Mode, ConcResult>> {
   const lat: Record<Mode, number[]> = { raw: [], bus_mac: [], bus_sig: [] };
   const busy: Record<Mode, number> = { raw: 0, bus_mac: 0, bus_sig: 0 };
-  const cpu: Record<Mode, Cpu> = { raw: cpuZero(), bus_mac: cpuZero(), bus_sig: cpuZero() };
+  const cpuUsed = { raw: cpu.zero(), bus_mac: cpu.zero(), bus_sig: cpu.zero() };
   const slice = CONC_MS / CONC_ROUNDS;
   for (let r = 0; r < CONC_ROUNDS; r++) {
     const order = MODES.map((_, i) => MODES[(i + r) % MODES.length]!);
     for (const mode of order) {
       const fn = fns[mode];
       const samples = lat[mode];
-      const c0 = cpuNow();
+      const c0 = cpu.sample();
       const start = now();
       const deadline = start + slice;
       const worker = async (): Promise<void> => {
@@ -245,14 +213,14 @@ async function concurrent(fns: Record<Mode, () => Promise<unknown>>): Promise<Re
       };
       await Promise.all(Array.from({ length: INFLIGHT }, worker));
       busy[mode] += now() - start;
-      cpuAdd(cpu[mode], c0, cpuNow());
+      cpu.add(cpuUsed[mode], c0, cpu.sample());
     }
     progress(`concurrent round ${r + 1}/${CONC_ROUNDS} done`);
   }
   const out = {} as Record<Mode, ConcResult>;
   for (const mode of MODES) {
     const s = summarize(lat[mode]);
-    out[mode] = { inflight: INFLIGHT, calls: s.n, callsPerSec: rateOf(s.n, busy[mode]).opsPerSec, p50: s.p50, p99: s.p99, cpuUsPerCall: cpuPerCall(cpu[mode], s.n) };
+    out[mode] = { inflight: INFLIGHT, calls: s.n, callsPerSec: rateOf(s.n, busy[mode]).opsPerSec, p50: s.p50, p99: s.p99, cpuUsPerCall: cpu.per(cpuUsed[mode], s.n) };
   }
   return out;
 }

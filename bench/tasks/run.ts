@@ -40,7 +40,7 @@ import { Queue, QueueEvents } from "bullmq";
 import { Redis as IORedis } from "ioredis";
 import { connect, createLogger, type Bus } from "../../core/index.js";
 import { freePort, monitorJson, startServer, type NatsServer } from "../../nats/index.js";
-import { cleanupOnSignals, procCpuUs, emit, now, progress, rateOf, ratio, round, summarize } from "../lib.js";
+import { cleanupOnSignals, cpuMeter, stopChild, emit, now, progress, rateOf, ratio, round, summarize } from "../lib.js";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 20_000);
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 50);
@@ -95,16 +95,6 @@ async function startWorker(system: System, target: string, name: string): Promis
     });
   });
   return { proc, id };
-}
-
-async function stopChild(proc: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const exited = once(proc, "exit");
-  proc.stdin?.end();
-  proc.kill(signal);
-  const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
-  await exited;
-  clearTimeout(timer);
 }
 
 /** Resolves when redis at `port` answers PING with +PONG; rejects after `ms`. */
@@ -167,25 +157,8 @@ cleanupOnSignals(cleanup, () => cleaning !== undefined);
 
 // --- CPU accounting, per process (as in bench/call) -----------------------------
 
-interface Cpu {
-  submitter: number;
-  worker: number;
-  server: number;
-}
-function cpuNow(system: System): Cpu {
-  const u = process.cpuUsage();
-  return { submitter: u.user + u.system, worker: procCpuUs(workers[system]?.pid), server: procCpuUs(system === "agentbus" ? server?.pid : redis?.pid) };
-}
-const cpuZero = (): Cpu => ({ submitter: 0, worker: 0, server: 0 });
-function cpuAdd(acc: Cpu, before: Cpu, after: Cpu): void {
-  acc.submitter += after.submitter - before.submitter;
-  acc.worker += after.worker - before.worker;
-  acc.server += after.server - before.server;
-}
-function cpuPerTask(acc: Cpu, tasks: number): Cpu & { total: number } {
-  const per = (x: number) => round(x / tasks, 1);
-  return { submitter: per(acc.submitter), worker: per(acc.worker), server: per(acc.server), total: per(acc.submitter + acc.worker + acc.server) };
-}
+/** CPU of submitter (this process), the system's worker and its server. */
+const cpuOf = (system: System) => cpuMeter(() => ({ submitter: "self" as const, worker: workers[system]?.pid, server: system === "agentbus" ? server?.pid : redis?.pid }));
 
 // --- the two systems ------------------------------------------------------------
 
@@ -270,12 +243,12 @@ interface Acc {
   latBusy: number;
   thr: number[];
   thrBusy: number;
-  cpu: Cpu;
+  cpu: Record<"submitter" | "worker" | "server", number>;
 }
 
 async function measure(fns: Record<System, RunOne>): Promise<Record<System, Acc>> {
   const acc = {} as Record<System, Acc>;
-  for (const s of SYSTEMS) acc[s] = { lat: [], latSubmit: [], latWait: [], latBusy: 0, thr: [], thrBusy: 0, cpu: cpuZero() };
+  for (const s of SYSTEMS) acc[s] = { lat: [], latSubmit: [], latWait: [], latBusy: 0, thr: [], thrBusy: 0, cpu: cpuOf(s).zero() };
   const order = (r: number) => SYSTEMS.map((_, i) => SYSTEMS[(i + r) % SYSTEMS.length]!);
 
   for (const s of SYSTEMS) {
@@ -299,9 +272,9 @@ async function measure(fns: Record<System, RunOne>): Promise<Record<System, Acc>
   const thrPerRound = Math.ceil(TASKS / ROUNDS);
   for (let r = 0; r < ROUNDS; r++) {
     for (const s of order(r)) {
-      const c0 = cpuNow(s);
+      const c0 = cpuOf(s).sample();
       const { samples, elapsed } = await pool(fns[s], thrPerRound, INFLIGHT);
-      cpuAdd(acc[s].cpu, c0, cpuNow(s));
+      cpuOf(s).add(acc[s].cpu, c0, cpuOf(s).sample());
       acc[s].thr.push(...samples);
       acc[s].thrBusy += elapsed;
       progress(`throughput round ${r + 1}/${ROUNDS} ${s}: ${round((samples.length * 1000) / elapsed, 0)} tasks/s`);
@@ -483,7 +456,7 @@ async function main(): Promise<void> {
     tps[s] = rateOf(a.thr.length, a.thrBusy).opsPerSec;
     p50[s] = lat.p50;
     result[s] = {
-      throughput: { tasks: a.thr.length, tasksPerSec: tps[s], p50: thrLat.p50, p99: thrLat.p99, cpuUsPerTask: cpuPerTask(a.cpu, a.thr.length) },
+      throughput: { tasks: a.thr.length, tasksPerSec: tps[s], p50: thrLat.p50, p99: thrLat.p99, cpuUsPerTask: cpuOf(s).per(a.cpu, a.thr.length) },
       latency: {
         ...lat,
         tasksPerSec: rateOf(a.lat.length, a.latBusy).opsPerSec,
