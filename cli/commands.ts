@@ -6,6 +6,8 @@ import { joinRemoteAgent } from "../adapters/a2a/index.js";
 import { a2aBridge } from "../bridges/a2a/index.js";
 import { readApiKeys } from "../bridges/a2a/keys.js";
 import Fastify from "fastify";
+import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+import { createMcpServer } from "../bridges/mcp/index.js";
 
 const print = (o: CommonOptions, json: unknown, human: string) => process.stdout.write(`${o.json ? JSON.stringify(json) : human}\n`);
 
@@ -220,6 +222,21 @@ export function bridge(): Command {
       }),
   );
   return cmd;
+}
+
+/** `agentbus mcp`: the tenant's capabilities as MCP tools on stdio (for a client that spawns it). */
+export function mcp(): Command {
+  return withCommon(new Command("mcp"))
+    .description("MCP server on stdio: every capability of the tenant is a tool (logs go to stderr)")
+    .action(async (o: CommonOptions) => {
+      const bus = await busFrom(o);
+      const server = createMcpServer(bus);
+      const transport = new StdioServerTransport();
+      const closed = new Promise<void>((resolve) => (transport.onclose = resolve));
+      await server.connect(transport);
+      await Promise.race([closed, new Promise<void>((resolve) => process.stdin.once("end", resolve))]);
+      await bus.close();
+    });
 }
 
 /** Maps an error to the documented exit code. */

@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { isAgentBusError } from "../core/index.js";
-import { acl, agent, bridge, call, exitCodeOf, keygen, ls, revoke, task } from "./commands.js";
+import { acl, agent, bridge, call, exitCodeOf, keygen, ls, mcp, revoke, task } from "./commands.js";
 import { Exit } from "./options.js";
 
 const program = new Command("agentbus")
@@ -17,7 +17,8 @@ const program = new Command("agentbus")
   .addCommand(revoke())
   .addCommand(task())
   .addCommand(agent())
-  .addCommand(bridge());
+  .addCommand(bridge())
+  .addCommand(mcp());
 
 // Usage errors in any subcommand come back here (exit 2) instead of exiting 1.
 const override = (c: Command): void => {

@@ -1,0 +1,75 @@
+import { fileURLToPath } from "node:url";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { ToolListChangedNotificationSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { describe, expect, it } from "vitest";
+import { eventually, useBuses } from "../helpers/bus.js";
+import { useNatsServer } from "../helpers/nats.js";
+
+const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
+const text = (r: CallToolResult) => r.content.map((c) => (c.type === "text" ? c.text : "")).join("");
+
+describe("agentbus mcp (stdio) with the official MCP client", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
+
+  it("lists capabilities as tools, calls them, reports failures, validates input, announces list changes", async () => {
+    const echoBus = await open({ tenant: "mcp", insecureAllowAll: true });
+    await echoBus.agent({ name: "echo", skills: [{ id: "echo", description: "echo the text" }] }, { echo: (ctx) => `echo: ${ctx.text}` });
+    const mathBus = await open({ tenant: "mcp", insecureAllowAll: true });
+    await mathBus.agent(
+      { name: "math", skills: [{ id: "math.add", description: "adds", inputSchema: { type: "object", required: ["a", "b"], properties: { a: { type: "number" }, b: { type: "number" } } } }, { id: "math.fail" }, { id: "math.steps" }] },
+      {
+        "math.add": (ctx) => {
+          const { a, b } = ctx.input as { a: number; b: number };
+          return { sum: a + b };
+        },
+        "math.fail": () => {
+          throw Object.assign(new Error("cannot"), {});
+        },
+        "math.steps": async (ctx) => {
+          for (const step of ["one", "two", "three"]) await ctx.status(step);
+          return "stepped";
+        },
+      },
+      { tasks: { maxDeliver: 1 } },
+    );
+
+    const transport = new StdioClientTransport({ command: process.execPath, args: ["--import", "tsx", main, "mcp", "--nats", nats.server.url, "--tenant", "mcp"], stderr: "pipe" });
+    const client = new Client({ name: "test", version: "1.0.0" });
+    let changed = 0;
+    client.setNotificationHandler(ToolListChangedNotificationSchema, () => void changed++);
+    await client.connect(transport);
+    try {
+      const tools = (await eventually(async () => {
+        const t = (await client.listTools()).tools;
+        return t.length === 4 ? t : undefined;
+      }))!;
+      expect(tools.map((t) => t.name)).toEqual(["echo", "math.add", "math.fail", "math.steps"]);
+      expect(tools.find((t) => t.name === "echo")!.inputSchema).toMatchObject({ type: "object", required: ["text"] });
+      expect(tools.find((t) => t.name === "math.add")!.inputSchema).toMatchObject({ required: ["a", "b"] });
+      expect(client.getServerCapabilities()?.tools?.listChanged).toBe(true);
+
+      expect(text((await client.callTool({ name: "echo", arguments: { text: "hi" } })) as CallToolResult)).toBe("echo: hi");
+      const sum = (await client.callTool({ name: "math.add", arguments: { a: 2, b: 3 } })) as CallToolResult;
+      expect(sum.structuredContent).toEqual({ sum: 5 });
+
+      const failed = (await client.callTool({ name: "math.fail", arguments: { text: "x" } })) as CallToolResult;
+      expect(failed.isError).toBe(true);
+      expect(text(failed)).toMatch(/FAILED: .*cannot/);
+
+      await expect(client.callTool({ name: "math.add", arguments: { a: "two" } })).rejects.toThrow(/must have required property|must be number/);
+      await expect(client.callTool({ name: "nope", arguments: {} })).rejects.toThrow(/unknown tool/);
+
+      expect(text((await client.callTool({ name: "math.steps", arguments: { text: "go" } })) as CallToolResult)).toBe("stepped");
+
+      // An agent that stops removes its tools and tells the client.
+      const before = changed;
+      await mathBus.close();
+      await eventually(() => changed > before, 10_000);
+      expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["echo"]);
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+});
