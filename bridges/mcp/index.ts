@@ -8,3 +8,4 @@
  * ```
  */
 export { createMcpServer, toolsOf, DEFAULT_INPUT_SCHEMA } from "./server.js";
+export { mcpHttp, type McpHttpOptions } from "./http.js";

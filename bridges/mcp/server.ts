@@ -92,7 +92,8 @@ export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0
     }
   });
 
-  // Agents coming, going or changing change the tool list.
-  bus.onAgent(() => void server.sendToolListChanged().catch(() => {}));
+  // Agents coming, going or changing change the tool list (until this session closes).
+  const off = bus.onAgent(() => void server.sendToolListChanged().catch(() => {}));
+  server.onclose = off;
   return server;
 }

@@ -73,3 +73,36 @@ describe("agentbus mcp (stdio) with the official MCP client", () => {
     }
   }, 60_000);
 });
+
+describe("MCP over Streamable HTTP at /mcp", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
+
+  it("serves tools to an authenticated MCP client; refuses a missing key", async () => {
+    const Fastify = (await import("fastify")).default;
+    const { mcpHttp } = await import("../../bridges/mcp/index.js");
+    const { hashApiKey } = await import("../../bridges/a2a/index.js");
+    const { StreamableHTTPClientTransport } = await import("@modelcontextprotocol/sdk/client/streamableHttp.js");
+    const agentBus = await open({ tenant: "mcphttp", insecureAllowAll: true });
+    await agentBus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => `echo: ${ctx.text}` });
+    const bridgeBus = await open({ tenant: "mcphttp" });
+    const keyBus = await open({ tenant: "mcphttp" });
+    await eventually(() => keyBus.discover({ online: true }).length === 1);
+    const app = Fastify({ forceCloseConnections: true });
+    await app.register(mcpHttp, { bus: bridgeBus, apiKeys: [{ name: "ide", sha256: hashApiKey("mcp-key"), bus: keyBus }] });
+    const url = await app.listen({ port: 0, host: "127.0.0.1" });
+    try {
+      const denied = await fetch(`${url}/mcp`, { method: "POST", headers: { "content-type": "application/json", accept: "application/json, text/event-stream" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "x", version: "1" } } }) });
+      expect(denied.status).toBe(401);
+
+      const client = new Client({ name: "http-test", version: "1.0.0" });
+      await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`), { requestInit: { headers: { authorization: "Bearer mcp-key" } } }));
+      expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["echo"]);
+      const result = (await client.callTool({ name: "echo", arguments: { text: "over http" } })) as CallToolResult;
+      expect(text(result)).toBe("echo: over http");
+      await client.close();
+    } finally {
+      await app.close();
+    }
+  }, 60_000);
+});
