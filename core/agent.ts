@@ -72,6 +72,8 @@ export interface AgentHost {
   submit(cap: string, input: Input, options?: SubmitOptions): Promise<TaskHandle>;
   session<T extends Record<string, unknown>>(contextId: string): Promise<Session<T>>;
   durable(): Promise<Durable>;
+  /** Throws DEPTH_EXCEEDED, UNKNOWN_SENDER or DENIED. */
+  authorize(env: Envelope, cap: string): void;
   audit(kind: string, record: Record<string, unknown>): void;
   /** Called once the agent has stopped. */
   stopped(agent: Agent): void;
@@ -265,13 +267,7 @@ export class Agent {
   }
 
   #authorize(env: Envelope, cap: string): void {
-    const { acl, registry, maxDepth, insecureAllowAll } = this.#host;
-    if (env.depth > maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `call depth ${env.depth} exceeds ${maxDepth}`);
-    if (insecureAllowAll) return;
-    if (!registry.isRegistered(env.from) && !acl.names(env.from)) {
-      throw new AgentBusError("UNKNOWN_SENDER", `sender ${env.from} is neither registered nor named in the ACL`);
-    }
-    if (!acl.allows(env.from, this.id, cap)) throw new AgentBusError("DENIED", `${env.from} may not invoke ${cap} on ${this.id}`);
+    this.#host.authorize(env, cap);
   }
 
   #respond(msg: ServiceMsg, env: Envelope, reply: Message): void {

@@ -13,7 +13,7 @@ import { Agent, type AgentHost, type AgentOptions, type AgentSpec } from "./agen
 import { Durable } from "./durable.js";
 import type { AgentExecutor } from "@a2a-js/sdk/server";
 import { executorHandler } from "./serve.js";
-import { sendDirect, type SendReceipt } from "./inbox.js";
+import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./inbox.js";
 import { Sessions, type Session } from "./session.js";
 import type { Task } from "./task.js";
 import { TaskHandle, submit, type SubmitOptions } from "./tasks.js";
@@ -21,7 +21,7 @@ import type { TaskPage, TaskQuery } from "./taskstore.js";
 import type { Handler } from "./worker.js";
 import { AclStore } from "./aclstore.js";
 import { AgentBusError, isAgentBusError } from "./errors.js";
-import { Envelopes, type EnvelopeMeta } from "./envelope.js";
+import { Envelopes, type Envelope, type EnvelopeMeta } from "./envelope.js";
 import { featuresOf, type ServerFeatures } from "./features.js";
 import { Identity } from "./identity.js";
 import { ensureCoreInfra, type CoreBuckets } from "./infra.js";
@@ -343,6 +343,31 @@ export class Bus {
     return this.registry.on(listener);
   }
 
+  /**
+   * Whether the sender of a verified envelope may invoke `cap` on this
+   * identity: depth limit, known sender, ACL grant (the last two skipped with
+   * `insecureAllowAll`). Throws `DEPTH_EXCEEDED`, `UNKNOWN_SENDER` or `DENIED`.
+   */
+  authorize(env: Envelope, cap: string): void {
+    const maxDepth = this.#options.maxDepth ?? 8;
+    if (env.depth > maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `call depth ${env.depth} exceeds ${maxDepth}`);
+    if (this.#options.insecureAllowAll) return;
+    if (!this.registry.isRegistered(env.from) && !this.acl.names(env.from)) {
+      throw new AgentBusError("UNKNOWN_SENDER", `sender ${env.from} is neither registered nor named in the ACL`);
+    }
+    if (!this.acl.allows(env.from, this.id, cap)) throw new AgentBusError("DENIED", `${env.from} may not invoke ${cap} on ${this.id}`);
+  }
+
+  /**
+   * Takes up to `max` pending direct messages sent to this identity (oldest
+   * first; waits up to `waitMs` for the first), for a client that polls
+   * rather than runs an agent with an `inbox` handler. Refused senders are
+   * dropped and logged.
+   */
+  async receive(options: { max?: number; waitMs?: number } = {}): Promise<InboxMessage[]> {
+    return receiveDirect(await this.#durableOnce(), this.id, (env) => this.authorize(env, INBOX_CAPABILITY), this.log, options);
+  }
+
   /** Revokes an identity tenant-wide: every receiver refuses it from now on. */
   async revoke(id: string, reason = "revoked"): Promise<void> {
     await this.buckets.revoked.put(id, JSON.stringify({ reason, at: Date.now(), by: this.id }));
@@ -419,6 +444,7 @@ export class Bus {
       submit: (cap, input, options) => this.submit(cap, input, options),
       session: (contextId) => this.session(contextId),
       durable: () => this.#durableOnce(),
+      authorize: (env, cap) => this.authorize(env, cap),
       stopped: (agent) => this.#agents.delete(agent),
       audit: (kind, record) => this.audit(kind, record),
     };

@@ -45,6 +45,52 @@ export async function sendDirect(durable: Durable, to: string, input: Input, met
   return { messageId: message.messageId, sequence: ack.seq };
 }
 
+/** The durable consumer that holds an agent's place in its inbox. */
+async function inboxConsumer(durable: Durable, agentId: string) {
+  const stream = durable.subjects.stream("INBOX");
+  const name = `inbox_${agentId}`;
+  await ensureConsumer(await durable.js.jetstreamManager(), stream, {
+    durable_name: name,
+    filter_subject: durable.subjects.inbox(agentId),
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    max_ack_pending: 1,
+    ack_wait: 30_000_000_000,
+  });
+  return retryJs(() => durable.js.consumers.get(stream, name));
+}
+
+/**
+ * Takes up to `max` pending direct messages of `agentId`, in order, from the
+ * same durable consumer an inbox handler uses; each is acked once read.
+ */
+export async function receiveDirect(
+  durable: Durable,
+  agentId: string,
+  authorize: (env: Envelope) => void,
+  log: Logger,
+  options: { max?: number; waitMs?: number } = {},
+): Promise<InboxMessage[]> {
+  const consumer = await inboxConsumer(durable, agentId);
+  const out: InboxMessage[] = [];
+  const max = Math.max(1, Math.min(options.max ?? 10, 100));
+  // One at a time: the consumer lets one message be unacknowledged (order).
+  while (out.length < max) {
+    const m = await consumer.next({ expires: out.length === 0 ? Math.max(options.waitMs ?? 1000, 1000) : 1000 });
+    if (!m) break;
+    try {
+      const env = durable.envelopes.open(m, { durable: true });
+      authorize(env);
+      out.push({ message: parseMessage(m.data), from: env.from, envelope: env, sequence: m.seq });
+      m.ack();
+    } catch (err) {
+      log.warn({ code: isAgentBusError(err) ? err.code : undefined, err: String(err) }, "inbox message refused");
+      m.term();
+    }
+  }
+  return out;
+}
+
 /**
  * Delivers an agent's inbox to `handler`, one message at a time in send
  * order (max one unacknowledged), from a durable consumer that remembers
@@ -64,18 +110,7 @@ export class InboxReader {
 
   static async start(durable: Durable, agentId: string, handler: InboxHandler, authorize: (env: Envelope) => void, log: Logger): Promise<InboxReader> {
     const r = new InboxReader(durable, handler, authorize, log);
-    const stream = durable.subjects.stream("INBOX");
-    const name = `inbox_${agentId}`;
-    await ensureConsumer(await durable.js.jetstreamManager(), stream, {
-      durable_name: name,
-      filter_subject: durable.subjects.inbox(agentId),
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
-      max_ack_pending: 1,
-      ack_wait: 30_000_000_000,
-    });
-    const consumer = await retryJs(() => durable.js.consumers.get(stream, name));
-    r.#messages = await consumer.consume({ max_messages: 256 });
+    r.#messages = await (await inboxConsumer(durable, agentId)).consume({ max_messages: 256 });
     r.#loop = r.#run();
     return r;
   }

@@ -33,6 +33,36 @@ export function toolsOf(bus: Bus): Tool[] {
   return [...tools.values()].sort((a, b) => a.name.localeCompare(b.name));
 }
 
+/** Tools of the bridge itself: an MCP client as an agent with an inbox. */
+function inboxTools(bus: Bus): Tool[] {
+  return [
+    {
+      name: "mesh__get_messages",
+      description: `Take pending direct messages sent to this client's bus identity ${bus.id} (oldest first). Each has from, contextId, sequence and text/data.`,
+      inputSchema: { type: "object", properties: { max: { type: "integer", minimum: 1, maximum: 100, description: "at most this many (default 10)" } } },
+    },
+    {
+      name: "mesh__reply_message",
+      description: "Answer a message: send text to an agent's inbox (its `from`), in the same context.",
+      inputSchema: {
+        type: "object",
+        required: ["to", "text"],
+        properties: { to: { type: "string", description: "the recipient's agent id (a message's `from`)" }, text: { type: "string" }, contextId: { type: "string" } },
+      },
+    },
+  ];
+}
+
+async function callInboxTool(bus: Bus, name: string, args: Record<string, unknown>): Promise<CallToolResult> {
+  if (name === "mesh__get_messages") {
+    const messages = await bus.receive({ max: typeof args.max === "number" ? args.max : 10, waitMs: 1000 });
+    const shown = messages.map((m) => ({ sequence: m.sequence, from: m.from, contextId: m.message.contextId ?? m.envelope.context, text: textOf(m.message), data: m.message.parts.find((p) => "data" in p)?.data }));
+    return { content: [{ type: "text", text: JSON.stringify(shown) }], structuredContent: { messages: shown } };
+  }
+  const receipt = await bus.send(String(args.to), String(args.text), { context: typeof args.contextId === "string" ? args.contextId : undefined });
+  return { content: [{ type: "text", text: `sent (sequence ${receipt.sequence})` }] };
+}
+
 /** The tool result of a finished task: artifacts as text, data parts as structured content; failures flagged. */
 function resultOf(task: Task): CallToolResult {
   const parts = task.artifacts.flatMap((a) => a.parts);
@@ -57,7 +87,7 @@ export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0
   const server = new Server(info, { capabilities: { tools: { listChanged: true } } });
 
   server.setRequestHandler(ListToolsRequestSchema, async (req) => {
-    const all = toolsOf(bus);
+    const all = [...inboxTools(bus), ...toolsOf(bus)];
     const offset = req.params?.cursor ? Number.parseInt(Buffer.from(req.params.cursor, "base64url").toString(), 10) : 0;
     if (!Number.isSafeInteger(offset) || offset < 0) throw new McpError(ErrorCode.InvalidParams, "invalid cursor");
     const next = offset + PAGE_SIZE < all.length ? Buffer.from(String(offset + PAGE_SIZE)).toString("base64url") : undefined;
@@ -65,6 +95,20 @@ export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0
   });
 
   server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
+    const own = inboxTools(bus).find((t) => t.name === req.params.name);
+    if (own) {
+      const args = req.params.arguments ?? {};
+      try {
+        validatorFor(own.inputSchema as JsonSchema)(args);
+      } catch (err) {
+        throw new McpError(ErrorCode.InvalidParams, (err as Error).message);
+      }
+      try {
+        return await callInboxTool(bus, own.name, args);
+      } catch (err) {
+        return { content: [{ type: "text", text: isAgentBusError(err) ? `${err.code}: ${err.message}` : String(err) }], isError: true };
+      }
+    }
     const tool = toolsOf(bus).find((t) => t.name === req.params.name);
     if (!tool) throw new McpError(ErrorCode.InvalidParams, `unknown tool ${req.params.name}`);
     const args = req.params.arguments ?? {};

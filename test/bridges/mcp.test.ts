@@ -3,6 +3,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { ToolListChangedNotificationSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { describe, expect, it } from "vitest";
+import { textOf } from "../../core/index.js";
 import { eventually, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
@@ -43,9 +44,9 @@ describe("agentbus mcp (stdio) with the official MCP client", () => {
     try {
       const tools = (await eventually(async () => {
         const t = (await client.listTools()).tools;
-        return t.length === 4 ? t : undefined;
+        return t.length === 6 ? t : undefined;
       }))!;
-      expect(tools.map((t) => t.name)).toEqual(["echo", "math.add", "math.fail", "math.steps"]);
+      expect(tools.map((t) => t.name)).toEqual(["mesh__get_messages", "mesh__reply_message", "echo", "math.add", "math.fail", "math.steps"]);
       expect(tools.find((t) => t.name === "echo")!.inputSchema).toMatchObject({ type: "object", required: ["text"] });
       expect(tools.find((t) => t.name === "math.add")!.inputSchema).toMatchObject({ required: ["a", "b"] });
       expect(client.getServerCapabilities()?.tools?.listChanged).toBe(true);
@@ -67,7 +68,7 @@ describe("agentbus mcp (stdio) with the official MCP client", () => {
       const before = changed;
       await mathBus.close();
       await eventually(() => changed > before, 10_000);
-      expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["echo"]);
+      expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["mesh__get_messages", "mesh__reply_message", "echo"]);
     } finally {
       await client.close();
     }
@@ -97,9 +98,22 @@ describe("MCP over Streamable HTTP at /mcp", () => {
 
       const client = new Client({ name: "http-test", version: "1.0.0" });
       await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`), { requestInit: { headers: { authorization: "Bearer mcp-key" } } }));
-      expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["echo"]);
+      expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["mesh__get_messages", "mesh__reply_message", "echo"]);
       const result = (await client.callTool({ name: "echo", arguments: { text: "over http" } })) as CallToolResult;
       expect(text(result)).toBe("echo: over http");
+
+      // The MCP client as an agent with an inbox: another agent writes, it reads and replies.
+      const sender = await open({ tenant: "mcphttp" });
+      await sender.acl.putRule("to-ide", { source: sender.id, target: keyBus.id, capabilities: ["inbox"] });
+      await sender.acl.putRule("from-ide", { source: keyBus.id, target: sender.id, capabilities: ["inbox"] });
+      await eventually(() => keyBus.acl.allows(sender.id, keyBus.id, "inbox") && sender.acl.allows(keyBus.id, sender.id, "inbox"));
+      await sender.send(keyBus.id, "please review PR 7", { context: "review-7" });
+      const got = (await client.callTool({ name: "mesh__get_messages", arguments: { max: 5 } })) as CallToolResult;
+      const messages = (got.structuredContent as { messages: Array<{ from: string; text: string; contextId: string }> }).messages;
+      expect(messages).toEqual([expect.objectContaining({ from: sender.id, text: "please review PR 7" })]);
+      expect(text((await client.callTool({ name: "mesh__reply_message", arguments: { to: sender.id, text: "LGTM", contextId: "review-7" } })) as CallToolResult)).toMatch(/^sent/);
+      const replies = await sender.receive({ waitMs: 2000 });
+      expect(replies.map((m) => [m.from, textOf(m.message)])).toEqual([[keyBus.id, "LGTM"]]);
       await client.close();
     } finally {
       await app.close();
