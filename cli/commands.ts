@@ -1,7 +1,7 @@
 import { Command } from "commander";
 import { chmodSync, existsSync, writeFileSync } from "node:fs";
 import { AgentBusError, Identity, isAgentBusError } from "../core/index.js";
-import { busFrom, Exit, parseInput, withCommon, type CommonOptions } from "./options.js";
+import { busFrom, Exit, parseInput, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
 import { joinRemoteAgent } from "../adapters/a2a/index.js";
 import { a2aBridge } from "../bridges/a2a/index.js";
 import { readApiKeys } from "../bridges/a2a/keys.js";
@@ -35,11 +35,11 @@ export function ls(): Command {
     .option("--tag <tag>", "only agents with a skill tagged so")
     .option("--online", "only online agents")
     .action(async (o: CommonOptions & { capability?: string; tag?: string; online?: boolean }) => {
-      const bus = await busFrom(o);
-      const agents = bus.discover({ capability: o.capability, tag: o.tag, online: o.online ? true : undefined });
-      if (o.json) print(o, agents.map(({ card: _c, ...a }) => a), "");
-      else for (const a of agents) process.stdout.write(`${a.online ? "●" : "○"} ${a.name}  ${a.id}  [${a.capabilities.join(", ")}]  instances=${a.instances}\n`);
-      await bus.close();
+      await withBus(o, async (bus) => {
+        const agents = bus.discover({ capability: o.capability, tag: o.tag, online: o.online ? true : undefined });
+        if (o.json) print(o, agents.map(({ card: _c, ...a }) => a), "");
+        else for (const a of agents) process.stdout.write(`${a.online ? "●" : "○"} ${a.name}  ${a.id}  [${a.capabilities.join(", ")}]  instances=${a.instances}\n`);
+      });
     });
 }
 
@@ -52,14 +52,11 @@ export function call(): Command {
     .option("--target <agent>", "call this agent id only")
     .option("--timeout <ms>", "reply deadline in ms", "30000")
     .action(async (cap: string, input: string, o: CommonOptions & { target?: string; timeout: string }) => {
-      const bus = await busFrom(o);
-      try {
+      await withBus(o, async (bus) => {
         const reply = await bus.call(cap, parseInput(input), { target: o.target, timeout: Number(o.timeout) });
         const human = reply.parts.map((p) => p.text ?? JSON.stringify(p.data ?? p.url ?? p.raw)).join("\n");
         print(o, reply, human);
-      } finally {
-        await bus.close();
-      }
+      });
     });
 }
 
@@ -74,10 +71,10 @@ export function acl(): Command {
       .argument("<target>", "agent id, group:<name> or *")
       .argument("<capabilities...>", "capability patterns (NATS wildcards: * one token, > the rest)")
       .action(async (name: string, source: string, target: string, capabilities: string[], o: CommonOptions) => {
-        const bus = await busFrom(o);
-        await bus.acl.putRule(name, { source, target, capabilities });
-        print(o, { rule: name, source, target, capabilities }, `rule ${name} set`);
-        await bus.close();
+        await withBus(o, async (bus) => {
+          await bus.acl.putRule(name, { source, target, capabilities });
+          print(o, { rule: name, source, target, capabilities }, `rule ${name} set`);
+        });
       }),
   );
   cmd.addCommand(
@@ -86,10 +83,10 @@ export function acl(): Command {
       .argument("<name>", "group name")
       .argument("<members...>", "agent ids")
       .action(async (name: string, members: string[], o: CommonOptions) => {
-        const bus = await busFrom(o);
-        await bus.acl.putGroup(name, members);
-        print(o, { group: name, members }, `group ${name} set`);
-        await bus.close();
+        await withBus(o, async (bus) => {
+          await bus.acl.putGroup(name, members);
+          print(o, { group: name, members }, `group ${name} set`);
+        });
       }),
   );
   cmd.addCommand(
@@ -97,21 +94,21 @@ export function acl(): Command {
       .description("remove a rule")
       .argument("<name>", "rule name")
       .action(async (name: string, o: CommonOptions) => {
-        const bus = await busFrom(o);
-        await bus.acl.deleteRule(name);
-        print(o, { removed: name }, `rule ${name} removed`);
-        await bus.close();
+        await withBus(o, async (bus) => {
+          await bus.acl.deleteRule(name);
+          print(o, { removed: name }, `rule ${name} removed`);
+        });
       }),
   );
   cmd.addCommand(
     withCommon(new Command("ls"))
       .description("show rules and groups")
       .action(async (o: CommonOptions) => {
-        const bus = await busFrom(o);
-        const p = bus.acl.policy();
-        const out = { rules: Object.fromEntries(p.rules), groups: Object.fromEntries(p.groups) };
-        print(o, out, JSON.stringify(out, null, 2));
-        await bus.close();
+        await withBus(o, async (bus) => {
+          const p = bus.acl.policy();
+          const out = { rules: Object.fromEntries(p.rules), groups: Object.fromEntries(p.groups) };
+          print(o, out, JSON.stringify(out, null, 2));
+        });
       }),
   );
   return cmd;
@@ -125,11 +122,11 @@ export function revoke(): Command {
     .option("--reason <text>", "why", "revoked")
     .option("--undo", "lift the revocation")
     .action(async (id: string, o: CommonOptions & { reason: string; undo?: boolean }) => {
-      const bus = await busFrom(o);
-      if (o.undo) await bus.unrevoke(id);
-      else await bus.revoke(id, o.reason);
-      print(o, { id, revoked: !o.undo }, `${id} ${o.undo ? "unrevoked" : "revoked"}`);
-      await bus.close();
+      await withBus(o, async (bus) => {
+        if (o.undo) await bus.unrevoke(id);
+        else await bus.revoke(id, o.reason);
+        print(o, { id, revoked: !o.undo }, `${id} ${o.undo ? "unrevoked" : "revoked"}`);
+      });
     });
 }
 
@@ -141,13 +138,10 @@ export function task(): Command {
       .description("print a task's snapshot (state, artifacts, history)")
       .argument("<id>", "task id")
       .action(async (id: string, o: CommonOptions) => {
-        const bus = await busFrom(o);
-        try {
+        await withBus(o, async (bus) => {
           const t = await bus.task(id);
           print(o, t, `${t.id}  ${t.status.state}  ${t.metadata.capability}\n${JSON.stringify(t.artifacts.map((a) => a.parts), null, 2)}`);
-        } finally {
-          await bus.close();
-        }
+        });
       }),
   );
   cmd.addCommand(
@@ -155,13 +149,10 @@ export function task(): Command {
       .description("cancel a queued, waiting or running task")
       .argument("<id>", "task id")
       .action(async (id: string, o: CommonOptions) => {
-        const bus = await busFrom(o);
-        try {
+        await withBus(o, async (bus) => {
           const t = await (await bus.taskHandle(id)).cancel();
           print(o, t, `${t.id}  ${t.status.state}`);
-        } finally {
-          await bus.close();
-        }
+        });
       }),
   );
   return cmd;
@@ -176,14 +167,12 @@ export function agent(): Command {
       .argument("<card-url>", "URL of its agent card (…/.well-known/agent-card.json)")
       .option("--name <name>", "local agent name (default: the card's)")
       .action(async (cardUrl: string, o: CommonOptions & { name?: string }) => {
-        const bus = await busFrom(o);
-        const remote = await joinRemoteAgent({ bus, cardUrl, name: o.name });
-        print(o, { id: bus.id, name: remote.agent.card.name, skills: remote.card.skills.map((s) => s.id) }, `${remote.agent.card.name} (${bus.id}) serves ${remote.card.skills.map((s) => s.id).join(", ")}; Ctrl-C to stop`);
-        await new Promise<void>((resolve) => {
-          for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => resolve());
+        await withBus(o, async (bus) => {
+          const remote = await joinRemoteAgent({ bus, cardUrl, name: o.name });
+          print(o, { id: bus.id, name: remote.agent.card.name, skills: remote.card.skills.map((s) => s.id) }, `${remote.agent.card.name} (${bus.id}) serves ${remote.card.skills.map((s) => s.id).join(", ")}; Ctrl-C to stop`);
+          await untilSignal();
+          await remote.stop();
         });
-        await remote.stop();
-        await bus.close();
       }),
   );
   return cmd;
@@ -214,9 +203,7 @@ export function bridge(): Command {
         });
         const url = await app.listen({ port: Number(o.port), host: o.host });
         print(o, { url }, `A2A bridge on ${url} (cards: ${url}/a2a/<agent>/.well-known/agent-card.json); Ctrl-C to stop`);
-        await new Promise<void>((resolve) => {
-          for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => resolve());
-        });
+        await untilSignal();
         await app.close();
         await Promise.all([bus, ...keyBuses].map((b) => b.close()));
       }),
@@ -229,13 +216,13 @@ export function mcp(): Command {
   return withCommon(new Command("mcp"))
     .description("MCP server on stdio: every capability of the tenant is a tool (logs go to stderr)")
     .action(async (o: CommonOptions) => {
-      const bus = await busFrom(o);
-      const server = createMcpServer(bus);
-      const transport = new StdioServerTransport();
-      const closed = new Promise<void>((resolve) => (transport.onclose = resolve));
-      await server.connect(transport);
-      await Promise.race([closed, new Promise<void>((resolve) => process.stdin.once("end", resolve))]);
-      await bus.close();
+      await withBus(o, async (bus) => {
+        const server = createMcpServer(bus);
+        const transport = new StdioServerTransport();
+        const closed = new Promise<void>((resolve) => (transport.onclose = resolve));
+        await server.connect(transport);
+        await Promise.race([closed, new Promise<void>((resolve) => process.stdin.once("end", resolve))]);
+      });
     });
 }
 

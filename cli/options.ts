@@ -39,6 +39,23 @@ export async function busFrom(o: CommonOptions): Promise<Bus> {
   }
 }
 
+/** Runs `work` on a bus connected with the common options, and always closes it. */
+export async function withBus<T>(o: CommonOptions, work: (bus: Bus) => Promise<T>): Promise<T> {
+  const bus = await busFrom(o);
+  try {
+    return await work(bus);
+  } finally {
+    await bus.close();
+  }
+}
+
+/** Resolves on the first SIGINT or SIGTERM: long-running commands stop cleanly then. */
+export function untilSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => resolve());
+  });
+}
+
 /** Parses CLI input: JSON when it parses as a JSON object or array, plain text otherwise. */
 export function parseInput(text: string): string | Record<string, unknown> | unknown[] {
   const t = text.trim();
