@@ -136,6 +136,30 @@ export function cleanupOnSignals(cleanup: () => Promise<unknown>, isCleaning: ()
   }
 }
 
+/** Waits for `p` at most `ms` (a child that will not stop must not hang the run); its error is ignored. */
+export function bounded(p: Promise<unknown> | undefined, ms = 5000): Promise<unknown> {
+  return Promise.race([p?.catch(() => {}), new Promise((r) => setTimeout(r, ms).unref())]);
+}
+
+/**
+ * Runs a benchmark's `main`, then `stop` once, whatever happens: after
+ * success, after a failure (exit code 1), or on SIGINT/SIGTERM (exit 130;
+ * the run's own failure is then reported as an interruption, without a stack).
+ */
+export async function runBench(main: () => Promise<void>, stop: () => Promise<void>): Promise<void> {
+  let stopping: Promise<void> | undefined;
+  const cleanup = () => (stopping ??= stop());
+  cleanupOnSignals(cleanup, () => stopping !== undefined);
+  try {
+    await main();
+  } catch (err) {
+    progress(stopping ? `interrupted: ${(err as Error)?.message ?? String(err)}` : `bench failed: ${(err as Error)?.stack ?? String(err)}`);
+    process.exitCode = 1;
+  } finally {
+    await cleanup();
+  }
+}
+
 /**
  * For benchmark child processes: `close` and exit on SIGTERM/SIGINT, or when
  * the parent (which holds our stdin) goes away, even by crash.

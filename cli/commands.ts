@@ -1,7 +1,10 @@
 import { Command } from "commander";
-import { chmodSync, existsSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { AgentBusError, Identity, isAgentBusError } from "../core/index.js";
-import { busFrom, Exit, parseInput, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
+import { busFrom, Exit, parseInput, print, progress, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
+import { partsText } from "./render.js";
+import { agentCmd, agentHttp } from "./adapters.js";
+import { loadAgentModule, startAgentModule, type AgentModule } from "./modules.js";
 import { joinRemoteAgent } from "../adapters/a2a/index.js";
 import { a2aBridge } from "../bridges/a2a/index.js";
 import { readApiKeys } from "../bridges/a2a/keys.js";
@@ -9,20 +12,20 @@ import Fastify from "fastify";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { createMcpServer } from "../bridges/mcp/index.js";
 
-const print = (o: CommonOptions, json: unknown, human: string) => process.stdout.write(`${o.json ? JSON.stringify(json) : human}\n`);
 
-/** `agentbus keygen`: a new identity, seed written 0600. */
+export { send } from "./send.js";
+export { tail } from "./tail.js";
+
+/** `agentbus keygen`: a new identity, seed written 0600 (no NATS needed; the common options are accepted). */
 export function keygen(): Command {
-  return new Command("keygen")
+  return withCommon(new Command("keygen"))
     .description("generate an identity (Ed25519 nkey); writes the seed to a 0600 file and prints the id")
     .argument("<file>", "where to write the seed")
     .option("--force", "overwrite an existing file")
-    .option("--json", "machine-readable JSON output")
-    .action((file: string, o: { force?: boolean; json?: boolean }) => {
+    .action((file: string, o: CommonOptions & { force?: boolean }) => {
       if (existsSync(file) && !o.force) throw new AgentBusError("INVALID_INPUT", `${file} exists (use --force to overwrite)`);
       const id = Identity.generate();
-      writeFileSync(file, `${id.exportSeed()}\n`, { mode: 0o600 });
-      chmodSync(file, 0o600);
+      id.writeSeed(file);
       print(o, { id: id.id, file }, id.id);
     });
 }
@@ -54,8 +57,7 @@ export function call(): Command {
     .action(async (cap: string, input: string, o: CommonOptions & { target?: string; timeout: string }) => {
       await withBus(o, async (bus) => {
         const reply = await bus.call(cap, parseInput(input), { target: o.target, timeout: Number(o.timeout) });
-        const human = reply.parts.map((p) => p.text ?? JSON.stringify(p.data ?? p.url ?? p.raw)).join("\n");
-        print(o, reply, human);
+        print(o, reply, partsText(reply.parts));
       });
     });
 }
@@ -158,9 +160,57 @@ export function task(): Command {
   return cmd;
 }
 
-/** `agentbus agent a2a <card-url>`: join a remote A2A agent onto the bus until interrupted. */
+/** `agentbus agent run <module>` and `agentbus agent a2a <card-url>`: run an agent on the bus until interrupted. */
 export function agent(): Command {
   const cmd = new Command("agent").description("run agents on the bus");
+  cmd.addCommand(
+    withCommon(new Command("run"))
+      .description("load a module and run the agent it defines on the bus until Ctrl-C / SIGTERM")
+      .argument("<module>", "path of a JavaScript module (TypeScript when run through tsx), or a package name")
+      .option("--insecure", "development only: skip the ACL for this agent (env AGENTBUS_INSECURE=1)", process.env.AGENTBUS_INSECURE === "1")
+      .addHelpText(
+        "after",
+        `
+The module's default export is either
+  a function (bus) => Promise<unknown>: called with the connected bus; what it
+    resolves to is stopped on exit when it has a stop() method (an Agent does),
+  or an agent definition {spec, handlers, options?}: run as bus.agent(spec, handlers, options).
+
+The agent acts as --seed's identity (give one: a fresh identity each run
+cannot be named in ACL rules). On Ctrl-C or SIGTERM in-flight work finishes
+(drain), presence is withdrawn and the process exits 0.
+
+  agentbus agent run agents/writer.ts --seed writer.nk     # through tsx
+  agentbus agent run ./my-agent.js --insecure              # local play`,
+      )
+      .action(async (module: string, o: CommonOptions & { insecure?: boolean }) => {
+        const p = progress(o, `loading ${module}`);
+        let entry: AgentModule;
+        try {
+          entry = await loadAgentModule(module);
+          p.text(`connecting to ${o.nats}`);
+        } catch (err) {
+          p.stop();
+          throw err;
+        }
+        await withBus(o, async (bus) => {
+          const stopped = untilSignal();
+          const running = await Promise.race([startAgentModule(bus, entry).then((r) => ({ r })), stopped.then(() => undefined)]);
+          p.stop();
+          if (!running) return; // interrupted while starting
+          const card = (running.r as { card?: { name?: string; skills?: Array<{ id: string }> } } | undefined)?.card;
+          const capabilities = card?.skills?.map((s) => s.id);
+          print(
+            o,
+            { id: bus.id, module, ...(card?.name && { name: card.name }), ...(capabilities && { capabilities }) },
+            `${card?.name ?? module} (${bus.id})${capabilities ? ` serves ${capabilities.join(", ")}` : " is running"}; Ctrl-C to stop`,
+          );
+          await stopped;
+          const stop = (running.r as { stop?: () => unknown } | undefined)?.stop;
+          if (typeof stop === "function") await stop.call(running.r);
+        }, { insecureAllowAll: o.insecure });
+      }),
+  );
   cmd.addCommand(
     withCommon(new Command("a2a"))
       .description("join a remote A2A agent: its skills become bus capabilities, forwarded with the A2A client")
@@ -175,6 +225,8 @@ export function agent(): Command {
         });
       }),
   );
+  cmd.addCommand(agentHttp());
+  cmd.addCommand(agentCmd());
   return cmd;
 }
 

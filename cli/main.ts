@@ -5,20 +5,11 @@
  */
 import { Command, CommanderError } from "commander";
 import { isAgentBusError } from "../core/index.js";
-import { acl, agent, bridge, call, exitCodeOf, keygen, ls, mcp, revoke, task } from "./commands.js";
+import { exitCodeOf } from "./commands.js";
+import { program as build } from "./program.js";
 import { Exit } from "./options.js";
 
-const program = new Command("agentbus")
-  .description("agentbus: an agent bus on NATS")
-  .addCommand(keygen())
-  .addCommand(ls())
-  .addCommand(call())
-  .addCommand(acl())
-  .addCommand(revoke())
-  .addCommand(task())
-  .addCommand(agent())
-  .addCommand(bridge())
-  .addCommand(mcp());
+const program = build();
 
 // Usage errors in any subcommand come back here (exit 2) instead of exiting 1.
 const override = (c: Command): void => {
@@ -34,7 +25,12 @@ try {
     // --help and --version end up here with exit code 0.
     process.exit(err.exitCode === 0 ? Exit.ok : Exit.usage);
   }
-  const code = isAgentBusError(err) ? `${err.code}: ` : "";
-  process.stderr.write(`agentbus: ${code}${(err as Error).message}\n`);
+  // Scripts asked for JSON: the error is one JSON line on stderr too.
+  if (process.argv.includes("--json")) {
+    process.stderr.write(`${JSON.stringify({ error: { code: isAgentBusError(err) ? err.code : "ERROR", message: (err as Error).message } })}\n`);
+  } else {
+    const code = isAgentBusError(err) ? `${err.code}: ` : "";
+    process.stderr.write(`agentbus: ${code}${(err as Error).message}\n`);
+  }
   process.exit(exitCodeOf(err));
 }

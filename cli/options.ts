@@ -1,5 +1,6 @@
 import type { Command } from "commander";
-import { connect, Identity, createLogger, type Bus } from "../core/index.js";
+import ora from "ora";
+import { connect, Identity, createLogger, type Bus, type ConnectOptions } from "../core/index.js";
 
 /** Options every command takes. */
 export interface CommonOptions {
@@ -20,11 +21,18 @@ export function withCommon(cmd: Command): Command {
     .option("--log-level <level>", "log level", "warn");
 }
 
+/** A command's result on stdout: one JSON line with `--json`, else the human line. */
+export const print = (o: CommonOptions, json: unknown, human: string): void => void process.stdout.write(`${o.json ? JSON.stringify(json) : human}\n`);
+
 /** Exit codes shared by every command. */
 export const Exit = { ok: 0, taskFailed: 1, usage: 2, connection: 3 } as const;
 
-/** Connects with the common options; exits 3 with a clear message when NATS is unreachable. */
-export async function busFrom(o: CommonOptions): Promise<Bus> {
+/**
+ * Connects with the common options (plus `extra` connect options, e.g.
+ * `insecureAllowAll` for `agent run --insecure`); exits 3 with a clear
+ * message when NATS is unreachable.
+ */
+export async function busFrom(o: CommonOptions, extra: Partial<ConnectOptions> = {}): Promise<Bus> {
   try {
     return await connect({
       servers: o.nats,
@@ -32,6 +40,7 @@ export async function busFrom(o: CommonOptions): Promise<Bus> {
       identity: o.seed ? Identity.fromFile(o.seed) : undefined,
       name: "agentbus-cli",
       logger: createLogger({ level: o.logLevel ?? "warn" }, process.stderr as never),
+      ...extra,
     });
   } catch (err) {
     process.stderr.write(`agentbus: ${(err as Error).message}\n`);
@@ -40,13 +49,24 @@ export async function busFrom(o: CommonOptions): Promise<Bus> {
 }
 
 /** Runs `work` on a bus connected with the common options, and always closes it. */
-export async function withBus<T>(o: CommonOptions, work: (bus: Bus) => Promise<T>): Promise<T> {
-  const bus = await busFrom(o);
+export async function withBus<T>(o: CommonOptions, work: (bus: Bus) => Promise<T>, extra?: Partial<ConnectOptions>): Promise<T> {
+  const bus = await busFrom(o, extra);
   try {
     return await work(bus);
   } finally {
     await bus.close();
   }
+}
+
+/**
+ * For commands that stream to stdout: a reader that went away (`agentbus tail
+ * | head`) ends the command quietly instead of crashing it with EPIPE.
+ */
+export function quietOnClosedStdout(): void {
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(Exit.ok);
+    throw err;
+  });
 }
 
 /** Resolves on the first SIGINT or SIGTERM: long-running commands stop cleanly then. */
@@ -67,4 +87,45 @@ export function parseInput(text: string): string | Record<string, unknown> | unk
     }
   }
   return text;
+}
+
+/**
+ * Human progress on stderr: an ora spinner while a command waits, only when
+ * stderr is a terminal and `--json` is off (otherwise the spinner calls are
+ * no-ops, so output stays clean for pipes and scripts). Results go through
+ * `out()` to stdout: ora clears and redraws the spinner around whole lines,
+ * and the spinner is taken down while a line is half written (streamed
+ * chunks), which it would otherwise draw over.
+ */
+export interface Progress {
+  /** The spinner's text. */
+  text(text: string): void;
+  /** Writes to stdout. */
+  out(text: string): void;
+  /** Removes the spinner for good. */
+  stop(): void;
+}
+
+export function progress(o: CommonOptions, text: string): Progress {
+  // A terminal that reports no width (some pseudo-terminals) would make ora
+  // clear "infinitely many" lines: no spinner there.
+  const tty = process.stderr.isTTY && (process.stderr.columns ?? 0) > 0;
+  const spinner = !o.json && tty ? ora({ text, stream: process.stderr, discardStdin: false }).start() : undefined;
+  let stopped = false;
+  return {
+    text: (t) => {
+      if (spinner) spinner.text = t;
+    },
+    out: (t) => {
+      if (!t) return;
+      const lineOpen = !t.endsWith("\n");
+      if (lineOpen && spinner?.isSpinning) spinner.stop();
+      process.stdout.write(t);
+      if (!lineOpen && spinner && !spinner.isSpinning && !stopped) spinner.start();
+    },
+    stop: () => {
+      stopped = true;
+      spinner?.stop();
+    },
+  };
 }

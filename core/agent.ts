@@ -13,7 +13,7 @@ import { validatorFor, type JsonSchema } from "./schema.js";
 import { checkCapability, type Subjects } from "./subjects.js";
 import { traceIdOf } from "./trace.js";
 import type { CallOptions } from "./bus.js";
-import { completeWith, createContext, type ContextBase, type ContextSink } from "./context.js";
+import { completeWith, runHandler, type ContextBase, type ContextSink } from "./context.js";
 import type { Durable } from "./durable.js";
 import type { Session } from "./session.js";
 import type { Task, TaskState } from "./task.js";
@@ -54,6 +54,14 @@ export interface AgentOptions {
   tasks?: boolean | WorkerOptions;
   /** Receive direct messages sent to this agent (`bus.send`), in order, including those buffered while it was offline. */
   inbox?: InboxHandler;
+  /**
+   * A running agent of the same connection that the new one takes over
+   * from: the new agent registers and serves first, then `replaces` is
+   * stopped (its in-flight handlers drain), so callers never find the
+   * capabilities missing. For agents whose skills change while they run
+   * (the MCP gateway, when a server's tool list changes).
+   */
+  replaces?: Agent;
 }
 
 /** What an agent needs from the bus it runs on. */
@@ -215,7 +223,7 @@ export class Agent {
       const input = entry.validate ? structuredInput(message) : undefined;
       entry.validate?.(input);
       const sink = new CallSink();
-      const result = await entry.handler(createContext(this.#base(cap, env, message, this.#abort.signal, undefined, input), sink));
+      const result = await runHandler(entry.handler, this.#base(cap, env, message, this.#abort.signal, undefined, input), sink, this.id);
       if (!sink.done) await completeWith(sink, result);
       const reply = toMessage(sink.parts, "ROLE_AGENT");
       reply.contextId ??= env.context ?? message.contextId;
@@ -284,6 +292,9 @@ export class Agent {
       const from = msg.headers?.get("Mesh-From");
       this.#host.audit(e.code.toLowerCase(), { code: e.code, reason: e.message, from, subject: msg.subject, agent: this.id });
       this.#log.warn({ code: e.code, from, subject: msg.subject }, "request refused");
+    } else if (reportedFailures.has(e)) {
+      // ctx.fail / ctx.reject: the handler's own answer, not a fault.
+      this.#log.info({ code: e.code, reason: e.message, traceId: traceIdOf(env?.trace?.traceparent) }, "handler failed the call");
     } else if (e.code === "HANDLER_FAILED") {
       this.#log.error({ err: (err as Error) ?? err, traceId: traceIdOf(env?.trace?.traceparent) }, "handler failed");
     }
@@ -321,6 +332,9 @@ export class Agent {
   }
 }
 
+/** Failures a handler reported itself (ctx.fail, ctx.reject in a fast call): logged as answers, not faults. */
+const reportedFailures = new WeakSet<Error>();
+
 /**
  * Outputs of a handler run as a fast call: artifacts and messages become the
  * reply's parts; a task-only ending (input required) or a failure is an error.
@@ -349,7 +363,9 @@ class CallSink implements ContextSink {
     if (state === "TASK_STATE_INPUT_REQUIRED" || state === "TASK_STATE_AUTH_REQUIRED") {
       throw new AgentBusError("INVALID_INPUT", `the agent needs more input (${text}): use a durable task (bus.submit) for multi-turn work`);
     }
-    throw new AgentBusError("HANDLER_FAILED", state === "TASK_STATE_REJECTED" ? `rejected: ${text}` : text);
+    const failed = new AgentBusError("HANDLER_FAILED", state === "TASK_STATE_REJECTED" ? `rejected: ${text}` : text);
+    reportedFailures.add(failed);
+    throw failed;
   }
 
   working(): void {}

@@ -1,3 +1,4 @@
+import "./natsfix.js"; // before any request: see the file
 import { connect as natsConnect } from "@nats-io/transport-node";
 import {
   errors as natsErrors,
@@ -20,7 +21,7 @@ import { TaskHandle, submit, type SubmitOptions } from "./tasks.js";
 import type { TaskPage, TaskQuery } from "./taskstore.js";
 import type { Handler } from "./worker.js";
 import { AclStore } from "./aclstore.js";
-import { AgentBusError, isAgentBusError } from "./errors.js";
+import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
 import { Envelopes, type Envelope, type EnvelopeMeta } from "./envelope.js";
 import { featuresOf, type ServerFeatures } from "./features.js";
 import { Identity } from "./identity.js";
@@ -31,7 +32,7 @@ import { parseMessage, toMessage, utf8, type Input } from "./message.js";
 import type { Message } from "./protocol.js";
 import { Registry, type AgentEvent, type AgentInfo, type DiscoverQuery } from "./registry.js";
 import { Subjects, checkCapability } from "./subjects.js";
-import { childTrace, type TraceContext } from "./trace.js";
+import { SpanAttr, SpanKind, activeTracer, busSpan, endSpan, traceOf, traced, type TraceContext } from "./trace.js";
 
 /** How the NATS connection authenticates (the bus identity signs envelopes either way). */
 export interface NatsAuth {
@@ -85,6 +86,22 @@ export interface ConnectOptions {
   /** How long `close()` waits for in-flight handlers, ms (default 10 000). */
   drainTimeoutMs?: number;
   logger?: Logger;
+  /**
+   * Hooks for metrics (e.g. `bridges/metrics`' `callObserver`). Each is
+   * called synchronously on the caller's path: keep it cheap; what it throws
+   * is ignored.
+   */
+  observer?: BusObserver;
+}
+
+/** See {@link ConnectOptions.observer}. */
+export interface BusObserver {
+  /**
+   * A fast call ({@link Bus.call}) ended: its capability, its duration in ms
+   * (from the call until the reply or the error), and `"ok"`, the error's
+   * code, or `"error"` for an error without one.
+   */
+  call?(capability: string, ms: number, outcome: "ok" | "error" | ErrorCode): void;
 }
 
 /** Options of {@link Bus.call}. */
@@ -227,6 +244,25 @@ export class Bus {
    * failures reject with an {@link AgentBusError} carrying the remote code.
    */
   async call(cap: string, input: Input, options: CallOptions = {}): Promise<Message> {
+    const observer = this.#options.observer;
+    if (!observer?.call) return this.#call(cap, input, options);
+    const start = performance.now();
+    let outcome: "ok" | "error" | ErrorCode = "error";
+    try {
+      const reply = await this.#call(cap, input, options);
+      outcome = "ok";
+      return reply;
+    } catch (err) {
+      if (isAgentBusError(err)) outcome = err.code;
+      throw err;
+    } finally {
+      try {
+        observer.call(cap, performance.now() - start, outcome);
+      } catch { /* an observer never fails a call */ }
+    }
+  }
+
+  async #call(cap: string, input: Input, options: CallOptions): Promise<Message> {
     const subject = options.target ? this.subjects.agentCall(options.target) : this.subjects.cap(cap);
     if (options.target) checkCapability(cap);
     const depth = options.depth ?? 0;
@@ -235,17 +271,32 @@ export class Bus {
     const message = toMessage(input);
     if (options.context) message.contextId ??= options.context;
     const body = Buffer.from(JSON.stringify(message));
+    // A CLIENT span only when an OpenTelemetry SDK is registered; the envelope carries its context.
+    const tracer = activeTracer();
+    const span = tracer && busSpan(tracer, "call", cap, subject, this.subjects.tenant, options.trace, options.target, options.task);
     const meta: EnvelopeMeta = {
       task: options.task, context: options.context ?? message.contextId, parent: options.parent, depth,
-      capability: options.target ? cap : undefined, trace: childTrace(options.trace),
+      capability: options.target ? cap : undefined, trace: traceOf(span, options.trace),
     };
     // MAC for the agents we know serve this; a signature when we know none.
     const recipients = options.target ? [options.target] : this.registry.providers(cap);
+    if (!span) return this.#requestOrSign(subject, body, meta, recipients, options);
     try {
-      return await this.#request(subject, body, meta, recipients, options);
+      const reply = await this.#requestOrSign(subject, body, meta, recipients, options);
+      endSpan(span);
+      return reply;
+    } catch (err) {
+      endSpan(span, err);
+      throw err;
+    }
+  }
+
+  async #requestOrSign(subject: string, body: Uint8Array, meta: EnvelopeMeta, recipients: string[], o: CallOptions): Promise<Message> {
+    try {
+      return await this.#request(subject, body, meta, recipients, o);
     } catch (err) {
       // An agent we did not know of (a new replica) cannot check our MACs: sign instead.
-      if (isAgentBusError(err, "UNSIGNED") && recipients.length > 0) return this.#request(subject, body, meta, [], options);
+      if (isAgentBusError(err, "UNSIGNED") && recipients.length > 0) return this.#request(subject, body, meta, [], o);
       throw err;
     }
   }
@@ -273,16 +324,20 @@ export class Bus {
 
   /**
    * Runs an agent on this connection: registers its card, serves its
-   * capabilities, heartbeats. `handlers` has one entry per skill id.
+   * capabilities, heartbeats. `handlers` has one entry per skill id. One
+   * agent per connection; `options.replaces` swaps a running one for a new
+   * spec without a gap.
    */
   async agent(spec: AgentSpec, handlers: Record<string, Handler>, options?: AgentOptions): Promise<Agent> {
     // The registry, the agent's subjects and its inbox are keyed by identity:
     // a second agent on the same connection would overwrite the first.
-    if (this.#agents.size > 0) {
+    if ([...this.#agents].some((a) => a !== options?.replaces)) {
       throw new AgentBusError("INVALID_INPUT", "this connection already runs an agent; connect again with another identity for another agent (give it all its skills, or stop the first)");
     }
     const agent = await Agent.start(this.#host(), spec, handlers, options);
     this.#agents.add(agent);
+    // Make before break: the replaced agent stops only once the new one serves.
+    await options?.replaces?.stop(this.#options.drainTimeoutMs ?? 10_000);
     return agent;
   }
 
@@ -292,20 +347,43 @@ export class Bus {
    * not enqueue it twice; a message for a task in INPUT_REQUIRED resumes it.
    */
   async submit(cap: string, input: Input, options: SubmitOptions = {}): Promise<TaskHandle> {
-    return submit(await this.#submitter(), cap, input, options, this.id);
+    // A PRODUCER span only when an OpenTelemetry SDK is registered; the work item carries its context.
+    const tracer = activeTracer();
+    const span = tracer && busSpan(tracer, "submit", cap, this.subjects.work(cap), this.subjects.tenant, options.trace, undefined, options.taskId);
+    const traced = { ...options, trace: traceOf(span, options.trace) };
+    if (!span) return submit(await this.#submitter(), cap, input, traced, this.id);
+    try {
+      const handle = await submit(await this.#submitter(), cap, input, traced, this.id);
+      span.setAttribute(SpanAttr.task, handle.id);
+      endSpan(span);
+      return handle;
+    } catch (err) {
+      endSpan(span, err);
+      throw err;
+    }
   }
 
   /**
    * Durable direct message to one agent (`<root>.<t>.inbox.<agent>`): kept
    * until the agent takes it, delivered in order even after it was offline.
    */
-  async send(to: string, input: Input, options: { context?: string; task?: string } = {}): Promise<SendReceipt> {
-    return sendDirect(await this.#durableOnce(), to, input, options);
+  async send(to: string, input: Input, options: { context?: string; task?: string; trace?: TraceContext } = {}): Promise<SendReceipt> {
+    // A PRODUCER span when an SDK is registered; the message carries its trace (else a new hop of the given one).
+    const op = traced("send inbox", SpanKind.PRODUCER, options.trace, { [SpanAttr.messagingSystem]: "nats", [SpanAttr.target]: to, [SpanAttr.tenant]: this.subjects.tenant });
+    return op.run(async () => sendDirect(await this.#durableOnce(), to, input, { ...options, trace: op.trace }));
   }
 
   /** The snapshot of a task (`TASK_NOT_FOUND` when unknown). */
   async task(id: string): Promise<Task> {
     return (await this.taskHandle(id)).get();
+  }
+
+  /**
+   * Ensures the tenant's task streams and buckets exist (created on first
+   * use otherwise): a gateway calls it at start so readiness means ready.
+   */
+  async ensureTasks(): Promise<void> {
+    await this.#durableOnce();
   }
 
   /** A handle on an existing task, to follow its events, await or cancel it. */

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { context as otelContext, trace, type Context, type Span } from "@opentelemetry/api";
 import type { CallOptions } from "./bus.js";
 import { AgentBusError } from "./errors.js";
 import type { Envelope } from "./envelope.js";
@@ -8,6 +9,8 @@ import type { Message, Part } from "./protocol.js";
 import type { Session } from "./session.js";
 import type { Task, TaskState } from "./task.js";
 import type { SubmitOptions, TaskHandle } from "./tasks.js";
+import { SpanAttr, SpanKind, activeTracer, childTrace, endSpan, endedUnsuccessfully, otelContextOf, startSpan, traceOfSpanContext, type TraceContext } from "./trace.js";
+import type { Handler } from "./worker.js";
 
 /** Options of {@link AgentContext.artifact}. */
 export interface ArtifactOptions {
@@ -44,6 +47,20 @@ export interface AgentContext {
   history: Message[];
   /** Aborted on cancel, or when the agent stops and the drain timeout passes. */
   signal: AbortSignal;
+  /**
+   * The W3C trace context the handler runs in: its own span's when an
+   * OpenTelemetry SDK is registered, else the caller's (a new trace when the
+   * caller sent none). `call` and `submit` carry it; send it on requests of
+   * your own (`traceHeaders(ctx.trace)` gives `traceparent` and `tracestate`).
+   */
+  trace: TraceContext;
+  /**
+   * The same as an OpenTelemetry context, whose span is the handler's:
+   * `tracer.startSpan(name, {}, ctx.otelContext)` makes a child of it. With
+   * an SDK and a context manager registered it is also the active context
+   * while the handler runs.
+   */
+  otelContext: Context;
   log: Logger;
   /** Shared state of this context (A2A contextId), optimistic concurrency. */
   session<T extends Record<string, unknown> = Record<string, unknown>>(): Promise<Session<T>>;
@@ -77,6 +94,8 @@ export interface ContextSink {
   /** Ends the turn in `state` with an optional agent message. */
   end(state: TaskState, message?: Message): Promise<void>;
   working(): void;
+  /** Set by {@link runHandler} for a durable task: the trace its events carry. */
+  trace?: TraceContext;
 }
 
 /** The inputs shared by both kinds of context. */
@@ -109,44 +128,145 @@ export async function completeWith(sink: ContextSink, result: Input | void): Pro
 /** The sink behind a context, for adapters inside core that need exact A2A events. */
 export const SINK = Symbol("agentbus.sink");
 
-/** Builds a handler context over `sink`. */
-export function createContext(base: ContextBase, sink: ContextSink): AgentContext & { [SINK]: ContextSink } {
-  const contextId = base.task?.contextId ?? base.userMessage.contextId ?? base.envelope.context;
-  let log: Logger | undefined;
-  return {
-    [SINK]: sink,
-    capability: base.capability,
-    userMessage: base.userMessage,
-    get input() {
-      return base.input ?? structuredInput(base.userMessage);
-    },
-    get text() {
-      return textOf(base.userMessage);
-    },
-    from: base.envelope.from,
-    envelope: base.envelope,
-    task: base.task,
-    taskId: base.task?.id,
-    contextId,
-    history: base.task?.history ?? [],
-    signal: base.signal,
-    // Built on first use: a pino child per call would cost on the hot path.
-    get log() {
-      return (log ??= base.log());
-    },
-    session: <T extends Record<string, unknown>>() => {
+/**
+ * Runs `handler` on a new context over `sink`. With an OpenTelemetry SDK
+ * registered, inside a span that continues the envelope's trace (`handle
+ * <cap>`: SERVER for a fast call, CONSUMER for a durable task), made the
+ * active context; without one nothing is added to the call path.
+ */
+export function runHandler(handler: Handler, base: ContextBase, sink: ContextSink, agentId: string): Input | void | Promise<Input | void> {
+  const tracer = activeTracer();
+  if (!tracer) {
+    if (base.task) sink.trace = base.envelope.trace;
+    return handler(createContext(base, sink));
+  }
+  const env = base.envelope;
+  const span = startSpan(tracer, `handle ${base.capability}`, base.task ? SpanKind.CONSUMER : SpanKind.SERVER, env.trace, {
+    [SpanAttr.messagingSystem]: "nats",
+    [SpanAttr.capability]: base.capability,
+    [SpanAttr.agent]: agentId,
+    [SpanAttr.caller]: env.from,
+    ...(base.task && { [SpanAttr.task]: base.task.id, [SpanAttr.context]: base.task.contextId }),
+  });
+  const active = trace.setSpan(otelContext.active(), span);
+  const ctx = createContext(base, sink, span, active);
+  if (base.task) sink.trace = ctx.trace;
+  let result: Input | void | Promise<Input | void>;
+  try {
+    result = otelContext.with(active, handler, undefined, ctx);
+  } catch (err) {
+    endSpan(span, err);
+    throw err;
+  }
+  return endingSpan(span, result);
+}
+
+/** Ends `span` when `result` settles, as an error when it rejects. */
+async function endingSpan<T>(span: Span, result: T | Promise<T>): Promise<T> {
+  try {
+    const value = await result;
+    endSpan(span);
+    return value;
+  } catch (err) {
+    endSpan(span, err);
+    throw err;
+  }
+}
+
+/**
+ * Builds a handler context over `sink`; `span` (and the context `active`
+ * holding it) when the handler runs in one (see {@link runHandler}).
+ */
+export function createContext(base: ContextBase, sink: ContextSink, span?: Span, active?: Context): AgentContext & { [SINK]: ContextSink } {
+  return new HandlerContext(base, sink, span, active);
+}
+
+/**
+ * A handler's context. A class, not an object literal: a literal with
+ * getters is built through the runtime, several µs per call on the agent's
+ * hot path; an instance with getters on the prototype costs next to
+ * nothing. The methods are own closures so that destructuring them works.
+ */
+class HandlerContext implements AgentContext {
+  readonly [SINK]: ContextSink;
+  readonly capability: string;
+  readonly userMessage: Message;
+  readonly from: string;
+  readonly envelope: Envelope;
+  readonly task?: Task;
+  readonly taskId?: string;
+  readonly contextId?: string;
+  readonly history: Message[];
+  readonly signal: AbortSignal;
+  readonly session: AgentContext["session"];
+  readonly call: AgentContext["call"];
+  readonly submit: AgentContext["submit"];
+  readonly status: AgentContext["status"];
+  readonly artifact: AgentContext["artifact"];
+  readonly message: AgentContext["message"];
+  readonly inputRequired: AgentContext["inputRequired"];
+  readonly complete: AgentContext["complete"];
+  readonly fail: AgentContext["fail"];
+  readonly reject: AgentContext["reject"];
+  readonly working: AgentContext["working"];
+  readonly #base: ContextBase;
+  readonly #active?: Context;
+  #log?: Logger;
+  /** The trace to go on with: the span's, else the envelope's (a new one, on first use, when the caller sent none). */
+  #trace?: TraceContext;
+
+  constructor(base: ContextBase, sink: ContextSink, span?: Span, active?: Context) {
+    const contextId = base.task?.contextId ?? base.userMessage.contextId ?? base.envelope.context;
+    this.#base = base;
+    this.#active = active;
+    this.#trace = span ? traceOfSpanContext(span.spanContext()) : base.envelope.trace;
+    this[SINK] = sink;
+    this.capability = base.capability;
+    this.userMessage = base.userMessage;
+    this.from = base.envelope.from;
+    this.envelope = base.envelope;
+    this.task = base.task;
+    this.taskId = base.task?.id;
+    this.contextId = contextId;
+    this.history = base.task?.history ?? [];
+    this.signal = base.signal;
+    this.session = <T extends Record<string, unknown>>() => {
       if (!contextId) return Promise.reject(new AgentBusError("INVALID_INPUT", "no contextId: sessions belong to an A2A context"));
       return base.session<T>(contextId);
-    },
-    call: base.call,
-    submit: base.submit,
-    status: (update) => sink.status(agentMessage(update)),
-    artifact: (content, options = {}) => sink.artifact(agentMessage(content).parts, { ...options, artifactId: options.artifactId ?? randomUUID() }),
-    message: (content) => sink.message(agentMessage(content)),
-    inputRequired: (question) => sink.end("TASK_STATE_INPUT_REQUIRED", question === undefined ? undefined : agentMessage(question)),
-    complete: (result) => completeWith(sink, result),
-    fail: (reason) => sink.end("TASK_STATE_FAILED", agentMessage(reason)),
-    reject: (reason) => sink.end("TASK_STATE_REJECTED", agentMessage(reason)),
-    working: () => sink.working(),
-  };
+    };
+    // base.call and base.submit carry the envelope's trace; ours differs with a span (or when the caller sent none).
+    const carry = this.#trace !== base.envelope.trace || !this.#trace;
+    this.call = carry ? (c, i, o) => base.call(c, i, { trace: this.trace, ...o }) : base.call;
+    this.submit = carry ? (c, i, o) => base.submit(c, i, { trace: this.trace, ...o }) : base.submit;
+    this.status = (update) => sink.status(agentMessage(update));
+    this.artifact = (content, options = {}) => sink.artifact(agentMessage(content).parts, { ...options, artifactId: options.artifactId ?? randomUUID() });
+    this.message = (content) => sink.message(agentMessage(content));
+    this.inputRequired = (question) => sink.end("TASK_STATE_INPUT_REQUIRED", question === undefined ? undefined : agentMessage(question));
+    this.complete = (result) => completeWith(sink, result);
+    // Failing without throwing still makes the handler's span an error.
+    this.fail = (reason) => (endedUnsuccessfully(span, "TASK_STATE_FAILED"), sink.end("TASK_STATE_FAILED", agentMessage(reason)));
+    this.reject = (reason) => (endedUnsuccessfully(span, "TASK_STATE_REJECTED"), sink.end("TASK_STATE_REJECTED", agentMessage(reason)));
+    this.working = () => sink.working();
+  }
+
+  get input(): unknown {
+    return this.#base.input ?? structuredInput(this.#base.userMessage);
+  }
+
+  get text(): string {
+    return textOf(this.#base.userMessage);
+  }
+
+  get trace(): TraceContext {
+    return (this.#trace ??= childTrace());
+  }
+
+  get otelContext(): Context {
+    return this.#active ?? otelContextOf(this.trace);
+  }
+
+  // Built on first use: a pino child per call would cost on the hot path.
+  get log(): Logger {
+    return (this.#log ??= this.#base.log());
+  }
 }

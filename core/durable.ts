@@ -5,8 +5,9 @@ import type { Envelopes } from "./envelope.js";
 import { ensureTaskInfra, retryJs, type TaskInfraOptions } from "./infra.js";
 import { utf8 } from "./message.js";
 import type { Subjects } from "./subjects.js";
-import { isFinal, isInterrupted, isTerminal, stateOf, type Task, type TaskEvent } from "./task.js";
+import { endsFollow, isFinal, type Task, type TaskEvent } from "./task.js";
 import { TaskStore } from "./taskstore.js";
+import type { TraceContext } from "./trace.js";
 
 /**
  * The id of the event that records a final state written at snapshot
@@ -47,13 +48,14 @@ export class Durable {
   /**
    * Stores one event of `task` (JetStream-acked), MACed for its submitter,
    * and returns its stream sequence. `msgId` makes a republished copy a
-   * duplicate the stream drops (see {@link finalEventId}). The snapshot is moved by the caller
+   * duplicate the stream drops (see {@link finalEventId}); `trace` is the
+   * handler's (`traceparent`). The snapshot is moved by the caller
    * afterwards, so a reader that sees an event can rely on it being kept.
    */
-  async publishEvent(task: Task, event: TaskEvent, msgId?: string): Promise<number> {
+  async publishEvent(task: Task, event: TaskEvent, msgId?: string, trace?: TraceContext): Promise<number> {
     const subject = this.subjects.taskEvents(task.id);
     const body = Buffer.from(JSON.stringify(event));
-    const headers = this.envelopes.seal(subject, body, { task: task.id, context: task.contextId }, [task.metadata.submitter], { id: msgId });
+    const headers = this.envelopes.seal(subject, body, { task: task.id, context: task.contextId, trace }, [task.metadata.submitter], { id: msgId });
     const ack = await retryJs(() => this.js.publish(subject, body, { headers }));
     return ack.seq;
   }
@@ -73,7 +75,7 @@ export class Durable {
     const snapshot = await this.store.get(taskId);
     if (snapshot && isFinal(snapshot.task.status.state) && fromSequence !== undefined) {
       // Nothing left to follow: stop at the end of what is stored.
-      const last = await this.#lastSequence(taskId);
+      const last = await this.lastSequence(taskId);
       if (last === undefined || fromSequence > last) return;
     }
     const consumer = await retryJs(() =>
@@ -87,22 +89,27 @@ export class Durable {
       for await (const m of iter) {
         const { event, from } = this.decodeEvent(m);
         yield { sequence: m.seq, event, from };
-        const state = stateOf(event);
-        if (state && (isTerminal(state) || (isInterrupted(state) && m.info.pending === 0))) return;
+        if (endsFollow(event, m.info.pending)) return;
       }
     } finally {
       iter.stop();
     }
   }
 
-  async #lastSequence(taskId: string): Promise<number | undefined> {
-    return (await this.lastEvent(taskId))?.sequence;
+  /** The stream message of the task's latest event (one direct read, no consumer); null when it has none. */
+  async #lastMessage(taskId: string) {
+    const jsm = await this.js.jetstreamManager();
+    return retryJs(() => jsm.streams.getMessage(this.subjects.stream("EVENTS"), { last_by_subj: this.subjects.taskEvents(taskId) })).catch(() => null);
   }
 
-  /** The task's latest stored event (one direct read, no consumer). */
+  /** The stream sequence of the task's latest event, without reading it (any identity may ask). */
+  async lastSequence(taskId: string): Promise<number | undefined> {
+    return (await this.#lastMessage(taskId))?.seq;
+  }
+
+  /** The task's latest stored event, verified. */
   async lastEvent(taskId: string): Promise<StoredEvent | undefined> {
-    const jsm = await this.js.jetstreamManager();
-    const m = await retryJs(() => jsm.streams.getMessage(this.subjects.stream("EVENTS"), { last_by_subj: this.subjects.taskEvents(taskId) })).catch(() => null);
+    const m = await this.#lastMessage(taskId);
     if (!m) return undefined;
     const { event, from } = this.decodeEvent({ subject: m.subject, data: m.data, headers: m.header });
     return { sequence: m.seq, event, from };

@@ -1,5 +1,6 @@
 import { createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { inspect } from "node:util";
 import { Prefix } from "@nats-io/nkeys";
 import { Codec } from "@nats-io/nkeys/lib/codec.js";
@@ -62,11 +63,30 @@ export class Identity {
     return Identity.fromSeed(match[0]);
   }
 
+  /**
+   * The identity in `path`, or a new one written there (0600) when the file
+   * does not exist: a service keeps the same id across restarts, so it can
+   * still follow tasks it submitted before.
+   */
+  static fromFileOrCreate(path: string): Identity {
+    if (existsSync(path)) return Identity.fromFile(path);
+    const id = Identity.generate();
+    mkdirSync(dirname(path), { recursive: true });
+    id.writeSeed(path);
+    return id;
+  }
+
   /** From an environment variable holding a seed (default `AGENTBUS_SEED`). */
   static fromEnv(name = "AGENTBUS_SEED"): Identity {
     const value = process.env[name];
     if (!value) throw new AgentBusError("INVALID_INPUT", `environment variable ${name} is not set`);
     return Identity.fromSeed(value);
+  }
+
+  /** Writes the seed to `path` with mode 0600 (also when the file existed with looser permissions). */
+  writeSeed(path: string): void {
+    writeFileSync(path, `${this.exportSeed()}\n`, { mode: 0o600 });
+    chmodSync(path, 0o600);
   }
 
   /** The nkey seed (`SU…`). Treat as a secret: write it only to a 0600 file. */

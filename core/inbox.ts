@@ -6,6 +6,7 @@ import { ensureConsumer, retryJs } from "./infra.js";
 import type { Logger } from "./log.js";
 import { parseMessage, toMessage, type Input } from "./message.js";
 import type { Message } from "./protocol.js";
+import type { TraceContext } from "./trace.js";
 
 /** The capability name the ACL uses for direct messages. */
 export const INBOX_CAPABILITY = "inbox";
@@ -35,7 +36,7 @@ export interface SendReceipt {
  * keeps it until the agent takes it, however long it is offline. MACed for
  * the recipient only (nobody else may read it as from us).
  */
-export async function sendDirect(durable: Durable, to: string, input: Input, meta: { context?: string; task?: string } = {}): Promise<SendReceipt> {
+export async function sendDirect(durable: Durable, to: string, input: Input, meta: { context?: string; task?: string; trace?: TraceContext } = {}): Promise<SendReceipt> {
   const subject = durable.subjects.inbox(to);
   const message = toMessage(input);
   const body = Buffer.from(JSON.stringify(message));

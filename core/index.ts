@@ -17,7 +17,7 @@ export type { WorkerOptions } from "./worker.js";
 export { TaskHandle, type SubmitOptions } from "./tasks.js";
 export type { TaskPage, TaskQuery } from "./taskstore.js";
 export type { StoredEvent } from "./durable.js";
-export { isTerminal, isInterrupted, isFinal, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./task.js";
+export { isTerminal, isInterrupted, isFinal, endsFollow, stateOf, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./task.js";
 export { Session, type SessionEntry } from "./session.js";
 export { INBOX_CAPABILITY, type InboxHandler, type InboxMessage, type SendReceipt } from "./inbox.js";
 export { AgentBusError, ErrorCodes, isAgentBusError, isErrorCode, type ErrorCode } from "./errors.js";
@@ -28,7 +28,7 @@ export { Registry, type AgentInfo, type AgentRecord, type AgentEvent, type Disco
 export { AclStore } from "./aclstore.js";
 export { capabilityMatches, isAllowed, type AclRule, type AclGroup, type AclPolicy } from "./acl.js";
 export { toMessage, textOf, dataOf, structuredInput, type Input } from "./message.js";
-export { childTrace, traceIdOf, type TraceContext } from "./trace.js";
+export { childTrace, traceFromHeaders, traceHeaders, traceIdOf, type TraceContext } from "./trace.js";
 export { featuresOf, compareVersions, type ServerFeatures } from "./features.js";
 export { createLogger, type Logger } from "./log.js";
 export type { Message, Part, Role, AgentCard, AgentSkill, AgentCapabilities, AgentInterface, AgentExtension } from "./protocol.js";

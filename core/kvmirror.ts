@@ -19,6 +19,9 @@ export class KvMirror<T> {
   readonly entries = new Map<string, Mirrored<T>>();
   readonly ready: Promise<void>;
   #stop: () => void = () => {};
+  /** Highest stream revision the watch has applied. */
+  #revision = 0;
+  #waiters: Array<{ revision: number; resolve: () => void }> = [];
 
   private constructor(ready: Promise<void>) {
     this.ready = ready;
@@ -54,12 +57,34 @@ export class KvMirror<T> {
           mirror.entries.delete(e.key);
           onChange?.(e.key, undefined, previous);
         }
+        mirror.#applied(e.revision);
         if (e.delta === 0 || e.isUpdate) markReady();
       }
     })();
     await mirror.ready;
     clearTimeout(fallback);
     return mirror;
+  }
+
+  #applied(revision: number): void {
+    this.#revision = Math.max(this.#revision, revision);
+    this.#waiters = this.#waiters.filter((w) => (w.revision <= this.#revision ? (w.resolve(), false) : true));
+  }
+
+  /**
+   * Resolves once the mirror holds every write up to `revision` (a put's
+   * result, or the bucket's last sequence after a delete), so a caller reads
+   * its own writes. Gives up quietly after `timeoutMs`: the watch lags, it
+   * does not lose entries.
+   */
+  async caughtUp(revision: number, timeoutMs = 2000): Promise<void> {
+    if (revision <= this.#revision) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => this.#waiters.push({ revision, resolve })),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+    ]);
+    clearTimeout(timer);
   }
 
   get(key: string): T | undefined {

@@ -61,6 +61,14 @@ export class Subjects {
   taskEvents(task: string): string {
     return `${this.prefix}.task.${checkId(task, "task id")}.events`;
   }
+  /**
+   * Every task's events in the tenant (`<root>.<t>.task.*.events`, the
+   * events stream's subject filter): for readers of the whole tenant, such as
+   * the monitor's live feed.
+   */
+  allTaskEvents(): string {
+    return `${this.prefix}.task.*.events`;
+  }
   /** Cancel requests for one task. */
   taskCancel(task: string): string {
     return `${this.prefix}.task.${checkId(task, "task id")}.cancel`;

@@ -113,5 +113,15 @@ export function applyEvent(task: Task, event: TaskEvent): Task {
 /** The state an event moves the task to, if it is a status update. */
 export const stateOf = (event: TaskEvent): TaskState | undefined => ("statusUpdate" in event ? event.statusUpdate.status.state : undefined);
 
+/**
+ * Where a reader following one task's events stops: at a terminal state, or
+ * at an interrupted one once it has caught up (`pending` later events: 0),
+ * since a resumed task goes on past its earlier interruptions.
+ */
+export const endsFollow = (event: TaskEvent, pending: number): boolean => {
+  const state = stateOf(event);
+  return state !== undefined && (isTerminal(state) || (isInterrupted(state) && pending === 0));
+};
+
 /** A status object stamped now. */
 export const statusNow = (state: TaskState, message?: Message): TaskStatus => ({ state, ...(message && { message }), timestamp: new Date().toISOString() });

@@ -9,7 +9,7 @@ import { checkCapability, checkId } from "./subjects.js";
 import { applyEvent, isFinal, isTerminal, statusNow, stateOf, type Task, type TaskEvent } from "./task.js";
 import type { Snapshot } from "./taskstore.js";
 import { TaskWatch } from "./taskwatch.js";
-import { childTrace, type TraceContext } from "./trace.js";
+import { SpanAttr, SpanKind, traced, type TraceContext } from "./trace.js";
 
 /** Options of `bus.submit`. */
 export interface SubmitOptions {
@@ -68,6 +68,15 @@ export class TaskHandle {
    */
   events(options: { fromSequence?: number } = {}): AsyncGenerator<StoredEvent> {
     return this.submitter.durable.events(this.id, options.fromSequence);
+  }
+
+  /**
+   * The stream sequence of the task's latest stored event (undefined before
+   * the first): `events({ fromSequence: last + 1 })` follows only what comes
+   * next, e.g. the turn a follow-up message starts.
+   */
+  lastSequence(): Promise<number | undefined> {
+    return this.submitter.durable.lastSequence(this.id);
   }
 
   /**
@@ -168,35 +177,49 @@ export class TaskHandle {
 
   /**
    * Cancels the task. A queued or waiting task is marked CANCELED at once (a
-   * worker that later receives it skips it); a running one is asked to stop
-   * on `<root>.<t>.task.<id>.cancel` and ends CANCELED when its handler
-   * notices. A finished task is refused with `NOT_CANCELABLE`.
+   * worker that later receives it skips it, and one that took it meanwhile
+   * gets a notice); a running one is asked to stop on
+   * `<root>.<t>.task.<id>.cancel` and ends CANCELED when its handler
+   * notices. A finished task is refused with `NOT_CANCELABLE`. `trace`
+   * continues the caller's trace on the request and the CANCELED event.
    */
-  async cancel(options: { timeout?: number } = {}): Promise<Task> {
+  async cancel(options: { timeout?: number; trace?: TraceContext } = {}): Promise<Task> {
+    // A CLIENT span when an SDK is registered; the request and the CANCELED event carry its trace.
+    const op = traced("cancel task", SpanKind.CLIENT, options.trace, { [SpanAttr.task]: this.id });
+    return op.run(() => this.#cancel(options.timeout, op.trace));
+  }
+
+  async #cancel(timeout: number | undefined, trace: TraceContext): Promise<Task> {
     const { nc, durable } = this.submitter;
     const snapshot = await durable.store.get(this.id);
     if (!snapshot) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
     const { task } = snapshot;
     if (isTerminal(task.status.state)) throw new AgentBusError("NOT_CANCELABLE", `task ${this.id} is already ${task.status.state}`);
+    const subject = durable.subjects.taskCancel(this.id);
+    const body = Buffer.from("{}");
+    const sealFor = (agent: string) => durable.envelopes.seal(subject, body, { task: this.id, trace }, [agent]);
     if (task.status.state === "TASK_STATE_WORKING" && task.metadata.agent) {
-      const subject = durable.subjects.taskCancel(this.id);
-      const body = Buffer.from("{}");
-      const headers = durable.envelopes.seal(subject, body, { task: this.id }, [task.metadata.agent]);
-      const reply = await nc.request(subject, body, { headers, timeout: options.timeout ?? 5000 }).catch(() => undefined);
+      const reply = await nc.request(subject, body, { headers: sealFor(task.metadata.agent), timeout: timeout ?? 5000 }).catch(() => undefined);
       if (reply) {
         const env = durable.envelopes.open(reply, { replay: false });
         if (env.errorCode) throw new AgentBusError(env.errorCode, (JSON.parse(utf8(reply.data)) as { message: string }).message);
-        return this.result({ timeout: options.timeout ?? 30_000 });
+        return this.result({ timeout: timeout ?? 30_000 });
       }
       // No worker is running it (crashed, or between deliveries): mark it
       // here; the redelivered work item will be skipped.
     }
-    return markCanceled(durable, snapshot);
+    const canceled = await markCanceled(durable, snapshot, "canceled", trace);
+    // A worker may have taken the task between our read and the write: it
+    // learns of the cancel at its next snapshot write, which a handler that
+    // waits long may not make soon. Tell it now (no answer needed).
+    const agent = canceled.metadata.agent;
+    if (agent) nc.publish(subject, body, { headers: sealFor(agent) });
+    return canceled;
   }
 }
 
 /** Moves a task to CANCELED by compare-and-set, then records the event (final states: snapshot first). */
-export async function markCanceled(durable: Durable, known: Snapshot, reason = "canceled"): Promise<Task> {
+export async function markCanceled(durable: Durable, known: Snapshot, reason = "canceled", trace?: TraceContext): Promise<Task> {
   const status = statusNow("TASK_STATE_CANCELED", toMessage(reason, "ROLE_AGENT"));
   const event = { statusUpdate: { taskId: known.task.id, contextId: known.task.contextId, status } };
   let refused: Task | undefined;
@@ -211,7 +234,7 @@ export async function markCanceled(durable: Durable, known: Snapshot, reason = "
     if (refused.status.state === "TASK_STATE_CANCELED") return refused;
     throw new AgentBusError("NOT_CANCELABLE", `task ${known.task.id} is already ${refused.status.state}`);
   }
-  await durable.publishEvent(next.task, event, finalEventId(next.task.id, next.revision));
+  await durable.publishEvent(next.task, event, finalEventId(next.task.id, next.revision), trace);
   return next.task;
 }
 
@@ -286,7 +309,8 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
 async function publishWork(s: Submitter, cap: string, message: unknown, task: Task, msgId: string, o: SubmitOptions): Promise<void> {
   const subject = s.durable.subjects.work(cap);
   const body = Buffer.from(JSON.stringify(message));
-  const meta: EnvelopeMeta = { task: task.id, context: task.contextId, parent: o.parent, depth: o.depth ?? 0, trace: childTrace(o.trace) };
+  // The trace is the submit's own hop already (bus.submit made it a child of the caller's).
+  const meta: EnvelopeMeta = { task: task.id, context: task.contextId, parent: o.parent, depth: o.depth ?? 0, trace: o.trace };
   // Signed for whichever replica takes it (even one not running yet), and
   // MACed for the ones we know so they skip the signature check.
   const headers = s.durable.envelopes.seal(subject, body, meta, s.providers(cap), { id: msgId, sign: true });

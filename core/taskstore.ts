@@ -11,6 +11,9 @@ export interface Snapshot {
 }
 
 /** Filters and paging of {@link TaskStore.list}. */
+/** A listing that hears nothing for this long has read everything there is. */
+const LIST_IDLE_MS = 2000;
+
 export interface TaskQuery {
   contextId?: string;
   state?: TaskState;
@@ -71,15 +74,19 @@ export class TaskStore {
    */
   async update(id: string, change: (task: Task) => Task | undefined, known?: Snapshot): Promise<Snapshot> {
     let current = known ?? (await this.get(id));
+    let written: string | undefined;
     for (let attempt = 0; ; attempt++) {
       if (!current) throw new AgentBusError("TASK_NOT_FOUND", `task ${id} not found`);
+      // A write retried after a lost reply comes back as a conflict with
+      // itself: the re-read shows exactly what we wrote. That is success (not
+      // a change to apply again, nor a task that moved on without us).
+      if (written !== undefined && JSON.stringify(current.task) === written) return current;
       const next = change(current.task);
       if (!next) return current;
+      const value = (written = JSON.stringify(next));
       try {
-        // A retried write that had landed comes back as a conflict: the
-        // re-read then shows our own change and `change` declines to repeat it.
         const revision = current.revision;
-        return { task: next, revision: await retryJs(() => this.kv.update(id, JSON.stringify(next), revision)) };
+        return { task: next, revision: await retryJs(() => this.kv.update(id, value, revision)) };
       } catch (err) {
         if (!isRevisionConflict(err) || attempt >= 50) throw err;
         current = await this.get(id);
@@ -99,21 +106,31 @@ export class TaskStore {
     if (!Number.isSafeInteger(offset) || offset < 0) throw new AgentBusError("INVALID_INPUT", "invalid page token");
     const all: Task[] = [];
     const { streamInfo, bucket } = await this.kv.status();
+    // Read up to the stream's end as of now: writes landing meanwhile may
+    // keep `pending` above zero, and a quiet consumer ends the read too.
+    const end = streamInfo.state.last_seq;
     const consumer = await this.js.consumers.get(streamInfo.config.name, {
       filter_subjects: `$KV.${bucket}.>`,
       deliver_policy: DeliverPolicy.LastPerSubject,
     });
-    if ((await consumer.info()).num_pending > 0) {
+    if (end > 0 && (await consumer.info()).num_pending > 0) {
       const iter = await consumer.consume();
-      for await (const m of iter) {
-        const op = m.headers?.get("KV-Operation");
-        if (op !== "DEL" && op !== "PURGE") {
-          const t = decode(m.data);
-          if ((!query.contextId || t.contextId === query.contextId) && (!query.state || t.status.state === query.state)) all.push(t);
+      let idle = setTimeout(() => iter.stop(), LIST_IDLE_MS);
+      try {
+        for await (const m of iter) {
+          clearTimeout(idle);
+          idle = setTimeout(() => iter.stop(), LIST_IDLE_MS);
+          const op = m.headers?.get("KV-Operation");
+          if (op !== "DEL" && op !== "PURGE") {
+            const t = decode(m.data);
+            if ((!query.contextId || t.contextId === query.contextId) && (!query.state || t.status.state === query.state)) all.push(t);
+          }
+          if (m.info.pending === 0 || m.seq >= end) break;
         }
-        if (m.info.pending === 0) break;
+      } finally {
+        clearTimeout(idle);
+        iter.stop();
       }
-      iter.stop();
     }
     all.sort((a, b) => (a.status.timestamp < b.status.timestamp ? 1 : a.status.timestamp > b.status.timestamp ? -1 : a.id.localeCompare(b.id)));
     const tasks = all.slice(offset, offset + pageSize);

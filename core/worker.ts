@@ -1,6 +1,6 @@
 import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
-import { completeWith, createContext, type AgentContext, type ArtifactOptions, type ContextBase, type ContextSink } from "./context.js";
+import { completeWith, runHandler, type AgentContext, type ArtifactOptions, type ContextBase, type ContextSink } from "./context.js";
 import { finalEventId, type Durable } from "./durable.js";
 import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
 import { Header, type Envelope } from "./envelope.js";
@@ -10,6 +10,7 @@ import { parseMessage, structuredInput, toMessage, type Input } from "./message.
 import type { Message, Part } from "./protocol.js";
 import { applyEvent, canMove, isFinal, isTerminal, stateOf, statusNow, type Task, type TaskEvent, type TaskState } from "./task.js";
 import type { Snapshot } from "./taskstore.js";
+import type { TraceContext } from "./trace.js";
 
 /** Handles one capability; the return value becomes the reply or the task's result. */
 export type Handler = (ctx: AgentContext) => Input | void | Promise<Input | void>;
@@ -158,6 +159,7 @@ export class TaskWorker {
       return;
     }
     const run = new TaskRun(this, m, snapshot);
+    run.trace = env.trace; // the handler's own, once it runs
     const keepAlive = setInterval(() => m.working(), Math.max(100, Math.floor(this.#o.ackWaitMs / 3)));
     const cancelSub = this.#host.nc.subscribe(durable.subjects.taskCancel(snapshot.task.id), { callback: (_e, msg) => run.onCancel(msg, env) });
     this.#runs.add(run);
@@ -167,10 +169,10 @@ export class TaskWorker {
       const input = this.#validate ? structuredInput(userMessage) : undefined;
       this.#validate?.(input);
       await run.start();
-      const ctx = createContext(this.#host.base(this.#cap, env, userMessage, run.abort.signal, run.task, input), run);
-      const result = await this.#handler(ctx);
+      const result = await runHandler(this.#handler, this.#host.base(this.#cap, env, userMessage, run.abort.signal, run.task, input), run, this.#host.agentId);
       if (run.abort.signal.aborted) await run.end(run.canceled ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(run.canceled ? "canceled" : "agent stopped", "ROLE_AGENT"));
       else if (!run.ended) await completeWith(run, result);
+      if (run.stale) await this.#settle(run.task.id);
       m.ack();
     } catch (err) {
       await this.#failed(run, m, err);
@@ -207,6 +209,16 @@ export class TaskWorker {
     await durable.publishEvent(task, { statusUpdate: { taskId: task.id, contextId: task.contextId, status: task.status } }, finalEventId(task.id, revision));
   }
 
+  /**
+   * The task ended without this run (canceled, or finished by another
+   * delivery): whoever ended it stored the final state first; make sure its
+   * event is stored too before the work item goes.
+   */
+  async #settle(taskId: string): Promise<void> {
+    const latest = await this.#host.durable.store.get(taskId);
+    if (latest && isTerminal(latest.task.status.state)) await this.#ensureFinalEvent(latest);
+  }
+
   async #failed(run: TaskRun, m: JsMsg, err: unknown): Promise<void> {
     const reason = isAgentBusError(err) ? `${err.code}: ${err.message}` : String((err as Error)?.message ?? err);
     if (isTerminal(run.task.status.state)) {
@@ -214,6 +226,7 @@ export class TaskWorker {
       await this.#ensureFinalEvent(run.snapshot);
       return m.ack();
     }
+    if (run.stale) await this.#settle(run.task.id);
     if (run.ended || run.stale) return m.ack();
     if (run.canceled) {
       await run.end("TASK_STATE_CANCELED", toMessage("canceled", "ROLE_AGENT"));
@@ -278,6 +291,8 @@ class TaskRun implements ContextSink {
   /** The snapshot moved on without us (canceled meanwhile). */
   stale = false;
   canceled = false;
+  /** The handler's trace: every event of this run carries it. */
+  trace?: TraceContext;
   #snapshot: Snapshot;
   #acks: Promise<number>[] = [];
   #pending: TaskEvent[] = [];
@@ -321,10 +336,10 @@ class TaskRun implements ContextSink {
     this.#pending.push(event);
     if (state && isFinal(state)) {
       await this.#flush();
-      if (!this.stale) await this.worker.host.durable.publishEvent(this.task, event, finalEventId(this.task.id, this.#snapshot.revision));
+      if (!this.stale) await this.worker.host.durable.publishEvent(this.task, event, finalEventId(this.task.id, this.#snapshot.revision), this.trace);
       return;
     }
-    const ack = this.worker.host.durable.publishEvent(this.task, event);
+    const ack = this.worker.host.durable.publishEvent(this.task, event, undefined, this.trace);
     ack.catch(() => {}); // surfaced by the next flush
     this.#acks.push(ack);
     this.#flushTimer ??= setTimeout(() => void this.#flush().catch(() => {}), SNAPSHOT_LAG_MS);

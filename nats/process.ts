@@ -13,15 +13,19 @@ const TAIL_LINES = 40;
 //   "exit" handlers) they get SIGTERM, a graceful stop they finish on their
 //   own, and then we die of the same signal as if we had not listened.
 // A Ctrl-C in a terminal reaches them directly too: they share our process group.
+// A server whose owner stops it itself on signals (`agentbus up` drains its
+// clients first) is left out of the signal rule and runs in its own process
+// group; the "exit" rule still applies to it.
 const live = new Set<ChildProcess>();
+const ownerStopped = new WeakSet<ChildProcess>();
 let reaperInstalled = false;
 
-function killAll(signal: NodeJS.Signals): void {
-  for (const child of live) child.kill(signal);
+function killAll(signal: NodeJS.Signals, spareOwnerStopped = false): void {
+  for (const child of live) if (!(spareOwnerStopped && ownerStopped.has(child))) child.kill(signal);
 }
 
 function onSignal(signal: NodeJS.Signals): void {
-  killAll("SIGTERM");
+  killAll("SIGTERM", true);
   // Someone else listening decides how the process ends; otherwise restore
   // the default action and re-raise so the exit status stays honest.
   if (process.listenerCount(signal) === 1) {
@@ -48,12 +52,14 @@ export class ServerProcess {
   /**
    * Starts `bin -c configFile`. stderr (where nats-server logs) is always
    * read, because an unread pipe eventually blocks the server; with `debug`
-   * it is also copied to our stderr.
+   * it is also copied to our stderr. With `stopsItself`, our SIGTERM/SIGINT
+   * does not reach it: the owner stops it after draining its clients.
    */
-  constructor(bin: string, configFile: string, debug = false) {
+  constructor(bin: string, configFile: string, debug = false, stopsItself = false) {
     installReaper();
-    this.child = spawn(bin, ["-c", configFile], { stdio: ["ignore", "ignore", "pipe"] });
+    this.child = spawn(bin, ["-c", configFile], { stdio: ["ignore", "ignore", "pipe"], detached: stopsItself });
     live.add(this.child);
+    if (stopsItself) ownerStopped.add(this.child);
     let partial = "";
     this.child.stderr?.setEncoding("utf8");
     this.child.stderr?.on("data", (chunk: string) => {

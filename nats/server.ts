@@ -29,6 +29,13 @@ export interface ServerOptions {
   config?: Record<string, unknown>;
   /** Copy the server's log (stderr) to ours. */
   debug?: boolean;
+  /**
+   * The caller stops the server itself on SIGINT/SIGTERM (after draining its
+   * clients): the launcher then does not pass those signals on, and the
+   * server runs in its own process group, out of reach of a terminal's
+   * Ctrl-C. It is still killed when this process exits.
+   */
+  stopsItself?: boolean;
   /** Path of the nats-server binary. Default: {@link findNatsServer}. */
   bin?: string;
   /** Credentials for readiness probes, needed when `config` turns on authorization. */
@@ -152,7 +159,7 @@ class LaunchedServer implements NatsServer {
 
   /** Spawns the process and waits until a client can use it. */
   async start(): Promise<void> {
-    const proc = new ServerProcess(this.bin, this.configFile, this.opts.debug);
+    const proc = new ServerProcess(this.bin, this.configFile, this.opts.debug, this.opts.stopsItself);
     this.proc = proc;
     const jetstream = this.opts.waitForJetStream ?? this.opts.jetstream ?? true;
     // Race each probe against the exit so a dead server fails fast instead

@@ -6,6 +6,7 @@ import {
 } from "@a2a-js/sdk";
 import { ClientFactory, type Client } from "@a2a-js/sdk/client";
 import { AgentBusError, type Agent, type AgentCard, type AgentContext, type Bus, type Handler, type Message, type TaskEvent, type Task, type WorkerOptions } from "../../core/index.js";
+import { SpanAttr, SpanKind, traceHeaders, traced } from "../../core/trace.js";
 
 /** Options of {@link joinRemoteAgent}. */
 export interface RemoteA2AOptions {
@@ -52,7 +53,8 @@ export async function joinRemoteAgent(options: RemoteA2AOptions): Promise<Remote
   const client = await new ClientFactory().createFromAgentCard(sdkCard);
   const streaming = card.capabilities?.streaming === true;
 
-  const breaker = new CircuitBreaker((ctx: AgentContext) => forward(client, ctx, streaming), {
+  const server = new URL(options.cardUrl);
+  const breaker = new CircuitBreaker((ctx: AgentContext) => forward(client, ctx, streaming, server), {
     timeout: false, // a task may legitimately run long; the bus's ack wait covers stalls
     errorThresholdPercentage: options.breaker?.errorThresholdPercentage ?? 50,
     volumeThreshold: options.breaker?.volumeThreshold ?? 3,
@@ -94,7 +96,24 @@ export async function joinRemoteAgent(options: RemoteA2AOptions): Promise<Remote
 /** The remote task a bus task continues, kept in the context's session (survives restarts). */
 const remoteKey = (taskId: string) => `a2a.remote.${taskId}`;
 
-async function forward(client: Client, ctx: AgentContext, streaming: boolean): Promise<void> {
+/**
+ * One turn on the remote, in a CLIENT span (`A2A SendStreamingMessage` or
+ * `A2A SendMessage`) under the handler's; its `traceparent` and
+ * `tracestate` go out as HTTP headers (the SDK's service parameters).
+ */
+async function forward(client: Client, ctx: AgentContext, streaming: boolean, server: URL): Promise<void> {
+  const method = streaming ? "SendStreamingMessage" : "SendMessage";
+  const op = traced(`A2A ${method}`, SpanKind.CLIENT, ctx.trace, {
+    "rpc.system": "jsonrpc",
+    "rpc.method": method,
+    "server.address": server.hostname,
+    [SpanAttr.capability]: ctx.capability,
+    ...(ctx.taskId && { [SpanAttr.task]: ctx.taskId }),
+  });
+  await op.run(() => forwardTraced(client, ctx, streaming, { serviceParameters: traceHeaders(op.trace) }));
+}
+
+async function forwardTraced(client: Client, ctx: AgentContext, streaming: boolean, sent: { serviceParameters: Record<string, string> }): Promise<void> {
   const session = ctx.task ? await ctx.session<Record<string, string>>() : undefined;
   const previous = ctx.task && ctx.history.length > 1 ? (await session?.get())?.value[remoteKey(ctx.task.id)] : undefined;
   const message = MessageCodec.fromJSON({
@@ -104,7 +123,7 @@ async function forward(client: Client, ctx: AgentContext, streaming: boolean): P
     metadata: { ...ctx.userMessage.metadata, skill: ctx.capability },
   });
   let remoteTaskId = previous;
-  const onAbort = () => void (remoteTaskId && client.cancelTask({ tenant: "", id: remoteTaskId, metadata: undefined } as never).catch(() => {}));
+  const onAbort = () => void (remoteTaskId && client.cancelTask({ tenant: "", id: remoteTaskId, metadata: undefined } as never, sent).catch(() => {}));
   ctx.signal.addEventListener("abort", onAbort, { once: true });
   const remember = async (id: string) => {
     if (remoteTaskId === id) return;
@@ -115,7 +134,7 @@ async function forward(client: Client, ctx: AgentContext, streaming: boolean): P
   try {
     const request = { tenant: "", message, configuration: undefined, metadata: undefined };
     if (streaming) {
-      for await (const e of client.sendMessageStream(request)) {
+      for await (const e of client.sendMessageStream(request, sent)) {
         const json = StreamResponseCodec.toJSON(e) as Streamed;
         // A stream opens with the task as it stands (on a follow-up turn: still
         // waiting for input); only its id matters, the updates drive the turn.
@@ -124,7 +143,7 @@ async function forward(client: Client, ctx: AgentContext, streaming: boolean): P
       }
       return;
     }
-    const result = await client.sendMessage(request);
+    const result = await client.sendMessage(request, sent);
     const json = ("role" in result ? { message: MessageCodec.toJSON(result) } : StreamResponseCodec.toJSON({ payload: { $case: "task", value: result } })) as Streamed;
     await apply(ctx, json, remember);
   } finally {

@@ -45,7 +45,7 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import autocannon from "autocannon";
 import { monitorJson, startServer, type NatsServer } from "../../nats/index.js";
-import { cleanupOnSignals, procCpuUs, emit, now, progress, ratio, round, summarize, stopChild } from "../lib.js";
+import { bounded, runBench, procCpuUs, emit, now, progress, ratio, round, summarize, stopChild } from "../lib.js";
 
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50);
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 10);
@@ -78,7 +78,7 @@ async function startChild(name: ChildName, script: string, args: string[]): Prom
   delete env.BENCH_A2A_PROF_DIR;
   if (PROF_DIR && PROF_TARGETS.includes(name)) env.BENCH_A2A_PROF_DIR = PROF_DIR;
   const proc = spawn(process.execPath, ["--import", "tsx", join(here, script), ...args], { cwd: root, env, stdio: ["pipe", "pipe", "inherit"] });
-  children[name] = proc; // cleanup() stops it even if it never becomes ready
+  children[name] = proc; // stopAll() stops it even if it never becomes ready
   const lines = createInterface({ input: proc.stdout! });
   const ready = await new Promise<string>((resolveReady, reject) => {
     const timer = setTimeout(() => reject(new Error(`${name} not ready in 30 s`)), 30_000);
@@ -99,21 +99,15 @@ async function startChild(name: ChildName, script: string, args: string[]): Prom
 const keepAlive = new Agent({ keepAlive: true, maxSockets: 1 });
 let running: { stop(): void } | undefined;
 
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    running?.stop();
-    keepAlive.destroy();
-    const bounded = (p: Promise<unknown> | undefined) =>
-      Promise.race([p?.catch(() => {}), new Promise((r) => setTimeout(r, 5000).unref())]);
-    // The bridge first (it holds a bus connection and consumers), then the agent.
-    await Promise.all([bounded(children.bridge && stopChild(children.bridge)), bounded(children.sdk && stopChild(children.sdk))]);
-    await bounded(children.agent && stopChild(children.agent));
-    await server?.cleanup().catch(() => {});
-  })();
-  return cleaning;
+/** Stops what the run started (children, clients, the nats-server). */
+async function stopAll(): Promise<void> {
+  running?.stop();
+  keepAlive.destroy();
+  // The bridge first (it holds a bus connection and consumers), then the agent.
+  await Promise.all([bounded(children.bridge && stopChild(children.bridge)), bounded(children.sdk && stopChild(children.sdk))]);
+  await bounded(children.agent && stopChild(children.agent));
+  await server?.cleanup().catch(() => {});
 }
-cleanupOnSignals(cleanup, () => cleaning !== undefined);
 
 // --- requests ---------------------------------------------------------------------
 
@@ -423,12 +417,4 @@ async function main(): Promise<void> {
   });
 }
 
-try {
-  await main();
-} catch (err) {
-  // After SIGINT/SIGTERM the cleanup pulls the servers away mid-run: no stack for that.
-  progress(cleaning ? `interrupted: ${(err as Error)?.message ?? String(err)}` : `bench failed: ${(err as Error)?.stack ?? String(err)}`);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
+await runBench(main, stopAll);

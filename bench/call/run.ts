@@ -51,7 +51,7 @@ import {
 import type { Received } from "../../core/envelope.js";
 import { parseMessage } from "../../core/message.js";
 import { startServer, type NatsServer } from "../../nats/index.js";
-import { cleanupOnSignals, cpuMeter, stopChild, emit, now, progress, ratio, round, summarize, timeFor, rateOf, type Latency } from "../lib.js";
+import { bounded, runBench, cpuMeter, stopChild, emit, now, progress, ratio, round, summarize, timeFor, rateOf, type Latency } from "../lib.js";
 
 const N = Number(process.env.BENCH_N ?? 5000);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 500);
@@ -92,7 +92,7 @@ async function startResponder(url: string): Promise<{ proc: ChildProcess; agentI
   if (process.env.BENCH_CPU_PROF) args.push("--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF);
   args.push(join(here, "responder.ts"), url, TENANT);
   const proc = spawn(process.execPath, args, { cwd: root, stdio: ["pipe", "pipe", "inherit"] });
-  child = proc; // cleanup() stops it even if it never becomes ready
+  child = proc; // stopAll() stops it even if it never becomes ready
   const lines = createInterface({ input: proc.stdout! });
   const agentId = await new Promise<string>((resolveReady, reject) => {
     const timer = setTimeout(() => reject(new Error("responder not ready in 30 s")), 30_000);
@@ -108,17 +108,11 @@ async function startResponder(url: string): Promise<{ proc: ChildProcess; agentI
   return { proc, agentId };
 }
 
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    const bounded = (p: Promise<unknown> | undefined) =>
-      Promise.race([p?.catch(() => {}), new Promise((r) => setTimeout(r, 5000).unref())]);
-    await Promise.all([bounded(caller?.close()), bounded(child && stopChild(child))]);
-    await server?.cleanup().catch(() => {});
-  })();
-  return cleaning;
+/** Stops what the run started (children, clients, the nats-server). */
+async function stopAll(): Promise<void> {
+  await Promise.all([bounded(caller?.close()), bounded(child && stopChild(child))]);
+  await server?.cleanup().catch(() => {});
 }
-cleanupOnSignals(cleanup, () => cleaning !== undefined);
 
 // --- CPU accounting: where the cycles go, per process ----------------------------
 
@@ -356,11 +350,4 @@ async function main(): Promise<void> {
   });
 }
 
-try {
-  await main();
-} catch (err) {
-  progress(`bench failed: ${(err as Error)?.stack ?? String(err)}`);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
+await runBench(main, stopAll);

@@ -40,7 +40,7 @@ import { Queue, QueueEvents } from "bullmq";
 import { Redis as IORedis } from "ioredis";
 import { connect, createLogger, type Bus } from "../../core/index.js";
 import { freePort, monitorJson, startServer, type NatsServer } from "../../nats/index.js";
-import { cleanupOnSignals, cpuMeter, stopChild, emit, now, progress, rateOf, ratio, round, summarize } from "../lib.js";
+import { bounded, runBench, cpuMeter, stopChild, emit, now, progress, rateOf, ratio, round, summarize } from "../lib.js";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 20_000);
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 50);
@@ -81,7 +81,7 @@ async function startWorker(system: System, target: string, name: string): Promis
   if (process.env.BENCH_CPU_PROF) args.push("--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF);
   args.push(join(here, compiled ? "worker.js" : "worker.ts"), system, target, name, String(CONCURRENCY));
   const proc = spawn(process.execPath, args, { cwd: root, stdio: ["pipe", "pipe", "inherit"] });
-  workers[system] = proc; // cleanup() stops it even if it never becomes ready
+  workers[system] = proc; // stopAll() stops it even if it never becomes ready
   const lines = createInterface({ input: proc.stdout! });
   const id = await new Promise<string>((resolveReady, reject) => {
     const timer = setTimeout(() => reject(new Error(`${system} worker not ready in 30 s`)), 30_000);
@@ -136,24 +136,18 @@ async function startRedis(): Promise<{ port: number; version: string }> {
   }
 }
 
-let cleaning: Promise<void> | undefined;
-function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    const bounded = (p: Promise<unknown> | undefined) =>
-      Promise.race([p?.catch(() => {}), new Promise((r) => setTimeout(r, 5000).unref())]);
-    await Promise.all([
-      bounded(client?.close()),
-      bounded(tap?.close()),
-      bounded(queueEvents?.close()),
-      bounded(queue?.close()),
-      ...Object.values(workers).map((w) => bounded(w && stopChild(w))),
-    ]);
-    for (const r of redisClients) r.disconnect();
-    await Promise.all([bounded(redis && stopChild(redis)), server?.cleanup().catch(() => {})]);
-  })();
-  return cleaning;
+/** Stops what the run started (children, clients, the nats-server). */
+async function stopAll(): Promise<void> {
+  await Promise.all([
+    bounded(client?.close()),
+    bounded(tap?.close()),
+    bounded(queueEvents?.close()),
+    bounded(queue?.close()),
+    ...Object.values(workers).map((w) => bounded(w && stopChild(w))),
+  ]);
+  for (const r of redisClients) r.disconnect();
+  await Promise.all([bounded(redis && stopChild(redis)), server?.cleanup().catch(() => {})]);
 }
-cleanupOnSignals(cleanup, () => cleaning !== undefined);
 
 // --- CPU accounting, per process (as in bench/call) -----------------------------
 
@@ -506,11 +500,4 @@ async function main(): Promise<void> {
   });
 }
 
-try {
-  await main();
-} catch (err) {
-  progress(`bench failed: ${(err as Error)?.stack ?? String(err)}`);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
+await runBench(main, stopAll);

@@ -27,6 +27,7 @@ import type { PushConfig, PushNotifications } from "./push.js";
 import { ExtendedAgentCardNotConfiguredError, PushNotificationNotSupportedError, RequestMalformedError, TaskNotCancelableError, TaskNotFoundError } from "@a2a-js/sdk/errors";
 import type { A2ARequestHandler } from "@a2a-js/sdk/server";
 import { isAgentBusError, isFinal, type AgentCard, type Bus, type Message, type Task, type TaskHandle, type TaskState } from "../../core/index.js";
+import { SpanAttr, type Traced } from "../../core/trace.js";
 
 /** Bus internals that A2A callers need not see. */
 function toSdkTask(task: Task): SdkTask {
@@ -54,6 +55,8 @@ export class BusRequestHandler implements A2ARequestHandler {
     /** The card this route serves (an agent's, or the gateway's). */
     private readonly card: () => AgentCard | undefined,
     private readonly push?: PushNotifications,
+    /** The request's span: submits continue its trace. */
+    private readonly op?: Traced,
   ) {}
 
   async getAgentCard(): Promise<SdkAgentCard> {
@@ -87,10 +90,11 @@ export class BusRequestHandler implements A2ARequestHandler {
     if (!cap && message.taskId) cap = ((await this.bus.task(message.taskId).catch((e: unknown) => Promise.reject(a2aError(e, message.taskId)))).metadata.capability);
     let handle: TaskHandle;
     try {
-      handle = await this.bus.submit(cap!, message, { taskId: message.taskId || undefined, contextId: message.contextId || undefined });
+      handle = await this.bus.submit(cap!, message, { taskId: message.taskId || undefined, contextId: message.contextId || undefined, trace: this.op?.trace });
     } catch (err) {
       throw a2aError(err, message.taskId);
     }
+    this.op?.span?.setAttributes({ [SpanAttr.capability]: cap!, [SpanAttr.task]: handle.id });
     const push = params.configuration?.taskPushNotificationConfig;
     if (push) await this.#setPush({ ...PushConfigCodec.toJSON(push) as PushConfig, taskId: handle.id });
     return handle;
@@ -143,7 +147,7 @@ export class BusRequestHandler implements A2ARequestHandler {
 
   async cancelTask(params: CancelTaskRequest): Promise<SdkTask> {
     try {
-      return toSdkTask(await (await this.bus.taskHandle(params.id)).cancel());
+      return toSdkTask(await (await this.bus.taskHandle(params.id)).cancel({ trace: this.op?.trace }));
     } catch (err) {
       throw a2aError(err, params.id);
     }

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { Header, KvMirror, ensureBucket, ensureConsumer, retryJs, type Bus, type TaskEvent } from "../../core/index.js";
+import { SpanAttr, SpanKind, traceHeaders, traced, type TraceContext } from "../../core/trace.js";
 
 /** A push notification config as stored in `mesh_<t>_push` under `<task>.<id>` (A2A v1.0 JSON form). */
 export interface PushConfig {
@@ -69,7 +70,8 @@ export class PushNotifications {
   async set(config: Omit<PushConfig, "id"> & { id?: string }): Promise<PushConfig> {
     const stored: PushConfig = { ...config, id: config.id || randomUUID() };
     new URL(stored.url); // refuse what is not a URL
-    await this.kv.put(`${stored.taskId}.${stored.id}`, JSON.stringify(stored));
+    // Read-your-writes: a get or list right after this sees the config.
+    await this.configs.caughtUp(await this.kv.put(`${stored.taskId}.${stored.id}`, JSON.stringify(stored)));
     return stored;
   }
 
@@ -83,6 +85,7 @@ export class PushNotifications {
 
   async delete(taskId: string, id: string): Promise<void> {
     await this.kv.delete(`${taskId}.${id}`);
+    await this.configs.caughtUp((await this.kv.status()).streamInfo.state.last_seq);
   }
 
   async #run(): Promise<void> {
@@ -97,15 +100,16 @@ export class PushNotifications {
     const hints = m.headers?.get(Header.mac) ?? "";
     const verifier = [...this.verifiers.values()].find((b) => hints.includes(b.id.slice(1, 13)));
     let event: TaskEvent;
+    let trace: TraceContext | undefined;
     try {
       if (!verifier) throw new Error("no identity here can verify this event");
-      verifier.envelopes.open(m, { durable: true });
+      trace = verifier.envelopes.open(m, { durable: true }).trace;
       event = m.json<TaskEvent>();
     } catch (err) {
       this.bus.log.warn({ task: taskId, err: String(err) }, "push: event not relayed");
       return m.term();
     }
-    const results = await Promise.allSettled(configs.map((c) => this.#post(c, event)));
+    const results = await Promise.allSettled(configs.map((c) => this.#post(c, event, taskId, trace)));
     const failed = results.filter((r) => r.status === "rejected");
     if (failed.length === 0) return m.ack();
     const attempt = m.info.deliveryCount;
@@ -113,12 +117,17 @@ export class PushNotifications {
     m.nak(Math.min(60_000, this.o.backoffMs * 2 ** (attempt - 1)));
   }
 
-  async #post(config: PushConfig, event: TaskEvent): Promise<void> {
-    const headers: Record<string, string> = { "content-type": "application/json" };
+  /** POSTs one event; the webhook gets the event's trace (a child of the agent's span) as `traceparent`. */
+  async #post(config: PushConfig, event: TaskEvent, taskId: string, trace: TraceContext | undefined): Promise<void> {
+    const op = traced("push notification", SpanKind.CLIENT, trace, { [SpanAttr.task]: taskId, "http.request.method": "POST" });
+    const headers: Record<string, string> = { "content-type": "application/json", ...traceHeaders(op.trace) };
     if (config.token) headers["X-A2A-Notification-Token"] = config.token;
     if (config.authentication) headers.authorization = `${config.authentication.scheme} ${config.authentication.credentials}`;
-    const res = await fetch(config.url, { method: "POST", headers, body: JSON.stringify(event), signal: AbortSignal.timeout(this.o.timeoutMs) });
-    if (!res.ok) throw new Error(`webhook answered ${res.status}`);
+    await op.run(async () => {
+      const res = await fetch(config.url, { method: "POST", headers, body: JSON.stringify(event), signal: AbortSignal.timeout(this.o.timeoutMs) });
+      op.span?.setAttribute("http.response.status_code", res.status);
+      if (!res.ok) throw new Error(`webhook answered ${res.status}`);
+    });
   }
 
   async stop(): Promise<void> {

@@ -4,6 +4,7 @@ import { JsonRpcTransportHandler, ServerCallContext, validateVersion } from "@a2
 import { LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { AgentCard, Bus } from "../../core/index.js";
+import { SpanKind, traceFromHeaders, traced, type Traced } from "../../core/trace.js";
 import { LEGACY_PROTOCOL_VERSION, agentCard, etagOf, gatewayCard, legacyCard } from "./cards.js";
 import { BusRequestHandler } from "./handler.js";
 import { apiKeySecurity, findKey, presentedKey, type ApiKeyEntry } from "./auth.js";
@@ -30,6 +31,14 @@ export interface A2ABridgeOptions {
 
 const JSON_RPC_ERRORS = { parse: -32700, invalidRequest: -32600, unauthorized: -32000 } as const;
 
+/** JSON-RPC methods of A2A v1.0 and v0.3: span names (`A2A <method>`) come only from these. */
+const A2A_METHODS = new Set([
+  "SendMessage", "SendStreamingMessage", "GetTask", "ListTasks", "CancelTask", "SubscribeToTask", "GetExtendedAgentCard",
+  "CreateTaskPushNotificationConfig", "GetTaskPushNotificationConfig", "ListTaskPushNotificationConfigs", "DeleteTaskPushNotificationConfig",
+  "message/send", "message/stream", "tasks/get", "tasks/cancel", "tasks/resubscribe", "agent/getAuthenticatedExtendedCard",
+  "tasks/pushNotificationConfig/set", "tasks/pushNotificationConfig/get", "tasks/pushNotificationConfig/list", "tasks/pushNotificationConfig/delete",
+]);
+
 function rpcError(id: unknown, code: number, message: string) {
   return { jsonrpc: "2.0", id: id ?? null, error: { code, message } };
 }
@@ -44,7 +53,7 @@ function rpcError(id: unknown, code: number, message: string) {
 export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions): Promise<void> {
   const { bus } = options;
   const keys = options.apiKeys ?? [];
-  if (options.open === (keys.length > 0)) {
+  if (Boolean(options.open) === keys.length > 0) {
     throw new Error("a2aBridge: give either apiKeys (production) or open: true (local use), not both or neither");
   }
   if (options.open) bus.log.warn("INSECURE: A2A bridge in open mode: no authentication, every caller acts as this bridge's identity. Local use only.");
@@ -112,7 +121,29 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     if (typeof request !== "object" || request === null || Array.isArray(request) || request.jsonrpc !== "2.0" || typeof request.method !== "string") {
       return reply.send(rpcError(id, JSON_RPC_ERRORS.invalidRequest, "not a JSON-RPC 2.0 request"));
     }
-    const handler = new BusRequestHandler(caller.bus, () => cardFor(req, agent, caller.bus), push);
+    // A SERVER span continuing the caller's `traceparent`; the task, its work item and the agent continue it in turn.
+    const method = A2A_METHODS.has(request.method) ? request.method : "unknown";
+    const op = traced(`A2A ${method}`, SpanKind.SERVER, traceFromHeaders(req.headers), {
+      "rpc.system": "jsonrpc",
+      "rpc.method": method,
+      "http.request.method": "POST",
+      "http.route": agent === undefined ? "/a2a" : "/a2a/:agent",
+      "agentbus.tenant": caller.bus.subjects.tenant,
+      ...(agent !== undefined && { "agentbus.agent.name": agent }),
+    });
+    void reply.header("traceresponse", op.trace.traceparent);
+    try {
+      const streamed = await answer(req, reply, body, id, caller.bus, agent, op);
+      op.end();
+      return streamed;
+    } catch (err) {
+      op.end(err);
+      throw err;
+    }
+  };
+
+  const answer = async (req: FastifyRequest, reply: FastifyReply, body: unknown, id: unknown, on: Bus, agent: string | undefined, op: Traced) => {
+    const handler = new BusRequestHandler(on, () => cardFor(req, agent, on), push, op);
     const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
     // As the SDK does: a request without A2A-Version is a v0.3 request.
     const version = typeof header === "string" && header !== "" ? header : LEGACY_PROTOCOL_VERSION;
@@ -125,10 +156,16 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
       const transport = legacy ? new LegacyJsonRpcTransportHandler(handler) : new JsonRpcTransportHandler(handler);
       result = await transport.handle(body as Record<string, unknown>, context);
     } catch (err) {
-      return reply.send({ jsonrpc: "2.0", id: id ?? null, error: mapError(err) });
+      const error = mapError(err);
+      op.span?.setAttribute("rpc.jsonrpc.error_code", (error as { code: number }).code);
+      return reply.send({ jsonrpc: "2.0", id: id ?? null, error });
     }
-    if (!(result && typeof (result as AsyncGenerator)[Symbol.asyncIterator] === "function")) return reply.send(result);
-    return streamSse(req, reply, result as AsyncGenerator<unknown>, id, options.keepAliveMs ?? 15_000, mapError);
+    if (!(result && typeof (result as AsyncGenerator)[Symbol.asyncIterator] === "function")) {
+      const code = (result as { error?: { code?: unknown } }).error?.code;
+      if (typeof code === "number") op.span?.setAttribute("rpc.jsonrpc.error_code", code);
+      return reply.send(result);
+    }
+    return streamSse(req, reply, result as AsyncGenerator<unknown>, id, options.keepAliveMs ?? 15_000, mapError, { traceresponse: op.trace.traceparent });
   };
   const limited = { config: { rateLimit: {} } };
   app.post("/a2a", limited, (req, reply) => rpc(req, reply));
@@ -147,6 +184,7 @@ async function streamSse(
   id: unknown,
   keepAliveMs: number,
   mapError: (err: unknown) => unknown,
+  headers: Record<string, string>,
 ): Promise<void> {
   const iterator = stream[Symbol.asyncIterator]();
   let first: IteratorResult<unknown>;
@@ -157,7 +195,7 @@ async function streamSse(
   }
   reply.hijack();
   const res = reply.raw;
-  res.writeHead(200, SSE_HEADERS);
+  res.writeHead(200, { ...SSE_HEADERS, ...headers });
   let closed = false;
   const keepAlive = setInterval(() => res.write(": keep-alive\n\n"), keepAliveMs);
   req.raw.on("close", () => {

@@ -22,7 +22,7 @@ export interface McpHttpOptions {
  */
 export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Promise<void> {
   const keys = options.apiKeys ?? [];
-  if (options.open === (keys.length > 0)) throw new Error("mcpHttp: give either apiKeys or open: true, not both or neither");
+  if (Boolean(options.open) === keys.length > 0) throw new Error("mcpHttp: give either apiKeys or open: true, not both or neither");
   const sessions = new Map<string, { transport: StreamableHTTPServerTransport; key?: string }>();
   app.addHook("onClose", async () => {
     await Promise.all([...sessions.values()].map((s) => s.transport.close()));

@@ -1,7 +1,9 @@
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
-import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
-import { isAgentBusError, textOf, type AgentInfo, type Bus, type JsonSchema, type Task } from "../../core/index.js";
+import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
+import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError, type CallToolResult, type ServerNotification, type ServerRequest, type Tool } from "@modelcontextprotocol/sdk/types.js";
+import { isAgentBusError, textOf, type AgentInfo, type Bus, type JsonSchema, type Message, type Task, type TaskHandle, type Logger, isFinal } from "../../core/index.js";
 import { validatorFor } from "../../core/schema.js";
+import { SpanAttr, SpanKind, traceFromHeaders, traced, type TraceContext } from "../../core/trace.js";
 
 /** The input schema of a capability that declares none: one text argument. */
 export const DEFAULT_INPUT_SCHEMA = { type: "object", properties: { text: { type: "string", description: "the request, in words" } }, required: ["text"] } as const;
@@ -53,13 +55,13 @@ function inboxTools(bus: Bus): Tool[] {
   ];
 }
 
-async function callInboxTool(bus: Bus, name: string, args: Record<string, unknown>): Promise<CallToolResult> {
+async function callInboxTool(bus: Bus, name: string, args: Record<string, unknown>, trace: TraceContext | undefined): Promise<CallToolResult> {
   if (name === "mesh__get_messages") {
     const messages = await bus.receive({ max: typeof args.max === "number" ? args.max : 10, waitMs: 1000 });
     const shown = messages.map((m) => ({ sequence: m.sequence, from: m.from, contextId: m.message.contextId ?? m.envelope.context, text: textOf(m.message), data: m.message.parts.find((p) => "data" in p)?.data }));
     return { content: [{ type: "text", text: JSON.stringify(shown) }], structuredContent: { messages: shown } };
   }
-  const receipt = await bus.send(String(args.to), String(args.text), { context: typeof args.contextId === "string" ? args.contextId : undefined });
+  const receipt = await bus.send(String(args.to), String(args.text), { context: typeof args.contextId === "string" ? args.contextId : undefined, trace });
   return { content: [{ type: "text", text: `sent (sequence ${receipt.sequence})` }] };
 }
 
@@ -76,11 +78,43 @@ function resultOf(task: Task): CallToolResult {
   return { content: [{ type: "text", text: `${state.replace("TASK_STATE_", "")}: ${why}` }, ...content], isError: state !== "TASK_STATE_INPUT_REQUIRED" };
 }
 
+type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+
+/**
+ * Sends one progress notification per status update (its text) and artifact
+ * chunk until the task's event log reaches a final or interrupted state.
+ * Sent one at a time, in event order; a notification the client no longer
+ * takes (it went away) ends the relay, not the call.
+ */
+async function relayProgress(handle: TaskHandle, progressToken: string | number, extra: Extra, log: Logger): Promise<void> {
+  let progress = 0;
+  try {
+    for await (const { event } of handle.events()) {
+      if (extra.signal.aborted) return;
+      // The final state is the result itself.
+      if ("statusUpdate" in event && isFinal(event.statusUpdate.status.state)) break;
+      const message = "statusUpdate" in event ? event.statusUpdate.status.message : "artifactUpdate" in event ? { parts: event.artifactUpdate.artifact.parts } : event.message;
+      const text = message ? textOf(message as Message) : "";
+      const state = "statusUpdate" in event ? event.statusUpdate.status.state.replace("TASK_STATE_", "").toLowerCase() : undefined;
+      await extra.sendNotification({ method: "notifications/progress", params: { progressToken, progress: ++progress, message: text || state || "working" } });
+    }
+    // The SDK client handles notifications a microtask after the read that
+    // brought them but responses at once: a notification that arrives in the
+    // same read as the response finds its token gone. A short pause puts the
+    // response in a later read (unless the client is too busy to read).
+    if (progress > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+  } catch (err) {
+    // The client left or the log is unreadable: the result still answers the call.
+    log.warn({ err: (err as Error).message, task: handle.id }, "progress relay stopped");
+  }
+}
+
 /**
  * An MCP server whose tools are the bus's capabilities. `tools/call` is a
  * durable bus task: an MCP cancellation cancels the task, its artifacts
- * become the result (progress notifications are not sent yet); bus errors become `isError` results with
- * the code, protocol misuse becomes JSON-RPC errors. Tells clients when
+ * become the result and, when the client sent a progress token, each status
+ * update and artifact chunk is a progress notification; bus errors become
+ * `isError` results with the code, protocol misuse becomes JSON-RPC errors. Tells clients when
  * agents come and go (`notifications/tools/list_changed`).
  */
 export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0.1.0" }): Server {
@@ -95,6 +129,8 @@ export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0
   });
 
   server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
+    // The caller's trace: `_meta.traceparent` (MCP's convention, any transport), else the HTTP request's header.
+    const incoming = traceFromHeaders(req.params._meta) ?? traceFromHeaders(extra.requestInfo?.headers);
     const own = inboxTools(bus).find((t) => t.name === req.params.name);
     if (own) {
       const args = req.params.arguments ?? {};
@@ -104,7 +140,7 @@ export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0
         throw new McpError(ErrorCode.InvalidParams, (err as Error).message);
       }
       try {
-        return await callInboxTool(bus, own.name, args);
+        return await callInboxTool(bus, own.name, args, incoming);
       } catch (err) {
         return { content: [{ type: "text", text: isAgentBusError(err) ? `${err.code}: ${err.message}` : String(err) }], isError: true };
       }
@@ -119,17 +155,33 @@ export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0
     }
     // A capability without a schema takes text; one with a schema takes the arguments as data.
     const input = (tool.inputSchema as unknown) === DEFAULT_INPUT_SCHEMA ? String(args.text) : args;
+    const op = traced("MCP tools/call", SpanKind.SERVER, incoming, {
+      "mcp.method.name": "tools/call",
+      "gen_ai.tool.name": tool.name,
+      [SpanAttr.capability]: tool.name,
+      [SpanAttr.tenant]: bus.subjects.tenant,
+    });
     let handle;
     try {
-      handle = await bus.submit(tool.name, input);
+      handle = await bus.submit(tool.name, input, { trace: op.trace });
     } catch (err) {
+      op.end(err);
       return { content: [{ type: "text", text: isAgentBusError(err) ? `${err.code}: ${err.message}` : String(err) }], isError: true };
     }
-    const onAbort = () => void handle.cancel().catch(() => {});
+    op.span?.setAttribute(SpanAttr.task, handle.id);
+    const onAbort = () => void handle.cancel({ trace: op.trace }).catch(() => {});
     extra.signal.addEventListener("abort", onAbort, { once: true });
+    const token = req.params._meta?.progressToken;
+    const progress = token === undefined ? Promise.resolve() : relayProgress(handle, token, extra, bus.log);
     try {
-      return resultOf(await handle.result({ signal: extra.signal }));
+      const task = await handle.result({ signal: extra.signal });
+      // Progress must reach the client before the result: after the result the token is unknown to it.
+      await progress;
+      op.span?.setAttribute(SpanAttr.taskState, task.status.state);
+      op.end();
+      return resultOf(task);
     } catch (err) {
+      op.end(err);
       return { content: [{ type: "text", text: isAgentBusError(err) ? `${err.code}: ${err.message}` : String(err) }], isError: true };
     } finally {
       extra.signal.removeEventListener("abort", onAbort);

@@ -2,7 +2,7 @@ import Fastify, { type FastifyInstance } from "fastify";
 import { ClientFactory } from "@a2a-js/sdk/client";
 import { Role, TaskState, type Message as SdkMessage, type StreamResponse, type Task as SdkTask } from "@a2a-js/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Bus } from "../../core/index.js";
+import { traceIdOf, type Bus } from "../../core/index.js";
 import { a2aBridge } from "../../bridges/a2a/index.js";
 import { quietLogger, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
@@ -297,14 +297,14 @@ describe("A2A push notifications", () => {
 
   it("configs are kept in KV; task updates reach the webhook with its token, with retries, across a bridge restart", async () => {
     const { createServer } = await import("node:http");
-    const received: Array<{ token?: string; body: Record<string, unknown> }> = [];
+    const received: Array<{ token?: string; traceparent?: string; body: Record<string, unknown> }> = [];
     let failures = 2;
     const hook = createServer((req, res) => {
       let data = "";
       req.on("data", (c) => (data += String(c)));
       req.on("end", () => {
         if (failures-- > 0) return void res.writeHead(500).end();
-        received.push({ token: req.headers["x-a2a-notification-token"] as string | undefined, body: JSON.parse(data) as Record<string, unknown> });
+        received.push({ token: req.headers["x-a2a-notification-token"] as string | undefined, traceparent: req.headers.traceparent as string | undefined, body: JSON.parse(data) as Record<string, unknown> });
         res.writeHead(200).end();
       });
     });
@@ -349,6 +349,9 @@ describe("A2A push notifications", () => {
         expect(completed?.token).toBe("tok-1");
         expect(completed?.body).toMatchObject({ statusUpdate: { taskId: task.id } });
         expect(received.some((r) => "artifactUpdate" in r.body)).toBe(true);
+        // Each POST continues the task's trace (the bridge's SendMessage started it).
+        const traceIds = new Set(received.map((r) => traceIdOf(r.traceparent)));
+        expect([...traceIds]).toEqual([expect.stringMatching(/^[0-9a-f]{32}$/)]);
       } finally {
         await second.app.close();
       }

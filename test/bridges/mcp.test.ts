@@ -2,73 +2,123 @@ import { fileURLToPath } from "node:url";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { ToolListChangedNotificationSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
-import { describe, expect, it } from "vitest";
-import { textOf } from "../../core/index.js";
+import { describe, expect, it, onTestFailed } from "vitest";
+import { textOf, type Bus, type ConnectOptions } from "../../core/index.js";
 import { eventually, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
 const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
 const text = (r: CallToolResult) => r.content.map((c) => (c.type === "text" ? c.text : "")).join("");
 
+/** Agents for the scenario: echo, and math with a schema, a failure, steps (status updates) and a slow task. */
+async function startAgents(open: (o: Partial<ConnectOptions>) => Promise<Bus>, tenant: string) {
+  const state = { slowStarted: false };
+  const echoBus = await open({ tenant, insecureAllowAll: true });
+  await echoBus.agent({ name: "echo", skills: [{ id: "echo", description: "echo the text" }] }, { echo: (ctx) => `echo: ${ctx.text}` });
+  const mathBus = await open({ tenant, insecureAllowAll: true });
+  await mathBus.agent(
+    { name: "math", skills: [{ id: "math.add", description: "adds", inputSchema: { type: "object", required: ["a", "b"], properties: { a: { type: "number" }, b: { type: "number" } } } }, { id: "math.fail" }, { id: "math.steps" }, { id: "math.slow" }] },
+    {
+      "math.add": (ctx) => {
+        const { a, b } = ctx.input as { a: number; b: number };
+        return { sum: a + b };
+      },
+      "math.fail": () => {
+        throw Object.assign(new Error("cannot"), {});
+      },
+      "math.steps": async (ctx) => {
+        for (const step of ["one", "two", "three"]) {
+          await ctx.status(step);
+          await new Promise((resolve) => setTimeout(resolve, 150));
+        }
+        return "stepped";
+      },
+      "math.slow": async (ctx) => {
+        state.slowStarted = true;
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+        return "never";
+      },
+    },
+    { tasks: { maxDeliver: 1 } },
+  );
+  return { echoBus, mathBus, state };
+}
+
+/**
+ * What every MCP transport must do: list tools, call them, report progress and
+ * failures, validate input, cancel, announce list changes.
+ */
+async function exercise(client: Client, open: (o: Partial<ConnectOptions>) => Promise<Bus>, tenant: string, agents: Awaited<ReturnType<typeof startAgents>>): Promise<void> {
+  const { echoBus, mathBus, state } = agents;
+  let changed = 0;
+  client.setNotificationHandler(ToolListChangedNotificationSchema, () => void changed++);
+  const tools = (await eventually(async () => {
+    const t = (await client.listTools()).tools;
+    return t.length === 7 ? t : undefined;
+  }))!;
+  expect(tools.map((t) => t.name)).toEqual(["mesh__get_messages", "mesh__reply_message", "echo", "math.add", "math.fail", "math.slow", "math.steps"]);
+  expect(tools.find((t) => t.name === "echo")!.inputSchema).toMatchObject({ type: "object", required: ["text"] });
+  expect(tools.find((t) => t.name === "math.add")!.inputSchema).toMatchObject({ required: ["a", "b"] });
+  expect(client.getServerCapabilities()?.tools?.listChanged).toBe(true);
+
+  expect(text((await client.callTool({ name: "echo", arguments: { text: "hi" } })) as CallToolResult)).toBe("echo: hi");
+  const sum = (await client.callTool({ name: "math.add", arguments: { a: 2, b: 3 } })) as CallToolResult;
+  expect(sum.structuredContent).toEqual({ sum: 5 });
+
+  const failed = (await client.callTool({ name: "math.fail", arguments: { text: "x" } })) as CallToolResult;
+  expect(failed.isError).toBe(true);
+  expect(text(failed)).toMatch(/FAILED: .*cannot/);
+
+  await expect(client.callTool({ name: "math.add", arguments: { a: "two" } })).rejects.toThrow(/must have required property|must be number/);
+  await expect(client.callTool({ name: "nope", arguments: {} })).rejects.toThrow(/unknown tool/);
+
+  // Progress: every status update of the task, in order, while it runs; twice on one connection, then a call without a token.
+  for (let round = 0; round < 2; round++) {
+    const seen: string[] = [];
+    const result = (await client.callTool({ name: "math.steps", arguments: { text: "go" } }, undefined, { onprogress: (p) => void seen.push(p.message ?? "") })) as CallToolResult;
+    expect(text(result)).toBe("stepped");
+    expect(seen.filter((m) => ["one", "two", "three"].includes(m))).toEqual(["one", "two", "three"]);
+  }
+  expect(text((await client.callTool({ name: "math.steps", arguments: { text: "go" } })) as CallToolResult)).toBe("stepped");
+
+  // An MCP cancellation cancels the bus task.
+  const abort = new AbortController();
+  const slow = client.callTool({ name: "math.slow", arguments: { text: "wait" } }, undefined, { signal: abort.signal });
+  await eventually(() => state.slowStarted);
+  abort.abort("user gave up");
+  await expect(slow).rejects.toThrow();
+  await eventually(async () => (await echoBus.tasks({ state: "TASK_STATE_CANCELED" })).tasks.length === 1);
+
+  // An agent that starts adds its tools and tells the client.
+  const joined = changed;
+  const lateBus = await open({ tenant, insecureAllowAll: true });
+  await lateBus.agent({ name: "late", skills: [{ id: "late" }] }, { late: () => "here" });
+  await eventually(() => changed > joined, 10_000);
+  expect((await client.listTools()).tools.map((t) => t.name)).toContain("late");
+  await lateBus.close();
+
+  // An agent that stops removes its tools and tells the client.
+  const before = changed;
+  await mathBus.close();
+  await eventually(() => changed > before, 10_000);
+  expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["mesh__get_messages", "mesh__reply_message", "echo"]);
+}
+
 describe("agentbus mcp (stdio) with the official MCP client", () => {
   const nats = useNatsServer();
   const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
 
-  it("lists capabilities as tools, calls them, reports failures, validates input, announces list changes", async () => {
-    const echoBus = await open({ tenant: "mcp", insecureAllowAll: true });
-    await echoBus.agent({ name: "echo", skills: [{ id: "echo", description: "echo the text" }] }, { echo: (ctx) => `echo: ${ctx.text}` });
-    const mathBus = await open({ tenant: "mcp", insecureAllowAll: true });
-    await mathBus.agent(
-      { name: "math", skills: [{ id: "math.add", description: "adds", inputSchema: { type: "object", required: ["a", "b"], properties: { a: { type: "number" }, b: { type: "number" } } } }, { id: "math.fail" }, { id: "math.steps" }] },
-      {
-        "math.add": (ctx) => {
-          const { a, b } = ctx.input as { a: number; b: number };
-          return { sum: a + b };
-        },
-        "math.fail": () => {
-          throw Object.assign(new Error("cannot"), {});
-        },
-        "math.steps": async (ctx) => {
-          for (const step of ["one", "two", "three"]) await ctx.status(step);
-          return "stepped";
-        },
-      },
-      { tasks: { maxDeliver: 1 } },
-    );
-
+  it("lists capabilities as tools, calls them, reports progress and failures, validates input, cancels, announces list changes", async () => {
+    const agents = await startAgents(open, "mcp");
     const transport = new StdioClientTransport({ command: process.execPath, args: ["--import", "tsx", main, "mcp", "--nats", nats.server.url, "--tenant", "mcp"], stderr: "pipe" });
+    // Read the server's stderr: an unread pipe fills and blocks its writes.
+    let serverLog = "";
+    transport.stderr?.on("data", (chunk: Buffer) => void (serverLog = (serverLog + chunk.toString()).slice(-20_000)));
+    onTestFailed(() => console.error(`--- agentbus mcp stderr ---\n${serverLog}\n--- nats-server log ---\n${nats.server.logTail()}`));
     const client = new Client({ name: "test", version: "1.0.0" });
-    let changed = 0;
-    client.setNotificationHandler(ToolListChangedNotificationSchema, () => void changed++);
     await client.connect(transport);
     try {
-      const tools = (await eventually(async () => {
-        const t = (await client.listTools()).tools;
-        return t.length === 6 ? t : undefined;
-      }))!;
-      expect(tools.map((t) => t.name)).toEqual(["mesh__get_messages", "mesh__reply_message", "echo", "math.add", "math.fail", "math.steps"]);
-      expect(tools.find((t) => t.name === "echo")!.inputSchema).toMatchObject({ type: "object", required: ["text"] });
-      expect(tools.find((t) => t.name === "math.add")!.inputSchema).toMatchObject({ required: ["a", "b"] });
-      expect(client.getServerCapabilities()?.tools?.listChanged).toBe(true);
-
-      expect(text((await client.callTool({ name: "echo", arguments: { text: "hi" } })) as CallToolResult)).toBe("echo: hi");
-      const sum = (await client.callTool({ name: "math.add", arguments: { a: 2, b: 3 } })) as CallToolResult;
-      expect(sum.structuredContent).toEqual({ sum: 5 });
-
-      const failed = (await client.callTool({ name: "math.fail", arguments: { text: "x" } })) as CallToolResult;
-      expect(failed.isError).toBe(true);
-      expect(text(failed)).toMatch(/FAILED: .*cannot/);
-
-      await expect(client.callTool({ name: "math.add", arguments: { a: "two" } })).rejects.toThrow(/must have required property|must be number/);
-      await expect(client.callTool({ name: "nope", arguments: {} })).rejects.toThrow(/unknown tool/);
-
-      expect(text((await client.callTool({ name: "math.steps", arguments: { text: "go" } })) as CallToolResult)).toBe("stepped");
-
-      // An agent that stops removes its tools and tells the client.
-      const before = changed;
-      await mathBus.close();
-      await eventually(() => changed > before, 10_000);
-      expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["mesh__get_messages", "mesh__reply_message", "echo"]);
+      await exercise(client, open, "mcp", agents);
     } finally {
       await client.close();
     }
@@ -78,6 +128,24 @@ describe("agentbus mcp (stdio) with the official MCP client", () => {
 describe("MCP over Streamable HTTP at /mcp", () => {
   const nats = useNatsServer();
   const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
+
+  it("lists, calls, reports progress and failures, validates input, cancels, announces list changes (open mode)", async () => {
+    const Fastify = (await import("fastify")).default;
+    const { mcpHttp } = await import("../../bridges/mcp/index.js");
+    const { StreamableHTTPClientTransport } = await import("@modelcontextprotocol/sdk/client/streamableHttp.js");
+    const agents = await startAgents(open, "mcpopen");
+    const app = Fastify({ forceCloseConnections: true });
+    await app.register(mcpHttp, { bus: await open({ tenant: "mcpopen" }), open: true });
+    const url = await app.listen({ port: 0, host: "127.0.0.1" });
+    const client = new Client({ name: "http-test", version: "1.0.0" });
+    try {
+      await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
+      await exercise(client, open, "mcpopen", agents);
+    } finally {
+      await client.close();
+      await app.close();
+    }
+  }, 60_000);
 
   it("serves tools to an authenticated MCP client; refuses a missing key", async () => {
     const Fastify = (await import("fastify")).default;

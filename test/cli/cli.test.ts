@@ -21,7 +21,8 @@ function run(args: string[]): Promise<{ code: number; stdout: string; stderr: st
   });
 }
 
-describe("agentbus CLI", () => {
+// Each command is a fresh Node process compiling TypeScript (1–3 s on a loaded machine); a test runs up to eight.
+describe("agentbus CLI", { timeout: 90_000 }, () => {
   const nats = useNatsServer();
   const open = useBuses(() => nats.server.url);
 
@@ -114,6 +115,26 @@ describe("agentbus CLI", () => {
     }
   });
 
+  it("acl and revoke answer in JSON with --json; keygen accepts the common options", async () => {
+    const common = ["--nats", nats.server.url, "--tenant", "cli-json", "--json"];
+    const target = Identity.generate().id;
+    const allow = await run(["acl", "allow", "r1", "group:ops", target, "echo", "math.>", ...common]);
+    expect(allow.code, allow.stderr).toBe(0);
+    expect(JSON.parse(allow.stdout)).toEqual({ rule: "r1", source: "group:ops", target, capabilities: ["echo", "math.>"] });
+    expect(JSON.parse((await run(["acl", "group", "ops", target, ...common])).stdout)).toEqual({ group: "ops", members: [target] });
+    expect(JSON.parse((await run(["acl", "ls", ...common])).stdout)).toEqual({
+      rules: { r1: { source: "group:ops", target, capabilities: ["echo", "math.>"] } },
+      groups: { ops: { members: [target] } },
+    });
+    expect(JSON.parse((await run(["acl", "rm", "r1", ...common])).stdout)).toEqual({ removed: "r1" });
+    expect(JSON.parse((await run(["revoke", target, "--reason", "lost laptop", ...common])).stdout)).toEqual({ id: target, revoked: true });
+    expect(JSON.parse((await run(["revoke", target, "--undo", ...common])).stdout)).toEqual({ id: target, revoked: false });
+    const file = join(mkdtempSync(join(tmpdir(), "agentbus-cli-")), "k.nk");
+    const key = await run(["keygen", file, ...common]);
+    expect(key.code).toBe(0);
+    expect(JSON.parse(key.stdout)).toEqual({ id: expect.stringMatching(/^U/), file });
+  });
+
   it("exit codes: 2 for usage errors, 3 when NATS is unreachable", async () => {
     expect((await run(["call"])).code).toBe(2);
     expect((await run(["no-such-command"])).code).toBe(2);
@@ -121,5 +142,11 @@ describe("agentbus CLI", () => {
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/cannot connect to NATS/);
     expect((await run(["--help"])).code).toBe(0);
+  });
+
+  it("with --json an error is one JSON line on stderr, with its code", async () => {
+    const r = await run(["task", "get", "no-such-task", "--json", "--nats", nats.server.url, "--tenant", "clijson"]);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stderr.trim().split("\n").at(-1)!)).toEqual({ error: { code: "TASK_NOT_FOUND", message: expect.stringContaining("no-such-task") } });
   });
 });

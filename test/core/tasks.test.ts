@@ -1,6 +1,6 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
-import { AgentBusError, textOf, type Bus, type StoredEvent, type Task } from "../../core/index.js";
+import { AgentBusError, stateOf, textOf, type Bus, type StoredEvent, type Task } from "../../core/index.js";
 import { eventually, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
@@ -148,6 +148,32 @@ describe("durable tasks", () => {
     // Finished: refused with a clear code.
     await rejectsWith(done.cancel(), "NOT_CANCELABLE");
     await rejectsWith(client.task("no-such-task"), "TASK_NOT_FOUND");
+  });
+
+  it("a cancel that races the worker's first snapshot write still stops the handler", async () => {
+    const { agentBus, client } = await pair();
+    // Queued first and followed from the start, so each WORKING event is seen at once.
+    const handles = await Promise.all(Array.from({ length: 30 }, () => client.submit("sleep", "x")));
+    const working = handles.map(async (h) => {
+      for await (const { event } of h.events()) if (stateOf(event) === "TASK_STATE_WORKING") return;
+    });
+    await new Promise((r) => setTimeout(r, 200)); // the followers are subscribed
+    let aborted = 0;
+    await agentBus.agent({ name: "sleeper", skills: [{ id: "sleep" }] }, {
+      // Waits far longer than the test: only a cancel ends it.
+      sleep: (ctx) => new Promise((_resolve, reject) => ctx.signal.addEventListener("abort", () => (aborted++, reject(ctx.signal.reason)))),
+    }, { tasks: { concurrency: 32 } });
+    // The worker folds its first events into the snapshot ~20 ms after
+    // WORKING. Cancels 0–3 ms after that event: some read SUBMITTED and then
+    // find the worker's write landed before theirs (without the notice to
+    // the worker, its handler would never hear of the cancel).
+    await Promise.all(handles.map(async (h, i) => {
+      await working[i];
+      await new Promise((r) => setTimeout(r, i % 4));
+      expect((await h.cancel()).status.state).toBe("TASK_STATE_CANCELED");
+    }));
+    await eventually(() => aborted === 30);
+    for (const h of handles) expect((await h.get()).status.state).toBe("TASK_STATE_CANCELED");
   });
 
   it("multi-turn: INPUT_REQUIRED, then a message with the task id resumes it with its history", async () => {

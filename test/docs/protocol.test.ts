@@ -4,7 +4,9 @@
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import type { Command } from "commander";
 import { Agent, AclStore, Bus, ErrorCodes, Header, Session, Subjects, TaskHandle } from "../../core/index.js";
+import { program } from "../../cli/program.js";
 
 const read = (f: string) => readFileSync(new URL(`../../docs/${f}`, import.meta.url), "utf8");
 const protocol = read("PROTOCOL.md");
@@ -79,6 +81,15 @@ describe("docs/PROTOCOL.md matches the code", () => {
       for (const [, name] of doc.matchAll(/`(MESH_<T>_[A-Z]+|mesh_<t>_[a-z]+)`/g)) expect([...streams, ...buckets]).toContain(name);
     }
     for (const name of [...streams, ...buckets]) expect(architecture).toContain(`\`${name}\``);
+  });
+
+  it("the CLI table names exactly the commands of the command tree", () => {
+    const leaves = (c: Command, path: string[]): string[] =>
+      c.commands.length ? c.commands.flatMap((sub) => leaves(sub, [...path, sub.name()])) : [path.join(" ")];
+    const built = leaves(program(), ["agentbus"]).sort();
+    const section = protocol.slice(protocol.indexOf("## CLI"), protocol.indexOf("## HTTP gateway"));
+    const listed = [...section.matchAll(/^\| `(agentbus [a-z0-9 ]+)`/gm)].map((m) => m[1]!.trim()).sort();
+    expect(listed).toEqual(built);
   });
 
   it("ARCHITECTURE.md lists every error code", () => {

@@ -1,6 +1,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
+import { eventually } from "../helpers/bus.js";
 import { useNatsSupercluster } from "../helpers/nats.js";
 
 describe("startSupercluster", () => {
@@ -27,8 +28,9 @@ describe("startSupercluster", () => {
         for await (const m of sub) m.respond(`east got ${m.string()}`);
       })();
       await east.flush();
-      const reply = await west.request("geo.whereami", "hello from west", { timeout: 5_000 });
-      expect(reply.string()).toBe("east got hello from west");
+      // Interest crosses a gateway asynchronously: until it has, west has no responders.
+      const reply = await eventually(() => west.request("geo.whereami", "hello from west", { timeout: 5_000 }), 10_000, 100);
+      expect(reply!.string()).toBe("east got hello from west");
     } finally {
       await Promise.all([east.close(), west.close()]);
     }

@@ -1,0 +1,11 @@
+/**
+ * The HTTP gateway of `agentbus up`: A2A, MCP, the monitor, health and
+ * readiness on one fastify app.
+ *
+ * @example
+ * ```ts
+ * const app = await createGateway({ bus, open: true });
+ * await app.listen({ port: 8080, host: "127.0.0.1" });
+ * ```
+ */
+export { createGateway, type GatewayOptions } from "./server.js";

@@ -1,0 +1,366 @@
+import { jetstream, type JsMsg } from "@nats-io/jetstream";
+import type { Msg, Subscription } from "@nats-io/nats-core";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+import { isErrorCode, isTerminal, retryJs, type Bus, type TaskState } from "../../core/index.js";
+import { EventReader, type Feed, type MonitorEvent } from "../monitor/events.js";
+import { readStream, type Reading } from "../monitor/reading.js";
+import { BoundedLabel, Lru } from "./labels.js";
+
+/** Label value of a task whose capability could not be read (snapshot gone). */
+export const UNKNOWN_CAPABILITY = "unknown";
+
+/** Buckets of the task duration histogram, seconds: tasks run from milliseconds to an hour. */
+export const TASK_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600];
+
+/** What one tenant's collectors need. */
+export interface TenantMetricsOptions {
+  bus: Bus;
+  registry: Registry;
+  /** Distinct capability label values before the rest become `other` (default 500). */
+  maxCapabilities?: number;
+  /** Tasks remembered (capability, submit time, already counted), least recently used forgotten first (default 10 000). */
+  maxTasks?: number;
+}
+
+/** What is remembered per task id. */
+interface TaskEntry {
+  capability?: string;
+  /** Submitter's `Mesh-Ts` of the work item, ms since the epoch. */
+  submittedAt?: number;
+  finished?: boolean;
+}
+
+/** Work queue state of one capability at scrape time. */
+interface WorkState {
+  pending: number;
+  inProgress: number;
+}
+
+/** A consuming ordered consumer and how to end it. */
+
+const stateLabel = (s: TaskState): string => s.replace("TASK_STATE_", "").toLowerCase();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The bus-side metrics of one tenant, on the connection `bus`:
+ *
+ * - task submissions, from a plain subscription on `<root>.<t>.work.>`
+ *   (no consumer: the WORK stream is a work queue, and core subscribers see
+ *   every publish); each work item is verified (they are always signed) and
+ *   counted once per task id;
+ * - finished tasks and their duration, from the tenant's task events
+ *   (`<root>.<t>.task.*.events`, read from "now" with the monitor's
+ *   {@link EventReader}); the capability comes from the task's snapshot;
+ * - refusals, from `MESH_<T>_AUDIT` (an ordered consumer from "now");
+ * - the work queues and the agents online, read on each scrape.
+ */
+export class TenantMetrics {
+  readonly #bus: Bus;
+  readonly #tenant: string;
+  readonly #caps: BoundedLabel;
+  readonly #tasks: Lru<string, TaskEntry>;
+  readonly #reader = new EventReader([]);
+  readonly #submitted: Counter<"tenant" | "capability">;
+  readonly #finished: Counter<"tenant" | "capability" | "state">;
+  readonly #duration: Histogram<"tenant" | "capability" | "state">;
+  readonly #denials: Counter<"tenant" | "code">;
+  #stopped = false;
+  #workSub?: Subscription;
+  #feed?: Feed;
+  #audit?: Reading;
+  #loops: Promise<void>[] = [];
+  #work?: Promise<Map<string, WorkState>>;
+
+  private constructor(o: TenantMetricsOptions) {
+    this.#bus = o.bus;
+    this.#tenant = o.bus.subjects.tenant;
+    this.#caps = new BoundedLabel(o.maxCapabilities ?? 500);
+    this.#tasks = new Lru(o.maxTasks ?? 10_000);
+    const registers = [o.registry];
+    this.#submitted = new Counter({
+      name: "agentbus_tasks_submitted_total",
+      help: "Durable tasks submitted (new task ids on <root>.<t>.work.<cap>; resumed turns not counted).",
+      labelNames: ["tenant", "capability"],
+      registers,
+    });
+    this.#finished = new Counter({
+      name: "agentbus_tasks_finished_total",
+      help: "Durable tasks that reached a terminal state (completed, failed, canceled, rejected), from the task events.",
+      labelNames: ["tenant", "capability", "state"],
+      registers,
+    });
+    this.#duration = new Histogram({
+      name: "agentbus_task_duration_seconds",
+      help: "From submission (work item's Mesh-Ts) to the terminal status timestamp, for tasks submitted while this gateway ran.",
+      labelNames: ["tenant", "capability", "state"],
+      buckets: TASK_BUCKETS,
+      registers,
+    });
+    this.#denials = new Counter({
+      name: "agentbus_denials_total",
+      help: "Requests refused before a handler ran, from the audit stream, by code: DENIED and UNKNOWN_SENDER are ACL denials; DEPTH_EXCEEDED, BAD_SIGNATURE, REVOKED, EXPIRED, REPLAYED, UNSIGNED the others.",
+      labelNames: ["tenant", "code"],
+      registers,
+    });
+    const self = this;
+    new Gauge({
+      name: "agentbus_work_pending",
+      help: "Work items waiting for a worker, per capability (the capability's consumer's pending count; stored items when no worker ever ran).",
+      labelNames: ["tenant", "capability"],
+      registers,
+      async collect() {
+        this.reset();
+        for (const [cap, s] of await self.#workState()) this.set({ tenant: self.#tenant, capability: cap }, s.pending);
+      },
+    });
+    new Gauge({
+      name: "agentbus_work_in_progress",
+      help: "Work items taken by a worker and not yet acknowledged, per capability.",
+      labelNames: ["tenant", "capability"],
+      registers,
+      async collect() {
+        this.reset();
+        for (const [cap, s] of await self.#workState()) this.set({ tenant: self.#tenant, capability: cap }, s.inProgress);
+      },
+    });
+    new Gauge({
+      name: "agentbus_agents_online",
+      help: "Agents (identities) with at least one instance heartbeating.",
+      labelNames: ["tenant"],
+      registers,
+      collect() {
+        this.set({ tenant: self.#tenant }, self.#bus.discover({ online: true }).length);
+      },
+    });
+    new Gauge({
+      name: "agentbus_agent_instances_online",
+      help: "Agent instances (replicas) heartbeating.",
+      labelNames: ["tenant"],
+      registers,
+      collect() {
+        this.set({ tenant: self.#tenant }, self.#bus.discover({ online: true }).reduce((n, a) => n + a.instances, 0));
+      },
+    });
+    new Gauge({
+      name: "agentbus_capability_providers_online",
+      help: "Online agents offering each capability (0 for a capability with queued work and no provider).",
+      labelNames: ["tenant", "capability"],
+      registers,
+      async collect() {
+        this.reset();
+        const counts = new Map<string, number>();
+        for (const a of self.#bus.discover({ online: true })) {
+          for (const cap of a.capabilities) {
+            const label = self.#caps.of(cap);
+            counts.set(label, (counts.get(label) ?? 0) + 1);
+          }
+        }
+        for (const cap of (await self.#workState()).keys()) if (!counts.has(cap)) counts.set(cap, 0);
+        for (const [cap, n] of counts) this.set({ tenant: self.#tenant, capability: cap }, n);
+      },
+    });
+  }
+
+  /**
+   * Registers the metrics in `registry` and starts reading: when this
+   * resolves, every submission, task event and audit record from now on is
+   * counted.
+   */
+  static async start(o: TenantMetricsOptions): Promise<TenantMetrics> {
+    const m = new TenantMetrics(o);
+    try {
+      await Promise.all([m.#startWork(), m.#startEvents(), m.#startAudit()]);
+    } catch (err) {
+      await m.stop();
+      throw err;
+    }
+    return m;
+  }
+
+  /** Stops the subscription and the consumers (idempotent). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    try {
+      this.#workSub?.unsubscribe();
+    } catch {
+      // connection already closed
+    }
+    this.#feed?.stop();
+    this.#audit?.stop();
+    await Promise.allSettled(this.#loops);
+  }
+
+  #capability(cap: string | undefined): string {
+    return cap === undefined ? UNKNOWN_CAPABILITY : this.#caps.of(cap);
+  }
+
+  // ---- submissions ------------------------------------------------------
+
+  async #startWork(): Promise<void> {
+    const { nc, subjects } = this.#bus;
+    const prefix = `${subjects.prefix}.work.`;
+    this.#workSub = nc.subscribe(`${prefix}>`, {
+      callback: (err, m) => {
+        if (err) {
+          if (!this.#stopped) this.#bus.log.warn({ err: String(err) }, "metrics: work subscription failed; submissions are not counted");
+          return;
+        }
+        this.#onWork(m, m.subject.slice(prefix.length));
+      },
+    });
+    await nc.flush(); // the server has the subscription: nothing published from now on is missed
+  }
+
+  #onWork(m: Msg, cap: string): void {
+    let task: string | undefined;
+    let ts: number;
+    let id: string;
+    try {
+      ({ task, ts, id } = this.#bus.envelopes.open(m, { durable: true }));
+    } catch {
+      return; // not a valid work item: the worker refuses it too
+    }
+    // A new task's item has Nats-Msg-Id = task id; a resumed turn `<task>.<turn>`.
+    if (!task || id !== task) return;
+    const entry = this.#tasks.get(task);
+    if (entry?.submittedAt !== undefined) return; // a retried submit: JetStream kept one copy
+    this.#tasks.set(task, { ...entry, capability: cap, submittedAt: ts });
+    this.#submitted.inc({ tenant: this.#tenant, capability: this.#capability(cap) });
+  }
+
+  // ---- task events ------------------------------------------------------
+
+  async #startEvents(): Promise<void> {
+    const open = async (from?: number): Promise<Feed> => (this.#feed = await this.#reader.feed(this.#bus, { from }));
+    // A feed that fails (a snapshot read timing out) is reopened after the last event counted.
+    const first = await open();
+    this.#loops.push(this.#resume(first, open, (f) => f.events, (e) => e.sequence, (e) => this.#onEvent(e), "task events"));
+  }
+
+  /**
+   * Handles every item of `source` until stopped; a source that fails is
+   * reopened from the sequence after the last item handled.
+   */
+  async #resume<S extends { stop(): void }, T>(
+    first: S,
+    open: (from?: number) => Promise<S>,
+    items: (source: S) => AsyncIterable<T>,
+    sequenceOf: (item: T) => number,
+    handle: (item: T) => void,
+    what: string,
+    from?: number,
+  ): Promise<void> {
+    let source: S | undefined = first;
+    while (!this.#stopped) {
+      try {
+        source ??= await open(from);
+        if (this.#stopped) break;
+        for await (const item of items(source)) {
+          from = sequenceOf(item) + 1;
+          handle(item);
+        }
+      } catch (err) {
+        if (this.#stopped) break;
+        this.#bus.log.warn({ err: String(err) }, `metrics: reading ${what} failed; retrying`);
+        await sleep(1000);
+      } finally {
+        source?.stop();
+        source = undefined;
+      }
+    }
+  }
+
+  #onEvent(e: MonitorEvent): void {
+    if (!("statusUpdate" in e.event)) return;
+    const { state, timestamp } = e.event.statusUpdate.status;
+    if (!isTerminal(state)) return;
+    const entry = this.#tasks.get(e.taskId) ?? {};
+    if (entry.finished) return;
+    this.#tasks.set(e.taskId, { ...entry, finished: true });
+    const labels = { tenant: this.#tenant, capability: this.#capability(e.capability ?? entry.capability), state: stateLabel(state) };
+    this.#finished.inc(labels);
+    const end = Date.parse(timestamp);
+    if (entry.submittedAt !== undefined && Number.isFinite(end)) this.#duration.observe(labels, Math.max(0, end - entry.submittedAt) / 1000);
+  }
+
+  // ---- audit ------------------------------------------------------------
+
+  async #startAudit(): Promise<void> {
+    const { nc, subjects } = this.#bus;
+    const js = jetstream(nc);
+    const stream = subjects.stream("AUDIT");
+    const info = await retryJs(async () => (await js.jetstreamManager()).streams.info(stream));
+    const open = async (from?: number): Promise<Reading> => (this.#audit = (await readStream(this.#bus, "AUDIT", `${subjects.prefix}.audit.>`, from))!);
+    const from = info.state.last_seq + 1;
+    const first = await open(from);
+    this.#loops.push(this.#resume(first, open, (r) => r.messages, (m) => m.seq, (m) => this.#onAudit(m), "the audit stream", from));
+  }
+
+  #onAudit(m: JsMsg): void {
+    try {
+      this.#bus.envelopes.open(m, { durable: true }); // audit records are signed by who wrote them
+    } catch {
+      return;
+    }
+    let record: { code?: unknown };
+    try {
+      record = m.json<{ code?: unknown }>();
+    } catch {
+      return;
+    }
+    // Refusals carry their code; revocations and other admin records do not.
+    if (record.code === undefined) return;
+    this.#denials.inc({ tenant: this.#tenant, code: isErrorCode(record.code) ? record.code : "other" });
+  }
+
+  // ---- work queues (on scrape) -----------------------------------------
+
+  /**
+   * The WORK stream and its consumers, read once per scrape: the gauges that
+   * need it collect at the same time and share the read in flight. Empty
+   * when it fails (the gauges show nothing rather than the scrape failing).
+   */
+  #workState(): Promise<Map<string, WorkState>> {
+    this.#work ??= this.#readWork()
+      .catch((err: unknown) => {
+        this.#bus.log.warn({ err: String(err) }, "metrics: reading the work queues failed");
+        return new Map<string, WorkState>();
+      })
+      .finally(() => (this.#work = undefined));
+    return this.#work;
+  }
+
+  async #readWork(): Promise<Map<string, WorkState>> {
+    const { subjects } = this.#bus;
+    const jsm = await jetstream(this.#bus.nc).jetstreamManager();
+    const stream = subjects.stream("WORK");
+    const prefix = `${subjects.prefix}.work.`;
+    const out = new Map<string, WorkState>();
+    const add = (cap: string, s: WorkState) => {
+      const label = this.#caps.of(cap);
+      const known = out.get(label) ?? { pending: 0, inProgress: 0 };
+      out.set(label, { pending: known.pending + s.pending, inProgress: known.inProgress + s.inProgress });
+    };
+    let stored: Record<string, number>;
+    try {
+      stored = (await jsm.streams.info(stream, { subjects_filter: `${prefix}>` })).state.subjects ?? {};
+    } catch (err) {
+      if (/not found/i.test(String(err))) return out; // no task submitted in this tenant yet
+      throw err;
+    }
+    const withConsumer = new Set<string>();
+    for await (const c of jsm.consumers.list(stream)) {
+      const filter = c.config.filter_subject ?? (c.config.filter_subjects?.length === 1 ? c.config.filter_subjects[0] : undefined);
+      if (!filter?.startsWith(prefix) || /[*>]/.test(filter)) continue;
+      const cap = filter.slice(prefix.length);
+      withConsumer.add(cap);
+      add(cap, { pending: c.num_pending, inProgress: c.num_ack_pending });
+    }
+    // No consumer yet (no worker ever ran): everything stored waits.
+    for (const [subject, n] of Object.entries(stored)) {
+      const cap = subject.slice(prefix.length);
+      if (!withConsumer.has(cap)) add(cap, { pending: n, inProgress: 0 });
+    }
+    return out;
+  }
+}

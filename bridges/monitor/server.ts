@@ -1,0 +1,296 @@
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { AgentBusError, isAgentBusError, type AgentInfo, type Bus, type ErrorCode, type Input, type TaskState } from "../../core/index.js";
+import { API_KEY_HEADER, findKey, presentedKey, type ApiKeyEntry } from "../a2a/auth.js";
+import { SpanAttr, SpanKind, traceFromHeaders, traced } from "../../core/trace.js";
+import { EventReader } from "./events.js";
+import { relaySse, type SseSource } from "./sse.js";
+
+/** Options of {@link monitor}. Exactly one of `open` and `apiKeys`, as for the A2A bridge. */
+export interface MonitorOptions {
+  /** The monitor's own connection: every request in open mode, and one more identity to verify events with. */
+  bus: Bus;
+  /** Local use only: no authentication, every caller acts as `bus`. Logged loudly. */
+  open?: boolean;
+  /** Accepted keys (the A2A bridge's), each acting as its own bus connection: its tenant and identity. */
+  apiKeys?: ApiKeyEntry[];
+  /** Interval of SSE keep-alive comments, ms (default 15 000). */
+  keepAliveMs?: number;
+  /** Folder of the web page's files (default: `bridges/monitor/public` of this package). */
+  publicDir?: string;
+}
+
+/** Error codes of the monitor's JSON errors: the bus's, plus `UNAUTHORIZED`, `NOT_FOUND` (no such route or file) and `INTERNAL`. */
+export type MonitorErrorCode = ErrorCode | "UNAUTHORIZED" | "NOT_FOUND" | "INTERNAL";
+
+/** The body of every error answer: `{code, message}`. */
+export interface MonitorError {
+  code: MonitorErrorCode;
+  message: string;
+}
+
+const TASK_STATES: readonly TaskState[] = [
+  "TASK_STATE_SUBMITTED", "TASK_STATE_WORKING", "TASK_STATE_COMPLETED", "TASK_STATE_FAILED",
+  "TASK_STATE_CANCELED", "TASK_STATE_REJECTED", "TASK_STATE_INPUT_REQUIRED", "TASK_STATE_AUTH_REQUIRED",
+];
+const TASK_ID = /^[A-Za-z0-9_-]+$/;
+
+/** HTTP status of each bus error code the monitor may meet (others: 500). */
+const STATUS: Partial<Record<MonitorErrorCode, number>> = {
+  UNAUTHORIZED: 401,
+  NOT_FOUND: 404,
+  INVALID_INPUT: 400,
+  DEPTH_EXCEEDED: 400,
+  DENIED: 403,
+  UNKNOWN_SENDER: 403,
+  REVOKED: 403,
+  TASK_NOT_FOUND: 404,
+  NO_RESPONDERS: 404,
+  NOT_CANCELABLE: 409,
+  TASK_FINISHED: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  UNAVAILABLE: 503,
+  CLOSED: 503,
+  TIMEOUT: 504,
+};
+
+/** Any error as the monitor's `{code, message}` body and its HTTP status. */
+function errorBody(err: unknown): { status: number; body: MonitorError } {
+  if (isAgentBusError(err)) return { status: STATUS[err.code] ?? 500, body: { code: err.code, message: err.message } };
+  const e = err as FastifyError;
+  // fastify's own refusals: schema validation, malformed JSON, body too large
+  if (typeof e?.statusCode === "number" && e.statusCode < 500) {
+    return { status: e.statusCode, body: { code: e.statusCode === 413 ? "PAYLOAD_TOO_LARGE" : "INVALID_INPUT", message: e.message } };
+  }
+  return { status: 500, body: { code: "INTERNAL", message: "internal error" } };
+}
+
+/** The list of a comma-separated query parameter, if given. */
+const listOf = (v: string | undefined): string[] | undefined => (v ? v.split(",").map((s) => s.trim()).filter(Boolean) : undefined);
+
+function parseStates(v: string | undefined): TaskState[] | undefined {
+  const states = listOf(v);
+  for (const s of states ?? []) {
+    if (!TASK_STATES.includes(s as TaskState)) throw new AgentBusError("INVALID_INPUT", `unknown state ${s}; one of ${TASK_STATES.join(", ")}`);
+  }
+  return states as TaskState[] | undefined;
+}
+
+function parseInteger(v: string | undefined, what: string, min: number, max: number): number | undefined {
+  if (v === undefined || v === "") return undefined;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new AgentBusError("INVALID_INPUT", `${what} must be an integer from ${min} to ${max}`);
+  return n;
+}
+
+/** An agent as `/v1/agents` lists it. */
+function agentView(a: AgentInfo) {
+  return {
+    id: a.id,
+    name: a.name,
+    description: a.card.description,
+    version: a.card.version,
+    capabilities: a.capabilities,
+    tags: a.tags,
+    online: a.online,
+    instances: a.instances,
+    lastSeen: a.lastSeen?.toISOString(),
+    card: a.card,
+  };
+}
+
+const PAGE_FILES: Record<string, string> = {
+  "index.html": "text/html; charset=utf-8",
+  "app.js": "text/javascript; charset=utf-8",
+  "style.css": "text/css; charset=utf-8",
+};
+
+/** The page's files, read once: next to this module, or in the source tree when running from `dist/`. */
+function readPage(dir?: string): Map<string, Buffer> {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const folder = dir ?? [join(here, "public"), join(here, "../../../bridges/monitor/public")].find((d) => existsSync(join(d, "index.html")));
+  if (!folder) throw new Error(`monitor: the web page's files are missing next to ${here}; pass publicDir`);
+  return new Map(Object.keys(PAGE_FILES).map((name) => [name, readFileSync(join(folder, name))]));
+}
+
+/** `POST /v1/send` body. */
+interface SendBody {
+  capability: string;
+  /** Plain text: a text part. */
+  text?: string;
+  /** Any JSON input instead (a data part, parts, or a whole A2A message). */
+  input?: unknown;
+  contextId?: string;
+  /** Continues a task waiting for input. */
+  taskId?: string;
+}
+
+/** Checks a `POST /v1/send` body by hand (fastify's validator would coerce a number into text). */
+function parseSend(body: unknown): SendBody {
+  const b = body as Record<string, unknown> | null;
+  if (typeof b !== "object" || b === null || Array.isArray(b)) throw new AgentBusError("INVALID_INPUT", "the body must be a JSON object");
+  const unknown = Object.keys(b).filter((k) => !["capability", "text", "input", "contextId", "taskId"].includes(k));
+  if (unknown.length > 0) throw new AgentBusError("INVALID_INPUT", `unknown field ${unknown[0]}`);
+  for (const field of ["capability", "text", "contextId", "taskId"] as const) {
+    if (b[field] !== undefined && typeof b[field] !== "string") throw new AgentBusError("INVALID_INPUT", `${field} must be a string`);
+  }
+  if (!b.capability) throw new AgentBusError("INVALID_INPUT", "capability is required");
+  if ((b.text === undefined) === (b.input === undefined)) throw new AgentBusError("INVALID_INPUT", "give either text or input");
+  return b as unknown as SendBody;
+}
+
+/**
+ * The monitor as a fastify plugin: what is on the bus, for people and
+ * dashboards. REST and SSE under `/v1`, a small web page at `/monitor/`.
+ *
+ * - `GET /v1/agents` — cards and liveness (`?capability`, `?name`, `?tag`, `?online=true|false`)
+ * - `GET /v1/tasks` — snapshots, newest first (`?state`, `?contextId`, `?pageSize`, `?pageToken`)
+ * - `GET /v1/tasks/:id` — `{task, events}`: the snapshot and every stored event
+ * - `GET /v1/events` — SSE: the tenant's task events live (`?capability`, `?task`, `?state`, comma lists; `?from` = a stream sequence to replay from)
+ * - `POST /v1/send` — `{capability, text | input, contextId?, taskId?}`: submits a durable task and streams it as SSE (`{task}` first, then its events, until it is final)
+ *
+ * Each request acts as the bus connection of its API key (`X-API-Key` or
+ * `Authorization: Bearer`), so it sees that key's tenant; in open mode, as
+ * `bus`. Errors are `{code, message}` with an HTTP status (401
+ * `UNAUTHORIZED`, 400 `INVALID_INPUT`, 404 `TASK_NOT_FOUND`, ...). Events
+ * are read from the events stream as operator data: see {@link EventReader}
+ * for what `verified` means. The page itself holds no data and is served
+ * without a key; it asks for one when the API answers 401. Its URLs are
+ * relative, so the plugin can be registered under a fastify `prefix`.
+ * Open streams end when the server closes.
+ */
+export async function monitor(app: FastifyInstance, options: MonitorOptions): Promise<void> {
+  const { bus } = options;
+  const keys = options.apiKeys ?? [];
+  if (Boolean(options.open) === keys.length > 0) throw new Error("monitor: give either apiKeys (production) or open: true (local use), not both or neither");
+  if (options.open) bus.log.warn("INSECURE: monitor in open mode: no authentication, every caller sees this tenant and sends as this monitor's identity. Local use only.");
+  const keepAliveMs = options.keepAliveMs ?? 15_000;
+  const reader = new EventReader([bus, ...keys.map((k) => k.bus)]);
+  const page = readPage(options.publicDir);
+
+  /** The connection a request acts as; answers 401 and returns undefined without a valid key. */
+  const callerOf = (req: FastifyRequest, reply: FastifyReply): Bus | undefined => {
+    if (options.open) return bus;
+    const entry = findKey(keys, presentedKey(req));
+    if (!entry) {
+      void reply.code(401).header("WWW-Authenticate", `ApiKey header="${API_KEY_HEADER}"`).send({ code: "UNAUTHORIZED", message: "missing or invalid API key" } satisfies MonitorError);
+    }
+    return entry?.bus;
+  };
+
+  // Open streams end when the server closes, so close() does not wait on them.
+  const streams = new Set<SseSource>();
+  app.addHook("preClose", async () => {
+    for (const s of streams) s.stop();
+  });
+  const stream = async (reply: FastifyReply, source: SseSource) => {
+    streams.add(source);
+    try {
+      await relaySse(reply, source, keepAliveMs, (err) => errorBody(err).body);
+    } finally {
+      streams.delete(source);
+    }
+  };
+
+  app.setErrorHandler((err, req, reply) => {
+    const { status, body } = errorBody(err);
+    if (status >= 500) req.log.error({ err }, "monitor request failed");
+    return reply.code(status).send(body);
+  });
+
+  app.get<{ Querystring: { capability?: string; name?: string; tag?: string; online?: string } }>("/v1/agents", async (req, reply) => {
+    const on = callerOf(req, reply);
+    if (!on) return reply;
+    const { capability, name, tag, online } = req.query;
+    if (online !== undefined && online !== "true" && online !== "false") throw new AgentBusError("INVALID_INPUT", "online must be true or false");
+    const agents = on
+      .discover({ capability: capability || undefined, name: name || undefined, tag: tag || undefined, online: online === undefined ? undefined : online === "true" })
+      .sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+    return { agents: agents.map(agentView) };
+  });
+
+  app.get<{ Querystring: { state?: string; contextId?: string; pageSize?: string; pageToken?: string } }>("/v1/tasks", async (req, reply) => {
+    const on = callerOf(req, reply);
+    if (!on) return reply;
+    const { state, contextId, pageSize, pageToken } = req.query;
+    const states = parseStates(state);
+    if (states && states.length > 1) throw new AgentBusError("INVALID_INPUT", "give one state");
+    return on.tasks({ state: states?.[0], contextId: contextId || undefined, pageSize: parseInteger(pageSize, "pageSize", 1, 1000), pageToken: pageToken || undefined });
+  });
+
+  app.get<{ Params: { id: string } }>("/v1/tasks/:id", async (req, reply) => {
+    const on = callerOf(req, reply);
+    if (!on) return reply;
+    const { id } = req.params;
+    if (!TASK_ID.test(id)) throw new AgentBusError("TASK_NOT_FOUND", `task ${id} not found`);
+    const task = await on.task(id);
+    return { task, events: await reader.log(on, id, task.metadata.capability) };
+  });
+
+  app.get<{ Querystring: { capability?: string; task?: string; state?: string; from?: string } }>("/v1/events", async (req, reply) => {
+    const on = callerOf(req, reply);
+    if (!on) return reply;
+    const { capability, task, state, from } = req.query;
+    const feed = await reader.feed(on, {
+      capabilities: listOf(capability),
+      states: parseStates(state),
+      task: task || undefined,
+      from: parseInteger(from, "from", 1, Number.MAX_SAFE_INTEGER),
+    });
+    return stream(reply, feed);
+  });
+
+  app.post("/v1/send", async (req, reply) => {
+    const on = callerOf(req, reply);
+    if (!on) return reply;
+    const { capability, text, input, contextId, taskId } = parseSend(req.body);
+    // A SERVER span continuing the request's `traceparent`: the task, its work item and the agent continue it.
+    const op = traced("POST /v1/send", SpanKind.SERVER, traceFromHeaders(req.headers), {
+      "http.request.method": "POST",
+      "http.route": "/v1/send",
+      [SpanAttr.capability]: capability,
+      [SpanAttr.tenant]: on.subjects.tenant,
+    });
+    reply.raw.setHeader("traceresponse", op.trace.traceparent);
+    try {
+      if (on.discover({ capability }).length === 0) throw new AgentBusError("NO_RESPONDERS", `no agent offers capability ${capability}`);
+      // A continued task: follow it from after what it has already stored.
+      const from = taskId && TASK_ID.test(taskId) ? ((await (await on.taskHandle(taskId)).lastSequence()) ?? 0) + 1 : undefined;
+      const handle = await on.submit(capability, (text ?? input) as Input, { taskId, contextId, trace: op.trace });
+      op.span?.setAttribute(SpanAttr.task, handle.id);
+      const task = handle.submitted ?? (await handle.get());
+      const feed = await reader.follow(on, handle.id, capability, from);
+      const events = (async function* () {
+        yield { task };
+        yield* feed.events;
+      })();
+      await stream(reply, { events, stop: feed.stop });
+      op.end();
+    } catch (err) {
+      op.end(err);
+      throw err;
+    }
+  });
+
+  // The web page: a few known files, no directory reads per request.
+  const sendFile = (reply: FastifyReply, name: string) =>
+    reply
+      .type(PAGE_FILES[name]!)
+      .header("Cache-Control", "no-cache")
+      .header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:")
+      .header("X-Content-Type-Options", "nosniff")
+      .send(page.get(name));
+  app.get("/monitor/", (req, reply) => {
+    // Relative URLs in the page need the trailing slash (also under a prefix).
+    if (!req.url.split("?", 1)[0]!.endsWith("/")) return reply.redirect("monitor/");
+    return sendFile(reply, "index.html");
+  });
+  if (!app.hasRoute({ method: "GET", url: `${app.prefix}/monitor` })) app.get("/monitor", (_req, reply) => reply.redirect("monitor/"));
+  app.get<{ Params: { file: string } }>("/monitor/:file", (req, reply) => {
+    const { file } = req.params;
+    if (!PAGE_FILES[file]) return reply.code(404).send({ code: "NOT_FOUND", message: `no file ${file}` } satisfies MonitorError);
+    return sendFile(reply, file);
+  });
+}

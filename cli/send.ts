@@ -1,0 +1,169 @@
+import { Command } from "commander";
+import { AgentBusError, isAgentBusError, isInterrupted, isTerminal, type Bus, type TaskEvent, type TaskHandle, type TaskState } from "../core/index.js";
+import { partsText, stateName } from "./render.js";
+import { Exit, parseInput, progress, quietOnClosedStdout, withBus, withCommon, type CommonOptions, type Progress } from "./options.js";
+
+interface SendOptions extends CommonOptions {
+  task?: string;
+  context?: string;
+  wait: boolean;
+}
+
+/** `agentbus send <cap> <input>`: a durable task, its events streamed as they arrive. */
+export function send(): Command {
+  return withCommon(new Command("send"))
+    .description("durable task: submit input to a capability and stream its status and artifact chunks as they arrive")
+    .argument("<capability>", "capability id")
+    .argument("<input>", "plain text (a text part) or JSON (a data part)")
+    .option("--task <id>", "answer a task waiting for input (or submit under this id)")
+    .option("--context <id>", "A2A context id (default: the task's, else a new one)")
+    .option("--no-wait", "print the task and exit without following it")
+    .addHelpText(
+      "after",
+      `
+Output: the task id, then each status update and artifact chunk as it arrives.
+With --json, one JSON object per line: first {"task": …} (the task as submitted),
+then {"sequence", "event", "from"} per event, the event in A2A StreamResponse
+form ({"statusUpdate"}, {"artifactUpdate"} or {"message"}).
+
+Exit codes: 0 completed (or waiting for input: answer with --task <id>),
+1 failed, rejected or canceled, 2 usage error, 3 NATS unreachable.
+
+Ctrl-C: the first cancels the task and waits for its final event (exit 1);
+a second stops waiting at once (exit 130). SIGTERM stops waiting and leaves
+the task running (follow it with: agentbus tail --task <id>).`,
+    )
+    .action(async (cap: string, input: string, o: SendOptions) => {
+      quietOnClosedStdout();
+      await withBus(o, async (bus) => {
+        process.exitCode = await sendAndFollow(bus, cap, input, o);
+      });
+    });
+}
+
+async function sendAndFollow(bus: Bus, cap: string, input: string, o: SendOptions): Promise<number> {
+  const p = progress(o, `submitting to ${cap}`);
+  let handle: TaskHandle;
+  let fromSequence: number | undefined;
+  try {
+    if (o.task) {
+      // Answering a waiting task: only what comes after its earlier turns is
+      // new; and its events are MACed for its submitter, so only that
+      // identity can follow them.
+      fromSequence = await afterLastEvent(bus, o.task);
+      const submitter = await bus.task(o.task).then(
+        (t) => t.metadata.submitter,
+        (err: unknown) => {
+          if (isAgentBusError(err, "TASK_NOT_FOUND")) return undefined;
+          throw err;
+        },
+      );
+      if (submitter && submitter !== bus.id && o.wait) {
+        throw new AgentBusError("INVALID_INPUT", `task ${o.task} was submitted by ${submitter} and its events are MACed for that identity: answer as it (--seed), or answer with --no-wait and watch with agentbus tail --task ${o.task}`);
+      }
+    }
+    handle = await bus.submit(cap, parseInput(input), { taskId: o.task, contextId: o.context });
+  } catch (err) {
+    p.stop();
+    throw err;
+  }
+  const submitted = handle.submitted ?? (await handle.get());
+  if (o.json) process.stdout.write(`${JSON.stringify({ task: submitted })}\n`);
+  else p.out(`task ${handle.id} → ${cap}\n`);
+  if (!o.wait) {
+    p.stop();
+    return Exit.ok;
+  }
+
+  const started = Date.now();
+  let label = bus.discover({ capability: cap, online: true }).length > 0 ? `${cap}: queued` : `queued: no online agent offers ${cap} yet (Ctrl-C cancels)`;
+  p.text(label);
+  const ticker = setInterval(() => p.text(`${label} ${Math.round((Date.now() - started) / 1000)}s`), 500);
+
+  let interrupts = 0;
+  const onInterrupt = () => {
+    if (++interrupts > 1) {
+      p.stop();
+      process.stderr.write(`\nagentbus: stopped waiting; task ${handle.id} goes on\n`);
+      process.exit(130);
+    }
+    p.text((label = "canceling"));
+    if (!o.json) process.stderr.write(`\nagentbus: canceling task ${handle.id} (Ctrl-C again to stop waiting)\n`);
+    handle.cancel().catch((err: Error) => process.stderr.write(`agentbus: cancel failed: ${err.message}\n`));
+  };
+  process.on("SIGINT", onInterrupt);
+
+  const show = humanEvents(p);
+  let final: TaskState | undefined;
+  try {
+    for await (const stored of handle.events({ fromSequence })) {
+      if (o.json) process.stdout.write(`${JSON.stringify(stored)}\n`);
+      else show(stored.event);
+      if ("statusUpdate" in stored.event) {
+        const { state } = stored.event.statusUpdate.status;
+        if (interrupts === 0) p.text((label = `${cap}: ${stateName(state)}`));
+        if (isTerminal(state) || isInterrupted(state)) final = state;
+      }
+    }
+  } finally {
+    clearInterval(ticker);
+    process.off("SIGINT", onInterrupt);
+    show.end();
+    p.stop();
+  }
+  if (final && isInterrupted(final)) {
+    if (!o.json) {
+      const answer = `agentbus send ${cap} "<answer>" --task ${handle.id}`;
+      // The answer's events can be followed by this identity only: a seed file, AGENTBUS_SEED, or nothing (a throwaway).
+      const sameIdentity = o.seed ? ` --seed ${o.seed}` : process.env.AGENTBUS_SEED ? "" : undefined;
+      process.stderr.write(
+        sameIdentity !== undefined
+          ? `agentbus: task ${handle.id} waits for input; answer with: ${answer}${sameIdentity}\n`
+          : `agentbus: task ${handle.id} waits for input; answer with: ${answer} --no-wait, then follow it with agentbus tail --task ${handle.id} (this run's identity was a throwaway one: give --seed to answer and follow in one step)\n`,
+      );
+    }
+    return Exit.ok;
+  }
+  return final === "TASK_STATE_COMPLETED" ? Exit.ok : Exit.taskFailed;
+}
+
+/**
+ * People's view of a task's events: status updates and messages one per
+ * line (`[working] drafting`), artifact chunks written as they come so a
+ * streamed answer grows on one line, ended by its last chunk.
+ */
+function humanEvents(p: Progress): ((event: TaskEvent) => void) & { end(): void } {
+  let open: string | undefined; // artifact whose line is not finished
+  const endLine = () => {
+    if (open !== undefined) p.out("\n");
+    open = undefined;
+  };
+  const show = (event: TaskEvent) => {
+    if ("artifactUpdate" in event) {
+      const { artifact, append, lastChunk } = event.artifactUpdate;
+      if (open !== artifact.artifactId || !append) endLine();
+      const text = partsText(artifact.parts);
+      if (text) {
+        p.out(text);
+        open = artifact.artifactId;
+      }
+      if (lastChunk) endLine();
+      return;
+    }
+    endLine();
+    if ("statusUpdate" in event) {
+      const { state, message } = event.statusUpdate.status;
+      p.out(`[${stateName(state)}]${message ? ` ${partsText(message.parts)}` : ""}\n`);
+    } else {
+      p.out(`[message] ${partsText(event.message.parts)}\n`);
+    }
+  };
+  return Object.assign(show, { end: endLine });
+}
+
+/** The stream sequence after the task's latest stored event (undefined when it has none). */
+async function afterLastEvent(bus: Bus, taskId: string): Promise<number | undefined> {
+  bus.subjects.taskEvents(taskId); // INVALID_INPUT for a malformed id
+  const last = await (await bus.taskHandle(taskId)).lastSequence();
+  return last === undefined ? undefined : last + 1;
+}

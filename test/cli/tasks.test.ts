@@ -1,0 +1,289 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterEach, describe, expect, it } from "vitest";
+import { Identity, type Task } from "../../core/index.js";
+import { draft, startWriter } from "../../agents/writer.js";
+import { useNatsServer } from "../helpers/nats.js";
+import { eventually, useBuses } from "../helpers/bus.js";
+
+// AGENTBUS_CLI_MAIN runs these against another entry point (a built dist/cli/main.js).
+const main = process.env.AGENTBUS_CLI_MAIN ? resolve(process.env.AGENTBUS_CLI_MAIN) : fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
+
+/** A CLI process whose output is recorded with the time each piece arrived. */
+interface Cli {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  waitFor: (text: string, stream?: "stdout" | "stderr", timeoutMs?: number) => Promise<void>;
+  exited: Promise<number>;
+}
+
+const started: ChildProcess[] = [];
+afterEach(() => {
+  for (const c of started.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+});
+
+function cli(args: string[]): Cli {
+  const child = spawn(process.execPath, ["--import", "tsx", main, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  started.push(child);
+  let out = "";
+  let err = "";
+  const watchers = new Set<() => void>();
+  child.stdout!.on("data", (d) => {
+    out += String(d);
+    watchers.forEach((w) => w());
+  });
+  child.stderr!.on("data", (d) => {
+    err += String(d);
+    watchers.forEach((w) => w());
+  });
+  const exited = new Promise<number>((r) => child.on("exit", (code, signal) => r(code ?? (signal ? 128 : -1))));
+  return {
+    child,
+    stdout: () => out,
+    stderr: () => err,
+    waitFor: (text, stream = "stdout", timeoutMs = 20_000) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => {
+          if ((stream === "stdout" ? out : err).includes(text)) {
+            watchers.delete(check);
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        const timer = setTimeout(() => {
+          watchers.delete(check);
+          reject(new Error(`no ${JSON.stringify(text)} on ${stream} in ${timeoutMs} ms; stdout: ${out}\nstderr: ${err}`));
+        }, timeoutMs);
+        watchers.add(check);
+        check();
+      }),
+    exited,
+  };
+}
+
+/** Runs to the end and notes when each of `marks` first showed up on stdout. */
+async function runCli(args: string[], marks: string[] = []): Promise<{ code: number; stdout: string; stderr: string; at: Map<string, number> }> {
+  const c = cli(args);
+  const at = new Map<string, number>();
+  c.child.stdout!.on("data", () => {
+    for (const m of marks) if (!at.has(m) && c.stdout().includes(m)) at.set(m, Date.now());
+  });
+  const code = await c.exited;
+  return { code, stdout: c.stdout(), stderr: c.stderr(), at };
+}
+
+const jsonLines = (text: string): Array<Record<string, unknown>> =>
+  text
+    .split("\n")
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+
+// Each command is a fresh Node process compiling TypeScript: allow for a loaded machine.
+describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url);
+  const common = (tenant: string) => ["--nats", nats.server.url, "--tenant", tenant];
+
+  it("send streams the writer's chunks as they arrive, then exits 0", async () => {
+    const tenant = "send-stream";
+    await startWriter(await open({ tenant, insecureAllowAll: true }), { delayMs: 300 });
+    const sentences = draft("the sea");
+    const r = await runCli(["send", "write", "the sea", ...common(tenant)], [sentences[0]!, sentences[4]!, "[completed]"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^task [0-9a-f-]{36} → write\n/);
+    expect(r.stdout).toContain("[working] writing about the sea\n");
+    expect(r.stdout).toContain(`${sentences.join("")}\n[completed]\n`);
+    // The first sentence was printed well before the last one and the end: streamed, not buffered.
+    expect(r.at.get("[completed]")! - r.at.get(sentences[0]!)!).toBeGreaterThanOrEqual(3 * 300);
+    expect(r.at.get(sentences[4]!)! - r.at.get(sentences[0]!)!).toBeGreaterThanOrEqual(3 * 300);
+  });
+
+  it("send --json prints one JSON object per line; JSON input becomes a data part", async () => {
+    const tenant = "send-json";
+    await startWriter(await open({ tenant, insecureAllowAll: true }), { delayMs: 10 });
+    const r = await runCli(["send", "write", '{"topic": "rivers"}', "--json", ...common(tenant)]);
+    expect(r.code, r.stderr).toBe(0);
+    const [first, ...events] = jsonLines(r.stdout);
+    const task = (first as { task: Task }).task;
+    expect(task.metadata.capability).toBe("write");
+    expect(task.history[0]!.parts).toEqual([{ data: { topic: "rivers" } }]);
+    expect(events.length).toBeGreaterThanOrEqual(2 + draft("rivers").length);
+    const sequences = events.map((e) => e.sequence as number);
+    expect([...sequences].sort((a, b) => a - b)).toEqual(sequences);
+    const chunks = events.flatMap((e) => {
+      const u = (e.event as { artifactUpdate?: { artifact: { parts: Array<{ text: string }> } } }).artifactUpdate;
+      return u ? [u.artifact.parts[0]!.text] : [];
+    });
+    expect(chunks).toEqual(draft("rivers"));
+    expect(events.at(-1)).toMatchObject({ event: { statusUpdate: { taskId: task.id, status: { state: "TASK_STATE_COMPLETED" } } }, from: expect.stringMatching(/^U/) });
+  });
+
+  it("send exits 1 when the task fails or is rejected, and says why", async () => {
+    const tenant = "send-fail";
+    await (await open({ tenant, insecureAllowAll: true })).agent({ name: "grumpy", skills: [{ id: "fail" }, { id: "reject" }] }, {
+      fail: async (ctx) => {
+        await ctx.status("trying");
+        return ctx.fail("out of luck");
+      },
+      reject: (ctx) => ctx.reject("not my job"),
+    });
+    const failed = await runCli(["send", "fail", "x", ...common(tenant)]);
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toContain("[failed] out of luck\n");
+    const rejected = await runCli(["send", "reject", "x", "--json", ...common(tenant)]);
+    expect(rejected.code).toBe(1);
+    expect(jsonLines(rejected.stdout).at(-1)).toMatchObject({ event: { statusUpdate: { status: { state: "TASK_STATE_REJECTED" } } } });
+  });
+
+  it("send: Ctrl-C cancels the task and waits for its end (exit 1); --no-wait returns at once", async () => {
+    const tenant = "send-cancel";
+    const agentBus = await open({ tenant, insecureAllowAll: true });
+    await startWriter(agentBus, { delayMs: 400 });
+    const c = cli(["send", "write", "a long story", ...common(tenant)]);
+    await c.waitFor(draft("a long story")[0]!);
+    c.child.kill("SIGINT");
+    expect(await c.exited).toBe(1);
+    expect(c.stdout()).toContain("[canceled]");
+    expect(c.stderr()).toContain("canceling task");
+    const id = /^task (\S+)/.exec(c.stdout())![1]!;
+    const task = await agentBus.task(id);
+    expect(task.status.state).toBe("TASK_STATE_CANCELED");
+    expect(task.artifacts[0]!.parts.length).toBeLessThan(draft("a long story").length);
+
+    const queued = await runCli(["send", "nobody-serves-this", "hi", "--no-wait", "--json", ...common(tenant)]);
+    expect(queued.code).toBe(0);
+    const { task: submitted } = jsonLines(queued.stdout)[0] as { task: Task };
+    expect((await agentBus.task(submitted.id)).status.state).toBe("TASK_STATE_SUBMITTED");
+  });
+
+  it("send --task answers a task waiting for input, as the identity that submitted it", async () => {
+    const tenant = "send-turns";
+    await (await open({ tenant, insecureAllowAll: true })).agent({ name: "asker", skills: [{ id: "ask" }] }, {
+      ask: (ctx) => (ctx.history.length < 2 ? ctx.inputRequired("What about?") : `a story about ${ctx.text}`),
+    });
+    const dir = mkdtempSync(join(tmpdir(), "agentbus-turns-"));
+    const seed = join(dir, "me.nk");
+    writeFileSync(seed, Identity.generate().exportSeed(), { mode: 0o600 });
+    const first = await runCli(["send", "ask", "a story", "--seed", seed, ...common(tenant)]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toContain("[input-required] What about?\n");
+    const id = /^task (\S+)/.exec(first.stdout)![1]!;
+    expect(first.stderr).toContain(`agentbus send ask "<answer>" --task ${id} --seed ${seed}`);
+
+    // Another identity cannot follow the answer's events: refused before anything is sent.
+    const stranger = await runCli(["send", "ask", "dragons", "--task", id, ...common(tenant)]);
+    expect(stranger.code).toBe(2);
+    expect(stranger.stderr).toContain("MACed for that identity");
+
+    const second = await runCli(["send", "ask", "dragons", "--task", id, "--seed", seed, "--json", ...common(tenant)]);
+    expect(second.code, second.stderr).toBe(0);
+    const [head, ...events] = jsonLines(second.stdout);
+    expect((head as { task: Task }).task.id).toBe(id);
+    // Only the new turn's events: no replay of the first question.
+    expect(events.some((e) => JSON.stringify(e).includes("What about?"))).toBe(false);
+    expect(JSON.stringify(events)).toContain("a story about dragons");
+    expect(events.at(-1)).toMatchObject({ event: { statusUpdate: { status: { state: "TASK_STATE_COMPLETED" } } } });
+  });
+
+  it("tail follows the tenant's events live, filtered by capability, until Ctrl-C", async () => {
+    const tenant = "tail-live";
+    await startWriter(await open({ tenant, insecureAllowAll: true }), { delayMs: 10 });
+    await (await open({ tenant, insecureAllowAll: true })).agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => ctx.text });
+    const client = await open({ tenant });
+    const before = await client.submit("write", "old news");
+    await before.result();
+
+    const t = cli(["tail", "--capability", "write", ...common(tenant)]);
+    await t.waitFor("following task events", "stderr");
+    const echo = await client.submit("echo", "ignored");
+    const write = await client.submit("write", "fresh news");
+    await Promise.all([echo.result(), write.result()]);
+    await t.waitFor(`${write.id}  write  completed`);
+    t.child.kill("SIGINT");
+    expect(await t.exited).toBe(0);
+    const out = t.stdout();
+    expect(out).toContain(`${write.id}  write  working: writing about fresh news`);
+    expect(out).toContain(`${write.id}  write  artifact answer (append, last): ${JSON.stringify(draft("fresh news")[4])}`);
+    expect(out).not.toContain(echo.id); // other capability
+    expect(out).not.toContain(before.id); // before tail started
+
+    // --replay starts with what is stored.
+    const r = cli(["tail", "--replay", "--capability", "write", "--json", ...common(tenant)]);
+    await r.waitFor(`"taskId":"${write.id}"`);
+    r.child.kill("SIGINT");
+    expect(await r.exited).toBe(0);
+    const replayed = jsonLines(r.stdout());
+    expect(new Set(replayed.map((l) => l.taskId))).toEqual(new Set([before.id, write.id]));
+    expect(replayed.every((l) => l.capability === "write" && l.verified === false)).toBe(true);
+  });
+
+  it("tail --task --json replays one task's events and ends with it; verified only for its submitter", async () => {
+    const tenant = "tail-task";
+    await startWriter(await open({ tenant, insecureAllowAll: true }), { delayMs: 10 });
+    const dir = mkdtempSync(join(tmpdir(), "agentbus-tail-"));
+    const me = Identity.generate();
+    writeFileSync(join(dir, "me.nk"), me.exportSeed(), { mode: 0o600 });
+    const client = await open({ tenant, identity: me });
+    const task = await client.submit("write", "tides");
+    await task.result();
+
+    const mine = await runCli(["tail", "--task", task.id, "--json", "--seed", join(dir, "me.nk"), ...common(tenant)]);
+    expect(mine.code, mine.stderr).toBe(0);
+    const lines = jsonLines(mine.stdout);
+    expect(lines.every((l) => l.taskId === task.id && l.capability === "write" && l.verified === true)).toBe(true);
+    expect(lines.filter((l) => "artifactUpdate" in (l.event as object))).toHaveLength(draft("tides").length);
+    expect(lines.at(-1)).toMatchObject({ event: { statusUpdate: { status: { state: "TASK_STATE_COMPLETED" } } } });
+
+    // Another identity sees the same events, as claimed, not verified.
+    const other = await runCli(["tail", "--task", task.id, "--json", ...common(tenant)]);
+    expect(other.code).toBe(0);
+    const seen = jsonLines(other.stdout);
+    expect(seen.map((l) => l.sequence)).toEqual(lines.map((l) => l.sequence));
+    expect(seen.every((l) => l.verified === false && l.from === lines[0]!.from && !("error" in l))).toBe(true);
+  });
+
+  it("agent run serves a module's agent definition until Ctrl-C, then withdraws", async () => {
+    const tenant = "agent-run";
+    const dir = mkdtempSync(join(tmpdir(), "agentbus-run-"));
+    const file = join(dir, "upper.mjs");
+    writeFileSync(file, `export default {
+  spec: { name: "upper", skills: [{ id: "upper" }] },
+  handlers: { upper: (ctx) => ctx.text.toUpperCase() },
+};\n`);
+    const client = await open({ tenant }); // first: it sets up the tenant's buckets (short presence max age)
+    const a = cli(["agent", "run", file, "--insecure", "--json", ...common(tenant)]);
+    await a.waitFor("\n");
+    const hello = JSON.parse(a.stdout()) as { id: string; name: string; capabilities: string[] };
+    expect(hello).toMatchObject({ name: "upper", capabilities: ["upper"] });
+    expect((await client.call("upper", "shout")).parts).toEqual([{ text: "SHOUT" }]);
+    a.child.kill("SIGINT");
+    expect(await a.exited).toBe(0);
+    await eventually(() => !client.discover({ capability: "upper" }).some((x) => x.online));
+  });
+
+  it("agent run runs a module's default function: the writer example, on durable tasks", async () => {
+    const tenant = "agent-run-fn";
+    const writer = fileURLToPath(new URL("../../agents/writer.ts", import.meta.url));
+    const client = await open({ tenant });
+    const a = cli(["agent", "run", writer, "--insecure", ...common(tenant)]);
+    await a.waitFor("writer (U");
+    expect(a.stdout()).toContain("serves write");
+    const done = await (await client.submit("write", "kelp")).result({ timeout: 20_000 });
+    expect(done.artifacts[0]!.parts.map((p) => p.text).join("")).toBe(draft("kelp").join(""));
+    a.child.kill("SIGTERM");
+    expect(await a.exited).toBe(0);
+  });
+
+  it("agent run refuses a module that defines no agent (exit 2)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "agentbus-run-"));
+    writeFileSync(join(dir, "nothing.mjs"), "export const x = 1;\n");
+    const r = await runCli(["agent", "run", join(dir, "nothing.mjs"), ...common("agent-run-bad")]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("must export default a function");
+    expect((await runCli(["agent", "run", join(dir, "missing.mjs"), ...common("agent-run-bad")])).code).toBe(2);
+  });
+});

@@ -1,0 +1,172 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ClientFactory } from "@a2a-js/sdk/client";
+import { Role, TaskState, type Task as SdkTask } from "@a2a-js/sdk";
+import { afterEach, describe, expect, it } from "vitest";
+import { Identity, textOf } from "../../core/index.js";
+import { freePort } from "../../nats/index.js";
+import { probe } from "../../nats/ready.js";
+import { eventually, useBuses } from "../helpers/bus.js";
+import { useNatsServer } from "../helpers/nats.js";
+import { parseExposition, valueOf } from "../helpers/prometheus.js";
+
+const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
+// The loader by URL: `up` runs in a scratch directory, where a bare `tsx` would not resolve.
+const tsx = import.meta.resolve("tsx");
+
+interface Up {
+  child: ChildProcess;
+  dir: string;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<number | null>;
+}
+
+const running: Up[] = [];
+afterEach(() => {
+  for (const up of running.splice(0)) up.child.kill("SIGKILL");
+});
+
+/** Starts `agentbus up` in a scratch directory (its `.agentbus` lands there). */
+function startUp(args: string[], files: Record<string, string> = {}, env: Record<string, string> = {}): Up {
+  const dir = mkdtempSync(join(tmpdir(), "agentbus-up-"));
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  const { NATS_URL: _ignored, ...parentEnv } = process.env;
+  const child = spawn(process.execPath, ["--import", tsx, main, "up", "--port", "0", "--json", "--log-level", "warn", ...args], { cwd: dir, env: { ...parentEnv, ...env } });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += String(d)));
+  child.stderr!.on("data", (d) => (stderr += String(d)));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const up = { child, dir, stdout: () => stdout, stderr: () => stderr, exited };
+  running.push(up);
+  return up;
+}
+
+/** The JSON line `up --json` prints when it is ready. */
+async function ready(up: Up): Promise<{ url: string; nats: string; natsSource: string; gateway: string }> {
+  const line = await eventually(() => up.stdout().split("\n").find((l) => l.startsWith("{")), 40_000).catch((err: Error) => {
+    throw new Error(`${err.message}\n--- stderr ---\n${up.stderr()}`);
+  });
+  return JSON.parse(line!);
+}
+
+const message = (text: string) => ({
+  tenant: "",
+  message: { messageId: `m-${Math.random().toString(36).slice(2)}`, contextId: "", taskId: "", role: Role.ROLE_USER, parts: [{ content: { $case: "text" as const, value: text }, metadata: undefined, filename: "", mediaType: "" }], metadata: undefined, extensions: [], referenceTaskIds: [] },
+  configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, historyLength: undefined, returnImmediately: false },
+  metadata: undefined,
+});
+
+describe("agentbus up", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url);
+
+  it("with no NATS reachable starts an embedded server, answers A2A SendMessage to echo, and stops it on SIGTERM", async () => {
+    // Nothing listens on the "local" address, so up must start its own server.
+    const nowhere = `nats://127.0.0.1:${await freePort()}`;
+    const up = startUp(["--demo"], { "agentbus.config.json": JSON.stringify({ nats: { localUrl: nowhere } }) });
+    const info = await ready(up);
+    expect(info.natsSource).toBe("embedded");
+    expect(info.nats).not.toBe(nowhere);
+
+    const client = await new ClientFactory().createFromUrl(`${info.url}/a2a/echo/.well-known/agent-card.json`, "");
+    const task = (await client.sendMessage(message("hello from A2A"))) as SdkTask;
+    expect(task.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    expect(task.artifacts.flatMap((a) => a.parts.map((p) => (p.content?.$case === "text" ? p.content.value : ""))).join("")).toBe("hello from A2A");
+    expect((await fetch(`${info.url}/ready`)).status).toBe(200);
+    expect((await fetch(`${info.url}/health`)).status).toBe(200);
+    // /metrics is Prometheus text and has counted the task.
+    await eventually(async () => valueOf(parseExposition(await (await fetch(`${info.url}/metrics`)).text()), "agentbus_tasks_finished_total", { capability: "echo", state: "completed" }) === 1);
+    const page = await fetch(`${info.url}/monitor/`);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain("<html");
+
+    up.child.kill("SIGTERM");
+    expect(await up.exited).toBe(0);
+    // The embedded server went with it.
+    await expect(probe({ url: info.nats, jetstream: false, timeoutMs: 500 })).rejects.toThrow();
+  }, 90_000);
+
+  it("uses the NATS it is given; SIGTERM lets a running task finish before exiting 0", async () => {
+    const up = startUp(["--demo", "--nats", nats.server.url, "--tenant", "uptenant"]);
+    const info = await ready(up);
+    expect(info.natsSource).toBe("given");
+    expect(info.nats).toBe(nats.server.url);
+
+    // The demo agents registered on the given server; the demo identity may call them.
+    const user = await open({ tenant: "uptenant", presenceMaxAgeMs: undefined, identity: Identity.fromFile(join(up.dir, ".agentbus", "demo-user.seed")) });
+    await eventually(() => ["echo", "writer", "orchestrator", "coder"].every((name) => user.discover({ name, online: true }).length === 1), 15_000);
+    expect(textOf(await user.call("echo", "ping"))).toBe("ping");
+    const echoId = user.discover({ name: "echo" })[0]!.id;
+
+    // A streaming task is running when the stop comes: it still completes.
+    const handle = await user.submit("write", "the stop");
+    const chunks: string[] = [];
+    const events = (async () => {
+      for await (const { event } of handle.events()) if ("artifactUpdate" in event) chunks.push(textOf({ parts: event.artifactUpdate.artifact.parts } as never));
+    })();
+    await eventually(() => chunks.length >= 1, 15_000);
+    up.child.kill("SIGTERM");
+    const task = await handle.result({ timeout: 30_000 });
+    await events;
+    expect(task.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(chunks).toHaveLength(5);
+    expect(await up.exited).toBe(0);
+
+    // The demo grant is gone with it: default-deny again.
+    await eventually(() => !user.acl.allows(user.id, echoId, "echo") && user.acl.policy().rules.size === 0, 10_000);
+  }, 90_000);
+
+  it("a second signal while draining exits at once", async () => {
+    const up = startUp(["--demo", "--nats", nats.server.url, "--tenant", "uptwice"]);
+    await ready(up);
+    const user = await open({ tenant: "uptwice", presenceMaxAgeMs: undefined, identity: Identity.fromFile(join(up.dir, ".agentbus", "demo-user.seed")) });
+    await eventually(() => user.discover({ name: "writer", online: true }).length === 1, 15_000);
+    const handle = await user.submit("write", "a long story");
+    await eventually(async () => (await handle.get()).status.state === "TASK_STATE_WORKING", 15_000);
+    up.child.kill("SIGTERM");
+    await new Promise((r) => setTimeout(r, 500)); // past the window in which a repeat is the same signal
+    const at = Date.now();
+    up.child.kill("SIGTERM");
+    expect(await up.exited).toBe(130);
+    expect(Date.now() - at).toBeLessThan(2_000); // not the writer's remaining seconds
+  }, 90_000);
+
+  it("runs the agent modules and MCP servers its configuration names", async () => {
+    const writer = fileURLToPath(new URL("../../agents/writer.ts", import.meta.url));
+    const everything = createRequire(import.meta.url).resolve("@modelcontextprotocol/server-everything/dist/index.js");
+    const config = { gateway: { open: true }, agents: [writer], mcp: { servers: { everything: { command: process.execPath, args: [everything] } } } };
+    const up = startUp(["--nats", nats.server.url, "--tenant", "upconf"], { "agentbus.config.json": JSON.stringify(config) });
+    const info = await ready(up);
+    const watcher = await open({ tenant: "upconf", presenceMaxAgeMs: undefined });
+    await eventually(() => watcher.discover({ capability: "write", online: true }).length === 1 && watcher.discover({ capability: "mcp.everything.get-sum", online: true }).length === 1, 20_000);
+    // Both are reachable through the gateway's A2A cards.
+    const gatewayCard = (await (await fetch(`${info.url}/.well-known/agent-card.json`)).json()) as { skills: Array<{ id: string }> };
+    expect(gatewayCard.skills.map((s) => s.id)).toEqual(expect.arrayContaining(["write", "mcp.everything.get-sum"]));
+    up.child.kill("SIGTERM");
+    expect(await up.exited).toBe(0);
+  }, 90_000);
+
+  it("an invalid configuration fails at start with every problem and its path", async () => {
+    const up = startUp([], {
+      "agentbus.config.yaml": ["tenant: Not A Tenant", "demo: maybe", "gateway:", "  rateLimit: { max: 0 }", "  colour: blue", "nats:", "  url: http://wrong"].join("\n"),
+    });
+    expect(await up.exited).toBe(2);
+    const err = up.stderr();
+    expect(err).toContain("agentbus.config.yaml");
+    for (const problem of ["/tenant must match pattern", "/demo must be boolean", "/gateway/rateLimit/max must be >= 1", "/gateway/rateLimit must have required property 'timeWindowMs'", "/gateway must NOT have additional properties (colour)", "/nats/url must match pattern"]) {
+      expect(err).toContain(problem);
+    }
+  }, 30_000);
+
+  it("refuses to serve without authentication unless told to", async () => {
+    const up = startUp(["--nats", nats.server.url]);
+    expect(await up.exited).toBe(2);
+    expect(up.stderr()).toMatch(/keysFile .* or open: true/);
+  }, 30_000);
+});
