@@ -28,6 +28,25 @@ export async function retryJs<T>(fn: () => Promise<T>, budgetMs = 30_000): Promi
   }
 }
 
+/**
+ * Creates something two processes may create at the same moment. The server
+ * answers the one that loses the race with "subjects overlap" or "already in
+ * use" even when both asked for the same settings; asked again it binds to
+ * what the winner made. An answer that persists is a real mismatch.
+ */
+async function createRacing<T>(what: string, create: () => Promise<T>): Promise<T> {
+  const clash = (err: unknown) => /already in use|different configuration|subjects overlap/i.test(String(err));
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await retryJs(create);
+    } catch (err) {
+      if (!clash(err)) throw err;
+      if (attempt >= 3) throw mismatch(what, err);
+      await new Promise((r) => setTimeout(r, 50 * attempt));
+    }
+  }
+}
+
 function mismatch(what: string, err: unknown): AgentBusError {
   return new AgentBusError(
     "CONFIG_MISMATCH",
@@ -44,13 +63,7 @@ function mismatch(what: string, err: unknown): AgentBusError {
  * settings the caller left to defaults are adopted from the bucket.
  */
 export async function ensureBucket(kvm: Kvm, name: string, options: Partial<KvOptions>, insists: Array<"history" | "ttl" | "replicas"> = ["history", "ttl", "replicas"]): Promise<KV> {
-  let kv: KV;
-  try {
-    kv = await retryJs(() => kvm.create(name, options));
-  } catch (err) {
-    if (/already in use|different configuration/i.test(String(err))) throw mismatch(`KV bucket ${name}`, err);
-    throw err;
-  }
+  const kv = await createRacing(`KV bucket ${name}`, () => kvm.create(name, options));
   const { config } = (await retryJs(() => kv.status())).streamInfo;
   const differs: string[] = [];
   const want = (k: "history" | "ttl" | "replicas") => insists.includes(k) && options[k] !== undefined;
@@ -72,10 +85,7 @@ export async function ensureStream(jsm: JetStreamManager, config: Partial<Stream
     throw err;
   });
   if (!info) {
-    await retryJs(() => jsm.streams.add(config)).catch((err: unknown) => {
-      if (/already in use|different configuration/i.test(String(err))) throw mismatch(`stream ${config.name}`, err);
-      throw err;
-    });
+    await createRacing(`stream ${config.name}`, () => jsm.streams.add(config));
     return;
   }
   const c = info.config;

@@ -1,5 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { AgentBusError } from "../../core/index.js";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { AgentBusError, ensureBucket, ensureStream } from "../../core/index.js";
 import { useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
@@ -22,5 +25,22 @@ describe("streams and buckets are created idempotently; a mismatching config is 
     const other = await open({ tenant: "infra", eventsMaxAgeMs: 60_000 });
     const err2 = await other.submit("x", "y").catch((e: unknown) => e);
     expect((err2 as AgentBusError).code).toBe("CONFIG_MISMATCH");
+  });
+
+  it("processes creating the same bucket and stream at the same moment all succeed", async () => {
+    const conns = await Promise.all(Array.from({ length: 8 }, () => connect({ servers: nats.server.url })));
+    try {
+      for (let round = 0; round < 10; round++) {
+        const results = await Promise.allSettled(
+          conns.flatMap(async (nc) => {
+            await ensureBucket(new Kvm(nc), `race_${round}`, { history: 1 });
+            await ensureStream(await jetstreamManager(nc), { name: `RACE_${round}`, subjects: [`race.${round}.>`] });
+          }),
+        );
+        expect(results.filter((r) => r.status === "rejected")).toEqual([]);
+      }
+    } finally {
+      await Promise.all(conns.map((nc) => nc.close()));
+    }
   });
 });
