@@ -230,6 +230,12 @@ export class Bus {
     }
     void bus.#watchStatus();
     log.info({ server: bus.server.version }, "connected");
+    if (!bus.server.replicatedCas && (await buckets.agents.status()).replicas > 1) {
+      log.warn(
+        { server: bus.server.version },
+        "nats-server before 2.9.21 does not make compare-and-set atomic on replicated buckets (nats-server#4320): concurrent session updates can be lost and a cancel can race a task's completion. Run 2.9.21 or newer in a JetStream cluster.",
+      );
+    }
     return bus;
   }
 

@@ -11,6 +11,13 @@ export interface ServerFeatures {
   messageTtl: boolean;
   /** `term` with a reason recorded in the advisory (2.11). */
   termReason: boolean;
+  /**
+   * Compare-and-set (expected last subject sequence) is atomic on
+   * replicated streams (2.9.21, nats-server#4320). Before, two writers
+   * expecting the same revision of a key on an R3 bucket can both succeed.
+   * A single server is not affected.
+   */
+  replicatedCas: boolean;
 }
 
 /** Compares dotted versions numerically: <0, 0, >0. */
@@ -27,5 +34,5 @@ export function compareVersions(a: string, b: string): number {
 /** Features of a server reporting `version`. */
 export function featuresOf(version: string): ServerFeatures {
   const atLeast = (v: string) => compareVersions(version, v) >= 0;
-  return { version, multiFilter: atLeast("2.10.0"), messageTtl: atLeast("2.11.0"), termReason: atLeast("2.11.0") };
+  return { version, multiFilter: atLeast("2.10.0"), messageTtl: atLeast("2.11.0"), termReason: atLeast("2.11.0"), replicatedCas: atLeast("2.9.21") };
 }

@@ -16,16 +16,27 @@ function isTransient(err: unknown): boolean {
  * meta or stream leader (seconds after a start or a node loss), with
  * backoff up to `budgetMs` in all.
  */
-export async function retryJs<T>(fn: () => Promise<T>, budgetMs = 30_000): Promise<T> {
+export async function retryJs<T>(fn: () => Promise<T>, budgetMs = 30_000, retryable: (err: unknown) => boolean = isTransient): Promise<T> {
   const deadline = Date.now() + budgetMs;
   for (let i = 1; ; i++) {
     try {
       return await fn();
     } catch (err) {
-      if (!isTransient(err) || Date.now() >= deadline) throw err;
+      if (!retryable(err) || Date.now() >= deadline) throw err;
       await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** i)));
     }
   }
+}
+
+/**
+ * For a call on a stream this process has just created or seen created: in
+ * a cluster the create can be answered before every node knows the stream,
+ * so "stream not found" is retried for a few seconds (and transient
+ * errors for as long as {@link retryJs} allows).
+ */
+function justCreated<T>(fn: () => Promise<T>): Promise<T> {
+  const until = Date.now() + 5_000;
+  return retryJs(fn, undefined, (err) => isTransient(err) || (Date.now() < until && /stream not found/i.test(String(err))));
 }
 
 /**
@@ -38,7 +49,7 @@ async function createRacing<T>(what: string, create: () => Promise<T>): Promise<
   const clash = (err: unknown) => /already in use|different configuration|subjects overlap/i.test(String(err));
   for (let attempt = 1; ; attempt++) {
     try {
-      return await retryJs(create);
+      return await justCreated(create);
     } catch (err) {
       if (!clash(err)) throw err;
       if (attempt >= 3) throw mismatch(what, err);
@@ -64,7 +75,7 @@ function mismatch(what: string, err: unknown): AgentBusError {
  */
 export async function ensureBucket(kvm: Kvm, name: string, options: Partial<KvOptions>, insists: Array<"history" | "ttl" | "replicas"> = ["history", "ttl", "replicas"]): Promise<KV> {
   const kv = await createRacing(`KV bucket ${name}`, () => kvm.create(name, options));
-  const { config } = (await retryJs(() => kv.status())).streamInfo;
+  const { config } = (await justCreated(() => kv.status())).streamInfo;
   const differs: string[] = [];
   const want = (k: "history" | "ttl" | "replicas") => insists.includes(k) && options[k] !== undefined;
   if (want("history") && config.max_msgs_per_subject !== options.history) differs.push(`history ${config.max_msgs_per_subject} (wanted ${options.history})`);
@@ -174,5 +185,5 @@ export async function ensureConsumer(jsm: JetStreamManager, stream: string, conf
     }
     return;
   }
-  await retryJs(() => jsm.consumers.add(stream, config));
+  await justCreated(() => jsm.consumers.add(stream, config));
 }

@@ -72,7 +72,8 @@ describe("trace context and server features", () => {
   });
 
   it("gates features on the server version", () => {
-    expect(featuresOf("2.9.10")).toMatchObject({ multiFilter: false, messageTtl: false, termReason: false });
+    expect(featuresOf("2.9.10")).toMatchObject({ multiFilter: false, messageTtl: false, termReason: false, replicatedCas: false });
+    expect(featuresOf("2.9.21")).toMatchObject({ multiFilter: false, replicatedCas: true });
     expect(featuresOf("2.10.4")).toMatchObject({ multiFilter: true, messageTtl: false });
     expect(featuresOf("2.11.0")).toMatchObject({ messageTtl: true, termReason: true });
     expect(compareVersions("2.10.0", "2.9.10")).toBeGreaterThan(0);

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { AgentBusError, ensureBucket, ensureStream } from "../../core/index.js";
+import { AgentBusError, ensureBucket, ensureConsumer, ensureStream } from "../../core/index.js";
 import { useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
@@ -27,14 +27,16 @@ describe("streams and buckets are created idempotently; a mismatching config is 
     expect((err2 as AgentBusError).code).toBe("CONFIG_MISMATCH");
   });
 
-  it("processes creating the same bucket and stream at the same moment all succeed", async () => {
+  it("processes creating the same bucket, stream and consumer at the same moment all succeed", async () => {
     const conns = await Promise.all(Array.from({ length: 8 }, () => connect({ servers: nats.server.url })));
     try {
       for (let round = 0; round < 10; round++) {
         const results = await Promise.allSettled(
           conns.flatMap(async (nc) => {
             await ensureBucket(new Kvm(nc), `race_${round}`, { history: 1 });
-            await ensureStream(await jetstreamManager(nc), { name: `RACE_${round}`, subjects: [`race.${round}.>`] });
+            const jsm = await jetstreamManager(nc);
+            await ensureStream(jsm, { name: `RACE_${round}`, subjects: [`race.${round}.>`] });
+            await ensureConsumer(jsm, `RACE_${round}`, { durable_name: "worker", filter_subject: `race.${round}.work`, ack_wait: 5_000_000_000 });
           }),
         );
         expect(results.filter((r) => r.status === "rejected")).toEqual([]);

@@ -2,6 +2,7 @@
  * The core bus suite. It runs against a single server (single.test.ts) and a
  * 3-node JetStream cluster (cluster.test.ts): same tests, same assertions.
  */
+import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
@@ -10,6 +11,7 @@ import {
   Envelopes,
   Header,
   Identity,
+  createLogger,
   dataOf,
   textOf,
   traceIdOf,
@@ -48,6 +50,21 @@ export function busSuite(label: string, servers: () => string[], replicas: numbe
       await eventually(() => agentBus.acl.allows(caller.id, agentBus.id, "echo"));
       return { t, agentBus, caller };
     }
+
+    it("processes that set up one tenant at the same moment all succeed (buckets, streams, sessions)", async () => {
+      const t = tenant();
+      let logged = "";
+      const sink = new Writable({ write: (chunk, _e, cb) => ((logged += String(chunk)), cb()) });
+      const buses = await Promise.all(Array.from({ length: 5 }, (_, i) => open({ tenant: t, ...(i === 0 && { logger: createLogger({ level: "warn" }, sink) }) })));
+      await Promise.all(buses.map((b) => b.ensureTasks()));
+      const sessions = await Promise.all(buses.map((b) => b.session<{ n?: number }>("ctx")));
+      await Promise.all(sessions.map((s) => s.update((v) => ({ n: (v?.n ?? 0) + 1 }))));
+      const { replicatedCas } = buses[0]!.server;
+      // nats-server#4320: before 2.9.21 an R3 bucket can accept two writes
+      // expecting the same revision; the bus says so at connect.
+      expect(logged.includes("nats-server#4320")).toBe(replicas > 1 && !replicatedCas);
+      if (replicas === 1 || replicatedCas) expect((await sessions[0]!.get())!.value.n).toBe(5);
+    });
 
     it("round trip: text in, text out; data in, data out", async () => {
       const { agentBus, caller } = await pair();
