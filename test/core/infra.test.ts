@@ -32,7 +32,7 @@ describe("streams and buckets are created idempotently; a mismatching config is 
     try {
       for (let round = 0; round < 10; round++) {
         const results = await Promise.allSettled(
-          conns.flatMap(async (nc) => {
+          conns.map(async (nc) => {
             await ensureBucket(new Kvm(nc), `race_${round}`, { history: 1 });
             const jsm = await jetstreamManager(nc);
             await ensureStream(jsm, { name: `RACE_${round}`, subjects: [`race.${round}.>`] });
