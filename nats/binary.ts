@@ -7,9 +7,23 @@
  */
 import { execFileSync } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";
-import { delimiter, join } from "node:path";
+import { delimiter, dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
-/** Places searched after `NATS_SERVER_BIN` and `PATH`, in order. */
+const here = dirname(fileURLToPath(import.meta.url));
+
+/**
+ * Where `scripts/system-deps.sh` puts the current nats-server when the
+ * system's is older: `.agentbus/bin/nats-server` in the project (found from
+ * the sources, from `dist/`, and from the working directory). Searched first.
+ */
+export const PROJECT_LOCATIONS = [
+  resolve(here, "../.agentbus/bin/nats-server"),
+  resolve(here, "../../.agentbus/bin/nats-server"),
+  resolve(".agentbus/bin/nats-server"),
+] as const;
+
+/** Places searched after `NATS_SERVER_BIN`, the project's own binary and `PATH`, in order. */
 export const FALLBACK_LOCATIONS = [
   "/usr/sbin/nats-server",
   "/usr/local/sbin/nats-server",
@@ -45,14 +59,17 @@ function isExecutableFile(path: string): boolean {
  * Returns the path of the `nats-server` executable to use.
  *
  * Order: `$NATS_SERVER_BIN` (if set it must be valid: an explicit choice
- * that silently falls back would hide a typo), each directory of `$PATH`,
- * then `fallbacks` ({@link FALLBACK_LOCATIONS} unless a test overrides them).
+ * that silently falls back would hide a typo), the current server that
+ * `scripts/system-deps.sh` fetched into the project ({@link PROJECT_LOCATIONS}),
+ * each directory of `$PATH`, then `fallbacks` ({@link FALLBACK_LOCATIONS}
+ * unless a test overrides them).
  *
  * @throws {NatsServerNotFoundError} with installation instructions.
  */
 export function findNatsServer(
   env: NodeJS.ProcessEnv = process.env,
   fallbacks: readonly string[] = FALLBACK_LOCATIONS,
+  project: readonly string[] = PROJECT_LOCATIONS,
 ): string {
   const explicit = env["NATS_SERVER_BIN"];
   if (explicit) {
@@ -64,7 +81,7 @@ export function findNatsServer(
   }
   const searched: string[] = [];
   const pathDirs = (env["PATH"] ?? "").split(delimiter).filter(Boolean);
-  for (const candidate of [...pathDirs.map((d) => join(d, "nats-server")), ...fallbacks]) {
+  for (const candidate of [...project, ...pathDirs.map((d) => join(d, "nats-server")), ...fallbacks]) {
     searched.push(candidate);
     if (isExecutableFile(candidate)) return candidate;
   }

@@ -8,7 +8,7 @@
  * // ...
  * await server.cleanup();
  */
-export { FALLBACK_LOCATIONS, NatsServerNotFoundError, findNatsServer, natsServerVersion } from "./binary.js";
+export { FALLBACK_LOCATIONS, PROJECT_LOCATIONS, NatsServerNotFoundError, findNatsServer, natsServerVersion } from "./binary.js";
 export { mergeConfig, renderConfig, type ConfigValue } from "./config.js";
 export {
   NatsServerStartError,

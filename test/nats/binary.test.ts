@@ -1,5 +1,6 @@
+import { existsSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { NatsServerNotFoundError, findNatsServer, natsServerVersion } from "../../nats/index.js";
+import { NatsServerNotFoundError, PROJECT_LOCATIONS, findNatsServer, natsServerVersion } from "../../nats/index.js";
 
 describe("findNatsServer", () => {
   it("explains how to install when NATS_SERVER_BIN points at a missing file", () => {
@@ -17,7 +18,14 @@ describe("findNatsServer", () => {
   });
 
   it("finds /usr/sbin/nats-server when it is not on PATH and NATS_SERVER_BIN is unset", () => {
-    expect(findNatsServer({ PATH: "/nonexistent" })).toBe("/usr/sbin/nats-server");
+    expect(findNatsServer({ PATH: "/nonexistent" }, undefined, [])).toBe("/usr/sbin/nats-server");
+  });
+
+  it("prefers the current server that scripts/system-deps.sh put in the project", () => {
+    const local = PROJECT_LOCATIONS.find((p) => existsSync(p));
+    if (!local) return; // the system's own server is current: nothing was fetched
+    expect(findNatsServer({ PATH: "/usr/sbin" })).toBe(local);
+    expect(Number(natsServerVersion(local).split(".")[1])).toBeGreaterThanOrEqual(15);
   });
 
   it("uses NATS_SERVER_BIN when it is valid", () => {
@@ -25,7 +33,7 @@ describe("findNatsServer", () => {
   });
 
   it("lists what it searched when nothing is found", () => {
-    expect(() => findNatsServer({ PATH: "/nonexistent" }, ["/also/missing"])).toThrow(
+    expect(() => findNatsServer({ PATH: "/nonexistent" }, ["/also/missing"], [])).toThrow(
       /nats-server was not found\..*apt-get install nats-server.*Searched: \/nonexistent\/nats-server, \/also\/missing\./,
     );
   });
