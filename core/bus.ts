@@ -16,8 +16,8 @@ import type { AgentExecutor } from "@a2a-js/sdk/server";
 import { executorHandler } from "./serve.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./inbox.js";
 import { Sessions, type Session } from "./session.js";
-import type { Task } from "./task.js";
-import { TaskHandle, submit, type SubmitOptions } from "./tasks.js";
+import { taskRight, type Task } from "./task.js";
+import { TaskHandle, holdsTaskRights, listTasks, submit, type SubmitOptions, type Submitter, type TaskAccessOptions } from "./tasks.js";
 import type { TaskPage, TaskQuery } from "./taskstore.js";
 import type { Handler } from "./worker.js";
 import { AclStore } from "./aclstore.js";
@@ -379,9 +379,13 @@ export class Bus {
     return op.run(async () => sendDirect(await this.#durableOnce(), to, input, { ...options, trace: op.trace }));
   }
 
-  /** The snapshot of a task (`TASK_NOT_FOUND` when unknown). */
-  async task(id: string): Promise<Task> {
-    return (await this.taskHandle(id)).get();
+  /**
+   * The snapshot of a task: `TASK_NOT_FOUND` when unknown, and when this
+   * identity is neither its submitter (with `caller`: through that caller),
+   * nor the agent serving it, nor granted `task.<cap>` in the ACL.
+   */
+  async task(id: string, options: TaskAccessOptions = {}): Promise<Task> {
+    return (await this.taskHandle(id, options)).get();
   }
 
   /**
@@ -392,14 +396,23 @@ export class Bus {
     await this.#durableOnce();
   }
 
-  /** A handle on an existing task, to follow its events, await or cancel it. */
-  async taskHandle(id: string): Promise<TaskHandle> {
-    return new TaskHandle(id, await this.#submitter());
+  /**
+   * A handle on an existing task, to follow its events, await or cancel it:
+   * each of those is `TASK_NOT_FOUND` for a task this identity (with
+   * `caller`: that caller) may not see, as for {@link Bus.task}.
+   */
+  async taskHandle(id: string, options: TaskAccessOptions = {}): Promise<TaskHandle> {
+    return new TaskHandle(id, await this.#submitter(), { caller: options.caller });
   }
 
-  /** Task snapshots, newest first, filtered by context and state, paged. */
+  /**
+   * The task snapshots this identity may see, newest first, filtered by
+   * context and state, paged: its own (with `query.caller`: only that
+   * caller's), read through the owner index; for an identity that serves
+   * an agent or holds a `task.<cap>` grant, also the tasks that allows.
+   */
   async tasks(query: TaskQuery = {}): Promise<TaskPage> {
-    return (await this.#durableOnce()).store.list(query);
+    return listTasks(await this.#submitter(), query);
   }
 
   /** Shared state of an A2A context (`mesh_<t>_sessions`), compare-and-set updates. */
@@ -508,8 +521,16 @@ export class Bus {
     return this.#durable;
   }
 
-  async #submitter() {
-    return { nc: this.nc, durable: await this.#durableOnce(), providers: (cap: string) => this.registry.providers(cap), maxDepth: this.#options.maxDepth ?? 8 };
+  async #submitter(): Promise<Submitter> {
+    return {
+      nc: this.nc,
+      durable: await this.#durableOnce(),
+      providers: (cap: string) => this.registry.providers(cap),
+      maxDepth: this.#options.maxDepth ?? 8,
+      id: this.id,
+      granted: (cap, agent) => this.acl.allows(this.id, agent ?? "*", taskRight(cap)),
+      observes: () => this.registry.isRegistered(this.id) || holdsTaskRights(this.acl.policy(), this.id),
+    };
   }
 
   #host(): AgentHost {

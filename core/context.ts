@@ -41,6 +41,11 @@ export interface AgentContext {
   envelope: Envelope;
   /** The task snapshot when running as a durable task; undefined for a fast call. */
   task?: Task;
+  /**
+   * Who the submitter acted for, when it submitted the task behind a bridge
+   * (an API key's name, `oidc:<sub>`): the task's `metadata.caller`.
+   */
+  caller?: string;
   taskId?: string;
   contextId?: string;
   /** Earlier messages of the task (multi-turn), oldest first; empty for a fast call. */
@@ -194,6 +199,7 @@ class HandlerContext implements AgentContext {
   readonly from: string;
   readonly envelope: Envelope;
   readonly task?: Task;
+  readonly caller?: string;
   readonly taskId?: string;
   readonly contextId?: string;
   readonly history: Message[];
@@ -226,6 +232,7 @@ class HandlerContext implements AgentContext {
     this.from = base.envelope.from;
     this.envelope = base.envelope;
     this.task = base.task;
+    this.caller = base.task?.metadata.caller;
     this.taskId = base.task?.id;
     this.contextId = contextId;
     this.history = base.task?.history ?? [];

@@ -1,7 +1,8 @@
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
-import type { Envelopes } from "./envelope.js";
+import { AgentBusError, isAgentBusError } from "./errors.js";
+import { Header, type Envelopes } from "./envelope.js";
 import { ensureTaskInfra, retryJs, type TaskInfraOptions } from "./infra.js";
 import { utf8 } from "./message.js";
 import type { Subjects } from "./subjects.js";
@@ -22,8 +23,15 @@ export interface StoredEvent {
   /** Stream sequence: pass `sequence + 1` as `fromSequence` to resume after it. */
   sequence: number;
   event: TaskEvent;
-  /** Identity of the agent that published it. */
+  /** Identity of the agent that published it (as its `Mesh-From` header claims, when not `verified`). */
   from: string;
+  /**
+   * True when this identity checked the event's MAC or signature. Events are
+   * MACed for the task's submitter only: the agent serving the task and
+   * identities granted `task.<cap>` read them as the tenant's events stream
+   * stores them (false here), as they read the snapshot.
+   */
+  verified: boolean;
 }
 
 /**
@@ -69,10 +77,17 @@ export class Durable {
   /**
    * The task's events from the start (or from `fromSequence`), then live,
    * ending at a terminal state, or at an interrupted state once caught up
-   * (a resumed task goes on past its earlier interruptions).
+   * (a resumed task goes on past its earlier interruptions). With `may`, a
+   * task whose snapshot is missing or that `may` refuses is `TASK_NOT_FOUND`.
+   * The submitter verifies every event; any other reader verifies those it
+   * can and takes the others as stored (`verified: false`), refusing only a
+   * MAC or signature that fails.
    */
-  async *events(taskId: string, fromSequence?: number): AsyncGenerator<StoredEvent> {
+  async *events(taskId: string, fromSequence?: number, may?: (task: Task) => boolean): AsyncGenerator<StoredEvent> {
     const snapshot = await this.store.get(taskId);
+    if (may && (!snapshot || !may(snapshot.task))) throw new AgentBusError("TASK_NOT_FOUND", `task ${taskId} not found`);
+    const submitter = snapshot?.task.metadata.submitter;
+    const lenient = submitter !== undefined && submitter !== this.envelopes.identity.id;
     if (snapshot && isFinal(snapshot.task.status.state) && fromSequence !== undefined) {
       // Nothing left to follow: stop at the end of what is stored.
       const last = await this.lastSequence(taskId);
@@ -87,12 +102,24 @@ export class Durable {
     const iter = await consumer.consume();
     try {
       for await (const m of iter) {
-        const { event, from } = this.decodeEvent(m);
-        yield { sequence: m.seq, event, from };
+        const { event, from, verified } = lenient ? this.#readEvent(m) : { ...this.decodeEvent(m), verified: true };
+        yield { sequence: m.seq, event, from, verified };
         if (endsFollow(event, m.info.pending)) return;
       }
     } finally {
       iter.stop();
+    }
+  }
+
+  /** A stored event for a reader other than the submitter: verified when it can be, else as stored. */
+  #readEvent(m: { subject: string; data: Uint8Array; headers?: import("@nats-io/nats-core").MsgHdrs }): { event: TaskEvent; from: string; verified: boolean } {
+    try {
+      return { ...this.decodeEvent(m), verified: true };
+    } catch (err) {
+      // MACed for others only: what the stream holds. No envelope at all, or a check that fails, is refused.
+      const from = m.headers?.get(Header.from);
+      if (!isAgentBusError(err, "UNSIGNED") || !from || !m.headers?.get(Header.mac)) throw err;
+      return { event: JSON.parse(utf8(m.data)) as TaskEvent, from, verified: false };
     }
   }
 
@@ -112,6 +139,6 @@ export class Durable {
     const m = await this.#lastMessage(taskId);
     if (!m) return undefined;
     const { event, from } = this.decodeEvent({ subject: m.subject, data: m.data, headers: m.header });
-    return { sequence: m.seq, event, from };
+    return { sequence: m.seq, event, from, verified: true };
   }
 }

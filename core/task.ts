@@ -42,6 +42,12 @@ export interface TaskMetadata {
   capability: string;
   /** Identity that submitted it (its events are MACed for this identity). */
   submitter: string;
+  /**
+   * Behind a bridge: the caller the submitter acted for (an API key's name,
+   * `oidc:<sub>` for a bearer token). Only the same caller may then read,
+   * follow, list or cancel the task through that identity.
+   */
+  caller?: string;
   /** Agent identity that last worked on it. */
   agent?: string;
   /** Calling task, for agent-to-agent submissions. */
@@ -122,6 +128,14 @@ export const endsFollow = (event: TaskEvent, pending: number): boolean => {
   const state = stateOf(event);
   return state !== undefined && (isTerminal(state) || (isInterrupted(state) && pending === 0));
 };
+
+/**
+ * The ACL capability that grants rights over other identities' tasks of
+ * capability `cap`: reading, following, listing and cancelling them. A rule
+ * `{source, target, capabilities: ["task.<cap>"]}` grants it for the tasks
+ * that agent `target` serves (`*`: any agent, and tasks no worker took yet).
+ */
+export const taskRight = (cap: string): string => `task.${cap}`;
 
 /** A status object stamped now. */
 export const statusNow = (state: TaskState, message?: Message): TaskStatus => ({ state, ...(message && { message }), timestamp: new Date().toISOString() });

@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { finalEventId, type Durable, type StoredEvent } from "./durable.js";
 import { AgentBusError } from "./errors.js";
@@ -6,14 +6,19 @@ import type { EnvelopeMeta } from "./envelope.js";
 import { retryJs } from "./infra.js";
 import { toMessage, utf8, type Input } from "./message.js";
 import { checkCapability, checkId } from "./subjects.js";
+import type { AclPolicy } from "./acl.js";
 import { applyEvent, isFinal, isTerminal, statusNow, stateOf, type Task, type TaskEvent } from "./task.js";
-import type { Snapshot } from "./taskstore.js";
+import type { Snapshot, TaskPage, TaskQuery } from "./taskstore.js";
 import { TaskWatch } from "./taskwatch.js";
 import { SpanAttr, SpanKind, traced, type TraceContext } from "./trace.js";
 
 /** Options of `bus.submit`. */
 export interface SubmitOptions {
-  /** Task id (default: the message's `taskId`, else a new UUID). Resubmitting an id never enqueues it twice. */
+  /**
+   * Task id (default: the message's `taskId`, else 128 random bits in hex).
+   * Resubmitting an id never enqueues it twice; an id that belongs to a task
+   * this identity (and caller) did not submit is `TASK_NOT_FOUND`.
+   */
   taskId?: string;
   /** A2A context id (default: the message's, the task's, else a new UUID). */
   contextId?: string;
@@ -23,7 +28,24 @@ export interface SubmitOptions {
   parent?: string;
   depth?: number;
   trace?: TraceContext;
+  /**
+   * Behind a bridge: who the submitting identity acts for (the API key's
+   * name, `oidc:<sub>` for a bearer token). Recorded as `metadata.caller`
+   * (the serving agent sees it as `ctx.caller`); the task is then read,
+   * followed, listed and cancelled through this identity only with the same
+   * caller.
+   */
+  caller?: string;
 }
+
+/** Options of `bus.task` and `bus.taskHandle`. */
+export interface TaskAccessOptions {
+  /** Behind a bridge: the caller the request comes from (see {@link SubmitOptions.caller}). */
+  caller?: string;
+}
+
+/** A new task id: 128 random bits in hex, so knowing a task's id means having been told it. */
+export const newTaskId = (): string => randomBytes(16).toString("hex");
 
 /** What submitting needs from the bus. */
 export interface Submitter {
@@ -32,6 +54,63 @@ export interface Submitter {
   /** Online agents offering a capability (their work items are MACed for them as well as signed). */
   providers(cap: string): string[];
   maxDepth: number;
+  /** This connection's identity. */
+  id: string;
+  /**
+   * Whether this identity holds the task right (`task.<cap>` in the ACL)
+   * for tasks of `cap` served by `agent` (undefined: not taken by a worker
+   * yet, so only grants on any agent count).
+   */
+  granted(cap: string, agent: string | undefined): boolean;
+  /** Whether this identity may see tasks it did not submit: it serves an agent, or the ACL grants it some task right. */
+  observes(): boolean;
+}
+
+/**
+ * Whether `s`'s identity may read, follow and cancel `task`: its submitter
+ * (behind a bridge, with `caller`: only when the same caller submitted it),
+ * the agent serving it, or an identity granted `task.<cap>`. A request with
+ * a caller is only ever the caller's own: grants are for identities.
+ */
+export function mayAccess(s: Pick<Submitter, "id" | "granted">, task: Task, caller?: string): boolean {
+  const m = task.metadata;
+  if (caller !== undefined) return m.submitter === s.id && m.caller === caller;
+  return m.submitter === s.id || m.agent === s.id || s.granted(m.capability, m.agent);
+}
+
+/** Whether `s`'s identity (and `caller`) submitted `task`: only the owner continues it. */
+const owns = (s: Pick<Submitter, "id">, task: Task, caller?: string): boolean =>
+  task.metadata.submitter === s.id && (caller === undefined || task.metadata.caller === caller);
+
+const notFound = (id: string) => new AgentBusError("TASK_NOT_FOUND", `task ${id} not found`);
+
+/**
+ * Whether some rule of `policy` could grant `id` a task right: its source
+ * names `id` (directly, through a group, or `*`) and one of its patterns can
+ * match a capability `task.<cap>`.
+ */
+export function holdsTaskRights(policy: AclPolicy, id: string): boolean {
+  // A rotated identity keeps the grants of the ids it replaced.
+  const ids = [id, ...(policy.aliases?.get(id) ?? [])];
+  for (const rule of policy.rules.values()) {
+    const source = rule.source;
+    const members = source.startsWith("group:") ? policy.groups.get(source.slice(6))?.members : undefined;
+    const named = source === "*" || ids.includes(source) || (members?.some((m) => ids.includes(m)) ?? false);
+    if (named && rule.capabilities.some((p) => ["task", "*", ">"].includes(p.split(".", 1)[0]!))) return true;
+  }
+  return false;
+}
+
+/**
+ * The tasks `s`'s identity may see, newest first. A caller, or an identity
+ * that neither serves an agent nor holds a task right, lists its own tasks
+ * through the owner index (its prefix only, not the tenant's snapshots);
+ * the others read every snapshot and keep those {@link mayAccess} allows.
+ */
+export function listTasks(s: Submitter, query: TaskQuery = {}): Promise<TaskPage> {
+  const { store } = s.durable;
+  if (query.caller !== undefined || !s.observes()) return store.listOwned(s.id, query.caller, query);
+  return store.list(query, (t) => mayAccess(s, t));
 }
 
 /**
@@ -43,31 +122,46 @@ export class TaskHandle {
   #watch?: TaskWatch;
   /** The task as this process created it (handles from `submit` of a new task), so callers can show it without a read. */
   readonly submitted?: Task;
+  /** Behind a bridge: the caller this handle acts for (see {@link SubmitOptions.caller}). */
+  readonly caller?: string;
 
   constructor(
     readonly id: string,
     readonly submitter: Submitter,
-    watch?: TaskWatch,
-    submitted?: Task,
+    options: { watch?: TaskWatch; submitted?: Task; caller?: string } = {},
   ) {
-    this.#watch = watch;
-    this.submitted = submitted;
+    this.#watch = options.watch;
+    this.submitted = options.submitted;
+    this.caller = options.caller;
   }
 
-  /** The current snapshot. */
-  async get(): Promise<Task> {
+  /**
+   * The snapshot, if this identity (and caller) may see it: to anyone else
+   * the task does not exist (`TASK_NOT_FOUND`, as for an unknown id).
+   */
+  async #read(): Promise<Snapshot> {
     const s = await this.submitter.durable.store.get(this.id);
-    if (!s) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
-    return s.task;
+    if (!s || !this.#may(s.task)) throw notFound(this.id);
+    return s;
+  }
+
+  #may(task: Task): boolean {
+    return mayAccess(this.submitter, task, this.caller);
+  }
+
+  /** The current snapshot (`TASK_NOT_FOUND` when unknown or not this identity's to see). */
+  async get(): Promise<Task> {
+    return (await this.#read()).task;
   }
 
   /**
    * Every event of the task from the start (or from `fromSequence`, a stream
    * sequence from an earlier event), then live; ends at a terminal state, or
-   * at an interrupted one once caught up.
+   * at an interrupted one once caught up. `TASK_NOT_FOUND` (at the first
+   * read) for a task this identity may not see.
    */
   events(options: { fromSequence?: number } = {}): AsyncGenerator<StoredEvent> {
-    return this.submitter.durable.events(this.id, options.fromSequence);
+    return this.submitter.durable.events(this.id, options.fromSequence, (t) => this.#may(t));
   }
 
   /**
@@ -75,8 +169,9 @@ export class TaskHandle {
    * the first): `events({ fromSequence: last + 1 })` follows only what comes
    * next, e.g. the turn a follow-up message starts.
    */
-  lastSequence(): Promise<number | undefined> {
-    return this.submitter.durable.lastSequence(this.id);
+  async lastSequence(): Promise<number | undefined> {
+    const [, last] = await Promise.all([this.#read(), this.submitter.durable.lastSequence(this.id)]);
+    return last;
   }
 
   /**
@@ -151,8 +246,7 @@ export class TaskHandle {
       for (let round = 0; ; round++) {
         if (options.signal?.aborted) throw new AgentBusError("CANCELLED", "wait aborted", { cause: options.signal.reason });
         if (follow || round > 0) {
-          const snapshot = await durable.store.get(this.id);
-          if (!snapshot) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
+          const snapshot = await this.#read();
           if (isFinal(snapshot.task.status.state)) return snapshot.task;
         }
         const left = deadline - Date.now();
@@ -191,8 +285,7 @@ export class TaskHandle {
 
   async #cancel(timeout: number | undefined, trace: TraceContext): Promise<Task> {
     const { nc, durable } = this.submitter;
-    const snapshot = await durable.store.get(this.id);
-    if (!snapshot) throw new AgentBusError("TASK_NOT_FOUND", `task ${this.id} not found`);
+    const snapshot = await this.#read();
     const { task } = snapshot;
     if (isTerminal(task.status.state)) throw new AgentBusError("NOT_CANCELABLE", `task ${this.id} is already ${task.status.state}`);
     const subject = durable.subjects.taskCancel(this.id);
@@ -248,12 +341,15 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   const depth = options.depth ?? 0;
   if (depth > s.maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `task depth ${depth} exceeds ${s.maxDepth}`);
   const message = { ...toMessage(input) };
-  const taskId = checkId(options.taskId ?? message.taskId ?? randomUUID(), "task id");
-  const handle = new TaskHandle(taskId, s);
+  const taskId = checkId(options.taskId ?? message.taskId ?? newTaskId(), "task id");
+  const { caller } = options;
+  const handle = new TaskHandle(taskId, s, { caller });
   // A new task is the common case: try to create it first (one round trip),
   // and read what exists only when the id is taken.
   const fresh = !options.taskId && !message.taskId;
   const existing = fresh ? undefined : await s.durable.store.get(taskId);
+  // Someone else's task is not there for this submitter: it cannot be continued, nor learnt of.
+  if (existing && !owns(s, existing.task, caller)) throw notFound(taskId);
   const contextId = options.contextId ?? message.contextId ?? existing?.task.contextId ?? randomUUID();
   message.taskId = taskId;
   message.contextId = contextId;
@@ -264,25 +360,25 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       status: statusNow("TASK_STATE_SUBMITTED"),
       artifacts: [],
       history: [message],
-      metadata: { ...options.metadata, capability: cap, submitter: me, parent: options.parent, depth },
+      metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth },
     };
     if (!fresh) {
       const created = await s.durable.store.create(task);
       if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
-      await publishWork(s, cap, message, task, taskId, options);
+      await Promise.all([s.durable.store.index(task), publishWork(s, cap, message, task, taskId, options)]);
       return handle;
     }
-    // A new id cannot collide: no read first, and the snapshot and the work
-    // item are written at once (a worker that arrives before the snapshot
-    // waits for it).
+    // A new id cannot collide: no read first, and the snapshot, its owner
+    // index entry and the work item are written at once (a worker that
+    // arrives before the snapshot waits for it).
     const watch = new TaskWatch(s.nc, s.durable, task);
     try {
-      await Promise.all([s.durable.store.create(task), publishWork(s, cap, message, task, taskId, options)]);
+      await Promise.all([s.durable.store.create(task), s.durable.store.index(task), publishWork(s, cap, message, task, taskId, options)]);
     } catch (err) {
       watch.stop();
       throw err;
     }
-    return new TaskHandle(taskId, s, watch, task);
+    return new TaskHandle(taskId, s, { watch, submitted: task, caller });
   }
   const state = existing.task.status.state;
   if (existing.task.metadata.capability !== cap) {

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type JetStreamClient } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { AgentBusError } from "./errors.js";
@@ -10,13 +11,21 @@ export interface Snapshot {
   revision: number;
 }
 
-/** Filters and paging of {@link TaskStore.list}. */
 /** A listing that hears nothing for this long has read everything there is. */
 const LIST_IDLE_MS = 2000;
 
+/** Snapshots read at once when a listing goes through the owner index. */
+const LIST_READS_IN_FLIGHT = 64;
+
+/** Filters and paging of {@link TaskStore.list} (and `bus.tasks`). */
 export interface TaskQuery {
   contextId?: string;
   state?: TaskState;
+  /**
+   * Behind a bridge: list only the tasks this caller submitted through this
+   * identity (see `SubmitOptions.caller`).
+   */
+  caller?: string;
   /** Default 50, at most 1000. */
   pageSize?: number;
   /** Opaque token from the previous page's `nextPageToken`. */
@@ -36,6 +45,35 @@ export function isRevisionConflict(err: unknown): boolean {
     (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
   );
 }
+
+/**
+ * The owner index key of a task: `owner.<submitter>.<caller>.<task>`, where
+ * `<caller>` is `_` for a task submitted without one, else the first 128
+ * bits of the caller name's SHA-256 in hex (a caller name may hold any
+ * character; a key token may not). Task ids hold no dot, so these keys never
+ * meet a snapshot's.
+ */
+export function ownerKey(submitter: string, caller: string | undefined, taskId: string): string {
+  return `${ownerPrefix(submitter, caller)}.${taskId}`;
+}
+
+/** The key prefix under which {@link ownerKey} files one submitter's tasks (one caller's, when given). */
+function ownerPrefix(submitter: string, caller: string | undefined): string {
+  return `owner.${submitter}.${caller === undefined ? "_" : createHash("sha256").update(caller).digest("hex").slice(0, 32)}`;
+}
+
+/** Newest status first, then by id; one page of it, with the token of the next. */
+function page(all: Task[], query: TaskQuery): TaskPage {
+  const pageSize = Math.min(Math.max(query.pageSize ?? 50, 1), 1000);
+  const offset = query.pageToken ? Number.parseInt(Buffer.from(query.pageToken, "base64url").toString(), 10) : 0;
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new AgentBusError("INVALID_INPUT", "invalid page token");
+  all.sort((a, b) => (a.status.timestamp < b.status.timestamp ? 1 : a.status.timestamp > b.status.timestamp ? -1 : a.id.localeCompare(b.id)));
+  const tasks = all.slice(offset, offset + pageSize);
+  const next = offset + pageSize < all.length ? Buffer.from(String(offset + pageSize)).toString("base64url") : undefined;
+  return { tasks, nextPageToken: next, totalSize: all.length };
+}
+
+const matches = (t: Task, query: TaskQuery) => (!query.contextId || t.contextId === query.contextId) && (!query.state || t.status.state === query.state);
 
 const decode = (v: Uint8Array): Task => JSON.parse(Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("utf8")) as Task;
 
@@ -95,22 +133,52 @@ export class TaskStore {
   }
 
   /**
-   * Lists snapshots, newest status first. Reads the latest value of every
-   * key in one ordered consumer pass (no round trip per task), then filters
-   * and pages in memory: fine for the tasks a tenant keeps (bucket max age);
-   * an index per context is the next step if that grows large.
+   * Files a new task under its submitter (and caller) in the owner index,
+   * so {@link listOwned} finds it without reading other snapshots. The
+   * entry ages out with the snapshot (same bucket, same max age).
    */
-  async list(query: TaskQuery = {}): Promise<TaskPage> {
-    const pageSize = Math.min(Math.max(query.pageSize ?? 50, 1), 1000);
-    const offset = query.pageToken ? Number.parseInt(Buffer.from(query.pageToken, "base64url").toString(), 10) : 0;
-    if (!Number.isSafeInteger(offset) || offset < 0) throw new AgentBusError("INVALID_INPUT", "invalid page token");
+  async index(task: Task): Promise<void> {
+    const { submitter, caller } = task.metadata;
+    await retryJs(() => this.kv.put(ownerKey(submitter, typeof caller === "string" ? caller : undefined, task.id), ""));
+  }
+
+  /**
+   * Lists the tasks `submitter` filed in the owner index (only `caller`'s,
+   * when given), newest status first: one key listing of its own prefix,
+   * then one read per task, at most 64 at once. A task older than the index
+   * has no entry there and is not listed.
+   */
+  async listOwned(submitter: string, caller: string | undefined, query: TaskQuery = {}): Promise<TaskPage> {
+    const prefix = caller === undefined ? `owner.${submitter}` : ownerPrefix(submitter, caller);
+    const ids: string[] = [];
+    for await (const key of await retryJs(() => this.kv.keys(`${prefix}.>`))) ids.push(key.slice(key.lastIndexOf(".") + 1));
+    const all: Task[] = [];
+    for (let i = 0; i < ids.length; i += LIST_READS_IN_FLIGHT) {
+      const read = await Promise.all(ids.slice(i, i + LIST_READS_IN_FLIGHT).map((id) => this.get(id)));
+      for (const s of read) {
+        // Filed under this submitter, but the snapshot decides (and may have aged out first).
+        if (s && s.task.metadata.submitter === submitter && (caller === undefined || s.task.metadata.caller === caller) && matches(s.task, query)) all.push(s.task);
+      }
+    }
+    return page(all, query);
+  }
+
+  /**
+   * Lists snapshots that `visible` lets through, newest status first. Reads
+   * the latest value of every task key in one ordered consumer pass (no
+   * round trip per task), then filters and pages in memory: for identities
+   * that may see other submitters' tasks (see `bus.tasks`); a submitter's
+   * own tasks are listed through the owner index instead ({@link listOwned}).
+   */
+  async list(query: TaskQuery = {}, visible: (t: Task) => boolean = () => true): Promise<TaskPage> {
     const all: Task[] = [];
     const { streamInfo, bucket } = await this.kv.status();
     // Read up to the stream's end as of now: writes landing meanwhile may
     // keep `pending` above zero, and a quiet consumer ends the read too.
     const end = streamInfo.state.last_seq;
     const consumer = await this.js.consumers.get(streamInfo.config.name, {
-      filter_subjects: `$KV.${bucket}.>`,
+      // One token: the snapshots (task ids), not the owner index's keys.
+      filter_subjects: `$KV.${bucket}.*`,
       deliver_policy: DeliverPolicy.LastPerSubject,
     });
     if (end > 0 && (await consumer.info()).num_pending > 0) {
@@ -123,7 +191,7 @@ export class TaskStore {
           const op = m.headers?.get("KV-Operation");
           if (op !== "DEL" && op !== "PURGE") {
             const t = decode(m.data);
-            if ((!query.contextId || t.contextId === query.contextId) && (!query.state || t.status.state === query.state)) all.push(t);
+            if (matches(t, query) && visible(t)) all.push(t);
           }
           if (m.info.pending === 0 || m.seq >= end) break;
         }
@@ -132,9 +200,6 @@ export class TaskStore {
         iter.stop();
       }
     }
-    all.sort((a, b) => (a.status.timestamp < b.status.timestamp ? 1 : a.status.timestamp > b.status.timestamp ? -1 : a.id.localeCompare(b.id)));
-    const tasks = all.slice(offset, offset + pageSize);
-    const next = offset + pageSize < all.length ? Buffer.from(String(offset + pageSize)).toString("base64url") : undefined;
-    return { tasks, nextPageToken: next, totalSize: all.length };
+    return page(all, query);
   }
 }

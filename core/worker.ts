@@ -8,7 +8,7 @@ import { ensureConsumer, retryJs } from "./infra.js";
 import type { Logger } from "./log.js";
 import { parseMessage, structuredInput, toMessage, type Input } from "./message.js";
 import type { Message, Part } from "./protocol.js";
-import { applyEvent, canMove, isFinal, isTerminal, stateOf, statusNow, type Task, type TaskEvent, type TaskState } from "./task.js";
+import { applyEvent, canMove, isFinal, isTerminal, stateOf, statusNow, taskRight, type Task, type TaskEvent, type TaskState } from "./task.js";
 import type { Snapshot } from "./taskstore.js";
 import type { TraceContext } from "./trace.js";
 
@@ -395,19 +395,26 @@ class TaskRun implements ContextSink {
     this.msg.working();
   }
 
-  /** A cancel request on `<root>.<t>.task.<id>.cancel`: the submitter, or anyone the ACL lets invoke the capability. */
+  /**
+   * A cancel request on `<root>.<t>.task.<id>.cancel`: from the submitter,
+   * or an identity the ACL grants `task.<cap>` on this agent; anyone else
+   * is answered `TASK_NOT_FOUND` (and audited).
+   */
   onCancel(msg: Msg, work: Envelope): void {
     const { durable, agentId } = this.worker.host;
     let env: Envelope | undefined;
     try {
       env = durable.envelopes.open(msg);
-      if (env.from !== this.task.metadata.submitter && env.from !== work.from) this.worker.host.authorize(env, this.worker.capability);
+      // Its submitter, whoever queued this turn, the agent itself, or an identity granted `task.<cap>`.
+      if (env.from !== this.task.metadata.submitter && env.from !== work.from && env.from !== agentId) this.worker.host.authorize(env, taskRight(this.worker.capability));
       this.canceled = true;
       this.abort.abort(new AgentBusError("CANCELLED", "task canceled"));
       reply(msg, env, durable, {});
     } catch (err) {
       const e = isAgentBusError(err) ? err : new AgentBusError("HANDLER_FAILED", String(err));
-      reply(msg, env, durable, e.toJSON(), e.code);
+      // To an identity without the right the task does not exist (the audit record says why).
+      const shown = e.code === "DENIED" || e.code === "UNKNOWN_SENDER" ? new AgentBusError("TASK_NOT_FOUND", `task ${this.task.id} not found`) : e;
+      reply(msg, env, durable, shown.toJSON(), shown.code);
       this.worker.host.audit(e.code.toLowerCase(), { code: e.code, reason: e.message, subject: msg.subject, agent: agentId });
     }
   }
