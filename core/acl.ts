@@ -20,6 +20,11 @@ export interface AclGroup {
 export interface AclPolicy {
   rules: Map<string, AclRule>;
   groups: Map<string, AclGroup>;
+  /**
+   * Rotated identities: a new id → the ids it replaced (`rotation.<old>`
+   * records). A new id matches every rule and group its old ids match.
+   */
+  aliases?: Map<string, string[]>;
 }
 
 /** Matches a capability id against a NATS-style pattern. */
@@ -36,8 +41,12 @@ export function capabilityMatches(pattern: string, cap: string): boolean {
 
 function principalMatches(policy: AclPolicy, principal: string, id: string): boolean {
   if (principal === "*" || principal === id) return true;
-  if (principal.startsWith("group:")) return policy.groups.get(principal.slice(6))?.members.includes(id) ?? false;
-  return false;
+  const older = policy.aliases?.get(id);
+  if (principal.startsWith("group:")) {
+    const members = policy.groups.get(principal.slice(6))?.members;
+    return members !== undefined && (members.includes(id) || (older?.some((o) => members.includes(o)) ?? false));
+  }
+  return older?.includes(principal) ?? false;
 }
 
 /** True when some rule lets `source` invoke `cap` on agent `target`. */
@@ -56,8 +65,9 @@ export function isAllowed(policy: AclPolicy, source: string, target: string, cap
 
 /** True when the policy names `id` (as a rule source or a group member). */
 export function isNamed(policy: AclPolicy, id: string): boolean {
-  for (const rule of policy.rules.values()) if (rule.source === id) return true;
-  for (const group of policy.groups.values()) if (group.members.includes(id)) return true;
+  const ids = [id, ...(policy.aliases?.get(id) ?? [])];
+  for (const rule of policy.rules.values()) if (ids.includes(rule.source)) return true;
+  for (const group of policy.groups.values()) if (ids.some((i) => group.members.includes(i))) return true;
   return false;
 }
 

@@ -25,7 +25,13 @@ export { Identity, verifySignature, isIdentityId } from "./identity.js";
 export { Envelopes, Header, type Envelope, type EnvelopeMeta, type EnvelopeOptions } from "./envelope.js";
 export { Subjects, checkCapability } from "./subjects.js";
 export { Registry, type AgentInfo, type AgentRecord, type AgentEvent, type DiscoverQuery, type CapabilitySchemas } from "./registry.js";
-export { AclStore } from "./aclstore.js";
+export { AclStore, type AclStoreOptions } from "./aclstore.js";
+export { Revocations, type Revocation, type RevocationsOptions } from "./revocations.js";
+export {
+  signEntry, verifyEntry, signTrustLink, followTrust, pinnedTrust, isAdminAt, canonicalJson, TRUST_ROOT_KEY,
+  type SignedEntry, type TrustLink, type TrustRecord, type TrustState, type PolicyBucket, type BadPolicy,
+} from "./policy.js";
+export { proveRotation, verifyRotation, rotationKey, type RotationProof } from "./rotation.js";
 export { capabilityMatches, isAllowed, type AclRule, type AclGroup, type AclPolicy } from "./acl.js";
 export { toMessage, textOf, dataOf, structuredInput, type Input } from "./message.js";
 export { childTrace, traceFromHeaders, traceHeaders, traceIdOf, type TraceContext } from "./trace.js";

@@ -8,7 +8,7 @@ import { AgentBusError, textOf, type Bus, type Part, type Task } from "../../cor
 import { AUDIT_KIND, capabilityOf, parseMcpGatewayConfig, startMcpGateway, type CallAudit, type McpGateway, type McpGatewayOptions } from "../../adapters/mcp/index.js";
 import { mapTools } from "../../adapters/mcp/names.js";
 import { a2aBridge } from "../../bridges/a2a/index.js";
-import { eventually, useBuses } from "../helpers/bus.js";
+import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 import { startFixture, type FixtureProcess } from "../helpers/process.js";
 
@@ -139,8 +139,8 @@ describe("MCP gateway adapter", () => {
     await start({ bus: gatewayBus, servers: { everything } });
     const alice = await open({ tenant: "acl" });
     const bob = await open({ tenant: "acl" });
-    await alice.acl.putRule("alice-echo", { source: alice.id, target: gatewayBus.id, capabilities: ["mcp.everything.echo"] });
-    await alice.acl.putRule("bob-sum", { source: bob.id, target: gatewayBus.id, capabilities: ["mcp.everything.get-sum"] });
+    await grant(gatewayBus, "alice-echo", { source: alice.id, target: gatewayBus.id, capabilities: ["mcp.everything.echo"] });
+    await grant(gatewayBus, "bob-sum", { source: bob.id, target: gatewayBus.id, capabilities: ["mcp.everything.get-sum"] });
     await eventually(() => gatewayBus.acl.allows(alice.id, gatewayBus.id, "mcp.everything.echo") && gatewayBus.acl.allows(bob.id, gatewayBus.id, "mcp.everything.get-sum"));
     await eventually(() => bob.discover({ capability: "mcp.everything.echo", online: true }).length === 1);
 

@@ -4,7 +4,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { ToolListChangedNotificationSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { describe, expect, it, onTestFailed } from "vitest";
 import { textOf, type Bus, type ConnectOptions } from "../../core/index.js";
-import { eventually, useBuses } from "../helpers/bus.js";
+import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
 const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
@@ -172,8 +172,8 @@ describe("MCP over Streamable HTTP at /mcp", () => {
 
       // The MCP client as an agent with an inbox: another agent writes, it reads and replies.
       const sender = await open({ tenant: "mcphttp" });
-      await sender.acl.putRule("to-ide", { source: sender.id, target: keyBus.id, capabilities: ["inbox"] });
-      await sender.acl.putRule("from-ide", { source: keyBus.id, target: sender.id, capabilities: ["inbox"] });
+      await grant(sender, "to-ide", { source: sender.id, target: keyBus.id, capabilities: ["inbox"] }, keyBus);
+      await grant(sender, "from-ide", { source: keyBus.id, target: sender.id, capabilities: ["inbox"] }, keyBus);
       await eventually(() => keyBus.acl.allows(sender.id, keyBus.id, "inbox") && sender.acl.allows(keyBus.id, sender.id, "inbox"));
       await sender.send(keyBus.id, "please review PR 7", { context: "review-7" });
       const got = (await client.callTool({ name: "mesh__get_messages", arguments: { max: 5 } })) as CallToolResult;

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentBusError, connect, Identity, isAgentBusError, type Bus } from "../../core/index.js";
 import { a2aBridge } from "../../bridges/a2a/index.js";
 import { callObserver, metrics, rpcMethodOf } from "../../bridges/metrics/index.js";
-import { eventually, quietLogger, useBuses } from "../helpers/bus.js";
+import { eventually, grant, quietLogger, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 import { parseExposition, valueOf, type Family, type Labels } from "../helpers/prometheus.js";
 
@@ -193,7 +193,7 @@ describe("metrics plugin", () => {
     await guarded.agent({ name: "met-guarded", skills: [{ id: "met.secret" }] }, { "met.secret": () => "secret" }, { tasks: false });
     const caller = await open();
     // Named in the ACL (so not an unknown sender), but granted another capability only.
-    await caller.acl.putRule("met-caller-other", { source: caller.id, target: "*", capabilities: ["met.other"] });
+    await grant(caller, "met-caller-other", { source: caller.id, target: "*", capabilities: ["met.other"] }, guarded);
     const before = await value("agentbus_denials_total", { tenant: "met", code: "DENIED" });
     let denied = 0;
     await eventually(async () => {

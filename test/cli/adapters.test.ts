@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { dataOf, textOf } from "../../core/index.js";
-import { eventually, useBuses } from "../helpers/bus.js";
+import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
 const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
@@ -43,7 +43,7 @@ describe("agentbus agent http | agent cmd | gateway mcp", () => {
 
   it("agent cmd serves a capability with a program; stdin carries the input; SIGTERM stops it with exit 0", async () => {
     const caller = await open({ tenant: "cliad" });
-    await caller.acl.putRule("upper", { source: caller.id, target: "*", capabilities: ["upper"] });
+    await grant(caller, "upper", { source: caller.id, target: "*", capabilities: ["upper"] });
     const { ready, child, exited } = await serve(["agent", "cmd", "upper", "--nats", nats.server.url, "--tenant", "cliad", "--", process.execPath, "-e", "process.stdin.on('data', (d) => process.stdout.write(String(d).toUpperCase()))"]);
     expect(ready.capability).toBe("upper");
     await eventually(() => caller.acl.allows(caller.id, String(ready.id), "upper") && caller.discover({ capability: "upper", online: true }).length === 1);
@@ -68,7 +68,7 @@ describe("agentbus agent http | agent cmd | gateway mcp", () => {
     await new Promise<void>((resolve) => http!.listen(0, "127.0.0.1", resolve));
     const url = `http://127.0.0.1:${(http.address() as { port: number }).port}/measure?token=secret`;
     const caller = await open({ tenant: "cliad" });
-    await caller.acl.putRule("measure", { source: caller.id, target: "*", capabilities: ["measure"] });
+    await grant(caller, "measure", { source: caller.id, target: "*", capabilities: ["measure"] });
     const { ready } = await serve(["agent", "http", "measure", url, "--header", "Authorization: Bearer abc", "--nats", nats.server.url, "--tenant", "cliad"]);
     expect(JSON.stringify(ready)).not.toContain("secret");
     await eventually(() => caller.acl.allows(caller.id, String(ready.id), "measure") && caller.discover({ capability: "measure", online: true }).length === 1);
@@ -88,7 +88,7 @@ describe("agentbus agent http | agent cmd | gateway mcp", () => {
     expect(badErr).toMatch(/invalid MCP gateway configuration/);
 
     const caller = await open({ tenant: "cliad" });
-    await caller.acl.putRule("mcp", { source: caller.id, target: "*", capabilities: ["mcp.everything.>"] });
+    await grant(caller, "mcp", { source: caller.id, target: "*", capabilities: ["mcp.everything.>"] });
     const { ready } = await serve(["gateway", "mcp", "--config", join(dir, "gateway.yaml"), "--nats", nats.server.url, "--tenant", "cliad"]);
     expect(ready.tools).toContain("mcp.everything.get-sum");
     await eventually(() => caller.acl.allows(caller.id, String(ready.id), "mcp.everything.get-sum") && caller.discover({ capability: "mcp.everything.get-sum", online: true }).length === 1);

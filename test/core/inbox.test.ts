@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Identity, textOf, type InboxMessage } from "../../core/index.js";
-import { eventually, useBuses } from "../helpers/bus.js";
+import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
 describe("offline inbox", () => {
@@ -10,7 +10,7 @@ describe("offline inbox", () => {
   it("an agent that was offline receives all 1,000 buffered messages, in order", async () => {
     const agentIdentity = Identity.generate();
     const sender = await open({ tenant: "inbox" });
-    await sender.acl.putRule("sender-inbox", { source: sender.id, target: agentIdentity.id, capabilities: ["inbox"] });
+    await grant(sender, "sender-inbox", { source: sender.id, target: agentIdentity.id, capabilities: ["inbox"] });
     const sends = [];
     for (let i = 0; i < 1000; i++) sends.push(sender.send(agentIdentity.id, `m${i}`));
     const receipts = await Promise.all(sends);
@@ -31,8 +31,7 @@ describe("offline inbox", () => {
     const agentBus = await open({ tenant: "inbox2" });
     const stranger = await open({ tenant: "inbox2" });
     const friend = await open({ tenant: "inbox2" });
-    await friend.acl.putRule("friend", { source: friend.id, target: agentBus.id, capabilities: ["inbox"] });
-    await eventually(() => agentBus.acl.allows(friend.id, agentBus.id, "inbox"));
+    await grant(friend, "friend", { source: friend.id, target: agentBus.id, capabilities: ["inbox"] }, agentBus);
     const got: string[] = [];
     let failOnce = true;
     await agentBus.agent({ name: "picky", skills: [{ id: "noop" }] }, { noop: () => "" }, {
