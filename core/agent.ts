@@ -162,7 +162,7 @@ export class Agent {
     await agent.#serve(spec);
     if (options.tasks !== false) await agent.#startWorkers(options.tasks === true ? {} : (options.tasks ?? {}));
     if (options.inbox) {
-      agent.#inbox = await InboxReader.start(await host.durable(), agent.id, options.inbox, (env) => agent.#authorize(env, INBOX_CAPABILITY), agent.#log);
+      agent.#inbox = await InboxReader.start(await host.durable(), agent.id, options.inbox, (env) => agent.#authorize(env, INBOX_CAPABILITY), agent.#log, (kind, record) => host.audit(kind, record));
     }
     await agent.#beat();
     agent.#heartbeat = setInterval(() => void agent.#beat().catch((err) => agent.#log.warn({ err }, "heartbeat failed")), Math.max(200, Math.floor(host.presenceMaxAgeMs / 3)));
@@ -213,7 +213,7 @@ export class Agent {
     const { envelopes } = this.#host;
     let env: Envelope | undefined;
     try {
-      env = envelopes.open(msg);
+      env = await envelopes.openCall(msg); // verified, and first anywhere in the tenant (shared replay memory)
       const cap = subjectCap ?? env.capability;
       if (!cap) throw new AgentBusError("INVALID_INPUT", "a call to an agent must name the capability (Mesh-Cap)");
       this.#authorize(env, cap);

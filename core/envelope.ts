@@ -3,7 +3,7 @@ import { MsgHdrsImpl, nuid, type MsgHdrs } from "@nats-io/nats-core";
 import { AgentBusError, type ErrorCode } from "./errors.js";
 import { verifySignature, type Identity } from "./identity.js";
 import { PeerKeys } from "./peerkeys.js";
-import { ReplayGuard } from "./replay.js";
+import { ReplayGuard, type SharedReplay } from "./replay.js";
 import type { TraceContext } from "./trace.js";
 
 /** Header names of the envelope (docs/ARCHITECTURE.md §Headers). */
@@ -64,6 +64,11 @@ export interface EnvelopeOptions {
   isRevoked?: (id: string) => boolean;
   /** Time source in ms (tests use a skewed clock). */
   clock?: () => number;
+  /**
+   * The tenant's shared replay memory, consulted by {@link Envelopes.openCall}
+   * after the in-process one: replays are refused across restarts and replicas.
+   */
+  sharedReplay?: SharedReplay;
 }
 
 /** Options of {@link Envelopes.seal}. */
@@ -84,11 +89,18 @@ export interface OpenOptions {
   replay?: boolean;
   /**
    * For messages read back from a stream (work items, inbox, task events):
-   * they are legitimately old and redelivered, so neither the time window nor
-   * the replay memory applies; the stream's de-duplication and the task
-   * state machine stand in for them.
+   * they are legitimately old and redelivered, so the replay memory does not
+   * apply and the time window is checked against `storedAt` (when given)
+   * rather than now; the stream's de-duplication and the task state machine
+   * stand in for the replay memory.
    */
   durable?: boolean;
+  /**
+   * With `durable`: when the stream stored the message, ms since the epoch
+   * (JetStream's message timestamp). `Mesh-Ts` must be within the window of
+   * it: a copy stored again after the stream's duplicate window is `EXPIRED`.
+   */
+  storedAt?: number;
 }
 
 /** Minimal view of a received NATS message. */
@@ -147,6 +159,7 @@ export class Envelopes {
   readonly maxPayload: number;
   readonly #peers: PeerKeys;
   readonly #replay: ReplayGuard;
+  readonly #shared?: SharedReplay;
   readonly #isRevoked: (id: string) => boolean;
   readonly #clock: () => number;
 
@@ -158,6 +171,7 @@ export class Envelopes {
     this.#clock = options.clock ?? Date.now;
     this.#peers = new PeerKeys(identity);
     this.#replay = new ReplayGuard(this.windowMs);
+    this.#shared = options.sharedReplay;
   }
 
   /**
@@ -209,8 +223,9 @@ export class Envelopes {
     const id = h && read(h, Header.id);
     if (!h || !from || !tsText || !id) throw new AgentBusError("UNSIGNED", "message lacks Mesh-From, Mesh-Ts or Nats-Msg-Id");
     const ts = Number(tsText);
-    if (!Number.isSafeInteger(ts) || (!options.durable && Math.abs(now - ts) > this.windowMs)) {
-      throw new AgentBusError("EXPIRED", `message time ${tsText} is outside the ±${this.windowMs} ms window`);
+    const ref = options.durable ? options.storedAt : now;
+    if (!Number.isSafeInteger(ts) || (ref !== undefined && Math.abs(ref - ts) > this.windowMs)) {
+      throw new AgentBusError("EXPIRED", `message time ${tsText} is outside the ±${this.windowMs} ms window${options.durable ? " of the time it was stored" : ""}`);
     }
     if (this.#isRevoked(from)) throw new AgentBusError("REVOKED", `sender ${from} is revoked`);
     const depthText = read(h, Header.depth);
@@ -234,6 +249,18 @@ export class Envelopes {
     }
     const traceparent = read(h, Header.traceparent);
     if (traceparent) env.trace = { traceparent, tracestate: read(h, Header.tracestate) };
+    return env;
+  }
+
+  /**
+   * Opens a fast call: {@link open}, then claims `(Mesh-From, Nats-Msg-Id)`
+   * in the tenant's shared replay memory (when configured), so a copy
+   * replayed to another replica or after a restart is refused `REPLAYED`.
+   * Resolves only once the claim is stored: run the handler after it.
+   */
+  async openCall(msg: Received): Promise<Envelope> {
+    const env = this.open(msg);
+    if (this.#shared) await this.#shared.claim(env.from, env.id);
     return env;
   }
 

@@ -1,7 +1,7 @@
-import { AckPolicy, DeliverPolicy, type ConsumerMessages } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { Durable } from "./durable.js";
-import { isAgentBusError } from "./errors.js";
-import type { Envelope } from "./envelope.js";
+import { AgentBusError, isAgentBusError } from "./errors.js";
+import { Header, type Envelope } from "./envelope.js";
 import { ensureConsumer, retryJs } from "./infra.js";
 import type { Logger } from "./log.js";
 import { parseMessage, toMessage, type Input } from "./message.js";
@@ -24,6 +24,30 @@ export interface InboxMessage {
 
 /** Handles one direct message; throwing redelivers it (order is kept). */
 export type InboxHandler = (m: InboxMessage) => void | Promise<void>;
+
+/** Writes an audit record (the bus's `audit`). */
+export type AuditWriter = (kind: string, record: Record<string, unknown>) => void;
+
+/**
+ * Verifies a stored direct message and checks its sender's grant: its
+ * `Mesh-Ts` must be within the envelope window of the time the stream stored
+ * it (a copy stored again after the duplicate window is `EXPIRED`). A
+ * refusal is logged and audited once (kind = lower-case code) and rethrown;
+ * the caller terminates the message.
+ */
+function admit(durable: Durable, m: JsMsg, agentId: string, authorize: (env: Envelope) => void, log: Logger, audit: AuditWriter | undefined): Envelope {
+  try {
+    const env = durable.envelopes.open(m, { durable: true, storedAt: m.info.timestampNanos / 1_000_000 });
+    authorize(env);
+    return env;
+  } catch (err) {
+    const e = isAgentBusError(err) ? err : new AgentBusError("BAD_SIGNATURE", String(err));
+    const from = m.headers?.get(Header.from) || undefined;
+    log.warn({ code: e.code, err: e.message, from, sequence: m.seq }, "inbox message refused");
+    audit?.(e.code.toLowerCase(), { code: e.code, reason: e.message, from, subject: m.subject, agent: agentId, sequence: m.seq });
+    throw e;
+  }
+}
 
 /** Receipt of {@link sendDirect}. */
 export interface SendReceipt {
@@ -71,6 +95,7 @@ export async function receiveDirect(
   authorize: (env: Envelope) => void,
   log: Logger,
   options: { max?: number; waitMs?: number } = {},
+  audit?: AuditWriter,
 ): Promise<InboxMessage[]> {
   const consumer = await inboxConsumer(durable, agentId);
   const out: InboxMessage[] = [];
@@ -79,13 +104,18 @@ export async function receiveDirect(
   while (out.length < max) {
     const m = await consumer.next({ expires: out.length === 0 ? Math.max(options.waitMs ?? 1000, 1000) : 1000 });
     if (!m) break;
+    let env: Envelope;
     try {
-      const env = durable.envelopes.open(m, { durable: true });
-      authorize(env);
+      env = admit(durable, m, agentId, authorize, log, audit);
+    } catch {
+      m.term();
+      continue;
+    }
+    try {
       out.push({ message: parseMessage(m.data), from: env.from, envelope: env, sequence: m.seq });
       m.ack();
     } catch (err) {
-      log.warn({ code: isAgentBusError(err) ? err.code : undefined, err: String(err) }, "inbox message refused");
+      log.warn({ err: String(err), sequence: m.seq }, "inbox message unreadable");
       m.term();
     }
   }
@@ -105,12 +135,15 @@ export class InboxReader {
   private constructor(
     private readonly durable: Durable,
     private readonly handler: InboxHandler,
+    private readonly agentId: string,
     private readonly authorize: (env: Envelope) => void,
     private readonly log: Logger,
+    private readonly audit?: AuditWriter,
   ) {}
 
-  static async start(durable: Durable, agentId: string, handler: InboxHandler, authorize: (env: Envelope) => void, log: Logger): Promise<InboxReader> {
-    const r = new InboxReader(durable, handler, authorize, log);
+  /** Starts reading `agentId`'s inbox; `audit` records refused messages. */
+  static async start(durable: Durable, agentId: string, handler: InboxHandler, authorize: (env: Envelope) => void, log: Logger, audit?: AuditWriter): Promise<InboxReader> {
+    const r = new InboxReader(durable, handler, agentId, authorize, log, audit);
     r.#messages = await (await inboxConsumer(durable, agentId)).consume({ max_messages: 256 });
     r.#loop = r.#run();
     return r;
@@ -120,10 +153,8 @@ export class InboxReader {
     for await (const m of this.#messages!) {
       let env: Envelope;
       try {
-        env = this.durable.envelopes.open(m, { durable: true });
-        this.authorize(env);
-      } catch (err) {
-        this.log.warn({ code: isAgentBusError(err) ? err.code : undefined, err: String(err) }, "inbox message refused");
+        env = admit(this.durable, m, this.agentId, this.authorize, this.log, this.audit);
+      } catch {
         m.term();
         continue;
       }

@@ -1,6 +1,7 @@
-import { RetentionPolicy, type ConsumerConfig, type JetStreamManager, type StreamConfig } from "@nats-io/jetstream";
+import { DiscardPolicy, RetentionPolicy, type ConsumerConfig, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvOptions } from "@nats-io/kv";
 import { AgentBusError } from "./errors.js";
+import { replayMaxAgeMs } from "./replay.js";
 import type { Subjects } from "./subjects.js";
 
 /** True for errors a JetStream call gives while a leader is being elected or a node is away. */
@@ -87,25 +88,27 @@ export async function ensureBucket(kvm: Kvm, name: string, options: Partial<KvOp
 
 /**
  * Creates a stream when missing. An existing one is compared on subjects,
- * retention and max age, and on replicas when `insistReplicas`; a
- * difference is reported, never overwritten.
+ * retention and max age, on replicas when `insistReplicas`, and its
+ * duplicate window must be at least `minDuplicateWindowMs` when given; a
+ * difference is reported, never overwritten. Returns the stream's info.
  */
-export async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }, insistReplicas = true): Promise<void> {
+export async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }, insistReplicas = true, minDuplicateWindowMs?: number): Promise<StreamInfo> {
   const info = await retryJs(() => jsm.streams.info(config.name)).catch((err: unknown) => {
     if (/not found/i.test(String(err))) return undefined;
     throw err;
   });
-  if (!info) {
-    await createRacing(`stream ${config.name}`, () => jsm.streams.add(config));
-    return;
-  }
+  if (!info) return createRacing(`stream ${config.name}`, () => jsm.streams.add(config));
   const c = info.config;
   const differs: string[] = [];
   if (config.subjects && JSON.stringify([...c.subjects].sort()) !== JSON.stringify([...config.subjects].sort())) differs.push(`subjects ${c.subjects.join(" ")}`);
   if (config.retention && c.retention !== config.retention) differs.push(`retention ${c.retention} (wanted ${config.retention})`);
   if (config.max_age !== undefined && c.max_age !== config.max_age) differs.push(`max age ${c.max_age / 1_000_000} ms (wanted ${config.max_age / 1_000_000})`);
   if (insistReplicas && config.num_replicas !== undefined && c.num_replicas !== config.num_replicas) differs.push(`replicas ${c.num_replicas} (wanted ${config.num_replicas})`);
+  if (minDuplicateWindowMs !== undefined && c.duplicate_window < minDuplicateWindowMs * 1_000_000) {
+    differs.push(`duplicate window ${c.duplicate_window / 1_000_000} ms (at least the envelope window, ${minDuplicateWindowMs} ms, wanted)`);
+  }
   if (differs.length > 0) throw mismatch(`stream ${config.name}`, new Error(differs.join(", ")));
+  return info;
 }
 
 /** Settings for the tenant's buckets and streams. */
@@ -116,6 +119,12 @@ export interface InfraOptions {
   presenceMaxAgeMs?: number;
   /** How long audit records are kept, ms. */
   auditMaxAgeMs: number;
+  /** Most bytes the audit stream keeps (the oldest records go first). */
+  auditMaxBytes: number;
+  /** Most records the audit stream keeps (the oldest go first). */
+  auditMaxMsgs: number;
+  /** The envelope window, ms: the shared replay memory keeps a claim for twice this. */
+  windowMs: number;
 }
 
 /** Settings compared on an existing bucket: replicas only when the caller chose them. */
@@ -127,25 +136,39 @@ export interface CoreBuckets {
   presence: KV;
   acl: KV;
   revoked: KV;
+  /** The shared replay memory of fast calls (`(sender, Nats-Msg-Id)` claims). */
+  replay: KV;
 }
 
-/** Creates (idempotently) the buckets and the audit stream of one tenant. */
+/**
+ * Creates (idempotently) the buckets, the replay memory and the bounded audit
+ * stream of one tenant.
+ */
 export async function ensureCoreInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjects, o: InfraOptions): Promise<CoreBuckets> {
   const base = { replicas: o.replicas ?? 1, history: 1 };
   const insist = insisted(o.replicas);
-  const [agents, presence, acl, revoked] = await Promise.all([
+  const replayAge = replayMaxAgeMs(o.windowMs);
+  const [agents, presence, acl, revoked, replay] = await Promise.all([
     ensureBucket(kvm, s.bucket("agents"), base, insist),
     ensureBucket(kvm, s.bucket("presence"), { ...base, ttl: o.presenceMaxAgeMs ?? 15_000 }, o.presenceMaxAgeMs === undefined ? insist : [...insist, "ttl"]),
     ensureBucket(kvm, s.bucket("acl"), base, insist),
     ensureBucket(kvm, s.bucket("revoked"), base, insist),
+    // A longer max age (another process's larger window) is fine; a shorter one would forget claims too early.
+    ensureBucket(kvm, s.bucket("replay"), { ...base, ttl: replayAge }, insist).then(async (kv) => {
+      const { ttl } = await justCreated(() => kv.status());
+      if (ttl < replayAge) throw mismatch(`KV bucket ${s.bucket("replay")}`, new Error(`max age ${ttl} ms (at least ${replayAge} ms, twice the envelope window, wanted)`));
+      return kv;
+    }),
   ]);
-  await ensureStream(jsm, {
-    name: s.stream("AUDIT"),
-    subjects: [`${s.prefix}.audit.>`],
-    num_replicas: o.replicas ?? 1,
-    max_age: o.auditMaxAgeMs * 1_000_000,
-  }, o.replicas !== undefined);
-  return { agents, presence, acl, revoked };
+  const ms = 1_000_000;
+  const limits = { max_age: o.auditMaxAgeMs * ms, max_bytes: o.auditMaxBytes, max_msgs: o.auditMaxMsgs, discard: DiscardPolicy.Old };
+  const name = s.stream("AUDIT");
+  const info = await ensureStream(jsm, { name, subjects: [`${s.prefix}.audit.>`], num_replicas: o.replicas ?? 1, ...limits }, o.replicas !== undefined);
+  // An audit stream made before it was bounded gets the limits; bounded ones are kept as they are.
+  if (info.config.max_bytes < 0 && info.config.max_msgs < 0) {
+    await retryJs(() => jsm.streams.update(name, { ...info.config, ...limits }));
+  }
+  return { agents, presence, acl, revoked, replay };
 }
 
 /** Settings for the durable-task streams and buckets. */
@@ -156,6 +179,12 @@ export interface TaskInfraOptions {
   eventsMaxAgeMs: number;
   /** Window in which a resubmitted task id is not enqueued again, ms (default 10 min). */
   duplicateWindowMs: number;
+  /**
+   * The envelope window, ms: the work and inbox streams' duplicate window is
+   * at least this, so a stored copy replayed inside the window is dropped as
+   * a duplicate and one replayed later is refused as expired.
+   */
+  windowMs?: number;
 }
 
 /** The durable-task streams and the tasks bucket, created on first use. */
@@ -163,8 +192,9 @@ export async function ensureTaskInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjec
   const ms = 1_000_000;
   const replicas = o.replicas ?? 1;
   const insist = o.replicas !== undefined;
+  const duplicateWindow = Math.max(o.duplicateWindowMs, o.windowMs ?? 0);
   const workQueue = (kind: "WORK" | "INBOX", subject: string) =>
-    ensureStream(jsm, { name: s.stream(kind), subjects: [subject], retention: RetentionPolicy.Workqueue, duplicate_window: o.duplicateWindowMs * ms, num_replicas: replicas }, insist);
+    ensureStream(jsm, { name: s.stream(kind), subjects: [subject], retention: RetentionPolicy.Workqueue, duplicate_window: duplicateWindow * ms, num_replicas: replicas }, insist, o.windowMs);
   await Promise.all([
     workQueue("WORK", `${s.prefix}.work.>`),
     workQueue("INBOX", `${s.prefix}.inbox.>`),

@@ -134,11 +134,12 @@ export class TaskWorker {
     const { durable, log } = this.#host;
     let env: Envelope;
     try {
-      env = durable.envelopes.open(m, { durable: true });
+      // Mesh-Ts within the window of the time the stream stored it: a copy
+      // stored again after the duplicate window is EXPIRED.
+      env = durable.envelopes.open(m, { durable: true, storedAt: m.info.timestampNanos / 1_000_000 });
     } catch (err) {
-      // Unverifiable: no retry can fix it, and it must not run.
-      const code = isAgentBusError(err) ? err.code : "BAD_SIGNATURE";
-      this.#host.audit(code.toLowerCase(), { code, reason: (err as Error).message, subject: m.subject, agent: this.#host.agentId });
+      // Unverifiable or replayed: no retry can fix it, and it must not run.
+      this.#refused(m, err);
       m.term();
       return;
     }
@@ -164,7 +165,12 @@ export class TaskWorker {
     const cancelSub = this.#host.nc.subscribe(durable.subjects.taskCancel(snapshot.task.id), { callback: (_e, msg) => run.onCancel(msg, env) });
     this.#runs.add(run);
     try {
-      this.#host.authorize(env, this.#cap);
+      try {
+        this.#host.authorize(env, this.#cap);
+      } catch (err) {
+        this.#refused(m, err); // and the task fails at once (a final code)
+        throw err;
+      }
       const userMessage = parseMessage(m.data);
       const input = this.#validate ? structuredInput(userMessage) : undefined;
       this.#validate?.(input);
@@ -181,6 +187,13 @@ export class TaskWorker {
       cancelSub.unsubscribe();
       this.#runs.delete(run);
     }
+  }
+
+  /** Audits a refused work item once: kind = the lower-case code. */
+  #refused(m: JsMsg, err: unknown): void {
+    const code = isAgentBusError(err) ? err.code : "BAD_SIGNATURE";
+    const from = m.headers?.get(Header.from) || undefined;
+    this.#host.audit(code.toLowerCase(), { code, reason: (err as Error).message, from, subject: m.subject, agent: this.#host.agentId });
   }
 
   /**
