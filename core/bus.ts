@@ -27,7 +27,9 @@ import { Envelopes, type Envelope, type EnvelopeMeta } from "./envelope.js";
 import { featuresOf, type ServerFeatures } from "./features.js";
 import { Identity } from "./identity.js";
 import { ensureCoreInfra, type CoreBuckets } from "./infra.js";
-import { KvMirror } from "./kvmirror.js";
+import type { BadPolicy } from "./policy.js";
+import { Revocations, type Revocation } from "./revocations.js";
+import { proveRotation, type RotationProof } from "./rotation.js";
 import { createLogger, type Logger } from "./log.js";
 import { parseMessage, toMessage, utf8, type Input } from "./message.js";
 import { SharedReplay } from "./replay.js";
@@ -57,6 +59,14 @@ export interface ConnectOptions {
   root?: string;
   /** Connection name, shown by `nats server report connections`. */
   name?: string;
+  /**
+   * The tenant's trust root: ids of the admins whose signatures make ACL
+   * entries, revocations and rotations valid. Pinned here, it is the
+   * anchor: a `trust.root` record in `mesh_<t>_acl` is followed only from a
+   * link one of these admins signed. Absent: the first record seen is taken
+   * on first use. Pin it in production.
+   */
+  trustRoot?: string[];
   /** Identity that signs envelopes. Default: `seedFile`, else `AGENTBUS_SEED`, else a fresh one. */
   identity?: Identity;
   /** File holding the identity's nkey seed. */
@@ -194,7 +204,7 @@ export class Bus {
   readonly acl: AclStore;
   readonly buckets: CoreBuckets;
   readonly #options: ConnectOptions;
-  readonly #revoked: KvMirror<{ reason?: string }>;
+  readonly #revoked: Revocations;
   readonly #auditor: Auditor;
   readonly #agents = new Set<Agent>();
   #durable?: Promise<Durable>;
@@ -203,7 +213,7 @@ export class Bus {
 
   private constructor(init: {
     nc: NatsConnection; identity: Identity; subjects: Subjects; log: Logger; options: ConnectOptions;
-    buckets: CoreBuckets; registry: Registry; acl: AclStore; revoked: KvMirror<{ reason?: string }>;
+    buckets: CoreBuckets; registry: Registry; acl: AclStore; revoked: Revocations;
   }) {
     this.nc = init.nc;
     this.identity = init.identity;
@@ -218,7 +228,7 @@ export class Bus {
     this.envelopes = new Envelopes(init.identity, {
       windowMs: init.options.windowMs,
       maxPayload: init.options.maxPayload,
-      isRevoked: (id) => this.#revoked.entries.has(id),
+      isRevoked: (id) => this.isRevoked(id),
       sharedReplay: new SharedReplay(init.buckets.replay),
     });
     this.#auditor = new Auditor(init.nc, init.subjects, this.envelopes, init.log, init.options.auditRate);
@@ -237,12 +247,34 @@ export class Bus {
     // The bucket's own max age rules (it may predate this connection's options).
     const presenceMaxAgeMs = (await buckets.presence.status()).ttl;
     const invalid = (bucket: string) => (key: string, err: unknown) => log.warn({ bucket, key, err: String(err) }, "ignoring invalid entry");
-    const [registry, acl, revoked] = await Promise.all([
+    // Policy entries that are not applied: logged, and audited once per key revision (queued until the bus exists).
+    const reported = new Set<string>();
+    const unaudited: Array<Record<string, unknown>> = [];
+    let audit: ((record: Record<string, unknown>) => void) | undefined;
+    const onBadPolicy: BadPolicy = (bucket, key, revision, reason) => {
+      const id = `${bucket}/${key}/${revision}`;
+      if (reported.has(id)) return;
+      if (reported.size >= 10_000) reported.clear();
+      reported.add(id);
+      const record = { bucket: subjects.bucket(bucket), key, revision, reason };
+      log.warn(record, "policy entry not applied");
+      if (audit) audit(record);
+      else unaudited.push(record);
+    };
+    const policy = { identity, tenant: subjects.tenant, onBadPolicy };
+    const [registry, { acl, revoked }] = await Promise.all([
       Registry.start(buckets.agents, buckets.presence, presenceMaxAgeMs, invalid("agents")),
-      AclStore.start(buckets.acl, invalid("acl")),
-      KvMirror.start(buckets.revoked, (e) => e.json<{ reason?: string }>()),
+      (async () => {
+        // Revocations are signed by the ACL's admins: the trust root loads first.
+        const acl = await AclStore.start(buckets.acl, { ...policy, trustRoot: options.trustRoot });
+        const revoked = await Revocations.start(buckets.revoked, { ...policy, trust: () => acl.trust() });
+        acl.onTrustChange(() => revoked.recheck());
+        return { acl, revoked };
+      })(),
     ]);
     const bus = new Bus({ nc, identity, subjects, log, options: { ...options, presenceMaxAgeMs }, buckets, registry, acl, revoked });
+    audit = (record) => bus.audit("bad_policy", record);
+    for (const record of unaudited.splice(0)) audit(record);
     if (options.insecureAllowAll) {
       log.warn("INSECURE: ACL DISABLED (insecureAllowAll). Any signed sender may invoke any capability of agents on this connection. Never use this outside local development.");
     }
@@ -483,21 +515,65 @@ export class Bus {
     return receiveDirect(await this.#durableOnce(), this.id, (env) => this.authorize(env, INBOX_CAPABILITY), this.log, options, (kind, record) => this.audit(kind, record));
   }
 
-  /** Revokes an identity tenant-wide: every receiver refuses it from now on. */
-  async revoke(id: string, reason = "revoked"): Promise<void> {
-    await this.buckets.revoked.put(id, JSON.stringify({ reason, at: Date.now(), by: this.id }));
+  /**
+   * Revokes an identity tenant-wide: every receiver refuses it from now on.
+   * Signed by this bus's identity, which must be a tenant admin (else
+   * `DENIED`). Resolves with the entry's revision once in force here (other
+   * receivers: `bus.revocationApplied(revision)`).
+   */
+  async revoke(id: string, reason = "revoked"): Promise<number> {
+    const revision = await this.#revoked.revoke(id, reason);
     this.audit("revoked", { revoked: id, reason });
+    return revision;
   }
 
-  /** Lifts a revocation. */
-  async unrevoke(id: string): Promise<void> {
-    await this.buckets.revoked.delete(id);
+  /**
+   * Lifts a revocation with a signed lift (never a delete: a revocation
+   * deleted or purged without one stays in force). Admins only (`DENIED`).
+   */
+  async unrevoke(id: string): Promise<number> {
+    const revision = await this.#revoked.lift(id);
     this.audit("unrevoked", { revoked: id });
+    return revision;
   }
 
-  /** True when `id` is revoked (local cache). */
+  /** True when `id` is refused: revoked, or rotated to a new key (local cache). */
   isRevoked(id: string): boolean {
-    return this.#revoked.entries.has(id);
+    return this.#revoked.has(id) || this.acl.isRotated(id);
+  }
+
+  /** Why `id` is refused (`reason` "rotated" for a key rotated away), if it is. */
+  revocation(id: string): Revocation | undefined {
+    return this.#revoked.get(id) ?? (this.acl.isRotated(id) ? { reason: "rotated", at: 0 } : undefined);
+  }
+
+  /** Resolves once this bus applies the revocation list up to `revision` (from `revoke`/`unrevoke` elsewhere); false after `timeoutMs`. */
+  revocationApplied(revision: number, timeoutMs = 5000): Promise<boolean> {
+    return this.#revoked.applied(revision, timeoutMs);
+  }
+
+  /**
+   * This identity's half of a key rotation: a proof, signed by this bus's
+   * key and by `next`, that `next` takes over. A tenant admin applies it
+   * with {@link Bus.rotateIdentity}; then connect again as `next` and start
+   * the agent again (it registers under the new id).
+   */
+  proveRotation(next: Identity): RotationProof {
+    return proveRotation(this.identity, next, this.subjects.tenant);
+  }
+
+  /**
+   * Applies a key rotation as a tenant admin (`DENIED` otherwise): stores
+   * the signed `rotation.<from>` record, so `to` keeps `from`'s grants and
+   * group memberships and every receiver refuses `from` (`REVOKED`, reason
+   * "rotated"); removes `from`'s registration. Resolves with the record's
+   * revision once in force here (elsewhere: `bus.acl.applied(revision)`).
+   */
+  async rotateIdentity(proof: RotationProof): Promise<number> {
+    const revision = await this.acl.rotate(proof);
+    this.audit("rotated", { from: proof.from, to: proof.to });
+    await this.buckets.agents.delete(proof.from).catch((err: Error) => this.log.warn({ err: err.message, from: proof.from }, "could not remove the rotated identity's registration"));
+    return revision;
   }
 
   /**
