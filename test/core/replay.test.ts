@@ -1,0 +1,184 @@
+/**
+ * Replays by a raw NATS client (no library on its side) of captured calls,
+ * direct messages and work items: refused across restarts, across replicas
+ * of a capability, and after a stream's duplicate window.
+ */
+import { describe, expect, it } from "vitest";
+import { connect as natsConnect } from "@nats-io/transport-node";
+import { jetstreamManager, type PubAck } from "@nats-io/jetstream";
+import type { Msg, NatsConnection } from "@nats-io/nats-core";
+import { Header, Identity, textOf, type Bus, type Handler } from "../../core/index.js";
+import { eventually, grant, useBuses } from "../helpers/bus.js";
+import { useNatsServer } from "../helpers/nats.js";
+
+const enc = new TextEncoder();
+let tenants = 0;
+
+describe("replay refused everywhere", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url);
+  const tenant = () => `replay${process.pid}-${++tenants}`;
+
+  /** A raw client recording every message on `subject` (a core subscription sees JetStream publishes too). */
+  async function capture(subject: string): Promise<{ raw: NatsConnection; seen: Msg[] }> {
+    const raw = await natsConnect({ servers: nats.server.url });
+    const seen: Msg[] = [];
+    raw.subscribe(subject, { callback: (_e, m) => void seen.push(m) });
+    await raw.flush();
+    return { raw, seen };
+  }
+
+  /** Sends a captured request again, byte for byte; the reply's error code or "OK". */
+  async function replay(raw: NatsConnection, m: Msg): Promise<string> {
+    const reply = await raw.request(m.subject, m.data, { headers: m.headers, timeout: 5000 });
+    return reply.headers?.get(Header.error) || "OK";
+  }
+
+  /** Stores a captured JetStream message again, byte for byte; the server's ack. */
+  async function restore(raw: NatsConnection, m: Msg): Promise<PubAck> {
+    const reply = await raw.request(m.subject, m.data, { headers: m.headers, timeout: 5000 });
+    return reply.json<PubAck>();
+  }
+
+  async function auditKinds(bus: Bus): Promise<Record<string, number>> {
+    const jsm = await jetstreamManager(bus.nc);
+    const info = await jsm.streams.info(bus.subjects.stream("AUDIT"), { subjects_filter: ">" });
+    return Object.fromEntries(Object.entries(info.state.subjects ?? {}).map(([s, n]) => [s.slice(s.lastIndexOf(".") + 1), n]));
+  }
+
+  it("a captured call replayed after the agent restarts with the same identity is REPLAYED; the handler ran once", async () => {
+    const t = tenant();
+    const identity = Identity.generate();
+    let runs = 0;
+    const echo: Handler = (ctx) => (runs++, `echo: ${ctx.text}`);
+    const first = await open({ tenant: t, identity });
+    const caller = await open({ tenant: t });
+    await grant(first, "caller", { source: caller.id, target: identity.id, capabilities: ["echo"] });
+    await first.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo });
+    const { raw, seen } = await capture(first.subjects.cap("echo"));
+    try {
+      expect(textOf(await caller.call("echo", "hi"))).toBe("echo: hi");
+      await eventually(() => seen.length === 1);
+      expect(runs).toBe(1);
+
+      await first.close();
+      const second = await open({ tenant: t, identity });
+      await second.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo });
+      expect(await replay(raw, seen[0]!)).toBe("REPLAYED");
+      expect(runs).toBe(1);
+      // The restarted agent still serves new calls.
+      expect(textOf(await caller.call("echo", "again"))).toBe("echo: again");
+      expect(runs).toBe(2);
+      await eventually(async () => (await auditKinds(second)).replayed === 1);
+    } finally {
+      await raw.close();
+    }
+  });
+
+  for (const variant of ["signed, replicas with their own identities", "MACed, replicas sharing one identity"] as const) {
+    it(`a captured call replayed to another replica of the capability is REPLAYED (${variant})`, async () => {
+      const t = tenant();
+      const shared = Identity.generate();
+      const replicas = await Promise.all([0, 1].map(() => open({ tenant: t, identity: variant.startsWith("MAC") ? shared : Identity.generate() })));
+      const caller = await open({ tenant: t });
+      await grant(replicas[0]!, "caller", { source: caller.id, target: "*", capabilities: ["echo"] }, replicas[1]!);
+      const runs = [0, 0];
+      for (const [i, r] of replicas.entries()) {
+        await r.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => (runs[i]!++, ctx.text) });
+      }
+      const subject = caller.subjects.cap("echo");
+      const { raw, seen } = await capture(subject);
+      try {
+        if (variant.startsWith("MAC")) {
+          await eventually(() => caller.registry.providers("echo").includes(shared.id));
+          expect(textOf(await caller.call("echo", "hi"))).toBe("hi");
+        } else {
+          // The caller's signed request, sent by the raw client.
+          const body = enc.encode(JSON.stringify({ messageId: "m1", role: "ROLE_USER", parts: [{ text: "hi" }] }));
+          const reply = await raw.request(subject, body, { headers: caller.envelopes.seal(subject, body), timeout: 5000 });
+          expect(reply.headers?.get(Header.error) || "OK").toBe("OK");
+        }
+        await eventually(() => seen.length === 1);
+        expect(seen[0]!.headers?.get(variant.startsWith("MAC") ? Header.mac : Header.sig)).not.toBe("");
+        const ran = runs.findIndex((n) => n === 1);
+        expect(ran).toBeGreaterThanOrEqual(0);
+        // Only the replica that did not run it is left to receive the replay.
+        await replicas[ran]!.close();
+        expect(await replay(raw, seen[0]!)).toBe("REPLAYED");
+        expect(runs[0]! + runs[1]!).toBe(1);
+      } finally {
+        await raw.close();
+      }
+    });
+  }
+
+  it("a direct message replayed inside the inbox's duplicate window is a duplicate; after it, EXPIRED and audited", async () => {
+    const t = tenant();
+    const short = { tenant: t, windowMs: 1500, duplicateWindowMs: 1500 };
+    const agentBus = await open(short);
+    const sender = await open(short);
+    await grant(agentBus, "sender", { source: sender.id, target: agentBus.id, capabilities: ["inbox"] });
+    const got: string[] = [];
+    await agentBus.agent({ name: "mailbox", skills: [{ id: "noop" }] }, { noop: () => "" }, { inbox: (m) => void got.push(textOf(m.message)) });
+    const jsm = await jetstreamManager(agentBus.nc);
+    expect((await jsm.streams.info(agentBus.subjects.stream("INBOX"))).config.duplicate_window).toBe(1500 * 1_000_000);
+    const { raw, seen } = await capture(agentBus.subjects.inbox(agentBus.id));
+    try {
+      await sender.send(agentBus.id, "hello");
+      await eventually(() => got.length === 1 && seen.length === 1);
+      expect((await restore(raw, seen[0]!)).duplicate).toBe(true);
+      await new Promise((r) => setTimeout(r, 1800));
+      expect((await restore(raw, seen[0]!)).duplicate).toBeFalsy(); // stored again
+      await eventually(async () => (await auditKinds(agentBus)).expired === 1);
+      expect(got).toEqual(["hello"]);
+    } finally {
+      await raw.close();
+    }
+  });
+
+  it("bus.receive() refuses a direct message stored again after the duplicate window (EXPIRED, audited)", async () => {
+    const t = tenant();
+    const short = { tenant: t, windowMs: 1500, duplicateWindowMs: 1500 };
+    const reader = await open(short);
+    const sender = await open(short);
+    await grant(reader, "sender", { source: sender.id, target: reader.id, capabilities: ["inbox"] });
+    await reader.ensureTasks();
+    const { raw, seen } = await capture(reader.subjects.inbox(reader.id));
+    try {
+      await sender.send(reader.id, "once");
+      expect((await reader.receive({ waitMs: 2000 })).map((m) => textOf(m.message))).toEqual(["once"]);
+      await eventually(() => seen.length === 1);
+      await new Promise((r) => setTimeout(r, 1800));
+      expect((await restore(raw, seen[0]!)).duplicate).toBeFalsy();
+      expect(await reader.receive({ waitMs: 1000 })).toEqual([]);
+      await eventually(async () => (await auditKinds(reader)).expired === 1);
+    } finally {
+      await raw.close();
+    }
+  });
+
+  it("a work item replayed inside the duplicate window is a duplicate; after it, EXPIRED and audited; the task ran once", async () => {
+    const t = tenant();
+    const short = { tenant: t, windowMs: 1500, duplicateWindowMs: 1500 };
+    const agentBus = await open(short);
+    const submitter = await open(short);
+    await grant(agentBus, "submitter", { source: submitter.id, target: agentBus.id, capabilities: ["job"] });
+    let runs = 0;
+    await agentBus.agent({ name: "worker", skills: [{ id: "job" }] }, { job: (ctx) => (runs++, `done ${ctx.text}`) });
+    const { raw, seen } = await capture(agentBus.subjects.work("job"));
+    try {
+      const task = await submitter.submit("job", "x");
+      expect((await task.result()).status.state).toBe("TASK_STATE_COMPLETED");
+      await eventually(() => seen.length === 1);
+      expect((await restore(raw, seen[0]!)).duplicate).toBe(true);
+      await new Promise((r) => setTimeout(r, 1800));
+      expect((await restore(raw, seen[0]!)).duplicate).toBeFalsy();
+      await eventually(async () => (await auditKinds(agentBus)).expired === 1);
+      const jsm = await jetstreamManager(agentBus.nc);
+      await eventually(async () => (await jsm.streams.info(agentBus.subjects.stream("WORK"))).state.messages === 0);
+      expect(runs).toBe(1);
+    } finally {
+      await raw.close();
+    }
+  });
+});
