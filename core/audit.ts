@@ -184,12 +184,14 @@ export interface ReadAuditOptions {
   kinds?: string[];
   /** Leave out records that do not verify (default: return them with `verified: false`). */
   dropUnverified?: boolean;
+  /** Ends the reading (the iterator finishes). */
+  signal?: AbortSignal;
 }
 
 /**
  * Reads `MESH_<T>_AUDIT` in order (an ordered consumer), verifying every
- * record with {@link verifyAuditRecord}. Runs until the iterator is returned
- * or the connection closes.
+ * record with {@link verifyAuditRecord}. Runs until the iterator is returned,
+ * `signal` aborts or the connection closes.
  */
 export async function* readAudit(bus: AuditSource, options: ReadAuditOptions = {}): AsyncGenerator<AuditEntry> {
   // One filter subject (servers before 2.10 take no more); several kinds are filtered here.
@@ -203,6 +205,9 @@ export async function* readAudit(bus: AuditSource, options: ReadAuditOptions = {
     }),
   );
   const messages = await consumer.consume();
+  const stop = () => messages.stop();
+  if (options.signal?.aborted) stop();
+  options.signal?.addEventListener("abort", stop, { once: true });
   try {
     for await (const m of messages) {
       if (kinds && !kinds.has(m.subject)) continue;
@@ -210,6 +215,7 @@ export async function* readAudit(bus: AuditSource, options: ReadAuditOptions = {
       if (entry.verified || !options.dropUnverified) yield entry;
     }
   } finally {
+    options.signal?.removeEventListener("abort", stop);
     messages.stop();
   }
 }
