@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { AgentBusError, Envelopes, Header, Identity, Subjects, childTrace, compareVersions, featuresOf, traceIdOf } from "../../core/index.js";
-import { ReplayGuard } from "../../core/replay.js";
+import { ReplayGuard, replayKey, replayMaxAgeMs } from "../../core/replay.js";
 
 const enc = new TextEncoder();
 
@@ -33,6 +33,36 @@ describe("Envelopes", () => {
     const small = new Envelopes(Identity.generate(), { maxPayload: 4 });
     expect(() => small.open({ subject: "s", data: body })).toThrow(AgentBusError);
     expect(() => small.open({ subject: "s", data: body })).toThrow(expect.objectContaining({ code: "PAYLOAD_TOO_LARGE" }));
+  });
+});
+
+describe("stored messages (work items, direct messages)", () => {
+  const sender = new Envelopes(Identity.generate());
+  const receiver = new Envelopes(Identity.generate());
+  const body = enc.encode('{"x":1}');
+  const hourAgo = Date.now() - 3_600_000;
+  const sealedAnHourAgo = new Envelopes(sender.identity, { clock: () => hourAgo }).seal("s", body);
+  const msg = { subject: "s", data: body, headers: sealedAnHourAgo };
+
+  it("checks Mesh-Ts against the time the stream stored the message, not the time it is read", () => {
+    expect(receiver.open(msg, { durable: true, storedAt: hourAgo + 50 }).from).toBe(sender.identity.id);
+    expect(() => receiver.open(msg, { durable: true, storedAt: Date.now() })).toThrow(expect.objectContaining({ code: "EXPIRED" }));
+    // Task events are read back without a stored-time check; a live message is checked against now.
+    expect(receiver.open(msg, { durable: true }).from).toBe(sender.identity.id);
+    expect(() => receiver.open(msg)).toThrow(expect.objectContaining({ code: "EXPIRED" }));
+  });
+});
+
+describe("shared replay memory keys", () => {
+  it("keeps plain ids readable, hashes anything else into a valid KV key, and lives twice the window (at least 2 min)", () => {
+    const from = Identity.generate().id;
+    expect(replayKey(from, "abcDEF123_-x")).toBe(`${from}.abcDEF123_-x`);
+    const odd = replayKey(from, "task.1/turn 2");
+    expect(odd).toMatch(new RegExp(`^${from}\\.=[-_A-Za-z0-9]+$`));
+    expect(replayKey(from, "task.1/turn 3")).not.toBe(odd);
+    expect(replayMaxAgeMs(60_000)).toBe(120_000);
+    expect(replayMaxAgeMs(1500)).toBe(120_000);
+    expect(replayMaxAgeMs(300_000)).toBe(600_000);
   });
 });
 
