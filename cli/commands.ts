@@ -1,6 +1,6 @@
 import { Command } from "commander";
 import { existsSync } from "node:fs";
-import { AgentBusError, Identity, isAgentBusError } from "../core/index.js";
+import { AgentBusError, Identity, isAgentBusError, proveRotation, type ConnectOptions } from "../core/index.js";
 import { busFrom, Exit, parseInput, print, progress, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
 import { partsText } from "./render.js";
 import { agentCmd, agentHttp } from "./adapters.js";
@@ -62,44 +62,96 @@ export function call(): Command {
     });
 }
 
-/** `agentbus acl allow|group|rm|ls`: edit the tenant's policy. */
+/** Options of the commands that sign policy. */
+interface AdminOptions extends CommonOptions {
+  adminSeed?: string;
+}
+
+/** Adds `--admin-seed <file>` (env `AGENTBUS_ADMIN_SEED_FILE`) to a command that signs policy. */
+function withAdmin(cmd: Command): Command {
+  return withCommon(cmd).option("--admin-seed <file>", "nkey seed file of a tenant admin: signs the change (env AGENTBUS_ADMIN_SEED_FILE)", process.env.AGENTBUS_ADMIN_SEED_FILE);
+}
+
+/**
+ * The tenant's pinned trust root from `AGENTBUS_TRUST_ROOT` (admin ids,
+ * comma separated), or undefined when it is not set.
+ */
+export function trustRootFromEnv(env: NodeJS.ProcessEnv = process.env): string[] | undefined {
+  const ids = (env.AGENTBUS_TRUST_ROOT ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  return ids.length > 0 ? ids : undefined;
+}
+
+/** Connect options for a command acting as the tenant admin of `--admin-seed`; a usage error (exit 2) without one. */
+function asAdmin(o: AdminOptions, what: string): Partial<ConnectOptions> {
+  if (!o.adminSeed) {
+    throw new AgentBusError("INVALID_INPUT", `${what} is signed by a tenant admin: give --admin-seed <file> (or AGENTBUS_ADMIN_SEED_FILE)`);
+  }
+  return { identity: Identity.fromFile(o.adminSeed), trustRoot: trustRootFromEnv() };
+}
+
+/** `agentbus acl allow|group|rm|ls|trust`: edit the tenant's policy, signed with an admin key. */
 export function acl(): Command {
-  const cmd = new Command("acl").description("edit the tenant's ACL (hot-reloaded by every agent)");
+  const cmd = new Command("acl").description("edit the tenant's ACL (signed by a tenant admin; hot-reloaded by every agent)");
   cmd.addCommand(
-    withCommon(new Command("allow"))
+    withAdmin(new Command("allow"))
       .description("add or replace a rule: SOURCE may invoke CAPABILITIES on TARGET")
       .argument("<name>", "rule name")
       .argument("<source>", "agent id, group:<name> or *")
       .argument("<target>", "agent id, group:<name> or *")
       .argument("<capabilities...>", "capability patterns (NATS wildcards: * one token, > the rest)")
-      .action(async (name: string, source: string, target: string, capabilities: string[], o: CommonOptions) => {
+      .action(async (name: string, source: string, target: string, capabilities: string[], o: AdminOptions) => {
+        const admin = asAdmin(o, "an ACL rule");
         await withBus(o, async (bus) => {
           await bus.acl.putRule(name, { source, target, capabilities });
           print(o, { rule: name, source, target, capabilities }, `rule ${name} set`);
-        });
+        }, admin);
       }),
   );
   cmd.addCommand(
-    withCommon(new Command("group"))
+    withAdmin(new Command("group"))
       .description("set a group's members")
       .argument("<name>", "group name")
       .argument("<members...>", "agent ids")
-      .action(async (name: string, members: string[], o: CommonOptions) => {
+      .action(async (name: string, members: string[], o: AdminOptions) => {
+        const admin = asAdmin(o, "an ACL group");
         await withBus(o, async (bus) => {
           await bus.acl.putGroup(name, members);
           print(o, { group: name, members }, `group ${name} set`);
-        });
+        }, admin);
       }),
   );
   cmd.addCommand(
-    withCommon(new Command("rm"))
-      .description("remove a rule")
+    withAdmin(new Command("rm"))
+      .description("remove a rule (a signed tombstone)")
       .argument("<name>", "rule name")
-      .action(async (name: string, o: CommonOptions) => {
+      .action(async (name: string, o: AdminOptions) => {
+        const admin = asAdmin(o, "removing a rule");
         await withBus(o, async (bus) => {
           await bus.acl.deleteRule(name);
           print(o, { removed: name }, `rule ${name} removed`);
-        });
+        }, admin);
+      }),
+  );
+  cmd.addCommand(
+    withAdmin(new Command("trust"))
+      .description("set the tenant's trust root (first time), or rotate it: the admins whose signatures make policy valid")
+      .argument("<admins...>", "admin identity ids (U…)")
+      .addHelpText(
+        "after",
+        `
+The first root may be set by anyone; processes that pin no root
+(connect({ trustRoot }), AGENTBUS_TRUST_ROOT) take the first one they see.
+A later root must be signed by an admin of the current one.
+
+  agentbus keygen admin.nk                          # prints the admin's id, U…
+  agentbus acl trust U… --admin-seed admin.nk`,
+      )
+      .action(async (admins: string[], o: AdminOptions) => {
+        const admin = asAdmin(o, "the trust root");
+        await withBus(o, async (bus) => {
+          await bus.acl.setTrustRoot(admins);
+          print(o, { admins: bus.acl.admins() }, `trust root: ${bus.acl.admins().join(", ")}`);
+        }, admin);
       }),
   );
   cmd.addCommand(
@@ -108,28 +160,59 @@ export function acl(): Command {
       .action(async (o: CommonOptions) => {
         await withBus(o, async (bus) => {
           const p = bus.acl.policy();
-          const out = { rules: Object.fromEntries(p.rules), groups: Object.fromEntries(p.groups) };
+          const out = { admins: bus.acl.admins(), rules: Object.fromEntries(p.rules), groups: Object.fromEntries(p.groups), rotations: Object.fromEntries(p.aliases ?? []) };
           print(o, out, JSON.stringify(out, null, 2));
-        });
+        }, { trustRoot: trustRootFromEnv() });
       }),
   );
   return cmd;
 }
 
-/** `agentbus revoke <id>`: revoke an identity tenant-wide. */
+/** `agentbus revoke <id>`: revoke an identity tenant-wide, signed with an admin key. */
 export function revoke(): Command {
-  return withCommon(new Command("revoke"))
-    .description("revoke an identity: every agent refuses it from now on")
+  return withAdmin(new Command("revoke"))
+    .description("revoke an identity: every agent refuses it from now on (signed by a tenant admin)")
     .argument("<id>", "agent id (U…)")
     .option("--reason <text>", "why", "revoked")
-    .option("--undo", "lift the revocation")
-    .action(async (id: string, o: CommonOptions & { reason: string; undo?: boolean }) => {
+    .option("--undo", "lift the revocation (a signed lift)")
+    .action(async (id: string, o: AdminOptions & { reason: string; undo?: boolean }) => {
+      const admin = asAdmin(o, "a revocation");
       await withBus(o, async (bus) => {
         if (o.undo) await bus.unrevoke(id);
         else await bus.revoke(id, o.reason);
         print(o, { id, revoked: !o.undo }, `${id} ${o.undo ? "unrevoked" : "revoked"}`);
-      });
+      }, admin);
     });
+}
+
+/** `agentbus identity rotate`: move an identity to a new key, keeping its grants. */
+export function identity(): Command {
+  const cmd = new Command("identity").description("manage identities");
+  cmd.addCommand(
+    withAdmin(new Command("rotate"))
+      .description("rotate --seed's identity to --new-seed's key: the new key keeps the grants and group memberships, the old one is refused")
+      .requiredOption("--new-seed <file>", "nkey seed file of the new key (agentbus keygen)")
+      .addHelpText(
+        "after",
+        `
+Both keys sign the move (proof of possession); the tenant admin of
+--admin-seed stores it. Then restart the agent with --seed <new file>: it
+registers under the new id. The old key is refused from now on.
+
+  agentbus keygen writer-2.nk
+  agentbus identity rotate --seed writer.nk --new-seed writer-2.nk --admin-seed admin.nk`,
+      )
+      .action(async (o: AdminOptions & { newSeed: string }) => {
+        if (!o.seed) throw new AgentBusError("INVALID_INPUT", "give --seed <file>: the identity's current key");
+        const admin = asAdmin(o, "a key rotation");
+        const proof = proveRotation(Identity.fromFile(o.seed), Identity.fromFile(o.newSeed), o.tenant ?? "default");
+        await withBus({ ...o, seed: undefined }, async (bus) => {
+          await bus.rotateIdentity(proof);
+          print(o, { from: proof.from, to: proof.to }, `${proof.from} rotated to ${proof.to}`);
+        }, admin);
+      }),
+  );
+  return cmd;
 }
 
 /** `agentbus task get|cancel <id>`: a task's snapshot, or cancel it. */

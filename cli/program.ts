@@ -1,6 +1,6 @@
 /** The `agentbus` command tree (parsing and exit codes are `main.ts`'s). */
 import { Command } from "commander";
-import { acl, agent, bridge, call, keygen, ls, mcp, revoke, send, tail, task } from "./commands.js";
+import { acl, agent, bridge, call, identity, keygen, ls, mcp, revoke, send, tail, task } from "./commands.js";
 import { up } from "./up.js";
 import { gateway } from "./adapters.js";
 
@@ -15,6 +15,7 @@ export function program(): Command {
     .addCommand(tail())
     .addCommand(acl())
     .addCommand(revoke())
+    .addCommand(identity())
     .addCommand(task())
     .addCommand(agent())
     .addCommand(bridge())

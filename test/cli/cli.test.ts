@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { Identity } from "../../core/index.js";
 import { useNatsServer } from "../helpers/nats.js";
-import { useBuses } from "../helpers/bus.js";
+import { testAdmin, useBuses } from "../helpers/bus.js";
 
 const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
 
@@ -51,7 +51,10 @@ describe("agentbus CLI", { timeout: 90_000 }, () => {
     expect(denied.code).toBe(1);
     expect(denied.stderr).toContain("UNKNOWN_SENDER");
 
-    expect((await run(["acl", "allow", "cli-caller", id, "*", "echo", ...common])).code).toBe(0);
+    const adminSeed = join(mkdtempSync(join(tmpdir(), "agentbus-cli-")), "admin.nk");
+    testAdmin.writeSeed(adminSeed);
+    expect((await run(["acl", "trust", testAdmin.id, "--admin-seed", adminSeed, ...common])).code).toBe(0);
+    expect((await run(["acl", "allow", "cli-caller", id, "*", "echo", "--admin-seed", adminSeed, ...common])).code).toBe(0);
     let ok = { code: -1, stdout: "", stderr: "" };
     for (let i = 0; i < 20 && ok.code !== 0; i++) ok = await run(["call", "echo", "hi", ...common]);
     expect(ok.stdout.trim()).toBe("got hi");
@@ -116,21 +119,30 @@ describe("agentbus CLI", { timeout: 90_000 }, () => {
   });
 
   it("acl and revoke answer in JSON with --json; keygen accepts the common options", async () => {
-    const common = ["--nats", nats.server.url, "--tenant", "cli-json", "--json"];
+    const adminSeed = join(mkdtempSync(join(tmpdir(), "agentbus-cli-")), "admin.nk");
+    testAdmin.writeSeed(adminSeed);
     const target = Identity.generate().id;
+    const unsigned = await run(["acl", "allow", "r1", "group:ops", target, "echo", "--nats", nats.server.url, "--tenant", "cli-json"]);
+    expect(unsigned.code).toBe(2);
+    expect(unsigned.stderr).toMatch(/--admin-seed/);
+    const base = ["--nats", nats.server.url, "--tenant", "cli-json", "--json"];
+    const common = [...base, "--admin-seed", adminSeed];
+    expect(JSON.parse((await run(["acl", "trust", testAdmin.id, ...common])).stdout)).toEqual({ admins: [testAdmin.id] });
     const allow = await run(["acl", "allow", "r1", "group:ops", target, "echo", "math.>", ...common]);
     expect(allow.code, allow.stderr).toBe(0);
     expect(JSON.parse(allow.stdout)).toEqual({ rule: "r1", source: "group:ops", target, capabilities: ["echo", "math.>"] });
     expect(JSON.parse((await run(["acl", "group", "ops", target, ...common])).stdout)).toEqual({ group: "ops", members: [target] });
-    expect(JSON.parse((await run(["acl", "ls", ...common])).stdout)).toEqual({
+    expect(JSON.parse((await run(["acl", "ls", ...base])).stdout)).toEqual({
+      admins: [testAdmin.id],
       rules: { r1: { source: "group:ops", target, capabilities: ["echo", "math.>"] } },
       groups: { ops: { members: [target] } },
+      rotations: {},
     });
     expect(JSON.parse((await run(["acl", "rm", "r1", ...common])).stdout)).toEqual({ removed: "r1" });
     expect(JSON.parse((await run(["revoke", target, "--reason", "lost laptop", ...common])).stdout)).toEqual({ id: target, revoked: true });
     expect(JSON.parse((await run(["revoke", target, "--undo", ...common])).stdout)).toEqual({ id: target, revoked: false });
     const file = join(mkdtempSync(join(tmpdir(), "agentbus-cli-")), "k.nk");
-    const key = await run(["keygen", file, ...common]);
+    const key = await run(["keygen", file, ...base]);
     expect(key.code).toBe(0);
     expect(JSON.parse(key.stdout)).toEqual({ id: expect.stringMatching(/^U/), file });
   });
