@@ -119,7 +119,8 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     // They drain together: one stop for all.
     const agentBuses: Bus[] = [];
     // The demo grant goes after the agents have drained (their last tasks may still call each other).
-    if (config.demo) stops.push(() => revokeDemo(bus));
+    let demoAdmin: Bus | undefined;
+    if (config.demo) stops.push(async () => demoAdmin && revokeDemo(demoAdmin));
     stops.push(() => Promise.all(agentBuses.map((b) => b.close())));
     if (config.demo) {
       for (const demo of DEMO) {
@@ -131,7 +132,9 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
       const agentIds = agentBuses.map((b) => b.id);
       // The demo's callers: the gateway, and an identity for the CLI.
       const user = Identity.fromFileOrCreate(join(config.dataDir, "demo-user.seed"));
-      await grantDemo(bus, [...agentIds, bus.id, user.id]);
+      // The tenant admin key of the demo, kept in the data dir: it signs the demo's grant.
+      demoAdmin = await open({ name: "admin", identity: Identity.fromFileOrCreate(join(config.dataDir, "admin.seed")) });
+      await grantDemo(demoAdmin, [...agentIds, bus.id, user.id]);
     }
     for (const module of config.agents) {
       const entry = await loadAgentModule(module);
@@ -172,18 +175,28 @@ function natsSentence(nats: ChosenNats): string {
 
 /**
  * The demo's members (its agents, the gateway, the CLI's demo identity) may
- * call each other: one group and one rule, removed again on stop, so the
- * tenant goes back to default-deny.
+ * call each other: one group and one rule, signed by the demo's admin key
+ * (`<data-dir>/admin.seed`, which becomes the tenant's trust root when the
+ * tenant has none), removed again on stop, so the tenant goes back to
+ * default-deny. A tenant whose root names other admins gets no demo grant.
  */
-async function grantDemo(bus: Bus, members: string[]): Promise<void> {
-  await bus.acl.putGroup("demo", members);
-  await bus.acl.putRule("demo", { source: "group:demo", target: "group:demo", capabilities: [">"] });
-  bus.log.info({ members: members.length }, "demo: the demo agents, the gateway and the demo CLI identity may call each other (ACL rule 'demo', removed on stop)");
+async function grantDemo(admin: Bus, members: string[]): Promise<void> {
+  if (admin.acl.admins().length === 0) await admin.acl.setTrustRoot([admin.id]);
+  if (!admin.acl.admins().includes(admin.id)) {
+    admin.log.warn({ admin: admin.id, admins: admin.acl.admins() }, "demo: the tenant's trust root names other admins; no demo grant (grant it with agentbus acl allow … --admin-seed <an admin's seed>)");
+    return;
+  }
+  await admin.acl.putGroup("demo", members);
+  await admin.acl.putRule("demo", { source: "group:demo", target: "group:demo", capabilities: [">"] });
+  admin.log.info({ members: members.length }, "demo: the demo agents, the gateway and the demo CLI identity may call each other (ACL rule 'demo', signed by the demo admin key, removed on stop)");
 }
 
-async function revokeDemo(bus: Bus): Promise<void> {
-  await bus.acl.deleteRule("demo");
-  await bus.acl.deleteGroup("demo");
+async function revokeDemo(admin: Bus): Promise<void> {
+  if (admin.acl.admins().includes(admin.id)) {
+    await admin.acl.deleteRule("demo");
+    await admin.acl.deleteGroup("demo");
+  }
+  await admin.close();
 }
 
 /** Stops accepting, waits for in-flight requests (streams end as their tasks end), then cuts what is left. */
