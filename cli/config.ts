@@ -10,6 +10,7 @@ import { parse as parseYaml } from "yaml";
 import { AgentBusError } from "../core/index.js";
 import { schemaErrors, type JsonSchema } from "../core/schema.js";
 import { mcpGatewayConfigSchema, type McpGatewayConfig } from "../adapters/mcp/index.js";
+import { isLoopbackHost } from "../bridges/http/index.js";
 
 /** The whole configuration of `agentbus up`. */
 export interface UpConfig {
@@ -29,10 +30,16 @@ export interface UpConfig {
   gateway: {
     host: string;
     port: number;
-    /** No authentication: every caller acts as the gateway (local use). */
+    /** No authentication: every caller acts as the gateway (local use; `host` must be a loopback address). */
     open: boolean;
-    /** API keys file (`[{name, sha256, tenant?, seedFile?}]`). */
+    /** API keys file (`[{name, sha256, tenant?, seedFile?}]`); a key without `seedFile` acts as `<dataDir>/keys/<name>.seed`, created once. */
     keysFile?: string;
+    /** Bearer JWTs of an OpenID Connect issuer; their callers act as `<dataDir>/oidc.seed`, created once. */
+    oidc?: { issuer: string; audience: string | string[]; jwksUrl?: string };
+    /** More `Host` names to serve (`name`, `name:port`, `*.domain`, `*`) besides loopback, the address of each request and `baseUrl`'s host. */
+    allowedHosts?: string[];
+    /** More origins whose web pages may call the gateway (`https://app.example.com`, `*`). */
+    allowedOrigins?: string[];
     baseUrl?: string;
     rateLimit?: { max: number; timeWindowMs: number };
     /** How long a stop waits for in-flight requests and tasks before cutting them, ms. */
@@ -77,6 +84,18 @@ export const upConfigSchema = {
         port: { type: "integer", minimum: 0, maximum: 65535 },
         open: { type: "boolean" },
         keysFile: { type: "string", minLength: 1 },
+        oidc: {
+          type: "object",
+          additionalProperties: false,
+          required: ["issuer", "audience"],
+          properties: {
+            issuer: { type: "string", pattern: "^https?://" },
+            audience: { anyOf: [{ type: "string", minLength: 1 }, { type: "array", minItems: 1, items: { type: "string", minLength: 1 } }] },
+            jwksUrl: { type: "string", pattern: "^https?://" },
+          },
+        },
+        allowedHosts: { type: "array", items: { type: "string", pattern: "^(\\*|(\\*\\.)?(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?)$" } },
+        allowedOrigins: { type: "array", items: { type: "string", pattern: "^(\\*|https?://[^/?#\\s]+)$" } },
         baseUrl: { type: "string", pattern: "^https?://" },
         rateLimit: {
           type: "object",
@@ -102,6 +121,10 @@ export interface UpFlags {
   host?: string;
   open?: boolean;
   keys?: string;
+  /** Comma-separated `Host` names (`--allowed-hosts`). */
+  allowedHosts?: string;
+  /** Comma-separated origins (`--allowed-origins`). */
+  allowedOrigins?: string;
   demo?: boolean;
   dataDir?: string;
   seed?: string;
@@ -134,13 +157,19 @@ export function loadUpConfig(flags: UpFlags, env: NodeJS.ProcessEnv = process.en
   const source = file ?? "defaults, environment and flags";
   const problems = schemaErrors(upConfigSchema, config);
   const gateway = (config.gateway ?? {}) as Record<string, unknown>;
-  if (problems.length === 0 && !gateway.open && !gateway.keysFile && !config.demo) {
-    problems.push("/gateway give keysFile (API keys) or open: true (local use only); the gateway refuses to run without authentication by accident");
+  if (problems.length === 0 && !gateway.open && !gateway.keysFile && !gateway.oidc && !config.demo) {
+    problems.push("/gateway give keysFile (API keys), oidc (bearer JWTs) or open: true (local use only); the gateway refuses to run without authentication by accident");
   }
   if (problems.length) throw new ConfigError(source, problems);
   const valid = config as unknown as UpConfig;
-  // The demo is for a newcomer's machine: open unless keys are given.
-  if (valid.demo && !valid.gateway.keysFile) valid.gateway.open = true;
+  // The demo is for a newcomer's machine: open unless keys or OIDC are given.
+  if (valid.demo && !valid.gateway.keysFile && !valid.gateway.oidc) valid.gateway.open = true;
+  // Without authentication, only this machine may reach the gateway.
+  if (valid.gateway.open && !isLoopbackHost(valid.gateway.host)) {
+    throw new ConfigError(source, [
+      `/gateway/host ${valid.gateway.host} is not a loopback address: open mode (no authentication${valid.demo ? ", the demo without keys" : ""}) listens on 127.0.0.1, ::1 or localhost only; give keysFile or oidc to serve other hosts`,
+    ]);
+  }
   return { config: valid, file };
 }
 
@@ -175,6 +204,8 @@ function defaults(cwd: string): Record<string, unknown> {
 
 /** Numbers from the environment stay as typed when they do not parse, so the schema names them. */
 const num = (v: string | undefined) => (v === undefined ? undefined : v.trim() !== "" && Number.isFinite(Number(v)) ? Number(v) : v);
+/** A comma-separated list; empty items are dropped. */
+const list = (v: string | undefined) => (v === undefined ? undefined : v.split(",").map((s) => s.trim()).filter(Boolean));
 const bool = (v: string | undefined) => (v === undefined ? undefined : v === "1" || v === "true" ? true : v === "0" || v === "false" ? false : v);
 
 function fromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
@@ -184,9 +215,26 @@ function fromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
     dataDir: env.AGENTBUS_DATA_DIR,
     seedFile: env.AGENTBUS_SEED_FILE,
     logLevel: env.AGENTBUS_LOG_LEVEL,
-    gateway: { host: env.AGENTBUS_HOST, port: num(env.AGENTBUS_PORT), open: bool(env.AGENTBUS_OPEN), keysFile: env.AGENTBUS_KEYS_FILE, baseUrl: env.AGENTBUS_BASE_URL },
+    gateway: {
+      host: env.AGENTBUS_HOST,
+      port: num(env.AGENTBUS_PORT),
+      open: bool(env.AGENTBUS_OPEN),
+      keysFile: env.AGENTBUS_KEYS_FILE,
+      baseUrl: env.AGENTBUS_BASE_URL,
+      allowedHosts: list(env.AGENTBUS_ALLOWED_HOSTS),
+      allowedOrigins: list(env.AGENTBUS_ALLOWED_ORIGINS),
+      oidc: oidcFromEnv(env),
+    },
     demo: bool(env.AGENTBUS_DEMO),
   };
+}
+
+/** `gateway.oidc` from `AGENTBUS_OIDC_ISSUER`, `AGENTBUS_OIDC_AUDIENCE` (comma-separated) and `AGENTBUS_OIDC_JWKS_URL`, when any is set. */
+function oidcFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> | undefined {
+  const { AGENTBUS_OIDC_ISSUER: issuer, AGENTBUS_OIDC_AUDIENCE: audience, AGENTBUS_OIDC_JWKS_URL: jwksUrl } = env;
+  if (!issuer && !audience && !jwksUrl) return undefined;
+  const audiences = list(audience);
+  return { issuer: issuer || undefined, audience: audiences && audiences.length === 1 ? audiences[0] : audiences, jwksUrl: jwksUrl || undefined };
 }
 
 function fromFlags(f: UpFlags): Record<string, unknown> {
@@ -196,7 +244,7 @@ function fromFlags(f: UpFlags): Record<string, unknown> {
     dataDir: f.dataDir,
     seedFile: f.seed,
     logLevel: f.logLevel,
-    gateway: { host: f.host, port: num(f.port), open: f.open, keysFile: f.keys },
+    gateway: { host: f.host, port: num(f.port), open: f.open, keysFile: f.keys, allowedHosts: list(f.allowedHosts), allowedOrigins: list(f.allowedOrigins) },
     demo: f.demo,
   };
 }

@@ -13,5 +13,7 @@ export { a2aBridge, type A2ABridgeOptions } from "./server.js";
 export { BusRequestHandler } from "./handler.js";
 export { PushNotifications, type PushConfig, type PushOptions } from "./push.js";
 export { readApiKeys, type ApiKeyConfig } from "./keys.js";
+// API keys and the HTTP edge live in bridges/http; re-exported here as before.
 export { hashApiKey, API_KEY_HEADER, type ApiKeyEntry } from "./auth.js";
+export { httpEdge, type Caller, type EdgeOptions, type OidcAuthOptions } from "../http/index.js";
 export { agentCard, gatewayCard, PROTOCOL_VERSION } from "./cards.js";

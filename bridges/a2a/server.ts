@@ -7,18 +7,20 @@ import type { AgentCard, Bus } from "../../core/index.js";
 import { SpanKind, traceFromHeaders, traced, type Traced } from "../../core/trace.js";
 import { LEGACY_PROTOCOL_VERSION, agentCard, etagOf, gatewayCard, legacyCard } from "./cards.js";
 import { BusRequestHandler } from "./handler.js";
-import { apiKeySecurity, findKey, presentedKey, type ApiKeyEntry } from "./auth.js";
+import { securityOf } from "./auth.js";
+import { callerOf, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import rateLimit from "@fastify/rate-limit";
 import { PushNotifications, type PushOptions } from "./push.js";
 
-/** Options of {@link a2aBridge}. Exactly one of `open` and `apiKeys`. */
-export interface A2ABridgeOptions {
+/**
+ * Options of {@link a2aBridge}. Without an HTTP edge on the app (the
+ * gateway's), the bridge runs behind its own: then exactly one of `open`
+ * and (`apiKeys`, `oidc`), and the `Host`/`Origin` allow-lists apply to its
+ * routes. Behind the gateway's edge, give none of `open`, `apiKeys`, `oidc`.
+ */
+export interface A2ABridgeOptions extends BridgeEdgeOptions {
   /** The bridge's own connection: cards, and every call in open mode. */
   bus: Bus;
-  /** Local use only: no authentication, every caller acts as `bus`. Logged loudly. */
-  open?: boolean;
-  /** Accepted keys, each acting as its own bus connection (tenant and identity). */
-  apiKeys?: ApiKeyEntry[];
   /** Requests per key (or per address in open mode) per window (default 600 a minute). */
   rateLimit?: { max: number; timeWindowMs: number };
   /** Public base URL the cards advertise (e.g. `https://agents.example.com`); default: from the request's Host. */
@@ -29,7 +31,7 @@ export interface A2ABridgeOptions {
   push?: PushOptions | false;
 }
 
-const JSON_RPC_ERRORS = { parse: -32700, invalidRequest: -32600, unauthorized: -32000 } as const;
+const JSON_RPC_ERRORS = { parse: -32700, invalidRequest: -32600 } as const;
 
 /** JSON-RPC methods of A2A v1.0 and v0.3: span names (`A2A <method>`) come only from these. */
 const A2A_METHODS = new Set([
@@ -52,31 +54,24 @@ function rpcError(id: unknown, code: number, message: string) {
  */
 export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions): Promise<void> {
   const { bus } = options;
-  const keys = options.apiKeys ?? [];
-  if (Boolean(options.open) === keys.length > 0) {
-    throw new Error("a2aBridge: give either apiKeys (production) or open: true (local use), not both or neither");
-  }
-  if (options.open) bus.log.warn("INSECURE: A2A bridge in open mode: no authentication, every caller acts as this bridge's identity. Local use only.");
-  // Who a request acts as: its key's connection, or the bridge's own in open mode.
-  const callerOf = (req: FastifyRequest): { bus: Bus; key?: string } | undefined => {
-    if (options.open) return { bus };
-    const entry = findKey(keys, presentedKey(req));
-    return entry && { bus: entry.bus, key: entry.name };
-  };
+  // Authentication, Host and Origin: the app's HTTP edge, which attaches `request.caller`.
+  const edge = await edgeFor(app, options, "a2aBridge");
+  if (edge.open) bus.log.warn("INSECURE: A2A bridge in open mode: no authentication, every caller acts as this bridge's identity. Local use only.");
   await app.register(rateLimit, {
     global: false,
     max: options.rateLimit?.max ?? 600,
     timeWindow: options.rateLimit?.timeWindowMs ?? 60_000,
-    keyGenerator: (req) => callerOf(req)?.key ?? req.ip,
+    // Per caller; per address in open mode. Runs after the edge's hook: the caller is known.
+    keyGenerator: (req) => req.caller?.name ?? req.ip,
     errorResponseBuilder: (_req, ctx) => ({ statusCode: 429, jsonrpc: "2.0", id: null, error: { code: -32000, message: `rate limit exceeded: ${ctx.max} requests per ${ctx.after}` } }),
   });
   const base = (req: FastifyRequest) => options.baseUrl ?? `${req.protocol}://${req.host}`;
-  const push = options.push === false ? undefined : await PushNotifications.start(bus, keys.map((k) => k.bus), options.push);
+  const push = options.push === false ? undefined : await PushNotifications.start(bus, edge.auth.buses().filter((b) => b !== bus), options.push);
   app.addHook("onClose", async () => push?.stop());
   const secured = (card: AgentCard | undefined): AgentCard | undefined => {
     if (!card) return undefined;
     const withPush = { ...card, capabilities: { ...card.capabilities, pushNotifications: push !== undefined } };
-    return options.open ? withPush : { ...withPush, ...apiKeySecurity };
+    return { ...withPush, ...securityOf(edge) };
   };
   const cardFor = (req: FastifyRequest, agent?: string, on: Bus = bus): AgentCard | undefined => {
     if (agent === undefined) return secured(gatewayCard(on, base(req)));
@@ -95,15 +90,17 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     if (req.headers["if-none-match"] === etag) return reply.code(304).send();
     return reply.type("application/json").send(json);
   };
-  app.get("/.well-known/agent-card.json", (req, reply) => sendCard(req, reply, cardFor(req)));
-  app.get<{ Params: { agent: string } }>("/a2a/:agent/.well-known/agent-card.json", (req, reply) => sendCard(req, reply, cardFor(req, req.params.agent)));
+  // Cards are public; their refusals (Host, Origin) are JSON-RPC errors under /a2a.
+  const card = { config: { edge: { public: true } } };
+  const agentCardRoute = { config: { edge: { public: true, errors: "jsonrpc" as const } } };
+  app.get("/.well-known/agent-card.json", card, (req, reply) => sendCard(req, reply, cardFor(req)));
+  app.get<{ Params: { agent: string } }>("/a2a/:agent/.well-known/agent-card.json", agentCardRoute, (req, reply) => sendCard(req, reply, cardFor(req, req.params.agent)));
   // v0.3-shaped cards for clients that predate v1.0 (their requests carry no A2A-Version).
-  app.get("/v0.3/.well-known/agent-card.json", (req, reply) => sendCard(req, reply, cardFor(req), true));
-  app.get<{ Params: { agent: string } }>("/a2a/:agent/v0.3/.well-known/agent-card.json", (req, reply) => sendCard(req, reply, cardFor(req, req.params.agent), true));
+  app.get("/v0.3/.well-known/agent-card.json", card, (req, reply) => sendCard(req, reply, cardFor(req), true));
+  app.get<{ Params: { agent: string } }>("/a2a/:agent/v0.3/.well-known/agent-card.json", agentCardRoute, (req, reply) => sendCard(req, reply, cardFor(req, req.params.agent), true));
 
   const rpc = async (req: FastifyRequest, reply: FastifyReply, agent?: string) => {
     const caller = callerOf(req);
-    if (!caller) return reply.code(401).header("WWW-Authenticate", `ApiKey header="X-API-Key"`).send(rpcError(null, JSON_RPC_ERRORS.unauthorized, "missing or invalid API key"));
     if (agent !== undefined && !cardFor(req, agent, caller.bus)) return reply.code(404).send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, `no agent named ${agent}`));
     const contentType = (req.headers["content-type"] ?? "").split(";", 1)[0]!.trim().toLowerCase();
     if (contentType !== "application/json") {
@@ -167,7 +164,7 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     }
     return streamSse(req, reply, result as AsyncGenerator<unknown>, id, options.keepAliveMs ?? 15_000, mapError, { traceresponse: op.trace.traceparent });
   };
-  const limited = { config: { rateLimit: {} } };
+  const limited = { config: { rateLimit: {}, edge: { errors: "jsonrpc" as const } } };
   app.post("/a2a", limited, (req, reply) => rpc(req, reply));
   app.post<{ Params: { agent: string } }>("/a2a/:agent", limited, (req, reply) => rpc(req, reply, req.params.agent));
 }

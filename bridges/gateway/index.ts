@@ -9,3 +9,22 @@
  * ```
  */
 export { createGateway, type GatewayOptions } from "./server.js";
+export {
+  httpEdge,
+  edgeFor,
+  HostPolicy,
+  Authenticator,
+  OidcVerifier,
+  OidcError,
+  isLoopbackHost,
+  persistentIdentity,
+  keySeedFile,
+  oidcSeedFile,
+  type Caller,
+  type Edge,
+  type EdgeOptions,
+  type EdgeRouteConfig,
+  type HostPolicyOptions,
+  type OidcConfig,
+  type OidcAuthOptions,
+} from "../http/index.js";

@@ -3,59 +3,63 @@ import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/
 import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Bus } from "../../core/index.js";
-import { findKey, presentedKey, type ApiKeyEntry } from "../a2a/auth.js";
+import { callerOf, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import { createMcpServer } from "./server.js";
 
-/** Options of {@link mcpHttp}. Exactly one of `open` and `apiKeys`, as for the A2A bridge. */
-export interface McpHttpOptions {
+/**
+ * Options of {@link mcpHttp}. As for the A2A bridge: behind the app's HTTP
+ * edge (the gateway's) none of `open`, `apiKeys`, `oidc`; without one,
+ * exactly one of `open` and (`apiKeys`, `oidc`), and the bridge runs behind
+ * its own edge.
+ */
+export interface McpHttpOptions extends BridgeEdgeOptions {
   bus: Bus;
-  open?: boolean;
-  apiKeys?: ApiKeyEntry[];
 }
 
 /**
  * MCP over Streamable HTTP at `/mcp` (a fastify plugin): one MCP session per
  * client (`Mcp-Session-Id`), each an MCP server on the bus connection of
- * the caller's API key (bearer token, or `X-API-Key`), or on the bridge's in
- * open mode. POST carries requests, GET the server-to-client SSE stream,
+ * the caller the HTTP edge authenticated (API key as bearer token or
+ * `X-API-Key`, or a bearer JWT), or on the bridge's in open mode. The edge
+ * checks `Host` and `Origin` first (403 for a foreign `Origin`, as MCP
+ * requires). POST carries requests, GET the server-to-client SSE stream,
  * DELETE ends the session.
  */
 export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Promise<void> {
-  const keys = options.apiKeys ?? [];
-  if (Boolean(options.open) === keys.length > 0) throw new Error("mcpHttp: give either apiKeys or open: true, not both or neither");
-  const sessions = new Map<string, { transport: StreamableHTTPServerTransport; key?: string }>();
+  await edgeFor(app, options, "mcpHttp");
+  const sessions = new Map<string, { transport: StreamableHTTPServerTransport; caller?: string }>();
   app.addHook("onClose", async () => {
     await Promise.all([...sessions.values()].map((s) => s.transport.close()));
   });
 
   const unauthorized = (reply: FastifyReply) =>
-    reply.code(401).header("WWW-Authenticate", "Bearer").send({ jsonrpc: "2.0", id: null, error: { code: -32000, message: "missing or invalid API key" } });
+    reply.code(401).header("WWW-Authenticate", "Bearer").send({ jsonrpc: "2.0", id: null, error: { code: -32000, message: "this MCP session belongs to another caller" } });
 
   const handle = async (req: FastifyRequest, reply: FastifyReply) => {
-    const entry = options.open ? undefined : findKey(keys, presentedKey(req));
-    if (!options.open && !entry) return unauthorized(reply);
+    const caller = callerOf(req);
     const id = req.headers["mcp-session-id"];
     let session = typeof id === "string" ? sessions.get(id) : undefined;
-    // A session belongs to the key that opened it.
-    if (session && session.key !== entry?.name) return unauthorized(reply);
+    // A session belongs to the caller that opened it.
+    if (session && session.caller !== caller.name) return unauthorized(reply);
     if (!session) {
       if (req.method !== "POST" || !isInitializeRequest(req.body)) {
         return reply.code(400).send({ jsonrpc: "2.0", id: null, error: { code: -32000, message: "no valid MCP session: initialize first" } });
       }
       const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),
-        onsessioninitialized: (sid) => void sessions.set(sid, { transport, key: entry?.name }),
+        onsessioninitialized: (sid) => void sessions.set(sid, { transport, caller: caller.name }),
       });
       transport.onclose = () => {
         if (transport.sessionId) sessions.delete(transport.sessionId);
       };
-      await createMcpServer(entry?.bus ?? options.bus).connect(transport);
-      session = { transport, key: entry?.name };
+      await createMcpServer(caller.bus).connect(transport);
+      session = { transport, caller: caller.name };
     }
     reply.hijack();
     await session.transport.handleRequest(req.raw, reply.raw, req.body);
   };
-  app.post("/mcp", handle);
-  app.get("/mcp", handle);
-  app.delete("/mcp", handle);
+  const route = { config: { edge: { errors: "jsonrpc" as const, challenge: "Bearer" as const } } };
+  app.post("/mcp", route, handle);
+  app.get("/mcp", route, handle);
+  app.delete("/mcp", route, handle);
 }

@@ -89,7 +89,8 @@ export async function metrics(app: FastifyInstance, options: MetricsOptions): Pr
   callHistogram(registry);
   const tenant = await TenantMetrics.start({ bus: options.bus, registry, maxCapabilities: options.maxCapabilities });
   app.addHook("onClose", () => tenant.stop());
-  app.get(options.path ?? "/metrics", async (_req, reply) => {
+  // Behind an HTTP edge with authentication, a scraper sends a key or token as bearer.
+  app.get(options.path ?? "/metrics", { config: { edge: { challenge: "Bearer" } } }, async (_req, reply) => {
     const text = await registry.metrics();
     return reply.type(registry.contentType).send(text);
   });

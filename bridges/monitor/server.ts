@@ -3,19 +3,20 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AgentBusError, isAgentBusError, type AgentInfo, type Bus, type ErrorCode, type Input, type TaskState } from "../../core/index.js";
-import { API_KEY_HEADER, findKey, presentedKey, type ApiKeyEntry } from "../a2a/auth.js";
+import { API_KEY_HEADER, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import { SpanAttr, SpanKind, traceFromHeaders, traced } from "../../core/trace.js";
 import { EventReader } from "./events.js";
 import { relaySse, type SseSource } from "./sse.js";
 
-/** Options of {@link monitor}. Exactly one of `open` and `apiKeys`, as for the A2A bridge. */
-export interface MonitorOptions {
+/**
+ * Options of {@link monitor}. As for the A2A bridge: behind the app's HTTP
+ * edge (the gateway's) none of `open`, `apiKeys`, `oidc`; without one,
+ * exactly one of `open` and (`apiKeys`, `oidc`), and the monitor runs behind
+ * its own edge.
+ */
+export interface MonitorOptions extends BridgeEdgeOptions {
   /** The monitor's own connection: every request in open mode, and one more identity to verify events with. */
   bus: Bus;
-  /** Local use only: no authentication, every caller acts as `bus`. Logged loudly. */
-  open?: boolean;
-  /** Accepted keys (the A2A bridge's), each acting as its own bus connection: its tenant and identity. */
-  apiKeys?: ApiKeyEntry[];
   /** Interval of SSE keep-alive comments, ms (default 15 000). */
   keepAliveMs?: number;
   /** Folder of the web page's files (default: `bridges/monitor/public` of this package). */
@@ -163,21 +164,19 @@ function parseSend(body: unknown): SendBody {
  */
 export async function monitor(app: FastifyInstance, options: MonitorOptions): Promise<void> {
   const { bus } = options;
-  const keys = options.apiKeys ?? [];
-  if (Boolean(options.open) === keys.length > 0) throw new Error("monitor: give either apiKeys (production) or open: true (local use), not both or neither");
-  if (options.open) bus.log.warn("INSECURE: monitor in open mode: no authentication, every caller sees this tenant and sends as this monitor's identity. Local use only.");
+  // Authentication, Host and Origin: the app's HTTP edge, which attaches `request.caller`.
+  const edge = await edgeFor(app, options, "monitor");
+  if (edge.open) bus.log.warn("INSECURE: monitor in open mode: no authentication, every caller sees this tenant and sends as this monitor's identity. Local use only.");
   const keepAliveMs = options.keepAliveMs ?? 15_000;
-  const reader = new EventReader([bus, ...keys.map((k) => k.bus)]);
+  const reader = new EventReader(edge.auth.buses());
   const page = readPage(options.publicDir);
 
-  /** The connection a request acts as; answers 401 and returns undefined without a valid key. */
+  /** The connection a request acts as (the edge's caller); answers 401 and returns undefined without one. */
   const callerOf = (req: FastifyRequest, reply: FastifyReply): Bus | undefined => {
-    if (options.open) return bus;
-    const entry = findKey(keys, presentedKey(req));
-    if (!entry) {
+    if (!req.caller) {
       void reply.code(401).header("WWW-Authenticate", `ApiKey header="${API_KEY_HEADER}"`).send({ code: "UNAUTHORIZED", message: "missing or invalid API key" } satisfies MonitorError);
     }
-    return entry?.bus;
+    return req.caller?.bus;
   };
 
   // Open streams end when the server closes, so close() does not wait on them.
@@ -282,13 +281,15 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
       .header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:")
       .header("X-Content-Type-Options", "nosniff")
       .send(page.get(name));
-  app.get("/monitor/", (req, reply) => {
+  // The page holds no data: served without a key.
+  const publicRoute = { config: { edge: { public: true } } };
+  app.get("/monitor/", publicRoute, (req, reply) => {
     // Relative URLs in the page need the trailing slash (also under a prefix).
     if (!req.url.split("?", 1)[0]!.endsWith("/")) return reply.redirect("monitor/");
     return sendFile(reply, "index.html");
   });
-  if (!app.hasRoute({ method: "GET", url: `${app.prefix}/monitor` })) app.get("/monitor", (_req, reply) => reply.redirect("monitor/"));
-  app.get<{ Params: { file: string } }>("/monitor/:file", (req, reply) => {
+  if (!app.hasRoute({ method: "GET", url: `${app.prefix}/monitor` })) app.get("/monitor", publicRoute, (_req, reply) => reply.redirect("monitor/"));
+  app.get<{ Params: { file: string } }>("/monitor/:file", publicRoute, (req, reply) => {
     const { file } = req.params;
     if (!PAGE_FILES[file]) return reply.code(404).send({ code: "NOT_FOUND", message: `no file ${file}` } satisfies MonitorError);
     return sendFile(reply, file);
