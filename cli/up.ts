@@ -13,6 +13,7 @@ import { createGateway } from "../bridges/gateway/index.js";
 import { callObserver } from "../bridges/metrics/index.js";
 import { Registry } from "prom-client";
 import { readApiKeys } from "../bridges/a2a/keys.js";
+import { keySeedFile, oidcSeedFile, persistentIdentity } from "../bridges/http/index.js";
 import { startMcpGateway } from "../adapters/mcp/index.js";
 import { startEcho } from "../agents/echo.js";
 import { startWriter } from "../agents/writer.js";
@@ -42,7 +43,9 @@ export function up(): Command {
     .option("--port <port>", "HTTP port (env AGENTBUS_PORT; default 8080)")
     .option("--host <host>", "listen address (env AGENTBUS_HOST; default 127.0.0.1)")
     .option("--keys <file>", "API keys file (env AGENTBUS_KEYS_FILE)")
-    .option("--open", "no authentication on the gateway (local use only)")
+    .option("--open", "no authentication on the gateway (local use only: loopback addresses)")
+    .option("--allowed-hosts <list>", "comma-separated Host names to serve besides loopback and the base URL's (env AGENTBUS_ALLOWED_HOSTS; name, name:port, *.domain or *)")
+    .option("--allowed-origins <list>", "comma-separated origins whose web pages may call the gateway (env AGENTBUS_ALLOWED_ORIGINS; e.g. https://app.example.com)")
     .option("--demo", "start the example agents (echo, writer, orchestrator, coder)")
     .option("--data-dir <dir>", "embedded NATS data and the gateway's identity (default ./.agentbus)")
     .option("--seed <file>", "nkey seed file of the gateway's identity (default <data-dir>/gateway.seed)")
@@ -106,13 +109,22 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     stops.push(() => bus.close());
 
     const keys = config.gateway.keysFile ? readApiKeys(config.gateway.keysFile) : [];
+    // Each key acts as one identity across restarts: its seedFile, else one kept in the data dir.
     const apiKeys = await Promise.all(
       keys.map(async (k) => {
-        const keyBus = await connect({ servers: nats.url, tenant: k.tenant ?? config.tenant, identity: k.seedFile ? Identity.fromFile(k.seedFile) : undefined, name: `agentbus-up-key-${k.name}`, logger: log });
+        const identity = k.seedFile ? Identity.fromFile(k.seedFile) : kept(keySeedFile(config.dataDir, k.name), `API key ${k.name}`, log);
+        const keyBus = await connect({ servers: nats.url, tenant: k.tenant ?? config.tenant, identity, name: `agentbus-up-key-${k.name}`, logger: log });
         stops.push(() => keyBus.close());
         return { name: k.name, sha256: k.sha256, bus: keyBus };
       }),
     );
+    // Bearer-JWT callers act as one identity, kept in the data dir; each is named oidc:<sub>.
+    let oidc;
+    if (config.gateway.oidc && !config.gateway.open) {
+      const oidcBus = await open({ name: "oidc", identity: kept(oidcSeedFile(config.dataDir), "OIDC callers", log) });
+      stops.push(() => oidcBus.close());
+      oidc = { ...config.gateway.oidc, bus: oidcBus };
+    }
 
     // Agents stop before the gateway's connection (stops run in reverse), so
     // their in-flight tasks finish while the gateway still relays events.
@@ -150,12 +162,21 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
       stops.push(() => gateway.close());
     }
 
-    const app = await createGateway({ bus, registry, ...(config.gateway.open ? { open: true } : { apiKeys }), baseUrl: config.gateway.baseUrl, rateLimit: config.gateway.rateLimit });
+    const app = await createGateway({
+      bus,
+      registry,
+      ...(config.gateway.open ? { open: true } : { apiKeys, oidc }),
+      allowedHosts: config.gateway.allowedHosts,
+      allowedOrigins: config.gateway.allowedOrigins,
+      baseUrl: config.gateway.baseUrl,
+      rateLimit: config.gateway.rateLimit,
+    });
     const url = await app.listen({ host: config.gateway.host, port: config.gateway.port });
     stops.push(() => closeWithin(app, config.gateway.drainTimeoutMs, log));
     const base = config.gateway.baseUrl ?? url;
     if (json) {
-      process.stdout.write(`${JSON.stringify({ ready: true, url, nats: nats.url, natsSource: nats.source, tenant: config.tenant, gateway: bus.id, demo: config.demo, open: config.gateway.open })}\n`);
+      const callers = { keys: Object.fromEntries(apiKeys.map((k) => [k.name, k.bus.id])), ...(oidc && { oidc: oidc.bus.id }) };
+      process.stdout.write(`${JSON.stringify({ ready: true, url, nats: nats.url, natsSource: nats.source, tenant: config.tenant, gateway: bus.id, demo: config.demo, open: config.gateway.open, ...callers })}\n`);
     } else {
       process.stdout.write(summary(base, nats, config));
     }
@@ -165,6 +186,19 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     if (!stopping) await stopAll();
     throw err;
   }
+}
+
+/**
+ * The identity kept in `file`, created on first use; a new one is logged
+ * once (at warn level, so it shows at every usual log level) with its id,
+ * for the operator to grant it rights.
+ */
+function kept(file: string, who: string, log: Logger): Identity {
+  const { identity, created } = persistentIdentity(file);
+  if (created) {
+    log.warn({ id: identity.id, file }, `new identity for ${who}: ${identity.id} (kept in ${file}); grant it, e.g. agentbus acl allow <rule> ${identity.id} <target> <capabilities...>`);
+  }
+  return identity;
 }
 
 function natsSentence(nats: ChosenNats): string {
