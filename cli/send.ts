@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { AgentBusError, isAgentBusError, isInterrupted, isTerminal, type Bus, type TaskEvent, type TaskHandle, type TaskState } from "../core/index.js";
+import { isInterrupted, isTerminal, type Bus, type TaskEvent, type TaskHandle, type TaskState } from "../core/index.js";
 import { partsText, stateName } from "./render.js";
 import { Exit, parseInput, progress, quietOnClosedStdout, withBus, withCommon, type CommonOptions, type Progress } from "./options.js";
 
@@ -48,19 +48,9 @@ async function sendAndFollow(bus: Bus, cap: string, input: string, o: SendOption
   try {
     if (o.task) {
       // Answering a waiting task: only what comes after its earlier turns is
-      // new; and its events are MACed for its submitter, so only that
-      // identity can follow them.
+      // new. Only the identity that submitted it may (--seed): to any other
+      // the task does not exist (TASK_NOT_FOUND).
       fromSequence = await afterLastEvent(bus, o.task);
-      const submitter = await bus.task(o.task).then(
-        (t) => t.metadata.submitter,
-        (err: unknown) => {
-          if (isAgentBusError(err, "TASK_NOT_FOUND")) return undefined;
-          throw err;
-        },
-      );
-      if (submitter && submitter !== bus.id && o.wait) {
-        throw new AgentBusError("INVALID_INPUT", `task ${o.task} was submitted by ${submitter} and its events are MACed for that identity: answer as it (--seed), or answer with --no-wait and watch with agentbus tail --task ${o.task}`);
-      }
     }
     handle = await bus.submit(cap, parseInput(input), { taskId: o.task, contextId: o.context });
   } catch (err) {

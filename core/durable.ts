@@ -3,7 +3,7 @@ import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { AgentBusError, isAgentBusError } from "./errors.js";
 import { Header, type Envelopes } from "./envelope.js";
-import { ensureTaskInfra, retryJs, type TaskInfraOptions } from "./infra.js";
+import { ensureOwnersBucket, ensureTaskInfra, retryJs, type TaskInfraOptions } from "./infra.js";
 import { utf8 } from "./message.js";
 import type { Subjects } from "./subjects.js";
 import { endsFollow, isFinal, type Task, type TaskEvent } from "./task.js";
@@ -36,7 +36,7 @@ export interface StoredEvent {
 
 /**
  * The durable side of a bus connection, set up on first use: the work,
- * inbox, events and dead-letter streams, the tasks bucket, and the event
+ * inbox, events and dead-letter streams, the tasks and owners buckets, and the event
  * log operations shared by submitters and workers.
  */
 export class Durable {
@@ -48,9 +48,10 @@ export class Durable {
   ) {}
 
   static async open(nc: NatsConnection, subjects: Subjects, envelopes: Envelopes, options: TaskInfraOptions): Promise<Durable> {
-    const kv = await ensureTaskInfra(await jetstreamManager(nc), new Kvm(nc), subjects, options);
+    const kvm = new Kvm(nc);
+    const [kv, owners] = await Promise.all([ensureTaskInfra(await jetstreamManager(nc), kvm, subjects, options), ensureOwnersBucket(kvm, subjects, options)]);
     const js = jetstream(nc);
-    return new Durable(js, new TaskStore(kv, js), subjects, envelopes);
+    return new Durable(js, new TaskStore(kv, js, owners), subjects, envelopes);
   }
 
   /**

@@ -206,6 +206,15 @@ export async function ensureTaskInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjec
   return ensureBucket(kvm, s.bucket("tasks"), { replicas, history: 1, ttl: o.eventsMaxAgeMs }, [...insisted(o.replicas), "ttl"]);
 }
 
+/**
+ * The owner index of durable tasks (`mesh_<t>_owners`), created on first
+ * use beside the tasks bucket, with its max age: an entry goes when its
+ * snapshot does.
+ */
+export async function ensureOwnersBucket(kvm: Kvm, s: Subjects, o: Pick<TaskInfraOptions, "replicas" | "eventsMaxAgeMs">): Promise<KV> {
+  return ensureBucket(kvm, s.bucket("owners"), { replicas: o.replicas ?? 1, history: 1, ttl: o.eventsMaxAgeMs }, [...insisted(o.replicas), "ttl"]);
+}
+
 /** Creates a durable consumer, or checks that the existing one has the same settings. */
 export async function ensureConsumer(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
   const existing = await retryJs(() => jsm.consumers.info(stream, config.durable_name)).catch(() => undefined);

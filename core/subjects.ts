@@ -91,7 +91,7 @@ export class Subjects {
     return `${this.root}_${this.tenant}_${kind}`.toUpperCase();
   }
   /** KV bucket name: `mesh_<t>_<kind>`. */
-  bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked" | "push" | "replay"): string {
+  bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked" | "push" | "replay" | "owners"): string {
     return `${this.root.toLowerCase()}_${this.tenant}_${kind}`;
   }
 }

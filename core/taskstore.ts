@@ -47,11 +47,12 @@ export function isRevisionConflict(err: unknown): boolean {
 }
 
 /**
- * The owner index key of a task: `owner.<submitter>.<caller>.<task>`, where
- * `<caller>` is `_` for a task submitted without one, else the first 128
- * bits of the caller name's SHA-256 in hex (a caller name may hold any
- * character; a key token may not). Task ids hold no dot, so these keys never
- * meet a snapshot's.
+ * The key of a task in the owner index (`mesh_<t>_owners`):
+ * `<submitter>.<caller>.<task>`, where `<caller>` is `_` for a task
+ * submitted without one, else the first 128 bits of the caller name's
+ * SHA-256 in hex (a caller name may hold any character; a key token may
+ * not). One submitter's entries share its id as prefix, so a NATS
+ * permission can confine a connection to `$KV.mesh_<t>_owners.<own id>.>`.
  */
 export function ownerKey(submitter: string, caller: string | undefined, taskId: string): string {
   return `${ownerPrefix(submitter, caller)}.${taskId}`;
@@ -59,7 +60,7 @@ export function ownerKey(submitter: string, caller: string | undefined, taskId: 
 
 /** The key prefix under which {@link ownerKey} files one submitter's tasks (one caller's, when given). */
 function ownerPrefix(submitter: string, caller: string | undefined): string {
-  return `owner.${submitter}.${caller === undefined ? "_" : createHash("sha256").update(caller).digest("hex").slice(0, 32)}`;
+  return `${submitter}.${caller === undefined ? "_" : createHash("sha256").update(caller).digest("hex").slice(0, 32)}`;
 }
 
 /** Newest status first, then by id; one page of it, with the token of the next. */
@@ -78,7 +79,8 @@ const matches = (t: Task, query: TaskQuery) => (!query.contextId || t.contextId 
 const decode = (v: Uint8Array): Task => JSON.parse(Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("utf8")) as Task;
 
 /**
- * Task snapshots in `mesh_<t>_tasks`, one key per task id. Writers move a
+ * Task snapshots in `mesh_<t>_tasks`, one key per task id, and the owner
+ * index in `mesh_<t>_owners` (see {@link ownerKey}). Writers move a
  * snapshot by compare-and-set on its revision, so concurrent writers (a
  * worker finishing, a caller cancelling) never overwrite each other and a
  * state only moves forward.
@@ -87,6 +89,7 @@ export class TaskStore {
   constructor(
     readonly kv: KV,
     readonly js: JetStreamClient,
+    readonly owners: KV,
   ) {}
 
   async get(id: string): Promise<Snapshot | undefined> {
@@ -135,11 +138,11 @@ export class TaskStore {
   /**
    * Files a new task under its submitter (and caller) in the owner index,
    * so {@link listOwned} finds it without reading other snapshots. The
-   * entry ages out with the snapshot (same bucket, same max age).
+   * entry ages out with the snapshot (same max age).
    */
   async index(task: Task): Promise<void> {
     const { submitter, caller } = task.metadata;
-    await retryJs(() => this.kv.put(ownerKey(submitter, typeof caller === "string" ? caller : undefined, task.id), ""));
+    await retryJs(() => this.owners.put(ownerKey(submitter, typeof caller === "string" ? caller : undefined, task.id), ""));
   }
 
   /**
@@ -149,9 +152,9 @@ export class TaskStore {
    * has no entry there and is not listed.
    */
   async listOwned(submitter: string, caller: string | undefined, query: TaskQuery = {}): Promise<TaskPage> {
-    const prefix = caller === undefined ? `owner.${submitter}` : ownerPrefix(submitter, caller);
+    const prefix = caller === undefined ? submitter : ownerPrefix(submitter, caller);
     const ids: string[] = [];
-    for await (const key of await retryJs(() => this.kv.keys(`${prefix}.>`))) ids.push(key.slice(key.lastIndexOf(".") + 1));
+    for await (const key of await retryJs(() => this.owners.keys(`${prefix}.>`))) ids.push(key.slice(key.lastIndexOf(".") + 1));
     const all: Task[] = [];
     for (let i = 0; i < ids.length; i += LIST_READS_IN_FLIGHT) {
       const read = await Promise.all(ids.slice(i, i + LIST_READS_IN_FLIGHT).map((id) => this.get(id)));
@@ -177,8 +180,7 @@ export class TaskStore {
     // keep `pending` above zero, and a quiet consumer ends the read too.
     const end = streamInfo.state.last_seq;
     const consumer = await this.js.consumers.get(streamInfo.config.name, {
-      // One token: the snapshots (task ids), not the owner index's keys.
-      filter_subjects: `$KV.${bucket}.*`,
+      filter_subjects: `$KV.${bucket}.>`,
       deliver_policy: DeliverPolicy.LastPerSubject,
     });
     if (end > 0 && (await consumer.info()).num_pending > 0) {

@@ -26,12 +26,12 @@ import {
 import type { PushConfig, PushNotifications } from "./push.js";
 import { ExtendedAgentCardNotConfiguredError, PushNotificationNotSupportedError, RequestMalformedError, TaskNotCancelableError, TaskNotFoundError } from "@a2a-js/sdk/errors";
 import type { A2ARequestHandler } from "@a2a-js/sdk/server";
-import { isAgentBusError, isFinal, type AgentCard, type Bus, type Message, type Task, type TaskHandle, type TaskState } from "../../core/index.js";
+import { isAgentBusError, isFinal, type AgentCard, type Bus, type Message, type StoredEvent, type Task, type TaskHandle, type TaskState } from "../../core/index.js";
 import { SpanAttr, type Traced } from "../../core/trace.js";
 
 /** Bus internals that A2A callers need not see. */
 function toSdkTask(task: Task): SdkTask {
-  const { submitter: _s, agent: _a, ...metadata } = task.metadata;
+  const { submitter: _s, agent: _a, caller: _c, ...metadata } = task.metadata;
   return TaskCodec.fromJSON({ ...task, metadata });
 }
 
@@ -48,6 +48,14 @@ function a2aError(err: unknown, taskId?: string): unknown {
  * here. Sends become `bus.submit`, streams relay the task's event subject,
  * reads go to the task snapshots. Another bridge process serves the same
  * tasks the same way.
+ *
+ * Every task operation is scoped to the request's caller (`caller`: the
+ * API key's name, `oidc:<sub>`): tasks are submitted with it, and another
+ * caller's task (even one submitted through the same bus identity) is
+ * `TaskNotFoundError` (-32001) for GetTask, CancelTask, SubscribeToTask,
+ * continuing messages and the push config methods, and absent from
+ * ListTasks. Without a caller (open mode) the bridge's identity is the
+ * caller: it sees the tasks it submitted, and those the ACL grants it.
  */
 export class BusRequestHandler implements A2ARequestHandler {
   constructor(
@@ -57,6 +65,8 @@ export class BusRequestHandler implements A2ARequestHandler {
     private readonly push?: PushNotifications,
     /** The request's span: submits continue its trace. */
     private readonly op?: Traced,
+    /** Who the request comes from, behind the bus identity (see the class comment). */
+    private readonly caller?: string,
   ) {}
 
   async getAgentCard(): Promise<SdkAgentCard> {
@@ -87,10 +97,11 @@ export class BusRequestHandler implements A2ARequestHandler {
     const message = MessageCodec.toJSON(params.message) as Message;
     const metadata = params.metadata as Record<string, unknown> | undefined;
     let cap = this.#capability(message, metadata);
-    if (!cap && message.taskId) cap = ((await this.bus.task(message.taskId).catch((e: unknown) => Promise.reject(a2aError(e, message.taskId)))).metadata.capability);
+    const caller = this.caller;
+    if (!cap && message.taskId) cap = ((await this.bus.task(message.taskId, { caller }).catch((e: unknown) => Promise.reject(a2aError(e, message.taskId)))).metadata.capability);
     let handle: TaskHandle;
     try {
-      handle = await this.bus.submit(cap!, message, { taskId: message.taskId || undefined, contextId: message.contextId || undefined, trace: this.op?.trace });
+      handle = await this.bus.submit(cap!, message, { taskId: message.taskId || undefined, contextId: message.contextId || undefined, trace: this.op?.trace, caller });
     } catch (err) {
       throw a2aError(err, message.taskId);
     }
@@ -102,7 +113,7 @@ export class BusRequestHandler implements A2ARequestHandler {
 
   async #setPush(config: PushConfig): Promise<PushConfig> {
     if (!this.push) throw new PushNotificationNotSupportedError("push notifications are off on this bridge");
-    await this.getTask({ id: config.taskId } as GetTaskRequest); // unknown task: TaskNotFound
+    await this.#ownTask(config.taskId); // unknown, or another caller's: TaskNotFound
     try {
       return await this.push.set(config);
     } catch (err) {
@@ -126,7 +137,7 @@ export class BusRequestHandler implements A2ARequestHandler {
 
   async getTask(params: GetTaskRequest): Promise<SdkTask> {
     try {
-      const task = await this.bus.task(params.id);
+      const task = await this.bus.task(params.id, { caller: this.caller });
       const n = params.historyLength;
       return toSdkTask(n === undefined ? task : { ...task, history: n === 0 ? [] : task.history.slice(-n) });
     } catch (err) {
@@ -136,7 +147,8 @@ export class BusRequestHandler implements A2ARequestHandler {
 
   async listTasks(params: ListTasksRequest): Promise<ListTasksResponse> {
     const q = ListTasksRequestCodec.toJSON(params) as { contextId?: string; status?: TaskState; pageSize?: number; pageToken?: string };
-    const page = await this.bus.tasks({ contextId: q.contextId || undefined, state: q.status, pageSize: q.pageSize, pageToken: q.pageToken || undefined });
+    // Only this caller's tasks (the bus lists them from its owner index).
+    const page = await this.bus.tasks({ contextId: q.contextId || undefined, state: q.status, pageSize: q.pageSize, pageToken: q.pageToken || undefined, caller: this.caller });
     return ListTasksResponseCodec.fromJSON({
       tasks: page.tasks.map((t) => TaskCodec.toJSON(toSdkTask(t))),
       nextPageToken: page.nextPageToken ?? "",
@@ -147,7 +159,7 @@ export class BusRequestHandler implements A2ARequestHandler {
 
   async cancelTask(params: CancelTaskRequest): Promise<SdkTask> {
     try {
-      return toSdkTask(await (await this.bus.taskHandle(params.id)).cancel({ trace: this.op?.trace }));
+      return toSdkTask(await (await this.bus.taskHandle(params.id, { caller: this.caller })).cancel({ trace: this.op?.trace }));
     } catch (err) {
       throw a2aError(err, params.id);
     }
@@ -155,12 +167,13 @@ export class BusRequestHandler implements A2ARequestHandler {
 
   /** The task as it is now, then its events from there on. */
   async *resubscribe(params: SubscribeToTaskRequest): AsyncGenerator<StreamResponse> {
-    const handle = await this.bus.taskHandle(params.id);
-    // Read the last stored event before the snapshot: nothing can fall in between
-    // (an event may show twice, in the snapshot and after it, never be lost).
-    const events = handle.events({ fromSequence: (await lastSequence(handle)) + 1 });
+    const handle = await this.bus.taskHandle(params.id, { caller: this.caller });
+    let events: AsyncGenerator<StoredEvent>;
     let task: Task;
     try {
+      // Locate the last stored event before reading the snapshot: nothing can fall in
+      // between (an event may show twice, in the snapshot and after it, never be lost).
+      events = handle.events({ fromSequence: ((await handle.lastSequence()) ?? 0) + 1 });
       task = await handle.get();
     } catch (err) {
       throw a2aError(err, params.id);
@@ -174,8 +187,14 @@ export class BusRequestHandler implements A2ARequestHandler {
     return PushConfigCodec.fromJSON(await this.#setPush(PushConfigCodec.toJSON(params) as PushConfig));
   }
 
+  /** Push configs belong to their task: another caller's task is not found. */
+  async #ownTask(taskId: string): Promise<void> {
+    await this.getTask({ id: taskId } as GetTaskRequest);
+  }
+
   async getTaskPushNotificationConfig(params: GetTaskPushNotificationConfigRequest): Promise<TaskPushNotificationConfig> {
     if (!this.push) throw new PushNotificationNotSupportedError("push notifications are off on this bridge");
+    await this.#ownTask(params.taskId);
     const config = this.push.get(params.taskId, params.id);
     if (!config) throw new TaskNotFoundError(`no push notification config ${params.id} for task ${params.taskId}`);
     return PushConfigCodec.fromJSON(config);
@@ -183,15 +202,13 @@ export class BusRequestHandler implements A2ARequestHandler {
 
   async listTaskPushNotificationConfigs(params: ListTaskPushNotificationConfigsRequest): Promise<ListTaskPushNotificationConfigsResponse> {
     if (!this.push) throw new PushNotificationNotSupportedError("push notifications are off on this bridge");
+    await this.#ownTask(params.taskId);
     return PushConfigListCodec.fromJSON({ configs: this.push.list(params.taskId), nextPageToken: "" });
   }
 
   async deleteTaskPushNotificationConfig(params: DeleteTaskPushNotificationConfigRequest): Promise<void> {
     if (!this.push) throw new PushNotificationNotSupportedError("push notifications are off on this bridge");
+    await this.#ownTask(params.taskId);
     await this.push.delete(params.taskId, params.id);
   }
-}
-
-async function lastSequence(handle: TaskHandle): Promise<number> {
-  return (await handle.submitter.durable.lastEvent(handle.id))?.sequence ?? 0;
 }

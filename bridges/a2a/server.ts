@@ -140,7 +140,7 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   };
 
   const answer = async (req: FastifyRequest, reply: FastifyReply, body: unknown, id: unknown, on: Bus, agent: string | undefined, op: Traced) => {
-    const handler = new BusRequestHandler(on, () => cardFor(req, agent, on), push, op);
+    const handler = new BusRequestHandler(on, () => cardFor(req, agent, on), push, op, req.caller?.name);
     const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
     // As the SDK does: a request without A2A-Version is a v0.3 request.
     const version = typeof header === "string" && header !== "" ? header : LEGACY_PROTOCOL_VERSION;

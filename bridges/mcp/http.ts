@@ -52,7 +52,7 @@ export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Pr
       transport.onclose = () => {
         if (transport.sessionId) sessions.delete(transport.sessionId);
       };
-      await createMcpServer(caller.bus).connect(transport);
+      await createMcpServer(caller.bus, undefined, { caller: caller.name }).connect(transport);
       session = { transport, caller: caller.name };
     }
     reply.hijack();

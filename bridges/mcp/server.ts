@@ -116,8 +116,14 @@ async function relayProgress(handle: TaskHandle, progressToken: string | number,
  * update and artifact chunk is a progress notification; bus errors become
  * `isError` results with the code, protocol misuse becomes JSON-RPC errors. Tells clients when
  * agents come and go (`notifications/tools/list_changed`).
+ *
+ * `options.caller` names who the session acts for behind the bus identity
+ * (the API key's name, `oidc:<sub>`): its tasks are submitted with it, so
+ * the other bridges show them to that caller only, and the session follows
+ * and cancels only those (anything else is `TASK_NOT_FOUND`, an `isError`
+ * result).
  */
-export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0.1.0" }): Server {
+export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0.1.0" }, options: { caller?: string } = {}): Server {
   const server = new Server(info, { capabilities: { tools: { listChanged: true } } });
 
   server.setRequestHandler(ListToolsRequestSchema, async (req) => {
@@ -163,7 +169,7 @@ export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0
     });
     let handle;
     try {
-      handle = await bus.submit(tool.name, input, { trace: op.trace });
+      handle = await bus.submit(tool.name, input, { trace: op.trace, caller: options.caller });
     } catch (err) {
       op.end(err);
       return { content: [{ type: "text", text: isAgentBusError(err) ? `${err.code}: ${err.message}` : String(err) }], isError: true };

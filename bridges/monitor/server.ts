@@ -5,7 +5,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { AgentBusError, isAgentBusError, type AgentInfo, type Bus, type ErrorCode, type Input, type TaskState } from "../../core/index.js";
 import { API_KEY_HEADER, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import { SpanAttr, SpanKind, traceFromHeaders, traced } from "../../core/trace.js";
-import { EventReader } from "./events.js";
+import { EventReader, type Feed } from "./events.js";
 import { relaySse, type SseSource } from "./sse.js";
 
 /**
@@ -116,6 +116,36 @@ function readPage(dir?: string): Map<string, Buffer> {
   return new Map(Object.keys(PAGE_FILES).map((name) => [name, readFileSync(join(folder, name))]));
 }
 
+/**
+ * The events of `feed` whose task `on` (with `caller`) may see: the tasks it
+ * submitted, serves or is granted `task.<cap>` for. One snapshot read per
+ * task, remembered for the stream (at most 10 000 tasks).
+ */
+function visibleOnly(feed: Feed, on: Bus, caller: string | undefined): Feed {
+  const known = new Map<string, Promise<boolean>>();
+  const visible = (taskId: string): Promise<boolean> => {
+    let v = known.get(taskId);
+    if (!v) {
+      v = on.task(taskId, { caller }).then(
+        () => true,
+        (err: unknown) => {
+          if (isAgentBusError(err, "TASK_NOT_FOUND")) return false;
+          throw err;
+        },
+      );
+      if (known.size >= 10_000) known.delete(known.keys().next().value!);
+      known.set(taskId, v);
+    }
+    return v;
+  };
+  return {
+    stop: feed.stop,
+    events: (async function* () {
+      for await (const e of feed.events) if (await visible(e.taskId)) yield e;
+    })(),
+  };
+}
+
 /** `POST /v1/send` body. */
 interface SendBody {
   capability: string;
@@ -147,10 +177,17 @@ function parseSend(body: unknown): SendBody {
  * dashboards. REST and SSE under `/v1`, a small web page at `/monitor/`.
  *
  * - `GET /v1/agents` — cards and liveness (`?capability`, `?name`, `?tag`, `?online=true|false`)
- * - `GET /v1/tasks` — snapshots, newest first (`?state`, `?contextId`, `?pageSize`, `?pageToken`)
+ * - `GET /v1/tasks` — the caller's task snapshots, newest first (`?state`, `?contextId`, `?pageSize`, `?pageToken`)
  * - `GET /v1/tasks/:id` — `{task, events}`: the snapshot and every stored event
- * - `GET /v1/events` — SSE: the tenant's task events live (`?capability`, `?task`, `?state`, comma lists; `?from` = a stream sequence to replay from)
+ * - `GET /v1/events` — SSE: task events live, of the tasks the caller may see (`?capability`, `?task`, `?state`, comma lists; `?from` = a stream sequence to replay from)
  * - `POST /v1/send` — `{capability, text | input, contextId?, taskId?}`: submits a durable task and streams it as SSE (`{task}` first, then its events, until it is final)
+ *
+ * Task routes are scoped to the caller: behind an API key or a bearer
+ * token, the tasks submitted with that caller's name (another caller's task
+ * is 404 `TASK_NOT_FOUND`, as an unknown one, even on the same bus
+ * identity); in open mode, the monitor's own identity: the tasks it
+ * submitted, served, or is granted in the ACL (an operator who wants every
+ * task of the tenant here grants that identity `task.>` on `*`).
  *
  * Each request acts as the bus connection of its API key (`X-API-Key` or
  * `Authorization: Bearer`), so it sees that key's tenant; in open mode, as
@@ -216,7 +253,7 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
     const { state, contextId, pageSize, pageToken } = req.query;
     const states = parseStates(state);
     if (states && states.length > 1) throw new AgentBusError("INVALID_INPUT", "give one state");
-    return on.tasks({ state: states?.[0], contextId: contextId || undefined, pageSize: parseInteger(pageSize, "pageSize", 1, 1000), pageToken: pageToken || undefined });
+    return on.tasks({ state: states?.[0], contextId: contextId || undefined, pageSize: parseInteger(pageSize, "pageSize", 1, 1000), pageToken: pageToken || undefined, caller: req.caller?.name });
   });
 
   app.get<{ Params: { id: string } }>("/v1/tasks/:id", async (req, reply) => {
@@ -224,7 +261,7 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
     if (!on) return reply;
     const { id } = req.params;
     if (!TASK_ID.test(id)) throw new AgentBusError("TASK_NOT_FOUND", `task ${id} not found`);
-    const task = await on.task(id);
+    const task = await on.task(id, { caller: req.caller?.name });
     return { task, events: await reader.log(on, id, task.metadata.capability) };
   });
 
@@ -232,12 +269,15 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
     const on = callerOf(req, reply);
     if (!on) return reply;
     const { capability, task, state, from } = req.query;
-    const feed = await reader.feed(on, {
+    // Only events of tasks the caller may see; a task named in `?task` may not exist yet (its
+    // events are followed once it does), so another caller's is the same empty stream as an unknown one.
+    const caller = req.caller?.name;
+    const feed = visibleOnly(await reader.feed(on, {
       capabilities: listOf(capability),
       states: parseStates(state),
       task: task || undefined,
       from: parseInteger(from, "from", 1, Number.MAX_SAFE_INTEGER),
-    });
+    }), on, caller);
     return stream(reply, feed);
   });
 
@@ -256,8 +296,9 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
     try {
       if (on.discover({ capability }).length === 0) throw new AgentBusError("NO_RESPONDERS", `no agent offers capability ${capability}`);
       // A continued task: follow it from after what it has already stored.
-      const from = taskId && TASK_ID.test(taskId) ? ((await (await on.taskHandle(taskId)).lastSequence()) ?? 0) + 1 : undefined;
-      const handle = await on.submit(capability, (text ?? input) as Input, { taskId, contextId, trace: op.trace });
+      const caller = req.caller?.name;
+      const from = taskId && TASK_ID.test(taskId) ? ((await (await on.taskHandle(taskId, { caller })).lastSequence()) ?? 0) + 1 : undefined;
+      const handle = await on.submit(capability, (text ?? input) as Input, { taskId, contextId, trace: op.trace, caller });
       op.span?.setAttribute(SpanAttr.task, handle.id);
       const task = handle.submitted ?? (await handle.get());
       const feed = await reader.follow(on, handle.id, capability, from);

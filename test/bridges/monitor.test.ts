@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, Identity, type Bus, type Task } from "../../core/index.js";
 import { hashApiKey } from "../../bridges/a2a/index.js";
 import { monitor, type MonitorEvent } from "../../bridges/monitor/index.js";
-import { eventually, quietLogger, useBuses } from "../helpers/bus.js";
+import { eventually, grant, quietLogger, testAdmin, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -60,7 +60,9 @@ describe("monitor: REST, SSE and the web page", () => {
   let monitorBus: Bus;
 
   beforeAll(async () => {
-    monitorBus = await connect({ servers: nats.server.url, tenant: "mon", identity: Identity.generate(), presenceMaxAgeMs: 3000, logger: quietLogger });
+    monitorBus = await connect({ servers: nats.server.url, tenant: "mon", identity: Identity.generate(), presenceMaxAgeMs: 3000, logger: quietLogger, trustRoot: [testAdmin.id] });
+    // Open mode acts as the monitor's identity: the operator grants it every task of the tenant.
+    await grant(monitorBus, "monitor-sees-all", { source: monitorBus.id, target: "*", capabilities: ["task.>"] });
     app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
     await app.register(monitor, { bus: monitorBus, open: true, keepAliveMs: 150 });
     baseUrl = await app.listen({ port: 0, host: "127.0.0.1" });
@@ -328,7 +330,7 @@ describe("monitor: REST, SSE and the web page", () => {
       await page.locator("#reply-state", { hasText: "completed" }).waitFor();
       expect(await page.textContent("#reply")).toBe("echo: hello from chromium");
       const taskId = (await page.textContent("#reply-task"))!;
-      expect(taskId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(taskId).toMatch(/^[0-9a-f]{32}$/);
       // The task list follows the live feed (EventSource): the task, its state and its events.
       const item = page.locator(`#tasks li[data-task="${taskId}"]`);
       await item.locator(".state", { hasText: "completed" }).waitFor();

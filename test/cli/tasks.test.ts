@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Identity, type Task } from "../../core/index.js";
 import { draft, startWriter } from "../../agents/writer.js";
 import { useNatsServer } from "../helpers/nats.js";
-import { eventually, useBuses } from "../helpers/bus.js";
+import { eventually, grant, useBuses } from "../helpers/bus.js";
 
 // AGENTBUS_CLI_MAIN runs these against another entry point (a built dist/cli/main.js).
 const main = process.env.AGENTBUS_CLI_MAIN ? resolve(process.env.AGENTBUS_CLI_MAIN) : fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
@@ -87,6 +87,18 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
   const nats = useNatsServer();
   const open = useBuses(() => nats.server.url);
   const common = (tenant: string) => ["--nats", nats.server.url, "--tenant", tenant];
+  /**
+   * An operator: an identity the ACL grants every task of the tenant
+   * (`task.>`), as a bus and as a seed file for the CLI.
+   */
+  const operator = async (tenant: string) => {
+    const identity = Identity.generate();
+    const bus = await open({ tenant, identity });
+    await grant(bus, "operator", { source: identity.id, target: "*", capabilities: ["task.>"] }, bus);
+    const seed = join(mkdtempSync(join(tmpdir(), "agentbus-operator-")), "operator.nk");
+    writeFileSync(seed, identity.exportSeed(), { mode: 0o600 });
+    return { bus, seed };
+  };
 
   it("send streams the writer's chunks as they arrive, then exits 0", async () => {
     const tenant = "send-stream";
@@ -94,7 +106,7 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     const sentences = draft("the sea");
     const r = await runCli(["send", "write", "the sea", ...common(tenant)], [sentences[0]!, sentences[4]!, "[completed]"]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^task [0-9a-f-]{36} → write\n/);
+    expect(r.stdout).toMatch(/^task [0-9a-f]{32} → write\n/);
     expect(r.stdout).toContain("[working] writing about the sea\n");
     expect(r.stdout).toContain(`${sentences.join("")}\n[completed]\n`);
     // The first sentence was printed well before the last one and the end: streamed, not buffered.
@@ -157,7 +169,8 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     const queued = await runCli(["send", "nobody-serves-this", "hi", "--no-wait", "--json", ...common(tenant)]);
     expect(queued.code).toBe(0);
     const { task: submitted } = jsonLines(queued.stdout)[0] as { task: Task };
-    expect((await agentBus.task(submitted.id)).status.state).toBe("TASK_STATE_SUBMITTED");
+    // Nobody serves it: only its submitter, or an identity granted its tasks, sees it.
+    expect((await (await operator(tenant)).bus.task(submitted.id)).status.state).toBe("TASK_STATE_SUBMITTED");
   });
 
   it("send --task answers a task waiting for input, as the identity that submitted it", async () => {
@@ -174,10 +187,10 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     const id = /^task (\S+)/.exec(first.stdout)![1]!;
     expect(first.stderr).toContain(`agentbus send ask "<answer>" --task ${id} --seed ${seed}`);
 
-    // Another identity cannot follow the answer's events: refused before anything is sent.
+    // To another identity the task does not exist: refused before anything is sent.
     const stranger = await runCli(["send", "ask", "dragons", "--task", id, ...common(tenant)]);
-    expect(stranger.code).toBe(2);
-    expect(stranger.stderr).toContain("MACed for that identity");
+    expect(stranger.code).toBe(1);
+    expect(stranger.stderr).toContain(`task ${id} not found`);
 
     const second = await runCli(["send", "ask", "dragons", "--task", id, "--seed", seed, "--json", ...common(tenant)]);
     expect(second.code, second.stderr).toBe(0);
@@ -197,7 +210,9 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     const before = await client.submit("write", "old news");
     await before.result();
 
-    const t = cli(["tail", "--capability", "write", ...common(tenant)]);
+    // An operator's view of other identities' tasks.
+    const { seed } = await operator(tenant);
+    const t = cli(["tail", "--capability", "write", "--seed", seed, ...common(tenant)]);
     await t.waitFor("following task events", "stderr");
     const echo = await client.submit("echo", "ignored");
     const write = await client.submit("write", "fresh news");
@@ -212,7 +227,7 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     expect(out).not.toContain(before.id); // before tail started
 
     // --replay starts with what is stored.
-    const r = cli(["tail", "--replay", "--capability", "write", "--json", ...common(tenant)]);
+    const r = cli(["tail", "--replay", "--capability", "write", "--json", "--seed", seed, ...common(tenant)]);
     await r.waitFor(`"taskId":"${write.id}"`);
     r.child.kill("SIGINT");
     expect(await r.exited).toBe(0);
@@ -238,8 +253,13 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     expect(lines.filter((l) => "artifactUpdate" in (l.event as object))).toHaveLength(draft("tides").length);
     expect(lines.at(-1)).toMatchObject({ event: { statusUpdate: { status: { state: "TASK_STATE_COMPLETED" } } } });
 
-    // Another identity sees the same events, as claimed, not verified.
-    const other = await runCli(["tail", "--task", task.id, "--json", ...common(tenant)]);
+    // To an identity without a grant the task does not exist.
+    const stranger = await runCli(["tail", "--task", task.id, "--json", ...common(tenant)]);
+    expect(stranger.code).toBe(1);
+    expect(stranger.stderr).toContain(`task ${task.id} not found`);
+
+    // An identity granted the task's capability sees the same events, as claimed, not verified.
+    const other = await runCli(["tail", "--task", task.id, "--json", "--seed", (await operator(tenant)).seed, ...common(tenant)]);
     expect(other.code).toBe(0);
     const seen = jsonLines(other.stdout);
     expect(seen.map((l) => l.sequence)).toEqual(lines.map((l) => l.sequence));

@@ -197,8 +197,9 @@ describe("task ownership", () => {
     await Promise.all(handles.map((h) => h.result()));
 
     const kv = await new Kvm(a.nc).open(`mesh_${tenant}_tasks`);
-    expect((await kv.get(ownerKey(a.id, undefined, handles[0]!.id)))?.operation).toBe("PUT");
-    expect((await kv.get(ownerKey(b.id, undefined, handles[2]!.id)))?.operation).toBe("PUT");
+    const owners = await new Kvm(a.nc).open(`mesh_${tenant}_owners`);
+    expect((await owners.get(`${a.id}._.${handles[0]!.id}`))?.operation).toBe("PUT");
+    expect((await owners.get(ownerKey(b.id, undefined, handles[2]!.id)))?.operation).toBe("PUT");
     // A snapshot that names A but was never filed under A is not in A's listing: the index is what A reads.
     const stray = { ...(await a.task(handles[0]!.id)), id: "fedcba9876543210fedcba9876543210" };
     await kv.put(stray.id, JSON.stringify(stray));
@@ -206,7 +207,7 @@ describe("task ownership", () => {
     expect(ids((await a.tasks()).tasks)).toEqual([handles[0]!.id, handles[1]!.id].sort());
     expect(ids((await b.tasks()).tasks)).toEqual([handles[2]!.id]);
     // An index entry whose snapshot names someone else lists nothing either.
-    await kv.put(ownerKey(b.id, undefined, handles[0]!.id), "");
+    await owners.put(ownerKey(b.id, undefined, handles[0]!.id), "");
     expect(ids((await b.tasks()).tasks)).toEqual([handles[2]!.id]);
   });
 });
