@@ -39,4 +39,27 @@ describe("agentbus up configuration", () => {
     expect(loadUpConfig({ demo: true, keys: "keys.json" }, {}, dir).config.gateway.open).toBe(false);
     expect(() => loadUpConfig({}, {}, dir)).toThrow(/keysFile .* or open: true/);
   });
+
+  it("allowed hosts and origins from the file, the environment (comma lists) and flags; OIDC from the file or the environment", () => {
+    const dir = dirWith({ "agentbus.config.json": JSON.stringify({ gateway: { open: true, allowedHosts: ["file.example"], oidc: { issuer: "https://id.example", audience: ["a", "b"] } } }) });
+    expect(loadUpConfig({}, {}, dir).config.gateway).toMatchObject({ allowedHosts: ["file.example"], oidc: { issuer: "https://id.example", audience: ["a", "b"] } });
+    const env = { AGENTBUS_ALLOWED_HOSTS: "env.example, *.corp.example:8443", AGENTBUS_ALLOWED_ORIGINS: "https://app.example.com" };
+    expect(loadUpConfig({}, env, dir).config.gateway).toMatchObject({ allowedHosts: ["env.example", "*.corp.example:8443"], allowedOrigins: ["https://app.example.com"] });
+    expect(loadUpConfig({ allowedHosts: "flag.example", allowedOrigins: "*" }, env, dir).config.gateway).toMatchObject({ allowedHosts: ["flag.example"], allowedOrigins: ["*"] });
+    const oidc = loadUpConfig({}, { AGENTBUS_OIDC_ISSUER: "https://login.example", AGENTBUS_OIDC_AUDIENCE: "agentbus", AGENTBUS_OIDC_JWKS_URL: "https://login.example/keys" }, dirWith({})).config.gateway;
+    expect(oidc).toMatchObject({ open: false, oidc: { issuer: "https://login.example", audience: "agentbus", jwksUrl: "https://login.example/keys" } });
+    expect(() => loadUpConfig({ allowedHosts: "bad/host", allowedOrigins: "ftp://x" }, {}, dir)).toThrow(/allowedHosts\/0 must match pattern[\s\S]*allowedOrigins\/0 must match pattern/);
+    expect(() => loadUpConfig({}, { AGENTBUS_OIDC_AUDIENCE: "agentbus" }, dirWith({}))).toThrow(/\/gateway\/oidc must have required property 'issuer'/);
+  });
+
+  it("open mode (and the demo without keys) listens on loopback only", () => {
+    const dir = dirWith({});
+    for (const host of ["127.0.0.1", "::1", "localhost", "127.0.0.2"]) expect(loadUpConfig({ open: true, host }, {}, dir).config.gateway.host).toBe(host);
+    for (const flags of [{ open: true, host: "0.0.0.0" }, { demo: true, host: "192.0.2.1" }, { open: true, host: "::" }]) {
+      expect(() => loadUpConfig(flags, {}, dir), JSON.stringify(flags)).toThrow(/is not a loopback address: open mode/);
+    }
+    // With keys or OIDC, any address.
+    expect(loadUpConfig({ demo: true, keys: "keys.json", host: "0.0.0.0" }, {}, dir).config.gateway.open).toBe(false);
+    expect(loadUpConfig({ host: "0.0.0.0" }, { AGENTBUS_OIDC_ISSUER: "https://login.example", AGENTBUS_OIDC_AUDIENCE: "x" }, dir).config.gateway.host).toBe("0.0.0.0");
+  });
 });

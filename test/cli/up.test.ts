@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,7 +10,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { Identity, textOf } from "../../core/index.js";
 import { freePort } from "../../nats/index.js";
 import { probe } from "../../nats/ready.js";
-import { eventually, useBuses } from "../helpers/bus.js";
+import { hashApiKey } from "../../bridges/a2a/index.js";
+import { adminFor, eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 import { parseExposition, valueOf } from "../helpers/prometheus.js";
 
@@ -31,9 +32,8 @@ afterEach(() => {
   for (const up of running.splice(0)) up.child.kill("SIGKILL");
 });
 
-/** Starts `agentbus up` in a scratch directory (its `.agentbus` lands there). */
-function startUp(args: string[], files: Record<string, string> = {}, env: Record<string, string> = {}): Up {
-  const dir = mkdtempSync(join(tmpdir(), "agentbus-up-"));
+/** Starts `agentbus up` in a scratch directory, or in `dir` (its `.agentbus` lands there). */
+function startUp(args: string[], files: Record<string, string> = {}, env: Record<string, string> = {}, dir = mkdtempSync(join(tmpdir(), "agentbus-up-"))): Up {
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
   const { NATS_URL: _ignored, ...parentEnv } = process.env;
   const child = spawn(process.execPath, ["--import", tsx, main, "up", "--port", "0", "--json", "--log-level", "warn", ...args], { cwd: dir, env: { ...parentEnv, ...env } });
@@ -48,7 +48,7 @@ function startUp(args: string[], files: Record<string, string> = {}, env: Record
 }
 
 /** The JSON line `up --json` prints when it is ready. */
-async function ready(up: Up): Promise<{ url: string; nats: string; natsSource: string; gateway: string }> {
+async function ready(up: Up): Promise<{ url: string; nats: string; natsSource: string; gateway: string; keys: Record<string, string> }> {
   const line = await eventually(() => up.stdout().split("\n").find((l) => l.startsWith("{")), 40_000).catch((err: Error) => {
     throw new Error(`${err.message}\n--- stderr ---\n${up.stderr()}`);
   });
@@ -169,4 +169,61 @@ describe("agentbus up", () => {
     expect(await up.exited).toBe(2);
     expect(up.stderr()).toMatch(/keysFile .* or open: true/);
   }, 30_000);
+
+  it("open mode (and the demo without keys) refuses a non-loopback listen address; loopback starts", async () => {
+    for (const args of [["--open", "--host", "0.0.0.0"], ["--demo", "--host", "0.0.0.0"], ["--open", "--host", "::"]]) {
+      const up = startUp(["--nats", nats.server.url, ...args]);
+      expect(await up.exited, args.join(" ")).toBe(2);
+      expect(up.stderr()).toMatch(/is not a loopback address: open mode .* listens on 127\.0\.0\.1, ::1 or localhost only/);
+    }
+    const up = startUp(["--nats", nats.server.url, "--tenant", "uploop", "--open", "--host", "localhost"]);
+    const info = await ready(up);
+    expect((await fetch(`${info.url}/health`)).status).toBe(200);
+    up.child.kill("SIGTERM");
+    expect(await up.exited).toBe(0);
+  }, 60_000);
+
+  it("an API key without seedFile keeps its identity across restarts; once granted, calls through it succeed", async () => {
+    const agentBus = await open({ tenant: "upkeys", presenceMaxAgeMs: undefined });
+    await agentBus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => `echo: ${ctx.text}` });
+    await adminFor(agentBus); // the tenant's trust root, which up's connections take
+    const files = { "keys.json": JSON.stringify([{ name: "ci", sha256: hashApiKey("ci-key") }]) };
+    const call = async (url: string) => {
+      const res = await fetch(`${url}/a2a/echo`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "A2A-Version": "1.0", "X-API-Key": "ci-key" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "SendMessage", params: { message: { messageId: `m-${Math.random()}`, role: "ROLE_USER", parts: [{ text: "hi" }] } } }),
+      });
+      return (await res.json()) as { result?: { task: { status: { state: string }; artifacts: Array<{ parts: Array<{ text?: string }> }> } } };
+    };
+
+    const first = startUp(["--nats", nats.server.url, "--tenant", "upkeys", "--keys", "keys.json"], files);
+    const info = await ready(first);
+    const id = info.keys.ci!;
+    expect(id).toMatch(/^U[A-Z0-9]{55}$/);
+    const seed = join(first.dir, ".agentbus", "keys", "ci.seed");
+    expect(Identity.fromFile(seed).id).toBe(id);
+    expect(statSync(seed).mode & 0o777).toBe(0o600);
+    expect(first.stderr()).toContain(`new identity for API key ci: ${id}`);
+    // Not granted yet: the agent refuses the key's identity.
+    await eventually(async () => (await fetch(`${info.url}/ready`)).status === 200);
+    const refused = await call(info.url);
+    expect(refused.result?.task.status.state).toBe("TASK_STATE_FAILED");
+    expect(JSON.stringify(refused.result?.task.status)).toContain(`UNKNOWN_SENDER: sender ${id}`);
+    await grant(agentBus, "ci-echo", { source: id, target: agentBus.id, capabilities: ["echo"] }, agentBus);
+    const granted = await call(info.url);
+    expect(granted.result?.task.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(granted.result?.task.artifacts[0]?.parts[0]?.text).toBe("echo: hi");
+    first.child.kill("SIGTERM");
+    expect(await first.exited).toBe(0);
+
+    // Same data dir: same identity, not announced again, still granted.
+    const second = startUp(["--nats", nats.server.url, "--tenant", "upkeys", "--keys", "keys.json"], {}, {}, first.dir);
+    const again = await ready(second);
+    expect(again.keys.ci).toBe(id);
+    expect(second.stderr()).not.toContain("new identity for API key");
+    expect((await call(again.url)).result?.task.status.state).toBe("TASK_STATE_COMPLETED");
+    second.child.kill("SIGTERM");
+    expect(await second.exited).toBe(0);
+  }, 90_000);
 });
