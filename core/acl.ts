@@ -39,7 +39,8 @@ export function capabilityMatches(pattern: string, cap: string): boolean {
   return p.length === c.length;
 }
 
-function principalMatches(policy: AclPolicy, principal: string, id: string): boolean {
+/** True when `principal` (an id, `group:<name>` or `*`) names `id`, or an identity `id` rotated from. */
+export function principalMatches(policy: AclPolicy, principal: string, id: string): boolean {
   if (principal === "*" || principal === id) return true;
   const older = policy.aliases?.get(id);
   if (principal.startsWith("group:")) {

@@ -4,7 +4,7 @@ import type { KV } from "@nats-io/kv";
 import { randomUUID } from "node:crypto";
 import type { AclStore } from "./aclstore.js";
 import { AgentBusError, isAgentBusError } from "./errors.js";
-import type { Envelope, Envelopes } from "./envelope.js";
+import { Header, replySubject, type Envelope, type Envelopes } from "./envelope.js";
 import type { Logger } from "./log.js";
 import { parseMessage, structuredInput, toMessage, type Input } from "./message.js";
 import type { AgentCard, Message, Part } from "./protocol.js";
@@ -281,7 +281,7 @@ export class Agent {
   #respond(msg: ServiceMsg, env: Envelope, reply: Message): void {
     if (!msg.reply) return;
     const body = Buffer.from(JSON.stringify(reply));
-    const headers = this.#host.envelopes.seal(msg.reply, body, { context: env.context, task: env.task, trace: env.trace }, [env.from]);
+    const headers = this.#host.envelopes.seal(replySubject(env.id), body, { context: env.context, task: env.task, trace: env.trace }, [env.from]);
     msg.respond(body, { headers });
   }
 
@@ -301,7 +301,7 @@ export class Agent {
     if (!msg.reply) return;
     const body = enc.encode(JSON.stringify(e.toJSON()));
     // An unauthenticated sender gets a signed answer: we cannot MAC for an identity we have not verified.
-    const headers = this.#host.envelopes.seal(msg.reply, body, { errorCode: e.code, trace: env?.trace }, env ? [env.from] : undefined);
+    const headers = this.#host.envelopes.seal(replySubject(env?.id ?? msg.headers?.get(Header.id)), body, { errorCode: e.code, trace: env?.trace }, env ? [env.from] : undefined);
     msg.respondError(e.code === "HANDLER_FAILED" ? 500 : 400, e.code, body, { headers });
   }
 

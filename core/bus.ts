@@ -23,9 +23,10 @@ import type { Handler } from "./worker.js";
 import { AclStore } from "./aclstore.js";
 import { AUDIT_DEFAULTS, Auditor, type AuditRate } from "./audit.js";
 import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
-import { Envelopes, type Envelope, type EnvelopeMeta } from "./envelope.js";
+import { Envelopes, Header, replySubject, type Envelope, type EnvelopeMeta } from "./envelope.js";
 import { featuresOf, type ServerFeatures } from "./features.js";
 import { Identity } from "./identity.js";
+import { inboxPrefixOf } from "./permissions.js";
 import { ensureCoreInfra, type CoreBuckets } from "./infra.js";
 import type { BadPolicy } from "./policy.js";
 import { Revocations, type Revocation } from "./revocations.js";
@@ -135,6 +136,13 @@ export interface CallOptions extends Pick<EnvelopeMeta, "task" | "context" | "pa
   target?: string;
   /** Trace to continue (otherwise a new trace starts). */
   trace?: TraceContext;
+  /**
+   * Call a capability that another tenant exports to this one
+   * (`<root>.<tenant>.cap.<cap>`; the providing tenant's ACL must grant this
+   * identity). The call is signed, not MACed: this tenant's registry does
+   * not know the other's agents.
+   */
+  tenant?: string;
 }
 
 const enc = new TextEncoder();
@@ -163,7 +171,28 @@ function natsOptions(o: ConnectOptions, identity: Identity): ConnectionOptions {
   if (a.credsFile) opts.authenticator = credsAuthenticator(readFileSync(a.credsFile));
   else if (a.nkey === true) opts.authenticator = nkeyAuthenticator(enc.encode(identity.exportSeed()));
   else if (a.nkey) opts.authenticator = nkeyAuthenticator(enc.encode(a.nkey));
+  // Replies and JetStream deliveries under the identity's own prefix: the
+  // permissions the authority issues let a connection read only its own.
+  if (a.nkey) {
+    opts.inboxPrefix = inboxPrefixOf(a.nkey === true ? identity.id : Identity.fromSeed(a.nkey).id);
+    // The tenant asked for: the authority refuses an identity of another tenant instead of placing it in its own.
+    opts.user ??= o.tenant ?? "default";
+  }
   return opts;
+}
+
+/**
+ * What a server that enforces nothing exposes, said once at connect: a
+ * server without authentication puts every client in one account, where
+ * any of them can read and write every tenant's subjects, streams and
+ * buckets whatever the library checks.
+ */
+function warnIfOpen(nc: NatsConnection, log: Logger, servers: string): void {
+  if (nc.info?.auth_required) return;
+  log.warn(
+    { server: servers },
+    "nats-server requires no authentication: every client shares one account, so any of them can read every payload on the bus, read and write task snapshots and sessions, write the registry, the ACL and the revocation list of every tenant, and act as any tenant. Run nats-server with agentbus accounts (agentbus up starts one; see the README, \"Secure deployment\").",
+  );
 }
 
 /**
@@ -176,11 +205,16 @@ export async function connect(options: ConnectOptions = {}): Promise<Bus> {
   const subjects = new Subjects(options.root, options.tenant);
   const log = (options.logger ?? createLogger()).child({ tenant: subjects.tenant, id: identity.id });
   let nc: NatsConnection;
+  const servers = String(options.servers ?? "nats://127.0.0.1:4222");
   try {
     nc = await natsConnect(natsOptions(options, identity));
   } catch (cause) {
-    throw new AgentBusError("UNAVAILABLE", `cannot connect to NATS at ${String(options.servers ?? "nats://127.0.0.1:4222")}: ${(cause as Error).message}`, { cause });
+    if (cause instanceof natsErrors.AuthorizationError) {
+      throw new AgentBusError("DENIED", `nats-server at ${servers} refused identity ${identity.id} in tenant ${subjects.tenant} (not issued, revoked, or another tenant's; the authority's log says which)`, { cause });
+    }
+    throw new AgentBusError("UNAVAILABLE", `cannot connect to NATS at ${servers}: ${(cause as Error).message}`, { cause });
   }
+  warnIfOpen(nc, log, servers);
   try {
     return await Bus.open(nc, identity, subjects, log, options);
   } catch (err) {
@@ -319,7 +353,8 @@ export class Bus {
   }
 
   async #call(cap: string, input: Input, options: CallOptions): Promise<Message> {
-    const subject = options.target ? this.subjects.agentCall(options.target) : this.subjects.cap(cap);
+    const foreign = options.tenant !== undefined && options.tenant !== this.subjects.tenant;
+    const subject = options.target ? this.subjects.agentCall(options.target) : foreign ? new Subjects(this.subjects.root, options.tenant).cap(cap) : this.subjects.cap(cap);
     if (options.target) checkCapability(cap);
     const depth = options.depth ?? 0;
     const maxDepth = this.#options.maxDepth ?? 8;
@@ -335,7 +370,7 @@ export class Bus {
       capability: options.target ? cap : undefined, trace: traceOf(span, options.trace),
     };
     // MAC for the agents we know serve this; a signature when we know none.
-    const recipients = options.target ? [options.target] : this.registry.providers(cap);
+    const recipients = options.target ? [options.target] : foreign ? [] : this.registry.providers(cap);
     if (!span) return this.#requestOrSign(subject, body, meta, recipients, options);
     try {
       const reply = await this.#requestOrSign(subject, body, meta, recipients, options);
@@ -366,7 +401,7 @@ export class Bus {
     } catch (err) {
       throw requestError(err, subject);
     }
-    const env = this.envelopes.open(reply, { replay: false });
+    const env = this.envelopes.open(reply, { replay: false, subject: replySubject(headers.get(Header.id)) });
     if (o.target && env.from !== o.target) throw new AgentBusError("BAD_SIGNATURE", `reply from ${env.from}, expected ${o.target}`);
     if (env.errorCode) {
       let message = env.errorCode as string;

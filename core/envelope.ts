@@ -82,6 +82,11 @@ export interface SealOptions {
 /** Options of {@link Envelopes.open}. */
 export interface OpenOptions {
   /**
+   * The subject the sender sealed for, when it is not the one the message
+   * arrived on: replies are sealed for {@link replySubject} of the request.
+   */
+  subject?: string;
+  /**
    * false for replies: a reply is bound (by its MAC or signature) to the
    * request's one-time inbox, which takes one message, so a replayed copy
    * has nowhere to go.
@@ -101,6 +106,17 @@ export interface OpenOptions {
    * it: a copy stored again after the stream's duplicate window is `EXPIRED`.
    */
   storedAt?: number;
+}
+
+/**
+ * The subject a reply is sealed for: the request's `Nats-Msg-Id`, not the
+ * inbox it is delivered to. The inbox name is the caller's view; across
+ * accounts (a capability another tenant exports) the responder sees a
+ * mapped reply subject, so both sides name the request instead. A reply
+ * still cannot be moved to another request.
+ */
+export function replySubject(requestId: string | undefined): string {
+  return `_reply.${requestId ?? ""}`;
 }
 
 /** Minimal view of a received NATS message. */
@@ -243,7 +259,7 @@ export class Envelopes {
       capability: read(h, Header.cap),
       errorCode: read(h, Header.error) as ErrorCode | undefined,
     };
-    env.auth = this.#authenticate(h, from, canonical(msg.subject, from, tsText, id, env), msg.data);
+    env.auth = this.#authenticate(h, from, canonical(options.subject ?? msg.subject, from, tsText, id, env), msg.data);
     if (options.replay !== false && !options.durable && !this.#replay.firstSeen(`${from}/${id}`, now)) {
       throw new AgentBusError("REPLAYED", `message ${id} was already received`);
     }

@@ -42,3 +42,4 @@ export type { JsonSchema } from "./schema.js";
 /** Infrastructure helpers for bridges and adapters built on the bus (create-or-verify streams, buckets, consumers; KV mirrors). */
 export { ensureBucket, ensureStream, ensureConsumer, retryJs } from "./infra.js";
 export { KvMirror, type Mirrored } from "./kvmirror.js";
+export { rolePermissions, grantedCapabilities, inboxPrefixOf, IdentityRoles, type IdentityRole, type NatsPermissions, type PermissionInput, type ImportedCapability } from "./permissions.js";

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { finalEventId, type Durable, type StoredEvent } from "./durable.js";
 import { AgentBusError } from "./errors.js";
-import type { EnvelopeMeta } from "./envelope.js";
+import { Header, replySubject, type EnvelopeMeta } from "./envelope.js";
 import { retryJs } from "./infra.js";
 import { toMessage, utf8, type Input } from "./message.js";
 import { checkCapability, checkId } from "./subjects.js";
@@ -292,9 +292,10 @@ export class TaskHandle {
     const body = Buffer.from("{}");
     const sealFor = (agent: string) => durable.envelopes.seal(subject, body, { task: this.id, trace }, [agent]);
     if (task.status.state === "TASK_STATE_WORKING" && task.metadata.agent) {
-      const reply = await nc.request(subject, body, { headers: sealFor(task.metadata.agent), timeout: timeout ?? 5000 }).catch(() => undefined);
+      const headers = sealFor(task.metadata.agent);
+      const reply = await nc.request(subject, body, { headers, timeout: timeout ?? 5000 }).catch(() => undefined);
       if (reply) {
-        const env = durable.envelopes.open(reply, { replay: false });
+        const env = durable.envelopes.open(reply, { replay: false, subject: replySubject(headers.get(Header.id)) });
         if (env.errorCode) throw new AgentBusError(env.errorCode, (JSON.parse(utf8(reply.data)) as { message: string }).message);
         return this.result({ timeout: timeout ?? 30_000 });
       }

@@ -3,7 +3,7 @@ import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
 import { completeWith, runHandler, type AgentContext, type ArtifactOptions, type ContextBase, type ContextSink } from "./context.js";
 import { finalEventId, type Durable } from "./durable.js";
 import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
-import { Header, type Envelope } from "./envelope.js";
+import { Header, replySubject, type Envelope } from "./envelope.js";
 import { ensureConsumer, retryJs } from "./infra.js";
 import type { Logger } from "./log.js";
 import { parseMessage, structuredInput, toMessage, type Input } from "./message.js";
@@ -440,5 +440,5 @@ class TaskRun implements ContextSink {
 function reply(msg: Msg, env: Envelope | undefined, durable: Durable, body: unknown, errorCode?: ErrorCode): void {
   if (!msg.reply) return;
   const data = Buffer.from(JSON.stringify(body));
-  msg.respond(data, { headers: durable.envelopes.seal(msg.reply, data, { errorCode }, env ? [env.from] : undefined) });
+  msg.respond(data, { headers: durable.envelopes.seal(replySubject(env?.id ?? msg.headers?.get(Header.id)), data, { errorCode }, env ? [env.from] : undefined) });
 }

@@ -39,5 +39,5 @@ export {
 export { waitForMetaLeader } from "./meta.js";
 export { monitorJson } from "./monitor.js";
 export { PortInUseError, freePort, freePorts } from "./ports.js";
-export type { UserPass } from "./ready.js";
+export type { UserPass, UserPassword } from "./ready.js";
 export { DEFAULT_LOCAL_URL, chooseNats, type ChooseNatsOptions, type ChosenNats } from "./local.js";

@@ -3,10 +3,16 @@
  * with JetStream, when the JetStream API answers. "Server is ready" in the
  * log and an open TCP port both come earlier than that.
  */
-import { connect } from "@nats-io/transport-node";
+import { connect, nkeyAuthenticator } from "@nats-io/transport-node";
 
-/** Credentials a client needs when the server config requires them. */
-export interface UserPass {
+/**
+ * Credentials a client needs when the server config requires them: a user
+ * and password, or an nkey seed (`SU…`) such as the authority's service key.
+ */
+export type UserPass = UserPassword | { nkeySeed: string };
+
+/** A user and password. */
+export interface UserPassword {
   user: string;
   pass: string;
 }
@@ -29,7 +35,7 @@ export interface ProbeOptions {
 export async function probe({ url, auth, jetstream, timeoutMs = 2_000 }: ProbeOptions): Promise<void> {
   const nc = await connect({
     servers: url,
-    ...auth,
+    ...(auth && "nkeySeed" in auth ? { authenticator: nkeyAuthenticator(new TextEncoder().encode(auth.nkeySeed)) } : auth),
     timeout: timeoutMs,
     reconnect: false,
     name: "agentbus-readiness-probe",

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { findNatsServer, natsServerVersion } from "./binary.js";
 import { mergeConfig, renderConfig } from "./config.js";
+import { monitorJson } from "./monitor.js";
 import { fatal, pollUntil } from "./poll.js";
 import { HOST, PortInUseError, freePorts, retryOnPortClash } from "./ports.js";
 import { ServerProcess } from "./process.js";
@@ -75,6 +76,13 @@ export interface NatsServer {
   stop(signal?: NodeJS.Signals): Promise<void>;
   /** Starts again with the same config, ports and store; resolves when ready. */
   restart(): Promise<void>;
+  /**
+   * Replaces the extra config (as {@link ServerOptions.config}) in the
+   * config file and has the running server reload it (SIGHUP): accounts,
+   * users and permissions change without dropping connections. Resolves
+   * once the server reports the new load time.
+   */
+  reconfigure(config: Record<string, unknown>): Promise<void>;
   /** Stops if running, then removes the store dir if this launcher created it. */
   cleanup(): Promise<void>;
 }
@@ -199,6 +207,17 @@ class LaunchedServer implements NatsServer {
   async restart(): Promise<void> {
     await this.stop();
     await this.start();
+  }
+
+  async reconfigure(config: Record<string, unknown>): Promise<void> {
+    this.opts.config = config;
+    const loaded = async () => (await monitorJson<{ config_load_time?: string }>(this.monitorUrl, "/varz")).config_load_time;
+    const before = await loaded();
+    await writeFile(this.configFile, configFileText(serverConfig({
+      port: this.port, httpPort: this.httpPort, storeDir: this.storeDir, jetstream: this.opts.jetstream ?? true, name: this.opts.name, config,
+    })));
+    process.kill(this.pid, "SIGHUP");
+    await pollUntil(async () => ((await loaded()) !== before ? true : undefined), { timeoutMs: 10_000, what: `nats-server on ${this.url} to reload its config` });
   }
 
   async cleanup(): Promise<void> {

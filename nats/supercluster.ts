@@ -9,7 +9,7 @@ import { assertAllRunning, waitForMetaLeader } from "./meta.js";
 import { monitorJson } from "./monitor.js";
 import { pollUntil } from "./poll.js";
 import { HOST, PortInUseError, freePorts, retryOnPortClash } from "./ports.js";
-import type { UserPass } from "./ready.js";
+import type { UserPassword as UserPass } from "./ready.js";
 import type { NatsServer } from "./server.js";
 
 /** Credentials of the application account clients use. */

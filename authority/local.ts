@@ -1,0 +1,195 @@
+/**
+ * A secured nats-server on this machine: the launcher's server configured
+ * with one account per tenant, plus the authority answering its auth
+ * callout. Used by `agentbus up` (embedded server), by `agentbus authority`
+ * and by the tests; the same files work for a server started by hand
+ * (`nats-server -c <dir>/nats-server.conf`, then `agentbus authority serve`).
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { AgentBusError, Identity, connect, type Logger, type IdentityRole } from "../core/index.js";
+import { natsServerVersion, findNatsServer, startServer, type NatsServer, type ServerOptions } from "../nats/index.js";
+import { authorityConfig, loadAuthorityKeys, type AuthorityKeys, type TenantSpec } from "./config.js";
+import { Authority } from "./service.js";
+
+/** The authority's state on disk: keys, its identity, the tenants (the accounts the server is configured with). */
+export class AuthorityState {
+  readonly dir: string;
+  readonly keys: AuthorityKeys;
+  /** The authority's own identity (admin of every tenant). */
+  readonly identity: Identity;
+  #tenants: TenantSpec[];
+
+  constructor(dir: string) {
+    this.dir = dir;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    this.keys = loadAuthorityKeys(dir);
+    this.identity = Identity.fromFileOrCreate(join(dir, "authority.seed"));
+    const file = join(dir, "tenants.json");
+    this.#tenants = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as TenantSpec[]) : [];
+  }
+
+  /** The configured tenants. */
+  tenants(): readonly TenantSpec[] {
+    return this.#tenants;
+  }
+
+  /** Adds a tenant (idempotent) and saves. */
+  addTenant(name: string): TenantSpec {
+    if (!/^[a-z0-9_-]+$/.test(name)) throw new AgentBusError("INVALID_INPUT", `invalid tenant ${JSON.stringify(name)}: must match [a-z0-9_-]+`);
+    let t = this.#tenants.find((x) => x.name === name);
+    if (!t) {
+      t = { name };
+      this.#tenants = [...this.#tenants, t];
+      this.#save();
+    }
+    return t;
+  }
+
+  /** Offers `capability` of tenant `from` to tenant `to` (a service export and import) and saves. */
+  exportCapability(from: string, capability: string, to: string): void {
+    const t = this.#tenants.find((x) => x.name === from);
+    if (!t) throw new AgentBusError("INVALID_INPUT", `unknown tenant ${from}`);
+    if (!this.#tenants.some((x) => x.name === to)) throw new AgentBusError("INVALID_INPUT", `unknown tenant ${to}`);
+    const exports = [...(t.exports ?? [])];
+    const e = exports.find((x) => x.capability === capability);
+    if (e) {
+      if (!e.to.includes(to)) e.to = [...e.to, to];
+    } else exports.push({ capability, to: [to] });
+    this.#tenants = this.#tenants.map((x) => (x.name === from ? { ...x, exports } : x));
+    this.#save();
+  }
+
+  /** The accounts and callout blocks for the server config. */
+  serverConfig(root?: string): Record<string, unknown> {
+    return authorityConfig({ keys: this.keys, tenants: this.#tenants, mode: "callout", root });
+  }
+
+  #save(): void {
+    writeFileSync(join(this.dir, "tenants.json"), `${JSON.stringify(this.#tenants, null, 2)}\n`, { mode: 0o600 });
+  }
+}
+
+/** Options of {@link startSecureNats}. */
+export interface SecureNatsOptions {
+  /** Where the authority keeps its keys and tenants (created when missing). */
+  dir: string;
+  /** Tenants to have from the start. Default `["default"]`. */
+  tenants?: string[];
+  /** Launcher options for the server (store dir, port, binary…). */
+  server?: Omit<ServerOptions, "config" | "auth">;
+  root?: string;
+  logger?: Logger;
+}
+
+/** A secured server with its authority, as started by {@link startSecureNats}. */
+export interface SecureNats {
+  readonly server: NatsServer;
+  readonly authority: Authority;
+  readonly state: AuthorityState;
+  /**
+   * Creates a tenant: an account on the server (config reload), its
+   * streams and buckets, and returns its first admin identity (kept in the
+   * authority's directory as `<tenant>-admin.seed` unless given).
+   */
+  createTenant(name: string, admin?: Identity): Promise<Identity>;
+  /** Issues an identity (a new one unless given) with a role in a tenant. */
+  issue(tenant: string, role: IdentityRole, options?: { identity?: Identity; serves?: string[]; name?: string }): Promise<Identity>;
+  /** Offers one capability of `from` to `to`. */
+  exportCapability(from: string, capability: string, to: string): Promise<void>;
+  /** Stops the authority and the server; removes the server's store when the launcher made it. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts nats-server (2.10 or newer: auth callout) with one account per
+ * tenant and the authority answering its callout.
+ *
+ * @throws {AgentBusError} `SERVER_TOO_OLD` on an older server: generate a
+ *   static configuration instead (`agentbus tenant config --static`).
+ */
+export async function startSecureNats(o: SecureNatsOptions): Promise<SecureNats> {
+  const bin = o.server?.bin ?? findNatsServer();
+  const version = natsServerVersion(bin);
+  const [major, minor] = version.split(".").map(Number);
+  if (major! < 2 || (major === 2 && minor! < 10)) {
+    throw new AgentBusError("SERVER_TOO_OLD", `nats-server ${version} has no auth callout (2.10+); generate a static configuration with \`agentbus tenant config --static\` instead`);
+  }
+  const state = new AuthorityState(o.dir);
+  for (const t of o.tenants ?? ["default"]) state.addTenant(t);
+  const server = await startServer({
+    ...o.server,
+    bin,
+    config: state.serverConfig(o.root),
+    auth: { nkeySeed: new TextDecoder().decode(state.keys.service.getSeed()) },
+  });
+  let authority: Authority;
+  try {
+    authority = await Authority.start({
+      servers: server.url, keys: state.keys, identity: state.identity, tenants: () => state.tenants(), root: o.root, logger: o.logger,
+      trustRoot: (tenant) => admins(state.dir, tenant),
+    });
+  } catch (err) {
+    await server.cleanup();
+    throw err;
+  }
+  const reload = () => server.reconfigure(state.serverConfig(o.root));
+  const secure: SecureNats = {
+    server,
+    authority,
+    state,
+    async createTenant(name, admin) {
+      const known = state.tenants().some((t) => t.name === name);
+      state.addTenant(name);
+      if (!known) await reload();
+      const identity = admin ?? Identity.fromFileOrCreate(join(state.dir, `${name}-admin.seed`));
+      await authority.issue({ id: identity.id, tenant: name, role: "admin", name: `${name} admin` });
+      saveAdmins(state.dir, name, identity.id);
+      // The authority's own connection provisions the tenant (streams, buckets);
+      // the admin sets the tenant's trust root to itself when it has none.
+      const bus = await authority.tenant(name);
+      await bus.ensureTasks();
+      const adminBus = await connect({
+        servers: server.url, root: o.root, tenant: name, identity, auth: { nkey: true }, trustRoot: admins(state.dir, name), logger: o.logger, name: `agentbus tenant ${name} set-up`,
+      });
+      try {
+        await adminBus.acl.setTrustRoot([identity.id]);
+      } finally {
+        await adminBus.close();
+      }
+      return identity;
+    },
+    async issue(tenant, role, options = {}) {
+      const identity = options.identity ?? Identity.generate();
+      await authority.issue({ id: identity.id, tenant, role, serves: options.serves, name: options.name });
+      return identity;
+    },
+    async exportCapability(from, capability, to) {
+      state.exportCapability(from, capability, to);
+      await reload();
+    },
+    async stop() {
+      await authority.stop();
+      await server.cleanup();
+    },
+  };
+  return secure;
+}
+
+function adminsFile(dir: string): string {
+  return join(dir, "admins.json");
+}
+
+/** The admins recorded for `tenant` (its trust root), if any. */
+export function admins(dir: string, tenant: string): string[] | undefined {
+  const file = adminsFile(dir);
+  if (!existsSync(file)) return undefined;
+  return (JSON.parse(readFileSync(file, "utf8")) as Record<string, string[]>)[tenant];
+}
+
+function saveAdmins(dir: string, tenant: string, id: string): void {
+  const file = adminsFile(dir);
+  const all = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Record<string, string[]>) : {};
+  all[tenant] = [...new Set([...(all[tenant] ?? []), id])];
+  writeFileSync(file, `${JSON.stringify(all, null, 2)}\n`, { mode: 0o600 });
+}

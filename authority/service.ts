@@ -1,0 +1,266 @@
+/**
+ * The authority service: nats-server's auth callout for agentbus. Every
+ * client connection (except the authority's own service users) is handed
+ * to it; it checks that the client holds the private key of the identity
+ * it names (the signature over the server's nonce), looks the identity up
+ * in the directory, and answers with a user claim that puts the
+ * connection in its tenant's account with its role's permissions,
+ * computed at that moment from the tenant's signed ACL. Revoking an
+ * identity refuses its next connect and closes the open ones.
+ *
+ * Run it next to nats-server (`agentbus authority serve`, or inside
+ * `agentbus up`); several replicas share the requests (queue group).
+ */
+import { connect as natsConnect, nkeyAuthenticator } from "@nats-io/transport-node";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/nats-core";
+import { fromPublic } from "@nats-io/nkeys";
+import { decode, encodeAuthorizationResponse, encodeUser, type User } from "@nats-io/jwt";
+import {
+  AgentBusError,
+  connect,
+  createLogger,
+  grantedCapabilities,
+  rolePermissions,
+  type Bus,
+  type Identity,
+  type Logger,
+  type NatsPermissions,
+} from "../core/index.js";
+import { importsOf, type AuthorityKeys, type TenantSpec } from "./config.js";
+import { Directory, type IdentityRecord } from "./directory.js";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** The subject nats-server sends authorization requests to (in the callout account). */
+export const AUTH_REQUEST_SUBJECT = "$SYS.REQ.USER.AUTH";
+
+/** Options of {@link Authority.start}. */
+export interface AuthorityOptions {
+  /** NATS URL(s) of the server(s) configured with {@link authorityConfig}. */
+  servers: string | string[];
+  keys: AuthorityKeys;
+  /**
+   * The authority's own identity: it connects to each tenant as that
+   * tenant's admin (to read its policy and provision it). Keep its seed
+   * with the authority's keys.
+   */
+  identity: Identity;
+  /** The tenants (accounts) the server is configured with; read on every request, so a reload is seen at once. */
+  tenants: () => readonly TenantSpec[];
+  /** Subject root (default `mesh`). */
+  root?: string;
+  /** Replicas of the directory bucket (default 1). */
+  replicas?: number;
+  /** Trust root pinned for every tenant (admins' ids), passed to the tenant connections. */
+  trustRoot?: (tenant: string) => string[] | undefined;
+  logger?: Logger;
+}
+
+/** Why a connection was refused, as told to nats-server (and so to its log). */
+class Refusal extends Error {}
+
+/**
+ * A running authority: answers the server's authorization requests and
+ * keeps the directory. {@link Authority.start} starts one.
+ */
+export class Authority {
+  readonly directory: Directory;
+  readonly #auth: NatsConnection;
+  readonly #system: NatsConnection;
+  readonly #o: AuthorityOptions;
+  readonly #log: Logger;
+  readonly #tenants = new Map<string, Promise<Bus>>();
+  #sub?: Subscription;
+
+  private constructor(auth: NatsConnection, system: NatsConnection, directory: Directory, o: AuthorityOptions, log: Logger) {
+    this.#auth = auth;
+    this.#system = system;
+    this.directory = directory;
+    this.#o = o;
+    this.#log = log;
+  }
+
+  /** Connects the service users, opens the directory and starts answering. */
+  static async start(o: AuthorityOptions): Promise<Authority> {
+    const log = (o.logger ?? createLogger()).child({ component: "authority" });
+    const base = { servers: o.servers, maxReconnectAttempts: -1, reconnectTimeWait: 500 };
+    const auth = await natsConnect({ ...base, name: "agentbus-authority", authenticator: nkeyAuthenticator(o.keys.service.getSeed()) });
+    const system = await natsConnect({ ...base, name: "agentbus-authority-system", authenticator: nkeyAuthenticator(o.keys.system.getSeed()) });
+    let authority: Authority | undefined;
+    const directory = await Directory.open(auth, {
+      replicas: o.replicas,
+      onChange: (id, now, before) => {
+        if (now?.revokedAt && !before?.revokedAt) void authority?.disconnect(id);
+        if (now?.rotatedTo && !before?.rotatedTo) void authority?.disconnect(id);
+      },
+    });
+    authority = new Authority(auth, system, directory, o, log);
+    authority.#sub = auth.subscribe(AUTH_REQUEST_SUBJECT, {
+      queue: "agentbus-authority",
+      callback: (err, msg) => {
+        if (!err) void authority!.#answer(msg);
+      },
+    });
+    await auth.flush();
+    log.info({ tenants: o.tenants().map((t) => t.name) }, "authority answering authorization requests");
+    return authority;
+  }
+
+  /**
+   * Issues an identity: records its tenant and role (and, for an agent,
+   * the capabilities it may serve). Takes effect on its next connect.
+   */
+  async issue(record: Omit<IdentityRecord, "issuedAt"> & { issuedAt?: number }): Promise<IdentityRecord> {
+    if (!this.#o.tenants().some((t) => t.name === record.tenant)) {
+      throw new AgentBusError("INVALID_INPUT", `tenant ${record.tenant} does not exist on this server (agentbus tenant create ${record.tenant})`);
+    }
+    const full = { ...record, issuedAt: record.issuedAt ?? Date.now() };
+    await this.directory.put(full);
+    return full;
+  }
+
+  /** Revokes an identity: its next connect is refused and its open connections are closed. */
+  async revoke(id: string, reason = "revoked"): Promise<IdentityRecord> {
+    const record = await this.directory.revoke(id, reason);
+    await this.disconnect(id);
+    return record;
+  }
+
+  /**
+   * Moves an identity to a new key: the new id gets the old one's tenant,
+   * role and capabilities; the old id is refused from now on.
+   */
+  async rotate(oldId: string, newId: string): Promise<IdentityRecord> {
+    const old = this.directory.get(oldId);
+    if (!old || old.revokedAt) throw new AgentBusError("INVALID_INPUT", `identity ${oldId} is not issued or is revoked`);
+    const next = await this.issue({ ...old, id: newId, issuedAt: Date.now(), rotatedTo: undefined });
+    await this.directory.put({ ...old, rotatedTo: newId });
+    await this.disconnect(oldId);
+    return next;
+  }
+
+  /**
+   * Closes every open connection of `id` on every server (through the
+   * system account: connection lists, then a kick per connection).
+   * Resolves to the number of connections closed.
+   */
+  async disconnect(id: string): Promise<number> {
+    let closed = 0;
+    try {
+      const replies = await this.#system.requestMany("$SYS.REQ.SERVER.PING.CONNZ", JSON.stringify({ auth: true, limit: 100_000 }), { maxWait: 1000 });
+      const kicks: Promise<unknown>[] = [];
+      for await (const m of replies) {
+        const { server, data } = m.json<{ server: { id: string }; data?: { connections?: Array<{ cid: number; authorized_user?: string; nkey?: string; name_tag?: string }> } }>();
+        for (const c of data?.connections ?? []) {
+          if (c.authorized_user !== id && c.nkey !== id) continue;
+          closed++;
+          kicks.push(this.#system.request(`$SYS.REQ.SERVER.${server.id}.KICK`, JSON.stringify({ cid: c.cid }), { timeout: 2000 }).catch(() => undefined));
+        }
+      }
+      await Promise.all(kicks);
+    } catch (err) {
+      this.#log.warn({ err: String(err), id }, "could not close the connections of a revoked identity");
+    }
+    if (closed) this.#log.info({ id, closed }, "closed the connections of a revoked identity");
+    return closed;
+  }
+
+  /** Stops answering and closes every connection. */
+  async stop(): Promise<void> {
+    this.#sub?.unsubscribe();
+    this.directory.stop();
+    await Promise.all([...this.#tenants.values()].map(async (b) => (await b.catch(() => undefined))?.close()));
+    await Promise.all([this.#auth.drain().catch(() => {}), this.#system.drain().catch(() => {})]);
+  }
+
+  /** The authority's admin connection to `tenant` (opened once, on first need). */
+  tenant(tenant: string): Promise<Bus> {
+    let bus = this.#tenants.get(tenant);
+    if (!bus) {
+      bus = connect({
+        servers: this.#o.servers,
+        tenant,
+        root: this.#o.root,
+        identity: this.#o.identity,
+        auth: { nkey: true, user: tenant },
+        trustRoot: this.#o.trustRoot?.(tenant),
+        name: `agentbus-authority ${tenant}`,
+        logger: this.#log,
+      });
+      bus.catch(() => this.#tenants.delete(tenant));
+      this.#tenants.set(tenant, bus);
+    }
+    return bus;
+  }
+
+  async #answer(msg: Msg): Promise<void> {
+    let request: AuthRequest;
+    try {
+      request = decode<AuthRequest>(dec.decode(msg.data)).nats as AuthRequest;
+    } catch (err) {
+      this.#log.warn({ err: String(err) }, "undecodable authorization request");
+      return;
+    }
+    const userKey = fromPublic(request.user_nkey);
+    const serverKey = fromPublic(request.server_id.id);
+    const issuer = this.#o.keys.issuer;
+    let response: string;
+    try {
+      const { account, permissions, id } = await this.#decide(request);
+      const user: Partial<User> = { pub: permissions.pub, sub: permissions.sub, ...(permissions.resp ? { resp: permissions.resp } : {}) };
+      const jwt = await encodeUser(id, userKey, issuer, user, { aud: account });
+      response = await encodeAuthorizationResponse(userKey, serverKey, issuer, { jwt }, {});
+    } catch (err) {
+      const reason = err instanceof Refusal || err instanceof AgentBusError ? err.message : `authorization failed: ${String(err)}`;
+      this.#log.warn({ id: request.connect_opts?.nkey, reason }, "connection refused");
+      response = await encodeAuthorizationResponse(userKey, serverKey, issuer, { error: reason }, {});
+    }
+    msg.respond(enc.encode(response));
+  }
+
+  async #decide(r: AuthRequest): Promise<{ account: string; permissions: NatsPermissions; id: string }> {
+    const id = r.connect_opts?.nkey;
+    const sig = r.connect_opts?.sig;
+    const nonce = r.client_info?.nonce;
+    if (!id || !sig || !nonce) throw new Refusal("agentbus accepts an identity's key only (nkey challenge): connect with the identity's seed");
+    let valid = false;
+    try {
+      valid = fromPublic(id).verify(enc.encode(nonce), Buffer.from(sig, "base64"));
+    } catch { /* not a user key */ }
+    if (!valid) throw new Refusal(`the signature does not prove the key of ${id}`);
+    const requested = r.connect_opts?.user;
+    const tenants = this.#o.tenants();
+    if (id === this.#o.identity.id) {
+      if (!requested || !tenants.some((t) => t.name === requested)) throw new Refusal(`unknown tenant ${JSON.stringify(requested)}`);
+      return { account: requested, id, permissions: rolePermissions({ root: this.#o.root, tenant: requested, id, role: "admin" }) };
+    }
+    const record = this.directory.get(id);
+    if (!record) throw new Refusal(`identity ${id} is not issued`);
+    if (record.revokedAt) throw new Refusal(`identity ${id} is revoked`);
+    if (record.rotatedTo) throw new Refusal(`identity ${id} rotated to ${record.rotatedTo}`);
+    if (requested && requested !== record.tenant) throw new Refusal(`identity ${id} belongs to tenant ${record.tenant}, not ${requested}`);
+    if (!tenants.some((t) => t.name === record.tenant)) throw new Refusal(`tenant ${record.tenant} is not configured on this server`);
+    let invokes: string[] = [];
+    if (record.role === "agent" || record.role === "caller") {
+      const bus = await this.tenant(record.tenant);
+      if (bus.isRevoked(id)) throw new Refusal(`identity ${id} is revoked in tenant ${record.tenant}`);
+      invokes = grantedCapabilities(bus.acl.policy(), id);
+    }
+    return {
+      account: record.tenant,
+      id,
+      permissions: rolePermissions({
+        root: this.#o.root, tenant: record.tenant, id, role: record.role, serves: record.serves, invokes, imports: importsOf(tenants, record.tenant),
+      }),
+    };
+  }
+}
+
+/** The parts of nats-server's authorization request claim that the authority reads. */
+interface AuthRequest {
+  server_id: { id: string; name?: string };
+  user_nkey: string;
+  client_info?: { nonce?: string; host?: string; name?: string };
+  connect_opts?: { nkey?: string; sig?: string; user?: string; name?: string };
+}

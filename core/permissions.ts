@@ -1,0 +1,184 @@
+/**
+ * Server-side permissions per role: what a connection of one identity may
+ * publish and subscribe to inside its tenant's NATS account. nats-server
+ * enforces them (through the auth callout on 2.10+, or a static config
+ * generated from the same function on older servers), so they hold against
+ * a client that ignores the library.
+ *
+ * Pure functions: the same input always gives the same permissions, which
+ * the tests read as the contract.
+ */
+import { capabilityMatches, principalMatches, type AclPolicy } from "./acl.js";
+import { Subjects } from "./subjects.js";
+
+/** What a connection is for (DESIGN §6). */
+export type IdentityRole = "agent" | "caller" | "bridge" | "admin";
+
+/** The roles, for validation and help texts. */
+export const IdentityRoles: readonly IdentityRole[] = ["agent", "caller", "bridge", "admin"];
+
+/** Publish and subscribe lists plus reply rights, in nats-server's terms. */
+export interface NatsPermissions {
+  pub: { allow: string[]; deny: string[] };
+  sub: { allow: string[]; deny: string[] };
+  /** Replies to requests received (the reply subject lies in another client's inbox). */
+  resp?: { max: number; ttl: number };
+}
+
+/** A capability of another tenant that this tenant imports (a service import). */
+export interface ImportedCapability {
+  /** The exporting tenant. */
+  tenant: string;
+  /** The capability id (no wildcards). */
+  capability: string;
+}
+
+/** Inputs of {@link rolePermissions}. */
+export interface PermissionInput {
+  /** Subject root (default `mesh`). */
+  root?: string;
+  tenant: string;
+  /** The identity's id (`U…`). */
+  id: string;
+  role: IdentityRole;
+  /**
+   * Agents: the capability patterns the identity may serve (NATS
+   * wildcards). Absent: none (an agent identity is issued for its skills).
+   */
+  serves?: readonly string[];
+  /**
+   * Capability patterns the identity may invoke: from the tenant's ACL
+   * ({@link grantedCapabilities}). Bridges and admins may invoke all.
+   */
+  invokes?: readonly string[];
+  /** Capabilities of other tenants imported into this one; callers may call those they are granted. */
+  imports?: readonly ImportedCapability[];
+}
+
+/** The inbox prefix of an identity: replies and JetStream deliveries to it go under `_INBOX.<id>.`. */
+export const inboxPrefixOf = (id: string): string => `_INBOX.${id}`;
+
+/**
+ * Capability patterns that some rule of `policy` grants to `id` (directly,
+ * through a group, through `*`, or as the identity it rotated from),
+ * whatever the target. The receiving
+ * agent still checks the target; this only bounds what may be published.
+ */
+export function grantedCapabilities(policy: AclPolicy, id: string): string[] {
+  const caps = new Set<string>();
+  for (const rule of policy.rules.values()) if (principalMatches(policy, rule.source, id)) for (const c of rule.capabilities) caps.add(c);
+  return [...caps].sort();
+}
+
+/** True when one of `patterns` covers every capability `pattern` matches (a cheap containment test for the common shapes). */
+function covered(patterns: readonly string[], pattern: string): boolean {
+  return patterns.some((p) => p === ">" || p === pattern || (!pattern.includes("*") && !pattern.includes(">") && capabilityMatches(p, pattern)));
+}
+
+/**
+ * The permissions of one connection. Every role may: use its own reply
+ * inbox (`_INBOX.<id>.>`, so nobody reads another's replies), read the
+ * tenant's streams and buckets it needs through the JetStream API, write
+ * audit records. Beyond that:
+ *
+ * - **agent**: serve its capabilities (`cap.<c>`, its `agent.<id>.call`,
+ *   the work queue consumers of those capabilities, its own inbox), write
+ *   only its own registry and presence entries, publish task events, and
+ *   invoke what the ACL grants it;
+ * - **caller**: invoke (fast calls and durable submissions) what the ACL
+ *   grants it, send direct messages, follow task events by task id; it
+ *   cannot subscribe to any capability, work queue or other identity's
+ *   inbox, and cannot write the registry or policy buckets;
+ * - **bridge**: a caller for every capability (it acts for many callers,
+ *   whose rights it checks itself), plus reading its own direct messages;
+ * - **admin**: everything in the tenant's account (policy, provisioning).
+ */
+export function rolePermissions(input: PermissionInput): NatsPermissions {
+  const s = new Subjects(input.root, input.tenant);
+  const p = s.prefix;
+  const kv = (kind: Parameters<Subjects["bucket"]>[0]) => `$KV.${s.bucket(kind)}`;
+  const kvStream = (kind: Parameters<Subjects["bucket"]>[0]) => `KV_${s.bucket(kind)}`;
+  const inbox = inboxPrefixOf(input.id);
+  if (input.role === "admin") {
+    return { pub: { allow: [">"], deny: [] }, sub: { allow: [">"], deny: [] }, resp: { max: 1, ttl: 0 } };
+  }
+  const invokes = input.role === "bridge" ? [">"] : [...(input.invokes ?? [])];
+  const pub = new Set<string>([
+    "$JS.API.INFO",
+    "$JS.API.STREAM.INFO.*",
+    "$JS.API.CONSUMER.INFO.*.*",
+    // KV reads by key (the key is in the API subject) and the watches the library keeps.
+    "$JS.API.DIRECT.GET.*.>",
+    ...(["agents", "presence", "acl", "revoked"] as const).flatMap((b) => [
+      `$JS.API.CONSUMER.CREATE.${kvStream(b)}.>`,
+      `$JS.API.CONSUMER.DELETE.${kvStream(b)}.*`,
+    ]),
+    // Task events, followed one task at a time: the filter names the task.
+    `$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.*.${p}.task.*.events`,
+    `$JS.API.CONSUMER.DELETE.${s.stream("EVENTS")}.*`,
+    `$JS.API.STREAM.MSG.GET.${s.stream("EVENTS")}`,
+    `${p}.audit.>`,
+    // Durable work and task state the submitter writes.
+    `${kv("tasks")}.*`,
+    `${kv("sessions")}.>`,
+    `${kv("owners")}.${input.id}.>`,
+    `${p}.task.*.cancel`,
+    `${p}.inbox.*`,
+    `${p}.agent.*.call`,
+  ]);
+  for (const c of invokes) {
+    pub.add(`${p}.cap.${c}`);
+    pub.add(`${p}.work.${c}`);
+  }
+  for (const imp of input.imports ?? []) {
+    if (input.role === "bridge" || covered(invokes, imp.capability)) pub.add(`${new Subjects(input.root, imp.tenant).prefix}.cap.${imp.capability}`);
+  }
+  // Live task events: a submitter follows its tasks by core subscription
+  // (the task id is in the subject, but a permission cannot tell one
+  // submitter's tasks from another's: events are MACed for the submitter,
+  // and opt-in encryption hides their content).
+  const sub = new Set<string>([`${inbox}.>`, `${p}.task.*.events`]);
+  if (input.role === "agent") {
+    const serves = input.serves ?? [];
+    for (const c of serves) {
+      sub.add(`${p}.cap.${c}`);
+      pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("WORK")}.*.${p}.work.${c}`);
+      pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${s.stream("WORK")}.*`);
+    }
+    sub.add(`${p}.agent.${input.id}.call`);
+    sub.add(`${p}.task.*.cancel`);
+    // Micro service discovery (`nats micro ls`).
+    sub.add("$SRV.>");
+    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${s.stream("WORK")}.*`);
+    pub.add(`$JS.API.CONSUMER.INFO.${s.stream("WORK")}.*`);
+    pub.add(`${p}.task.*.events`);
+    pub.add(`${p}.dlq.>`);
+    pub.add(`${p}.presence.${input.id}`);
+    pub.add(`${kv("agents")}.${input.id}`);
+    pub.add(`${kv("presence")}.${input.id}.>`);
+    pub.add(`${kv("replay")}.>`);
+  }
+  if (input.role === "agent" || input.role === "bridge") {
+    // Its own direct messages, read in order through its own consumer.
+    pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("INBOX")}.inbox_${input.id}.${p}.inbox.${input.id}`);
+    pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${s.stream("INBOX")}.inbox_${input.id}`);
+    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${s.stream("INBOX")}.inbox_${input.id}`);
+    // Acknowledgements of what it consumed (any form of the ack subject, 2.15's v2 included).
+    pub.add("$JS.ACK.>");
+  }
+  if (input.role === "bridge") {
+    // Push notifications and the monitor follow every task of the tenant.
+    pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.>`);
+    pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${s.stream("EVENTS")}.*`);
+    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${s.stream("EVENTS")}.*`);
+    pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("tasks")}.>`);
+    pub.add(`${kv("push")}.>`);
+    pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("push")}.>`);
+  }
+  return {
+    pub: { allow: [...pub].sort(), deny: [] },
+    sub: { allow: [...sub].sort(), deny: [] },
+    // Agents answer calls into the caller's inbox; JetStream answers everyone itself.
+    resp: input.role === "agent" || input.role === "bridge" ? { max: 1, ttl: 0 } : undefined,
+  };
+}

@@ -1,0 +1,198 @@
+/**
+ * Tenants as NATS accounts, identities authenticated by their key, role
+ * permissions enforced by nats-server through the authority's auth
+ * callout: attacked with raw NATS clients as well as through the library.
+ */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connect as natsConnect, nkeyAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { createUser } from "@nats-io/nkeys";
+import { startSecureNats, type SecureNats } from "../../authority/index.js";
+import { connect, Identity, isAgentBusError, textOf, type Bus, type ConnectOptions } from "../../core/index.js";
+import { natsServerVersion, findNatsServer } from "../../nats/index.js";
+import { eventually, quietLogger } from "../helpers/bus.js";
+
+const enc = new TextEncoder();
+const [, minor] = natsServerVersion(findNatsServer()).split(".").map(Number);
+const calloutServer = minor! >= 10;
+
+describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth callout)", () => {
+  let dir: string;
+  let nats: SecureNats;
+  let acmeAdmin: Identity;
+  let betaAdmin: Identity;
+  const open: Array<Bus | NatsConnection> = [];
+
+  const bus = async (tenant: string, identity: Identity, extra: Partial<ConnectOptions> = {}): Promise<Bus> => {
+    const b = await connect({ servers: nats.server.url, tenant, identity, auth: { nkey: true }, logger: quietLogger, ...extra });
+    open.push(b);
+    return b;
+  };
+  /** A raw NATS client authenticated with an identity's key: no library checks at all. */
+  const raw = async (identity: Identity, inboxPrefix = `_INBOX.${identity.id}`): Promise<NatsConnection> => {
+    const nc = await natsConnect({ servers: nats.server.url, authenticator: nkeyAuthenticator(enc.encode(identity.exportSeed())), inboxPrefix, reconnect: false });
+    open.push(nc);
+    return nc;
+  };
+  /** Publishes and reports whether the server refused it (a permissions violation arrives asynchronously). */
+  const refused = async (nc: NatsConnection, subject: string, data = "x"): Promise<boolean> => {
+    const errors: string[] = [];
+    const watch = (async () => {
+      for await (const s of nc.status()) if (s.type === "error") errors.push(String(s.error));
+    })();
+    nc.publish(subject, enc.encode(data));
+    await nc.flush();
+    await new Promise((r) => setTimeout(r, 150));
+    void watch;
+    return errors.some((e) => /permission/i.test(e) && e.includes(subject));
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "agentbus-authority-"));
+    nats = await startSecureNats({ dir, tenants: ["acme", "beta"], logger: quietLogger });
+    acmeAdmin = await nats.createTenant("acme");
+    betaAdmin = await nats.createTenant("beta");
+  }, 60_000);
+
+  afterAll(async () => {
+    await Promise.all(open.map((c) => c.close().catch(() => {})));
+    await nats?.stop();
+    await rm(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  it("an issued agent and a granted caller work through the library: fast call and durable task", async () => {
+    const agentId = await nats.issue("acme", "agent", { serves: ["greet"] });
+    const callerId = await nats.issue("acme", "caller");
+    const admin = await bus("acme", acmeAdmin);
+    const rev = await admin.acl.putRule("greet-callers", { source: callerId.id, target: "*", capabilities: ["greet"] });
+    const agent = await bus("acme", agentId);
+    await agent.agent({ name: "greeter", skills: [{ id: "greet" }] }, { greet: (ctx) => `hello, ${ctx.text}` });
+    await agent.acl.applied(rev);
+    const caller = await bus("acme", callerId);
+    expect(textOf(await caller.call("greet", "Ada"))).toBe("hello, Ada");
+    const task = await caller.submit("greet", "Grace");
+    expect((await task.result()).status.state).toBe("TASK_STATE_COMPLETED");
+  });
+
+  it("refuses identities that are not issued, keys not proven, and a tenant the identity does not belong to", async () => {
+    await expect(bus("acme", Identity.generate())).rejects.toMatchObject({ code: "DENIED" });
+    const betaCaller = await nats.issue("beta", "caller");
+    await expect(bus("acme", betaCaller)).rejects.toMatchObject({ code: "DENIED" });
+    // A client that names an issued key but signs the nonce with another.
+    const issued = await nats.issue("acme", "caller");
+    const other = createUser();
+    await expect(
+      natsConnect({
+        servers: nats.server.url, reconnect: false,
+        authenticator: (nonce?: string) => ({ nkey: issued.id, sig: Buffer.from(other.sign(enc.encode(nonce ?? ""))).toString("base64url") }) as never,
+      }),
+    ).rejects.toThrow(/Authorization/i);
+    // No credentials at all.
+    await expect(natsConnect({ servers: nats.server.url, reconnect: false })).rejects.toThrow(/Authorization/i);
+  });
+
+  it("a raw caller cannot write policy, the registry or another identity's presence, nor sniff calls", async () => {
+    const callerId = await nats.issue("acme", "caller");
+    const agentId = await nats.issue("acme", "agent", { serves: ["sniffed"] });
+    const admin = await bus("acme", acmeAdmin);
+    const sniffCaller = await nats.issue("acme", "caller");
+    await admin.acl.putRule("sniffed", { source: sniffCaller.id, target: "*", capabilities: ["sniffed"] });
+    const nc = await raw(callerId);
+    expect(await refused(nc, `$KV.mesh_acme_acl.rule.mine`, JSON.stringify({ source: callerId.id, target: "*", capabilities: [">"] }))).toBe(true);
+    expect(await refused(nc, `$KV.mesh_acme_revoked.${callerId.id}`)).toBe(true);
+    expect(await refused(nc, `$KV.mesh_acme_agents.${agentId.id}`)).toBe(true);
+    expect(await refused(nc, `$KV.mesh_acme_presence.${agentId.id}.x`)).toBe(true);
+    // Nothing landed in the policy bucket.
+    const kv = await new Kvm(admin.nc).open("mesh_acme_acl");
+    expect(await kv.get("rule.mine")).toBeNull();
+    // Subscribing to the tenant's traffic is refused; a call made meanwhile is not seen.
+    const seen: string[] = [];
+    const sub = nc.subscribe("mesh.acme.>", { callback: (e, m) => void (e ? undefined : seen.push(m.subject)) });
+    const agent = await bus("acme", agentId);
+    await agent.agent({ name: "sniffed", skills: [{ id: "sniffed" }] }, { sniffed: () => "secret" });
+    const caller = await bus("acme", sniffCaller);
+    expect(textOf(await caller.call("sniffed", "payload"))).toBe("secret");
+    await new Promise((r) => setTimeout(r, 200));
+    expect(seen).toEqual([]);
+    sub.unsubscribe();
+  });
+
+  it("a raw agent writes only its own registry entry and cannot consume another capability's work queue", async () => {
+    const agentId = await nats.issue("acme", "agent", { serves: ["mine"] });
+    const victim = await nats.issue("acme", "agent", { serves: ["theirs"] });
+    const nc = await raw(agentId);
+    expect(await refused(nc, `$KV.mesh_acme_agents.${victim.id}`)).toBe(true);
+    expect(await refused(nc, `$KV.mesh_acme_agents.${agentId.id}`, "{}")).toBe(false);
+    const js = jetstream(nc);
+    await expect(js.jetstreamManager().then((m) => m.consumers.add("MESH_ACME_WORK", { durable_name: "steal", filter_subject: "mesh.acme.work.theirs" }))).rejects.toThrow();
+  });
+
+  it("tenant B sees nothing of tenant A: raw subscriptions, streams, buckets, and calls by subject", async () => {
+    const acmeAgent = await nats.issue("acme", "agent", { serves: ["private"] });
+    const admin = await bus("acme", acmeAdmin);
+    const acmeCallerId = await nats.issue("acme", "caller");
+    await admin.acl.putRule("private", { source: acmeCallerId.id, target: "*", capabilities: ["private"] });
+    const agent = await bus("acme", acmeAgent);
+    let ran = 0;
+    await agent.agent({ name: "private", skills: [{ id: "private" }] }, { private: () => (ran++, "acme only") });
+    const betaAdminNc = await raw(betaAdmin);
+    // Even beta's admin: acme's subjects do not exist in beta's account.
+    const seen: string[] = [];
+    betaAdminNc.subscribe(">", { callback: (_e, m) => void seen.push(m.subject) });
+    const acmeCaller = await bus("acme", acmeCallerId);
+    expect(textOf(await acmeCaller.call("private", "x"))).toBe("acme only");
+    await new Promise((r) => setTimeout(r, 200));
+    expect(seen.filter((s) => s.startsWith("mesh.acme."))).toEqual([]);
+    await expect(betaAdminNc.request("mesh.acme.cap.private", enc.encode("{}"), { timeout: 1000 })).rejects.toThrow();
+    const jsm = await jetstream(betaAdminNc).jetstreamManager();
+    await expect(jsm.streams.info("MESH_ACME_WORK")).rejects.toThrow(/not found/i);
+    await expect(new Kvm(betaAdminNc).open("mesh_acme_tasks").then((kv) => kv.keys())).rejects.toThrow();
+    expect(ran).toBe(1);
+  });
+
+  it("an exported capability crosses to the importing tenant, and nothing else does", async () => {
+    const acmeAgent = await nats.issue("acme", "agent", { serves: ["shared", "kept"] });
+    const betaCaller = await nats.issue("beta", "caller");
+    const admin = await bus("acme", acmeAdmin);
+    const rev = await admin.acl.putRule("beta-shared", { source: betaCaller.id, target: "*", capabilities: ["shared", "kept"] });
+    await nats.exportCapability("acme", "shared", "beta");
+    const betaAdminBus = await bus("beta", betaAdmin);
+    await betaAdminBus.acl.putRule("beta-caller-shared", { source: betaCaller.id, target: "*", capabilities: ["shared"] });
+    const agent = await bus("acme", acmeAgent);
+    let keptRan = 0;
+    await agent.agent({ name: "sharer", skills: [{ id: "shared" }, { id: "kept" }] }, { shared: (ctx) => `shared ${ctx.text}`, kept: () => (keptRan++, "kept") });
+    await agent.acl.applied(rev);
+    const caller = await bus("beta", betaCaller);
+    expect(textOf(await caller.call("shared", "hi", { tenant: "acme" }))).toBe("shared hi");
+    // Granted by acme's ACL, but not exported: the subject does not reach acme's account.
+    const err = await caller.call("kept", "hi", { tenant: "acme", timeout: 1000 }).catch((e: unknown) => e);
+    expect(isAgentBusError(err)).toBe(true);
+    expect(keptRan).toBe(0);
+    // And a raw beta client cannot reach acme's other subjects either.
+    const rawBeta = await raw(betaAdmin);
+    await expect(rawBeta.request(`mesh.acme.agent.${acmeAgent.id}.call`, enc.encode("{}"), { timeout: 1000 })).rejects.toThrow();
+  });
+
+  it("revoking an identity closes its connections within seconds and refuses it afterwards", async () => {
+    const callerId = await nats.issue("acme", "caller");
+    const caller = await bus("acme", callerId);
+    const nc = await raw(callerId);
+    const refusedAgain = new Promise<boolean>((resolve) => {
+      void (async () => {
+        for await (const s of caller.nc.status()) if (s.type === "error" && /Authorization/i.test(String(s.error))) return resolve(true);
+      })();
+      setTimeout(() => resolve(false), 8000);
+    });
+    const started = Date.now();
+    await nats.authority.revoke(callerId.id, "compromised");
+    // The raw connection (no reconnect) is closed by the server; the library's keeps trying and is refused.
+    await eventually(() => nc.isClosed(), 5000);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await refusedAgain).toBe(true);
+    await expect(bus("acme", callerId)).rejects.toMatchObject({ code: "DENIED" });
+  });
+});
