@@ -15,10 +15,10 @@ export const apiKeySecurity = {
  * scheme with keys, OpenID Connect with an issuer (either one satisfies the
  * card); nothing in open mode.
  */
-export function securityOf(edge: Edge): Partial<typeof apiKeySecurity> | Record<string, never> {
+export function securityOf(edge: Edge): { securitySchemes?: Record<string, unknown>; securityRequirements?: SecurityRequirement[] } {
   if (edge.open) return {};
   const schemes: Record<string, unknown> = {};
-  const requirements: Array<{ schemes: Record<string, { list: string[] }> }> = [];
+  const requirements: SecurityRequirement[] = [];
   if (edge.auth.apiKeys.length > 0) {
     Object.assign(schemes, apiKeySecurity.securitySchemes);
     requirements.push(...apiKeySecurity.securityRequirements);
@@ -27,5 +27,8 @@ export function securityOf(edge: Edge): Partial<typeof apiKeySecurity> | Record<
     schemes.oidc = { openIdConnectSecurityScheme: { openIdConnectUrl: discoveryUrl(edge.auth.oidc.issuer), description: "bearer JWT from this OpenID Connect issuer" } };
     requirements.push({ schemes: { oidc: { list: [] } } });
   }
-  return { securitySchemes: schemes, securityRequirements: requirements } as Partial<typeof apiKeySecurity>;
+  return { securitySchemes: schemes, securityRequirements: requirements };
 }
+
+/** One way to satisfy a card's security, in A2A v1.0 JSON form: scheme name → scopes. */
+type SecurityRequirement = { schemes: Record<string, { list: string[] }> };

@@ -88,16 +88,26 @@ export class Authenticator {
   readonly #verifier?: OidcVerifier;
 
   /** @throws {AgentBusError} `INVALID_INPUT` unless exactly one of `open` and (`apiKeys`, `oidc`) is given. */
-  constructor(options: AuthOptions, owner = "HTTP edge") {
-    const secured = (options.apiKeys?.length ?? 0) > 0 || options.oidc !== undefined;
-    if (Boolean(options.open) === secured) {
-      throw new AgentBusError("INVALID_INPUT", `${owner}: give either apiKeys or oidc (production) or open: true (local use), not both or neither`);
-    }
+  constructor(options: AuthOptions) {
+    Authenticator.check(options, "HTTP edge");
     this.open = Boolean(options.open);
     this.apiKeys = options.apiKeys ?? [];
     this.oidc = options.oidc;
     this.#bus = options.bus;
     this.#verifier = options.oidc && new OidcVerifier(options.oidc);
+  }
+
+  /**
+   * Checks that `options` give exactly one of `open` and (`apiKeys`,
+   * `oidc`); `owner` names the plugin in the error.
+   *
+   * @throws {AgentBusError} `INVALID_INPUT` otherwise.
+   */
+  static check(options: Pick<AuthOptions, "open" | "apiKeys" | "oidc">, owner: string): void {
+    const secured = (options.apiKeys?.length ?? 0) > 0 || options.oidc !== undefined;
+    if (Boolean(options.open) === secured) {
+      throw new AgentBusError("INVALID_INPUT", `${owner}: give either apiKeys or oidc (production) or open: true (local use), not both or neither`);
+    }
   }
 
   /** Every connection a request may act as: the bridge's, each key's, the OIDC callers'. */

@@ -131,7 +131,7 @@ export async function edgeFor(app: FastifyInstance, options: BridgeEdgeOptions, 
     }
     return existing;
   }
-  new Authenticator(options, owner); // the owner's name in a refusal of its options
+  Authenticator.check(options, owner);
   await app.register(httpEdge, options);
   return app.agentbusEdge!;
 }

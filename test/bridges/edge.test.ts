@@ -230,12 +230,13 @@ describe("HTTP edge: bearer JWTs (OpenID Connect)", () => {
   });
 
   /** A local OpenID Connect issuer: discovery document and JWKS over HTTP, and a signer. */
-  async function issuer() {
+  async function issuer(discoveryFailures = 0) {
     const { publicKey, privateKey } = await generateKeyPair("ES256");
     const jwk: JWK = { ...(await exportJWK(publicKey)), kid: "k1", alg: "ES256", use: "sig" };
     let requests = 0;
     const server = await listen((req, res) => {
       requests++;
+      if (req.url === "/.well-known/openid-configuration" && discoveryFailures-- > 0) return void res.writeHead(500).end();
       const body =
         req.url === "/.well-known/openid-configuration"
           ? { issuer: iss, jwks_uri: `${iss}/jwks`, id_token_signing_alg_values_supported: ["ES256"] }
@@ -312,18 +313,24 @@ describe("HTTP edge: bearer JWTs (OpenID Connect)", () => {
     expect(card.securitySchemes).toMatchObject({ apiKey: {}, oidc: { openIdConnectSecurityScheme: { openIdConnectUrl: `${idp.iss}/.well-known/openid-configuration` } } });
   });
 
-  it("an issuer that cannot be reached is 503, and is tried again on the next token", async () => {
-    const idp = await issuer();
+  it("an issuer that cannot be read is 503, and is tried again on the next token", async () => {
+    const idp = await issuer(1);
     const bus = await open({ tenant: "oidc2" });
     const oidcBus = await open({ tenant: "oidc2" });
-    // Discovery of an address where nothing listens fails; the JWKS URL of the real issuer works.
+    const token = await idp.sign({ sub: "bob" });
+    // Nothing listens at this issuer.
     const down = await createGateway({ bus, oidc: { issuer: "http://127.0.0.1:9", audience: "agentbus", bus: oidcBus } });
     apps.push(down);
     const downUrl = await down.listen({ port: 0, host: "127.0.0.1" });
-    const token = await idp.sign({ sub: "bob" });
     const res = await raw(downUrl, { path: "/v1/agents", headers: { authorization: `Bearer ${token}` } });
     expect(res.status).toBe(503);
     expect(res.json()).toMatchObject({ code: "UNAVAILABLE" });
+    // The issuer's discovery fails once (HTTP 500), then answers: the next token is verified.
+    const flaky = await createGateway({ bus, oidc: { issuer: idp.iss, audience: "agentbus", bus: oidcBus } });
+    apps.push(flaky);
+    const flakyUrl = await flaky.listen({ port: 0, host: "127.0.0.1" });
+    expect((await raw(flakyUrl, { path: "/v1/agents", headers: { authorization: `Bearer ${token}` } })).status).toBe(503);
+    expect((await raw(flakyUrl, { path: "/v1/agents", headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
 
     const direct = await createGateway({ bus, oidc: { issuer: idp.iss, audience: ["other", "agentbus"], jwksUrl: `${idp.iss}/jwks`, bus: oidcBus } });
     apps.push(direct);
@@ -332,5 +339,22 @@ describe("HTTP edge: bearer JWTs (OpenID Connect)", () => {
     expect((await raw(directUrl, { path: "/v1/agents", headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
     expect((await raw(directUrl, { path: "/v1/agents", headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
     expect(idp.requests() - before).toBe(1); // the JWKS only, once: no discovery, keys cached
+  });
+
+  it("rate limits count per caller: each token subject and each key has its own budget", async () => {
+    const idp = await issuer();
+    const agentBus = await open({ tenant: "oidc3", insecureAllowAll: true });
+    await agentBus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => `echo: ${ctx.text}` });
+    const bus = await open({ tenant: "oidc3" });
+    const oidcBus = await open({ tenant: "oidc3" });
+    await eventually(() => bus.discover({ name: "echo", online: true }).length === 1);
+    const app = await createGateway({ bus, oidc: { issuer: idp.iss, audience: "agentbus", bus: oidcBus }, rateLimit: { max: 1, timeWindowMs: 60_000 } });
+    apps.push(app);
+    const url = await app.listen({ port: 0, host: "127.0.0.1" });
+    const send = async (sub: string) =>
+      (await raw(url, { method: "POST", path: "/a2a/echo", body: sendMessage(sub), headers: { authorization: `Bearer ${await idp.sign({ sub })}`, "content-type": "application/json", "a2a-version": "1.0" } })).status;
+    expect(await send("alice")).toBe(200);
+    expect(await send("alice")).toBe(429);
+    expect(await send("bob")).toBe(200);
   });
 });

@@ -1,11 +1,14 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ClientFactory } from "@a2a-js/sdk/client";
 import { Role, TaskState, type Task as SdkTask } from "@a2a-js/sdk";
+import { SignJWT, exportJWK, generateKeyPair } from "jose";
 import { afterEach, describe, expect, it } from "vitest";
 import { Identity, textOf } from "../../core/index.js";
 import { freePort } from "../../nats/index.js";
@@ -226,4 +229,40 @@ describe("agentbus up", () => {
     second.child.kill("SIGTERM");
     expect(await second.exited).toBe(0);
   }, 90_000);
+
+  it("gateway.oidc: bearer JWTs act as the identity kept in <data-dir>/oidc.seed", async () => {
+    const { publicKey, privateKey } = await generateKeyPair("ES256");
+    const jwks = { keys: [{ ...(await exportJWK(publicKey)), kid: "k1", alg: "ES256" }] };
+    const idp = createServer((req, res) => {
+      const body = req.url === "/.well-known/openid-configuration" ? { issuer: iss, jwks_uri: `${iss}/jwks` } : req.url === "/jwks" ? jwks : undefined;
+      res.writeHead(body ? 200 : 404, { "content-type": "application/json" }).end(JSON.stringify(body ?? {}));
+    });
+    await new Promise<void>((resolve) => idp.listen(0, "127.0.0.1", resolve));
+    const iss = `http://127.0.0.1:${(idp.address() as AddressInfo).port}`;
+    try {
+      const agentBus = await open({ tenant: "upoidc", presenceMaxAgeMs: undefined });
+      await agentBus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => `echo: ${ctx.text}` });
+      await adminFor(agentBus);
+      const up = startUp(["--nats", nats.server.url, "--tenant", "upoidc"], { "agentbus.config.json": JSON.stringify({ gateway: { oidc: { issuer: iss, audience: "agentbus" } } }) });
+      const info = (await ready(up)) as Awaited<ReturnType<typeof ready>> & { oidc: string };
+      expect(Identity.fromFile(join(up.dir, ".agentbus", "oidc.seed")).id).toBe(info.oidc);
+      expect(up.stderr()).toContain(`new identity for OIDC callers: ${info.oidc}`);
+      await grant(agentBus, "oidc-echo", { source: info.oidc, target: agentBus.id, capabilities: ["echo"] }, agentBus);
+      const token = await new SignJWT({}).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(iss).setAudience("agentbus").setSubject("carol").setExpirationTime("5m").sign(privateKey);
+      const post = (authorization: string) =>
+        fetch(`${info.url}/a2a/echo`, {
+          method: "POST",
+          headers: { "content-type": "application/json", "A2A-Version": "1.0", authorization },
+          body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "SendMessage", params: { message: { messageId: "o1", role: "ROLE_USER", parts: [{ text: "via oidc" }] } } }),
+        });
+      const ok = (await (await post(`Bearer ${token}`)).json()) as { result: { task: { status: { state: string } } } };
+      expect(ok.result.task.status.state).toBe("TASK_STATE_COMPLETED");
+      expect((await post(`Bearer ${token.slice(0, -4)}AAAA`)).status).toBe(401);
+      up.child.kill("SIGTERM");
+      expect(await up.exited).toBe(0);
+    } finally {
+      idp.closeAllConnections();
+      await new Promise((resolve) => idp.close(resolve));
+    }
+  }, 60_000);
 });
