@@ -43,7 +43,10 @@ import { SpanAttr, SpanKind, activeTracer, busSpan, endSpan, traceOf, traced, ty
 export interface NatsAuth {
   /** Path of a `.creds` file (JWT + nkey seed). */
   credsFile?: string;
-  /** nkey user seed for nkey challenge auth; `true` uses the bus identity. */
+  /**
+   * nkey user seed for nkey challenge auth; `true` uses the bus identity.
+   * Default: the bus identity, unless `credsFile`, `user` or `token` is given.
+   */
   nkey?: string | true;
   user?: string;
   pass?: string;
@@ -168,13 +171,16 @@ function natsOptions(o: ConnectOptions, identity: Identity): ConnectionOptions {
     pass: a.pass,
     token: a.token,
   };
+  // No credentials given: the identity's own key (nkey challenge), which an
+  // agentbus-secured server requires and an open server ignores.
+  const nkey = a.nkey ?? (a.credsFile || a.user || a.token ? undefined : true);
   if (a.credsFile) opts.authenticator = credsAuthenticator(readFileSync(a.credsFile));
-  else if (a.nkey === true) opts.authenticator = nkeyAuthenticator(enc.encode(identity.exportSeed()));
-  else if (a.nkey) opts.authenticator = nkeyAuthenticator(enc.encode(a.nkey));
+  else if (nkey === true) opts.authenticator = nkeyAuthenticator(enc.encode(identity.exportSeed()));
+  else if (nkey) opts.authenticator = nkeyAuthenticator(enc.encode(nkey));
   // Replies and JetStream deliveries under the identity's own prefix: the
   // permissions the authority issues let a connection read only its own.
-  if (a.nkey) {
-    opts.inboxPrefix = inboxPrefixOf(a.nkey === true ? identity.id : Identity.fromSeed(a.nkey).id);
+  if (nkey && !a.credsFile) {
+    opts.inboxPrefix = inboxPrefixOf(nkey === true ? identity.id : Identity.fromSeed(nkey).id);
     // The tenant asked for: the authority refuses an identity of another tenant instead of placing it in its own.
     opts.user ??= o.tenant ?? "default";
   }
