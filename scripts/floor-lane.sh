@@ -15,5 +15,5 @@ if [ -z "$bin" ]; then
   echo "floor lane: no nats-server 2.9.x on this machine (set AGENTBUS_FLOOR_NATS_BIN); skipped" >&2
   exit 0
 fi
-echo "floor lane: core and task suites on $("$bin" --version)" >&2
-NATS_SERVER_BIN=$bin npx vitest run test/core --exclude 'test/core/cluster.test.ts' --exclude 'test/core/task-cluster.test.ts'
+echo "floor lane: core and task suites and static permissions on $("$bin" --version)" >&2
+NATS_SERVER_BIN=$bin npx vitest run test/core test/authority/static.test.ts --exclude 'test/core/cluster.test.ts' --exclude 'test/core/task-cluster.test.ts'
