@@ -1,15 +1,18 @@
 /**
- * Responder process for bench/call: one bus connection that serves both
- *  - a raw NATS echo on `bench.raw` (replies with the request's bytes), and
+ * Responder process for bench/call: one bus connection that serves
+ *  - a raw NATS echo on `bench.raw` (replies with the request's bytes;
+ *    plain server only: a secured agent may not subscribe there), and
  *  - a bus agent `bench-echo` with capability `echo` (replies with the parts),
  * so both paths cross the same process boundary and the same client
  * connection. Started by bench/call/run.ts as
  *   node --import tsx bench/call/responder.ts <nats-url> <tenant>
- * Writes `READY <agent-id>` on stdout once both are served; exits on stdin
- * close or SIGTERM.
+ * On a secured server the parent passes the issued agent identity in the
+ * environment (bench/secure.ts). Writes `READY <agent-id>` on stdout once
+ * both are served; exits on stdin close or SIGTERM.
  */
 import { connect, createLogger } from "../../core/index.js";
 import { exitWithParent } from "../lib.js";
+import { awaitGrant, benchConnectOptions, secureChild } from "../secure.js";
 
 const [url, tenant = "bench"] = process.argv.slice(2);
 if (!url) {
@@ -17,14 +20,17 @@ if (!url) {
   process.exit(2);
 }
 
-const bus = await connect({ servers: url, tenant, name: "bench-responder", insecureAllowAll: true, logger: createLogger({ level: "error" }) });
+const bus = await connect(benchConnectOptions({ servers: url, tenant, name: "bench-responder", logger: createLogger({ level: "error" }) }));
 
-bus.nc.subscribe("bench.raw", {
-  callback: (err, msg) => {
-    if (!err) msg.respond(msg.data);
-  },
-});
+if (!secureChild()) {
+  bus.nc.subscribe("bench.raw", {
+    callback: (err, msg) => {
+      if (!err) msg.respond(msg.data);
+    },
+  });
+}
 await bus.agent({ name: "bench-echo", skills: [{ id: "echo" }] }, { echo: (ctx) => ctx.userMessage.parts });
+await awaitGrant(bus);
 await bus.nc.flush();
 process.stdout.write(`READY ${bus.id}\n`);
 

@@ -6,7 +6,11 @@
  * Layout: one private nats-server; a responder child process
  * (bench/call/responder.ts) serving a raw echo on `bench.raw` and a bus echo
  * agent (`echo`) on one connection; this process calls both over one bus
- * connection (`bus.nc` for raw requests).
+ * connection (`bus.nc` for raw requests). Beside it, in the same run, a
+ * secured server (bench/secure.ts: `startSecureNats`, one account per
+ * tenant, the authority answering the auth callout in this process) with a
+ * second responder connected as an issued agent, called by an issued caller
+ * granted `echo` by a signed ACL rule.
  *
  * Modes:
  *  - raw:     `nc.request("bench.raw", 128 random ASCII bytes)`, reply = same bytes.
@@ -17,6 +21,9 @@
  *             registry knows no provider of the capability: the first call to
  *             an unknown peer). The agent then knows the caller, so the reply
  *             is MACed. Everything else mirrors Bus.call / #request.
+ *  - secure_mac, secure_sig: bus_mac and bus_sig on the secured server
+ *             (nkey auth, per-role server permissions, ACL enforced with
+ *             signed policy; the shared replay memory as on the plain one).
  *
  * Measures: sequential latency (N calls after a warm-up, in interleaved
  * rounds so drift on a noisy machine hits all modes alike), sequential
@@ -25,7 +32,8 @@
  *
  *   npx tsx bench/call/run.ts
  *   BENCH_N=5000 BENCH_WARMUP=500 BENCH_CONC_MS=3000 BENCH_INFLIGHT=64 npx tsx bench/call/run.ts
- *   BENCH_CPU_PROF=/tmp/prof npx tsx bench/call/run.ts   # responder writes a .cpuprofile there
+ *   BENCH_CPU_PROF=/tmp/prof npx tsx bench/call/run.ts   # responders write .cpuprofiles there
+ *   BENCH_SECURED=0 npx tsx bench/call/run.ts            # plain server only
  *
  * Prints one JSON line on stdout; progress on stderr.
  */
@@ -44,14 +52,16 @@ import {
   toMessage,
   traceIdOf,
   Envelopes,
+  Header,
   Identity,
   type Bus,
   type EnvelopeMeta,
 } from "../../core/index.js";
-import type { Received } from "../../core/envelope.js";
+import { replySubject, type Received } from "../../core/envelope.js";
 import { parseMessage } from "../../core/message.js";
 import { startServer, type NatsServer } from "../../nats/index.js";
 import { bounded, runBench, cpuMeter, stopChild, emit, now, progress, ratio, round, summarize, timeFor, rateOf, type Latency } from "../lib.js";
+import { secureChildEnv, startSecureBench, type SecureBench } from "../secure.js";
 
 const N = Number(process.env.BENCH_N ?? 5000);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 500);
@@ -60,6 +70,7 @@ const CONC_MS = Number(process.env.BENCH_CONC_MS ?? 3000);
 const CONC_ROUNDS = Number(process.env.BENCH_CONC_ROUNDS ?? 3);
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 64);
 const MICRO_MS = Number(process.env.BENCH_MICRO_MS ?? 300);
+const SECURED = process.env.BENCH_SECURED !== "0";
 const PAYLOAD = 128;
 const TENANT = "bench";
 const TIMEOUT = 10_000;
@@ -68,8 +79,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
 const enc = new TextEncoder();
 
-type Mode = "raw" | "bus_mac" | "bus_sig";
-const MODES: Mode[] = ["raw", "bus_mac", "bus_sig"];
+type Mode = "raw" | "bus_mac" | "bus_sig" | "secure_mac" | "secure_sig";
+type BusMode = "mac" | "sig";
+/** The modes measured in this run (secured ones only when the secured server started). */
+let MODES: Mode[] = ["raw", "bus_mac", "bus_sig"];
+const isSecure = (m: Mode): boolean => m.startsWith("secure_");
+const perMode = <T>(make: () => T): Record<Mode, T> => Object.fromEntries(MODES.map((m) => [m, make()])) as Record<Mode, T>;
 
 // --- payloads -------------------------------------------------------------
 
@@ -86,13 +101,18 @@ const busBodyBytes = enc.encode(JSON.stringify(toMessage(text))).length;
 let server: NatsServer | undefined;
 let child: ChildProcess | undefined;
 let caller: Bus | undefined;
+let secure: SecureBench | undefined;
+let secureChild: ChildProcess | undefined;
+let secureCaller: Bus | undefined;
 
-async function startResponder(url: string): Promise<{ proc: ChildProcess; agentId: string }> {
+async function startResponder(url: string, env?: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; agentId: string }> {
   const args = ["--import", "tsx"];
   if (process.env.BENCH_CPU_PROF) args.push("--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF);
   args.push(join(here, "responder.ts"), url, TENANT);
-  const proc = spawn(process.execPath, args, { cwd: root, stdio: ["pipe", "pipe", "inherit"] });
-  child = proc; // stopAll() stops it even if it never becomes ready
+  const proc = spawn(process.execPath, args, { cwd: root, stdio: ["pipe", "pipe", "inherit"], env });
+  // stopAll() stops it even if it never becomes ready
+  if (env) secureChild = proc;
+  else child = proc;
   const lines = createInterface({ input: proc.stdout! });
   const agentId = await new Promise<string>((resolveReady, reject) => {
     const timer = setTimeout(() => reject(new Error("responder not ready in 30 s")), 30_000);
@@ -110,36 +130,43 @@ async function startResponder(url: string): Promise<{ proc: ChildProcess; agentI
 
 /** Stops what the run started (children, clients, the nats-server). */
 async function stopAll(): Promise<void> {
-  await Promise.all([bounded(caller?.close()), bounded(child && stopChild(child))]);
-  await server?.cleanup().catch(() => {});
+  await Promise.all([bounded(caller?.close()), bounded(child && stopChild(child)), bounded(secureCaller?.close()), bounded(secureChild && stopChild(secureChild))]);
+  await Promise.all([server?.cleanup().catch(() => {}), bounded(secure?.stop(), 15_000)]);
 }
 
 // --- CPU accounting: where the cycles go, per process ----------------------------
 
 /** CPU of the three processes; per call it is reported under concurrent load only
- * (sequential ping-pong CPU is dominated by wake-ups and nats-server's idle spinning). */
-const cpu = cpuMeter(() => ({ caller: "self" as const, responder: child?.pid, server: server?.pid }));
+ * (sequential ping-pong CPU is dominated by wake-ups and nats-server's idle spinning).
+ * On the secured server `caller` includes the authority (same process; it answers connects only). */
+const plainCpu = cpuMeter(() => ({ caller: "self" as const, responder: child?.pid, server: server?.pid }));
+const secureCpu = cpuMeter(() => ({ caller: "self" as const, responder: secureChild?.pid, server: secure?.nats.server.pid }));
+const cpu = plainCpu;
+const cpuOf = (m: Mode) => (isSecure(m) ? secureCpu : plainCpu);
 
 // --- the three call paths ------------------------------------------------------
 
-function callers(bus: Bus): Record<Mode, () => Promise<unknown>> {
+function rawCaller(bus: Bus): () => Promise<unknown> {
+  return async () => {
+    const reply = await bus.nc.request("bench.raw", rawPayload, { timeout: TIMEOUT });
+    if (reply.data.length !== PAYLOAD) throw new Error("raw echo: wrong reply size");
+    return reply;
+  };
+}
+
+function callers(bus: Bus): Record<BusMode, () => Promise<unknown>> {
   const capSubject = bus.subjects.cap("echo");
   return {
-    raw: async () => {
-      const reply = await bus.nc.request("bench.raw", rawPayload, { timeout: TIMEOUT });
-      if (reply.data.length !== PAYLOAD) throw new Error("raw echo: wrong reply size");
-      return reply;
-    },
-    bus_mac: () => bus.call("echo", text, { timeout: TIMEOUT }),
+    mac: () => bus.call("echo", text, { timeout: TIMEOUT }),
     // Bus.call with recipients = []: Ed25519-signed request (first call to an
     // unknown peer), MACed reply. Same steps as core/bus.ts call/#request.
-    bus_sig: async () => {
+    sig: async () => {
       const message = toMessage(text);
       const body = enc.encode(JSON.stringify(message));
       const meta: EnvelopeMeta = { context: message.contextId, depth: 0, trace: childTrace() };
       const headers = bus.envelopes.seal(capSubject, body, meta);
       const reply = await bus.nc.request(capSubject, body, { timeout: TIMEOUT, headers });
-      const env = bus.envelopes.open(reply);
+      const env = bus.envelopes.open(reply, { replay: false, subject: replySubject(headers.get(Header.id)) });
       if (env.errorCode) throw new Error(`bus_sig: remote error ${env.errorCode}`);
       return parseMessage(reply.data);
     },
@@ -159,8 +186,8 @@ interface ConcResult {
 }
 
 async function sequential(fns: Record<Mode, () => Promise<unknown>>): Promise<Record<Mode, SeqResult>> {
-  const lat: Record<Mode, number[]> = { raw: [], bus_mac: [], bus_sig: [] };
-  const busy: Record<Mode, number> = { raw: 0, bus_mac: 0, bus_sig: 0 };
+  const lat = perMode((): number[] => []);
+  const busy = perMode(() => 0);
   const perRound = Math.ceil(N / ROUNDS);
   for (let r = 0; r < ROUNDS; r++) {
     // Rotate the order each round so no mode always runs first or last.
@@ -186,16 +213,16 @@ async function sequential(fns: Record<Mode, () => Promise<unknown>>): Promise<Re
 }
 
 async function concurrent(fns: Record<Mode, () => Promise<unknown>>): Promise<Record<Mode, ConcResult>> {
-  const lat: Record<Mode, number[]> = { raw: [], bus_mac: [], bus_sig: [] };
-  const busy: Record<Mode, number> = { raw: 0, bus_mac: 0, bus_sig: 0 };
-  const cpuUsed = { raw: cpu.zero(), bus_mac: cpu.zero(), bus_sig: cpu.zero() };
+  const lat = perMode((): number[] => []);
+  const busy = perMode(() => 0);
+  const cpuUsed = perMode(() => cpu.zero());
   const slice = CONC_MS / CONC_ROUNDS;
   for (let r = 0; r < CONC_ROUNDS; r++) {
     const order = MODES.map((_, i) => MODES[(i + r) % MODES.length]!);
     for (const mode of order) {
       const fn = fns[mode];
       const samples = lat[mode];
-      const c0 = cpu.sample();
+      const c0 = cpuOf(mode).sample();
       const start = now();
       const deadline = start + slice;
       const worker = async (): Promise<void> => {
@@ -207,14 +234,14 @@ async function concurrent(fns: Record<Mode, () => Promise<unknown>>): Promise<Re
       };
       await Promise.all(Array.from({ length: INFLIGHT }, worker));
       busy[mode] += now() - start;
-      cpu.add(cpuUsed[mode], c0, cpu.sample());
+      cpuOf(mode).add(cpuUsed[mode], c0, cpuOf(mode).sample());
     }
     progress(`concurrent round ${r + 1}/${CONC_ROUNDS} done`);
   }
   const out = {} as Record<Mode, ConcResult>;
   for (const mode of MODES) {
     const s = summarize(lat[mode]);
-    out[mode] = { inflight: INFLIGHT, calls: s.n, callsPerSec: rateOf(s.n, busy[mode]).opsPerSec, p50: s.p50, p99: s.p99, cpuUsPerCall: cpu.per(cpuUsed[mode], s.n) };
+    out[mode] = { inflight: INFLIGHT, calls: s.n, callsPerSec: rateOf(s.n, busy[mode]).opsPerSec, p50: s.p50, p99: s.p99, cpuUsPerCall: cpuOf(mode).per(cpuUsed[mode], s.n) };
   }
   return out;
 }
@@ -284,6 +311,40 @@ function breakdown(): Record<string, unknown> {
   };
 }
 
+// --- the secured server ------------------------------------------------------------
+
+/** Waits until `bus`'s registry lists `agentId` as an online provider of `echo` (so calls take the MAC path). */
+async function discovered(bus: Bus, agentId: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (bus.discover({ capability: "echo", online: true }).length === 0) {
+    if (Date.now() > deadline) throw new Error("echo agent never appeared in discovery");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  if (!bus.registry.providers("echo").includes(agentId)) throw new Error("registry does not list the responder as provider");
+}
+
+/**
+ * Starts the secured server, its responder (the issued agent) and the
+ * issued caller; returns the secured call paths, or why there are none
+ * (a nats-server without auth callout).
+ */
+async function setupSecure(): Promise<{ fns: Record<BusMode, () => Promise<unknown>>; server: string } | { skipped: string }> {
+  try {
+    secure = await startSecureBench(TENANT, "echo");
+  } catch (err) {
+    if ((err as { code?: string }).code !== "SERVER_TOO_OLD") throw err;
+    progress(`secured run skipped: ${(err as Error).message}`);
+    return { skipped: (err as Error).message };
+  }
+  progress(`secured nats-server ${secure.nats.server.version} at ${secure.url}; agent ${secure.agent.id}, caller ${secure.caller.id}, grant at ACL revision ${secure.revision}`);
+  const started = await startResponder(secure.url, secureChildEnv(secure));
+  if (started.agentId !== secure.agent.id) throw new Error(`secured responder runs as ${started.agentId}, not the issued agent`);
+  secureCaller = await secure.connectCaller({ name: "bench-caller-secure" });
+  await discovered(secureCaller, started.agentId);
+  progress("secured echo agent discovered; MAC path active");
+  return { fns: callers(secureCaller), server: secure.nats.server.version };
+}
+
 // --- main ---------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -293,15 +354,17 @@ async function main(): Promise<void> {
   const started = await startResponder(server.url);
   caller = await connect({ servers: server.url, tenant: TENANT, name: "bench-caller", insecureAllowAll: true, logger: createLogger({ level: "error" }) });
   const bus = caller;
-  const deadline = Date.now() + 15_000;
-  while (bus.discover({ capability: "echo", online: true }).length === 0) {
-    if (Date.now() > deadline) throw new Error("echo agent never appeared in discovery");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  if (!bus.registry.providers("echo").includes(started.agentId)) throw new Error("registry does not list the responder as provider");
+  await discovered(bus, started.agentId);
   progress(`echo agent ${started.agentId} discovered; MAC path active`);
 
-  const fns = callers(bus);
+  const plainFns = callers(bus);
+  const fns = { raw: rawCaller(bus), bus_mac: plainFns.mac, bus_sig: plainFns.sig } as Record<Mode, () => Promise<unknown>>;
+  const secureInfo = SECURED ? await setupSecure() : { skipped: "BENCH_SECURED=0" };
+  if ("fns" in secureInfo) {
+    fns.secure_mac = secureInfo.fns.mac;
+    fns.secure_sig = secureInfo.fns.sig;
+    MODES = [...MODES, "secure_mac", "secure_sig"];
+  }
   for (const mode of MODES) {
     for (let i = 0; i < WARMUP; i++) await fns[mode]();
   }
@@ -317,7 +380,24 @@ async function main(): Promise<void> {
   parts.observedExtraCallerUsPerCall = round(conc.bus_mac.cpuUsPerCall.caller - conc.raw.cpuUsPerCall.caller, 1);
   parts.observedExtraResponderUsPerCall = round(conc.bus_mac.cpuUsPerCall.responder - conc.raw.cpuUsPerCall.responder, 1);
 
-  const result = (m: Mode) => ({ sequential: seq[m], concurrent: conc[m] });
+  const result = (m: Mode) => (seq[m] ? { sequential: seq[m], concurrent: conc[m] } : undefined);
+  const secured = MODES.includes("secure_mac");
+  // The secured server against the plain one, same workload: > 1 for latency and CPU, < 1 for throughput, is what security costs.
+  const securedVsPlain = secured
+    ? {
+        p50_ratio: ratio(seq.secure_mac.p50, seq.bus_mac.p50),
+        p99_ratio: ratio(seq.secure_mac.p99, seq.bus_mac.p99),
+        seq_throughput_ratio: ratio(seq.secure_mac.callsPerSec, seq.bus_mac.callsPerSec),
+        conc_throughput_ratio: ratio(conc.secure_mac.callsPerSec, conc.bus_mac.callsPerSec),
+        conc_p50_ratio: ratio(conc.secure_mac.p50, conc.bus_mac.p50),
+        conc_p99_ratio: ratio(conc.secure_mac.p99, conc.bus_mac.p99),
+        cpu_per_call_ratio: ratio(conc.secure_mac.cpuUsPerCall.total, conc.bus_mac.cpuUsPerCall.total),
+        extra_cpu_us_per_call: round(conc.secure_mac.cpuUsPerCall.total - conc.bus_mac.cpuUsPerCall.total, 1),
+        sig_p50_ratio: ratio(seq.secure_sig.p50, seq.bus_sig.p50),
+        sig_seq_throughput_ratio: ratio(seq.secure_sig.callsPerSec, seq.bus_sig.callsPerSec),
+        sig_conc_throughput_ratio: ratio(conc.secure_sig.callsPerSec, conc.bus_sig.callsPerSec),
+      }
+    : undefined;
   const ratios = {
     p50_ratio: ratio(seq.bus_mac.p50, seq.raw.p50),
     p99_ratio: ratio(seq.bus_mac.p99, seq.raw.p99),
@@ -326,6 +406,13 @@ async function main(): Promise<void> {
     sig_p50_ratio: ratio(seq.bus_sig.p50, seq.raw.p50),
     sig_seq_throughput_ratio: ratio(seq.bus_sig.callsPerSec, seq.raw.callsPerSec),
     sig_conc_throughput_ratio: ratio(conc.bus_sig.callsPerSec, conc.raw.callsPerSec),
+    // The secured server's bus calls against raw NATS on the plain server.
+    ...(secured && {
+      secure_p50_ratio: ratio(seq.secure_mac.p50, seq.raw.p50),
+      secure_p99_ratio: ratio(seq.secure_mac.p99, seq.raw.p99),
+      secure_seq_throughput_ratio: ratio(seq.secure_mac.callsPerSec, seq.raw.callsPerSec),
+      secure_conc_throughput_ratio: ratio(conc.secure_mac.callsPerSec, conc.raw.callsPerSec),
+    }),
   };
   const targets = { p50_ratio: 1.3, throughput_ratio: 0.7 };
   emit({
@@ -339,7 +426,12 @@ async function main(): Promise<void> {
     raw: result("raw"),
     bus_mac: result("bus_mac"),
     bus_sig: result("bus_sig"),
+    secureServer: "server" in secureInfo ? secureInfo.server : undefined,
+    secureSkipped: "skipped" in secureInfo ? secureInfo.skipped : undefined,
+    secure_mac: result("secure_mac"),
+    secure_sig: result("secure_sig"),
     ratios,
+    secured_vs_plain: securedVsPlain,
     breakdown: parts,
     targets,
     meets: {
