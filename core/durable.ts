@@ -84,9 +84,9 @@ export class Durable {
    * can and takes the others as stored (`verified: false`), refusing only a
    * MAC or signature that fails.
    */
-  async *events(taskId: string, fromSequence?: number, may?: (task: Task) => boolean): AsyncGenerator<StoredEvent> {
+  async *events(taskId: string, fromSequence?: number, may?: (task: Task) => boolean | Promise<boolean>): AsyncGenerator<StoredEvent> {
     const snapshot = await this.store.get(taskId);
-    if (may && (!snapshot || !may(snapshot.task))) throw new AgentBusError("TASK_NOT_FOUND", `task ${taskId} not found`);
+    if (may && (!snapshot || !(await may(snapshot.task)))) throw new AgentBusError("TASK_NOT_FOUND", `task ${taskId} not found`);
     const submitter = snapshot?.task.metadata.submitter;
     const lenient = submitter !== undefined && submitter !== this.envelopes.identity.id;
     if (snapshot && isFinal(snapshot.task.status.state) && fromSequence !== undefined) {

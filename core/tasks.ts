@@ -70,12 +70,30 @@ export interface Submitter {
  * Whether `s`'s identity may read, follow and cancel `task`: its submitter
  * (behind a bridge, with `caller`: only when the same caller submitted it),
  * the agent serving it, or an identity granted `task.<cap>`. A request with
- * a caller is only ever the caller's own: grants are for identities.
+ * a caller is only ever the caller's own: grants are for identities. (A
+ * handle also lets through whoever may see the task's parent: see
+ * {@link mayAccessOrAncestor}.)
  */
 export function mayAccess(s: Pick<Submitter, "id" | "granted">, task: Task, caller?: string): boolean {
   const m = task.metadata;
   if (caller !== undefined) return m.submitter === s.id && m.caller === caller;
   return m.submitter === s.id || m.agent === s.id || s.granted(m.capability, m.agent);
+}
+
+/**
+ * {@link mayAccess}, or, for a task an agent submitted while working on
+ * another (`metadata.parent`), access to that task: whoever may see a task
+ * may see the tasks submitted for it, up to `maxDepth` levels up (one
+ * snapshot read per level, only when the task itself is refused).
+ */
+export async function mayAccessOrAncestor(s: Pick<Submitter, "id" | "granted" | "durable" | "maxDepth">, task: Task, caller?: string): Promise<boolean> {
+  let current: Task | undefined = task;
+  for (let level = 0; current && level <= s.maxDepth; level++) {
+    if (mayAccess(s, current, caller)) return true;
+    const parent: unknown = current.metadata.parent;
+    current = typeof parent === "string" && parent !== current.id ? (await s.durable.store.get(parent))?.task : undefined;
+  }
+  return false;
 }
 
 /** Whether `s`'s identity (and `caller`) submitted `task`: only the owner continues it. */
@@ -139,14 +157,16 @@ export class TaskHandle {
    * The snapshot, if this identity (and caller) may see it: to anyone else
    * the task does not exist (`TASK_NOT_FOUND`, as for an unknown id).
    */
-  async #read(): Promise<Snapshot> {
+  /** The snapshot, if this identity (and caller) may see it; `direct`: only through the task itself, not its parent (for cancel). */
+  async #read(direct = false): Promise<Snapshot> {
     const s = await this.submitter.durable.store.get(this.id);
-    if (!s || !this.#may(s.task)) throw notFound(this.id);
+    if (!s || !(direct ? mayAccess(this.submitter, s.task, this.caller) : await this.#may(s.task))) throw notFound(this.id);
     return s;
   }
 
-  #may(task: Task): boolean {
-    return mayAccess(this.submitter, task, this.caller);
+  #may(task: Task): boolean | Promise<boolean> {
+    // The common case needs no read: the task itself decides.
+    return mayAccess(this.submitter, task, this.caller) || mayAccessOrAncestor(this.submitter, task, this.caller);
   }
 
   /** The current snapshot (`TASK_NOT_FOUND` when unknown or not this identity's to see). */
@@ -285,7 +305,8 @@ export class TaskHandle {
 
   async #cancel(timeout: number | undefined, trace: TraceContext): Promise<Task> {
     const { nc, durable } = this.submitter;
-    const snapshot = await this.#read();
+    // Seeing a task through its parent is not a right to cancel it (its worker would refuse): cancel the parent.
+    const snapshot = await this.#read(true);
     const { task } = snapshot;
     if (isTerminal(task.status.state)) throw new AgentBusError("NOT_CANCELABLE", `task ${this.id} is already ${task.status.state}`);
     const subject = durable.subjects.taskCancel(this.id);

@@ -27,6 +27,7 @@ async function collect(it: AsyncIterable<StoredEvent>): Promise<StoredEvent[]> {
 }
 
 const ids = (tasks: Task[]) => tasks.map((t) => t.id).sort();
+const textOfResult = (t: Task) => t.artifacts.flatMap((x) => x.parts.map((p) => p.text ?? "")).join("");
 
 describe("task ownership", () => {
   const nats = useNatsServer();
@@ -187,6 +188,38 @@ describe("task ownership", () => {
     expect(ids((await a.tasks()).tasks)).toEqual([k1.id, k2.id, held.id].sort());
 
     expect((await (await a.taskHandle(held.id, { caller: "key-1" })).cancel()).status.state).toBe("TASK_STATE_CANCELED");
+  });
+
+  it("whoever may see a task may see the tasks an agent submitted for it; its caller too; nobody else", async () => {
+    const { tenant, a, b } = await setup();
+    const orchestrator = await open({ tenant });
+    const children = new Map<string, string>();
+    await orchestrator.agent({ name: "orchestrator", skills: [{ id: "outer" }, { id: "inner" }] }, {
+      outer: async (ctx) => {
+        const child = await ctx.submit("inner", "x");
+        children.set(ctx.taskId!, child.id);
+        return (await child.result()).status.state;
+      },
+      inner: () => "inner done",
+    });
+    const everyone = [orchestrator, a, b];
+    await grant(a, "outer", { source: a.id, target: orchestrator.id, capabilities: ["outer"] }, ...everyone);
+    await grant(a, "inner", { source: orchestrator.id, target: orchestrator.id, capabilities: ["inner"] }, ...everyone);
+
+    const parent = await a.submit("outer", "go", { caller: "key-1" });
+    expect(textOfResult(await parent.result())).toBe("TASK_STATE_COMPLETED");
+    const childId = children.get(parent.id)!;
+    const child = await a.task(childId);
+    expect(child.metadata).toMatchObject({ submitter: orchestrator.id, parent: parent.id });
+    expect((await a.task(childId, { caller: "key-1" })).id).toBe(childId);
+    expect((await collect((await a.taskHandle(childId, { caller: "key-1" })).events())).at(-1)!.event).toMatchObject({ statusUpdate: { status: { state: "TASK_STATE_COMPLETED" } } });
+    // Another caller of the same identity, and another identity, do not see it.
+    expect(await codeOf(a.task(childId, { caller: "key-2" }))).toBe("TASK_NOT_FOUND");
+    expect(await codeOf(b.task(childId))).toBe("TASK_NOT_FOUND");
+    // Seeing a child is not owning it: it cannot be continued or cancelled, and is listed only by its submitter.
+    expect(await codeOf(a.submit("inner", { messageId: "m2", role: "ROLE_USER", parts: [{ text: "more" }], taskId: childId }))).toBe("TASK_NOT_FOUND");
+    expect(await codeOf((await a.taskHandle(childId)).cancel())).toBe("TASK_NOT_FOUND");
+    expect(ids((await a.tasks()).tasks)).toEqual([parent.id]);
   });
 
   it("new task ids carry 128 random bits; a submitter lists through its own owner index, not the tenant's snapshots", async () => {
