@@ -6,7 +6,12 @@
  * Layout: one private nats-server and one private redis-server on free
  * loopback ports; two worker child processes (bench/tasks/worker.ts), one
  * running the agentbus echo agent (task concurrency 50), one a BullMQ Worker
- * (concurrency 50); this process submits to both.
+ * (concurrency 50); this process submits to both. Beside them, in the same
+ * run, the same agentbus workload on a secured server (bench/secure.ts:
+ * `startSecureNats`, one account per tenant, the authority answering the
+ * auth callout in this process): a third worker connected as an issued
+ * agent, and this process submitting as an issued caller granted `echo` by
+ * a signed ACL rule (system `agentbus_secure`).
  *
  *  - agentbus: `h = await bus.submit("echo", "payload"); task = await h.result()`,
  *    checked `TASK_STATE_COMPLETED` with the echoed artifact.
@@ -25,11 +30,11 @@
  *   npx tsx bench/tasks/run.ts
  *   BENCH_TASKS=2000 BENCH_LAT_N=200 npx tsx bench/tasks/run.ts     # quick
  *   BENCH_SYSTEMS=agentbus BENCH_CPU_PROF=/tmp/prof npx tsx bench/tasks/run.ts   # worker .cpuprofile
+ *   BENCH_SYSTEMS=agentbus,bullmq npx tsx bench/tasks/run.ts   # without the secured server
  *
  * Prints one JSON line on stdout; progress on stderr.
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { once } from "node:events";
 import { connect as netConnect } from "node:net";
 import { fileURLToPath } from "node:url";
 import { dirname, join, resolve } from "node:path";
@@ -41,6 +46,7 @@ import { Redis as IORedis } from "ioredis";
 import { connect, createLogger, type Bus } from "../../core/index.js";
 import { freePort, monitorJson, startServer, type NatsServer } from "../../nats/index.js";
 import { bounded, runBench, cpuMeter, stopChild, emit, now, progress, rateOf, ratio, round, summarize } from "../lib.js";
+import { secureChildEnv, startSecureBench, type SecureBench } from "../secure.js";
 
 const TASKS = Number(process.env.BENCH_TASKS ?? 20_000);
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 50);
@@ -50,9 +56,11 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 50);
 const TRACE_N = Number(process.env.BENCH_TRACE_N ?? 200);
 const REDIS_BIN = process.env.BENCH_REDIS_BIN ?? "/usr/bin/redis-server";
-const SYSTEMS_ALL = ["agentbus", "bullmq"] as const;
+const SYSTEMS_ALL = ["agentbus", "agentbus_secure", "bullmq"] as const;
 type System = (typeof SYSTEMS_ALL)[number];
-const SYSTEMS = (process.env.BENCH_SYSTEMS ?? SYSTEMS_ALL.join(",")).split(",").filter((s): s is System => (SYSTEMS_ALL as readonly string[]).includes(s));
+/** The agentbus systems, each on its own nats-server: plain, and secured. */
+type BusSystem = Exclude<System, "bullmq">;
+let SYSTEMS = (process.env.BENCH_SYSTEMS ?? SYSTEMS_ALL.join(",")).split(",").filter((s): s is System => (SYSTEMS_ALL as readonly string[]).includes(s));
 const TENANT = "bench";
 const QUEUE = "bench-echo";
 const PAYLOAD = "payload";
@@ -65,22 +73,25 @@ const root = resolve(here, "../..");
 // --- process layout ----------------------------------------------------------
 
 let server: NatsServer | undefined;
+let secure: SecureBench | undefined;
 let redis: ChildProcess | undefined;
 const workers: Partial<Record<System, ChildProcess>> = {};
 let client: Bus | undefined;
+let secureClient: Bus | undefined;
 let tap: NatsConnection | undefined;
 const redisClients: IORedis[] = [];
 let queue: Queue | undefined;
 let queueEvents: QueueEvents | undefined;
 
-async function startWorker(system: System, target: string, name: string): Promise<{ proc: ChildProcess; id: string }> {
+async function startWorker(system: System, target: string, name: string, env?: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; id: string }> {
   // Run as TypeScript through tsx, or, when this file was compiled (tsc, for
   // profiles with real line numbers), the compiled worker next to it.
   const compiled = import.meta.url.endsWith(".js");
   const args = compiled ? [] : ["--import", "tsx"];
   if (process.env.BENCH_CPU_PROF) args.push("--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF);
-  args.push(join(here, compiled ? "worker.js" : "worker.ts"), system, target, name, String(CONCURRENCY));
-  const proc = spawn(process.execPath, args, { cwd: root, stdio: ["pipe", "pipe", "inherit"] });
+  // The secured worker is the same agentbus worker, connected as the issued agent (env).
+  args.push(join(here, compiled ? "worker.js" : "worker.ts"), system === "bullmq" ? "bullmq" : "agentbus", target, name, String(CONCURRENCY));
+  const proc = spawn(process.execPath, args, { cwd: root, stdio: ["pipe", "pipe", "inherit"], env });
   workers[system] = proc; // stopAll() stops it even if it never becomes ready
   const lines = createInterface({ input: proc.stdout! });
   const id = await new Promise<string>((resolveReady, reject) => {
@@ -140,29 +151,39 @@ async function startRedis(): Promise<{ port: number; version: string }> {
 async function stopAll(): Promise<void> {
   await Promise.all([
     bounded(client?.close()),
+    bounded(secureClient?.close()),
     bounded(tap?.close()),
     bounded(queueEvents?.close()),
     bounded(queue?.close()),
     ...Object.values(workers).map((w) => bounded(w && stopChild(w))),
   ]);
   for (const r of redisClients) r.disconnect();
-  await Promise.all([bounded(redis && stopChild(redis)), server?.cleanup().catch(() => {})]);
+  await Promise.all([bounded(redis && stopChild(redis)), server?.cleanup().catch(() => {}), bounded(secure?.stop(), 15_000)]);
 }
 
 // --- CPU accounting, per process (as in bench/call) -----------------------------
 
-/** CPU of submitter (this process), the system's worker and its server. */
-const cpuOf = (system: System) => cpuMeter(() => ({ submitter: "self" as const, worker: workers[system]?.pid, server: system === "agentbus" ? server?.pid : redis?.pid }));
+/** CPU of submitter (this process; for agentbus_secure also the authority, idle once connected), the system's worker and its server. */
+const serverPid = (system: System) => (system === "agentbus" ? server?.pid : system === "agentbus_secure" ? secure?.nats.server.pid : redis?.pid);
+const cpuOf = (system: System) => cpuMeter(() => ({ submitter: "self" as const, worker: workers[system]?.pid, server: serverPid(system) }));
 
 // --- the two systems ------------------------------------------------------------
 
 /** Runs one task end to end; returns the ms spent in the submit step (the rest is waiting for completion). */
 type RunOne = () => Promise<number>;
 
-async function setupAgentbus(): Promise<RunOne> {
-  const { id } = await startWorker("agentbus", server!.url, TENANT);
-  client = await connect({ servers: server!.url, tenant: TENANT, name: "bench-tasks-submitter", insecureAllowAll: true, logger: createLogger({ level: "error" }) });
-  const bus = client;
+async function setupAgentbus(system: BusSystem): Promise<RunOne> {
+  let bus: Bus;
+  let id: string;
+  if (system === "agentbus") {
+    ({ id } = await startWorker(system, server!.url, TENANT));
+    bus = client = await connect({ servers: server!.url, tenant: TENANT, name: "bench-tasks-submitter", insecureAllowAll: true, logger: createLogger({ level: "error" }) });
+  } else {
+    const s = secure!;
+    ({ id } = await startWorker(system, s.url, TENANT, secureChildEnv(s)));
+    if (id !== s.agent.id) throw new Error(`secured worker runs as ${id}, not the issued agent`);
+    bus = secureClient = await s.connectCaller({ name: "bench-tasks-submitter-secure" });
+  }
   const deadline = Date.now() + 15_000;
   // Work items are MACed for the providers the submitter knows (and signed);
   // wait until the registry lists the worker, as a long-lived submitter would.
@@ -170,7 +191,7 @@ async function setupAgentbus(): Promise<RunOne> {
     if (Date.now() > deadline) throw new Error("echo agent never appeared in the registry");
     await new Promise((r) => setTimeout(r, 20));
   }
-  progress(`agentbus echo agent ${id} discovered`);
+  progress(`${system} echo agent ${id} discovered`);
   return async () => {
     const t0 = now();
     const h = await bus.submit("echo", PAYLOAD);
@@ -404,8 +425,8 @@ async function traceRedis(port: number, fn: RunOne): Promise<Record<string, Reco
 }
 
 /** Messages in and out of every client connection on nats-server, summed (divided per task by the caller). */
-async function connzTotals(): Promise<{ in: number; out: number }> {
-  const c = await monitorJson<{ connections: { in_msgs: number; out_msgs: number }[] }>(server!.monitorUrl, "/connz?limit=1024");
+async function connzTotals(nats: NatsServer): Promise<{ in: number; out: number }> {
+  const c = await monitorJson<{ connections: { in_msgs: number; out_msgs: number }[] }>(nats.monitorUrl, "/connz?limit=1024");
   let inMsgs = 0;
   let outMsgs = 0;
   for (const x of c.connections) {
@@ -418,39 +439,52 @@ async function connzTotals(): Promise<{ in: number; out: number }> {
 // --- main ------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  if (SYSTEMS.length === 0) throw new Error("BENCH_SYSTEMS names no known system (agentbus, bullmq)");
+  if (SYSTEMS.length === 0) throw new Error("BENCH_SYSTEMS names no known system (agentbus, agentbus_secure, bullmq)");
   progress(`tasks=${TASKS} inflight=${INFLIGHT} latency n=${LAT_N} warm-up=${WARMUP} rounds=${ROUNDS} worker concurrency=${CONCURRENCY} systems=${SYSTEMS.join(",")}`);
-  const [nats, redisInfo] = await Promise.all([
+  const [nats, redisInfo, secured] = await Promise.all([
     startServer(),
     SYSTEMS.includes("bullmq") ? startRedis() : Promise.resolve(undefined),
+    SYSTEMS.includes("agentbus_secure") ? startSecure() : Promise.resolve(undefined),
   ]);
   server = nats;
   progress(`nats-server ${server.version} at ${server.url}${redisInfo ? `; redis-server ${redisInfo.version} on ${HOST}:${redisInfo.port}` : ""}`);
+  if (secure) progress(`secured nats-server ${secure.nats.server.version} at ${secure.url}; agent ${secure.agent.id}, caller ${secure.caller.id}, grant at ACL revision ${secure.revision}`);
 
   const fns = {} as Record<System, RunOne>;
-  if (SYSTEMS.includes("agentbus")) fns.agentbus = await setupAgentbus();
+  if (SYSTEMS.includes("agentbus")) fns.agentbus = await setupAgentbus("agentbus");
+  if (SYSTEMS.includes("agentbus_secure")) fns.agentbus_secure = await setupAgentbus("agentbus_secure");
   if (SYSTEMS.includes("bullmq")) fns.bullmq = await setupBullmq(redisInfo!.port);
 
-  const c0 = SYSTEMS.includes("agentbus") ? await connzTotals() : undefined;
+  const natsOf = (s: BusSystem): NatsServer => (s === "agentbus" ? server! : secure!.nats.server);
+  const busSystems = SYSTEMS.filter((s): s is BusSystem => s !== "bullmq");
+  const connz0 = await Promise.all(busSystems.map((s) => connzTotals(natsOf(s))));
   const acc = await measure(fns);
-  const c1 = SYSTEMS.includes("agentbus") ? await connzTotals() : undefined;
+  const connz1 = await Promise.all(busSystems.map((s) => connzTotals(natsOf(s))));
 
   progress("tracing wire cost per task");
   const wire: Partial<Record<System, unknown>> = {};
+  // The tap subscribes to `>` without credentials: the plain server only.
   if (fns.agentbus) wire.agentbus = await traceNats(fns.agentbus);
   if (fns.bullmq) wire.bullmq = await traceRedis(redisInfo!.port, fns.bullmq);
 
   const result = {} as Record<System, Record<string, unknown>>;
   const tps = {} as Record<System, number>;
   const p50 = {} as Record<System, number>;
+  const p99 = {} as Record<System, number>;
+  const thrP = {} as Record<System, { p50: number; p99: number }>;
+  const cpuTotal = {} as Record<System, number>;
   for (const s of SYSTEMS) {
     const a = acc[s];
     const lat = summarize(a.lat);
     const thrLat = summarize(a.thr);
+    const cpuUsPerTask = cpuOf(s).per(a.cpu, a.thr.length);
     tps[s] = rateOf(a.thr.length, a.thrBusy).opsPerSec;
     p50[s] = lat.p50;
+    p99[s] = lat.p99;
+    thrP[s] = { p50: thrLat.p50, p99: thrLat.p99 };
+    cpuTotal[s] = cpuUsPerTask.total;
     result[s] = {
-      throughput: { tasks: a.thr.length, tasksPerSec: tps[s], p50: thrLat.p50, p99: thrLat.p99, cpuUsPerTask: cpuOf(s).per(a.cpu, a.thr.length) },
+      throughput: { tasks: a.thr.length, tasksPerSec: tps[s], p50: thrLat.p50, p99: thrLat.p99, cpuUsPerTask },
       latency: {
         ...lat,
         tasksPerSec: rateOf(a.lat.length, a.latBusy).opsPerSec,
@@ -465,28 +499,42 @@ async function main(): Promise<void> {
       wire: wire[s],
     };
   }
-  if (c0 && c1 && result.agentbus) {
-    // Over warm-up, latency and throughput phases (all agentbus tasks, plus a few timer-driven heartbeats).
-    const n = WARMUP + Math.min(100, WARMUP) + acc.agentbus.lat.length + acc.agentbus.thr.length;
-    (result.agentbus.wire as Record<string, unknown>).connz = { clientToServerMsgsPerTask: round((c1.in - c0.in) / n, 2), serverToClientMsgsPerTask: round((c1.out - c0.out) / n, 2) };
-  }
+  busSystems.forEach((s, i) => {
+    // Over warm-up, latency and throughput phases (all of the system's tasks, plus a few timer-driven heartbeats).
+    const n = WARMUP + Math.min(100, WARMUP) + acc[s].lat.length + acc[s].thr.length;
+    const connz = { clientToServerMsgsPerTask: round((connz1[i]!.in - connz0[i]!.in) / n, 2), serverToClientMsgsPerTask: round((connz1[i]!.out - connz0[i]!.out) / n, 2) };
+    result[s].wire = { ...(result[s].wire as Record<string, unknown> | undefined), connz };
+  });
 
-  const both = SYSTEMS.length === 2;
-  const ratios = both
+  const has = (...xs: System[]) => xs.every((x) => SYSTEMS.includes(x));
+  const vs = (a: System, b: System) => ({
+    throughput_ratio: ratio(tps[a], tps[b]),
+    p50_ratio: ratio(p50[a], p50[b]),
+    p99_ratio: ratio(p99[a], p99[b]),
+    cpu_per_task_ratio: ratio(cpuTotal[a], cpuTotal[b]),
+  });
+  const ratios = has("agentbus", "bullmq")
     ? {
-        throughput_ratio: ratio(tps.agentbus, tps.bullmq),
-        p50_ratio: ratio(p50.agentbus, p50.bullmq),
-        p99_ratio: ratio((result.agentbus.latency as { p99: number }).p99, (result.bullmq.latency as { p99: number }).p99),
-        cpu_per_task_ratio: ratio(
-          (result.agentbus.throughput as { cpuUsPerTask: { total: number } }).cpuUsPerTask.total,
-          (result.bullmq.throughput as { cpuUsPerTask: { total: number } }).cpuUsPerTask.total,
-        ),
+        ...vs("agentbus", "bullmq"),
+        // The secured server's agentbus against BullMQ.
+        ...(has("agentbus_secure") && Object.fromEntries(Object.entries(vs("agentbus_secure", "bullmq")).map(([k, v]) => [`secure_${k}`, v]))),
+      }
+    : undefined;
+  // The secured server against the plain one, same workload: what security costs.
+  const securedVsPlain = has("agentbus", "agentbus_secure")
+    ? {
+        ...vs("agentbus_secure", "agentbus"),
+        conc_p50_ratio: ratio(thrP.agentbus_secure.p50, thrP.agentbus.p50),
+        conc_p99_ratio: ratio(thrP.agentbus_secure.p99, thrP.agentbus.p99),
+        extra_cpu_us_per_task: round(cpuTotal.agentbus_secure - cpuTotal.agentbus, 1),
       }
     : undefined;
   const targets = { throughput_ratio: 2, p50_ratio: 0.7 };
   emit({
     bench: "tasks",
     server: server.version,
+    secureServer: secure?.nats.server.version,
+    secureSkipped: secured && "skipped" in secured ? secured.skipped : undefined,
     redis: redisInfo?.version,
     node: process.version,
     tasks: TASKS,
@@ -495,9 +543,23 @@ async function main(): Promise<void> {
     workerConcurrency: CONCURRENCY,
     ...result,
     ratios,
+    secured_vs_plain: securedVsPlain,
     targets,
     meets: ratios && { throughput_ratio: ratios.throughput_ratio >= targets.throughput_ratio, p50_ratio: ratios.p50_ratio <= targets.p50_ratio },
   });
+}
+
+/** Starts the secured server (bench/secure.ts); without auth callout (nats-server < 2.10), drops agentbus_secure from the run. */
+async function startSecure(): Promise<{ started: true } | { skipped: string }> {
+  try {
+    secure = await startSecureBench(TENANT, "echo");
+    return { started: true };
+  } catch (err) {
+    if ((err as { code?: string }).code !== "SERVER_TOO_OLD") throw err;
+    progress(`secured run skipped: ${(err as Error).message}`);
+    SYSTEMS = SYSTEMS.filter((s) => s !== "agentbus_secure");
+    return { skipped: (err as Error).message };
+  }
 }
 
 await runBench(main, stopAll);
