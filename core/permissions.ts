@@ -116,12 +116,17 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     // Task events, followed one task at a time: the filter names the task.
     `$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.*.${p}.task.*.events`,
     `$JS.API.CONSUMER.DELETE.${s.stream("EVENTS")}.*`,
+    `$JS.API.CONSUMER.MSG.NEXT.${s.stream("EVENTS")}.*`,
     `$JS.API.STREAM.MSG.GET.${s.stream("EVENTS")}`,
     `${p}.audit.>`,
     // Durable work and task state the submitter writes.
     `${kv("tasks")}.*`,
     `${kv("sessions")}.>`,
     `${kv("owners")}.${input.id}.>`,
+    // Listing its own tasks: a pass over its own keys of the owner index.
+    `$JS.API.CONSUMER.CREATE.${kvStream("owners")}.*.${kv("owners")}.${input.id}.>`,
+    `$JS.API.CONSUMER.DELETE.${kvStream("owners")}.*`,
+    `$JS.API.CONSUMER.MSG.NEXT.${kvStream("owners")}.*`,
     `${p}.task.*.cancel`,
     `${p}.inbox.*`,
     `${p}.agent.*.call`,
@@ -157,6 +162,10 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     pub.add(`${kv("agents")}.${input.id}`);
     pub.add(`${kv("presence")}.${input.id}.>`);
     pub.add(`${kv("replay")}.>`);
+    // Listing the tasks it served: a pass over the task snapshots.
+    pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("tasks")}.>`);
+    pub.add(`$JS.API.CONSUMER.DELETE.${kvStream("tasks")}.*`);
+    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${kvStream("tasks")}.*`);
   }
   if (input.role === "agent" || input.role === "bridge") {
     // Its own direct messages, read in order through its own consumer.
@@ -170,8 +179,8 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     // Push notifications and the monitor follow every task of the tenant.
     pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.>`);
     pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${s.stream("EVENTS")}.*`);
-    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${s.stream("EVENTS")}.*`);
     pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("tasks")}.>`);
+    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${kvStream("tasks")}.*`);
     pub.add(`${kv("push")}.>`);
     pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("push")}.>`);
   }

@@ -76,6 +76,21 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     expect(textOf(await caller.call("greet", "Ada"))).toBe("hello, Ada");
     const task = await caller.submit("greet", "Grace");
     expect((await task.result()).status.state).toBe("TASK_STATE_COMPLETED");
+    // Lists: the caller its own tasks, the agent those it served; another caller none of them.
+    expect((await caller.tasks()).tasks.map((t) => t.id)).toContain(task.id);
+    expect((await agent.tasks()).tasks.map((t) => t.id)).toContain(task.id);
+    const other = await bus("acme", await nats.issue("acme", "caller"));
+    expect((await other.tasks()).tasks.map((t) => t.id)).not.toContain(task.id);
+    await expect(other.task(task.id)).rejects.toMatchObject({ code: "TASK_NOT_FOUND" });
+    // Replaying the task's events: a consumer whose filter names the task.
+    const states: string[] = [];
+    for await (const { event } of (await caller.taskHandle(task.id)).events()) if ("statusUpdate" in event) states.push(event.statusUpdate.status.state);
+    expect(states.at(-1)).toBe("TASK_STATE_COMPLETED");
+    // A raw caller cannot open an unfiltered consumer on the events stream, nor one on the work queue.
+    const rawOther = await raw(await nats.issue("acme", "caller"));
+    const jsm = await jetstream(rawOther).jetstreamManager();
+    await expect(jsm.consumers.add("MESH_ACME_EVENTS", { name: "all" })).rejects.toThrow();
+    await expect(jsm.consumers.add("MESH_ACME_WORK", { name: "steal", filter_subject: "mesh.acme.work.greet" })).rejects.toThrow();
   });
 
   it("refuses identities that are not issued, keys not proven, and a tenant the identity does not belong to", async () => {
