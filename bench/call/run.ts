@@ -24,6 +24,10 @@
  *  - secure_mac, secure_sig: bus_mac and bus_sig on the secured server
  *             (nkey auth, per-role server permissions, ACL enforced with
  *             signed policy; the shared replay memory as on the plain one).
+ *  - bus_enc, secure_enc: `bus.call("echo", text, { encrypt: true })` on
+ *             each server: the request encrypted end to end for the agent,
+ *             the reply for the caller (MACed envelopes as bus_mac). Only
+ *             when the library has end-to-end encryption.
  *
  * Measures: sequential latency (N calls after a warm-up, in interleaved
  * rounds so drift on a noisy machine hits all modes alike), sequential
@@ -34,6 +38,7 @@
  *   BENCH_N=5000 BENCH_WARMUP=500 BENCH_CONC_MS=3000 BENCH_INFLIGHT=64 npx tsx bench/call/run.ts
  *   BENCH_CPU_PROF=/tmp/prof npx tsx bench/call/run.ts   # responders write .cpuprofiles there
  *   BENCH_SECURED=0 npx tsx bench/call/run.ts            # plain server only
+ *   BENCH_ENCRYPT=0 npx tsx bench/call/run.ts            # no encrypted calls
  *
  * Prints one JSON line on stdout; progress on stderr.
  */
@@ -71,6 +76,9 @@ const CONC_ROUNDS = Number(process.env.BENCH_CONC_ROUNDS ?? 3);
 const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 64);
 const MICRO_MS = Number(process.env.BENCH_MICRO_MS ?? 300);
 const SECURED = process.env.BENCH_SECURED !== "0";
+/** Encrypted calls need the library's end-to-end encryption (`Envelopes#sealEncrypted`). */
+const E2E = typeof (Envelopes.prototype as { sealEncrypted?: unknown }).sealEncrypted === "function";
+const ENCRYPT = process.env.BENCH_ENCRYPT !== "0" && E2E;
 const PAYLOAD = 128;
 const TENANT = "bench";
 const TIMEOUT = 10_000;
@@ -79,8 +87,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
 const enc = new TextEncoder();
 
-type Mode = "raw" | "bus_mac" | "bus_sig" | "secure_mac" | "secure_sig";
-type BusMode = "mac" | "sig";
+type Mode = "raw" | "bus_mac" | "bus_sig" | "bus_enc" | "secure_mac" | "secure_sig" | "secure_enc";
+type BusMode = "mac" | "sig" | "enc";
 /** The modes measured in this run (secured ones only when the secured server started). */
 let MODES: Mode[] = ["raw", "bus_mac", "bus_sig"];
 const isSecure = (m: Mode): boolean => m.startsWith("secure_");
@@ -156,8 +164,15 @@ function rawCaller(bus: Bus): () => Promise<unknown> {
 
 function callers(bus: Bus): Record<BusMode, () => Promise<unknown>> {
   const capSubject = bus.subjects.cap("echo");
+  // A variable, not a literal: `encrypt` is a CallOptions field only where the library has it (see E2E).
+  const encrypted = { timeout: TIMEOUT, encrypt: true };
   return {
     mac: () => bus.call("echo", text, { timeout: TIMEOUT }),
+    enc: async () => {
+      const reply = await bus.call("echo", text, encrypted);
+      if (textOf(reply) !== text) throw new Error("encrypted echo: wrong reply");
+      return reply;
+    },
     // Bus.call with recipients = []: Ed25519-signed request (first call to an
     // unknown peer), MACed reply. Same steps as core/bus.ts call/#request.
     sig: async () => {
@@ -301,6 +316,7 @@ function breakdown(): Record<string, unknown> {
   return {
     unit: "us",
     ...hdr,
+    ...(E2E && encryptionBreakdown(sender, b, subject, body, meta, us)),
     headerBytesMac: macWire.length,
     headerBytesSig: sigWire.length,
     bodyBytes: body.length,
@@ -345,6 +361,32 @@ async function setupSecure(): Promise<{ fns: Record<BusMode, () => Promise<unkno
   return { fns: callers(secureCaller), server: secure.nats.server.version };
 }
 
+/**
+ * End-to-end encryption's own steps, µs: seal an encrypted request for one
+ * recipient (content key, AES-GCM, key wrap; MACed for it), and open +
+ * decrypt it there. Peer keys are derived once, before timing, as on a
+ * long-lived connection.
+ */
+function encryptionBreakdown(sender: Envelopes, b: Identity, subject: string, body: Uint8Array, meta: EnvelopeMeta, us: (fn: () => unknown) => number): Record<string, number> {
+  type Sealed = { headers: Received["headers"]; body: Uint8Array };
+  type E2e = { sealEncrypted(subject: string, plain: Uint8Array, encryptFor: readonly string[], meta: EnvelopeMeta, macFor?: readonly string[]): Sealed; decrypt(env: ReturnType<Envelopes["open"]>, data: Uint8Array): Uint8Array };
+  const seal = (): Sealed => (sender as unknown as E2e).sealEncrypted(subject, body, [b.id], meta, [b.id]);
+  const pool = Array.from({ length: 20_000 }, seal);
+  let opener = new Envelopes(b);
+  const first = seal();
+  (opener as unknown as E2e).decrypt(opener.open({ subject, data: first.body, headers: first.headers }), first.body);
+  let i = 0;
+  const openDecrypt = us(() => {
+    if (i === pool.length) {
+      i = 0;
+      opener = new Envelopes(b); // replay guard: each id opens once
+    }
+    const m = pool[i++]!;
+    return (opener as unknown as E2e).decrypt(opener.open({ subject, data: m.body, headers: m.headers }), m.body);
+  });
+  return { sealEncrypted: us(seal), openDecrypt };
+}
+
 // --- main ---------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -359,12 +401,21 @@ async function main(): Promise<void> {
 
   const plainFns = callers(bus);
   const fns = { raw: rawCaller(bus), bus_mac: plainFns.mac, bus_sig: plainFns.sig } as Record<Mode, () => Promise<unknown>>;
+  if (ENCRYPT) {
+    fns.bus_enc = plainFns.enc;
+    MODES = [...MODES, "bus_enc"];
+  }
   const secureInfo = SECURED ? await setupSecure() : { skipped: "BENCH_SECURED=0" };
   if ("fns" in secureInfo) {
     fns.secure_mac = secureInfo.fns.mac;
     fns.secure_sig = secureInfo.fns.sig;
     MODES = [...MODES, "secure_mac", "secure_sig"];
+    if (ENCRYPT) {
+      fns.secure_enc = secureInfo.fns.enc;
+      MODES = [...MODES, "secure_enc"];
+    }
   }
+  progress(`modes: ${MODES.join(", ")}${E2E ? "" : " (no end-to-end encryption in this library: no encrypted calls)"}`);
   for (const mode of MODES) {
     for (let i = 0; i < WARMUP; i++) await fns[mode]();
   }
@@ -398,6 +449,19 @@ async function main(): Promise<void> {
         sig_conc_throughput_ratio: ratio(conc.secure_sig.callsPerSec, conc.bus_sig.callsPerSec),
       }
     : undefined;
+  // An encrypted call against the same call unencrypted, on the same server: what encryption costs per call.
+  const encVs = (e: Mode, m: Mode) =>
+    seq[e] && seq[m]
+      ? {
+          p50_ratio: ratio(seq[e].p50, seq[m].p50),
+          p99_ratio: ratio(seq[e].p99, seq[m].p99),
+          seq_throughput_ratio: ratio(seq[e].callsPerSec, seq[m].callsPerSec),
+          conc_throughput_ratio: ratio(conc[e].callsPerSec, conc[m].callsPerSec),
+          cpu_per_call_ratio: ratio(conc[e].cpuUsPerCall.total, conc[m].cpuUsPerCall.total),
+          extra_p50_ms: round(seq[e].p50 - seq[m].p50, 4),
+          extra_cpu_us_per_call: round(conc[e].cpuUsPerCall.total - conc[m].cpuUsPerCall.total, 1),
+        }
+      : undefined;
   const ratios = {
     p50_ratio: ratio(seq.bus_mac.p50, seq.raw.p50),
     p99_ratio: ratio(seq.bus_mac.p99, seq.raw.p99),
@@ -430,8 +494,11 @@ async function main(): Promise<void> {
     secureSkipped: "skipped" in secureInfo ? secureInfo.skipped : undefined,
     secure_mac: result("secure_mac"),
     secure_sig: result("secure_sig"),
+    bus_enc: result("bus_enc"),
+    secure_enc: result("secure_enc"),
     ratios,
     secured_vs_plain: securedVsPlain,
+    encrypted_vs_mac: ENCRYPT ? { plain: encVs("bus_enc", "bus_mac"), secure: encVs("secure_enc", "secure_mac") } : undefined,
     breakdown: parts,
     targets,
     meets: {
