@@ -124,7 +124,11 @@ export function authorityConfig(input: AuthorityConfigInput): Record<string, unk
     accounts,
     system_account: SYSTEM_ACCOUNT,
     authorization: input.mode === "callout"
-      ? { auth_callout: { issuer: input.keys.issuer.getPublicKey(), auth_users: [input.keys.service.getPublicKey(), input.keys.system.getPublicKey()], account: AUTH_ACCOUNT } }
+      ? {
+          // Seconds a client may take to authenticate, the callout's answer included (a busy machine needs more than the default).
+          timeout: 10,
+          auth_callout: { issuer: input.keys.issuer.getPublicKey(), auth_users: [input.keys.service.getPublicKey(), input.keys.system.getPublicKey()], account: AUTH_ACCOUNT },
+        }
       : undefined,
   };
 }
