@@ -11,4 +11,8 @@
 export { authorityConfig, importsOf, loadAuthorityKeys, serverPermissions, AUTH_ACCOUNT, SYSTEM_ACCOUNT, type AuthorityConfigInput, type AuthorityKeys, type StaticUser, type TenantSpec } from "./config.js";
 export { Directory, DIRECTORY_BUCKET, checkRecord, type IdentityRecord } from "./directory.js";
 export { Authority, AUTH_REQUEST_SUBJECT, type AuthorityOptions } from "./service.js";
-export { AuthorityState, admins, startSecureNats, type SecureNats, type SecureNatsOptions } from "./local.js";
+export { AuthorityState, admins, setUpTenant, startSecureNats, type SecureNats, type SecureNatsOptions, type TenantSetUp } from "./local.js";
+export {
+  forgetServer, includeFileText, processAlive, readServerRecord, recordServer, reloadServer,
+  type IncludeRecord, type LaunchedServerRecord, type ReloadOutcome, type ServerRecord,
+} from "./reload.js";

@@ -5,7 +5,7 @@
  * and by the tests; the same files work for a server started by hand
  * (`nats-server -c <dir>/nats-server.conf`, then `agentbus authority serve`).
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AgentBusError, Identity, connect, type Logger, type IdentityRole } from "../core/index.js";
 import { natsServerVersion, findNatsServer, startServer, type NatsServer, type ServerOptions } from "../nats/index.js";
@@ -18,25 +18,40 @@ export class AuthorityState {
   readonly keys: AuthorityKeys;
   /** The authority's own identity (admin of every tenant). */
   readonly identity: Identity;
-  #tenants: TenantSpec[];
+  #tenants: TenantSpec[] = [];
+  /** Modification time and size of `tenants.json` when last read. */
+  #read = "";
 
   constructor(dir: string) {
     this.dir = dir;
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.keys = loadAuthorityKeys(dir);
     this.identity = Identity.fromFileOrCreate(join(dir, "authority.seed"));
-    const file = join(dir, "tenants.json");
-    this.#tenants = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as TenantSpec[]) : [];
+    this.#refresh();
   }
 
-  /** The configured tenants. */
+  /**
+   * True when `dir` holds an authority's keys (made by `new
+   * AuthorityState(dir)`, `agentbus authority config` or `agentbus up`).
+   */
+  static exists(dir: string): boolean {
+    return existsSync(join(dir, "issuer.nk")) && existsSync(join(dir, "service.nk"));
+  }
+
+  /**
+   * The configured tenants. Read again when `tenants.json` changed, so a
+   * tenant added by another process (`agentbus tenant create`) is seen by
+   * a running authority at once.
+   */
   tenants(): readonly TenantSpec[] {
+    this.#refresh();
     return this.#tenants;
   }
 
   /** Adds a tenant (idempotent) and saves. */
   addTenant(name: string): TenantSpec {
     if (!/^[a-z0-9_-]+$/.test(name)) throw new AgentBusError("INVALID_INPUT", `invalid tenant ${JSON.stringify(name)}: must match [a-z0-9_-]+`);
+    this.#refresh();
     let t = this.#tenants.find((x) => x.name === name);
     if (!t) {
       t = { name };
@@ -48,6 +63,7 @@ export class AuthorityState {
 
   /** Offers `capability` of tenant `from` to tenant `to` (a service export and import) and saves. */
   exportCapability(from: string, capability: string, to: string): void {
+    this.#refresh();
     const t = this.#tenants.find((x) => x.name === from);
     if (!t) throw new AgentBusError("INVALID_INPUT", `unknown tenant ${from}`);
     if (!this.#tenants.some((x) => x.name === to)) throw new AgentBusError("INVALID_INPUT", `unknown tenant ${to}`);
@@ -62,11 +78,31 @@ export class AuthorityState {
 
   /** The accounts and callout blocks for the server config. */
   serverConfig(root?: string): Record<string, unknown> {
-    return authorityConfig({ keys: this.keys, tenants: this.#tenants, mode: "callout", root });
+    return authorityConfig({ keys: this.keys, tenants: this.tenants(), mode: "callout", root });
+  }
+
+  #file(): string {
+    return join(this.dir, "tenants.json");
+  }
+
+  #refresh(): void {
+    const file = this.#file();
+    let stamp = "";
+    try {
+      const st = statSync(file);
+      stamp = `${st.mtimeMs}:${st.size}`;
+    } catch {
+      /* no tenants yet */
+    }
+    if (stamp === this.#read) return;
+    this.#tenants = stamp ? (JSON.parse(readFileSync(file, "utf8")) as TenantSpec[]) : [];
+    this.#read = stamp;
   }
 
   #save(): void {
-    writeFileSync(join(this.dir, "tenants.json"), `${JSON.stringify(this.#tenants, null, 2)}\n`, { mode: 0o600 });
+    writeFileSync(this.#file(), `${JSON.stringify(this.#tenants, null, 2)}\n`, { mode: 0o600 });
+    this.#read = "";
+    this.#refresh();
   }
 }
 
@@ -143,20 +179,7 @@ export async function startSecureNats(o: SecureNatsOptions): Promise<SecureNats>
       state.addTenant(name);
       if (!known) await reload();
       const identity = admin ?? Identity.fromFileOrCreate(join(state.dir, `${name}-admin.seed`));
-      await authority.issue({ id: identity.id, tenant: name, role: "admin", name: `${name} admin` });
-      saveAdmins(state.dir, name, identity.id);
-      // The authority's own connection provisions the tenant (streams, buckets);
-      // the admin sets the tenant's trust root to itself when it has none.
-      const bus = await authority.tenant(name);
-      await bus.ensureTasks();
-      const adminBus = await connect({
-        servers: server.url, root: o.root, tenant: name, identity, auth: { nkey: true }, trustRoot: admins(state.dir, name), logger: o.logger, name: `agentbus tenant ${name} set-up`,
-      });
-      try {
-        await adminBus.acl.setTrustRoot([identity.id]);
-      } finally {
-        await adminBus.close();
-      }
+      await setUpTenant({ authority, state, servers: server.url, tenant: name, admin: identity, root: o.root, logger: o.logger });
       return identity;
     },
     async issue(tenant, role, options = {}) {
@@ -174,6 +197,46 @@ export async function startSecureNats(o: SecureNatsOptions): Promise<SecureNats>
     },
   };
   return secure;
+}
+
+/** Inputs of {@link setUpTenant}. */
+export interface TenantSetUp {
+  /** The authority (running, or opened with {@link Authority.open}). */
+  authority: Authority;
+  state: AuthorityState;
+  /** NATS URL(s) of the server, which already has the tenant's account. */
+  servers: string | string[];
+  tenant: string;
+  /** The tenant's admin identity. */
+  admin: Identity;
+  root?: string;
+  logger?: Logger;
+}
+
+/**
+ * Provisions a tenant whose account the server already has: issues its
+ * admin (role `admin` in the directory, recorded as the tenant's admin in
+ * the authority's state), creates its streams and buckets through the
+ * authority's own connection, and has the admin set the tenant's trust
+ * root to itself when the tenant has none (a root naming other admins is
+ * left alone). Resolves to the tenant's trust root afterwards.
+ */
+export async function setUpTenant(t: TenantSetUp): Promise<string[]> {
+  const { authority, state, tenant, admin } = t;
+  await authority.issue({ id: admin.id, tenant, role: "admin", name: `${tenant} admin` });
+  saveAdmins(state.dir, tenant, admin.id);
+  const bus = await authority.tenant(tenant);
+  await bus.ensureTasks();
+  const adminBus = await connect({
+    servers: t.servers, root: t.root, tenant, identity: admin, auth: { nkey: true }, trustRoot: admins(state.dir, tenant), logger: t.logger, name: `agentbus tenant ${tenant} set-up`,
+  });
+  try {
+    const current = adminBus.acl.admins();
+    if (current.length === 0 || (current.length === 1 && current[0] === admin.id)) await adminBus.acl.setTrustRoot([admin.id]);
+    return adminBus.acl.admins();
+  } finally {
+    await adminBus.close();
+  }
 }
 
 function adminsFile(dir: string): string {

@@ -83,27 +83,63 @@ export class Authority {
 
   /** Connects the service users, opens the directory and starts answering. */
   static async start(o: AuthorityOptions): Promise<Authority> {
+    const authority = await Authority.#connect(o, true);
+    const log = authority.#log;
+    authority.#sub = authority.#auth.subscribe(AUTH_REQUEST_SUBJECT, {
+      queue: "agentbus-authority",
+      callback: (err, msg) => {
+        if (!err) void authority.#answer(msg);
+      },
+    });
+    await authority.#auth.flush();
+    // Each tenant's policy is read through an admin connection: open them now, not inside the first callout.
+    for (const t of o.tenants()) void authority.tenant(t.name).catch((err: unknown) => log.warn({ tenant: t.name, err: String(err) }, "cannot read the tenant's policy yet"));
+    log.info({ tenants: o.tenants().map((t) => t.name) }, "authority answering authorization requests");
+    return authority;
+  }
+
+  /**
+   * Connects the service users and opens the directory without answering
+   * authorization requests: for tools that issue, revoke and rotate
+   * identities next to a running authority (`agentbus identity …`). Its
+   * {@link Authority.revoke} and {@link Authority.rotate} close the
+   * connections themselves; {@link Authority.stop} closes it.
+   *
+   * @throws the connection error when the server refuses the service keys
+   *   (a server not configured with this authority's {@link authorityConfig}).
+   */
+  static open(o: AuthorityOptions): Promise<Authority> {
+    return Authority.#connect(o, false);
+  }
+
+  static async #connect(o: AuthorityOptions, watch: boolean): Promise<Authority> {
     const log = (o.logger ?? createLogger()).child({ component: "authority" });
     const base = { servers: o.servers, maxReconnectAttempts: -1, reconnectTimeWait: 500 };
     const auth = await natsConnect({ ...base, name: "agentbus-authority", authenticator: nkeyAuthenticator(o.keys.service.getSeed()) });
-    const system = await natsConnect({ ...base, name: "agentbus-authority-system", authenticator: nkeyAuthenticator(o.keys.system.getSeed()) });
+    let system: NatsConnection;
+    try {
+      system = await natsConnect({ ...base, name: "agentbus-authority-system", authenticator: nkeyAuthenticator(o.keys.system.getSeed()) });
+    } catch (err) {
+      await auth.close().catch(() => {});
+      throw err;
+    }
     let authority: Authority | undefined;
-    const directory = await Directory.open(auth, {
-      replicas: o.replicas,
-      onChange: (id, now, before) => {
-        if (now?.revokedAt && !before?.revokedAt) void authority?.disconnect(id);
-        if (now?.rotatedTo && !before?.rotatedTo) void authority?.disconnect(id);
-      },
-    });
+    let directory: Directory;
+    try {
+      directory = await Directory.open(auth, {
+        replicas: o.replicas,
+        onChange: watch
+          ? (id, now, before) => {
+              if (now?.revokedAt && !before?.revokedAt) void authority?.disconnect(id);
+              if (now?.rotatedTo && !before?.rotatedTo) void authority?.disconnect(id);
+            }
+          : undefined,
+      });
+    } catch (err) {
+      await Promise.all([auth.close().catch(() => {}), system.close().catch(() => {})]);
+      throw err;
+    }
     authority = new Authority(auth, system, directory, o, log);
-    authority.#sub = auth.subscribe(AUTH_REQUEST_SUBJECT, {
-      queue: "agentbus-authority",
-      callback: (err, msg) => {
-        if (!err) void authority!.#answer(msg);
-      },
-    });
-    await auth.flush();
-    log.info({ tenants: o.tenants().map((t) => t.name) }, "authority answering authorization requests");
     return authority;
   }
 

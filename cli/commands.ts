@@ -11,6 +11,8 @@ import { readApiKeys } from "../bridges/a2a/keys.js";
 import Fastify from "fastify";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { createMcpServer } from "../bridges/mcp/index.js";
+import { AuthorityState } from "../authority/index.js";
+import { DEFAULT_AUTHORITY_DIR, rotateInDirectory } from "./authority.js";
 
 
 export { send } from "./send.js";
@@ -192,24 +194,34 @@ export function identity(): Command {
     withAdmin(new Command("rotate"))
       .description("rotate --seed's identity to --new-seed's key: the new key keeps the grants and group memberships, the old one is refused")
       .requiredOption("--new-seed <file>", "nkey seed file of the new key (agentbus keygen)")
+      .option("--dir <dir>", `the authority's directory, to move the identity's record there too (env AGENTBUS_AUTHORITY_DIR; on a server that requires authentication, default ${DEFAULT_AUTHORITY_DIR} when it exists)`, process.env.AGENTBUS_AUTHORITY_DIR)
       .addHelpText(
         "after",
         `
 Both keys sign the move (proof of possession); the tenant admin of
---admin-seed stores it. Then restart the agent with --seed <new file>: it
-registers under the new id. The old key is refused from now on.
+--admin-seed stores it. On a secured server the authority's directory
+(--dir) moves the identity's record too: the new key may connect, the old
+one's connections are closed. Then restart the agent with --seed <new
+file>: it registers under the new id. The old key is refused from now on.
 
   agentbus keygen writer-2.nk
   agentbus identity rotate --seed writer.nk --new-seed writer-2.nk --admin-seed admin.nk`,
       )
-      .action(async (o: AdminOptions & { newSeed: string }) => {
+      .action(async (o: AdminOptions & { newSeed: string; dir?: string }) => {
         if (!o.seed) throw new AgentBusError("INVALID_INPUT", "give --seed <file>: the identity's current key");
         const admin = asAdmin(o, "a key rotation");
         const proof = proveRotation(Identity.fromFile(o.seed), Identity.fromFile(o.newSeed), o.tenant ?? "default");
-        await withBus({ ...o, seed: undefined }, async (bus) => {
+        const secured = await withBus({ ...o, seed: undefined }, async (bus) => {
           await bus.rotateIdentity(proof);
-          print(o, { from: proof.from, to: proof.to }, `${proof.from} rotated to ${proof.to}`);
+          return Boolean(bus.nc.info?.auth_required);
         }, admin);
+        // The directory too: given, or the default one next to a server that requires authentication.
+        const dir = o.dir ?? (secured && AuthorityState.exists(DEFAULT_AUTHORITY_DIR) ? DEFAULT_AUTHORITY_DIR : undefined);
+        const moved = dir ? await rotateInDirectory({ ...o, dir }, proof.from, proof.to) : false;
+        if (secured && !moved) {
+          process.stderr.write(`agentbus: the authority's directory has no record of ${proof.from}${dir ? ` (${dir})` : " (give --dir <the authority's directory>)"}: issue the new key there (agentbus identity issue --seed ${o.newSeed} …) before it connects\n`);
+        }
+        print(o, { from: proof.from, to: proof.to, directory: moved }, `${proof.from} rotated to ${proof.to}${moved ? " (and in the authority's directory)" : ""}`);
       }),
   );
   return cmd;
