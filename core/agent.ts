@@ -82,6 +82,8 @@ export interface AgentHost {
   durable(): Promise<Durable>;
   /** Throws DEPTH_EXCEEDED, UNKNOWN_SENDER or DENIED. */
   authorize(env: Envelope, cap: string): void;
+  /** Registered providers of `cap` that are not revoked: who an encrypted task's events are encrypted for, beside its submitter. */
+  recipients(cap: string): string[];
   audit(kind: string, record: Record<string, unknown>): void;
   /** Called once the agent has stopped. */
   stopped(agent: Agent): void;
@@ -219,7 +221,8 @@ export class Agent {
       this.#authorize(env, cap);
       const entry = this.#handlers.get(cap);
       if (!entry) throw new AgentBusError("INVALID_INPUT", `agent does not offer ${cap}`);
-      const message = parseMessage(msg.data);
+      // Verified and authorized first; only then decrypted.
+      const message = parseMessage(env.enc === undefined ? msg.data : envelopes.decrypt(env, msg.data));
       const input = entry.validate ? structuredInput(message) : undefined;
       entry.validate?.(input);
       const sink = new CallSink();
@@ -237,6 +240,8 @@ export class Agent {
   #base(cap: string, env: Envelope, userMessage: Message, signal: AbortSignal, task?: Task, input?: unknown): ContextBase {
     const host = this.#host;
     const parent = { context: task?.contextId ?? env.context, parent: task?.id ?? env.task ?? env.id, depth: env.depth + 1, trace: env.trace };
+    // Work that came encrypted stays encrypted down the chain, unless the handler says `encrypt: false`.
+    const encrypted = env.enc !== undefined || task?.metadata.encrypted !== undefined;
     return {
       capability: cap,
       userMessage,
@@ -246,8 +251,8 @@ export class Agent {
       input,
       log: () => this.#log.child({ capability: cap, from: env.from, task: task?.id, traceId: traceIdOf(env.trace?.traceparent) }),
       session: (contextId) => host.session(contextId),
-      call: (c, i, o) => host.call(c, i, { task: task?.id ?? env.task, ...parent, ...o }),
-      submit: (c, i, o) => host.submit(c, i, { contextId: parent.context, parent: parent.parent, depth: parent.depth, trace: parent.trace, ...o }),
+      call: (c, i, o) => host.call(c, i, { task: task?.id ?? env.task, ...parent, ...(encrypted && { encrypt: true }), ...o }),
+      submit: (c, i, o) => host.submit(c, i, { contextId: parent.context, parent: parent.parent, depth: parent.depth, trace: parent.trace, ...(encrypted && { encrypt: true }), ...o }),
     };
   }
 
@@ -262,6 +267,7 @@ export class Agent {
             agentId: this.id,
             log: this.#log,
             authorize: (env, c) => this.#authorize(env, c),
+            recipients: (c) => this.#host.recipients(c),
             base: (c, env, m, signal, task, input) => this.#base(c, env, m, signal, task, input),
             audit: (kind, record) => this.#host.audit(kind, record),
           },
@@ -281,8 +287,12 @@ export class Agent {
   #respond(msg: ServiceMsg, env: Envelope, reply: Message): void {
     if (!msg.reply) return;
     const body = Buffer.from(JSON.stringify(reply));
-    const headers = this.#host.envelopes.seal(replySubject(env.id), body, { context: env.context, task: env.task, trace: env.trace }, [env.from]);
-    msg.respond(body, { headers });
+    const subject = replySubject(env.id);
+    const meta = { context: env.context, task: env.task, trace: env.trace };
+    if (env.enc === undefined) return void msg.respond(body, { headers: this.#host.envelopes.seal(subject, body, meta, [env.from]) });
+    // An encrypted call gets an encrypted reply, for the caller only.
+    const sealed = this.#host.envelopes.sealEncrypted(subject, body, [env.from], meta, [env.from]);
+    msg.respond(sealed.body, { headers: sealed.headers });
   }
 
   #refuse(msg: ServiceMsg, env: Envelope | undefined, err: unknown): void {
@@ -299,9 +309,14 @@ export class Agent {
       this.#log.error({ err: (err as Error) ?? err, traceId: traceIdOf(env?.trace?.traceparent) }, "handler failed");
     }
     if (!msg.reply) return;
-    const body = enc.encode(JSON.stringify(e.toJSON()));
+    let body: Uint8Array = enc.encode(JSON.stringify(e.toJSON()));
     // An unauthenticated sender gets a signed answer: we cannot MAC for an identity we have not verified.
-    const headers = this.#host.envelopes.seal(replySubject(env?.id ?? msg.headers?.get(Header.id)), body, { errorCode: e.code, trace: env?.trace }, env ? [env.from] : undefined);
+    const subject = replySubject(env?.id ?? msg.headers?.get(Header.id));
+    const meta = { errorCode: e.code, trace: env?.trace };
+    let headers;
+    if (env?.enc === undefined) headers = this.#host.envelopes.seal(subject, body, meta, env ? [env.from] : undefined);
+    // The reason may quote the input: encrypted for the (verified) caller, as a reply would be.
+    else ({ headers, body } = this.#host.envelopes.sealEncrypted(subject, body, [env.from], meta, [env.from]));
     msg.respondError(e.code === "HANDLER_FAILED" ? 500 : 400, e.code, body, { headers });
   }
 

@@ -146,6 +146,23 @@ export interface CallOptions extends Pick<EnvelopeMeta, "task" | "context" | "pa
    * not know the other's agents.
    */
   tenant?: string;
+  /**
+   * Encrypt the input end to end (`Mesh-Enc`): for `target`, else for every
+   * online provider of `cap` this identity's registry knows (every
+   * registered one when it knows none online), never a revoked one; the
+   * reply comes back encrypted for this identity. `NO_RESPONDERS` when no
+   * provider is registered; not available with `tenant`.
+   */
+  encrypt?: boolean;
+}
+
+/** Options of {@link Bus.send}. */
+export interface SendOptions {
+  context?: string;
+  task?: string;
+  trace?: TraceContext;
+  /** Encrypt the message end to end for the receiving agent (`Mesh-Enc`): the stream stores ciphertext. */
+  encrypt?: boolean;
 }
 
 const enc = new TextEncoder();
@@ -377,9 +394,10 @@ export class Bus {
     };
     // MAC for the agents we know serve this; a signature when we know none.
     const recipients = options.target ? [options.target] : foreign ? [] : this.registry.providers(cap);
-    if (!span) return this.#requestOrSign(subject, body, meta, recipients, options);
+    const encryptFor = options.encrypt ? this.#callRecipients(cap, options.target, foreign) : undefined;
+    if (!span) return this.#requestOrSign(cap, subject, body, meta, recipients, options, encryptFor);
     try {
-      const reply = await this.#requestOrSign(subject, body, meta, recipients, options);
+      const reply = await this.#requestOrSign(cap, subject, body, meta, recipients, options, encryptFor);
       endSpan(span);
       return reply;
     } catch (err) {
@@ -388,18 +406,51 @@ export class Bus {
     }
   }
 
-  async #requestOrSign(subject: string, body: Uint8Array, meta: EnvelopeMeta, recipients: string[], o: CallOptions): Promise<Message> {
+  /**
+   * Who an encrypted call is encrypted for: the target, else the online
+   * providers the registry knows (every registered one when none is
+   * online), never a revoked identity.
+   */
+  #callRecipients(cap: string, target: string | undefined, foreign: boolean): string[] {
+    if (foreign) throw new AgentBusError("INVALID_INPUT", "encrypt is not available for another tenant's capability: its providers are not in this tenant's registry");
+    if (target) {
+      if (this.isRevoked(target)) throw new AgentBusError("REVOKED", `${target} is revoked: nothing is encrypted for it`);
+      return [target];
+    }
+    const online = this.registry.providers(cap).filter((id) => !this.isRevoked(id));
+    return online.length > 0 ? online : this.#encryptionRecipients(cap);
+  }
+
+  /**
+   * Every registered provider of `cap`, online or not, except revoked ones:
+   * the recipients of encrypted durable work. `NO_RESPONDERS` when there is
+   * none, rather than encrypting for nobody.
+   */
+  #encryptionRecipients(cap: string): string[] {
+    const ids = this.registry.registered(cap).filter((id) => !this.isRevoked(id));
+    if (ids.length === 0) throw new AgentBusError("NO_RESPONDERS", `no registered provider of ${cap} to encrypt for`);
+    return ids;
+  }
+
+  async #requestOrSign(cap: string, subject: string, body: Uint8Array, meta: EnvelopeMeta, recipients: string[], o: CallOptions, encryptFor?: string[]): Promise<Message> {
     try {
-      return await this.#request(subject, body, meta, recipients, o);
+      return await this.#request(subject, body, meta, recipients, o, encryptFor);
     } catch (err) {
       // An agent we did not know of (a new replica) cannot check our MACs: sign instead.
-      if (isAgentBusError(err, "UNSIGNED") && recipients.length > 0) return this.#request(subject, body, meta, [], o);
+      if (isAgentBusError(err, "UNSIGNED") && recipients.length > 0) return this.#request(subject, body, meta, [], o, encryptFor);
+      // Nor open what we encrypted: encrypt again for the providers known now (the registry has likely caught up).
+      if (encryptFor && isAgentBusError(err, "NOT_RECIPIENT") && !o.target) {
+        return this.#request(subject, body, meta, this.registry.providers(cap), o, this.#callRecipients(cap, undefined, false));
+      }
       throw err;
     }
   }
 
-  async #request(subject: string, body: Uint8Array, meta: EnvelopeMeta, recipients: string[], o: CallOptions): Promise<Message> {
-    const headers = this.envelopes.seal(subject, body, meta, recipients);
+  async #request(subject: string, plain: Uint8Array, meta: EnvelopeMeta, recipients: string[], o: CallOptions, encryptFor?: string[]): Promise<Message> {
+    let headers;
+    let body = plain;
+    if (encryptFor) ({ headers, body } = this.envelopes.sealEncrypted(subject, plain, encryptFor, meta, recipients));
+    else headers = this.envelopes.seal(subject, body, meta, recipients);
     const pending = this.nc.request(subject, body, { timeout: o.timeout ?? 30_000, headers });
     let reply;
     try {
@@ -409,14 +460,15 @@ export class Bus {
     }
     const env = this.envelopes.open(reply, { replay: false, subject: replySubject(headers.get(Header.id)) });
     if (o.target && env.from !== o.target) throw new AgentBusError("BAD_SIGNATURE", `reply from ${env.from}, expected ${o.target}`);
+    const data = env.enc === undefined ? reply.data : this.envelopes.decrypt(env, reply.data);
     if (env.errorCode) {
       let message = env.errorCode as string;
       try {
-        message = (JSON.parse(utf8(reply.data)) as { message: string }).message;
+        message = (JSON.parse(utf8(data)) as { message: string }).message;
       } catch { /* keep the code as the message */ }
       throw new AgentBusError(env.errorCode, message);
     }
-    return parseMessage(reply.data);
+    return parseMessage(data);
   }
 
   /**
@@ -463,11 +515,13 @@ export class Bus {
   /**
    * Durable direct message to one agent (`<root>.<t>.inbox.<agent>`): kept
    * until the agent takes it, delivered in order even after it was offline.
+   * With `encrypt`, the stream stores it encrypted for that agent only.
    */
-  async send(to: string, input: Input, options: { context?: string; task?: string; trace?: TraceContext } = {}): Promise<SendReceipt> {
+  async send(to: string, input: Input, options: SendOptions = {}): Promise<SendReceipt> {
+    if (options.encrypt && this.isRevoked(to)) throw new AgentBusError("REVOKED", `${to} is revoked: nothing is encrypted for it`);
     // A PRODUCER span when an SDK is registered; the message carries its trace (else a new hop of the given one).
     const op = traced("send inbox", SpanKind.PRODUCER, options.trace, { [SpanAttr.messagingSystem]: "nats", [SpanAttr.target]: to, [SpanAttr.tenant]: this.subjects.tenant });
-    return op.run(async () => sendDirect(await this.#durableOnce(), to, input, { ...options, trace: op.trace }));
+    return op.run(async () => sendDirect(await this.#durableOnce(), to, input, { context: options.context, task: options.task, trace: op.trace }, options.encrypt ?? false));
   }
 
   /**
@@ -661,6 +715,7 @@ export class Bus {
       nc: this.nc,
       durable: await this.#durableOnce(),
       providers: (cap: string) => this.registry.providers(cap),
+      recipients: (cap: string) => this.#encryptionRecipients(cap),
       maxDepth: this.#options.maxDepth ?? 8,
       id: this.id,
       granted: (cap, agent) => this.acl.allows(this.id, agent ?? "*", taskRight(cap)),
@@ -685,6 +740,7 @@ export class Bus {
       session: (contextId) => this.session(contextId),
       durable: () => this.#durableOnce(),
       authorize: (env, cap) => this.authorize(env, cap),
+      recipients: (cap) => this.registry.registered(cap).filter((id) => !this.isRevoked(id)),
       stopped: (agent) => this.#agents.delete(agent),
       audit: (kind, record) => this.audit(kind, record),
     };

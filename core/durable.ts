@@ -82,13 +82,15 @@ export class Durable {
    * task whose snapshot is missing or that `may` refuses is `TASK_NOT_FOUND`.
    * The submitter verifies every event; any other reader verifies those it
    * can and takes the others as stored (`verified: false`), refusing only a
-   * MAC or signature that fails.
+   * MAC or signature that fails. Of an encrypted task, what is encrypted
+   * for this identity comes opened; the rest stays encrypted parts.
    */
   async *events(taskId: string, fromSequence?: number, may?: (task: Task) => boolean | Promise<boolean>): AsyncGenerator<StoredEvent> {
     const snapshot = await this.store.get(taskId);
     if (may && (!snapshot || !(await may(snapshot.task)))) throw new AgentBusError("TASK_NOT_FOUND", `task ${taskId} not found`);
     const submitter = snapshot?.task.metadata.submitter;
     const lenient = submitter !== undefined && submitter !== this.envelopes.identity.id;
+    const e2e = snapshot?.task.metadata.encrypted ? this.envelopes.e2e : undefined;
     if (snapshot && isFinal(snapshot.task.status.state) && fromSequence !== undefined) {
       // Nothing left to follow: stop at the end of what is stored.
       const last = await this.lastSequence(taskId);
@@ -104,7 +106,7 @@ export class Durable {
     try {
       for await (const m of iter) {
         const { event, from, verified } = lenient ? this.#readEvent(m) : { ...this.decodeEvent(m), verified: true };
-        yield { sequence: m.seq, event, from, verified };
+        yield { sequence: m.seq, event: e2e ? e2e.openEvent(event, taskId) : event, from, verified };
         if (endsFollow(event, m.info.pending)) return;
       }
     } finally {

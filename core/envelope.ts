@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { MsgHdrsImpl, nuid, type MsgHdrs } from "@nats-io/nats-core";
 import { AgentBusError, type ErrorCode } from "./errors.js";
 import { verifySignature, type Identity } from "./identity.js";
+import { E2E, E2E_SCHEME, messageBinding, type Sealed } from "./e2e.js";
 import { PeerKeys } from "./peerkeys.js";
 import { ReplayGuard, type SharedReplay } from "./replay.js";
 import type { TraceContext } from "./trace.js";
@@ -52,6 +53,10 @@ export interface Envelope extends EnvelopeMeta {
   depth: number;
   /** `signature` (Ed25519, anyone can verify) or `mac` (peer key, for this recipient only). */
   auth: "signature" | "mac";
+  /** `Mesh-Enc`: the body is end-to-end encrypted with this scheme (open it with {@link Envelopes.decrypt}). */
+  enc?: string;
+  /** `Mesh-To`, with `enc`: the content key wrapped for each recipient. */
+  to?: string;
 }
 
 /** Tunables for {@link Envelopes}. */
@@ -77,6 +82,11 @@ export interface SealOptions {
   id?: string;
   /** Sign even when MACs are added: for durable messages a consumer unknown today may read. */
   sign?: boolean;
+  /**
+   * The body is this encrypted body's ciphertext: `Mesh-Enc` and `Mesh-To`
+   * are set and covered by the MAC or signature. Use {@link Envelopes.sealEncrypted}.
+   */
+  encrypted?: Sealed;
 }
 
 /** Options of {@link Envelopes.open}. */
@@ -132,11 +142,14 @@ const HINT = 12;
 /** A recipient's short tag in `Mesh-Mac` (`<hint>:<mac>,…`). */
 const hintOf = (id: string): string => id.slice(1, 1 + HINT);
 
-function canonical(subject: string, from: string, ts: string, id: string, m: EnvelopeMeta): string {
+function canonical(subject: string, from: string, ts: string, id: string, m: EnvelopeMeta, enc?: string, to?: string): string {
   // Everything a forger would want to change is covered: routing (subject),
   // who, when, which message, the task it belongs to, its depth, the
-  // capability and, on an error reply, the error code.
-  return `${subject}\n${from}\n${ts}\n${id}\n${m.task ?? ""}\n${m.context ?? ""}\n${m.parent ?? ""}\n${m.depth ?? 0}\n${m.capability ?? ""}\n${m.errorCode ?? ""}\n`;
+  // capability and, on an error reply, the error code. An encrypted
+  // message adds two lines, Mesh-Enc and Mesh-To: stripping or adding
+  // encryption, or changing a wrapped key, breaks the MAC or signature.
+  const head = `${subject}\n${from}\n${ts}\n${id}\n${m.task ?? ""}\n${m.context ?? ""}\n${m.parent ?? ""}\n${m.depth ?? 0}\n${m.capability ?? ""}\n${m.errorCode ?? ""}\n`;
+  return enc === undefined ? head : `${head}${enc}\n${to ?? ""}\n`;
 }
 
 // Header values a caller supplies (task, context, trace state) must not be
@@ -178,6 +191,8 @@ export class Envelopes {
   readonly #shared?: SharedReplay;
   readonly #isRevoked: (id: string) => boolean;
   readonly #clock: () => number;
+  /** End-to-end encryption for this identity (keys from the same peer agreement as the MACs). */
+  readonly e2e: E2E;
 
   constructor(identity: Identity, options: EnvelopeOptions = {}) {
     this.identity = identity;
@@ -186,6 +201,7 @@ export class Envelopes {
     this.#isRevoked = options.isRevoked ?? (() => false);
     this.#clock = options.clock ?? Date.now;
     this.#peers = new PeerKeys(identity);
+    this.e2e = new E2E(identity, this.#peers);
     this.#replay = new ReplayGuard(this.windowMs);
     this.#shared = options.sharedReplay;
   }
@@ -213,7 +229,12 @@ export class Envelopes {
       write(h, Header.traceparent, meta.trace.traceparent);
       write(h, Header.tracestate, meta.trace.tracestate);
     }
-    const head = canonical(subject, from, ts, id, meta);
+    const sealed = options.encrypted;
+    if (sealed) {
+      h.headers.set(Header.enc, [E2E_SCHEME]);
+      h.headers.set(Header.to, [sealed.to]);
+    }
+    const head = sealed ? canonical(subject, from, ts, id, meta, E2E_SCHEME, sealed.to) : canonical(subject, from, ts, id, meta);
     const mac = recipients && recipients.length > 0 && recipients.length <= MAX_MAC_RECIPIENTS;
     if (mac) {
       let macs = "";
@@ -259,13 +280,42 @@ export class Envelopes {
       capability: read(h, Header.cap),
       errorCode: read(h, Header.error) as ErrorCode | undefined,
     };
-    env.auth = this.#authenticate(h, from, canonical(options.subject ?? msg.subject, from, tsText, id, env), msg.data);
+    const enc = read(h, Header.enc);
+    if (enc !== undefined) {
+      env.enc = enc;
+      env.to = read(h, Header.to) ?? "";
+    }
+    env.auth = this.#authenticate(h, from, canonical(options.subject ?? msg.subject, from, tsText, id, env, env.enc, env.to), msg.data);
     if (options.replay !== false && !options.durable && !this.#replay.firstSeen(`${from}/${id}`, now)) {
       throw new AgentBusError("REPLAYED", `message ${id} was already received`);
     }
     const traceparent = read(h, Header.traceparent);
     if (traceparent) env.trace = { traceparent, tracestate: read(h, Header.tracestate) };
     return env;
+  }
+
+  /**
+   * {@link seal} with the body encrypted end to end for `encryptFor` (ids;
+   * see {@link E2E.seal}): returns the headers and the ciphertext to send
+   * as the body. The ciphertext is bound to the message id; `Mesh-Enc` and
+   * `Mesh-To` are covered by the MAC (for `macFor`) or signature, so a
+   * receiver verifies before it decrypts.
+   */
+  sealEncrypted(subject: string, plain: Uint8Array, encryptFor: readonly string[], meta: EnvelopeMeta = {}, macFor?: readonly string[], options: SealOptions = {}): { headers: MsgHdrs; body: Buffer } {
+    const id = options.id ?? nuid.next();
+    const sealed = this.e2e.seal(plain, encryptFor, messageBinding(id));
+    return { headers: this.seal(subject, sealed.data, meta, macFor, { ...options, id, encrypted: sealed }), body: sealed.data };
+  }
+
+  /**
+   * The plain body of a message {@link open} verified: the body itself when
+   * it is not encrypted, else decrypted (`NOT_RECIPIENT` when it is not
+   * encrypted for this identity, `BAD_SIGNATURE` when it does not
+   * authenticate).
+   */
+  decrypt(env: Envelope, data: Uint8Array): Uint8Array {
+    if (env.enc === undefined) return data;
+    return this.e2e.open(env.from, env.enc, env.to ?? "", data, messageBinding(env.id));
   }
 
   /**

@@ -25,6 +25,7 @@ export const ErrorCodes = [
   "TASK_NOT_FOUND",
   "NOT_CANCELABLE",
   "TASK_FINISHED",
+  "NOT_RECIPIENT",
 ] as const;
 
 /** One of {@link ErrorCodes}. */

@@ -31,15 +31,16 @@ export type AuditWriter = (kind: string, record: Record<string, unknown>) => voi
 /**
  * Verifies a stored direct message and checks its sender's grant: its
  * `Mesh-Ts` must be within the envelope window of the time the stream stored
- * it (a copy stored again after the duplicate window is `EXPIRED`). A
- * refusal is logged and audited once (kind = lower-case code) and rethrown;
- * the caller terminates the message.
+ * it (a copy stored again after the duplicate window is `EXPIRED`). An
+ * encrypted message is decrypted after both checks. A refusal is logged and
+ * audited once (kind = lower-case code) and rethrown; the caller terminates
+ * the message.
  */
-function admit(durable: Durable, m: JsMsg, agentId: string, authorize: (env: Envelope) => void, log: Logger, audit: AuditWriter | undefined): Envelope {
+function admit(durable: Durable, m: JsMsg, agentId: string, authorize: (env: Envelope) => void, log: Logger, audit: AuditWriter | undefined): { env: Envelope; body: Uint8Array } {
   try {
     const env = durable.envelopes.open(m, { durable: true, storedAt: m.info.timestampNanos / 1_000_000 });
     authorize(env);
-    return env;
+    return { env, body: env.enc === undefined ? m.data : durable.envelopes.decrypt(env, m.data) };
   } catch (err) {
     const e = isAgentBusError(err) ? err : new AgentBusError("BAD_SIGNATURE", String(err));
     const from = m.headers?.get(Header.from) || undefined;
@@ -58,14 +59,17 @@ export interface SendReceipt {
 /**
  * Sends a durable direct message to `<root>.<t>.inbox.<agent>`: JetStream
  * keeps it until the agent takes it, however long it is offline. MACed for
- * the recipient only (nobody else may read it as from us).
+ * the recipient only (nobody else may read it as from us); with `encrypt`,
+ * also encrypted for it alone.
  */
-export async function sendDirect(durable: Durable, to: string, input: Input, meta: { context?: string; task?: string; trace?: TraceContext } = {}): Promise<SendReceipt> {
+export async function sendDirect(durable: Durable, to: string, input: Input, meta: { context?: string; task?: string; trace?: TraceContext } = {}, encrypt = false): Promise<SendReceipt> {
   const subject = durable.subjects.inbox(to);
   const message = toMessage(input);
-  const body = Buffer.from(JSON.stringify(message));
+  let body: Uint8Array = Buffer.from(JSON.stringify(message));
   // The message id doubles as Nats-Msg-Id: a retried send is stored once.
-  const headers = durable.envelopes.seal(subject, body, meta, [to], { id: message.messageId });
+  let headers;
+  if (encrypt) ({ headers, body } = durable.envelopes.sealEncrypted(subject, body, [to], meta, [to], { id: message.messageId }));
+  else headers = durable.envelopes.seal(subject, body, meta, [to], { id: message.messageId });
   const ack = await retryJs(() => durable.js.publish(subject, body, { headers, msgID: message.messageId }));
   return { messageId: message.messageId, sequence: ack.seq };
 }
@@ -104,15 +108,16 @@ export async function receiveDirect(
   while (out.length < max) {
     const m = await consumer.next({ expires: out.length === 0 ? Math.max(options.waitMs ?? 1000, 1000) : 1000 });
     if (!m) break;
-    let env: Envelope;
+    let admitted: { env: Envelope; body: Uint8Array };
     try {
-      env = admit(durable, m, agentId, authorize, log, audit);
+      admitted = admit(durable, m, agentId, authorize, log, audit);
     } catch {
       m.term();
       continue;
     }
+    const { env } = admitted;
     try {
-      out.push({ message: parseMessage(m.data), from: env.from, envelope: env, sequence: m.seq });
+      out.push({ message: parseMessage(admitted.body), from: env.from, envelope: env, sequence: m.seq });
       m.ack();
     } catch (err) {
       log.warn({ err: String(err), sequence: m.seq }, "inbox message unreadable");
@@ -151,18 +156,19 @@ export class InboxReader {
 
   async #run(): Promise<void> {
     for await (const m of this.#messages!) {
-      let env: Envelope;
+      let admitted: { env: Envelope; body: Uint8Array };
       try {
-        env = admit(this.durable, m, this.agentId, this.authorize, this.log, this.audit);
+        admitted = admit(this.durable, m, this.agentId, this.authorize, this.log, this.audit);
       } catch {
         m.term();
         continue;
       }
+      const { env } = admitted;
       // Retried here rather than nak'ed: a nak would let the next message
       // overtake this one. After the last attempt it is dead-lettered.
       for (let attempt = 1; ; attempt++) {
         try {
-          await this.handler({ message: parseMessage(m.data), from: env.from, envelope: env, sequence: m.seq });
+          await this.handler({ message: parseMessage(admitted.body), from: env.from, envelope: env, sequence: m.seq });
           m.ack();
           break;
         } catch (err) {

@@ -10,7 +10,7 @@
  * const reply = await bus.call("echo", "hello");
  * ```
  */
-export { connect, Bus, type ConnectOptions, type CallOptions, type NatsAuth } from "./bus.js";
+export { connect, Bus, type ConnectOptions, type CallOptions, type SendOptions, type NatsAuth } from "./bus.js";
 export { Agent, cardOf, type AgentSpec, type SkillSpec, type AgentOptions, type Handler } from "./agent.js";
 export type { AgentContext, ArtifactOptions } from "./context.js";
 export type { WorkerOptions } from "./worker.js";
@@ -23,6 +23,7 @@ export { INBOX_CAPABILITY, type InboxHandler, type InboxMessage, type SendReceip
 export { AgentBusError, ErrorCodes, isAgentBusError, isErrorCode, type ErrorCode } from "./errors.js";
 export { Identity, verifySignature, isIdentityId } from "./identity.js";
 export { Envelopes, Header, type Envelope, type EnvelopeMeta, type EnvelopeOptions } from "./envelope.js";
+export { E2E, E2E_SCHEME, MAX_E2E_RECIPIENTS, ENCRYPTED_MEDIA_TYPE, EncryptedPartKey, isEncryptedPart, type Sealed } from "./e2e.js";
 export { Subjects, checkCapability } from "./subjects.js";
 export { Registry, type AgentInfo, type AgentRecord, type AgentEvent, type DiscoverQuery, type CapabilitySchemas } from "./registry.js";
 export { AclStore, type AclStoreOptions } from "./aclstore.js";

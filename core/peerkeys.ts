@@ -4,6 +4,8 @@ import { AgentBusError } from "./errors.js";
 import { publicKeyOf, type Identity } from "./identity.js";
 
 const SALT = Buffer.from("agentbus peer key v1");
+// Same agreement, another HKDF salt: the key that wraps end-to-end content keys (core/e2e.ts).
+const WRAP_SALT = Buffer.from("agentbus e2e wrap v1");
 // DER prefixes wrapping raw X25519 keys for node:crypto, whose DH is ~35×
 // faster than the pure-JS one; noble is used only for the Ed25519→X25519 map.
 const PKCS8_X25519 = Buffer.from("302e020100300506032b656e04220420", "hex");
@@ -25,6 +27,7 @@ export class PeerKeys {
   readonly #identity: Identity;
   readonly #secret: KeyObject;
   readonly #keys = new Map<string, KeyObject>();
+  readonly #wrapKeys = new Map<string, KeyObject>();
 
   constructor(identity: Identity) {
     this.#identity = identity;
@@ -34,8 +37,20 @@ export class PeerKeys {
 
   /** The 32-byte key shared with `peer` (cached, as a KeyObject: cheaper per HMAC than raw bytes). */
   keyFor(peer: string): KeyObject {
-    let key = this.#keys.get(peer);
-    if (key) return key;
+    return this.#keys.get(peer) ?? this.#derive(peer, SALT, this.#keys);
+  }
+
+  /**
+   * The 32-byte key that wraps end-to-end content keys between this
+   * identity and `peer` (`peer` may be this identity itself): the same
+   * X25519 agreement as {@link keyFor}, HKDF with another salt, so the MAC
+   * key and the wrapping key are independent.
+   */
+  wrapKeyFor(peer: string): KeyObject {
+    return this.#wrapKeys.get(peer) ?? this.#derive(peer, WRAP_SALT, this.#wrapKeys);
+  }
+
+  #derive(peer: string, salt: Buffer, cache: Map<string, KeyObject>): KeyObject {
     let shared: Uint8Array;
     try {
       const pub = createPublicKey({ key: Buffer.concat([SPKI_X25519, ed25519.utils.toMontgomery(publicKeyOf(peer))]), format: "der", type: "spki" });
@@ -44,9 +59,9 @@ export class PeerKeys {
       throw new AgentBusError("BAD_SIGNATURE", "peer id is not a usable public key", { cause });
     }
     const [a, b] = [this.#identity.id, peer].sort();
-    key = createSecretKey(Buffer.from(hkdfSync("sha256", shared, SALT, `${a}|${b}`, 32)));
-    if (this.#keys.size >= MAX_PEERS) this.#keys.clear();
-    this.#keys.set(peer, key);
+    const key = createSecretKey(Buffer.from(hkdfSync("sha256", shared, salt, `${a}|${b}`, 32)));
+    if (cache.size >= MAX_PEERS) cache.clear();
+    cache.set(peer, key);
     return key;
   }
 

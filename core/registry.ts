@@ -95,6 +95,8 @@ export class Registry {
   readonly #online = new Set<string>();
   /** capability → online provider ids; rebuilt lazily after any change */
   #providers = new Map<string, string[]>();
+  /** capability → registered provider ids, online or not; rebuilt lazily after a registration changes */
+  #registered = new Map<string, string[]>();
   /** agent id → instance → time of its last heartbeat */
   readonly #beats = new Map<string, Map<string, Date>>();
   #agents!: KvMirror<AgentRecord>;
@@ -163,6 +165,21 @@ export class Registry {
     return ids;
   }
 
+  /**
+   * Ids of every registered agent offering `cap`, online or not (cached):
+   * the recipients of end-to-end encrypted work, which a provider may take
+   * when it comes back.
+   */
+  registered(cap: string): string[] {
+    let ids = this.#registered.get(cap);
+    if (!ids) {
+      ids = [];
+      for (const [id, rec] of this.#agents.entries) if (rec.value.card.skills.some((s) => s.id === cap)) ids.push(id);
+      this.#registered.set(cap, ids);
+    }
+    return ids;
+  }
+
   /** True when `id` has a valid registration. */
   isRegistered(id: string): boolean {
     return this.#agents.entries.has(id);
@@ -206,6 +223,7 @@ export class Registry {
 
   #onAgent(id: string, value: Mirrored<AgentRecord> | undefined, previous: Mirrored<AgentRecord> | undefined): void {
     this.#providers.clear();
+    this.#registered.clear();
     if (!this.#presence) return; // initial load: reported once presence is known
     if (!value) {
       this.#online.delete(id);

@@ -53,6 +53,12 @@ export interface TaskMetadata {
   /** Calling task, for agent-to-agent submissions. */
   parent?: string;
   depth?: number;
+  /**
+   * The end-to-end encryption scheme (`E2E_SCHEME`) when the task was
+   * submitted with `encrypt`: its history, status messages and artifacts
+   * are encrypted parts that only its parties open.
+   */
+  encrypted?: string;
   /** Sequence of the task's first event in `MESH_<T>_EVENTS`, once known. */
   [key: string]: unknown;
 }

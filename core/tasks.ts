@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { finalEventId, type Durable, type StoredEvent } from "./durable.js";
 import { AgentBusError } from "./errors.js";
+import { E2E_SCHEME, taskBinding } from "./e2e.js";
 import { Header, replySubject, type EnvelopeMeta } from "./envelope.js";
 import { retryJs } from "./infra.js";
 import { toMessage, utf8, type Input } from "./message.js";
@@ -36,6 +37,15 @@ export interface SubmitOptions {
    * caller.
    */
   caller?: string;
+  /**
+   * Encrypt the task end to end: the work item for every registered
+   * provider of the capability (online or not; never a revoked one), the
+   * snapshot's history for them and this identity, and the task's events
+   * and artifacts (by the worker) for this identity and the providers.
+   * `NO_RESPONDERS` when no provider is registered. A task submitted
+   * encrypted stays encrypted on later turns.
+   */
+  encrypt?: boolean;
 }
 
 /** Options of `bus.task` and `bus.taskHandle`. */
@@ -53,6 +63,8 @@ export interface Submitter {
   durable: Durable;
   /** Online agents offering a capability (their work items are MACed for them as well as signed). */
   providers(cap: string): string[];
+  /** Registered providers of a capability, online or not, none revoked: who encrypted work is encrypted for; `NO_RESPONDERS` when none. */
+  recipients(cap: string): string[];
   maxDepth: number;
   /** This connection's identity. */
   id: string;
@@ -127,9 +139,12 @@ export function holdsTaskRights(policy: AclPolicy, id: string): boolean {
  */
 export function listTasks(s: Submitter, query: TaskQuery = {}): Promise<TaskPage> {
   const { store } = s.durable;
-  if (query.caller !== undefined || !s.observes()) return store.listOwned(s.id, query.caller, query);
-  return store.list(query, (t) => mayAccess(s, t));
+  const page = query.caller !== undefined || !s.observes() ? store.listOwned(s.id, query.caller, query) : store.list(query, (t) => mayAccess(s, t));
+  return page.then((p) => ({ ...p, tasks: p.tasks.map((t) => openTask(s, t)) }));
 }
+
+/** `task` with what is encrypted for `s`'s identity opened (as is when not encrypted). */
+const openTask = (s: Pick<Submitter, "durable">, task: Task): Task => (task.metadata.encrypted ? s.durable.envelopes.e2e.openTask(task) : task);
 
 /**
  * A submitted task: follow its events, wait for its result, cancel it.
@@ -169,9 +184,13 @@ export class TaskHandle {
     return mayAccess(this.submitter, task, this.caller) || mayAccessOrAncestor(this.submitter, task, this.caller);
   }
 
-  /** The current snapshot (`TASK_NOT_FOUND` when unknown or not this identity's to see). */
+  /**
+   * The current snapshot (`TASK_NOT_FOUND` when unknown or not this
+   * identity's to see). Of an encrypted task, what is encrypted for this
+   * identity comes opened; the rest stays encrypted parts.
+   */
   async get(): Promise<Task> {
-    return (await this.#read()).task;
+    return openTask(this.submitter, (await this.#read()).task);
   }
 
   /**
@@ -203,6 +222,10 @@ export class TaskHandle {
    * to every 500 ms.
    */
   async result(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<Task> {
+    return openTask(this.submitter, await this.#result(options));
+  }
+
+  async #result(options: { timeout?: number; signal?: AbortSignal }): Promise<Task> {
     const watch = this.#watch;
     if (watch) {
       // Submitted here: the watch has seen every event since before the work
@@ -375,19 +398,22 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   const contextId = options.contextId ?? message.contextId ?? existing?.task.contextId ?? randomUUID();
   message.taskId = taskId;
   message.contextId = contextId;
+  // Encrypted (asked now, or the task was): the work item for the providers, the stored message for them and us.
+  const encryptFor = options.encrypt || existing?.task.metadata.encrypted !== undefined ? s.recipients(cap) : undefined;
+  const stored = encryptFor ? s.durable.envelopes.e2e.sealMessage(message, [me, ...encryptFor], taskBinding(taskId)) : message;
   if (!existing) {
     const task: Task = {
       id: taskId,
       contextId,
       status: statusNow("TASK_STATE_SUBMITTED"),
       artifacts: [],
-      history: [message],
-      metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth },
+      history: [stored],
+      metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }) },
     };
     if (!fresh) {
       const created = await s.durable.store.create(task);
       if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
-      await Promise.all([s.durable.store.index(task), publishWork(s, cap, message, task, taskId, options)]);
+      await Promise.all([s.durable.store.index(task), publishWork(s, cap, message, task, taskId, options, encryptFor)]);
       return handle;
     }
     // A new id cannot collide: no read first, and the snapshot, its owner
@@ -395,12 +421,12 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     // arrives before the snapshot waits for it).
     const watch = new TaskWatch(s.nc, s.durable, task);
     try {
-      await Promise.all([s.durable.store.create(task), s.durable.store.index(task), publishWork(s, cap, message, task, taskId, options)]);
+      await Promise.all([s.durable.store.create(task), s.durable.store.index(task), publishWork(s, cap, message, task, taskId, options, encryptFor)]);
     } catch (err) {
       watch.stop();
       throw err;
     }
-    return new TaskHandle(taskId, s, { watch, submitted: task, caller });
+    return new TaskHandle(taskId, s, { watch, submitted: encryptFor ? { ...task, history: [message] } : task, caller });
   }
   const state = existing.task.status.state;
   if (existing.task.metadata.capability !== cap) {
@@ -408,29 +434,32 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   }
   if (state === "TASK_STATE_SUBMITTED") {
     // A retried submit: same Nats-Msg-Id, so JetStream keeps one copy.
-    await publishWork(s, cap, existing.task.history[0] ?? message, existing.task, taskId, options);
+    await publishWork(s, cap, encryptFor ? message : (existing.task.history[0] ?? message), existing.task, taskId, options, encryptFor);
     return handle;
   }
   if (state === "TASK_STATE_INPUT_REQUIRED" || state === "TASK_STATE_AUTH_REQUIRED") {
     const turn = existing.task.history.length;
     const resumed = await s.durable.store.update(taskId, (t) =>
-      t.status.state === state ? { ...t, status: statusNow("TASK_STATE_WORKING"), history: [...t.history, message] } : undefined,
+      t.status.state === state ? { ...t, status: statusNow("TASK_STATE_WORKING"), history: [...t.history, stored] } : undefined,
     existing);
     if (resumed.task.status.state !== "TASK_STATE_WORKING") return handle;
-    await publishWork(s, cap, message, resumed.task, `${taskId}.${turn}`, options);
+    await publishWork(s, cap, message, resumed.task, `${taskId}.${turn}`, options, encryptFor);
     return handle;
   }
   if (isTerminal(state)) throw new AgentBusError("TASK_FINISHED", `task ${taskId} is already ${state}`);
   return handle; // running: the submit was a retry
 }
 
-async function publishWork(s: Submitter, cap: string, message: unknown, task: Task, msgId: string, o: SubmitOptions): Promise<void> {
+async function publishWork(s: Submitter, cap: string, message: unknown, task: Task, msgId: string, o: SubmitOptions, encryptFor?: string[]): Promise<void> {
   const subject = s.durable.subjects.work(cap);
-  const body = Buffer.from(JSON.stringify(message));
+  let body: Uint8Array = Buffer.from(JSON.stringify(message));
   // The trace is the submit's own hop already (bus.submit made it a child of the caller's).
   const meta: EnvelopeMeta = { task: task.id, context: task.contextId, parent: o.parent, depth: o.depth ?? 0, trace: o.trace };
   // Signed for whichever replica takes it (even one not running yet), and
-  // MACed for the ones we know so they skip the signature check.
-  const headers = s.durable.envelopes.seal(subject, body, meta, s.providers(cap), { id: msgId, sign: true });
+  // MACed for the ones we know so they skip the signature check; with
+  // encryptFor, the body is encrypted for those providers.
+  let headers;
+  if (encryptFor) ({ headers, body } = s.durable.envelopes.sealEncrypted(subject, body, encryptFor, meta, s.providers(cap), { id: msgId, sign: true }));
+  else headers = s.durable.envelopes.seal(subject, body, meta, s.providers(cap), { id: msgId, sign: true });
   await retryJs(() => s.durable.js.publish(subject, body, { headers, msgID: msgId }));
 }

@@ -35,6 +35,8 @@ export interface WorkerHost {
   log: Logger;
   /** Throws DEPTH_EXCEEDED, UNKNOWN_SENDER or DENIED. */
   authorize(env: Envelope, cap: string): void;
+  /** Registered providers of `cap` that are not revoked: with the submitter, who an encrypted task's events are encrypted for. */
+  recipients(cap: string): string[];
   /** Context inputs shared with fast calls (call, submit, session, log). */
   base(cap: string, env: Envelope, userMessage: Message, signal: AbortSignal, task?: Task, input?: unknown): ContextBase;
   audit(kind: string, record: Record<string, unknown>): void;
@@ -161,6 +163,9 @@ export class TaskWorker {
     }
     const run = new TaskRun(this, m, snapshot);
     run.trace = env.trace; // the handler's own, once it runs
+    const encrypted = env.enc !== undefined || snapshot.task.metadata.encrypted !== undefined;
+    // Its events (status messages, artifacts) are encrypted for its submitter and every provider, so whichever serves a later turn reads the history.
+    if (encrypted) run.sealFor = [snapshot.task.metadata.submitter, this.#host.agentId, ...this.#host.recipients(this.#cap)];
     const keepAlive = setInterval(() => m.working(), Math.max(100, Math.floor(this.#o.ackWaitMs / 3)));
     const cancelSub = this.#host.nc.subscribe(durable.subjects.taskCancel(snapshot.task.id), { callback: (_e, msg) => run.onCancel(msg, env) });
     this.#runs.add(run);
@@ -171,11 +176,14 @@ export class TaskWorker {
         this.#refused(m, err); // and the task fails at once (a final code)
         throw err;
       }
-      const userMessage = parseMessage(m.data);
+      // Verified and authorized first; only then decrypted. Not encrypted for this replica (it registered after the submit): retried, another may be.
+      const userMessage = parseMessage(env.enc === undefined ? m.data : durable.envelopes.decrypt(env, m.data));
       const input = this.#validate ? structuredInput(userMessage) : undefined;
       this.#validate?.(input);
       await run.start();
-      const result = await runHandler(this.#handler, this.#host.base(this.#cap, env, userMessage, run.abort.signal, run.task, input), run, this.#host.agentId);
+      // The handler sees the history in plain (what is encrypted for this identity).
+      const task = encrypted ? durable.envelopes.e2e.openTask(run.task) : run.task;
+      const result = await runHandler(this.#handler, this.#host.base(this.#cap, env, userMessage, run.abort.signal, task, input), run, this.#host.agentId);
       if (run.abort.signal.aborted) await run.end(run.canceled ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(run.canceled ? "canceled" : "agent stopped", "ROLE_AGENT"));
       else if (!run.ended) await completeWith(run, result);
       if (run.stale) await this.#settle(run.task.id);
@@ -306,6 +314,8 @@ class TaskRun implements ContextSink {
   canceled = false;
   /** The handler's trace: every event of this run carries it. */
   trace?: TraceContext;
+  /** For an encrypted task: who its events' content is encrypted for (the stored snapshot folds them as they are). */
+  sealFor?: string[];
   #snapshot: Snapshot;
   #acks: Promise<number>[] = [];
   #pending: TaskEvent[] = [];
@@ -345,6 +355,7 @@ class TaskRun implements ContextSink {
    */
   async emit(event: TaskEvent): Promise<void> {
     if (this.stale) throw new AgentBusError("TASK_FINISHED", `task ${this.task.id} ended elsewhere`);
+    if (this.sealFor) event = this.worker.host.durable.envelopes.e2e.sealEvent(event, this.sealFor, this.task.id);
     const state = stateOf(event);
     this.#pending.push(event);
     if (state && isFinal(state)) {

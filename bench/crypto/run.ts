@@ -2,7 +2,8 @@
  * Crypto micro-benchmark: what one message's authentication costs with each
  * Ed25519 implementation at hand, with HMAC-SHA256, with X25519 (the one-off
  * per-peer key agreement behind peer MACs), and with the project's whole
- * envelope seal + open in both modes.
+ * envelope seal + open in both modes, and end-to-end encrypted (seal +
+ * encrypt, open + decrypt, for one recipient).
  *
  *   npx tsx bench/crypto/run.ts            # ~1 s per op
  *   BENCH_MS=300 npx tsx bench/crypto/run.ts
@@ -156,6 +157,35 @@ bench("envelope.mac.seal", () => sealer.seal(subject, body128, meta, recipients)
 openBench("envelope.mac.open", recipients);
 bench("envelope.mac.sealOpen", sealOpen(recipients));
 
+// --- End-to-end encrypted (MACed, one recipient): seal + encrypt, open + decrypt ---
+const sealEnc = () => sealer.sealEncrypted(subject, body128, recipients, meta, recipients);
+bench("envelope.enc.seal", sealEnc);
+{
+  const pool = Array.from({ length: 20_000 }, sealEnc);
+  let opener = new Envelopes(receiver);
+  const first = sealEnc();
+  opener.decrypt(opener.open({ subject, data: first.body, headers: first.headers }), first.body);
+  let i = 0;
+  bench("envelope.enc.open", () => {
+    if (i === pool.length) {
+      i = 0;
+      opener = new Envelopes(receiver);
+    }
+    const m = pool[i++]!;
+    return opener.decrypt(opener.open({ subject, data: m.body, headers: m.headers }), m.body);
+  });
+}
+let encOpener = new Envelopes(receiver);
+let encOpened = 0;
+bench("envelope.enc.sealOpen", () => {
+  if (++encOpened === 100_000) {
+    encOpened = 0;
+    encOpener = new Envelopes(receiver);
+  }
+  const m = sealEnc();
+  return encOpener.decrypt(encOpener.open({ subject, data: m.body, headers: m.headers }), m.body);
+});
+
 const r = (k: string): number => results[k]!.opsPerSec;
 const ratios = {
   node_vs_tweetnacl_sign: ratio(r("node.sign"), r("tweetnacl.sign"), 1),
@@ -169,6 +199,7 @@ const ratios = {
   mac_vs_signature_envelope: ratio(r("envelope.mac.sealOpen"), r("envelope.sig.sealOpen"), 2),
   mac_vs_signature_seal: ratio(r("envelope.mac.seal"), r("envelope.sig.seal"), 2),
   mac_vs_signature_open: ratio(r("envelope.mac.open"), r("envelope.sig.open"), 2),
+  encrypted_vs_mac_envelope: ratio(r("envelope.enc.sealOpen"), r("envelope.mac.sealOpen"), 2),
 };
 
 emit({
