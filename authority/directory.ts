@@ -69,6 +69,18 @@ export class Directory {
     return this.#mirror.get(id);
   }
 
+  /**
+   * The record of `id`: from the local mirror, else read from the bucket
+   * (a record another process wrote a moment ago, which the mirror has not
+   * seen yet).
+   */
+  async lookup(id: string): Promise<IdentityRecord | undefined> {
+    const known = this.get(id);
+    if (known || !isIdentityId(id)) return known;
+    const entry = await this.#kv.get(id);
+    return entry?.operation === "PUT" ? checkRecord(entry.json<IdentityRecord>()) : undefined;
+  }
+
   /** Every record, optionally of one tenant. */
   list(tenant?: string): IdentityRecord[] {
     return [...this.#mirror.entries.values()].map((e) => e.value).filter((r) => !tenant || r.tenant === tenant);

@@ -271,7 +271,7 @@ export class Authority {
       if (!requested || !tenants.some((t) => t.name === requested)) throw new Refusal(`unknown tenant ${JSON.stringify(requested)}`);
       return { account: requested, id, permissions: rolePermissions({ root: this.#o.root, tenant: requested, id, role: "admin" }) };
     }
-    const record = this.directory.get(id);
+    const record = await this.directory.lookup(id);
     if (!record) throw new Refusal(`identity ${id} is not issued`);
     if (record.revokedAt) throw new Refusal(`identity ${id} is revoked`);
     if (record.rotatedTo) throw new Refusal(`identity ${id} rotated to ${record.rotatedTo}`);

@@ -1,38 +1,54 @@
 /**
  * `agentbus up`: the one-command product. Chooses NATS (given, local, or an
- * embedded server), starts the HTTP gateway (A2A, MCP, monitor, health,
- * readiness, metrics), optionally the example agents, agent modules and MCP
- * servers, and stops all of it cleanly on SIGINT/SIGTERM.
+ * embedded server, secured: one NATS account per tenant and identities
+ * issued by an authority kept in the data dir), starts the HTTP gateway
+ * (A2A, MCP, monitor, health, readiness, metrics), optionally the example
+ * agents, agent modules and MCP servers, and stops all of it cleanly on
+ * SIGINT/SIGTERM.
  */
-import { join } from "node:path";
+import { createHash } from "node:crypto";
+import { basename, join } from "node:path";
 import { Command } from "commander";
 import pretty from "pino-pretty";
-import { connect, createLogger, Identity, type Bus, type Logger } from "../core/index.js";
-import { chooseNats, type ChosenNats } from "../nats/index.js";
+import { AgentBusError, connect, createLogger, Identity, isAgentBusError, type Bus, type IdentityRole, type Logger } from "../core/index.js";
+import { startServer, type NatsServer } from "../nats/index.js";
+import { probe } from "../nats/ready.js";
+import { Authority, forgetServer, recordServer, startSecureNats, type SecureNats } from "../authority/index.js";
 import { createGateway } from "../bridges/gateway/index.js";
 import { callObserver } from "../bridges/metrics/index.js";
 import { Registry } from "prom-client";
 import { readApiKeys } from "../bridges/a2a/keys.js";
 import { keySeedFile, oidcSeedFile, persistentIdentity } from "../bridges/http/index.js";
 import { startMcpGateway } from "../adapters/mcp/index.js";
-import { startEcho } from "../agents/echo.js";
-import { startWriter } from "../agents/writer.js";
-import { startOrchestrator } from "../agents/orchestrator.js";
+import { echoSpec, startEcho } from "../agents/echo.js";
+import { startWriter, writerSpec } from "../agents/writer.js";
+import { orchestratorSpec, startOrchestrator } from "../agents/orchestrator.js";
 import { startCoder } from "../agents/coder.js";
 import { ConfigError, loadUpConfig, type UpConfig, type UpFlags } from "./config.js";
-import { loadAgentModule, startAgentModule } from "./modules.js";
+import { loadAgentModule, startAgentModule, type AgentModule } from "./modules.js";
 import { Exit } from "./options.js";
 
 /** Something running that must be stopped on the way out, in reverse start order. */
 type Stop = () => Promise<unknown>;
 
-/** The demo agents: each on its own connection (one agent per connection). */
+/** The demo agents: each on its own connection (one agent per connection), with the capabilities it serves. */
 const DEMO = [
-  { name: "echo", start: (bus: Bus) => startEcho(bus) },
-  { name: "writer", start: (bus: Bus) => startWriter(bus) },
-  { name: "orchestrator", start: (bus: Bus) => startOrchestrator(bus) },
-  { name: "coder", start: (bus: Bus) => startCoder(bus) },
+  { name: "echo", serves: echoSpec.skills.map((s) => s.id), start: (bus: Bus) => startEcho(bus) },
+  { name: "writer", serves: writerSpec.skills.map((s) => s.id), start: (bus: Bus) => startWriter(bus) },
+  { name: "orchestrator", serves: orchestratorSpec.skills.map((s) => s.id), start: (bus: Bus) => startOrchestrator(bus) },
+  { name: "coder", serves: ["code"], start: (bus: Bus) => startCoder(bus) },
 ] as const;
+
+/** The NATS `up` runs on. */
+interface UpNats {
+  url: string;
+  source: "given" | "local" | "embedded";
+  /** The embedded server, when one was started. */
+  server?: NatsServer;
+  /** The embedded server's authority, when it is secured. */
+  secure?: SecureNats;
+  stop(): Promise<void>;
+}
 
 export function up(): Command {
   return new Command("up")
@@ -89,31 +105,57 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
 
-  let nats: ChosenNats;
+  const gatewayIdentity = Identity.fromFileOrCreate(config.seedFile ?? join(config.dataDir, "gateway.seed"));
+  const keys = config.gateway.keysFile ? readApiKeys(config.gateway.keysFile) : [];
+  let nats: UpNats;
   try {
-    nats = await chooseNats({ url: config.nats.url, localUrl: config.nats.localUrl, dataDir: join(config.dataDir, "nats"), port: config.nats.port });
+    nats = await chooseUpNats(config, gatewayIdentity, [...new Set([config.tenant, ...keys.map((k) => k.tenant ?? config.tenant)])], log);
   } catch (err) {
     process.stderr.write(`agentbus up: ${(err as Error).message}\n`);
     process.exit(Exit.connection);
   }
   stops.push(() => nats.stop());
-  log.info({ url: nats.url, source: nats.source }, natsSentence(nats));
+  log.info({ url: nats.url, source: nats.source, secure: Boolean(nats.secure) }, natsSentence(nats));
 
   try {
     // One registry: /metrics shows the fast calls of every connection here too.
     const registry = new Registry();
     const observer = callObserver(registry, { tenant: config.tenant });
+    // Every connection authenticates with its identity's key: on the
+    // secured embedded server the authority places it in its tenant's
+    // account with its role's permissions; an open server ignores the key.
     const open = (o: { name: string; identity?: Identity }) =>
-      connect({ servers: nats.url, tenant: config.tenant, name: `agentbus-up-${o.name}`, identity: o.identity, logger: log.child({ component: o.name }), drainTimeoutMs: config.gateway.drainTimeoutMs, observer });
-    const bus = await open({ name: "gateway", identity: Identity.fromFileOrCreate(config.seedFile ?? join(config.dataDir, "gateway.seed")) });
-    stops.push(() => bus.close());
+      connect({ servers: nats.url, tenant: config.tenant, name: `agentbus-up-${o.name}`, identity: o.identity, auth: { nkey: true }, logger: log.child({ component: o.name }), drainTimeoutMs: config.gateway.drainTimeoutMs, observer });
+    // On the secured embedded server each identity is issued first: its tenant and role.
+    const authority = nats.secure?.authority;
+    const issue = async (identity: Identity, role: IdentityRole, name: string, extra: { tenant?: string; serves?: string[] } = {}) => {
+      if (authority) await ensureIssued(authority, { id: identity.id, tenant: extra.tenant ?? config.tenant, role, serves: extra.serves, name });
+    };
+    // The tenant admin of the demo and of `acl` commands, kept in the data dir; the authority issues it.
+    const adminIdentity = Identity.fromFileOrCreate(join(config.dataDir, "admin.seed"));
+    if (nats.secure) {
+      await nats.secure.createTenant(config.tenant, adminIdentity);
+      for (const t of new Set(keys.map((k) => k.tenant ?? config.tenant))) if (t !== config.tenant) await nats.secure.createTenant(t);
+    }
 
-    const keys = config.gateway.keysFile ? readApiKeys(config.gateway.keysFile) : [];
+    // The gateway acts for many callers and checks their rights itself, and
+    // its monitor and /metrics read the whole tenant (work submissions, task
+    // events, the audit stream): on the server it has the tenant's account
+    // (role admin). It signs no policy: the trust root is the tenant admin.
+    await issue(gatewayIdentity, "admin", "agentbus up gateway");
+    const bus = await open({ name: "gateway", identity: gatewayIdentity });
+    stops.push(() => bus.close());
+    if (!bus.nc.info?.auth_required) process.stderr.write(openServerWarning(nats.url));
+
     // Each key acts as one identity across restarts: its seedFile, else one kept in the data dir.
+    // Issued as a bridge: grants made while up runs apply to it at once (a
+    // caller's permissions are fixed when it connects); the agents still
+    // check each call against the ACL with the key's identity.
     const apiKeys = await Promise.all(
       keys.map(async (k) => {
         const identity = k.seedFile ? Identity.fromFile(k.seedFile) : kept(keySeedFile(config.dataDir, k.name), `API key ${k.name}`, log);
-        const keyBus = await connect({ servers: nats.url, tenant: k.tenant ?? config.tenant, identity, name: `agentbus-up-key-${k.name}`, logger: log });
+        await issue(identity, "bridge", `API key ${k.name}`, { tenant: k.tenant ?? config.tenant });
+        const keyBus = await connect({ servers: nats.url, tenant: k.tenant ?? config.tenant, identity, auth: { nkey: true }, name: `agentbus-up-key-${k.name}`, logger: log });
         stops.push(() => keyBus.close());
         return { name: k.name, sha256: k.sha256, bus: keyBus };
       }),
@@ -121,7 +163,9 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     // Bearer-JWT callers act as one identity, kept in the data dir; each is named oidc:<sub>.
     let oidc;
     if (config.gateway.oidc && !config.gateway.open) {
-      const oidcBus = await open({ name: "oidc", identity: kept(oidcSeedFile(config.dataDir), "OIDC callers", log) });
+      const identity = kept(oidcSeedFile(config.dataDir), "OIDC callers", log);
+      await issue(identity, "bridge", "OIDC callers");
+      const oidcBus = await open({ name: "oidc", identity });
       stops.push(() => oidcBus.close());
       oidc = { ...config.gateway.oidc, bus: oidcBus };
     }
@@ -135,28 +179,37 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     if (config.demo) stops.push(async () => demoAdmin && revokeDemo(demoAdmin));
     stops.push(() => Promise.all(agentBuses.map((b) => b.close())));
     if (config.demo) {
-      for (const demo of DEMO) {
-        // Same identities every run: the registry keeps one entry per demo agent.
-        const agentBus = await open({ name: demo.name, identity: Identity.fromFileOrCreate(join(config.dataDir, "demo", `${demo.name}.seed`)) });
+      // Same identities every run: the registry keeps one entry per demo agent.
+      const demoAgents = DEMO.map((demo) => ({ ...demo, identity: Identity.fromFileOrCreate(join(config.dataDir, "demo", `${demo.name}.seed`)) }));
+      // The demo's callers: the gateway, and an identity for the CLI.
+      const user = Identity.fromFileOrCreate(join(config.dataDir, "demo-user.seed"));
+      for (const demo of demoAgents) await issue(demo.identity, "agent", `demo ${demo.name}`, { serves: [...demo.serves] });
+      await issue(user, "caller", "demo user (CLI)");
+      // The tenant admin signs the demo's grant, before the agents connect:
+      // on the secured server an agent may call what it was granted when it connected.
+      demoAdmin = await open({ name: "admin", identity: adminIdentity });
+      const revision = await grantDemo(demoAdmin, [...demoAgents.map((d) => d.identity.id), bus.id, user.id]);
+      if (authority && revision !== undefined) await (await authority.tenant(config.tenant)).acl.applied(revision);
+      for (const demo of demoAgents) {
+        const agentBus = await open({ name: demo.name, identity: demo.identity });
         agentBuses.push(agentBus);
         await demo.start(agentBus);
       }
-      const agentIds = agentBuses.map((b) => b.id);
-      // The demo's callers: the gateway, and an identity for the CLI.
-      const user = Identity.fromFileOrCreate(join(config.dataDir, "demo-user.seed"));
-      // The tenant admin key of the demo, kept in the data dir: it signs the demo's grant.
-      demoAdmin = await open({ name: "admin", identity: Identity.fromFileOrCreate(join(config.dataDir, "admin.seed")) });
-      await grantDemo(demoAdmin, [...agentIds, bus.id, user.id]);
     }
     for (const module of config.agents) {
       const entry = await loadAgentModule(module);
-      const agentBus = await open({ name: module });
+      // One identity per module, kept in the data dir; issued for the card's skills (a module that is a function: any capability).
+      const identity = Identity.fromFileOrCreate(moduleSeedFile(config.dataDir, module));
+      await issue(identity, "agent", `agent module ${module}`, { serves: servesOf(entry) });
+      const agentBus = await open({ name: module, identity });
       agentBuses.push(agentBus);
       const running = (await startAgentModule(agentBus, entry)) as { stop?: () => Promise<unknown> } | undefined;
       if (typeof running?.stop === "function") stops.push(() => running.stop!());
     }
     if (config.mcp) {
-      const mcpBus = await open({ name: "mcp-gateway" });
+      const identity = Identity.fromFileOrCreate(join(config.dataDir, "mcp-gateway.seed"));
+      await issue(identity, "agent", "MCP gateway", { serves: Object.keys(config.mcp.servers).map((name) => `mcp.${name}.>`) });
+      const mcpBus = await open({ name: "mcp-gateway", identity });
       stops.push(() => mcpBus.close());
       const gateway = await startMcpGateway({ bus: mcpBus, ...config.mcp });
       stops.push(() => gateway.close());
@@ -176,7 +229,7 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     const base = config.gateway.baseUrl ?? url;
     if (json) {
       const callers = { keys: Object.fromEntries(apiKeys.map((k) => [k.name, k.bus.id])), ...(oidc && { oidc: oidc.bus.id }) };
-      process.stdout.write(`${JSON.stringify({ ready: true, url, nats: nats.url, natsSource: nats.source, tenant: config.tenant, gateway: bus.id, demo: config.demo, open: config.gateway.open, ...callers })}\n`);
+      process.stdout.write(`${JSON.stringify({ ready: true, url, nats: nats.url, natsSource: nats.source, secure: Boolean(nats.secure), tenant: config.tenant, gateway: bus.id, demo: config.demo, open: config.gateway.open, ...(nats.secure && { authority: nats.secure.state.dir, admin: adminIdentity.id }), ...callers })}\n`);
     } else {
       process.stdout.write(summary(base, nats, config));
     }
@@ -201,10 +254,95 @@ function kept(file: string, who: string, log: Logger): Identity {
   return identity;
 }
 
-function natsSentence(nats: ChosenNats): string {
+function natsSentence(nats: UpNats): string {
   if (nats.source === "given") return `using NATS at ${nats.url}`;
   if (nats.source === "local") return `using the local NATS server at ${nats.url}`;
-  return `started an embedded nats-server at ${nats.url} (data in ${nats.server?.storeDir}); it stops with agentbus`;
+  const secured = nats.secure ? `, secured: tenants are accounts, identities issued by the authority in ${nats.secure.state.dir}` : ", WITHOUT authentication";
+  return `started an embedded nats-server at ${nats.url} (data in ${nats.server?.storeDir}${secured}); it stops with agentbus`;
+}
+
+/** Said on stderr, whatever the log level, when the server lets anyone in. */
+function openServerWarning(url: string): string {
+  return [
+    `agentbus up: WARNING: the NATS server at ${url} requires no authentication.`,
+    `  Any process that can reach it can read every message on the bus, read and change every tenant's tasks,`,
+    `  registry and policy, and act as any agent. For a secured bus, let agentbus up start its own server`,
+    `  (no --nats or NATS_URL, nothing on ${DEFAULT_LOCAL}), or run nats-server with agentbus accounts`,
+    `  (README, "Secure deployment": agentbus authority config, agentbus authority serve).`,
+    ``,
+  ].join("\n");
+}
+
+const DEFAULT_LOCAL = "nats://127.0.0.1:4222";
+
+/**
+ * The server to use: the one given (it must answer with JetStream), else a
+ * JetStream server at the local address, else an embedded one started
+ * here, secured (`startSecureNats`: one account per tenant, the authority
+ * in `<data-dir>/authority` answering its auth callout). Probes
+ * authenticate with the gateway's key, so a secured server that knows it
+ * is usable too. A nats-server older than 2.10 (no auth callout) runs
+ * embedded without authentication, said plainly on stderr.
+ */
+async function chooseUpNats(config: UpConfig, gateway: Identity, tenants: string[], log: Logger): Promise<UpNats> {
+  const none = async () => {};
+  const auth = { nkeySeed: gateway.exportSeed() };
+  if (config.nats.url) {
+    const url = config.nats.url;
+    await probe({ url, auth, jetstream: true, timeoutMs: 3_000 }).catch((cause: Error) => {
+      const refused = /authorization/i.test(cause.message) ? ` (it refused the gateway's identity ${gateway.id}: issue it there, role bridge)` : "";
+      throw new Error(`NATS at ${url} is not usable (${cause.message})${refused}; agentbus needs a reachable server with JetStream`, { cause });
+    });
+    return { url, source: "given", stop: none };
+  }
+  const localUrl = config.nats.localUrl;
+  if (await probe({ url: localUrl, auth, jetstream: true, timeoutMs: 1_000 }).then(() => true, () => false)) return { url: localUrl, source: "local", stop: none };
+  const server = { storeDir: join(config.dataDir, "nats"), port: config.nats.port, stopsItself: true };
+  const dir = join(config.dataDir, "authority");
+  try {
+    const secure = await startSecureNats({ dir, tenants, server, logger: log });
+    const pid = secure.server.pid;
+    // Where `agentbus tenant create` finds the config file to rewrite and the process to reload.
+    recordServer(dir, { kind: "launched", url: secure.server.url, pid, configFile: secure.server.configFile, port: secure.server.port, httpPort: secure.server.httpPort, storeDir: secure.server.storeDir });
+    return {
+      url: secure.server.url, source: "embedded", server: secure.server, secure,
+      stop: async () => {
+        forgetServer(dir, pid);
+        await secure.stop();
+      },
+    };
+  } catch (err) {
+    if (!isAgentBusError(err, "SERVER_TOO_OLD")) throw err;
+    process.stderr.write(`agentbus up: WARNING: ${err.message.split(";")[0]}: the embedded server runs without authentication. Install nats-server 2.10 or newer (scripts/system-deps.sh puts one in .agentbus/bin) for a secured one.\n`);
+    const plain = await startServer(server);
+    return { url: plain.url, source: "embedded", server: plain, stop: () => plain.stop("SIGTERM") };
+  }
+}
+
+/**
+ * Issues an identity in the authority's directory unless it already is,
+ * with the same tenant, role and capabilities. An identity the operator
+ * revoked (or rotated away) is not issued again: `DENIED`.
+ */
+async function ensureIssued(authority: Authority, r: { id: string; tenant: string; role: IdentityRole; serves?: string[]; name: string }): Promise<void> {
+  const now = authority.directory.get(r.id);
+  if (now?.revokedAt || now?.rotatedTo) {
+    throw new AgentBusError("DENIED", `${r.name}: identity ${r.id} was ${now.revokedAt ? `revoked in the authority's directory (${now.reason ?? "revoked"})` : `rotated to ${now.rotatedTo}`}; give it a new key (remove its seed file to have one made)`);
+  }
+  const same = (a?: string[], b?: string[]) => JSON.stringify([...(a ?? [])].sort()) === JSON.stringify([...(b ?? [])].sort());
+  if (now && now.tenant === r.tenant && now.role === r.role && same(now.serves, r.serves)) return;
+  await authority.issue(r);
+}
+
+/** The capabilities a module's agent serves: its card's skills; a module that is a function may serve any. */
+function servesOf(entry: AgentModule): string[] {
+  return entry.kind === "definition" ? entry.spec.skills.map((s) => s.id) : [">"];
+}
+
+/** Where the identity of an agent module is kept: `<data-dir>/agents/<file name>-<hash of the module>.seed`. */
+function moduleSeedFile(dataDir: string, module: string): string {
+  const name = basename(module).replace(/[^A-Za-z0-9_-]/g, "_");
+  return join(dataDir, "agents", `${name}-${createHash("sha256").update(module).digest("hex").slice(0, 8)}.seed`);
 }
 
 /**
@@ -214,15 +352,16 @@ function natsSentence(nats: ChosenNats): string {
  * tenant has none), removed again on stop, so the tenant goes back to
  * default-deny. A tenant whose root names other admins gets no demo grant.
  */
-async function grantDemo(admin: Bus, members: string[]): Promise<void> {
+async function grantDemo(admin: Bus, members: string[]): Promise<number | undefined> {
   if (admin.acl.admins().length === 0) await admin.acl.setTrustRoot([admin.id]);
   if (!admin.acl.admins().includes(admin.id)) {
     admin.log.warn({ admin: admin.id, admins: admin.acl.admins() }, "demo: the tenant's trust root names other admins; no demo grant (grant it with agentbus acl allow … --admin-seed <an admin's seed>)");
-    return;
+    return undefined;
   }
   await admin.acl.putGroup("demo", members);
-  await admin.acl.putRule("demo", { source: "group:demo", target: "group:demo", capabilities: [">"] });
+  const revision = await admin.acl.putRule("demo", { source: "group:demo", target: "group:demo", capabilities: [">"] });
   admin.log.info({ members: members.length }, "demo: the demo agents, the gateway and the demo CLI identity may call each other (ACL rule 'demo', signed by the demo admin key, removed on stop)");
+  return revision;
 }
 
 async function revokeDemo(admin: Bus): Promise<void> {
@@ -246,7 +385,7 @@ async function closeWithin(app: Awaited<ReturnType<typeof createGateway>>, ms: n
   }
 }
 
-function summary(base: string, nats: ChosenNats, config: UpConfig): string {
+function summary(base: string, nats: UpNats, config: UpConfig): string {
   const auth = config.gateway.open ? "" : ` -H 'X-API-Key: <your key>'`;
   const lines = [
     ``,
@@ -258,6 +397,16 @@ function summary(base: string, nats: ChosenNats, config: UpConfig): string {
     `  health      ${base}/health   ${base}/ready   ${base}/metrics`,
     ``,
   ];
+  if (nats.secure) {
+    const dir = nats.secure.state.dir;
+    lines.push(
+      `Identities are issued by the authority in ${dir}; the tenant admin's seed is ${join(config.dataDir, "admin.seed")}:`,
+      ``,
+      `  npx tsx cli/main.ts identity issue --dir ${dir} --tenant ${config.tenant} --role caller --seed-out me.nk`,
+      `  npx tsx cli/main.ts acl allow me <my id> '*' echo --nats ${nats.url} --tenant ${config.tenant} --admin-seed ${join(config.dataDir, "admin.seed")}`,
+      ``,
+    );
+  }
   if (config.demo) {
     lines.push(
       `Demo agents: echo, writer, orchestrator, coder. Try:`,
