@@ -1,20 +1,28 @@
 /**
  * Keeps deploy/kubernetes and deploy/container true to the code: the
- * gateway's configuration is valid and agrees with its ports, probes and
- * grace period; every agentbus container runs a command and options the CLI
- * has and sets only variables agentbus reads; nats.conf passes
- * `nats-server -t` and routes through the headless Service; the
- * Containerfile's entrypoint, command and copies fit all of that.
+ * gateway's configuration is valid and agrees with its ports, probes, grace
+ * period and Service names; every agentbus container runs a command and
+ * options the CLI has and sets only variables agentbus reads; the
+ * authority's Deployment gets its keys from a Secret and its tenants from
+ * the ConfigMap deploy/kubernetes/authority-configmap.sh makes; nats.conf,
+ * with the accounts `agentbus authority config` writes included, passes
+ * `nats-server -t`, has one account per tenant and trusts the authority's
+ * issuer key, and routes through the headless Service; the Containerfile's
+ * entrypoint, command and copies fit all of that.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, posix } from "node:path";
 import type { Command } from "commander";
-import { afterAll, describe, expect, it } from "vitest";
+import { fromSeed } from "@nats-io/nkeys";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseAllDocuments } from "yaml";
+import { AUTH_ACCOUNT, AuthorityState, SYSTEM_ACCOUNT } from "../../authority/index.js";
+import { HostPolicy } from "../../bridges/http/hosts.js";
 import { loadUpConfig, type UpConfig, type UpFlags } from "../../cli/config.js";
 import { program } from "../../cli/program.js";
-import { findNatsServer } from "../../nats/index.js";
+import { findNatsServer, natsServerVersion } from "../../nats/index.js";
 import {
   agentbusContainers,
   argvOf,
@@ -24,6 +32,8 @@ import {
   durationMs,
   envOf,
   execForm,
+  externalConfigMaps,
+  fileSource,
   find,
   kustomization,
   loadManifests,
@@ -33,6 +43,7 @@ import {
   parseNatsConf,
   portOf,
   repo,
+  secretNames,
   servicesFor,
   workdirOf,
   workloads,
@@ -172,6 +183,52 @@ try {
 } catch {
   natsBin = undefined;
 }
+/** The binary can check a config with auth callout (2.10+). */
+const natsBinVersion = natsBin ? natsServerVersion(natsBin) : undefined;
+const calloutBin = natsBinVersion !== undefined && minorOf(natsBinVersion) >= 10;
+function minorOf(version: string): number {
+  const [major, minor] = version.split(".").map(Number);
+  return major! > 2 ? Infinity : minor!;
+}
+
+/* ---------------------------------------------------------------- the authority, as deploy/README.md sets it up */
+
+const authorities = () => runs.filter((r) => pathOf(r) === "authority serve");
+/** The tenants the manifests work in: the gateway's, and any an agent names. */
+const tenantsOf = (): string[] => [...new Set(runs.map((r) => { const inv = invoke(agentbusArgs(r)); return inv.path.join(" ") === "up" ? upConfigOf(r).tenant : inv.command.options.some((o) => o.long === "--tenant") ? commonOption(r, inv, "--tenant") : undefined; }).filter((t): t is string => t !== undefined))];
+
+interface AuthoritySetUp {
+  dir: string;
+  state: AuthorityState;
+  /** The ConfigMap agentbus-authority as deploy/kubernetes/authority-configmap.sh prints it. */
+  configMap: Manifest;
+}
+let authoritySetUp: AuthoritySetUp | undefined;
+/**
+ * An authority's directory made as deploy/README.md says (`agentbus
+ * authority config`, the tenants added as `agentbus tenant create` adds
+ * them before it reaches the server), and the ConfigMap the script makes
+ * from it (kubectl's client-side dry run: offline).
+ */
+async function authoritySetUpOf(): Promise<AuthoritySetUp> {
+  if (authoritySetUp) return authoritySetUp;
+  const dir = join(mkdtempSync(join(scratch, "authority-")), "authority");
+  const config = ["authority", "config", "--dir", dir, "--out", join(dir, "nats-accounts.conf"), "--json"];
+  await program().exitOverride().parseAsync(config, { from: "user" });
+  const state = new AuthorityState(dir);
+  for (const t of tenantsOf()) state.addTenant(t);
+  await program().exitOverride().parseAsync(config, { from: "user" });
+  const out = spawnSync(join(repo, "deploy/kubernetes/authority-configmap.sh"), [dir, kustomization().namespace ?? "default"], { encoding: "utf8", env: { ...process.env, KUBECONFIG: join(dir, "no-kubeconfig") } });
+  expect(out.status, out.stderr).toBe(0);
+  const configMap = parseAllDocuments(out.stdout)[0]!.toJS() as Manifest;
+  authoritySetUp = { dir, state, configMap };
+  return authoritySetUp;
+}
+
+/** nats.conf with the include file inlined, as the server reads it. */
+function natsConfWith(include: string): NatsConf {
+  return parseNatsConf(natsConfText!.replace(/^\s*include\s+\S+\s*$/m, include));
+}
 
 describe("deploy/kubernetes", () => {
   it("kustomization.yaml lists every manifest of the folder, each object once", () => {
@@ -189,9 +246,25 @@ describe("deploy/kubernetes", () => {
       expect(readFileSync(file, "utf8"), `${file} holds a private key`).not.toMatch(/PRIVATE KEY-----/);
     }
     const readme = read("deploy/README.md");
-    const secretNames = new Set(workloads(manifests).flatMap(({ pod }) => (pod.volumes ?? []).flatMap((v) => (v.secret ? [v.secret.secretName] : []))));
-    expect(secretNames.size).toBeGreaterThan(0);
-    for (const name of secretNames) expect(readme, `deploy/README.md tells how to create the Secret ${name}`).toMatch(new RegExp(`kubectl[^\\n]*create secret generic ${name}\\b`));
+    const secrets = new Set(workloads(manifests).flatMap(({ pod }) => secretNames(pod)));
+    expect(secrets.size).toBeGreaterThan(0);
+    for (const name of secrets) expect(readme, `deploy/README.md tells how to create the Secret ${name}`).toMatch(new RegExp(`kubectl[^\\n]*create secret generic ${name}\\b`));
+    // ConfigMaps made from the operator's files: by a script of the folder that deploy/README.md runs.
+    const scripts = readdirSync(join(repo, "deploy/kubernetes")).filter((f) => f.endsWith(".sh"));
+    for (const name of new Set(workloads(manifests).flatMap(({ pod }) => externalConfigMaps(manifests, pod)))) {
+      const script = scripts.find((f) => new RegExp(`create configmap ${name}\\b`).test(read(`deploy/kubernetes/${f}`)));
+      expect(script, `a script in deploy/kubernetes makes the ConfigMap ${name}`).toBeDefined();
+      expect(readme, `deploy/README.md runs ${script}`).toContain(`deploy/kubernetes/${script}`);
+    }
+  });
+
+  it("kubectl kustomize renders the folder: the same objects, in the kustomization's namespace", () => {
+    const kubectl = spawnSync("kubectl", ["kustomize", join(repo, "deploy/kubernetes")], { encoding: "utf8" });
+    if (kubectl.error) return expect((kubectl.error as NodeJS.ErrnoException).code, "kubectl is missing, not failing").toBe("ENOENT");
+    expect(kubectl.status, kubectl.stderr).toBe(0);
+    const rendered = parseAllDocuments(kubectl.stdout).map((d) => d.toJS() as Manifest);
+    expect(rendered.map((m) => `${m.kind}/${m.metadata.name}`).sort()).toEqual(manifests.map((m) => `${m.kind}/${m.metadata.name}`).sort());
+    for (const m of rendered.filter((x) => x.kind !== "Namespace")) expect((m.metadata as { namespace?: string }).namespace, `${m.kind}/${m.metadata.name}`).toBe(kustomization().namespace);
   });
 
   it("the image is the one package.json describes", () => {
@@ -235,11 +308,14 @@ describe("agentbus containers", () => {
     const targets = runs.map((run) => {
       const inv = invoke(agentbusArgs(run));
       if (inv.path.join(" ") === "up") return { run, url: config.nats.url, tenant: config.tenant };
-      return { run, url: commonOption(run, inv, "--nats"), tenant: commonOption(run, inv, "--tenant") };
+      // The authority serves every tenant: it has no --tenant.
+      const perTenant = inv.command.options.some((o) => o.long === "--tenant");
+      expect(perTenant || inv.path.join(" ") === "authority serve", `${run.where}: agentbus ${inv.path.join(" ")} has no --tenant`).toBe(true);
+      return { run, url: commonOption(run, inv, "--nats"), tenant: perTenant ? commonOption(run, inv, "--tenant") : undefined };
     });
     for (const { run, url, tenant } of targets) {
       expect(url, `${run.where}: no NATS URL (the default, 127.0.0.1, is not NATS in a pod)`).toBeDefined();
-      expect(tenant, `${run.where}: the tenant`).toBe(config.tenant);
+      if (tenant !== undefined || pathOf(run) !== "authority serve") expect(tenant, `${run.where}: the tenant`).toBe(config.tenant);
       const u = new URL(url!);
       const service = find(manifests, "Service", u.hostname.split(".")[0]!);
       expect(servicesFor(manifests, natsSet).map((s) => s.metadata.name), `${run.where}: ${url} is not a Service of the NATS pods`).toContain(service.metadata.name);
@@ -273,7 +349,7 @@ describe("agentbus containers", () => {
       }
       const seed = inv.opts.seed as string | undefined;
       expect(seed, `${run.where}: --seed (a fresh identity each start cannot be named in ACL rules)`).toBeDefined();
-      expect(mountFor(run.pod, run.container, seed!)?.volume.secret, `${run.where}: ${seed} comes from a Secret`).toBeDefined();
+      expect(fileSource(manifests, run.pod, run.container, seed!)?.kind, `${run.where}: ${seed} comes from a Secret`).toBe("Secret");
     }
   });
 });
@@ -324,22 +400,138 @@ describe("the gateway (agentbus up)", () => {
 
   it("runs as at least two replicas with a disruption budget", () => {
     expect(gateway.manifest.spec.replicas).toBeGreaterThanOrEqual(2);
-    const labels = gateway.manifest.spec.template.metadata.labels as Record<string, string>;
-    const pdb = manifests.find((m) => m.kind === "PodDisruptionBudget" && Object.entries(m.spec.selector.matchLabels).every(([k, v]) => labels[k] === v));
-    expect(pdb, "a PodDisruptionBudget for the gateway").toBeDefined();
+    expect(pdbFor(gateway.manifest), "a PodDisruptionBudget for the gateway").toBeDefined();
+  });
+
+  it("serves requests addressed to its Services' DNS names (the Host check answers 421 to others)", () => {
+    const c = config();
+    const policy = new HostPolicy({ allowedHosts: c.gateway.allowedHosts, baseUrl: c.gateway.baseUrl });
+    // A request that arrived on the pod's address, as a client in the cluster sends it.
+    const request = (host: string) => ({ headers: { host }, socket: { localAddress: "10.1.2.3" } }) as never;
+    const namespace = kustomization().namespace ?? "default";
+    const services = servicesFor(manifests, gateway.manifest);
+    expect(services.length).toBeGreaterThan(0);
+    for (const s of services) {
+      for (const p of s.spec.ports as Array<{ port: number }>) {
+        for (const name of [s.metadata.name, `${s.metadata.name}.${namespace}`, `${s.metadata.name}.${namespace}.svc`, `${s.metadata.name}.${namespace}.svc.cluster.local`]) {
+          expect(policy.hostAllowed(request(`${name}:${p.port}`)), `Host ${name}:${p.port} (Service ${s.metadata.name})`).toBe(true);
+        }
+      }
+    }
+    expect(policy.hostAllowed(request("10.1.2.3:8080")), "the pod's address (probes)").toBe(true);
+    expect(policy.hostAllowed(request("attacker.example:8080")), "a name the gateway does not serve").toBe(false);
+  });
+});
+
+/** The PodDisruptionBudget that covers a workload's pods. */
+function pdbFor(workload: Manifest): Manifest | undefined {
+  const labels = workload.spec.template.metadata.labels as Record<string, string>;
+  return manifests.find((m) => m.kind === "PodDisruptionBudget" && Object.entries(m.spec.selector.matchLabels).every(([k, v]) => labels[k] === v));
+}
+
+describe("the authority (agentbus authority serve)", () => {
+  const dirOf = (run: Run) => invoke(agentbusArgs(run)).opts.dir as string;
+
+  it("one Deployment runs it, with at least two replicas (a queue group) and a disruption budget", () => {
+    expect(authorities().map((a) => a.where)).toHaveLength(1);
+    const [authority] = authorities();
+    expect(authority!.manifest.kind).toBe("Deployment");
+    expect(authority!.manifest.spec.replicas).toBeGreaterThanOrEqual(2);
+    expect(pdbFor(authority!.manifest), "a PodDisruptionBudget for the authority").toBeDefined();
+    expect(invoke(agentbusArgs(authority!)).command.getOptionValueSource("dir"), "--dir is given (the default is a relative path)").toBe("cli");
+  });
+
+  it("finds its keys in a Secret and its tenants in the ConfigMap authority-configmap.sh makes, in its --dir", async () => {
+    const { dir, configMap } = await authoritySetUpOf();
+    const [authority] = authorities();
+    const podDir = dirOf(authority!);
+    const isSeed = (text: string) => /^S[UAO][A-Z2-7]{56}$/.test(text.trim());
+    // What authority serve reads: the keys and its identity, the tenants and their admins.
+    const read = ["issuer.nk", "service.nk", "system.nk", "authority.seed", "tenants.json"];
+    for (const file of read) {
+      const source = fileSource(manifests, authority!.pod, authority!.container, posix.join(podDir, file));
+      const seed = isSeed(readFileSync(join(dir, file), "utf8"));
+      expect(source, `${authority!.where}: ${podDir}/${file} is mounted`).toBeDefined();
+      expect(source!.kind, `${authority!.where}: ${file} ${seed ? "holds a seed: a Secret" : "is public: the ConfigMap"}`).toBe(seed ? "Secret" : "ConfigMap");
+      if (!seed) {
+        expect(source!.name).toBe(configMap.metadata.name);
+        expect(configMap.data?.[source!.key], `the ConfigMap holds ${file} from the authority's directory`).toBe(readFileSync(join(dir, file), "utf8"));
+      }
+    }
+    // The ConfigMap carries no seed, and no Secret key lands elsewhere than in --dir.
+    for (const [key, text] of Object.entries(configMap.data ?? {})) expect(text, `ConfigMap key ${key}`).not.toMatch(/\bS[UAO][A-Z2-7]{56}\b/);
+    expect(configMap.metadata.name).toBe("agentbus-authority");
+    expect(mountFor(authority!.pod, authority!.container, podDir)?.readOnly).toBe(true);
+  });
+
+  it("deploy/README.md makes the Secret from the key files authority serve reads", () => {
+    const line = read("deploy/README.md").split("\n").find((l) => /create secret generic agentbus-authority\b/.test(l));
+    expect(line).toBeDefined();
+    for (const file of ["issuer.nk", "service.nk", "system.nk", "authority.seed"]) expect(line, `the Secret holds ${file}`).toMatch(new RegExp(`--from-file=\\S*${file.replace(".", "\\.")}\\b`));
   });
 });
 
 describe("NATS", () => {
-  it.skipIf(!natsBin)(`nats.conf passes nats-server -t${natsBin ? "" : " (skipped: nats-server not found)"}`, () => {
+  let include: string;
+  beforeAll(async () => {
+    include = readFileSync(join((await authoritySetUpOf()).dir, "nats-accounts.conf"), "utf8");
+  });
+
+  it("runs nats-server 2.10 or newer (auth callout), with a reloader for the accounts", () => {
+    const tag = /^nats:(\d+\.\d+)/.exec(natsContainer.image)?.[1];
+    expect(tag, natsContainer.image).toBeDefined();
+    expect(minorOf(tag!), `${natsContainer.image} has auth callout`).toBeGreaterThanOrEqual(10);
+    const reloader = natsPod.containers.find((c) => c.name !== natsContainer.name);
+    expect(reloader?.image).toMatch(/nats-server-config-reloader:/);
+    expect((natsPod as PodSpec & { shareProcessNamespace?: boolean }).shareProcessNamespace, "the reloader signals nats-server").toBe(true);
+    const args = reloader!.args ?? [];
+    const pid = args[args.indexOf("-pid") + 1]!;
+    expect(pid).toBe(natsConf.pid_file);
+    expect(mountFor(natsPod, reloader!, pid)?.volume).toBe(mountFor(natsPod, natsContainer, pid)?.volume);
+    const watched = args.flatMap((a, i) => (a === "-config" ? [args[i + 1]!] : []));
+    expect(watched.sort()).toEqual([natsConfPath, posix.join(posix.dirname(natsConfPath), natsConf.include as string)].sort());
+    for (const file of watched) expect(fileSource(manifests, natsPod, reloader!, file), `the reloader sees ${file} as the server does`).toEqual(fileSource(manifests, natsPod, natsContainer, file));
+  });
+
+  it("includes the authority's accounts from the ConfigMap authority-configmap.sh makes", async () => {
+    const { configMap } = await authoritySetUpOf();
+    expect(natsConf.include, "nats.conf includes the authority's blocks").toBeDefined();
+    const source = fileSource(manifests, natsPod, natsContainer, posix.join(posix.dirname(natsConfPath), natsConf.include as string));
+    expect(source).toMatchObject({ kind: "ConfigMap", name: configMap.metadata.name, defined: false });
+    expect(configMap.data?.[source!.key], "the ConfigMap holds the file agentbus authority config wrote").toBe(include);
+  });
+
+  it("has one account per tenant, AUTH and SYS, and an auth callout whose issuer is the authority's key", async () => {
+    const { state } = await authoritySetUpOf();
+    const conf = natsConfWith(include);
+    const tenants = tenantsOf();
+    expect(tenants.length).toBeGreaterThan(0);
+    expect(Object.keys(conf.accounts as NatsConf).sort()).toEqual([...tenants, AUTH_ACCOUNT, SYSTEM_ACCOUNT].sort());
+    for (const t of [...tenants, AUTH_ACCOUNT]) expect(((conf.accounts as NatsConf)[t] as NatsConf).jetstream, `account ${t} has JetStream`).toBe("enabled");
+    expect(conf.system_account).toBe(SYSTEM_ACCOUNT);
+    const callout = (conf.authorization as NatsConf).auth_callout as NatsConf;
+    // The keys the authority's Secret holds (made from the same directory).
+    const publicKey = (file: string) => fromSeed(new TextEncoder().encode(readFileSync(join(state.dir, file), "utf8").trim())).getPublicKey();
+    expect(callout.issuer).toBe(publicKey("issuer.nk"));
+    expect([...(callout.auth_users as string[])].sort()).toEqual([publicKey("service.nk"), publicKey("system.nk")].sort());
+    expect(callout.account).toBe(AUTH_ACCOUNT);
+    expect(natsConfText!.match(/^\s*authorization\b/m), "nats.conf has no authorization block of its own").toBeNull();
+  });
+
+  it.skipIf(!calloutBin)(`nats.conf with the authority's accounts passes nats-server -t${calloutBin ? "" : ` (skipped: ${natsBin ? `nats-server ${natsBinVersion} has no auth callout` : "nats-server not found"})`}`, () => {
     expect(natsConfText, `${natsConfPath} comes from a ConfigMap`).toBeDefined();
+    // The config directory as the projected volume lays it out.
     const dir = mkdtempSync(join(scratch, "nats-"));
-    writeFileSync(join(dir, "nats.conf"), natsConfText!);
+    writeFileSync(join(dir, posix.basename(natsConfPath)), natsConfText!);
+    writeFileSync(join(dir, natsConf.include as string), include);
     // The variables the container's env gives (SERVER_NAME is the pod's name).
     const env: Record<string, string> = { PATH: process.env.PATH ?? "" };
     for (const e of natsContainer.env ?? []) env[e.name] = e.value ?? (e.valueFrom?.fieldRef?.fieldPath === "metadata.name" ? `${natsSet.metadata.name}-0` : "x");
-    const result = spawnSync(natsBin!, ["-t", "-c", join(dir, "nats.conf")], { env, encoding: "utf8" });
+    const result = spawnSync(natsBin!, ["-t", "-c", join(dir, posix.basename(natsConfPath))], { env, encoding: "utf8" });
     expect(result.status, `${result.stdout}${result.stderr}`).toBe(0);
+    // The check fails on a broken include: it is not a formality.
+    writeFileSync(join(dir, natsConf.include as string), include.replace(/issuer: "A/, 'issuer: "X'));
+    expect(spawnSync(natsBin!, ["-t", "-c", join(dir, posix.basename(natsConfPath))], { env, encoding: "utf8" }).status).not.toBe(0);
   });
 
   it("names each server after its pod", () => {

@@ -33,9 +33,22 @@ export interface Container {
   securityContext?: any;
   resources?: any;
 }
+type KeyItems = Array<{ key: string; path: string }>;
+/** One source of a projected volume. */
+export interface Projection {
+  configMap?: { name: string; items?: KeyItems; optional?: boolean };
+  secret?: { name: string; items?: KeyItems; optional?: boolean };
+}
 export interface PodSpec {
   containers: Container[];
-  volumes?: Array<{ name: string; configMap?: { name: string; items?: Array<{ key: string; path: string }> }; secret?: { secretName: string }; emptyDir?: object; persistentVolumeClaim?: object }>;
+  volumes?: Array<{
+    name: string;
+    configMap?: { name: string; items?: KeyItems };
+    secret?: { secretName: string; items?: KeyItems };
+    projected?: { sources: Projection[]; defaultMode?: number };
+    emptyDir?: object;
+    persistentVolumeClaim?: object;
+  }>;
   securityContext?: any;
   terminationGracePeriodSeconds?: number;
 }
@@ -226,13 +239,60 @@ export function mountFor(pod: PodSpec, container: Container, path: string): Moun
   return { mountPath: mount.mountPath, volume, readOnly: Boolean(mount.readOnly), rest };
 }
 
-/** The contents of a file a ConfigMap volume provides at `path`, or undefined when no ConfigMap provides it. */
-export function configMapFile(manifests: Manifest[], pod: PodSpec, container: Container, path: string): string | undefined {
+/** Where a file in a container comes from: a key of a ConfigMap or of a Secret. */
+export interface FileSource {
+  kind: "ConfigMap" | "Secret";
+  name: string;
+  key: string;
+  /** The ConfigMap is one of the manifests (else it is made by the operator, like a Secret). */
+  defined: boolean;
+}
+
+/** A volume's ConfigMap and Secret sources (one for a configMap or secret volume, several for a projected one). */
+export function sourcesOf(volume: NonNullable<PodSpec["volumes"]>[number]): Array<{ kind: "ConfigMap" | "Secret"; name: string; items?: KeyItems }> {
+  if (volume.configMap) return [{ kind: "ConfigMap", name: volume.configMap.name, items: volume.configMap.items }];
+  if (volume.secret) return [{ kind: "Secret", name: volume.secret.secretName, items: volume.secret.items }];
+  return (volume.projected?.sources ?? []).flatMap((s) => [
+    ...(s.configMap ? [{ kind: "ConfigMap" as const, name: s.configMap.name, items: s.configMap.items }] : []),
+    ...(s.secret ? [{ kind: "Secret" as const, name: s.secret.name, items: s.secret.items }] : []),
+  ]);
+}
+
+/**
+ * The ConfigMap or Secret key a container finds at `path`, or undefined
+ * (another kind of volume, or the image). In a projected volume: the source
+ * whose items name the path, else a ConfigMap of the manifests that has the
+ * key, else the one source without items that the manifests do not define.
+ */
+export function fileSource(manifests: Manifest[], pod: PodSpec, container: Container, path: string): FileSource | undefined {
   const m = mountFor(pod, container, path);
-  if (!m?.volume.configMap) return undefined;
-  const items = m.volume.configMap.items;
-  const key = items ? items.find((i) => i.path === m.rest)?.key : m.rest;
-  return key === undefined ? undefined : find(manifests, "ConfigMap", m.volume.configMap.name).data?.[key];
+  if (!m) return undefined;
+  const defined = (kind: string, name: string) => manifests.find((x) => x.kind === kind && x.metadata.name === name);
+  const sources = sourcesOf(m.volume).map((s) => ({ ...s, defined: Boolean(defined(s.kind, s.name)) }));
+  const listed = sources.find((s) => s.items?.some((i) => i.path === m.rest));
+  if (listed) return { kind: listed.kind, name: listed.name, key: listed.items!.find((i) => i.path === m.rest)!.key, defined: listed.defined };
+  const whole = sources.filter((s) => !s.items);
+  const known = whole.find((s) => s.defined && defined(s.kind, s.name)!.data?.[m.rest] !== undefined);
+  if (known) return { kind: known.kind, name: known.name, key: m.rest, defined: true };
+  const external = whole.filter((s) => !s.defined);
+  return external.length === 1 ? { kind: external[0]!.kind, name: external[0]!.name, key: m.rest, defined: false } : undefined;
+}
+
+/** The contents of a file a ConfigMap of the manifests provides at `path`, or undefined when none does. */
+export function configMapFile(manifests: Manifest[], pod: PodSpec, container: Container, path: string): string | undefined {
+  const source = fileSource(manifests, pod, container, path);
+  if (source?.kind !== "ConfigMap" || !source.defined) return undefined;
+  return find(manifests, "ConfigMap", source.name).data?.[source.key];
+}
+
+/** The Secrets a pod's volumes name (they are created by the operator, never defined in the manifests). */
+export function secretNames(pod: PodSpec): string[] {
+  return (pod.volumes ?? []).flatMap((v) => sourcesOf(v).filter((s) => s.kind === "Secret").map((s) => s.name));
+}
+
+/** The ConfigMaps a pod's volumes name that the manifests do not define (made by the operator). */
+export function externalConfigMaps(manifests: Manifest[], pod: PodSpec): string[] {
+  return (pod.volumes ?? []).flatMap((v) => sourcesOf(v).filter((s) => s.kind === "ConfigMap" && !manifests.some((m) => m.kind === "ConfigMap" && m.metadata.name === s.name)).map((s) => s.name));
 }
 
 /* ---------------------------------------------------------------- nats.conf */
