@@ -1,4 +1,4 @@
-import { DiscardPolicy, RetentionPolicy, StorageType, type ConsumerConfig, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
+import { DiscardPolicy, RetentionPolicy, type ConsumerConfig, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvOptions } from "@nats-io/kv";
 import { AgentBusError } from "./errors.js";
 import { replayMaxAgeMs } from "./replay.js";
@@ -154,9 +154,11 @@ export async function ensureCoreInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjec
     ensureBucket(kvm, s.bucket("acl"), base, insist),
     ensureBucket(kvm, s.bucket("revoked"), base, insist),
     // A longer max age (another process's larger window) is fine; a shorter one would forget claims too early.
-    // In memory: claims live minutes; measured, memory-backed claims sustain ~1.5× the rate of file-backed ones
-    // at a ~20% lower median. A server restart forgets them (a cluster with replicas keeps them).
-    ensureBucket(kvm, s.bucket("replay"), { ...base, ttl: replayAge, storage: StorageType.Memory }, insist).then(async (kv) => {
+    // On file, though memory-backed claims measured ~1.5× the rate at a ~20% lower median: a memory
+    // bucket vanishes with a single server's restart, and then every call is refused until someone
+    // allowed to create streams (an admin, under server permissions) makes it again; it would also
+    // forget the claims, reopening the window for replays.
+    ensureBucket(kvm, s.bucket("replay"), { ...base, ttl: replayAge }, insist).then(async (kv) => {
       const { ttl } = await justCreated(() => kv.status());
       if (ttl < replayAge) throw mismatch(`KV bucket ${s.bucket("replay")}`, new Error(`max age ${ttl} ms (at least ${replayAge} ms, twice the envelope window, wanted)`));
       return kv;

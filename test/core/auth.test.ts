@@ -25,12 +25,12 @@ describe("connection credentials", () => {
     await agentBus.close();
   });
 
-  it("refuses a connection with wrong credentials as UNAVAILABLE, naming the server", async () => {
+  it("refuses a connection with wrong credentials as DENIED, naming the server", async () => {
     const err = await connect({ servers: nats.server.url, auth: { user: "app", pass: "wrong" }, logger: quietLogger }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AgentBusError);
-    expect((err as AgentBusError).code).toBe("UNAVAILABLE");
+    expect((err as AgentBusError).code).toBe("DENIED");
     expect((err as AgentBusError).message).toContain(nats.server.url);
     const stranger = await connect({ servers: nats.server.url, identity: Identity.generate(), auth: { nkey: true }, logger: quietLogger }).catch((e: unknown) => e);
-    expect((stranger as AgentBusError).code).toBe("UNAVAILABLE");
+    expect((stranger as AgentBusError).code).toBe("DENIED");
   });
 });
