@@ -303,6 +303,37 @@ describe("end-to-end encryption", () => {
     }
   });
 
+  it("a multi-turn encrypted task: the next turn stays encrypted and its handler reads the earlier turns in plain", async () => {
+    const t = tenant();
+    const agentBus = await open({ tenant: t });
+    const caller = await open({ tenant: t });
+    await grant(agentBus, "caller", { source: caller.id, target: "*", capabilities: [">"] }, caller);
+    let seenHistory: string[] = [];
+    await agentBus.agent({ name: "asker", skills: [{ id: "ask" }] }, {
+      ask: async (ctx) => {
+        if (ctx.history.length < 3) return ctx.inputRequired(`QUESTION-MARK about ${ctx.text}`);
+        seenHistory = ctx.history.map(textOf);
+        return `ANSWER-MARK ${ctx.text}`;
+      },
+    });
+    await eventually(() => caller.discover({ capability: "ask", online: true }).length === 1);
+    const sniff = await Sniffer.start(nats.server.url);
+    try {
+      const first = await caller.submit("ask", "TURN1-MARK", { encrypt: true });
+      expect((await first.result({ timeout: 20_000 })).status.state).toBe("TASK_STATE_INPUT_REQUIRED");
+      // The follow-up does not say encrypt: the task does.
+      const second = await caller.submit("ask", "TURN2-MARK", { taskId: first.id });
+      const done = await second.result({ timeout: 20_000 });
+      expect(done.status.state).toBe("TASK_STATE_COMPLETED");
+      expect(seenHistory).toEqual(["TURN1-MARK", "QUESTION-MARK about TURN1-MARK", "TURN2-MARK"]);
+      expect(allText(done)).toContain("ANSWER-MARK TURN2-MARK");
+      const seen = await sniff.text();
+      for (const mark of ["TURN1-MARK", "TURN2-MARK", "QUESTION-MARK", "ANSWER-MARK"]) expect(seen).not.toContain(mark);
+    } finally {
+      await sniff.close();
+    }
+  });
+
   it("an identity that is not a party sees that a task is encrypted, not its content, even with a task grant", async () => {
     const { t, caller, agentBus } = await setup();
     const observer = await open({ tenant: t });
