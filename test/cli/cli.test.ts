@@ -66,7 +66,10 @@ describe("agentbus CLI", { timeout: 90_000 }, () => {
       wait: (ctx) => new Promise((_r, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason))),
       echo: (ctx) => ctx.text,
     });
-    const common = ["--nats", nats.server.url, "--tenant", "cli-tasks"];
+    // The CLI acts as the submitter: only a task's parties may read or cancel it.
+    const seedDir = mkdtempSync(join(tmpdir(), "agentbus-cli-"));
+    agent.identity.writeSeed(join(seedDir, "submitter.nk"));
+    const common = ["--nats", nats.server.url, "--tenant", "cli-tasks", "--seed", join(seedDir, "submitter.nk")];
     const running = await agent.submit("wait", "x");
     for (let i = 0; i < 50 && (await running.get()).status.state !== "TASK_STATE_WORKING"; i++) await new Promise((r) => setTimeout(r, 50));
     const cancelled = await run(["task", "cancel", running.id, "--json", ...common]);
