@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createRequire } from "node:module";
@@ -10,11 +10,12 @@ import { ClientFactory } from "@a2a-js/sdk/client";
 import { Role, TaskState, type Task as SdkTask } from "@a2a-js/sdk";
 import { SignJWT, exportJWK, generateKeyPair } from "jose";
 import { afterEach, describe, expect, it } from "vitest";
-import { Identity, textOf } from "../../core/index.js";
+import { connect as natsConnect } from "@nats-io/transport-node";
+import { connect, Identity, textOf } from "../../core/index.js";
 import { freePort } from "../../nats/index.js";
 import { probe } from "../../nats/ready.js";
 import { hashApiKey } from "../../bridges/a2a/index.js";
-import { adminFor, eventually, grant, useBuses } from "../helpers/bus.js";
+import { adminFor, eventually, grant, quietLogger, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 import { parseExposition, valueOf } from "../helpers/prometheus.js";
 
@@ -51,7 +52,7 @@ function startUp(args: string[], files: Record<string, string> = {}, env: Record
 }
 
 /** The JSON line `up --json` prints when it is ready. */
-async function ready(up: Up): Promise<{ url: string; nats: string; natsSource: string; gateway: string; keys: Record<string, string> }> {
+async function ready(up: Up): Promise<{ url: string; nats: string; natsSource: string; secure: boolean; gateway: string; keys: Record<string, string> }> {
   const line = await eventually(() => up.stdout().split("\n").find((l) => l.startsWith("{")), 40_000).catch((err: Error) => {
     throw new Error(`${err.message}\n--- stderr ---\n${up.stderr()}`);
   });
@@ -69,13 +70,29 @@ describe("agentbus up", () => {
   const nats = useNatsServer();
   const open = useBuses(() => nats.server.url);
 
-  it("with no NATS reachable starts an embedded server, answers A2A SendMessage to echo, and stops it on SIGTERM", async () => {
+  it("with no NATS reachable starts a secured embedded server, answers A2A SendMessage to echo, and stops it on SIGTERM", async () => {
     // Nothing listens on the "local" address, so up must start its own server.
     const nowhere = `nats://127.0.0.1:${await freePort()}`;
     const up = startUp(["--demo"], { "agentbus.config.json": JSON.stringify({ nats: { localUrl: nowhere } }) });
     const info = await ready(up);
     expect(info.natsSource).toBe("embedded");
     expect(info.nats).not.toBe(nowhere);
+    expect(info.secure).toBe(true);
+    expect(up.stderr()).not.toContain("requires no authentication");
+
+    // A client without an issued key cannot connect at all: no credentials, or a key the authority never issued.
+    await expect(natsConnect({ servers: info.nats, reconnect: false })).rejects.toThrow(/Authorization/i);
+    await expect(connect({ servers: info.nats, identity: Identity.generate(), logger: quietLogger })).rejects.toMatchObject({ code: "DENIED" });
+    // The demo's CLI identity was issued (a caller) and granted by the demo rule.
+    const user = await connect({ servers: info.nats, identity: Identity.fromFile(join(up.dir, ".agentbus", "demo-user.seed")), auth: { nkey: true }, logger: quietLogger });
+    try {
+      expect(textOf(await user.call("echo", "through the account"))).toBe("through the account");
+    } finally {
+      await user.close();
+    }
+    // up recorded its server for agentbus tenant create.
+    const record = JSON.parse(readFileSync(join(up.dir, ".agentbus", "authority", "server.json"), "utf8")) as { kind: string; url: string };
+    expect(record).toMatchObject({ kind: "launched", url: info.nats });
 
     const client = await new ClientFactory().createFromUrl(`${info.url}/a2a/echo/.well-known/agent-card.json`, "");
     const task = (await client.sendMessage(message("hello from A2A"))) as SdkTask;
@@ -91,8 +108,9 @@ describe("agentbus up", () => {
 
     up.child.kill("SIGTERM");
     expect(await up.exited).toBe(0);
-    // The embedded server went with it.
+    // The embedded server went with it, and so did its record.
     await expect(probe({ url: info.nats, jetstream: false, timeoutMs: 500 })).rejects.toThrow();
+    expect(existsSync(join(up.dir, ".agentbus", "authority", "server.json"))).toBe(false);
   }, 90_000);
 
   it("uses the NATS it is given; SIGTERM lets a running task finish before exiting 0", async () => {
@@ -100,6 +118,9 @@ describe("agentbus up", () => {
     const info = await ready(up);
     expect(info.natsSource).toBe("given");
     expect(info.nats).toBe(nats.server.url);
+    expect(info.secure).toBe(false);
+    // A server that lets anyone in is named plainly, whatever the log level.
+    expect(up.stderr()).toContain(`agentbus up: WARNING: the NATS server at ${nats.server.url} requires no authentication.`);
 
     // The demo agents registered on the given server; the demo identity may call them.
     const user = await open({ tenant: "uptenant", presenceMaxAgeMs: undefined, identity: Identity.fromFile(join(up.dir, ".agentbus", "demo-user.seed")) });
@@ -154,6 +175,53 @@ describe("agentbus up", () => {
     up.child.kill("SIGTERM");
     expect(await up.exited).toBe(0);
   }, 90_000);
+
+  it("secured embedded server: agent modules and API keys are issued; a grant signed with the admin seed opens a key; tenant create reloads up's server", async () => {
+    const nowhere = `nats://127.0.0.1:${await freePort()}`;
+    const writer = fileURLToPath(new URL("../../agents/writer.ts", import.meta.url));
+    const config = { nats: { localUrl: nowhere }, agents: [writer], gateway: { keysFile: "keys.json" } };
+    const up = startUp([], { "agentbus.config.json": JSON.stringify(config), "keys.json": JSON.stringify([{ name: "ci", sha256: hashApiKey("ci-key") }]) });
+    const info = await ready(up);
+    expect(info).toMatchObject({ natsSource: "embedded", secure: true });
+    const keyId = info.keys.ci!;
+    const data = join(up.dir, ".agentbus");
+    const cli = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, ["--import", tsx, main, ...args], { cwd: up.dir });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (d) => (stdout += String(d)));
+        child.stderr.on("data", (d) => (stderr += String(d)));
+        child.on("exit", (code) => resolve({ code, stdout, stderr }));
+      });
+    const send = async () => {
+      const res = await fetch(`${info.url}/a2a/writer`, {
+        method: "POST",
+        headers: { "content-type": "application/json", "A2A-Version": "1.0", "X-API-Key": "ci-key" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "SendMessage", params: { message: { messageId: `m-${Math.random()}`, role: "ROLE_USER", parts: [{ text: "the sea" }] } } }),
+      });
+      return ((await res.json()) as { result?: { task: { status: { state: string } } } }).result?.task.status.state;
+    };
+    // The module's agent runs under an issued identity; the key is refused until the tenant admin grants it.
+    await eventually(async () => (await fetch(`${info.url}/ready`)).status === 200, 15_000);
+    expect(await send()).toBe("TASK_STATE_FAILED");
+    const allowed = await cli(["acl", "allow", "ci-write", keyId, "*", "write", "--nats", info.nats, "--admin-seed", join(data, "admin.seed")]);
+    expect(allowed.code, allowed.stderr).toBe(0);
+    await eventually(async () => (await send()) === "TASK_STATE_COMPLETED", 20_000);
+
+    // The authority directory is the data dir's; its server is the one up recorded (no --nats needed).
+    const created = await cli(["tenant", "create", "acme", "--dir", join(data, "authority"), "--json"]);
+    expect(created.code, created.stderr).toBe(0);
+    expect(JSON.parse(created.stdout)).toMatchObject({ tenant: "acme", reloaded: true });
+    const listed = await cli(["identity", "ls", "--dir", join(data, "authority"), "--tenant", "default", "--json"]);
+    const roles = Object.fromEntries((JSON.parse(listed.stdout) as Array<{ id: string; role: string }>).map((r) => [r.id, r.role]));
+    expect(roles[keyId]).toBe("bridge");
+    expect(roles[info.gateway]).toBe("admin");
+    expect(Object.values(roles).filter((r) => r === "agent")).toHaveLength(1);
+
+    up.child.kill("SIGTERM");
+    expect(await up.exited).toBe(0);
+  }, 120_000);
 
   it("an invalid configuration fails at start with every problem and its path", async () => {
     const up = startUp([], {
