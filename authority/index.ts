@@ -16,3 +16,4 @@ export {
   forgetServer, includeFileText, processAlive, readServerRecord, recordServer, reloadServer,
   type IncludeRecord, type LaunchedServerRecord, type ReloadOutcome, type ServerRecord,
 } from "./reload.js";
+export { authorityIn, staticServerConfig, type StaticConfigOptions } from "./static.js";

@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, randomBytes, sign, verify, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, hkdfSync, randomBytes, sign, verify, type KeyObject } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { inspect } from "node:util";
@@ -92,6 +92,16 @@ export class Identity {
   /** The nkey seed (`SU…`). Treat as a secret: write it only to a 0600 file. */
   exportSeed(): string {
     return new TextDecoder().decode(Codec.encodeSeed(Prefix.User, this.#seed));
+  }
+
+  /**
+   * A child identity derived from this one's seed and `label` (HKDF-SHA256):
+   * the same parent and label always give the same identity, and nobody
+   * without the parent's seed can compute it. For one holder that needs a
+   * distinct key per context (a NATS user key belongs to one account only).
+   */
+  derive(label: string): Identity {
+    return new Identity(new Uint8Array(hkdfSync("sha256", this.#seed, "agentbus derived identity v1", label, 32)));
   }
 
   /** Raw 32-byte seed, for key conversions inside core. */
