@@ -226,7 +226,7 @@ export async function setUpTenant(t: TenantSetUp): Promise<string[]> {
   await authority.issue({ id: admin.id, tenant, role: "admin", name: `${tenant} admin` });
   saveAdmins(state.dir, tenant, admin.id);
   const bus = await authority.tenant(tenant);
-  await bus.ensureTasks();
+  await bus.provision();
   const adminBus = await connect({
     servers: t.servers, root: t.root, tenant, identity: admin, auth: { nkey: true }, trustRoot: admins(state.dir, tenant), logger: t.logger, name: `agentbus tenant ${tenant} set-up`,
   });

@@ -138,11 +138,11 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
       for (const t of new Set(keys.map((k) => k.tenant ?? config.tenant))) if (t !== config.tenant) await nats.secure.createTenant(t);
     }
 
-    // The gateway acts for many callers and checks their rights itself, and
-    // its monitor and /metrics read the whole tenant (work submissions, task
-    // events, the audit stream): on the server it has the tenant's account
-    // (role admin). It signs no policy: the trust root is the tenant admin.
-    await issue(gatewayIdentity, "admin", "agentbus up gateway");
+    // The gateway acts for many callers and checks their rights itself; its
+    // monitor and /metrics read the whole tenant (work submissions, task
+    // events, the audit stream): the bridge role. It signs no policy: the
+    // trust root is the tenant admin.
+    await issue(gatewayIdentity, "bridge", "agentbus up gateway");
     const bus = await open({ name: "gateway", identity: gatewayIdentity });
     stops.push(() => bus.close());
     if (!bus.nc.info?.auth_required) process.stderr.write(openServerWarning(nats.url));

@@ -27,7 +27,7 @@ import { Envelopes, Header, replySubject, type Envelope, type EnvelopeMeta } fro
 import { featuresOf, type ServerFeatures } from "./features.js";
 import { Identity } from "./identity.js";
 import { inboxPrefixOf } from "./permissions.js";
-import { ensureCoreInfra, type CoreBuckets } from "./infra.js";
+import { ensurePushBucket, ensureCoreInfra, type CoreBuckets } from "./infra.js";
 import type { BadPolicy } from "./policy.js";
 import { Revocations, type Revocation } from "./revocations.js";
 import { proveRotation, type RotationProof } from "./rotation.js";
@@ -539,6 +539,20 @@ export class Bus {
    */
   async ensureTasks(): Promise<void> {
     await this.#durableOnce();
+  }
+
+  /**
+   * Creates every stream and bucket of the tenant (the core ones, the task
+   * streams and buckets, sessions, push configs). Under server permissions
+   * only an admin may create them: a tenant's set-up does this once, so
+   * agents, callers and bridges find them.
+   */
+  async provision(): Promise<void> {
+    await Promise.all([
+      this.ensureTasks(),
+      this.session("provision").then(() => undefined),
+      ensurePushBucket(new Kvm(this.nc), this.subjects, { replicas: this.#options.replicas }),
+    ]);
   }
 
   /**

@@ -41,6 +41,6 @@ export { createLogger, type Logger } from "./log.js";
 export type { Message, Part, Role, AgentCard, AgentSkill, AgentCapabilities, AgentInterface, AgentExtension } from "./protocol.js";
 export type { JsonSchema } from "./schema.js";
 /** Infrastructure helpers for bridges and adapters built on the bus (create-or-verify streams, buckets, consumers; KV mirrors). */
-export { ensureBucket, ensureStream, ensureConsumer, retryJs } from "./infra.js";
+export { ensureBucket, ensureStream, ensureConsumer, ensurePushBucket, retryJs } from "./infra.js";
 export { KvMirror, type Mirrored } from "./kvmirror.js";
 export { rolePermissions, grantedCapabilities, inboxPrefixOf, IdentityRoles, type IdentityRole, type NatsPermissions, type PermissionInput, type ImportedCapability } from "./permissions.js";

@@ -217,6 +217,14 @@ export async function ensureOwnersBucket(kvm: Kvm, s: Subjects, o: Pick<TaskInfr
   return ensureBucket(kvm, s.bucket("owners"), { replicas: o.replicas ?? 1, history: 1, ttl: o.eventsMaxAgeMs }, [...insisted(o.replicas), "ttl"]);
 }
 
+/**
+ * The A2A push notification configs (`mesh_<t>_push`), created by the
+ * bridge on first use or by a tenant's set-up ({@link Bus.provision}).
+ */
+export async function ensurePushBucket(kvm: Kvm, s: Subjects, o: Pick<TaskInfraOptions, "replicas"> = {}): Promise<KV> {
+  return ensureBucket(kvm, s.bucket("push"), { history: 1, replicas: o.replicas }, insisted(o.replicas));
+}
+
 /** Creates a durable consumer, or checks that the existing one has the same settings. */
 export async function ensureConsumer(jsm: JetStreamManager, stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
   const existing = await retryJs(() => jsm.consumers.info(stream, config.durable_name)).catch(() => undefined);

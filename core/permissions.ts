@@ -180,8 +180,12 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.>`);
     pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${s.stream("EVENTS")}.*`);
     pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("tasks")}.>`);
+    pub.add(`$JS.API.CONSUMER.DELETE.${kvStream("tasks")}.*`);
     pub.add(`$JS.API.CONSUMER.MSG.NEXT.${kvStream("tasks")}.*`);
     pub.add(`${kv("push")}.>`);
+    // Metrics and the console: submissions as they are queued, and the audit stream.
+    sub.add(`${p}.work.>`);
+    for (const api of ["CREATE", "DELETE", "MSG.NEXT"]) pub.add(`$JS.API.CONSUMER.${api}.${s.stream("AUDIT")}.${api === "CREATE" ? ">" : "*"}`);
     pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("push")}.>`);
   }
   return {

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { Header, KvMirror, ensureBucket, ensureConsumer, retryJs, type Bus, type TaskEvent } from "../../core/index.js";
+import { Header, KvMirror, ensurePushBucket, ensureConsumer, retryJs, type Bus, type TaskEvent } from "../../core/index.js";
 import { SpanAttr, SpanKind, traceHeaders, traced, type TraceContext } from "../../core/trace.js";
 
 /** A push notification config as stored in `mesh_<t>_push` under `<task>.<id>` (A2A v1.0 JSON form). */
@@ -46,7 +46,7 @@ export class PushNotifications {
   ) {}
 
   static async start(bus: Bus, verifiers: Bus[], options: PushOptions = {}): Promise<PushNotifications> {
-    const kv = await ensureBucket(new Kvm(bus.nc), bus.subjects.bucket("push"), { history: 1 }, ["history"]);
+    const kv = await ensurePushBucket(new Kvm(bus.nc), bus.subjects);
     const configs = await KvMirror.start(kv, (e) => e.json<PushConfig>());
     const o = { maxDeliver: options.maxDeliver ?? 8, backoffMs: options.backoffMs ?? 500, timeoutMs: options.timeoutMs ?? 10_000 };
     const p = new PushNotifications(bus, kv, configs, new Map([bus, ...verifiers].map((b) => [b.id, b])), o);

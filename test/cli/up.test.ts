@@ -216,7 +216,7 @@ describe("agentbus up", () => {
     const listed = await cli(["identity", "ls", "--dir", join(data, "authority"), "--tenant", "default", "--json"]);
     const roles = Object.fromEntries((JSON.parse(listed.stdout) as Array<{ id: string; role: string }>).map((r) => [r.id, r.role]));
     expect(roles[keyId]).toBe("bridge");
-    expect(roles[info.gateway]).toBe("admin");
+    expect(roles[info.gateway]).toBe("bridge");
     expect(Object.values(roles).filter((r) => r === "agent")).toHaveLength(1);
 
     up.child.kill("SIGTERM");
