@@ -13,7 +13,7 @@ export { Directory, DIRECTORY_BUCKET, checkRecord, type IdentityRecord } from ".
 export { Authority, AUTH_REQUEST_SUBJECT, type AuthorityOptions } from "./service.js";
 export { AuthorityState, admins, setUpTenant, startSecureNats, type SecureNats, type SecureNatsOptions, type TenantSetUp } from "./local.js";
 export {
-  forgetServer, includeFileText, processAlive, readServerRecord, recordServer, reloadServer,
+  forgetServer, includeFileText, staticIncludeFileText, processAlive, readServerRecord, recordServer, reloadServer,
   type IncludeRecord, type LaunchedServerRecord, type ReloadOutcome, type ServerRecord,
 } from "./reload.js";
 export { authorityIn, staticServerConfig, type StaticConfigOptions } from "./static.js";

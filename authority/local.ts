@@ -142,14 +142,14 @@ export interface SecureNats {
  * tenant and the authority answering its callout.
  *
  * @throws {AgentBusError} `SERVER_TOO_OLD` on an older server: generate a
- *   static configuration instead (`agentbus tenant config --static`).
+ *   static configuration instead (`agentbus authority config --static`).
  */
 export async function startSecureNats(o: SecureNatsOptions): Promise<SecureNats> {
   const bin = o.server?.bin ?? findNatsServer();
   const version = natsServerVersion(bin);
   const [major, minor] = version.split(".").map(Number);
   if (major! < 2 || (major === 2 && minor! < 10)) {
-    throw new AgentBusError("SERVER_TOO_OLD", `nats-server ${version} has no auth callout (2.10+); generate a static configuration with \`agentbus tenant config --static\` instead`);
+    throw new AgentBusError("SERVER_TOO_OLD", `nats-server ${version} has no auth callout (2.10+); generate a static configuration with \`agentbus authority config --static\` instead`);
   }
   const state = new AuthorityState(o.dir);
   for (const t of o.tenants ?? ["default"]) state.addTenant(t);

@@ -81,6 +81,18 @@ export function includeFileText(state: AuthorityState, root?: string): string {
   ].join("\n");
 }
 
+/** The include file of a static configuration ({@link staticServerConfig}'s blocks). */
+export function staticIncludeFileText(config: Record<string, unknown>): string {
+  return [
+    "# nats-server configuration blocks written by agentbus (agentbus authority config --static):",
+    "# one account per tenant with JetStream, the AUTH and SYS accounts, and every",
+    "# issued identity with its role's permissions, for a server without auth callout.",
+    "# Generate it again and reload the server after issuing, revoking or granting.",
+    "",
+    renderConfig(config as never),
+  ].join("\n");
+}
+
 /** What {@link reloadServer} did. */
 export type ReloadOutcome =
   | { reloaded: true; pid: number; file: string }

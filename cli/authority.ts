@@ -29,6 +29,8 @@ import {
   recordServer,
   reloadServer,
   setUpTenant,
+  staticIncludeFileText,
+  staticServerConfig,
   type IdentityRecord,
   type ReloadOutcome,
 } from "../authority/index.js";
@@ -156,6 +158,8 @@ Several replicas may run against one server: they share the requests.
     withDir(new Command("config"), { nats: false })
       .description("write the nats-server configuration blocks (accounts per tenant, AUTH and SYS, the auth callout) as an include file")
       .option("--out <file>", "where to write it (default <dir>/nats-accounts.conf)")
+      .option("--static", "for a server without auth callout (older than 2.10): every issued identity with its role's permissions written into the file")
+      .option("--nats <url>", "with --static: the server already running this authority's static configuration, whose directory and ACLs give the identities and grants (absent: the authority's own admin users only, for a first start)")
       .addHelpText(
         "after",
         `
@@ -164,11 +168,28 @@ public keys only. agentbus tenant create and tenant export rewrite it.
 
   agentbus authority config --dir ./authority --out ./agentbus.conf
   # nats.conf:  jetstream { store_dir: ./data }   include ./agentbus.conf
-  nats-server -c nats.conf`,
+  nats-server -c nats.conf
+
+On a server older than 2.10 (no auth callout), --static writes the same
+accounts with every identity issued in the directory and the capabilities
+its tenant's ACL grants it. Generate it again and reload after issuing,
+revoking or granting:
+
+  agentbus authority config --dir ./authority --static --out ./agentbus.conf
+  nats-server -c nats.conf
+  agentbus authority config --dir ./authority --static --nats nats://127.0.0.1:4222 --out ./agentbus.conf
+  nats-server --signal reload`,
       )
-      .action((o: AuthorityCliOptions & { out?: string }) => {
+      .action(async (o: AuthorityCliOptions & { out?: string; static?: boolean }) => {
         const state = new AuthorityState(o.dir);
         const file = resolve(o.out ?? join(o.dir, "nats-accounts.conf"));
+        if (o.static) {
+          const config = await staticServerConfig({ state, servers: o.nats, logger: loggerOf(o) });
+          writeFileSync(file, staticIncludeFileText(config));
+          const tenants = state.tenants().map((t) => t.name);
+          print(o, { file, include: `include ${basename(file)}`, reload: "nats-server --signal reload", static: true, tenants }, `wrote ${file}: accounts for the tenants (${tenants.join(", ") || "none yet"}), AUTH and SYS, and each issued identity's permissions; include it from your nats-server's config and reload it after each change`);
+          return;
+        }
         writeFileSync(file, includeFileText(state));
         const previous = readServerRecord(state.dir);
         const keepLaunched = previous?.kind === "launched" && processAlive(previous.pid);

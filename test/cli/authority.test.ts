@@ -7,13 +7,13 @@
  * authority serve, tenant create --server-pid).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connect as natsConnect, nkeyAuthenticator } from "@nats-io/transport-node";
-import { recordServer, startSecureNats, type SecureNats } from "../../authority/index.js";
+import { AuthorityState, authorityIn, recordServer, startSecureNats, type SecureNats } from "../../authority/index.js";
 import { Identity } from "../../core/index.js";
 import { findNatsServer, freePort, natsServerVersion } from "../../nats/index.js";
 import { probe } from "../../nats/ready.js";
@@ -194,5 +194,29 @@ describe.skipIf(!calloutServer)("agentbus tenant, identity and authority command
     serving.child.kill("SIGTERM");
     expect(await serving.exited).toBe(0);
     server.kill("SIGTERM");
+  });
+
+  it("authority config --static: a configuration any nats-server accepts, with the authority's admin user in each tenant", async () => {
+    const dir = join(work, "static");
+    const state = new AuthorityState(join(dir, "authority"));
+    state.addTenant("shop");
+    const out = join(dir, "agentbus.conf");
+    const written = json<{ file: string; include: string; static: boolean }>(await run(["authority", "config", "--static", "--dir", state.dir, "--out", out, "--json"]));
+    expect(written).toMatchObject({ file: out, include: "include agentbus.conf", static: true });
+    const text = readFileSync(out, "utf8");
+    expect(text).not.toContain("auth_callout");
+    expect(text).toContain(authorityIn(state.identity, "shop").id);
+    writeFileSync(join(dir, "nats.conf"), [`listen: 127.0.0.1:-1`, `jetstream { store_dir: "${join(dir, "data")}" }`, written.include, ""].join("\n"));
+    const bins = [findNatsServer(), ...(existsSync("/usr/sbin/nats-server") ? ["/usr/sbin/nats-server"] : [])];
+    for (const bin of bins) {
+      const checked = await new Promise<{ code: number | null; out: string }>((resolve) => {
+        const child = spawn(bin, ["-t", "-c", join(dir, "nats.conf")]);
+        let out = "";
+        child.stdout.on("data", (d) => (out += String(d)));
+        child.stderr.on("data", (d) => (out += String(d)));
+        child.on("exit", (code) => resolve({ code, out }));
+      });
+      expect(checked.code, `${bin}: ${checked.out}`).toBe(0);
+    }
   });
 });
