@@ -374,8 +374,8 @@ describe("monitor: REST, SSE and the web page", () => {
       await page.locator('#agents tr[data-agent="keyed-echo"] td.online').waitFor();
       expect(await page.locator('#agents tr[data-agent="echo"]').count()).toBe(0); // another tenant's agent
       await page.locator("#feed-status.live").waitFor();
-      // A task submitted elsewhere shows up through the fetch-based feed.
-      const task = await keyed.submit("echo", "from elsewhere");
+      // A task the key's caller submitted elsewhere (another route, same caller) shows up through the fetch-based feed.
+      const task = await keyed.submit("echo", "from elsewhere", { caller: "ops" });
       await task.result({ timeout: 10_000 });
       await page.locator(`#tasks li[data-task="${task.id}"] .state`, { hasText: "completed" }).waitFor();
     } finally {
