@@ -224,7 +224,11 @@ export class Authority {
         name: `agentbus-authority ${tenant}`,
         logger: this.#log,
       });
-      bus.catch(() => this.#tenants.delete(tenant));
+      bus.then(
+        // A revocation signed by the tenant's admin closes the identity's connections, as a directory revocation does.
+        (b) => b.onRevoked((id) => void this.disconnect(id)),
+        () => this.#tenants.delete(tenant),
+      );
       this.#tenants.set(tenant, bus);
     }
     return bus;

@@ -262,6 +262,7 @@ export class Bus {
   readonly buckets: CoreBuckets;
   readonly #options: ConnectOptions;
   readonly #revoked: Revocations;
+  readonly #revokedListeners = new Set<(id: string, revocation: Revocation) => void>();
   readonly #auditor: Auditor;
   readonly #agents = new Set<Agent>();
   #durable?: Promise<Durable>;
@@ -319,18 +320,21 @@ export class Bus {
       else unaudited.push(record);
     };
     const policy = { identity, tenant: subjects.tenant, onBadPolicy };
+    // Listeners of onRevoked, registered once the bus exists (the list loads first).
+    let revokedListener: ((id: string, r: Revocation) => void) | undefined;
     const [registry, { acl, revoked }] = await Promise.all([
       Registry.start(buckets.agents, buckets.presence, presenceMaxAgeMs, invalid("agents")),
       (async () => {
         // Revocations are signed by the ACL's admins: the trust root loads first.
         const acl = await AclStore.start(buckets.acl, { ...policy, trustRoot: options.trustRoot });
-        const revoked = await Revocations.start(buckets.revoked, { ...policy, trust: () => acl.trust() });
+        const revoked = await Revocations.start(buckets.revoked, { ...policy, trust: () => acl.trust(), onRevoked: (id, r) => revokedListener?.(id, r) });
         acl.onTrustChange(() => revoked.recheck());
         return { acl, revoked };
       })(),
     ]);
     const bus = new Bus({ nc, identity, subjects, log, options: { ...options, presenceMaxAgeMs }, buckets, registry, acl, revoked });
     audit = (record) => bus.audit("bad_policy", record);
+    revokedListener = (id, r) => bus.#onRevoked(id, r);
     for (const record of unaudited.splice(0)) audit(record);
     if (options.insecureAllowAll) {
       log.warn("INSECURE: ACL DISABLED (insecureAllowAll). Any signed sender may invoke any capability of agents on this connection. Never use this outside local development.");
@@ -644,6 +648,27 @@ export class Bus {
     const revision = await this.#revoked.lift(id);
     this.audit("unrevoked", { revoked: id });
     return revision;
+  }
+
+  /**
+   * Subscribes to identities becoming revoked in this tenant (a signed
+   * revocation, or a revocation record tampered with: fail closed) as the
+   * list changes; returns the unsubscribe function. The authority uses it
+   * to close a revoked identity's connections.
+   */
+  onRevoked(listener: (id: string, revocation: Revocation) => void): () => void {
+    this.#revokedListeners.add(listener);
+    return () => void this.#revokedListeners.delete(listener);
+  }
+
+  #onRevoked(id: string, r: Revocation): void {
+    for (const l of this.#revokedListeners) {
+      try {
+        l(id, r);
+      } catch (err) {
+        this.log.warn({ err: String(err), id }, "an onRevoked listener failed");
+      }
+    }
   }
 
   /** True when `id` is refused: revoked, or rotated to a new key (local cache). */

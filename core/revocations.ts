@@ -36,6 +36,8 @@ export interface RevocationsOptions {
   /** The trust state (the ACL's): who may sign revocations. */
   trust: () => TrustState | undefined;
   onBadPolicy?: BadPolicy;
+  /** Called when an id becomes refused (a signed revocation, or a record removed or forged: fail closed). */
+  onRevoked?: (id: string, revocation: Revocation) => void;
 }
 
 /**
@@ -164,6 +166,13 @@ export class Revocations {
   }
 
   #update(id: string, state: KeyState): void {
+    const before = this.#revoked.has(id);
+    this.#apply(id, state);
+    const now = this.#revoked.get(id);
+    if (now && !before) this.#o.onRevoked?.(id, now);
+  }
+
+  #apply(id: string, state: KeyState): void {
     if (state.lost !== undefined) this.#revoked.set(id, { reason: "revocation record removed without a signed lift", at: state.lost });
     else if (state.applied?.revoked) this.#revoked.set(id, { reason: state.applied.reason, at: state.applied.signed.at, by: state.applied.signed.by });
     else if (!state.applied && state.unverified !== undefined) this.#revoked.set(id, { reason: "revocation record not signed by an admin", at: state.unverified });

@@ -210,4 +210,15 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     expect(await refusedAgain).toBe(true);
     await expect(bus("acme", callerId)).rejects.toMatchObject({ code: "DENIED" });
   });
+
+  it("a revocation signed by the tenant admin closes the identity's connections too, and refuses it afterwards", async () => {
+    const callerId = await nats.issue("acme", "caller");
+    const nc = await raw(callerId);
+    const admin = await bus("acme", acmeAdmin);
+    const started = Date.now();
+    await admin.revoke(callerId.id, "left the team");
+    await eventually(() => nc.isClosed(), 5000);
+    expect(Date.now() - started).toBeLessThan(5000);
+    await expect(bus("acme", callerId)).rejects.toMatchObject({ code: "DENIED" });
+  });
 });
