@@ -1,7 +1,7 @@
 import { Command } from "commander";
 import { existsSync } from "node:fs";
 import { AgentBusError, Identity, isAgentBusError, proveRotation, type ConnectOptions } from "../core/index.js";
-import { busFrom, Exit, parseInput, print, progress, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
+import { busFrom, Exit, parseInput, print, progress, trustRootFromEnv, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
 import { partsText } from "./render.js";
 import { agentCmd, agentHttp } from "./adapters.js";
 import { loadAgentModule, startAgentModule, type AgentModule } from "./modules.js";
@@ -74,14 +74,6 @@ function withAdmin(cmd: Command): Command {
   return withCommon(cmd).option("--admin-seed <file>", "nkey seed file of a tenant admin: signs the change (env AGENTBUS_ADMIN_SEED_FILE)", process.env.AGENTBUS_ADMIN_SEED_FILE);
 }
 
-/**
- * The tenant's pinned trust root from `AGENTBUS_TRUST_ROOT` (admin ids,
- * comma separated), or undefined when it is not set.
- */
-export function trustRootFromEnv(env: NodeJS.ProcessEnv = process.env): string[] | undefined {
-  const ids = (env.AGENTBUS_TRUST_ROOT ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-  return ids.length > 0 ? ids : undefined;
-}
 
 /** Connect options for a command acting as the tenant admin of `--admin-seed`; a usage error (exit 2) without one. */
 function asAdmin(o: AdminOptions, what: string): Partial<ConnectOptions> {

@@ -40,12 +40,22 @@ export async function busFrom(o: CommonOptions, extra: Partial<ConnectOptions> =
       identity: o.seed ? Identity.fromFile(o.seed) : undefined,
       name: "agentbus-cli",
       logger: createLogger({ level: o.logLevel ?? "warn" }, process.stderr as never),
+      trustRoot: trustRootFromEnv(),
       ...extra,
     });
   } catch (err) {
     process.stderr.write(`agentbus: ${(err as Error).message}\n`);
     process.exit(Exit.connection);
   }
+}
+
+/**
+ * The tenant's pinned trust root from `AGENTBUS_TRUST_ROOT` (admin ids,
+ * comma separated), or undefined when it is not set.
+ */
+export function trustRootFromEnv(env: NodeJS.ProcessEnv = process.env): string[] | undefined {
+  const ids = (env.AGENTBUS_TRUST_ROOT ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  return ids.length > 0 ? ids : undefined;
 }
 
 /** Runs `work` on a bus connected with the common options, and always closes it. */

@@ -14,10 +14,10 @@ export { connect, Bus, type ConnectOptions, type CallOptions, type SendOptions, 
 export { Agent, cardOf, type AgentSpec, type SkillSpec, type AgentOptions, type Handler } from "./agent.js";
 export type { AgentContext, ArtifactOptions } from "./context.js";
 export type { WorkerOptions } from "./worker.js";
-export { TaskHandle, type SubmitOptions } from "./tasks.js";
+export { TaskHandle, type SubmitOptions, type TaskAccessOptions } from "./tasks.js";
 export type { TaskPage, TaskQuery } from "./taskstore.js";
 export type { StoredEvent } from "./durable.js";
-export { isTerminal, isInterrupted, isFinal, endsFollow, stateOf, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./task.js";
+export { isTerminal, isInterrupted, isFinal, endsFollow, stateOf, taskRight, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./task.js";
 export { Session, type SessionEntry } from "./session.js";
 export { INBOX_CAPABILITY, type InboxHandler, type InboxMessage, type SendReceipt } from "./inbox.js";
 export { AgentBusError, ErrorCodes, isAgentBusError, isErrorCode, type ErrorCode } from "./errors.js";
@@ -43,4 +43,5 @@ export type { JsonSchema } from "./schema.js";
 /** Infrastructure helpers for bridges and adapters built on the bus (create-or-verify streams, buckets, consumers; KV mirrors). */
 export { ensureBucket, ensureStream, ensureConsumer, ensurePushBucket, retryJs } from "./infra.js";
 export { KvMirror, type Mirrored } from "./kvmirror.js";
+export { readAudit, verifyAuditRecord, type AuditEntry, type ReadAuditOptions } from "./audit.js";
 export { rolePermissions, grantedCapabilities, inboxPrefixOf, IdentityRoles, type IdentityRole, type NatsPermissions, type PermissionInput, type ImportedCapability } from "./permissions.js";
