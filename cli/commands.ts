@@ -7,6 +7,7 @@ import { agentCmd, agentHttp } from "./adapters.js";
 import { loadAgentModule, startAgentModule, type AgentModule } from "./modules.js";
 import { joinRemoteAgent } from "../adapters/a2a/index.js";
 import { a2aBridge } from "../bridges/a2a/index.js";
+import { keySeedFile, persistentIdentity } from "../bridges/http/index.js";
 import { readApiKeys } from "../bridges/a2a/keys.js";
 import Fastify from "fastify";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
@@ -328,11 +329,20 @@ export function bridge(): Command {
       .option("--base-url <url>", "public base URL for the cards (default: from the Host header)")
       .option("--keys <file>", "API keys file: JSON [{name, sha256, tenant?, seedFile?}]")
       .option("--open", "no authentication (local use only)")
-      .action(async (o: CommonOptions & { port: string; host: string; baseUrl?: string; keys?: string; open?: boolean }) => {
+      .option("--data-dir <dir>", "where keys without seedFile keep their identity (<dir>/keys/<name>.seed)", ".agentbus")
+      .action(async (o: CommonOptions & { port: string; host: string; baseUrl?: string; keys?: string; open?: boolean; dataDir: string }) => {
         if (!o.open === !o.keys) throw new AgentBusError("INVALID_INPUT", "give --keys <file> or --open");
         const keys = o.keys ? readApiKeys(o.keys) : [];
         const bus = await busFrom(o);
-        const keyBuses = await Promise.all(keys.map((k) => busFrom({ ...o, tenant: k.tenant ?? o.tenant, seed: k.seedFile ?? undefined })));
+        // Each key acts as one identity across restarts, so it can be granted: its seedFile, else one kept in the data dir.
+        const keySeeds = keys.map((k) => {
+          if (k.seedFile) return k.seedFile;
+          const file = keySeedFile(o.dataDir, k.name);
+          const { identity, created } = persistentIdentity(file);
+          if (created) process.stderr.write(`agentbus: API key ${k.name} acts as ${identity.id} (kept in ${file}); grant it: agentbus acl allow <rule> ${identity.id} <agent> <capabilities> --admin-seed <file>\n`);
+          return file;
+        });
+        const keyBuses = await Promise.all(keys.map((k, i) => busFrom({ ...o, tenant: k.tenant ?? o.tenant, seed: keySeeds[i] })));
         const app = Fastify({ routerOptions: { ignoreTrailingSlash: true } });
         await app.register(a2aBridge, {
           bus,

@@ -96,7 +96,7 @@ describe("agentbus CLI", { timeout: 90_000 }, () => {
     expect(bad.stderr).toMatch(/sha256.*must match pattern/);
 
     writeFileSync(join(dir, "keys.json"), JSON.stringify([{ name: "ci", sha256: hashApiKey("k-123") }]));
-    const child = spawn(process.execPath, ["--import", "tsx", main, "bridge", "a2a", "--keys", join(dir, "keys.json"), "--port", "0", "--json", "--nats", nats.server.url, "--tenant", "cli-bridge"]);
+    const child = spawn(process.execPath, ["--import", "tsx", main, "bridge", "a2a", "--keys", join(dir, "keys.json"), "--data-dir", join(dir, "data"), "--port", "0", "--json", "--nats", nats.server.url, "--tenant", "cli-bridge"]);
     try {
       const url = await new Promise<string>((resolve, reject) => {
         let out = "";
@@ -116,6 +116,11 @@ describe("agentbus CLI", { timeout: 90_000 }, () => {
         if (!ok.includes("got hi")) await new Promise((r) => setTimeout(r, 100));
       }
       expect(ok).toContain("got hi");
+      // The key without seedFile acts as an identity kept in the data dir (the same on the next start, so it can be granted).
+      const kept = Identity.fromFile(join(dir, "data", "keys", "ci.seed"));
+      const { existsSync } = await import("node:fs");
+      expect(existsSync(join(dir, "data", "keys", "ci.seed"))).toBe(true);
+      expect(kept.id).toMatch(/^U/);
     } finally {
       child.kill("SIGTERM");
     }
