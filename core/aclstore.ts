@@ -10,7 +10,7 @@ import {
   signTrustLink,
   verifyEntry,
   checkAdmins,
-  PolicyWatch,
+  watchPolicy,
   TRUST_ROOT_KEY,
   type BadPolicy,
   type PolicyChange,
@@ -18,6 +18,7 @@ import {
   type TrustLink,
   type TrustState,
 } from "./policy.js";
+import type { KvWatch } from "./kvmirror.js";
 import { rotationKey, verifyRotation, type RotationProof } from "./rotation.js";
 import { checkId } from "./subjects.js";
 
@@ -95,7 +96,7 @@ export class AclStore {
   readonly #bad: BadPolicy;
   readonly #keys = new Map<string, KeyState>();
   readonly #trustListeners = new Set<() => void>();
-  #watch!: PolicyWatch;
+  #watch!: KvWatch;
   #loading = true;
   #trust?: TrustState;
   #links: TrustLink[] = [];
@@ -114,7 +115,7 @@ export class AclStore {
   /** Starts mirroring `kv`; resolves once the existing policy is loaded and verified. */
   static async start(kv: KV, options: AclStoreOptions): Promise<AclStore> {
     const store = new AclStore(kv, options);
-    store.#watch = await PolicyWatch.start(kv, (c) => store.#onChange(c));
+    store.#watch = await watchPolicy(kv, (c) => store.#onChange(c));
     store.#loading = false;
     // Entries loaded before the trust root get their verdict now, and are reported once.
     store.#recheck(true);

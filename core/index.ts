@@ -42,6 +42,6 @@ export type { Message, Part, Role, AgentCard, AgentSkill, AgentCapabilities, Age
 export type { JsonSchema } from "./schema.js";
 /** Infrastructure helpers for bridges and adapters built on the bus (create-or-verify streams, buckets, consumers; KV mirrors). */
 export { ensureBucket, ensureStream, ensureConsumer, ensurePushBucket, retryJs } from "./infra.js";
-export { KvMirror, type Mirrored } from "./kvmirror.js";
+export { KvMirror, KvWatch, type Mirrored } from "./kvmirror.js";
 export { readAudit, verifyAuditRecord, type AuditEntry, type ReadAuditOptions } from "./audit.js";
 export { rolePermissions, grantedCapabilities, inboxPrefixOf, IdentityRoles, type IdentityRole, type NatsPermissions, type PermissionInput, type ImportedCapability } from "./permissions.js";

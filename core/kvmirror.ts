@@ -11,15 +11,16 @@ export interface Mirrored<T> {
 export type MirrorListener<T> = (key: string, value: Mirrored<T> | undefined, previous: Mirrored<T> | undefined) => void;
 
 /**
- * A local copy of a KV bucket kept current by a watch, so reads cost no
- * round trip. `ready` resolves once the bucket's existing values are loaded.
- * Entries that fail to parse are skipped (and reported through `onInvalid`).
+ * A watch over a KV bucket that hands every operation to `onEntry` (puts,
+ * deletes and purges, including a delete marker found at start), in order,
+ * and tracks how far it got: `ready` resolves once the bucket's existing
+ * entries are delivered, {@link KvWatch.caughtUp} waits for a revision. The
+ * one watch loop under {@link KvMirror} and the policy stores.
  */
-export class KvMirror<T> {
-  readonly entries = new Map<string, Mirrored<T>>();
+export class KvWatch {
   readonly ready: Promise<void>;
   #stop: () => void = () => {};
-  /** Highest stream revision the watch has applied. */
+  /** Highest stream revision delivered. */
   #revision = 0;
   #waiters: Array<{ revision: number; resolve: () => void }> = [];
 
@@ -27,64 +28,96 @@ export class KvMirror<T> {
     this.ready = ready;
   }
 
+  /**
+   * Starts watching; resolves once the existing entries were delivered.
+   * `initial` is true for those.
+   */
+  static async start(kv: KV, onEntry: (entry: KvEntry, initial: boolean) => void): Promise<KvWatch> {
+    let markReady!: () => void;
+    let loading = true;
+    const w = new KvWatch(new Promise<void>((r) => (markReady = () => ((loading = false), r()))));
+    const { values } = await kv.status();
+    if (values === 0) markReady();
+    const watch = await kv.watch();
+    w.#stop = () => watch.stop();
+    // Entries can expire (bucket max age) between status() and the watch:
+    // never wait for an initial load longer than this.
+    const fallback = setTimeout(markReady, 2000);
+    void (async () => {
+      for await (const e of watch) {
+        onEntry(e, loading);
+        w.#revision = Math.max(w.#revision, e.revision);
+        w.#waiters = w.#waiters.filter((x) => (x.revision <= w.#revision ? (x.resolve(), false) : true));
+        if (e.delta === 0 || e.isUpdate) markReady();
+      }
+    })();
+    await w.ready;
+    clearTimeout(fallback);
+    return w;
+  }
+
+  /**
+   * Resolves true once every write up to `revision` (a put's result, or the
+   * bucket's last sequence after a delete) was delivered, so a caller reads
+   * its own writes; false after `timeoutMs` (the watch lags, it does not
+   * lose entries).
+   */
+  async caughtUp(revision: number, timeoutMs = 2000): Promise<boolean> {
+    if (revision <= this.#revision) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const ok = await Promise.race([
+      new Promise<boolean>((resolve) => this.#waiters.push({ revision, resolve: () => resolve(true) })),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    return ok;
+  }
+
+  /** Stops the watch. */
+  stop(): void {
+    this.#stop();
+  }
+}
+
+/**
+ * A local copy of a KV bucket kept current by a watch, so reads cost no
+ * round trip. `ready` resolves once the bucket's existing values are loaded.
+ * Entries that fail to parse are skipped (and reported through `onInvalid`).
+ */
+export class KvMirror<T> {
+  readonly entries = new Map<string, Mirrored<T>>();
+  #watch!: KvWatch;
+
+  private constructor() {}
+
   static async start<T>(
     kv: KV,
     parse: (entry: KvEntry) => T,
     onChange?: MirrorListener<T>,
     onInvalid?: (key: string, err: unknown) => void,
   ): Promise<KvMirror<T>> {
-    let markReady!: () => void;
-    const mirror = new KvMirror<T>(new Promise<void>((r) => (markReady = r)));
-    const { values } = await kv.status();
-    if (values === 0) markReady();
-    const watch = await kv.watch();
-    mirror.#stop = () => watch.stop();
-    // Entries can expire (bucket max age) between status() and the watch:
-    // never wait for an initial load longer than this.
-    const fallback = setTimeout(markReady, 2000);
-    void (async () => {
-      for await (const e of watch) {
-        const previous = mirror.entries.get(e.key);
-        if (e.operation === "PUT") {
-          try {
-            const next = { value: parse(e), created: e.created, revision: e.revision };
-            mirror.entries.set(e.key, next);
-            onChange?.(e.key, next, previous);
-          } catch (err) {
-            onInvalid?.(e.key, err);
-          }
-        } else if (previous) {
-          mirror.entries.delete(e.key);
-          onChange?.(e.key, undefined, previous);
+    const mirror = new KvMirror<T>();
+    mirror.#watch = await KvWatch.start(kv, (e) => {
+      const previous = mirror.entries.get(e.key);
+      if (e.operation === "PUT") {
+        try {
+          const next = { value: parse(e), created: e.created, revision: e.revision };
+          mirror.entries.set(e.key, next);
+          onChange?.(e.key, next, previous);
+        } catch (err) {
+          onInvalid?.(e.key, err);
         }
-        mirror.#applied(e.revision);
-        if (e.delta === 0 || e.isUpdate) markReady();
+      } else if (previous) {
+        mirror.entries.delete(e.key);
+        onChange?.(e.key, undefined, previous);
       }
-    })();
-    await mirror.ready;
-    clearTimeout(fallback);
+    });
     return mirror;
   }
 
-  #applied(revision: number): void {
-    this.#revision = Math.max(this.#revision, revision);
-    this.#waiters = this.#waiters.filter((w) => (w.revision <= this.#revision ? (w.resolve(), false) : true));
-  }
-
-  /**
-   * Resolves once the mirror holds every write up to `revision` (a put's
-   * result, or the bucket's last sequence after a delete), so a caller reads
-   * its own writes. Gives up quietly after `timeoutMs`: the watch lags, it
-   * does not lose entries.
-   */
-  async caughtUp(revision: number, timeoutMs = 2000): Promise<void> {
-    if (revision <= this.#revision) return;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      new Promise<void>((resolve) => this.#waiters.push({ revision, resolve })),
-      new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs))),
-    ]);
-    clearTimeout(timer);
+  /** Resolves once the mirror holds every write up to `revision` (see {@link KvWatch.caughtUp}). */
+  caughtUp(revision: number, timeoutMs = 2000): Promise<boolean> {
+    return this.#watch.caughtUp(revision, timeoutMs);
   }
 
   get(key: string): T | undefined {
@@ -92,6 +125,6 @@ export class KvMirror<T> {
   }
 
   stop(): void {
-    this.#stop();
+    this.#watch.stop();
   }
 }

@@ -10,6 +10,7 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 import { AgentBusError } from "./errors.js";
 import { isIdentityId, verifySignature, type Identity } from "./identity.js";
+import { KvWatch } from "./kvmirror.js";
 
 const enc = new TextEncoder();
 
@@ -186,7 +187,7 @@ export function followTrust(tenant: string, record: unknown, current: TrustState
   return { admins, retired, head: links[links.length - 1]!.sig, at };
 }
 
-/** One change seen by a {@link PolicyWatch}: a put, or a delete/purge (`value` undefined). */
+/** One change seen by a {@link watchPolicy}: a put, or a delete/purge (`value` undefined). */
 export interface PolicyChange {
   key: string;
   operation: "PUT" | "DEL" | "PURGE";
@@ -198,65 +199,15 @@ export interface PolicyChange {
 }
 
 /**
- * A watch over a policy bucket that reports every operation, including
- * deletes and purges of keys it never saw a value for (a delete marker
- * found at start), so a receiver can refuse to treat a removal as a signed
- * act. `ready` resolves once existing entries are loaded; `caughtUp`
- * waits for a revision.
+ * Starts a watch over a policy bucket that reports every operation,
+ * including deletes and purges of keys it never saw a value for (a delete
+ * marker found at start), so a receiver can refuse to treat a removal as a
+ * signed act.
  */
-export class PolicyWatch {
-  readonly ready: Promise<void>;
-  #revision = 0;
-  #stop: () => void = () => {};
-  #waiters: Array<{ revision: number; resolve: () => void }> = [];
-
-  private constructor(ready: Promise<void>) {
-    this.ready = ready;
-  }
-
-  /** Starts watching `kv`; resolves once its existing entries were delivered to `onChange`. */
-  static async start(kv: KV, onChange: (change: PolicyChange) => void): Promise<PolicyWatch> {
-    let markReady!: () => void;
-    let loading = true;
-    const w = new PolicyWatch(new Promise<void>((r) => (markReady = () => ((loading = false), r()))));
-    const { values } = await kv.status();
-    if (values === 0) markReady();
-    const watch = await kv.watch();
-    w.#stop = () => watch.stop();
-    const fallback = setTimeout(markReady, 2000);
-    void (async () => {
-      for await (const e of watch) {
-        onChange({ key: e.key, operation: e.operation, revision: e.revision, value: e.operation === "PUT" ? jsonOf(e) : undefined, initial: loading });
-        w.#applied(e.revision);
-        if (e.delta === 0 || e.isUpdate) markReady();
-      }
-    })();
-    await w.ready;
-    clearTimeout(fallback);
-    return w;
-  }
-
-  /** Resolves once every write up to `revision` was delivered (gives up after `timeoutMs`). */
-  async caughtUp(revision: number, timeoutMs = 5000): Promise<boolean> {
-    if (revision <= this.#revision) return true;
-    let timer: NodeJS.Timeout | undefined;
-    const ok = await Promise.race([
-      new Promise<boolean>((resolve) => this.#waiters.push({ revision, resolve: () => resolve(true) })),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
-    ]);
-    clearTimeout(timer);
-    return ok;
-  }
-
-  /** Stops the watch. */
-  stop(): void {
-    this.#stop();
-  }
-
-  #applied(revision: number): void {
-    this.#revision = Math.max(this.#revision, revision);
-    this.#waiters = this.#waiters.filter((w) => (w.revision <= this.#revision ? (w.resolve(), false) : true));
-  }
+export function watchPolicy(kv: KV, onChange: (change: PolicyChange) => void): Promise<KvWatch> {
+  return KvWatch.start(kv, (e, initial) =>
+    onChange({ key: e.key, operation: e.operation, revision: e.revision, value: e.operation === "PUT" ? jsonOf(e) : undefined, initial }),
+  );
 }
 
 function jsonOf(e: KvEntry): unknown {

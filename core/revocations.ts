@@ -1,7 +1,8 @@
 import type { KV } from "@nats-io/kv";
 import { AgentBusError } from "./errors.js";
 import type { Identity } from "./identity.js";
-import { isAdminAt, signEntry, verifyEntry, PolicyWatch, type BadPolicy, type PolicyChange, type SignedEntry, type TrustState } from "./policy.js";
+import { isAdminAt, signEntry, verifyEntry, watchPolicy, type BadPolicy, type PolicyChange, type SignedEntry, type TrustState } from "./policy.js";
+import type { KvWatch } from "./kvmirror.js";
 import { checkId } from "./subjects.js";
 
 /** Why an identity is refused. */
@@ -56,7 +57,7 @@ export class Revocations {
   readonly #o: RevocationsOptions;
   readonly #keys = new Map<string, KeyState>();
   readonly #revoked = new Map<string, Revocation>();
-  #watch!: PolicyWatch;
+  #watch!: KvWatch;
   #loading = true;
 
   private constructor(kv: KV, o: RevocationsOptions) {
@@ -67,7 +68,7 @@ export class Revocations {
   /** Starts mirroring; resolves once the existing list is loaded and verified. */
   static async start(kv: KV, options: RevocationsOptions): Promise<Revocations> {
     const r = new Revocations(kv, options);
-    r.#watch = await PolicyWatch.start(kv, (c) => r.#onChange(c));
+    r.#watch = await watchPolicy(kv, (c) => r.#onChange(c));
     r.#loading = false;
     r.recheck();
     return r;
