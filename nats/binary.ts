@@ -15,12 +15,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 /**
  * Where `scripts/system-deps.sh` puts the current nats-server when the
  * system's is older: `.agentbus/bin/nats-server` in the project (found from
- * the sources, from `dist/`, and from the working directory). Searched first.
+ * the sources and from `dist/`; never from the working directory, whose
+ * contents the project does not control). Searched first.
  */
 export const PROJECT_LOCATIONS = [
   resolve(here, "../.agentbus/bin/nats-server"),
   resolve(here, "../../.agentbus/bin/nats-server"),
-  resolve(".agentbus/bin/nats-server"),
 ] as const;
 
 /** Places searched after `NATS_SERVER_BIN`, the project's own binary and `PATH`, in order. */
