@@ -133,6 +133,11 @@ export class AclStore {
     return isNamed(this.#policy, id);
   }
 
+  /** The ids `id` rotated from (oldest last), whose grants it keeps; empty when none. */
+  formerIds(id: string): readonly string[] {
+    return this.#policy.aliases?.get(id) ?? [];
+  }
+
   /** The applied policy (a snapshot), with the aliases of rotated identities. */
   policy(): AclPolicy {
     return { rules: new Map(this.#policy.rules), groups: new Map(this.#policy.groups), aliases: new Map(this.#policy.aliases) };

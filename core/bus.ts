@@ -17,7 +17,7 @@ import { executorHandler } from "./serve.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./inbox.js";
 import { Sessions, type Session } from "./session.js";
 import { taskRight, type Task } from "./task.js";
-import { TaskHandle, holdsTaskRights, listTasks, submit, type SubmitOptions, type Submitter, type TaskAccessOptions } from "./tasks.js";
+import { TaskHandle, holdsTaskRights, listTasks, submit, taskIdBinds, type SubmitOptions, type Submitter, type TaskAccessOptions } from "./tasks.js";
 import type { TaskPage, TaskQuery } from "./taskstore.js";
 import type { Handler } from "./worker.js";
 import { AclStore } from "./aclstore.js";
@@ -743,10 +743,30 @@ export class Bus {
       eventsMaxAgeMs: this.#options.eventsMaxAgeMs ?? 7 * 24 * 3600_000,
       duplicateWindowMs: this.#options.duplicateWindowMs ?? 10 * 60_000,
       windowMs: this.envelopes.windowMs,
+    }, {
+      writers: (task, writer) => this.#mayWrite(task, writer),
+      onForged: (taskId, from, reason) => this.audit("forged_snapshot", { code: "BAD_SIGNATURE", task: taskId, from, reason }),
     });
     // A failed set-up (server unreachable, config mismatch) is retried on next use.
     this.#durable.catch(() => (this.#durable = undefined));
     return this.#durable;
+  }
+
+  /**
+   * Whether `writer` may have written a snapshot of `task`: its submitter
+   * (the one its id names, when the id was generated), an identity the ACL
+   * grants the task right on its capability, or a registered provider of
+   * that capability. A rotated identity writes as the ids it replaced.
+   */
+  async #mayWrite(task: Task, writer: string): Promise<boolean> {
+    const m = task.metadata;
+    if (typeof m.submitter !== "string" || typeof m.capability !== "string") return false;
+    if (taskIdBinds(task.id, m.submitter) === false) return false;
+    const ids = [writer, ...this.acl.formerIds(writer)];
+    if (ids.includes(m.submitter)) return true;
+    const agent = typeof m.agent === "string" ? m.agent : "*";
+    if (ids.some((id) => this.acl.allows(id, agent, taskRight(m.capability as string)))) return true;
+    return this.registry.provides(writer, m.capability);
   }
 
   async #submitter(): Promise<Submitter> {

@@ -1,5 +1,5 @@
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
+import { Bucket, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { AgentBusError, isAgentBusError } from "./errors.js";
 import { Header, type Envelopes } from "./envelope.js";
@@ -7,7 +7,7 @@ import { ensureOwnersBucket, ensureTaskInfra, retryJs, type TaskInfraOptions } f
 import { utf8 } from "./message.js";
 import type { Subjects } from "./subjects.js";
 import { endsFollow, isFinal, type Task, type TaskEvent } from "./task.js";
-import { TaskStore } from "./taskstore.js";
+import { TaskStore, type SnapshotTrust } from "./taskstore.js";
 import type { TraceContext } from "./trace.js";
 
 /**
@@ -47,11 +47,14 @@ export class Durable {
     readonly envelopes: Envelopes,
   ) {}
 
-  static async open(nc: NatsConnection, subjects: Subjects, envelopes: Envelopes, options: TaskInfraOptions): Promise<Durable> {
+  /** `trust`: who may have written a task's snapshot (see {@link TaskStore}); its envelopes are `envelopes`. */
+  static async open(nc: NatsConnection, subjects: Subjects, envelopes: Envelopes, options: TaskInfraOptions, trust: Omit<SnapshotTrust, "envelopes">): Promise<Durable> {
     const kvm = new Kvm(nc);
-    const [kv, owners] = await Promise.all([ensureTaskInfra(await jetstreamManager(nc), kvm, subjects, options), ensureOwnersBucket(kvm, subjects, options)]);
+    const jsm = await jetstreamManager(nc);
+    const [kv, owners] = await Promise.all([ensureTaskInfra(jsm, kvm, subjects, options), ensureOwnersBucket(kvm, subjects, options)]);
     const js = jetstream(nc);
-    return new Durable(js, new TaskStore(kv, js, owners), subjects, envelopes);
+    const direct = kv instanceof Bucket && kv.direct;
+    return new Durable(js, new TaskStore(kv, js, owners, subjects.bucket("tasks"), jsm, direct, { ...trust, envelopes }), subjects, envelopes);
   }
 
   /**

@@ -100,6 +100,7 @@ export class Registry {
   /** agent id → instance → time of its last heartbeat */
   readonly #beats = new Map<string, Map<string, Date>>();
   #agents!: KvMirror<AgentRecord>;
+  #agentsKv!: KV;
   #presence!: KvMirror<PresenceBeat>;
   #sweep?: NodeJS.Timeout;
 
@@ -110,6 +111,7 @@ export class Registry {
   /** Starts mirroring; resolves when both buckets are loaded. */
   static async start(agents: KV, presence: KV, maxAgeMs: number, onInvalid?: (key: string, err: unknown) => void): Promise<Registry> {
     const r = new Registry(maxAgeMs);
+    r.#agentsKv = agents;
     r.#agents = await KvMirror.start(agents, (e) => verifyRecord(e.key, e.json()), (key, v, prev) => r.#onAgent(key, v, prev), onInvalid);
     r.#presence = await KvMirror.start(presence, (e) => e.json<PresenceBeat>(), (key, beat) => r.#onBeat(key, beat));
     for (const id of r.#agents.entries.keys()) r.#refresh(id, true);
@@ -178,6 +180,22 @@ export class Registry {
       this.#registered.set(cap, ids);
     }
     return ids;
+  }
+
+  /**
+   * Whether agent `id` has a valid registration offering `cap`: from the
+   * mirror, else (a registration the mirror may not have caught up with
+   * yet) from the bucket itself, one read.
+   */
+  async provides(id: string, cap: string): Promise<boolean> {
+    if (this.registered(cap).includes(id)) return true;
+    const e = await this.#agentsKv.get(id).catch(() => null);
+    if (!e || e.operation !== "PUT") return false;
+    try {
+      return verifyRecord(id, e.json()).card.skills.some((s) => s.id === cap);
+    } catch {
+      return false;
+    }
   }
 
   /** True when `id` has a valid registration. */

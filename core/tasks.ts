@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { finalEventId, type Durable, type StoredEvent } from "./durable.js";
 import { AgentBusError } from "./errors.js";
@@ -54,8 +54,29 @@ export interface TaskAccessOptions {
   caller?: string;
 }
 
-/** A new task id: 128 random bits in hex, so knowing a task's id means having been told it. */
-export const newTaskId = (): string => randomBytes(16).toString("hex");
+/**
+ * A new task id for `submitter`: 128 random bits, then 64 bits of a hash
+ * binding them to the submitter's id, in hex (48 digits). Knowing a task's
+ * id means having been told it, and a snapshot that names another
+ * submitter for it is refused (see {@link taskIdBinds}).
+ */
+export function newTaskId(submitter: string): string {
+  const random = randomBytes(16).toString("hex");
+  return random + idBinding(random, submitter);
+}
+
+const idBinding = (random: string, submitter: string): string => createHash("sha256").update(`agentbus task id v1\n${submitter}\n${random}`).digest("hex").slice(0, 16);
+const BOUND_ID = /^[0-9a-f]{48}$/;
+
+/**
+ * Whether task id `id` was made by {@link newTaskId} for `submitter`: true
+ * or false for an id of that form, undefined for any other (an id the
+ * submitter chose, which binds nobody).
+ */
+export function taskIdBinds(id: string, submitter: string): boolean | undefined {
+  if (!BOUND_ID.test(id)) return undefined;
+  return idBinding(id.slice(0, 32), submitter) === id.slice(32);
+}
 
 /** What submitting needs from the bus. */
 export interface Submitter {
@@ -386,12 +407,14 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   const depth = options.depth ?? 0;
   if (depth > s.maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `task depth ${depth} exceeds ${s.maxDepth}`);
   const message = { ...toMessage(input) };
-  const taskId = checkId(options.taskId ?? message.taskId ?? newTaskId(), "task id");
+  const taskId = checkId(options.taskId ?? message.taskId ?? newTaskId(me), "task id");
   const { caller } = options;
   const handle = new TaskHandle(taskId, s, { caller });
   // A new task is the common case: try to create it first (one round trip),
   // and read what exists only when the id is taken.
   const fresh = !options.taskId && !message.taskId;
+  // An id of the generated form is someone's: only the submitter it names may use it.
+  if (!fresh && taskIdBinds(taskId, me) === false) throw notFound(taskId);
   const existing = fresh ? undefined : await s.durable.store.get(taskId);
   // Someone else's task is not there for this submitter: it cannot be continued, nor learnt of.
   if (existing && !owns(s, existing.task, caller)) throw notFound(taskId);
@@ -411,7 +434,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }) },
     };
     if (!fresh) {
-      const created = await s.durable.store.create(task);
+      const created = await s.durable.store.create(task, s.providers(cap));
       if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
       await Promise.all([s.durable.store.index(task), publishWork(s, cap, message, task, taskId, options, encryptFor)]);
       return handle;
@@ -421,7 +444,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     // arrives before the snapshot waits for it).
     const watch = new TaskWatch(s.nc, s.durable, task);
     try {
-      await Promise.all([s.durable.store.create(task), s.durable.store.index(task), publishWork(s, cap, message, task, taskId, options, encryptFor)]);
+      await Promise.all([s.durable.store.create(task, s.providers(cap)), s.durable.store.index(task), publishWork(s, cap, message, task, taskId, options, encryptFor)]);
     } catch (err) {
       watch.stop();
       throw err;

@@ -1,7 +1,9 @@
 import { createHash } from "node:crypto";
-import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type JetStreamClient } from "@nats-io/jetstream";
+import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { AgentBusError } from "./errors.js";
+import type { MsgHdrs } from "@nats-io/nats-core";
+import type { Envelopes } from "./envelope.js";
+import { AgentBusError, isAgentBusError } from "./errors.js";
 import { retryJs } from "./infra.js";
 import type { Task, TaskState } from "./task.js";
 
@@ -9,6 +11,23 @@ import type { Task, TaskState } from "./task.js";
 export interface Snapshot {
   task: Task;
   revision: number;
+}
+
+/**
+ * Whether `writer` (the identity whose signature a snapshot carries) may
+ * have written this snapshot of `task`: one of the task's parties (its
+ * submitter, an agent serving its capability, an identity granted the task
+ * right). Anything else is a forgery, whatever else it says.
+ */
+export type SnapshotWriters = (task: Task, writer: string) => boolean | Promise<boolean>;
+
+/** How {@link TaskStore} seals and checks snapshots. */
+export interface SnapshotTrust {
+  /** Seals what this identity writes (signed, and MACed for the task's parties) and opens what it reads. */
+  envelopes: Envelopes;
+  writers: SnapshotWriters;
+  /** Told once per refused read: the snapshot's id, its claimed writer, why. */
+  onForged?: (taskId: string, writer: string | undefined, reason: string) => void;
 }
 
 /** A listing that hears nothing for this long has read everything there is. */
@@ -78,30 +97,104 @@ const matches = (t: Task, query: TaskQuery) => (!query.contextId || t.contextId 
 
 const decode = (v: Uint8Array): Task => JSON.parse(Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("utf8")) as Task;
 
+/** A snapshot's stored message as both a direct read and a consumer deliver it. */
+interface StoredSnapshot {
+  subject: string;
+  data: Uint8Array;
+  headers?: MsgHdrs;
+  seq: number;
+}
+
+const deleted = (h?: MsgHdrs): boolean => {
+  const op = h?.get("KV-Operation");
+  return op === "DEL" || op === "PURGE";
+};
+
+/** What reading one key gave: a verified snapshot, nothing, or a refused one (at its revision). */
+type Read = { snapshot: Snapshot } | { snapshot?: undefined; forged?: number };
+
 /**
  * Task snapshots in `mesh_<t>_tasks`, one key per task id, and the owner
  * index in `mesh_<t>_owners` (see {@link ownerKey}). Writers move a
  * snapshot by compare-and-set on its revision, so concurrent writers (a
  * worker finishing, a caller cancelling) never overwrite each other and a
  * state only moves forward.
+ *
+ * Every snapshot is written with an envelope in its headers (signed, and
+ * MACed for the task's submitter and agent), and every read checks it: a
+ * snapshot that does not verify, names another task, or was written by an
+ * identity that is not one of the task's parties ({@link SnapshotWriters})
+ * is refused `BAD_SIGNATURE`, never returned. Inside a tenant any
+ * connection may write the bucket (nats-server cannot tell whose task a
+ * key is); this is what keeps such a write from being taken for the task.
  */
 export class TaskStore {
+  readonly #stream: string;
+  readonly #prefix: string;
+
   constructor(
     readonly kv: KV,
     readonly js: JetStreamClient,
     readonly owners: KV,
-  ) {}
-
-  async get(id: string): Promise<Snapshot | undefined> {
-    const e = await retryJs(() => this.kv.get(id));
-    if (!e || e.operation !== "PUT") return undefined;
-    return { task: decode(e.value), revision: e.revision };
+    /** The bucket's name (`mesh_<t>_tasks`). */
+    bucket: string,
+    readonly jsm: JetStreamManager,
+    /** Whether the bucket's stream answers direct reads (`allow_direct`). */
+    readonly direct: boolean,
+    readonly trust: SnapshotTrust,
+  ) {
+    this.#stream = `KV_${bucket}`;
+    this.#prefix = `$KV.${bucket}.`;
   }
 
-  /** Writes a new snapshot; undefined when the id already exists. */
-  async create(task: Task): Promise<Snapshot | undefined> {
+  /** The task's snapshot; undefined when there is none, `BAD_SIGNATURE` when the stored one is refused. */
+  async get(id: string): Promise<Snapshot | undefined> {
+    const r = await this.#read(id);
+    if (r.snapshot || r.forged === undefined) return r.snapshot;
+    throw new AgentBusError("BAD_SIGNATURE", `the stored snapshot of task ${id} was not written by one of its parties: refused`);
+  }
+
+  async #read(id: string): Promise<Read> {
+    const query = { last_by_subj: this.#prefix + id };
+    const sm: StoredMsg | null = await retryJs(() => (this.direct ? this.jsm.direct.getMessage(this.#stream, query) : this.jsm.streams.getMessage(this.#stream, query)));
+    if (!sm || deleted(sm.header)) return {};
+    return this.#verify({ subject: sm.subject, data: sm.data, headers: sm.header, seq: sm.seq }, id);
+  }
+
+  /** Checks one stored snapshot (see the class comment). */
+  async #verify(m: StoredSnapshot, id = m.subject.slice(this.#prefix.length)): Promise<Read> {
+    let writer: string | undefined;
     try {
-      return { task, revision: await retryJs(() => this.kv.create(task.id, JSON.stringify(task))) };
+      const env = this.trust.envelopes.open(m, { durable: true });
+      writer = env.from;
+      const task = decode(m.data);
+      if (env.task !== id || task.id !== id) throw new AgentBusError("BAD_SIGNATURE", "it names another task");
+      if (!(await this.trust.writers(task, env.from))) throw new AgentBusError("BAD_SIGNATURE", `${env.from} is not one of the task's parties`);
+      return { snapshot: { task, revision: m.seq } };
+    } catch (err) {
+      if (!isAgentBusError(err) && !(err instanceof SyntaxError)) throw err;
+      this.trust.onForged?.(id, writer ?? m.headers?.get("Mesh-From") ?? undefined, (err as Error).message);
+      return { forged: m.seq };
+    }
+  }
+
+  /** Stores `task` as the next revision after `expected` (0: a new key); the new revision. */
+  async #write(task: Task, expected: number, macFor: readonly string[] = []): Promise<number> {
+    const subject = this.#prefix + task.id;
+    const body = Buffer.from(JSON.stringify(task));
+    const me = this.trust.envelopes.identity.id;
+    const { submitter, agent } = task.metadata;
+    const parties = new Set([submitter, agent, ...macFor].filter((p): p is string => typeof p === "string" && p !== me));
+    // Signed for any reader; MACed for the parties, who check the cheaper MAC.
+    const headers = this.trust.envelopes.seal(subject, body, { task: task.id }, [...parties].slice(0, 8), { sign: true });
+    const ack = await retryJs(() => this.js.publish(subject, body, { headers, expect: { lastSubjectSequence: expected } }));
+    return ack.seq;
+  }
+
+  /** Writes a new snapshot (MACed for `macFor` as well); undefined when the id already exists. */
+  async create(task: Task, macFor?: readonly string[]): Promise<Snapshot | undefined> {
+    try {
+      return { task, revision: await this.#write(task, 0, macFor) };
     } catch (err) {
       if (isRevisionConflict(err)) return undefined;
       throw err;
@@ -111,7 +204,9 @@ export class TaskStore {
   /**
    * Applies `change` by compare-and-set, re-reading and retrying when another
    * writer got there first. `change` returns the next task, or undefined to
-   * leave it as it is (then the current snapshot is returned).
+   * leave it as it is (then the current snapshot is returned). A refused
+   * snapshot met on the way (a forged write) is replaced: `change` applies
+   * to the last verified one.
    */
   async update(id: string, change: (task: Task) => Task | undefined, known?: Snapshot): Promise<Snapshot> {
     let current = known ?? (await this.get(id));
@@ -124,13 +219,13 @@ export class TaskStore {
       if (written !== undefined && JSON.stringify(current.task) === written) return current;
       const next = change(current.task);
       if (!next) return current;
-      const value = (written = JSON.stringify(next));
+      written = JSON.stringify(next);
       try {
-        const revision = current.revision;
-        return { task: next, revision: await retryJs(() => this.kv.update(id, value, revision)) };
+        return { task: next, revision: await this.#write(next, current.revision) };
       } catch (err) {
         if (!isRevisionConflict(err) || attempt >= 50) throw err;
-        current = await this.get(id);
+        const r = await this.#read(id);
+        current = r.snapshot ?? (r.forged !== undefined ? { task: current.task, revision: r.forged } : undefined);
       }
     }
   }
@@ -157,7 +252,7 @@ export class TaskStore {
     for await (const key of await retryJs(() => this.owners.keys(`${prefix}.>`))) ids.push(key.slice(key.lastIndexOf(".") + 1));
     const all: Task[] = [];
     for (let i = 0; i < ids.length; i += LIST_READS_IN_FLIGHT) {
-      const read = await Promise.all(ids.slice(i, i + LIST_READS_IN_FLIGHT).map((id) => this.get(id)));
+      const read = await Promise.all(ids.slice(i, i + LIST_READS_IN_FLIGHT).map(async (id) => (await this.#read(id)).snapshot));
       for (const s of read) {
         // Filed under this submitter, but the snapshot decides (and may have aged out first).
         if (s && s.task.metadata.submitter === submitter && (caller === undefined || s.task.metadata.caller === caller) && matches(s.task, query)) all.push(s.task);
@@ -190,10 +285,9 @@ export class TaskStore {
         for await (const m of iter) {
           clearTimeout(idle);
           idle = setTimeout(() => iter.stop(), LIST_IDLE_MS);
-          const op = m.headers?.get("KV-Operation");
-          if (op !== "DEL" && op !== "PURGE") {
-            const t = decode(m.data);
-            if (matches(t, query) && visible(t)) all.push(t);
+          if (!deleted(m.headers)) {
+            const t = (await this.#verify(m)).snapshot?.task;
+            if (t && matches(t, query) && visible(t)) all.push(t);
           }
           if (m.info.pending === 0 || m.seq >= end) break;
         }

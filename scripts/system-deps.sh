@@ -42,7 +42,8 @@ current_nats() {
   local sys; sys=$(system_nats)
   [ -n "$sys" ] && [ "$(minor_of "$sys")" -ge "$CURRENT_MINOR" ] 2>/dev/null && return 0
   if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then
-    echo "agentbus: the system's nats-server is ${sys:+older than 2.$CURRENT_MINOR ($sys)}${sys:-missing}; fetching the current one from Debian" >&2
+    if [ -n "$sys" ]; then state="older than 2.$CURRENT_MINOR ($sys)"; else state="missing"; fi
+    echo "agentbus: the system's nats-server is $state; fetching the current one from Debian" >&2
     fetch_current_nats && return 0
   fi
   echo "agentbus: could not fetch nats-server 2.$CURRENT_MINOR; continuing with ${sys:-none}" >&2

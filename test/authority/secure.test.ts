@@ -12,7 +12,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { createUser } from "@nats-io/nkeys";
 import { startSecureNats, type SecureNats } from "../../authority/index.js";
-import { connect, Identity, isAgentBusError, textOf, type Bus, type ConnectOptions } from "../../core/index.js";
+import { connect, Envelopes, Identity, isAgentBusError, readAudit, textOf, type AuditEntry, type Bus, type ConnectOptions, type Task } from "../../core/index.js";
 import { natsServerVersion, findNatsServer } from "../../nats/index.js";
 import { eventually, quietLogger } from "../helpers/bus.js";
 
@@ -190,6 +190,67 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     // And a raw beta client cannot reach acme's other subjects either.
     const rawBeta = await raw(betaAdmin);
     await expect(rawBeta.request(`mesh.acme.agent.${acmeAgent.id}.call`, enc.encode("{}"), { timeout: 1000 })).rejects.toThrow();
+  });
+
+  it("a raw caller of the tenant that writes a task's snapshot forges nothing: readers refuse it, it is audited, the worker's next write replaces it", async () => {
+    const agentId = await nats.issue("acme", "agent", { serves: ["held"] });
+    const callerId = await nats.issue("acme", "caller");
+    const attackerId = await nats.issue("acme", "caller");
+    const admin = await bus("acme", acmeAdmin);
+    await admin.acl.putRule("held-callers", { source: callerId.id, target: "*", capabilities: ["held"] });
+    const agent = await bus("acme", agentId);
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    await agent.agent({ name: "holder", skills: [{ id: "held" }] }, { held: async (ctx) => (await released, `done: ${ctx.text}`) });
+    const caller = await bus("acme", callerId);
+    const task = await caller.submit("held", "real input");
+    await eventually(async () => (await caller.task(task.id)).status.state === "TASK_STATE_WORKING", 5000);
+    const genuine = await caller.task(task.id);
+
+    // The attacker learnt the id; its connection may write the bucket (nats-server cannot tell whose task a key is).
+    const nc = await raw(attackerId);
+    const js = jetstream(nc);
+    const subject = `$KV.mesh_acme_tasks.${task.id}`;
+    const completed: Task = {
+      ...genuine,
+      status: { state: "TASK_STATE_COMPLETED", timestamp: new Date().toISOString() },
+      artifacts: [{ artifactId: "a", parts: [{ text: "forged result" }] }],
+    };
+    // 1. Plain JSON, no envelope.
+    await js.publish(subject, enc.encode(JSON.stringify(completed)));
+    await expect(caller.task(task.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
+    // 2. Sealed by the attacker's own key: it is not one of the task's parties.
+    const attacker = new Envelopes(attackerId);
+    const asAttacker = (t: Task) => {
+      const body = enc.encode(JSON.stringify(t));
+      return js.publish(subject, body, { headers: attacker.seal(subject, body, { task: task.id }, [], { sign: true }) });
+    };
+    await asAttacker(completed);
+    await expect(caller.task(task.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
+    // 3. ... nor does claiming to be the submitter help: the id names who submitted it.
+    await asAttacker({ ...completed, metadata: { ...completed.metadata, submitter: attackerId.id } });
+    await expect(caller.task(task.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
+    await expect(agent.task(task.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
+    // The task was never listed as completed: listings leave the forgery out.
+    expect((await agent.tasks()).tasks.map((t) => t.id)).not.toContain(task.id);
+
+    // The worker's next write goes over the forgery from the last snapshot it verified; the real result stands.
+    release();
+    const result = await task.result();
+    expect(result.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(result.artifacts[0]!.parts[0]!.text).toBe("done: real input");
+    const read = await caller.task(task.id);
+    expect(read.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(read.artifacts[0]!.parts[0]!.text).toBe("done: real input");
+
+    // Each refusal is in the audit stream, signed by the identity that refused it.
+    const forged: AuditEntry[] = [];
+    for await (const e of readAudit(admin, { from: 1, kinds: ["forged_snapshot"] })) {
+      if (e.record.task === task.id) forged.push(e);
+      if (forged.some((f) => f.record.from === attackerId.id) && forged.some((f) => f.signer === agentId.id) && forged.some((f) => f.signer === callerId.id)) break;
+    }
+    expect(forged.every((e) => e.verified && e.record.code === "BAD_SIGNATURE")).toBe(true);
+    expect(new Set(forged.map((e) => e.signer))).toEqual(new Set([callerId.id, agentId.id]));
   });
 
   it("revoking an identity closes its connections within seconds and refuses it afterwards", async () => {

@@ -386,7 +386,7 @@ describe("A2A bridge SSE", () => {
       const reader = res.body!.getReader();
       let text = "";
       while (!text.includes(": keep-alive")) text += new TextDecoder().decode((await reader.read()).value);
-      const taskId = /"id":"([0-9a-f]{32})"/.exec(text)![1]!;
+      const taskId = /"id":"([0-9a-f]{48})"/.exec(text)![1]!;
       abort.abort();
       await reader.cancel().catch(() => {});
       release();

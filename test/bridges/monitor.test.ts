@@ -330,7 +330,7 @@ describe("monitor: REST, SSE and the web page", () => {
       await page.locator("#reply-state", { hasText: "completed" }).waitFor();
       expect(await page.textContent("#reply")).toBe("echo: hello from chromium");
       const taskId = (await page.textContent("#reply-task"))!;
-      expect(taskId).toMatch(/^[0-9a-f]{32}$/);
+      expect(taskId).toMatch(/^[0-9a-f]{48}$/);
       // The task list follows the live feed (EventSource): the task, its state and its events.
       const item = page.locator(`#tasks li[data-task="${taskId}"]`);
       await item.locator(".state", { hasText: "completed" }).waitFor();

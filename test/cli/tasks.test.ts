@@ -106,7 +106,7 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     const sentences = draft("the sea");
     const r = await runCli(["send", "write", "the sea", ...common(tenant)], [sentences[0]!, sentences[4]!, "[completed]"]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/^task [0-9a-f]{32} → write\n/);
+    expect(r.stdout).toMatch(/^task [0-9a-f]{48} → write\n/);
     expect(r.stdout).toContain("[working] writing about the sea\n");
     expect(r.stdout).toContain(`${sentences.join("")}\n[completed]\n`);
     // The first sentence was printed well before the last one and the end: streamed, not buffered.
