@@ -16,8 +16,8 @@ import type { AgentExecutor } from "@a2a-js/sdk/server";
 import { executorHandler } from "./serve.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./inbox.js";
 import { Sessions, type Session } from "./session.js";
-import { taskRight, type Task } from "./task.js";
-import { TaskHandle, holdsTaskRights, listTasks, submit, taskIdBinds, type SubmitOptions, type Submitter, type TaskAccessOptions } from "./tasks.js";
+import { taskIdBinds, taskRight, type Task } from "./task.js";
+import { TaskHandle, holdsTaskRights, listTasks, submit, type SubmitOptions, type Submitter, type TaskAccessOptions } from "./tasks.js";
 import type { TaskPage, TaskQuery } from "./taskstore.js";
 import type { Handler } from "./worker.js";
 import { AclStore } from "./aclstore.js";
@@ -743,6 +743,7 @@ export class Bus {
       eventsMaxAgeMs: this.#options.eventsMaxAgeMs ?? 7 * 24 * 3600_000,
       duplicateWindowMs: this.#options.duplicateWindowMs ?? 10 * 60_000,
       windowMs: this.envelopes.windowMs,
+      republish: this.server.republish,
     }, {
       writers: (task, writer) => this.#mayWrite(task, writer),
       onForged: (taskId, from, reason) => this.audit("forged_snapshot", { code: "BAD_SIGNATURE", task: taskId, from, reason }),

@@ -16,7 +16,14 @@ import type { TraceContext } from "./trace.js";
  * wrote the state, or one repairing a missing event) uses the same id, so
  * the stream keeps one copy.
  */
-export const finalEventId = (taskId: string, revision: number): string => `${taskId}-r${revision}`;
+export const finalEventId = (task: Task, revision: number): string => `${taskKey(task)}-r${revision}`;
+
+/**
+ * A task's identity in message ids (`Nats-Msg-Id` of its work items and
+ * final events): `<submitter>.<task>`, since an id the submitter chose is
+ * unique for that submitter only.
+ */
+export const taskKey = (task: Pick<Task, "id" | "metadata">): string => `${task.metadata.submitter}.${task.id}`;
 
 /** One stored task event and where it sits in `MESH_<T>_EVENTS`. */
 export interface StoredEvent {
@@ -65,7 +72,7 @@ export class Durable {
    * afterwards, so a reader that sees an event can rely on it being kept.
    */
   async publishEvent(task: Task, event: TaskEvent, msgId?: string, trace?: TraceContext): Promise<number> {
-    const subject = this.subjects.taskEvents(task.id);
+    const subject = this.subjects.taskEventLog(task.metadata.submitter, task.id);
     const body = Buffer.from(JSON.stringify(event));
     const headers = this.envelopes.seal(subject, body, { task: task.id, context: task.contextId, trace }, [task.metadata.submitter], { id: msgId });
     const ack = await retryJs(() => this.js.publish(subject, body, { headers }));
@@ -89,19 +96,19 @@ export class Durable {
    * for this identity comes opened; the rest stays encrypted parts.
    */
   async *events(taskId: string, fromSequence?: number, may?: (task: Task) => boolean | Promise<boolean>): AsyncGenerator<StoredEvent> {
-    const snapshot = await this.store.get(taskId);
+    const snapshot = await this.store.get(taskId, this.envelopes.identity.id);
     if (may && (!snapshot || !(await may(snapshot.task)))) throw new AgentBusError("TASK_NOT_FOUND", `task ${taskId} not found`);
     const submitter = snapshot?.task.metadata.submitter;
     const lenient = submitter !== undefined && submitter !== this.envelopes.identity.id;
     const e2e = snapshot?.task.metadata.encrypted ? this.envelopes.e2e : undefined;
     if (snapshot && isFinal(snapshot.task.status.state) && fromSequence !== undefined) {
       // Nothing left to follow: stop at the end of what is stored.
-      const last = await this.lastSequence(taskId);
+      const last = await this.lastSequence(snapshot.task);
       if (last === undefined || fromSequence > last) return;
     }
     const consumer = await retryJs(() =>
       this.js.consumers.get(this.subjects.stream("EVENTS"), {
-        filter_subjects: this.subjects.taskEvents(taskId),
+        filter_subjects: snapshot ? this.subjects.taskEventLog(snapshot.task.metadata.submitter, taskId) : this.subjects.taskEventLogOfAny(taskId),
         ...(fromSequence ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSequence } : { deliver_policy: DeliverPolicy.All }),
       }),
     );
@@ -129,20 +136,21 @@ export class Durable {
     }
   }
 
-  /** The stream message of the task's latest event (one direct read, no consumer); null when it has none. */
-  async #lastMessage(taskId: string) {
+  /** The stream message of the task's latest event (one direct read of its own subject, no consumer); null when it has none. */
+  async #lastMessage(task: Task) {
     const jsm = await this.js.jetstreamManager();
-    return retryJs(() => jsm.streams.getMessage(this.subjects.stream("EVENTS"), { last_by_subj: this.subjects.taskEvents(taskId) })).catch(() => null);
+    const query = { last_by_subj: this.subjects.taskEventLog(task.metadata.submitter, task.id) };
+    return retryJs(() => jsm.direct.getMessage(this.subjects.stream("EVENTS"), query)).catch(() => null);
   }
 
-  /** The stream sequence of the task's latest event, without reading it (any identity may ask). */
-  async lastSequence(taskId: string): Promise<number | undefined> {
-    return (await this.#lastMessage(taskId))?.seq;
+  /** The stream sequence of the task's latest event, without reading it. */
+  async lastSequence(task: Task): Promise<number | undefined> {
+    return (await this.#lastMessage(task))?.seq ?? undefined;
   }
 
   /** The task's latest stored event, verified. */
-  async lastEvent(taskId: string): Promise<StoredEvent | undefined> {
-    const m = await this.#lastMessage(taskId);
+  async lastEvent(task: Task): Promise<StoredEvent | undefined> {
+    const m = await this.#lastMessage(task);
     if (!m) return undefined;
     const { event, from } = this.decodeEvent({ subject: m.subject, data: m.data, headers: m.header });
     return { sequence: m.seq, event, from, verified: true };

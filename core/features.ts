@@ -7,6 +7,8 @@ export interface ServerFeatures {
   version: string;
   /** Consumers with several filter subjects, consumer metadata (2.10). */
   multiFilter: boolean;
+  /** Streams that republish with a subject transform (2.10): the live copy of task events on `<root>.<t>.task.<task>.events`. */
+  republish: boolean;
   /** Per-message TTL and subject delete markers (2.11). */
   messageTtl: boolean;
   /** `term` with a reason recorded in the advisory (2.11). */
@@ -34,5 +36,5 @@ export function compareVersions(a: string, b: string): number {
 /** Features of a server reporting `version`. */
 export function featuresOf(version: string): ServerFeatures {
   const atLeast = (v: string) => compareVersions(version, v) >= 0;
-  return { version, multiFilter: atLeast("2.10.0"), messageTtl: atLeast("2.11.0"), termReason: atLeast("2.11.0"), replicatedCas: atLeast("2.9.21") };
+  return { version, multiFilter: atLeast("2.10.0"), republish: atLeast("2.10.0"), messageTtl: atLeast("2.11.0"), termReason: atLeast("2.11.0"), replicatedCas: atLeast("2.9.21") };
 }

@@ -189,6 +189,11 @@ export interface TaskInfraOptions {
    * a duplicate and one replayed later is refused as expired.
    */
   windowMs?: number;
+  /**
+   * Copy every stored task event live to `<root>.<t>.task.<task>.events`
+   * (a republish with a subject transform: nats-server 2.10+).
+   */
+  republish?: boolean;
 }
 
 /** The durable-task streams and the tasks bucket, created on first use. */
@@ -202,7 +207,15 @@ export async function ensureTaskInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjec
   await Promise.all([
     workQueue("WORK", `${s.prefix}.work.>`),
     workQueue("INBOX", `${s.prefix}.inbox.>`),
-    ensureStream(jsm, { name: s.stream("EVENTS"), subjects: [`${s.prefix}.task.*.events`], max_age: o.eventsMaxAgeMs * ms, num_replicas: replicas }, insist),
+    ensureStream(jsm, {
+      name: s.stream("EVENTS"),
+      subjects: [s.allTaskEventLogs()],
+      max_age: o.eventsMaxAgeMs * ms,
+      num_replicas: replicas,
+      // Reads by subject (the last event of one task) go through a permission that names the submitter.
+      allow_direct: true,
+      ...(o.republish && { republish: { src: `${s.prefix}.events.*.*`, dest: `${s.prefix}.task.{{wildcard(2)}}.events` } }),
+    }, insist),
     ensureStream(jsm, { name: s.stream("DLQ"), subjects: [`${s.prefix}.dlq.>`], max_age: o.eventsMaxAgeMs * ms, num_replicas: replicas }, insist),
   ]);
   return ensureBucket(kvm, s.bucket("tasks"), { replicas, history: 1, ttl: o.eventsMaxAgeMs }, [...insisted(o.replicas), "ttl"]);

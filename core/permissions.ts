@@ -79,15 +79,19 @@ function covered(patterns: readonly string[], pattern: string): boolean {
  * The permissions of one connection. Every role may: use its own reply
  * inbox (`_INBOX.<id>.>`, so nobody reads another's replies), read the
  * tenant's streams and buckets it needs through the JetStream API, write
- * audit records. Beyond that:
+ * audit records, and read and write its own tasks: their snapshots
+ * (`$KV.mesh_<t>_tasks.<own id>.*`) and events
+ * (`<root>.<t>.events.<own id>.*`). The tasks of others are readable only
+ * to agents, bridges and identities the ACL grants a task right. Beyond
+ * that:
  *
  * - **agent**: serve its capabilities (`cap.<c>`, its `agent.<id>.call`,
  *   the work queue consumers of those capabilities, its own inbox), write
  *   only its own registry and presence entries, publish task events, and
  *   invoke what the ACL grants it;
  * - **caller**: invoke (fast calls and durable submissions) what the ACL
- *   grants it, send direct messages, follow task events by task id; it
- *   cannot subscribe to any capability, work queue or other identity's
+ *   grants it, send direct messages, follow its own tasks; it
+ *   cannot read another identity's tasks, nor subscribe to any capability, work queue or other identity's
  *   inbox, and cannot write the registry or policy buckets;
  * - **bridge**: a caller for every capability (it acts for many callers,
  *   whose rights it checks itself), plus reading its own direct messages;
@@ -103,27 +107,32 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     return { pub: { allow: [">"], deny: [] }, sub: { allow: [">"], deny: [] }, resp: { max: 1, ttl: 0 } };
   }
   const invokes = input.role === "bridge" ? [">"] : [...(input.invokes ?? [])];
+  const direct = (stream: string, subject: string) => `$JS.API.DIRECT.GET.${stream}.${subject}`;
   const pub = new Set<string>([
     "$JS.API.INFO",
     "$JS.API.STREAM.INFO.*",
     "$JS.API.CONSUMER.INFO.*.*",
-    // KV reads by key (the key is in the API subject) and the watches the library keeps.
-    "$JS.API.DIRECT.GET.*.>",
+    // KV reads by key (the key is in the API subject, so the permission names it) and the watches the library keeps.
+    ...(["agents", "presence", "acl", "revoked", "sessions", "replay"] as const).map((b) => direct(kvStream(b), `${kv(b)}.>`)),
     ...(["agents", "presence", "acl", "revoked"] as const).flatMap((b) => [
       `$JS.API.CONSUMER.CREATE.${kvStream(b)}.>`,
       `$JS.API.CONSUMER.DELETE.${kvStream(b)}.*`,
     ]),
-    // Task events, followed one task at a time: the filter names the task.
-    `$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.*.${p}.task.*.events`,
+    // Its own tasks: snapshots keyed `<submitter>.<task>` and events stored
+    // under `events.<submitter>.<task>`, so these name this identity.
+    direct(kvStream("tasks"), `${kv("tasks")}.${input.id}.>`),
+    `${kv("tasks")}.${input.id}.*`,
+    direct(s.stream("EVENTS"), `${p}.events.${input.id}.>`),
+    `$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.*.${p}.events.${input.id}.*`,
     `$JS.API.CONSUMER.DELETE.${s.stream("EVENTS")}.*`,
     `$JS.API.CONSUMER.MSG.NEXT.${s.stream("EVENTS")}.*`,
-    `$JS.API.STREAM.MSG.GET.${s.stream("EVENTS")}`,
+    // A submitter that cancels its queued task records the CANCELED event.
+    `${p}.events.${input.id}.*`,
     `${p}.audit.>`,
-    // Durable work and task state the submitter writes.
-    `${kv("tasks")}.*`,
     `${kv("sessions")}.>`,
     `${kv("owners")}.${input.id}.>`,
     // Listing its own tasks: a pass over its own keys of the owner index.
+    direct(kvStream("owners"), `${kv("owners")}.${input.id}.>`),
     `$JS.API.CONSUMER.CREATE.${kvStream("owners")}.*.${kv("owners")}.${input.id}.>`,
     `$JS.API.CONSUMER.DELETE.${kvStream("owners")}.*`,
     `$JS.API.CONSUMER.MSG.NEXT.${kvStream("owners")}.*`,
@@ -138,11 +147,25 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
   for (const imp of input.imports ?? []) {
     if (input.role === "bridge" || covered(invokes, imp.capability)) pub.add(`${new Subjects(input.root, imp.tenant).prefix}.cap.${imp.capability}`);
   }
-  // Live task events: a submitter follows its tasks by core subscription
-  // (the task id is in the subject, but a permission cannot tell one
-  // submitter's tasks from another's: events are MACed for the submitter,
-  // and opt-in encryption hides their content).
-  const sub = new Set<string>([`${inbox}.>`, `${p}.task.*.events`]);
+  // The events of its own tasks, live (the handle's watch).
+  const sub = new Set<string>([`${inbox}.>`, `${p}.events.${input.id}.*`]);
+  // Agents, bridges and identities granted a task right may see tasks they
+  // did not submit: every task of the tenant as far as nats-server is
+  // concerned (the library narrows it to the tasks they serve or were
+  // granted); a plain caller sees its own only.
+  if (input.role !== "caller" || invokes.some((c) => ["task", "*", ">"].includes(c.split(".", 1)[0]!))) {
+    pub.add(direct(kvStream("tasks"), ">"));
+    pub.add(`${kv("tasks")}.*.*`);
+    pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("tasks")}.>`);
+    pub.add(`$JS.API.CONSUMER.DELETE.${kvStream("tasks")}.*`);
+    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${kvStream("tasks")}.*`);
+    pub.add(direct(s.stream("EVENTS"), ">"));
+    pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.>`);
+    pub.add(`${p}.events.*.*`);
+    sub.add(`${p}.events.*.*`);
+    // The live copy on the task's own subject (nats-server 2.10+).
+    sub.add(`${p}.task.*.events`);
+  }
   if (input.role === "agent") {
     const serves = input.serves ?? [];
     for (const c of serves) {
@@ -156,16 +179,11 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     sub.add("$SRV.>");
     pub.add(`$JS.API.CONSUMER.MSG.NEXT.${s.stream("WORK")}.*`);
     pub.add(`$JS.API.CONSUMER.INFO.${s.stream("WORK")}.*`);
-    pub.add(`${p}.task.*.events`);
     pub.add(`${p}.dlq.>`);
     pub.add(`${p}.presence.${input.id}`);
     pub.add(`${kv("agents")}.${input.id}`);
     pub.add(`${kv("presence")}.${input.id}.>`);
     pub.add(`${kv("replay")}.>`);
-    // Listing the tasks it served: a pass over the task snapshots.
-    pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("tasks")}.>`);
-    pub.add(`$JS.API.CONSUMER.DELETE.${kvStream("tasks")}.*`);
-    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${kvStream("tasks")}.*`);
   }
   if (input.role === "agent" || input.role === "bridge") {
     // Its own direct messages, read in order through its own consumer.
@@ -177,12 +195,9 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
   }
   if (input.role === "bridge") {
     // Push notifications and the monitor follow every task of the tenant.
-    pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.>`);
     pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${s.stream("EVENTS")}.*`);
-    pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("tasks")}.>`);
-    pub.add(`$JS.API.CONSUMER.DELETE.${kvStream("tasks")}.*`);
-    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${kvStream("tasks")}.*`);
     pub.add(`${kv("push")}.>`);
+    pub.add(direct(kvStream("push"), `${kv("push")}.>`));
     // Metrics and the console: submissions as they are queued, and the audit stream.
     sub.add(`${p}.work.>`);
     for (const api of ["CREATE", "DELETE", "MSG.NEXT"]) pub.add(`$JS.API.CONSUMER.${api}.${s.stream("AUDIT")}.${api === "CREATE" ? ">" : "*"}`);

@@ -57,17 +57,29 @@ export class Subjects {
   inbox(agent: string): string {
     return `${this.prefix}.inbox.${checkId(agent, "agent id")}`;
   }
-  /** Every event of one task. */
+  /**
+   * Every event of one task, live: the events stream copies each stored
+   * event here (republish, nats-server 2.10+) for operators' `nats sub`.
+   * The library reads the stored log ({@link taskEventLog}).
+   */
   taskEvents(task: string): string {
     return `${this.prefix}.task.${checkId(task, "task id")}.events`;
   }
   /**
-   * Every task's events in the tenant (`<root>.<t>.task.*.events`, the
-   * events stream's subject filter): for readers of the whole tenant, such as
-   * the monitor's live feed.
+   * Where the events of a task are stored and published: under its
+   * submitter's id, so a NATS permission gives a connection the events of
+   * its own tasks only (`<root>.<t>.events.<own id>.>`).
    */
-  allTaskEvents(): string {
-    return `${this.prefix}.task.*.events`;
+  taskEventLog(submitter: string, task: string): string {
+    return `${this.prefix}.events.${checkId(submitter, "submitter id")}.${checkId(task, "task id")}`;
+  }
+  /** The stored events of one task whoever submitted it (a filter: for identities that may read every task). */
+  taskEventLogOfAny(task: string): string {
+    return `${this.prefix}.events.*.${checkId(task, "task id")}`;
+  }
+  /** The stored events of every task of the tenant (a filter). */
+  allTaskEventLogs(): string {
+    return `${this.prefix}.events.>`;
   }
   /** Cancel requests for one task. */
   taskCancel(task: string): string {

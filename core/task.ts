@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from "node:crypto";
 import type { Message, Part } from "./protocol.js";
 
 /** A2A v1.0 task states (JSON form). */
@@ -145,3 +146,27 @@ export const taskRight = (cap: string): string => `task.${cap}`;
 
 /** A status object stamped now. */
 export const statusNow = (state: TaskState, message?: Message): TaskStatus => ({ state, ...(message && { message }), timestamp: new Date().toISOString() });
+
+/**
+ * A new task id for `submitter`: 128 random bits, then 64 bits of a hash
+ * binding them to the submitter's id, in hex (48 digits). Knowing a task's
+ * id means having been told it, and a snapshot that names another
+ * submitter for it is refused (see {@link taskIdBinds}).
+ */
+export function newTaskId(submitter: string): string {
+  const random = randomBytes(16).toString("hex");
+  return random + idBinding(random, submitter);
+}
+
+const idBinding = (random: string, submitter: string): string => createHash("sha256").update(`agentbus task id v1\n${submitter}\n${random}`).digest("hex").slice(0, 16);
+const BOUND_ID = /^[0-9a-f]{48}$/;
+
+/**
+ * Whether task id `id` was made by {@link newTaskId} for `submitter`: true
+ * or false for an id of that form, undefined for any other (an id the
+ * submitter chose, which binds nobody).
+ */
+export function taskIdBinds(id: string, submitter: string): boolean | undefined {
+  if (!BOUND_ID.test(id)) return undefined;
+  return idBinding(id.slice(0, 32), submitter) === id.slice(32);
+}

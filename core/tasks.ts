@@ -1,6 +1,6 @@
-import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { finalEventId, type Durable, type StoredEvent } from "./durable.js";
+import { finalEventId, taskKey, type Durable, type StoredEvent } from "./durable.js";
 import { AgentBusError } from "./errors.js";
 import { E2E_SCHEME, taskBinding } from "./e2e.js";
 import { Header, replySubject, type EnvelopeMeta } from "./envelope.js";
@@ -8,7 +8,7 @@ import { retryJs } from "./infra.js";
 import { toMessage, utf8, type Input } from "./message.js";
 import { checkCapability, checkId } from "./subjects.js";
 import type { AclPolicy } from "./acl.js";
-import { applyEvent, isFinal, isTerminal, statusNow, stateOf, type Task, type TaskEvent } from "./task.js";
+import { applyEvent, isFinal, isTerminal, newTaskId, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent } from "./task.js";
 import type { Snapshot, TaskPage, TaskQuery } from "./taskstore.js";
 import { TaskWatch } from "./taskwatch.js";
 import { SpanAttr, SpanKind, traced, type TraceContext } from "./trace.js";
@@ -52,30 +52,6 @@ export interface SubmitOptions {
 export interface TaskAccessOptions {
   /** Behind a bridge: the caller the request comes from (see {@link SubmitOptions.caller}). */
   caller?: string;
-}
-
-/**
- * A new task id for `submitter`: 128 random bits, then 64 bits of a hash
- * binding them to the submitter's id, in hex (48 digits). Knowing a task's
- * id means having been told it, and a snapshot that names another
- * submitter for it is refused (see {@link taskIdBinds}).
- */
-export function newTaskId(submitter: string): string {
-  const random = randomBytes(16).toString("hex");
-  return random + idBinding(random, submitter);
-}
-
-const idBinding = (random: string, submitter: string): string => createHash("sha256").update(`agentbus task id v1\n${submitter}\n${random}`).digest("hex").slice(0, 16);
-const BOUND_ID = /^[0-9a-f]{48}$/;
-
-/**
- * Whether task id `id` was made by {@link newTaskId} for `submitter`: true
- * or false for an id of that form, undefined for any other (an id the
- * submitter chose, which binds nobody).
- */
-export function taskIdBinds(id: string, submitter: string): boolean | undefined {
-  if (!BOUND_ID.test(id)) return undefined;
-  return idBinding(id.slice(0, 32), submitter) === id.slice(32);
 }
 
 /** What submitting needs from the bus. */
@@ -124,7 +100,7 @@ export async function mayAccessOrAncestor(s: Pick<Submitter, "id" | "granted" | 
   for (let level = 0; current && level <= s.maxDepth; level++) {
     if (mayAccess(s, current, caller)) return true;
     const parent: unknown = current.metadata.parent;
-    current = typeof parent === "string" && parent !== current.id ? (await s.durable.store.get(parent))?.task : undefined;
+    current = typeof parent === "string" && parent !== current.id ? (await s.durable.store.get(parent, s.id))?.task : undefined;
   }
   return false;
 }
@@ -192,10 +168,10 @@ export class TaskHandle {
   /**
    * The snapshot, if this identity (and caller) may see it: to anyone else
    * the task does not exist (`TASK_NOT_FOUND`, as for an unknown id).
+   * `direct`: only through the task itself, not its parent (for cancel).
    */
-  /** The snapshot, if this identity (and caller) may see it; `direct`: only through the task itself, not its parent (for cancel). */
   async #read(direct = false): Promise<Snapshot> {
-    const s = await this.submitter.durable.store.get(this.id);
+    const s = await this.submitter.durable.store.get(this.id, this.submitter.id);
     if (!s || !(direct ? mayAccess(this.submitter, s.task, this.caller) : await this.#may(s.task))) throw notFound(this.id);
     return s;
   }
@@ -230,8 +206,7 @@ export class TaskHandle {
    * next, e.g. the turn a follow-up message starts.
    */
   async lastSequence(): Promise<number | undefined> {
-    const [, last] = await Promise.all([this.#read(), this.submitter.durable.lastSequence(this.id)]);
-    return last;
+    return this.submitter.durable.lastSequence((await this.#read()).task);
   }
 
   /**
@@ -288,8 +263,11 @@ export class TaskHandle {
     const deadline = Date.now() + (options.timeout ?? 300_000);
     let wake = () => {};
     let eventSeen = false;
-    const sub = follow
-      ? nc.subscribe(durable.subjects.taskEvents(this.id), {
+    // Following: the first read names the submitter, under whose id the events go.
+    const first = follow ? await this.#read() : undefined;
+    if (first && isFinal(first.task.status.state)) return first.task;
+    const sub = first
+      ? nc.subscribe(durable.subjects.taskEventLog(first.task.metadata.submitter, this.id), {
           callback: (_err, m) => {
             try {
               // Only a final event matters here: check its state, then verify it.
@@ -393,7 +371,7 @@ export async function markCanceled(durable: Durable, known: Snapshot, reason = "
     if (refused.status.state === "TASK_STATE_CANCELED") return refused;
     throw new AgentBusError("NOT_CANCELABLE", `task ${known.task.id} is already ${refused.status.state}`);
   }
-  await durable.publishEvent(next.task, event, finalEventId(next.task.id, next.revision), trace);
+  await durable.publishEvent(next.task, event, finalEventId(next.task, next.revision), trace);
   return next.task;
 }
 
@@ -415,7 +393,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   const fresh = !options.taskId && !message.taskId;
   // An id of the generated form is someone's: only the submitter it names may use it.
   if (!fresh && taskIdBinds(taskId, me) === false) throw notFound(taskId);
-  const existing = fresh ? undefined : await s.durable.store.get(taskId);
+  const existing = fresh ? undefined : await s.durable.store.get(taskId, me);
   // Someone else's task is not there for this submitter: it cannot be continued, nor learnt of.
   if (existing && !owns(s, existing.task, caller)) throw notFound(taskId);
   const contextId = options.contextId ?? message.contextId ?? existing?.task.contextId ?? randomUUID();
@@ -436,7 +414,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     if (!fresh) {
       const created = await s.durable.store.create(task, s.providers(cap));
       if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
-      await Promise.all([s.durable.store.index(task), publishWork(s, cap, message, task, taskId, options, encryptFor)]);
+      await Promise.all([s.durable.store.index(task), publishWork(s, cap, message, task, taskKey(task), options, encryptFor)]);
       return handle;
     }
     // A new id cannot collide: no read first, and the snapshot, its owner
@@ -444,7 +422,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     // arrives before the snapshot waits for it).
     const watch = new TaskWatch(s.nc, s.durable, task);
     try {
-      await Promise.all([s.durable.store.create(task, s.providers(cap)), s.durable.store.index(task), publishWork(s, cap, message, task, taskId, options, encryptFor)]);
+      await Promise.all([s.durable.store.create(task, s.providers(cap)), s.durable.store.index(task), publishWork(s, cap, message, task, taskKey(task), options, encryptFor)]);
     } catch (err) {
       watch.stop();
       throw err;
@@ -457,7 +435,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   }
   if (state === "TASK_STATE_SUBMITTED") {
     // A retried submit: same Nats-Msg-Id, so JetStream keeps one copy.
-    await publishWork(s, cap, encryptFor ? message : (existing.task.history[0] ?? message), existing.task, taskId, options, encryptFor);
+    await publishWork(s, cap, encryptFor ? message : (existing.task.history[0] ?? message), existing.task, taskKey(existing.task), options, encryptFor);
     return handle;
   }
   if (state === "TASK_STATE_INPUT_REQUIRED" || state === "TASK_STATE_AUTH_REQUIRED") {
@@ -466,7 +444,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       t.status.state === state ? { ...t, status: statusNow("TASK_STATE_WORKING"), history: [...t.history, stored] } : undefined,
     existing);
     if (resumed.task.status.state !== "TASK_STATE_WORKING") return handle;
-    await publishWork(s, cap, message, resumed.task, `${taskId}.${turn}`, options, encryptFor);
+    await publishWork(s, cap, message, resumed.task, `${taskKey(resumed.task)}.${turn}`, options, encryptFor);
     return handle;
   }
   if (isTerminal(state)) throw new AgentBusError("TASK_FINISHED", `task ${taskId} is already ${state}`);

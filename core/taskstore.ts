@@ -5,7 +5,7 @@ import type { MsgHdrs } from "@nats-io/nats-core";
 import type { Envelopes } from "./envelope.js";
 import { AgentBusError, isAgentBusError } from "./errors.js";
 import { retryJs } from "./infra.js";
-import type { Task, TaskState } from "./task.js";
+import { taskIdBinds, type Task, type TaskState } from "./task.js";
 
 /** A snapshot with the KV revision it was read at. */
 export interface Snapshot {
@@ -111,7 +111,7 @@ const deleted = (h?: MsgHdrs): boolean => {
 };
 
 /** What reading one key gave: a verified snapshot, nothing, or a refused one (at its revision). */
-type Read = { snapshot: Snapshot } | { snapshot?: undefined; forged?: number };
+type Read = { snapshot?: Snapshot; forged?: number };
 
 /**
  * Task snapshots in `mesh_<t>_tasks`, one key per task id, and the owner
@@ -147,28 +147,66 @@ export class TaskStore {
     this.#prefix = `$KV.${bucket}.`;
   }
 
-  /** The task's snapshot; undefined when there is none, `BAD_SIGNATURE` when the stored one is refused. */
-  async get(id: string): Promise<Snapshot | undefined> {
-    const r = await this.#read(id);
+  /**
+   * The task's snapshot; undefined when there is none (or this connection
+   * may not read it), `BAD_SIGNATURE` when the stored one is refused.
+   * Snapshots are keyed `<submitter>.<task>`: with `submitter` (a reader
+   * asking for its own task, or one that knows who submitted it) one exact
+   * read; without, or when that finds nothing and the id does not name
+   * `submitter`, a read by id whatever the submitter (which only
+   * identities that may read every task are allowed).
+   */
+  async get(id: string, submitter?: string): Promise<Snapshot | undefined> {
+    const r = await this.#read(id, submitter);
     if (r.snapshot || r.forged === undefined) return r.snapshot;
     throw new AgentBusError("BAD_SIGNATURE", `the stored snapshot of task ${id} was not written by one of its parties: refused`);
   }
 
-  async #read(id: string): Promise<Read> {
-    const query = { last_by_subj: this.#prefix + id };
-    const sm: StoredMsg | null = await retryJs(() => (this.direct ? this.jsm.direct.getMessage(this.#stream, query) : this.jsm.streams.getMessage(this.#stream, query)));
+  async #read(id: string, submitter?: string): Promise<Read> {
+    if (submitter !== undefined) {
+      const own = await this.#readSubject(this.subjectOf(submitter, id), id);
+      if (own.snapshot || own.forged !== undefined || taskIdBinds(id, submitter) === true) return own;
+    }
+    const any = await this.#readSubject(`${this.#prefix}*.${id}`, id);
+    if (any.forged === undefined) return any;
+    // The latest write under this id was refused: another identity may have
+    // filed a forgery under its own key. Read each key of the id on its own.
+    const info = await retryJs(() => this.jsm.streams.info(this.#stream, { subjects_filter: `${this.#prefix}*.${id}` })).catch(() => undefined);
+    for (const subject of Object.keys(info?.state.subjects ?? {})) {
+      const r = await this.#readSubject(subject, id);
+      if (r.snapshot) return r;
+    }
+    return any;
+  }
+
+  /** The subject of a task's snapshot: `$KV.<bucket>.<submitter>.<task>`. */
+  subjectOf(submitter: string, id: string): string {
+    return `${this.#prefix}${submitter}.${id}`;
+  }
+
+  async #readSubject(subject: string, id: string): Promise<Read> {
+    const query = { last_by_subj: subject };
+    let sm: StoredMsg | null;
+    try {
+      sm = await retryJs(() => (this.direct ? this.jsm.direct.getMessage(this.#stream, query) : this.jsm.streams.getMessage(this.#stream, query)));
+    } catch (err) {
+      // A read this connection's permissions do not allow: not its task to see.
+      if (/permission/i.test(String((err as Error)?.message ?? err))) return {};
+      throw err;
+    }
     if (!sm || deleted(sm.header)) return {};
     return this.#verify({ subject: sm.subject, data: sm.data, headers: sm.header, seq: sm.seq }, id);
   }
 
   /** Checks one stored snapshot (see the class comment). */
-  async #verify(m: StoredSnapshot, id = m.subject.slice(this.#prefix.length)): Promise<Read> {
+  async #verify(m: StoredSnapshot, id = m.subject.slice(m.subject.lastIndexOf(".") + 1)): Promise<Read> {
     let writer: string | undefined;
     try {
       const env = this.trust.envelopes.open(m, { durable: true });
       writer = env.from;
       const task = decode(m.data);
       if (env.task !== id || task.id !== id) throw new AgentBusError("BAD_SIGNATURE", "it names another task");
+      if (m.subject !== this.subjectOf(String(task.metadata.submitter), id)) throw new AgentBusError("BAD_SIGNATURE", "it is filed under another submitter");
       if (!(await this.trust.writers(task, env.from))) throw new AgentBusError("BAD_SIGNATURE", `${env.from} is not one of the task's parties`);
       return { snapshot: { task, revision: m.seq } };
     } catch (err) {
@@ -180,7 +218,7 @@ export class TaskStore {
 
   /** Stores `task` as the next revision after `expected` (0: a new key); the new revision. */
   async #write(task: Task, expected: number, macFor: readonly string[] = []): Promise<number> {
-    const subject = this.#prefix + task.id;
+    const subject = this.subjectOf(String(task.metadata.submitter), task.id);
     const body = Buffer.from(JSON.stringify(task));
     const me = this.trust.envelopes.identity.id;
     const { submitter, agent } = task.metadata;
@@ -210,6 +248,7 @@ export class TaskStore {
    */
   async update(id: string, change: (task: Task) => Task | undefined, known?: Snapshot): Promise<Snapshot> {
     let current = known ?? (await this.get(id));
+    const submitter = current?.task.metadata.submitter;
     let written: string | undefined;
     for (let attempt = 0; ; attempt++) {
       if (!current) throw new AgentBusError("TASK_NOT_FOUND", `task ${id} not found`);
@@ -224,7 +263,7 @@ export class TaskStore {
         return { task: next, revision: await this.#write(next, current.revision) };
       } catch (err) {
         if (!isRevisionConflict(err) || attempt >= 50) throw err;
-        const r = await this.#read(id);
+        const r = await this.#readSubject(this.subjectOf(String(submitter), id), id);
         current = r.snapshot ?? (r.forged !== undefined ? { task: current.task, revision: r.forged } : undefined);
       }
     }
@@ -252,7 +291,7 @@ export class TaskStore {
     for await (const key of await retryJs(() => this.owners.keys(`${prefix}.>`))) ids.push(key.slice(key.lastIndexOf(".") + 1));
     const all: Task[] = [];
     for (let i = 0; i < ids.length; i += LIST_READS_IN_FLIGHT) {
-      const read = await Promise.all(ids.slice(i, i + LIST_READS_IN_FLIGHT).map(async (id) => (await this.#read(id)).snapshot));
+      const read = await Promise.all(ids.slice(i, i + LIST_READS_IN_FLIGHT).map(async (id) => (await this.#read(id, submitter)).snapshot));
       for (const s of read) {
         // Filed under this submitter, but the snapshot decides (and may have aged out first).
         if (s && s.task.metadata.submitter === submitter && (caller === undefined || s.task.metadata.caller === caller) && matches(s.task, query)) all.push(s.task);

@@ -21,7 +21,7 @@ export class TaskWatch {
     this.final = new Promise((r) => (resolve = r));
     let task = base;
     const seen = new Set<string>();
-    this.#sub = nc.subscribe(durable.subjects.taskEvents(base.id), {
+    this.#sub = nc.subscribe(durable.subjects.taskEventLog(base.metadata.submitter, base.id), {
       callback: (_err, m) => {
         try {
           const id = m.headers?.get(Header.id);

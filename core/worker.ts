@@ -145,7 +145,7 @@ export class TaskWorker {
       m.term();
       return;
     }
-    const snapshot = env.task ? await this.#snapshotOf(env.task) : undefined;
+    const snapshot = env.task ? await this.#snapshotOf(env.task, env.from) : undefined;
     if (!snapshot) {
       // The submitter writes the snapshot while queueing the work; in a
       // leader election that write can take seconds. Come back later; an
@@ -186,7 +186,7 @@ export class TaskWorker {
       const result = await runHandler(this.#handler, this.#host.base(this.#cap, env, userMessage, run.abort.signal, task, input), run, this.#host.agentId);
       if (run.abort.signal.aborted) await run.end(run.canceled ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(run.canceled ? "canceled" : "agent stopped", "ROLE_AGENT"));
       else if (!run.ended) await completeWith(run, result);
-      if (run.stale) await this.#settle(run.task.id);
+      if (run.stale) await this.#settle(run.task);
       m.ack();
     } catch (err) {
       await this.#failed(run, m, err);
@@ -208,9 +208,9 @@ export class TaskWorker {
    * The task's snapshot. A submitter writes it while queueing the work item,
    * so a fast worker may arrive first: wait for it a little (up to ~2 s).
    */
-  async #snapshotOf(id: string): Promise<Snapshot | undefined> {
+  async #snapshotOf(id: string, submitter: string): Promise<Snapshot | undefined> {
     for (let i = 0; i < 10; i++) {
-      const s = await this.#host.durable.store.get(id);
+      const s = await this.#host.durable.store.get(id, submitter);
       if (s) return s;
       await new Promise((r) => setTimeout(r, 2 ** i));
     }
@@ -224,10 +224,10 @@ export class TaskWorker {
    */
   async #ensureFinalEvent({ task, revision }: Snapshot): Promise<void> {
     const { durable } = this.#host;
-    const last = await durable.lastEvent(task.id).catch(() => undefined);
+    const last = await durable.lastEvent(task).catch(() => undefined);
     if (last && stateOf(last.event) === task.status.state) return;
     // Same id as the writer's own publish: if that one lands after all, the stream drops one.
-    await durable.publishEvent(task, { statusUpdate: { taskId: task.id, contextId: task.contextId, status: task.status } }, finalEventId(task.id, revision));
+    await durable.publishEvent(task, { statusUpdate: { taskId: task.id, contextId: task.contextId, status: task.status } }, finalEventId(task, revision));
   }
 
   /**
@@ -235,8 +235,8 @@ export class TaskWorker {
    * delivery): whoever ended it stored the final state first; make sure its
    * event is stored too before the work item goes.
    */
-  async #settle(taskId: string): Promise<void> {
-    const latest = await this.#host.durable.store.get(taskId);
+  async #settle(task: Task): Promise<void> {
+    const latest = await this.#host.durable.store.get(task.id, task.metadata.submitter);
     if (latest && isTerminal(latest.task.status.state)) await this.#ensureFinalEvent(latest);
   }
 
@@ -247,7 +247,7 @@ export class TaskWorker {
       await this.#ensureFinalEvent(run.snapshot);
       return m.ack();
     }
-    if (run.stale) await this.#settle(run.task.id);
+    if (run.stale) await this.#settle(run.task);
     if (run.ended || run.stale) return m.ack();
     if (run.canceled) {
       await run.end("TASK_STATE_CANCELED", toMessage("canceled", "ROLE_AGENT"));
@@ -360,7 +360,7 @@ class TaskRun implements ContextSink {
     this.#pending.push(event);
     if (state && isFinal(state)) {
       await this.#flush();
-      if (!this.stale) await this.worker.host.durable.publishEvent(this.task, event, finalEventId(this.task.id, this.#snapshot.revision), this.trace);
+      if (!this.stale) await this.worker.host.durable.publishEvent(this.task, event, finalEventId(this.task, this.#snapshot.revision), this.trace);
       return;
     }
     const ack = this.worker.host.durable.publishEvent(this.task, event, undefined, this.trace);

@@ -93,7 +93,7 @@ export class PushNotifications {
   }
 
   async #deliver(m: JsMsg): Promise<void> {
-    const taskId = m.subject.split(".").at(-2)!;
+    const taskId = m.subject.split(".").at(-1)!; // `<root>.<t>.events.<submitter>.<task>`
     const configs = this.list(taskId);
     if (configs.length === 0) return m.ack();
     // Relay only events we can verify: MACed for one of our identities.

@@ -49,7 +49,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  *   every publish); each work item is verified (they are always signed) and
  *   counted once per task id;
  * - finished tasks and their duration, from the tenant's task events
- *   (`<root>.<t>.task.*.events`, read from "now" with the monitor's
+ *   (`<root>.<t>.events.>`, read from "now" with the monitor's
  *   {@link EventReader}); the capability comes from the task's snapshot;
  * - refusals, from `MESH_<T>_AUDIT` (an ordered consumer from "now");
  * - the work queues and the agents online, read on each scrape.
@@ -215,13 +215,14 @@ export class TenantMetrics {
     let task: string | undefined;
     let ts: number;
     let id: string;
+    let from: string;
     try {
-      ({ task, ts, id } = this.#bus.envelopes.open(m, { durable: true }));
+      ({ task, ts, id, from } = this.#bus.envelopes.open(m, { durable: true }));
     } catch {
       return; // not a valid work item: the worker refuses it too
     }
-    // A new task's item has Nats-Msg-Id = task id; a resumed turn `<task>.<turn>`.
-    if (!task || id !== task) return;
+    // A new task's item has Nats-Msg-Id = `<submitter>.<task>`; a resumed turn `<submitter>.<task>.<turn>`.
+    if (!task || id !== `${from}.${task}`) return;
     const entry = this.#tasks.get(task);
     if (entry?.submittedAt !== undefined) return; // a retried submit: JetStream kept one copy
     this.#tasks.set(task, { ...entry, capability: cap, submittedAt: ts });

@@ -59,7 +59,7 @@ export class EventReader {
 
   /** Everything stored for one task so far (at most 10 000 events), oldest first. */
   async log(bus: Bus, taskId: string, capability?: string): Promise<MonitorEvent[]> {
-    const reading = await this.#consume(bus, bus.subjects.taskEvents(taskId), undefined, true);
+    const reading = await this.#consume(bus, bus.subjects.taskEventLogOfAny(taskId), undefined, true);
     const out: MonitorEvent[] = [];
     if (!reading) return out;
     try {
@@ -79,7 +79,7 @@ export class EventReader {
    * live; ends at a terminal state, or at an interrupted one once caught up.
    */
   async follow(bus: Bus, taskId: string, capability: string, from?: number): Promise<Feed> {
-    const reading = (await this.#consume(bus, bus.subjects.taskEvents(taskId), from))!;
+    const reading = (await this.#consume(bus, bus.subjects.taskEventLogOfAny(taskId), from))!;
     const decoded = this.#decoded(bus, reading, capability);
     return {
       stop: reading.stop,
@@ -98,7 +98,7 @@ export class EventReader {
    * resolves, so nothing published afterwards is missed.
    */
   async feed(bus: Bus, options: EventFilter & { task?: string; from?: number }): Promise<Feed> {
-    const subject = options.task ? bus.subjects.taskEvents(options.task) : bus.subjects.allTaskEvents();
+    const subject = options.task ? bus.subjects.taskEventLogOfAny(options.task) : bus.subjects.allTaskEventLogs();
     // "From now" is the stream's next sequence (see readStream).
     const from = options.from ?? (await this.#nextSequence(bus));
     const reading = (await this.#consume(bus, subject, from))!;
@@ -173,8 +173,8 @@ export class EventReader {
         // not for this identity: try the next one
       }
     }
-    // The subject is `<root>.<t>.task.<task>.events`, and the MAC covers it.
-    const taskId = m.subject.split(".").at(-2)!;
+    // The subject is `<root>.<t>.events.<submitter>.<task>`, and the MAC covers it.
+    const taskId = m.subject.split(".").at(-1)!;
     return { sequence: m.seq, taskId, capability, time: m.time.toISOString(), from, verified, event };
   }
 

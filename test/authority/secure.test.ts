@@ -74,8 +74,14 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     await agent.acl.applied(rev);
     const caller = await bus("acme", callerId);
     expect(textOf(await caller.call("greet", "Ada"))).toBe("hello, Ada");
+    // An operator sees task events live on `task.<task>.events` (the events stream republishes them).
+    const live: string[] = [];
+    admin.nc.subscribe("mesh.acme.task.*.events", { callback: (e, m) => void (e ? undefined : live.push(`${m.subject} ${m.headers?.get("Nats-Subject")}`)) });
+    await admin.nc.flush();
     const task = await caller.submit("greet", "Grace");
     expect((await task.result()).status.state).toBe("TASK_STATE_COMPLETED");
+    await eventually(() => live.length >= 2, 3000);
+    expect(live).toContain(`mesh.acme.task.${task.id}.events mesh.acme.events.${callerId.id}.${task.id}`);
     // Lists: the caller its own tasks, the agent those it served; another caller none of them.
     expect((await caller.tasks()).tasks.map((t) => t.id)).toContain(task.id);
     expect((await agent.tasks()).tasks.map((t) => t.id)).toContain(task.id);
@@ -192,8 +198,9 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     await expect(rawBeta.request(`mesh.acme.agent.${acmeAgent.id}.call`, enc.encode("{}"), { timeout: 1000 })).rejects.toThrow();
   });
 
-  it("a raw caller of the tenant that writes a task's snapshot forges nothing: readers refuse it, it is audited, the worker's next write replaces it", async () => {
+  it("a caller reads and writes only its own tasks; a forged snapshot is refused by every reader, audited, and replaced by the worker's next write", async () => {
     const agentId = await nats.issue("acme", "agent", { serves: ["held"] });
+    const otherAgentId = await nats.issue("acme", "agent", { serves: ["elsewhere"] });
     const callerId = await nats.issue("acme", "caller");
     const attackerId = await nats.issue("acme", "caller");
     const admin = await bus("acme", acmeAdmin);
@@ -201,37 +208,58 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     const agent = await bus("acme", agentId);
     let release!: () => void;
     const released = new Promise<void>((r) => (release = r));
-    await agent.agent({ name: "holder", skills: [{ id: "held" }] }, { held: async (ctx) => (await released, `done: ${ctx.text}`) });
+    await agent.agent({ name: "holder", skills: [{ id: "held" }] }, { held: async (ctx) => (await ctx.status("halfway: secret progress"), await released, `done: ${ctx.text}`) });
+    const otherAgent = await bus("acme", otherAgentId);
+    await otherAgent.agent({ name: "elsewhere", skills: [{ id: "elsewhere" }] }, { elsewhere: () => "x" });
     const caller = await bus("acme", callerId);
     const task = await caller.submit("held", "real input");
     await eventually(async () => (await caller.task(task.id)).status.state === "TASK_STATE_WORKING", 5000);
     const genuine = await caller.task(task.id);
+    const own = `$KV.mesh_acme_tasks.${callerId.id}.${task.id}`;
 
-    // The attacker learnt the id; its connection may write the bucket (nats-server cannot tell whose task a key is).
+    // The attacker learnt the id. nats-server keeps it out of the caller's
+    // task: it may not read the snapshot or the events, nor write either.
     const nc = await raw(attackerId);
     const js = jetstream(nc);
-    const subject = `$KV.mesh_acme_tasks.${task.id}`;
+    const jsm = await js.jetstreamManager();
+    await expect(jsm.direct.getMessage("KV_mesh_acme_tasks", { last_by_subj: own })).rejects.toThrow(/permission/i);
+    await expect(jsm.direct.getMessage("KV_mesh_acme_tasks", { last_by_subj: `$KV.mesh_acme_tasks.*.${task.id}` })).rejects.toThrow(/permission/i);
+    await expect(jsm.direct.getMessage("MESH_ACME_EVENTS", { last_by_subj: `mesh.acme.events.*.${task.id}` })).rejects.toThrow(/permission/i);
+    await expect(jsm.consumers.add("MESH_ACME_EVENTS", { name: "peek", filter_subject: `mesh.acme.events.${callerId.id}.*` })).rejects.toThrow();
+    await expect(jsm.consumers.add("MESH_ACME_EVENTS", { name: "peek2", filter_subject: "mesh.acme.events.*.*" })).rejects.toThrow();
+    await expect(js.publish(own, enc.encode("{}"))).rejects.toThrow(/permission/i);
+    expect(await refused(nc, `mesh.acme.events.${callerId.id}.${task.id}`)).toBe(true);
+    const seen: string[] = [];
+    for (const subject of ["mesh.acme.events.>", "mesh.acme.task.*.events"]) nc.subscribe(subject, { callback: (e, m) => void (e ? undefined : seen.push(m.subject)) });
+    // Through the library the same: not found.
+    const attackerBus = await bus("acme", attackerId);
+    await expect(attackerBus.task(task.id)).rejects.toMatchObject({ code: "TASK_NOT_FOUND" });
+
+    // Under its own key it may file what it likes: a reader by id skips it.
     const completed: Task = {
       ...genuine,
       status: { state: "TASK_STATE_COMPLETED", timestamp: new Date().toISOString() },
       artifacts: [{ artifactId: "a", parts: [{ text: "forged result" }] }],
     };
-    // 1. Plain JSON, no envelope.
-    await js.publish(subject, enc.encode(JSON.stringify(completed)));
-    await expect(caller.task(task.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
-    // 2. Sealed by the attacker's own key: it is not one of the task's parties.
-    const attacker = new Envelopes(attackerId);
-    const asAttacker = (t: Task) => {
+    await js.publish(`$KV.mesh_acme_tasks.${attackerId.id}.${task.id}`, enc.encode(JSON.stringify(completed)));
+    expect((await agent.task(task.id)).status.state).toBe("TASK_STATE_WORKING");
+
+    // An agent may write any task's snapshot (it serves others' tasks), but
+    // not one of a capability it does not serve: readers refuse it however it is made.
+    const rogue = await raw(otherAgentId);
+    const rjs = jetstream(rogue);
+    const sealer = new Envelopes(otherAgentId);
+    const sealed = (t: Task) => {
       const body = enc.encode(JSON.stringify(t));
-      return js.publish(subject, body, { headers: attacker.seal(subject, body, { task: task.id }, [], { sign: true }) });
+      return rjs.publish(own, body, { headers: sealer.seal(own, body, { task: task.id }, [], { sign: true }) });
     };
-    await asAttacker(completed);
+    await rjs.publish(own, enc.encode(JSON.stringify(completed)));
     await expect(caller.task(task.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
-    // 3. ... nor does claiming to be the submitter help: the id names who submitted it.
-    await asAttacker({ ...completed, metadata: { ...completed.metadata, submitter: attackerId.id } });
+    await sealed(completed);
+    await expect(caller.task(task.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
+    await sealed({ ...completed, metadata: { ...completed.metadata, submitter: otherAgentId.id } });
     await expect(caller.task(task.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
     await expect(agent.task(task.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
-    // The task was never listed as completed: listings leave the forgery out.
     expect((await agent.tasks()).tasks.map((t) => t.id)).not.toContain(task.id);
 
     // The worker's next write goes over the forgery from the last snapshot it verified; the real result stands.
@@ -242,15 +270,16 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     const read = await caller.task(task.id);
     expect(read.status.state).toBe("TASK_STATE_COMPLETED");
     expect(read.artifacts[0]!.parts[0]!.text).toBe("done: real input");
+    // Nothing of the task reached the attacker's subscriptions.
+    expect(seen).toEqual([]);
 
     // Each refusal is in the audit stream, signed by the identity that refused it.
     const forged: AuditEntry[] = [];
     for await (const e of readAudit(admin, { from: 1, kinds: ["forged_snapshot"] })) {
       if (e.record.task === task.id) forged.push(e);
-      if (forged.some((f) => f.record.from === attackerId.id) && forged.some((f) => f.signer === agentId.id) && forged.some((f) => f.signer === callerId.id)) break;
+      if (forged.some((f) => f.record.from === otherAgentId.id) && forged.some((f) => f.signer === agentId.id) && forged.some((f) => f.signer === callerId.id)) break;
     }
     expect(forged.every((e) => e.verified && e.record.code === "BAD_SIGNATURE")).toBe(true);
-    expect(new Set(forged.map((e) => e.signer))).toEqual(new Set([callerId.id, agentId.id]));
   });
 
   it("revoking an identity closes its connections within seconds and refuses it afterwards", async () => {

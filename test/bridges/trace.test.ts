@@ -211,7 +211,7 @@ describe("trace context end to end", () => {
     const handle = await caller.submit("nobody.home", "wait");
     const incoming = newTrace();
     expect((await handle.cancel({ trace: { traceparent: incoming.traceparent } })).status.state).toBe("TASK_STATE_CANCELED");
-    const consumer = await jetstream(caller.nc).consumers.get(caller.subjects.stream("EVENTS"), { filter_subjects: caller.subjects.taskEvents(handle.id) });
+    const consumer = await jetstream(caller.nc).consumers.get(caller.subjects.stream("EVENTS"), { filter_subjects: caller.subjects.taskEventLog(caller.id, handle.id) });
     const last = await consumer.next({ expires: 2000 });
     expect(JSON.stringify(last?.json())).toContain("TASK_STATE_CANCELED");
     const carried = last?.headers?.get("traceparent");
@@ -335,7 +335,7 @@ describe("trace context end to end", () => {
       expect(spans.every((s) => s.status.code !== SpanStatusCode.ERROR)).toBe(true);
 
       // The task's events carry the handler's trace (the first WORKING status: the work item's, sent before the handler ran).
-      const consumer = await jetstream(plannerBus.nc).consumers.get(plannerBus.subjects.stream("EVENTS"), { filter_subjects: plannerBus.subjects.taskEvents(task.id) });
+      const consumer = await jetstream(plannerBus.nc).consumers.get(plannerBus.subjects.stream("EVENTS"), { filter_subjects: plannerBus.subjects.taskEventLogOfAny(task.id) });
       const carried: string[] = [];
       const messages = await consumer.consume();
       for await (const m of messages) {

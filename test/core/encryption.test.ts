@@ -64,10 +64,11 @@ class Sniffer {
 
 /** The `mesh_<t>_tasks` entry of a task, read raw through @nats-io/kv. */
 async function rawSnapshot(url: string, bus: Bus, taskId: string): Promise<string> {
+  // Keyed `<submitter>.<task>`: the bus submitted it.
   const nc = await natsConnect({ servers: url });
   try {
     const kv = await new Kvm(nc).open(bus.subjects.bucket("tasks"));
-    return (await kv.get(taskId))?.string() ?? "";
+    return (await kv.get(`${bus.id}.${taskId}`))?.string() ?? "";
   } finally {
     await nc.close();
   }
@@ -174,7 +175,7 @@ describe("end-to-end encryption", () => {
       const work = sniff.headers.find((h) => h.subject === caller.subjects.work("secret"));
       expect(work?.enc).toBe(E2E_SCHEME);
       expect(work?.to).toContain(hintOf(agentBus.id));
-      expect(sniff.headers.some((h) => h.subject === caller.subjects.taskEvents(handle.id))).toBe(true);
+      expect(sniff.headers.some((h) => h.subject === caller.subjects.taskEventLog(caller.id, handle.id))).toBe(true);
 
       // In the tasks bucket: encrypted parts, marked as such.
       const raw = await rawSnapshot(nats.server.url, caller, handle.id);

@@ -234,9 +234,9 @@ describe("task ownership", () => {
     expect((await owners.get(`${a.id}._.${handles[0]!.id}`))?.operation).toBe("PUT");
     expect((await owners.get(ownerKey(b.id, undefined, handles[2]!.id)))?.operation).toBe("PUT");
     // A snapshot that names A but was never filed under A is not in A's listing: the index is what A reads.
-    // (Written raw, it carries no envelope: reading it is refused.)
+    // (Written raw under A's key, it carries no envelope: reading it is refused.)
     const stray = { ...(await a.task(handles[0]!.id)), id: "fedcba9876543210fedcba9876543210" };
-    await kv.put(stray.id, JSON.stringify(stray));
+    await kv.put(`${a.id}.${stray.id}`, JSON.stringify(stray));
     await expect(a.task(stray.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
     expect(ids((await a.tasks()).tasks)).toEqual([handles[0]!.id, handles[1]!.id].sort());
     expect(ids((await b.tasks()).tasks)).toEqual([handles[2]!.id]);
