@@ -12,13 +12,13 @@ import { signRecord, type CapabilitySchemas, type PresenceBeat, type Registry } 
 import { validatorFor, type JsonSchema } from "./schema.js";
 import { checkCapability, type Subjects } from "./subjects.js";
 import { traceIdOf } from "./trace.js";
-import type { CallOptions } from "./bus.js";
-import { completeWith, runHandler, type ContextBase, type ContextSink } from "./context.js";
+import type { CallOptions } from "./options.js";
+import { completeWith, runHandler, type ContextBase, type ContextSink, type Handler } from "./context.js";
 import type { Durable } from "./durable.js";
 import type { Session } from "./session.js";
 import type { Task, TaskState } from "./task.js";
 import type { SubmitOptions, TaskHandle } from "./tasks.js";
-import { TaskWorker, type Handler, type WorkerOptions } from "./worker.js";
+import { TaskWorker, type WorkerOptions } from "./worker.js";
 import { INBOX_CAPABILITY, InboxReader, type InboxHandler } from "./inbox.js";
 
 /** One capability an agent offers: an A2A skill, plus optional JSON Schemas. */

@@ -19,7 +19,7 @@ import { Sessions, type Session } from "./session.js";
 import { taskIdBinds, taskRight, type Task } from "./task.js";
 import { TaskHandle, holdsTaskRights, listTasks, submit, type SubmitOptions, type Submitter, type TaskAccessOptions } from "./tasks.js";
 import type { TaskPage, TaskQuery } from "./taskstore.js";
-import type { Handler } from "./worker.js";
+import type { Handler } from "./context.js";
 import { AclStore } from "./aclstore.js";
 import { AUDIT_DEFAULTS, Auditor, type AuditRate } from "./audit.js";
 import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
@@ -37,7 +37,7 @@ import { SharedReplay } from "./replay.js";
 import type { Message } from "./protocol.js";
 import { Registry, type AgentEvent, type AgentInfo, type DiscoverQuery } from "./registry.js";
 import { Subjects, checkCapability } from "./subjects.js";
-import { SpanAttr, SpanKind, activeTracer, busSpan, endSpan, traceOf, traced, type TraceContext } from "./trace.js";
+import { SpanAttr, SpanKind, activeTracer, busSpan, endSpan, traceOf, traced } from "./trace.js";
 
 /** How the NATS connection authenticates (the bus identity signs envelopes either way). */
 export interface NatsAuth {
@@ -130,40 +130,9 @@ export interface BusObserver {
   call?(capability: string, ms: number, outcome: "ok" | "error" | ErrorCode): void;
 }
 
-/** Options of {@link Bus.call}. */
-export interface CallOptions extends Pick<EnvelopeMeta, "task" | "context" | "parent" | "depth"> {
-  /** Reply deadline, ms (default 30 000). */
-  timeout?: number;
-  signal?: AbortSignal;
-  /** Call this agent id rather than any replica of the capability. */
-  target?: string;
-  /** Trace to continue (otherwise a new trace starts). */
-  trace?: TraceContext;
-  /**
-   * Call a capability that another tenant exports to this one
-   * (`<root>.<tenant>.cap.<cap>`; the providing tenant's ACL must grant this
-   * identity). The call is signed, not MACed: this tenant's registry does
-   * not know the other's agents.
-   */
-  tenant?: string;
-  /**
-   * Encrypt the input end to end (`Mesh-Enc`): for `target`, else for every
-   * online provider of `cap` this identity's registry knows (every
-   * registered one when it knows none online), never a revoked one; the
-   * reply comes back encrypted for this identity. `NO_RESPONDERS` when no
-   * provider is registered; not available with `tenant`.
-   */
-  encrypt?: boolean;
-}
+import type { CallOptions, SendOptions } from "./options.js";
 
-/** Options of {@link Bus.send}. */
-export interface SendOptions {
-  context?: string;
-  task?: string;
-  trace?: TraceContext;
-  /** Encrypt the message end to end for the receiving agent (`Mesh-Enc`): the stream stores ciphertext. */
-  encrypt?: boolean;
-}
+export type { CallOptions, SendOptions };
 
 const enc = new TextEncoder();
 

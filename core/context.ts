@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { context as otelContext, trace, type Context, type Span } from "@opentelemetry/api";
-import type { CallOptions } from "./bus.js";
+import type { CallOptions } from "./options.js";
 import { AgentBusError } from "./errors.js";
 import type { Envelope } from "./envelope.js";
 import type { Logger } from "./log.js";
@@ -10,7 +10,6 @@ import type { Session } from "./session.js";
 import type { Task, TaskState } from "./task.js";
 import type { SubmitOptions, TaskHandle } from "./tasks.js";
 import { SpanAttr, SpanKind, activeTracer, childTrace, endSpan, endedUnsuccessfully, otelContextOf, startSpan, traceOfSpanContext, type TraceContext } from "./trace.js";
-import type { Handler } from "./worker.js";
 
 /** Options of {@link AgentContext.artifact}. */
 export interface ArtifactOptions {
@@ -22,6 +21,9 @@ export interface ArtifactOptions {
   lastChunk?: boolean;
   metadata?: Record<string, unknown>;
 }
+
+/** Handles one capability; the return value becomes the reply or the task's result. */
+export type Handler = (ctx: AgentContext) => Input | void | Promise<Input | void>;
 
 /**
  * What a handler gets, whether it runs as a fast call or as a durable task.

@@ -8,10 +8,9 @@ import {
   TaskStatusUpdateEvent as StatusEventCodec,
 } from "@a2a-js/sdk";
 import { RequestContext, ServerCallContext, type AgentExecutionEvent, type AgentExecutor, type ExecutionEventBus } from "@a2a-js/sdk/server";
-import { SINK, type AgentContext, type ContextSink } from "./context.js";
+import { SINK, type AgentContext, type ContextSink, type Handler } from "./context.js";
 import type { Message } from "./protocol.js";
 import type { TaskArtifactUpdateEvent, TaskStatusUpdateEvent } from "./task.js";
-import type { Handler } from "./worker.js";
 
 /**
  * An `ExecutionEventBus` whose events become the bus task's events. The
