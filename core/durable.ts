@@ -1,7 +1,7 @@
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import { Bucket, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { AgentBusError, isAgentBusError } from "./errors.js";
+import { AgentBusError, isAgentBusError, typedPayloadError } from "./errors.js";
 import { Header, type Envelopes } from "./envelope.js";
 import { ensureOwnersBucket, ensureTaskInfra, retryJs, type TaskInfraOptions } from "./infra.js";
 import { utf8 } from "./message.js";
@@ -75,7 +75,9 @@ export class Durable {
     const subject = this.subjects.taskEventLog(task.metadata.submitter, task.id);
     const body = Buffer.from(JSON.stringify(event));
     const headers = this.envelopes.seal(subject, body, { task: task.id, context: task.contextId, trace }, [task.metadata.submitter], { id: msgId });
-    const ack = await retryJs(() => this.js.publish(subject, body, { headers }));
+    const ack = await retryJs(() => this.js.publish(subject, body, { headers })).catch((err: unknown) => {
+      throw typedPayloadError(err, `an event of task ${task.id} (${body.length} bytes)`);
+    });
     return ack.seq;
   }
 

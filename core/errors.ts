@@ -61,3 +61,15 @@ export class AgentBusError extends Error {
 export function isAgentBusError(err: unknown, code?: ErrorCode): err is AgentBusError {
   return err instanceof AgentBusError && (code === undefined || err.code === code);
 }
+
+/**
+ * `err`, or `PAYLOAD_TOO_LARGE` naming `what` when it is the client's
+ * refusal of a message over the server's `max_payload`: for the paths that
+ * store messages, so the size limit is a typed, final error rather than a
+ * transport one.
+ */
+export function typedPayloadError(err: unknown, what: string): unknown {
+  const message = String((err as Error | undefined)?.message ?? err);
+  if (isAgentBusError(err) || !/max_payload/i.test(message)) return err;
+  return new AgentBusError("PAYLOAD_TOO_LARGE", `${what} exceeds the server's maximum message size (max_payload)`, { cause: err });
+}

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { finalEventId, taskKey, type Durable, type StoredEvent } from "./durable.js";
-import { AgentBusError } from "./errors.js";
+import { AgentBusError, typedPayloadError } from "./errors.js";
 import { E2E_SCHEME, taskBinding } from "./e2e.js";
 import { Header, replySubject, type EnvelopeMeta } from "./envelope.js";
 import { retryJs } from "./infra.js";
@@ -411,6 +411,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       history: [stored],
       metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }) },
     };
+    checkSize(s, task);
     if (!fresh) {
       const created = await s.durable.store.create(task, s.providers(cap));
       if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
@@ -451,6 +452,23 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   return handle; // running: the submit was a retry
 }
 
+/** Room left for headers (envelope, trace, JetStream's) below the server's `max_payload`. */
+const HEADER_ROOM = 8 * 1024;
+
+/**
+ * `PAYLOAD_TOO_LARGE` before anything is written when the new task's
+ * snapshot (which holds the input; the work item holds it as well) would
+ * not fit in one message: a task is accepted whole or not at all.
+ */
+function checkSize(s: Pick<Submitter, "nc">, task: Task): void {
+  const limit = s.nc.info?.max_payload;
+  if (!limit) return;
+  const bytes = Buffer.byteLength(JSON.stringify(task));
+  if (bytes > limit - HEADER_ROOM) {
+    throw new AgentBusError("PAYLOAD_TOO_LARGE", `task input of ${bytes} bytes (with its snapshot) exceeds what one message to this server may hold (${limit - HEADER_ROOM} bytes)`);
+  }
+}
+
 async function publishWork(s: Submitter, cap: string, message: unknown, task: Task, msgId: string, o: SubmitOptions, encryptFor?: string[]): Promise<void> {
   const subject = s.durable.subjects.work(cap);
   let body: Uint8Array = Buffer.from(JSON.stringify(message));
@@ -462,5 +480,7 @@ async function publishWork(s: Submitter, cap: string, message: unknown, task: Ta
   let headers;
   if (encryptFor) ({ headers, body } = s.durable.envelopes.sealEncrypted(subject, body, encryptFor, meta, s.providers(cap), { id: msgId, sign: true }));
   else headers = s.durable.envelopes.seal(subject, body, meta, s.providers(cap), { id: msgId, sign: true });
-  await retryJs(() => s.durable.js.publish(subject, body, { headers, msgID: msgId }));
+  await retryJs(() => s.durable.js.publish(subject, body, { headers, msgID: msgId })).catch((err: unknown) => {
+    throw typedPayloadError(err, `the work item of task ${task.id} (${body.length} bytes)`);
+  });
 }

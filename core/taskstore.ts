@@ -3,7 +3,7 @@ import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type JetStreamClie
 import type { KV } from "@nats-io/kv";
 import type { MsgHdrs } from "@nats-io/nats-core";
 import type { Envelopes } from "./envelope.js";
-import { AgentBusError, isAgentBusError } from "./errors.js";
+import { AgentBusError, isAgentBusError, typedPayloadError } from "./errors.js";
 import { retryJs } from "./infra.js";
 import { taskIdBinds, type Task, type TaskState } from "./task.js";
 
@@ -225,7 +225,9 @@ export class TaskStore {
     const parties = new Set([submitter, agent, ...macFor].filter((p): p is string => typeof p === "string" && p !== me));
     // Signed for any reader; MACed for the parties, who check the cheaper MAC.
     const headers = this.trust.envelopes.seal(subject, body, { task: task.id }, [...parties].slice(0, 8), { sign: true });
-    const ack = await retryJs(() => this.js.publish(subject, body, { headers, expect: { lastSubjectSequence: expected } }));
+    const ack = await retryJs(() => this.js.publish(subject, body, { headers, expect: { lastSubjectSequence: expected } })).catch((err: unknown) => {
+      throw typedPayloadError(err, `the snapshot of task ${task.id} (${body.length} bytes)`);
+    });
     return ack.seq;
   }
 

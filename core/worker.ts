@@ -1,19 +1,18 @@
 import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
-import { completeWith, runHandler, type AgentContext, type ArtifactOptions, type ContextBase, type ContextSink } from "./context.js";
+import { completeWith, runHandler, type ArtifactOptions, type ContextBase, type ContextSink, type Handler } from "./context.js";
 import { finalEventId, type Durable } from "./durable.js";
 import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
 import { Header, replySubject, type Envelope } from "./envelope.js";
 import { ensureConsumer, retryJs } from "./infra.js";
 import type { Logger } from "./log.js";
-import { parseMessage, structuredInput, toMessage, type Input } from "./message.js";
+import { parseMessage, structuredInput, toMessage } from "./message.js";
 import type { Message, Part } from "./protocol.js";
 import { applyEvent, canMove, isFinal, isTerminal, stateOf, statusNow, taskRight, type Task, type TaskEvent, type TaskState } from "./task.js";
 import type { Snapshot } from "./taskstore.js";
 import type { TraceContext } from "./trace.js";
 
-/** Handles one capability; the return value becomes the reply or the task's result. */
-export type Handler = (ctx: AgentContext) => Input | void | Promise<Input | void>;
+export type { Handler } from "./context.js";
 
 /** Tunables of the durable side of an agent. */
 export interface WorkerOptions {
@@ -375,7 +374,8 @@ class TaskRun implements ContextSink {
     this.#flushTimer = undefined;
     const acks = this.#acks.splice(0);
     const events = this.#pending.splice(0);
-    this.#chain = this.#chain.then(async () => {
+    // A write that failed (an oversize snapshot) fails its own flush only: the next one (the FAILED state) still runs.
+    this.#chain = this.#chain.catch(() => {}).then(async () => {
       await Promise.all(acks);
       if (events.length === 0) return;
       const { durable, agentId } = this.worker.host;

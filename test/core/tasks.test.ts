@@ -55,6 +55,33 @@ describe("durable tasks", () => {
     expect(await collect(handle.events({ fromSequence: a[4]!.sequence + 1 }))).toEqual([]);
   });
 
+  it("a task that outgrows one message fails visibly (PAYLOAD_TOO_LARGE) and its work item is acked; an oversize input is refused before anything is written", async () => {
+    const { agentBus, client } = await pair();
+    await agentBus.agent({ name: "big", skills: [{ id: "big" }] }, {
+      big: async (ctx) => (ctx.text === "huge artifact" ? "a".repeat(1_500_000) : "x".repeat(700_000)),
+    });
+    // Input and result fit one by one, not together in the snapshot.
+    const grown = await client.submit("big", "y".repeat(500_000));
+    const failed = await grown.result({ timeout: 20_000 });
+    expect(failed.status.state).toBe("TASK_STATE_FAILED");
+    expect(textOf(failed.status.message!)).toMatch(/^PAYLOAD_TOO_LARGE: the snapshot of task/);
+    expect((await client.task(grown.id)).status.state).toBe("TASK_STATE_FAILED");
+    // An artifact bigger than one message: its event cannot be stored either.
+    const huge = await client.submit("big", "huge artifact");
+    const failedToo = await huge.result({ timeout: 20_000 });
+    expect(failedToo.status.state).toBe("TASK_STATE_FAILED");
+    expect(textOf(failedToo.status.message!)).toMatch(/^PAYLOAD_TOO_LARGE: an event of task/);
+    // Both work items are gone from the queue (acked, not left for redelivery).
+    const jsm = await jetstreamManager(client.nc);
+    await eventually(async () => (await jsm.streams.info(client.subjects.stream("WORK"))).state.messages === 0, 5000);
+
+    // Over the server's limit at submit: refused, and nothing is stored.
+    const before = (await client.tasks()).totalSize;
+    await rejectsWith(client.submit("big", "z".repeat(1_100_000)), "PAYLOAD_TOO_LARGE");
+    expect((await client.tasks()).totalSize).toBe(before);
+    expect((await jsm.streams.info(client.subjects.stream("WORK"))).state.messages).toBe(0);
+  });
+
   it("follows a running task live", async () => {
     const { agentBus, client } = await pair();
     let release!: () => void;
