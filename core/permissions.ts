@@ -131,7 +131,10 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     `${p}.audit.>`,
     `${kv("sessions")}.>`,
     `${kv("owners")}.${input.id}.>`,
-    // Listing its own tasks: a pass over its own keys of the owner index.
+    // Listing its own tasks: a pass over its own snapshots, or (behind a bridge, per caller) its own keys of the owner index.
+    `$JS.API.CONSUMER.CREATE.${kvStream("tasks")}.*.${kv("tasks")}.${input.id}.>`,
+    `$JS.API.CONSUMER.DELETE.${kvStream("tasks")}.*`,
+    `$JS.API.CONSUMER.MSG.NEXT.${kvStream("tasks")}.*`,
     direct(kvStream("owners"), `${kv("owners")}.${input.id}.>`),
     `$JS.API.CONSUMER.CREATE.${kvStream("owners")}.*.${kv("owners")}.${input.id}.>`,
     `$JS.API.CONSUMER.DELETE.${kvStream("owners")}.*`,

@@ -272,31 +272,34 @@ export class TaskStore {
   }
 
   /**
-   * Files a new task under its submitter (and caller) in the owner index,
-   * so {@link listOwned} finds it without reading other snapshots. The
-   * entry ages out with the snapshot (same max age).
+   * Files a new task submitted for a caller (behind a bridge) under its
+   * submitter and caller in the owner index, so {@link listOwned} finds one
+   * caller's tasks without reading the submitter's others. The entry ages
+   * out with the snapshot (same max age). A task without a caller needs no
+   * entry: its snapshot's key already starts with its submitter.
    */
   async index(task: Task): Promise<void> {
     const { submitter, caller } = task.metadata;
-    await retryJs(() => this.owners.put(ownerKey(submitter, typeof caller === "string" ? caller : undefined, task.id), ""));
+    if (typeof caller !== "string") return;
+    await retryJs(() => this.owners.put(ownerKey(submitter, caller, task.id), ""));
   }
 
   /**
-   * Lists the tasks `submitter` filed in the owner index (only `caller`'s,
-   * when given), newest status first: one key listing of its own prefix,
-   * then one read per task, at most 64 at once. A task older than the index
-   * has no entry there and is not listed.
+   * Lists the tasks `submitter` submitted (only `caller`'s, when given),
+   * newest status first. Without a caller: one ordered pass over the
+   * snapshots under the submitter's own key prefix. With one: the owner
+   * index's keys for that caller, then one read per task, at most 64 at once.
    */
   async listOwned(submitter: string, caller: string | undefined, query: TaskQuery = {}): Promise<TaskPage> {
-    const prefix = caller === undefined ? submitter : ownerPrefix(submitter, caller);
+    if (caller === undefined) return this.list(query, (t) => t.metadata.submitter === submitter, `${submitter}.>`);
     const ids: string[] = [];
-    for await (const key of await retryJs(() => this.owners.keys(`${prefix}.>`))) ids.push(key.slice(key.lastIndexOf(".") + 1));
+    for await (const key of await retryJs(() => this.owners.keys(`${ownerPrefix(submitter, caller)}.>`))) ids.push(key.slice(key.lastIndexOf(".") + 1));
     const all: Task[] = [];
     for (let i = 0; i < ids.length; i += LIST_READS_IN_FLIGHT) {
       const read = await Promise.all(ids.slice(i, i + LIST_READS_IN_FLIGHT).map(async (id) => (await this.#read(id, submitter)).snapshot));
       for (const s of read) {
-        // Filed under this submitter, but the snapshot decides (and may have aged out first).
-        if (s && s.task.metadata.submitter === submitter && (caller === undefined || s.task.metadata.caller === caller) && matches(s.task, query)) all.push(s.task);
+        // Filed under this submitter and caller, but the snapshot decides (and may have aged out first).
+        if (s && s.task.metadata.submitter === submitter && s.task.metadata.caller === caller && matches(s.task, query)) all.push(s.task);
       }
     }
     return page(all, query);
@@ -306,17 +309,17 @@ export class TaskStore {
    * Lists snapshots that `visible` lets through, newest status first. Reads
    * the latest value of every task key in one ordered consumer pass (no
    * round trip per task), then filters and pages in memory: for identities
-   * that may see other submitters' tasks (see `bus.tasks`); a submitter's
-   * own tasks are listed through the owner index instead ({@link listOwned}).
+   * that may see other submitters' tasks (see `bus.tasks`), or, with
+   * `keys` (`<submitter>.>`), for one submitter's own ({@link listOwned}).
    */
-  async list(query: TaskQuery = {}, visible: (t: Task) => boolean = () => true): Promise<TaskPage> {
+  async list(query: TaskQuery = {}, visible: (t: Task) => boolean = () => true, keys = ">"): Promise<TaskPage> {
     const all: Task[] = [];
     const { streamInfo, bucket } = await this.kv.status();
     // Read up to the stream's end as of now: writes landing meanwhile may
     // keep `pending` above zero, and a quiet consumer ends the read too.
     const end = streamInfo.state.last_seq;
     const consumer = await this.js.consumers.get(streamInfo.config.name, {
-      filter_subjects: `$KV.${bucket}.>`,
+      filter_subjects: `$KV.${bucket}.${keys}`,
       deliver_policy: DeliverPolicy.LastPerSubject,
     });
     if (end > 0 && (await consumer.info()).num_pending > 0) {

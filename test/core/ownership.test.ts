@@ -9,6 +9,7 @@ import { connect as natsConnect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 import { AgentBusError, Header, type Bus, type StoredEvent, type Task } from "../../core/index.js";
 import { ownerKey } from "../../core/taskstore.js";
+import { taskIdBinds } from "../../core/task.js";
 import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
@@ -222,26 +223,27 @@ describe("task ownership", () => {
     expect(ids((await a.tasks()).tasks)).toEqual([parent.id]);
   });
 
-  it("new task ids carry 128 random bits; a submitter lists through its own owner index, not the tenant's snapshots", async () => {
+  it("new task ids carry 128 random bits and name their submitter; a submitter lists its own key prefix, not the tenant's snapshots", async () => {
     const { tenant, a, b } = await setup();
     const handles = await Promise.all([a.submit("echo", "1"), a.submit("echo", "2"), b.submit("echo", "3")]);
     for (const h of handles) expect(h.id).toMatch(/^[0-9a-f]{48}$/);
     expect(new Set(handles.map((h) => h.id)).size).toBe(3);
+    expect(handles.map((h, i) => taskIdBinds(h.id, i < 2 ? a.id : b.id))).toEqual([true, true, true]);
+    expect(taskIdBinds(handles[0]!.id, b.id)).toBe(false);
     await Promise.all(handles.map((h) => h.result()));
 
+    // Each snapshot is filed under its submitter; a task without a caller needs no owner-index entry.
     const kv = await new Kvm(a.nc).open(`mesh_${tenant}_tasks`);
+    const keys: string[] = [];
+    for await (const k of await kv.keys()) keys.push(k);
+    expect(keys.sort()).toEqual([`${a.id}.${handles[0]!.id}`, `${a.id}.${handles[1]!.id}`, `${b.id}.${handles[2]!.id}`].sort());
     const owners = await new Kvm(a.nc).open(`mesh_${tenant}_owners`);
-    expect((await owners.get(`${a.id}._.${handles[0]!.id}`))?.operation).toBe("PUT");
-    expect((await owners.get(ownerKey(b.id, undefined, handles[2]!.id)))?.operation).toBe("PUT");
-    // A snapshot that names A but was never filed under A is not in A's listing: the index is what A reads.
-    // (Written raw under A's key, it carries no envelope: reading it is refused.)
+    expect(await owners.get(ownerKey(a.id, undefined, handles[0]!.id))).toBeNull();
+    // A snapshot written raw under A's key carries no envelope: reading it is refused, and A's listing leaves it out.
     const stray = { ...(await a.task(handles[0]!.id)), id: "fedcba9876543210fedcba9876543210" };
     await kv.put(`${a.id}.${stray.id}`, JSON.stringify(stray));
     await expect(a.task(stray.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
     expect(ids((await a.tasks()).tasks)).toEqual([handles[0]!.id, handles[1]!.id].sort());
-    expect(ids((await b.tasks()).tasks)).toEqual([handles[2]!.id]);
-    // An index entry whose snapshot names someone else lists nothing either.
-    await owners.put(ownerKey(b.id, undefined, handles[0]!.id), "");
     expect(ids((await b.tasks()).tasks)).toEqual([handles[2]!.id]);
   });
 });
