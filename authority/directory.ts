@@ -6,7 +6,7 @@
  */
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Kvm, type KV } from "@nats-io/kv";
-import { AgentBusError, KvMirror, IdentityRoles, checkCapability, ensureBucket, isIdentityId, type IdentityRole } from "../core/index.js";
+import { AgentBusError, KvMirror, IdentityRoles, checkCapability, ensureBucket, isIdentityId, type IdentityRole } from "../core/internal.js";
 
 /** The directory bucket's name (in the `AUTH` account). */
 export const DIRECTORY_BUCKET = "agentbus_directory";

@@ -7,8 +7,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { AgentBusError } from "../core/index.js";
-import { schemaErrors, type JsonSchema } from "../core/schema.js";
+import { AgentBusError, schemaErrors, type JsonSchema } from "../core/internal.js";
 import { mcpGatewayConfigSchema, type McpGatewayConfig } from "../adapters/mcp/index.js";
 import { isLoopbackHost } from "../bridges/http/index.js";
 

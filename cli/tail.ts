@@ -1,6 +1,5 @@
 import { Command } from "commander";
-import type { Bus } from "../core/index.js";
-import { readAudit, type AuditEntry } from "../core/audit.js";
+import { readAudit, type AuditEntry, type Bus } from "../core/internal.js";
 import { EventReader } from "../bridges/monitor/events.js";
 import { describeEvent } from "./render.js";
 import { progress, quietOnClosedStdout, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";

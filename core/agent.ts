@@ -354,7 +354,8 @@ const reportedFailures = new WeakSet<Error>();
  * Outputs of a handler run as a fast call: artifacts and messages become the
  * reply's parts; a task-only ending (input required) or a failure is an error.
  */
-class CallSink implements ContextSink {
+/** A fast call's sink: artifacts and messages collected into the reply; a failure or a request for input is thrown. */
+export class CallSink implements ContextSink {
   readonly parts: Part[] = [];
   done = false;
 

@@ -10,6 +10,9 @@
  * const reply = await bus.call("echo", "hello");
  * ```
  */
+import * as infra from "./infra.js";
+import * as mirrors from "./kvmirror.js";
+
 export { connect, Bus, type ConnectOptions, type CallOptions, type SendOptions, type NatsAuth } from "./bus.js";
 export { Agent, cardOf, type AgentSpec, type SkillSpec, type AgentOptions, type Handler } from "./agent.js";
 export type { AgentContext, ArtifactOptions } from "./context.js";
@@ -40,8 +43,27 @@ export { featuresOf, compareVersions, type ServerFeatures } from "./features.js"
 export { createLogger, type Logger } from "./log.js";
 export type { Message, Part, Role, AgentCard, AgentSkill, AgentCapabilities, AgentInterface, AgentExtension } from "./protocol.js";
 export type { JsonSchema } from "./schema.js";
-/** Infrastructure helpers for bridges and adapters built on the bus (create-or-verify streams, buckets, consumers; KV mirrors). */
-export { ensureBucket, ensureStream, ensureConsumer, ensurePushBucket, retryJs } from "./infra.js";
-export { KvMirror, KvWatch, type Mirrored } from "./kvmirror.js";
+export type { Mirrored } from "./kvmirror.js";
+
+// Infrastructure for adapter and bridge authors: it lives in `agentbus/internal`.
+// These names stay here for programs written against earlier versions.
+/** @deprecated Import from `agentbus/internal`. */
+export const ensureBucket = infra.ensureBucket;
+/** @deprecated Import from `agentbus/internal`. */
+export const ensureStream = infra.ensureStream;
+/** @deprecated Import from `agentbus/internal`. */
+export const ensureConsumer = infra.ensureConsumer;
+/** @deprecated Import from `agentbus/internal`. */
+export const ensurePushBucket = infra.ensurePushBucket;
+/** @deprecated Import from `agentbus/internal`. */
+export const retryJs = infra.retryJs;
+/** @deprecated Import from `agentbus/internal`. */
+export const KvMirror = mirrors.KvMirror;
+/** @deprecated Import from `agentbus/internal`. */
+export type KvMirror<T> = mirrors.KvMirror<T>;
+/** @deprecated Import from `agentbus/internal`. */
+export const KvWatch = mirrors.KvWatch;
+/** @deprecated Import from `agentbus/internal`. */
+export type KvWatch = mirrors.KvWatch;
 export { readAudit, verifyAuditRecord, type AuditEntry, type ReadAuditOptions } from "./audit.js";
 export { rolePermissions, grantedCapabilities, inboxPrefixOf, IdentityRoles, type IdentityRole, type NatsPermissions, type PermissionInput, type ImportedCapability } from "./permissions.js";

@@ -5,8 +5,7 @@ import {
   StreamResponse as StreamResponseCodec,
 } from "@a2a-js/sdk";
 import { ClientFactory, type Client } from "@a2a-js/sdk/client";
-import { AgentBusError, type Agent, type AgentCard, type AgentContext, type Bus, type Handler, type Message, type TaskEvent, type Task, type WorkerOptions } from "../../core/index.js";
-import { SpanAttr, SpanKind, traceHeaders, traced } from "../../core/trace.js";
+import { AgentBusError, SpanAttr, SpanKind, traced, traceHeaders, type Agent, type AgentCard, type AgentContext, type Bus, type Handler, type Message, type Task, type TaskEvent, type WorkerOptions } from "../../core/internal.js";
 
 /** Options of {@link joinRemoteAgent}. */
 export interface RemoteA2AOptions {

@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
 import CircuitBreaker from "opossum";
 import { EventSourceParserStream } from "eventsource-parser/stream";
-import { AgentBusError, type Agent, type AgentContext, type AgentSpec, type Bus, type Handler, type Part, type WorkerOptions } from "../../core/index.js";
-import { SpanAttr, SpanKind, traceHeaders, traced } from "../../core/trace.js";
+import { AgentBusError, SpanAttr, SpanKind, traced, traceHeaders, type Agent, type AgentContext, type AgentSpec, type Bus, type Handler, type Part, type WorkerOptions } from "../../core/internal.js";
 
 /** Circuit breaker settings of {@link serveHttp} (opossum). */
 export interface HttpBreakerOptions {

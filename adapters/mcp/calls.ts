@@ -1,9 +1,8 @@
 import type { Progress } from "@modelcontextprotocol/sdk/types.js";
-import { AgentBusError, type Bus, type Handler } from "../../core/index.js";
+import { AgentBusError, SpanAttr, SpanKind, traced, type Bus, type Handler } from "../../core/internal.js";
 import type { ServerBreaker } from "./breaker.js";
 import { describe, failureKind, type FailureKind } from "./failures.js";
 import { withCallTrace, type ServerLink } from "./link.js";
-import { SpanAttr, SpanKind, traced } from "../../core/trace.js";
 import type { MappedTool } from "./names.js";
 import { errorTextOf, partsOf } from "./results.js";
 

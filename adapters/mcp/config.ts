@@ -1,5 +1,4 @@
-import { AgentBusError, type JsonSchema, type WorkerOptions } from "../../core/index.js";
-import { validatorFor } from "../../core/schema.js";
+import { AgentBusError, validatorFor, type JsonSchema, type WorkerOptions } from "../../core/internal.js";
 
 /** An MCP server the gateway starts as a child process and talks to over stdio. */
 export interface StdioServerConfig {

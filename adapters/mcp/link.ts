@@ -4,8 +4,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { StreamableHTTPClientTransport, StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ToolListChangedNotificationSchema, type CallToolResult, type Progress, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import type { FetchLike } from "@modelcontextprotocol/sdk/shared/transport.js";
-import { AgentBusError, type Logger } from "../../core/index.js";
-import { traceHeaders, type TraceContext } from "../../core/trace.js";
+import { AgentBusError, traceHeaders, type Logger, type TraceContext } from "../../core/internal.js";
 import { isStdio, type McpRestartOptions, type McpServerConfig } from "./config.js";
 import { countsAgainstServer, describe, failureKind } from "./failures.js";
 

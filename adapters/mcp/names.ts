@@ -1,6 +1,5 @@
 import type { Tool } from "@modelcontextprotocol/sdk/types.js";
-import type { JsonSchema } from "../../core/index.js";
-import { validatorFor } from "../../core/schema.js";
+import { validatorFor, type JsonSchema } from "../../core/internal.js";
 
 /** A server's tool as a bus capability. */
 export interface MappedTool {

@@ -26,8 +26,7 @@ import {
 import type { PushConfig, PushNotifications } from "./push.js";
 import { ExtendedAgentCardNotConfiguredError, PushNotificationNotSupportedError, RequestMalformedError, TaskNotCancelableError, TaskNotFoundError } from "@a2a-js/sdk/errors";
 import type { A2ARequestHandler } from "@a2a-js/sdk/server";
-import { isAgentBusError, isFinal, type AgentCard, type Bus, type Message, type StoredEvent, type Task, type TaskHandle, type TaskState } from "../../core/index.js";
-import { SpanAttr, type Traced } from "../../core/trace.js";
+import { isAgentBusError, isFinal, SpanAttr, type AgentCard, type Bus, type Message, type StoredEvent, type Task, type TaskHandle, type TaskState, type Traced } from "../../core/internal.js";
 
 /** Bus internals that A2A callers need not see. */
 function toSdkTask(task: Task): SdkTask {

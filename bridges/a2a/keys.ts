@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { validatorFor } from "../../core/schema.js";
+import { validatorFor } from "../../core/internal.js";
 
 /** One entry of an API keys file: the key's SHA-256, and who a request with it acts as. */
 export interface ApiKeyConfig {

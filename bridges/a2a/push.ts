@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { Header, KvMirror, ensurePushBucket, ensureConsumer, retryJs, type Bus, type TaskEvent } from "../../core/index.js";
-import { SpanAttr, SpanKind, traceHeaders, traced, type TraceContext } from "../../core/trace.js";
+import { ensureConsumer, ensurePushBucket, Header, KvMirror, retryJs, SpanAttr, SpanKind, traced, traceHeaders, type Bus, type TaskEvent, type TraceContext } from "../../core/internal.js";
 
 /** A push notification config as stored in `mesh_<t>_push` under `<task>.<id>` (A2A v1.0 JSON form). */
 export interface PushConfig {

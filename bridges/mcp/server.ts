@@ -1,9 +1,7 @@
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError, type CallToolResult, type ServerNotification, type ServerRequest, type Tool } from "@modelcontextprotocol/sdk/types.js";
-import { isAgentBusError, textOf, type AgentInfo, type Bus, type JsonSchema, type Message, type Task, type TaskHandle, type Logger, isFinal } from "../../core/index.js";
-import { validatorFor } from "../../core/schema.js";
-import { SpanAttr, SpanKind, traceFromHeaders, traced, type TraceContext } from "../../core/trace.js";
+import { isAgentBusError, isFinal, SpanAttr, SpanKind, textOf, traced, traceFromHeaders, validatorFor, type AgentInfo, type Bus, type JsonSchema, type Logger, type Message, type Task, type TaskHandle, type TraceContext } from "../../core/internal.js";
 
 /** The input schema of a capability that declares none: one text argument. */
 export const DEFAULT_INPUT_SCHEMA = { type: "object", properties: { text: { type: "string", description: "the request, in words" } }, required: ["text"] } as const;

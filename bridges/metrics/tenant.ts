@@ -1,7 +1,7 @@
 import { jetstream, type JsMsg } from "@nats-io/jetstream";
 import type { Msg, Subscription } from "@nats-io/nats-core";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { isErrorCode, isTerminal, retryJs, type Bus, type TaskState } from "../../core/index.js";
+import { isErrorCode, isTerminal, retryJs, type Bus, type TaskState } from "../../core/internal.js";
 import { EventReader, type Feed, type MonitorEvent } from "../monitor/events.js";
 import { readStream, type Reading } from "../monitor/reading.js";
 import { BoundedLabel, Lru } from "./labels.js";

@@ -1,5 +1,5 @@
 import { jetstream, type JsMsg } from "@nats-io/jetstream";
-import { Header, endsFollow, isAgentBusError, retryJs, type Bus, type TaskEvent, type TaskState } from "../../core/index.js";
+import { Header, endsFollow, isAgentBusError, retryJs, type Bus, type TaskEvent, type TaskState } from "../../core/internal.js";
 import { readStream, type Reading } from "./reading.js";
 
 /**

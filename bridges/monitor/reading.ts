@@ -1,5 +1,5 @@
 import { DeliverPolicy, jetstream, type ConsumerMessages } from "@nats-io/jetstream";
-import { retryJs, type Bus } from "../../core/index.js";
+import { retryJs, type Bus } from "../../core/internal.js";
 
 /** A stream being read by an ordered consumer; `stop` also deletes the consumer on the server. */
 export interface Reading {

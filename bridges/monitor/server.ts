@@ -2,9 +2,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { AgentBusError, isAgentBusError, type AgentInfo, type Bus, type ErrorCode, type Input, type TaskState } from "../../core/index.js";
+import { AgentBusError, isAgentBusError, SpanAttr, SpanKind, traced, traceFromHeaders, type AgentInfo, type Bus, type ErrorCode, type Input, type TaskState } from "../../core/internal.js";
 import { API_KEY_HEADER, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
-import { SpanAttr, SpanKind, traceFromHeaders, traced } from "../../core/trace.js";
 import { EventReader, type Feed } from "./events.js";
 import { relaySse, type SseSource } from "./sse.js";
 

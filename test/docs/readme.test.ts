@@ -8,6 +8,20 @@ import { useNatsServer } from "../helpers/nats.js";
 
 const readme = readFileSync(fileURLToPath(new URL("../../README.md", import.meta.url)), "utf8");
 const core = pathToFileURL(fileURLToPath(new URL("../../core/index.ts", import.meta.url))).href;
+const testing = pathToFileURL(fileURLToPath(new URL("../../core/testing.ts", import.meta.url))).href;
+
+/** Runs TypeScript source as a file of its own (tsx); its exit code and output. */
+async function runExample(code: string): Promise<{ exit: number | null; stdout: string; stderr: string }> {
+  const file = join(mkdtempSync(join(tmpdir(), "agentbus-readme-")), "example.mts");
+  writeFileSync(file, code);
+  const child = spawn(process.execPath, ["--import", import.meta.resolve("tsx"), file], { env: { ...process.env, AGENTBUS_LOG_LEVEL: "warn" } });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += String(d)));
+  child.stderr.on("data", (d) => (stderr += String(d)));
+  const exit = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+  return { exit, stdout, stderr };
+}
 
 /** The first TypeScript block after `marker` in README.md. */
 function exampleAfter(marker: string): string {
@@ -25,18 +39,18 @@ describe("README.md", () => {
     const code = exampleAfter("An agent and a caller, in one file:")
       .replace('from "agentbus"', `from ${JSON.stringify(core)}`)
       .replace('"nats://127.0.0.1:4222"', JSON.stringify(nats.server.url));
-    const file = join(mkdtempSync(join(tmpdir(), "agentbus-readme-")), "example.mts");
-    writeFileSync(file, code);
-    const tsx = import.meta.resolve("tsx");
-    const child = spawn(process.execPath, ["--import", tsx, file], { env: { ...process.env, AGENTBUS_LOG_LEVEL: "warn" } });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += String(d)));
-    child.stderr.on("data", (d) => (stderr += String(d)));
-    const code_ = await new Promise<number | null>((resolve) => child.on("exit", resolve));
-    expect(code_, stderr).toBe(0);
+    const { exit, stdout, stderr } = await runExample(code);
+    expect(exit, stderr).toBe(0);
     expect(stdout).toContain("hello, Ada");
     expect(stdout).toContain("hello, Grace");
     expect(stdout).toContain("TASK_STATE_COMPLETED");
+  }, 60_000);
+
+  it("the testing example runs as written and prints what its comments say", async () => {
+    const code = exampleAfter("### Testing a handler without NATS").replace('from "agentbus/testing"', `from ${JSON.stringify(testing)}`);
+    const { exit, stdout, stderr } = await runExample(code);
+    expect(exit, stderr).toBe(0);
+    expect(stdout).toContain("TASK_STATE_COMPLETED summary of dragons: 3 facts about dragons");
+    expect(stdout).toContain("3 [ 'lookup' ]");
   }, 60_000);
 });

@@ -1,0 +1,19 @@
+/**
+ * agentbus for adapter and bridge authors: everything the user API
+ * (`agentbus`) exports, plus what the built-in adapters and bridges are
+ * made of and nobody else needs: spans for the hops they add
+ * (OpenTelemetry, free when no SDK is registered), JSON Schema validation,
+ * create-or-verify JetStream infrastructure, KV mirrors. Import from
+ * `agentbus/internal`; every name here is public API, pinned by a test, and
+ * changes with the same care as `agentbus` itself.
+ *
+ * @example
+ * ```ts
+ * import { connect, traced, SpanKind, SpanAttr, validatorFor } from "agentbus/internal";
+ * ```
+ */
+export * from "./index.js";
+export { SpanAttr, SpanKind, traced, type Traced } from "./trace.js";
+export { validatorFor, schemaErrors } from "./schema.js";
+export { ensureBucket, ensureStream, ensureConsumer, ensurePushBucket, retryJs } from "./infra.js";
+export { KvMirror, KvWatch, type Mirrored, type MirrorListener } from "./kvmirror.js";
