@@ -1,6 +1,6 @@
 import { Command } from "commander";
 import { readAudit, type AuditEntry, type Bus } from "../core/internal.js";
-import { EventReader } from "../bridges/monitor/events.js";
+import { EventReader } from "../bridges/events/index.js";
 import { describeEvent } from "./render.js";
 import { progress, quietOnClosedStdout, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
 

@@ -1,5 +1,5 @@
 import { API_KEY_HEADER, type Edge } from "../http/index.js";
-import { discoveryUrl } from "../http/oidc.js";
+import { discoveryUrl } from "../http/index.js";
 
 // API keys live in the shared HTTP edge; these names stay importable from here.
 export { hashApiKey, findKey, presentedKey, API_KEY_HEADER, type ApiKeyEntry } from "../http/index.js";

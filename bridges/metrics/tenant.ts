@@ -2,8 +2,7 @@ import { jetstream, type JsMsg } from "@nats-io/jetstream";
 import type { Msg, Subscription } from "@nats-io/nats-core";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { isErrorCode, isTerminal, retryJs, type Bus, type TaskState } from "../../core/internal.js";
-import { EventReader, type Feed, type MonitorEvent } from "../monitor/events.js";
-import { readStream, type Reading } from "../monitor/reading.js";
+import { EventReader, readStream, type Feed, type MonitorEvent, type Reading } from "../events/index.js";
 import { BoundedLabel, Lru } from "./labels.js";
 
 /** Label value of a task whose capability could not be read (snapshot gone). */

@@ -12,4 +12,4 @@
  * ```
  */
 export { monitor, type MonitorOptions, type MonitorError, type MonitorErrorCode } from "./server.js";
-export { EventReader, type MonitorEvent, type EventFilter, type Feed } from "./events.js";
+export { EventReader, type MonitorEvent, type EventFilter, type Feed } from "../events/index.js";

@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { AgentBusError, isAgentBusError, SpanAttr, SpanKind, traced, traceFromHeaders, type AgentInfo, type Bus, type ErrorCode, type Input, type TaskState } from "../../core/internal.js";
 import { API_KEY_HEADER, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
-import { EventReader, type Feed } from "./events.js";
+import { EventReader, type Feed } from "../events/index.js";
 import { relaySse, type SseSource } from "./sse.js";
 
 /**

@@ -79,4 +79,19 @@ describe("module graph", () => {
     expect(graph.size).toBeGreaterThan(100);
     expect(cycles(graph)).toEqual([]);
   });
+
+  it("bridges import no other bridge, only the shared entries (bridges/http, bridges/events); the gateway assembles them", () => {
+    const shared = new Set(["bridges/http/index.ts", "bridges/events/index.ts"]);
+    const crossings: string[] = [];
+    for (const [file, targets] of moduleGraph()) {
+      const from = relative(root, file);
+      const own = /^bridges\/([^/]+)\//.exec(from)?.[1];
+      if (!own || own === "gateway") continue;
+      for (const target of targets.map((t) => relative(root, t))) {
+        const other = /^bridges\/([^/]+)\//.exec(target)?.[1];
+        if (other && other !== own && !shared.has(target)) crossings.push(`${from} → ${target}`);
+      }
+    }
+    expect(crossings).toEqual([]);
+  });
 });
