@@ -378,6 +378,6 @@ export function mcp(): Command {
 /** Maps an error to the documented exit code. */
 export function exitCodeOf(err: unknown): number {
   if (isAgentBusError(err, "UNAVAILABLE")) return Exit.connection;
-  if (isAgentBusError(err, "INVALID_INPUT")) return Exit.usage;
+  if (isAgentBusError(err, "INVALID_INPUT") || isAgentBusError(err, "MISUSE")) return Exit.usage;
   return Exit.taskFailed;
 }

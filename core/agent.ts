@@ -3,7 +3,7 @@ import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
 import type { KV } from "@nats-io/kv";
 import { randomUUID } from "node:crypto";
 import type { AclStore } from "./aclstore.js";
-import { AgentBusError, isAgentBusError } from "./errors.js";
+import { AgentBusError, errorInfo, isAgentBusError } from "./errors.js";
 import { Header, replySubject, type Envelope, type Envelopes } from "./envelope.js";
 import type { Logger } from "./log.js";
 import { parseMessage, structuredInput, toMessage, type Input } from "./message.js";
@@ -147,11 +147,11 @@ export class Agent {
     for (const skill of spec.skills) {
       checkCapability(skill.id);
       const handler = handlers[skill.id];
-      if (!handler) throw new AgentBusError("INVALID_INPUT", `no handler for capability ${skill.id}`);
+      if (!handler) throw new AgentBusError("MISUSE", `no handler for capability ${skill.id}`);
       this.#handlers.set(skill.id, { handler, validate: skill.inputSchema && validatorFor(skill.inputSchema) });
     }
     for (const cap of Object.keys(handlers)) {
-      if (!this.#handlers.has(cap)) throw new AgentBusError("INVALID_INPUT", `handler ${cap} has no skill in the card`);
+      if (!this.#handlers.has(cap)) throw new AgentBusError("MISUSE", `handler ${cap} has no skill in the card`);
     }
   }
 
@@ -317,7 +317,7 @@ export class Agent {
     if (env?.enc === undefined) headers = this.#host.envelopes.seal(subject, body, meta, env ? [env.from] : undefined);
     // The reason may quote the input: encrypted for the (verified) caller, as a reply would be.
     else ({ headers, body } = this.#host.envelopes.sealEncrypted(subject, body, [env.from], meta, [env.from]));
-    msg.respondError(e.code === "HANDLER_FAILED" ? 500 : 400, e.code, body, { headers });
+    msg.respondError(errorInfo(e.code).status, e.code, body, { headers });
   }
 
   /**

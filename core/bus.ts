@@ -385,7 +385,7 @@ export class Bus {
    * online), never a revoked identity.
    */
   #callRecipients(cap: string, target: string | undefined, foreign: boolean): string[] {
-    if (foreign) throw new AgentBusError("INVALID_INPUT", "encrypt is not available for another tenant's capability: its providers are not in this tenant's registry");
+    if (foreign) throw new AgentBusError("MISUSE", "encrypt is not available for another tenant's capability: its providers are not in this tenant's registry");
     if (target) {
       if (this.isRevoked(target)) throw new AgentBusError("REVOKED", `${target} is revoked: nothing is encrypted for it`);
       return [target];
@@ -454,7 +454,7 @@ export class Bus {
     // The registry, the agent's subjects and its inbox are keyed by identity:
     // a second agent on the same connection would overwrite the first.
     if ([...this.#agents].some((a) => a !== options?.replaces)) {
-      throw new AgentBusError("INVALID_INPUT", "this connection already runs an agent; connect again with another identity for another agent (give it all its skills, or stop the first)");
+      throw new AgentBusError("MISUSE", "this connection already runs an agent; connect again with another identity for another agent (give it all its skills, or stop the first)");
     }
     const agent = await Agent.start(this.#host(), spec, handlers, options);
     this.#agents.add(agent);

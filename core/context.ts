@@ -240,7 +240,7 @@ class HandlerContext implements AgentContext {
     this.history = base.task?.history ?? [];
     this.signal = base.signal;
     this.session = <T extends Record<string, unknown>>() => {
-      if (!contextId) return Promise.reject(new AgentBusError("INVALID_INPUT", "no contextId: sessions belong to an A2A context"));
+      if (!contextId) return Promise.reject(new AgentBusError("MISUSE", "no contextId: sessions belong to an A2A context"));
       return base.session<T>(contextId);
     };
     // base.call and base.submit carry the envelope's trace; ours differs with a span (or when the caller sent none).

@@ -1,39 +1,71 @@
+/** What one error code means for the bus: where it goes and what follows from it. */
+export interface ErrorCodeInfo {
+  /**
+   * It travels on the wire: in `Mesh-Error-Code` and the `{code, message}`
+   * body of an error reply, in a failed task's reason. A code that does not
+   * (a local condition, or a program's misuse of the library) is thrown to
+   * the caller in this process only.
+   */
+  wire: boolean;
+  /**
+   * Trying again may succeed: a caller may retry, and a worker retries a
+   * task whose handler ended with it (backoff, then dead-letter). A task
+   * whose handler ends with a code that is not retryable fails at once; a
+   * local one (`wire: false`) is dead-lettered at once too, so the task can
+   * be replayed once the agent is fixed.
+   */
+  retryable: boolean;
+  /** Refusals with this code are written to the audit stream (kind: the code in lower case). */
+  audited: boolean;
+  /** The NATS micro service error status of a reply with this code (`Nats-Service-Error-Code`). */
+  status: 400 | 500;
+  /** What it means, in one line. */
+  meaning: string;
+}
+
 /**
- * Stable error codes. They travel on the wire (`Mesh-Error-Code` header and
- * the `{code, message}` JSON body of an error reply), so they never change
- * meaning once published.
+ * Every error code, with what it means (see {@link ErrorCodeInfo}). Codes
+ * on the wire never change meaning once published; new ones are added at
+ * the end.
  */
-export const ErrorCodes = [
-  "NO_RESPONDERS",
-  "TIMEOUT",
-  "CANCELLED",
-  "DENIED",
-  "UNSIGNED",
-  "UNKNOWN_SENDER",
-  "BAD_SIGNATURE",
-  "REPLAYED",
-  "EXPIRED",
-  "REVOKED",
-  "INVALID_INPUT",
-  "PAYLOAD_TOO_LARGE",
-  "DEPTH_EXCEEDED",
-  "HANDLER_FAILED",
-  "UNAVAILABLE",
-  "CLOSED",
-  "CONFIG_MISMATCH",
-  "SERVER_TOO_OLD",
-  "TASK_NOT_FOUND",
-  "NOT_CANCELABLE",
-  "TASK_FINISHED",
-  "NOT_RECIPIENT",
-] as const;
+export const ErrorTable = {
+  NO_RESPONDERS: { wire: true, retryable: true, audited: false, status: 400, meaning: "nothing serves the capability or agent called" },
+  TIMEOUT: { wire: true, retryable: true, audited: false, status: 400, meaning: "no answer within the deadline" },
+  CANCELLED: { wire: true, retryable: true, audited: false, status: 400, meaning: "the call or wait was aborted by its caller" },
+  DENIED: { wire: true, retryable: false, audited: true, status: 400, meaning: "the ACL does not grant the sender this capability" },
+  UNSIGNED: { wire: true, retryable: false, audited: true, status: 400, meaning: "the message carries no valid envelope" },
+  UNKNOWN_SENDER: { wire: true, retryable: false, audited: true, status: 400, meaning: "the sender is not an identity this tenant knows" },
+  BAD_SIGNATURE: { wire: true, retryable: false, audited: true, status: 400, meaning: "a signature or MAC does not verify, or a stored record was not written by its parties" },
+  REPLAYED: { wire: true, retryable: false, audited: true, status: 400, meaning: "this message was already received" },
+  EXPIRED: { wire: true, retryable: false, audited: true, status: 400, meaning: "the message's time is outside the accepted window" },
+  REVOKED: { wire: true, retryable: false, audited: true, status: 400, meaning: "the sender's key is revoked" },
+  INVALID_INPUT: { wire: true, retryable: false, audited: false, status: 400, meaning: "the input or a request's parameters are malformed or do not match the schema" },
+  PAYLOAD_TOO_LARGE: { wire: true, retryable: false, audited: true, status: 400, meaning: "a message or stored record exceeds the size limit" },
+  DEPTH_EXCEEDED: { wire: true, retryable: false, audited: true, status: 400, meaning: "agent-to-agent calls nested deeper than the limit" },
+  HANDLER_FAILED: { wire: true, retryable: true, audited: false, status: 500, meaning: "the handler threw, or failed or rejected the call" },
+  UNAVAILABLE: { wire: true, retryable: true, audited: true, status: 400, meaning: "a server, stream or dependency cannot be reached now" },
+  CLOSED: { wire: false, retryable: true, audited: false, status: 400, meaning: "this bus connection is closed (another may go on)" },
+  CONFIG_MISMATCH: { wire: false, retryable: false, audited: false, status: 400, meaning: "an existing stream, bucket or consumer has other settings than asked" },
+  SERVER_TOO_OLD: { wire: false, retryable: false, audited: false, status: 400, meaning: "the connected nats-server lacks a feature this needs" },
+  TASK_NOT_FOUND: { wire: true, retryable: false, audited: false, status: 400, meaning: "no such task, or not one this identity may see" },
+  NOT_CANCELABLE: { wire: true, retryable: false, audited: false, status: 400, meaning: "the task already ended" },
+  TASK_FINISHED: { wire: true, retryable: false, audited: false, status: 400, meaning: "the task ended: it takes no more input or events" },
+  NOT_RECIPIENT: { wire: true, retryable: true, audited: false, status: 400, meaning: "end-to-end encrypted content holds no key for this identity (another replica may have one)" },
+  MISUSE: { wire: false, retryable: false, audited: false, status: 400, meaning: "the library was called in a way it does not allow: a fault in the calling program, not in its input" },
+} as const satisfies Record<string, ErrorCodeInfo>;
+
+/** The error codes, in {@link ErrorTable}'s order. */
+export const ErrorCodes = Object.keys(ErrorTable) as Array<keyof typeof ErrorTable>;
 
 /** One of {@link ErrorCodes}. */
-export type ErrorCode = (typeof ErrorCodes)[number];
+export type ErrorCode = keyof typeof ErrorTable;
 
 const known = new Set<string>(ErrorCodes);
 
-/** True when `code` is one of the published {@link ErrorCodes}. */
+/** What `code` means (see {@link ErrorTable}). */
+export const errorInfo = (code: ErrorCode): ErrorCodeInfo => ErrorTable[code];
+
+/** True when `code` is one of the {@link ErrorCodes}. */
 export function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === "string" && known.has(code);
 }

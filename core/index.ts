@@ -23,7 +23,7 @@ export type { StoredEvent } from "./durable.js";
 export { isTerminal, isInterrupted, isFinal, endsFollow, stateOf, taskRight, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./task.js";
 export { Session, type SessionEntry } from "./session.js";
 export { INBOX_CAPABILITY, type InboxHandler, type InboxMessage, type SendReceipt } from "./inbox.js";
-export { AgentBusError, ErrorCodes, isAgentBusError, isErrorCode, type ErrorCode } from "./errors.js";
+export { AgentBusError, ErrorCodes, ErrorTable, errorInfo, isAgentBusError, isErrorCode, type ErrorCode, type ErrorCodeInfo } from "./errors.js";
 export { Identity, verifySignature, isIdentityId } from "./identity.js";
 export { Envelopes, Header, type Envelope, type EnvelopeMeta, type EnvelopeOptions } from "./envelope.js";
 export { E2E, E2E_SCHEME, MAX_E2E_RECIPIENTS, ENCRYPTED_MEDIA_TYPE, EncryptedPartKey, isEncryptedPart, type Sealed } from "./e2e.js";

@@ -36,7 +36,7 @@ function rotationBytes(tenant: string, from: string, to: string, at: number): Ui
  * applies it with `bus.rotateIdentity(proof)` (or `agentbus identity rotate`).
  */
 export function proveRotation(from: Identity, to: Identity, tenant: string, at = Date.now()): RotationProof {
-  if (from.id === to.id) throw new AgentBusError("INVALID_INPUT", "a rotation needs a new key");
+  if (from.id === to.id) throw new AgentBusError("MISUSE", "a rotation needs a new key");
   const bytes = rotationBytes(tenant, from.id, to.id, at);
   const b64 = (sig: Uint8Array) => Buffer.from(sig).toString("base64url");
   return { from: from.id, to: to.id, at, fromSig: b64(from.sign(bytes)), toSig: b64(to.sign(bytes)) };

@@ -94,21 +94,21 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
  */
 function encode(contextId: string, value: unknown): string {
   if (!isPlainObject(value)) {
-    throw new AgentBusError("INVALID_INPUT", `session ${contextId}: value must be a JSON object, got ${describe(value)}`);
+    throw new AgentBusError("MISUSE", `session ${contextId}: value must be a JSON object, got ${describe(value)}`);
   }
   let json: string | undefined;
   try {
     json = JSON.stringify(value);
   } catch (err) {
     // Cycles and BigInt values cannot be stored.
-    throw new AgentBusError("INVALID_INPUT", `session ${contextId}: value is not JSON-serializable: ${(err as Error).message}`, {
+    throw new AgentBusError("MISUSE", `session ${contextId}: value is not JSON-serializable: ${(err as Error).message}`, {
       cause: err,
     });
   }
   // A toJSON() may turn an object into something else; what is stored must
   // still read back as an object.
   if (json === undefined || !json.startsWith("{")) {
-    throw new AgentBusError("INVALID_INPUT", `session ${contextId}: value must serialize to a JSON object`);
+    throw new AgentBusError("MISUSE", `session ${contextId}: value must serialize to a JSON object`);
   }
   return json;
 }
@@ -167,7 +167,7 @@ export class Session<T extends Record<string, unknown> = Record<string, unknown>
   async update(fn: (current: T | undefined) => T | Promise<T>, options: UpdateOptions = {}): Promise<SessionEntry<T>> {
     const maxAttempts = options.maxAttempts ?? DEFAULT_UPDATE_ATTEMPTS;
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
-      throw new AgentBusError("INVALID_INPUT", `maxAttempts must be a positive integer, got ${maxAttempts}`);
+      throw new AgentBusError("MISUSE", `maxAttempts must be a positive integer, got ${maxAttempts}`);
     }
     let lastConflict: unknown;
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
@@ -203,7 +203,7 @@ export class Session<T extends Record<string, unknown> = Record<string, unknown>
   async history(options: HistoryOptions = {}): Promise<SessionEntry<T>[]> {
     const { limit } = options;
     if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
-      throw new AgentBusError("INVALID_INPUT", `limit must be a positive integer, got ${limit}`);
+      throw new AgentBusError("MISUSE", `limit must be a positive integer, got ${limit}`);
     }
     const out: SessionEntry<T>[] = [];
     const it = await this.#kv.history({ key: this.contextId });
@@ -272,7 +272,7 @@ export class Sessions {
   static async open(kvm: Kvm, subjects: Subjects, options: SessionsOptions): Promise<Sessions> {
     const history = options.history ?? DEFAULT_SESSION_HISTORY;
     if (!Number.isInteger(history) || history < 1 || history > MAX_SESSION_HISTORY) {
-      throw new AgentBusError("INVALID_INPUT", `session history must be an integer from 1 to ${MAX_SESSION_HISTORY}, got ${history}`);
+      throw new AgentBusError("MISUSE", `session history must be an integer from 1 to ${MAX_SESSION_HISTORY}, got ${history}`);
     }
     const kv = await ensureBucket(kvm, subjects.bucket("sessions"), { replicas: options.replicas ?? 1, history }, insisted(options.replicas));
     return new Sessions(kv);

@@ -2,7 +2,7 @@ import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerMessages, type Js
 import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
 import { completeWith, runHandler, type ArtifactOptions, type ContextBase, type ContextSink, type Handler } from "./context.js";
 import { finalEventId, type Durable } from "./durable.js";
-import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
+import { AgentBusError, errorInfo, isAgentBusError, type ErrorCode } from "./errors.js";
 import { Header, replySubject, type Envelope } from "./envelope.js";
 import { ensureConsumer, retryJs } from "./infra.js";
 import type { Logger } from "./log.js";
@@ -42,7 +42,20 @@ export interface WorkerHost {
 }
 
 // Failing again will not help: fail the task at once.
-const FINAL_CODES = new Set<ErrorCode>(["INVALID_INPUT", "DENIED", "UNKNOWN_SENDER", "DEPTH_EXCEEDED", "PAYLOAD_TOO_LARGE", "REVOKED", "BAD_SIGNATURE", "UNSIGNED"]);
+/**
+ * What a worker does when a handler's run ends with `err` (see
+ * `ErrorTable`): a retryable code (or anything not an `AgentBusError`) is
+ * retried with backoff and dead-lettered after the last attempt; another
+ * code on the wire fails the task at once (bad input, a refusal: no retry
+ * can fix it); a local one (a misuse of the library) fails it and
+ * dead-letters it at once, so it can be replayed once the agent is fixed.
+ */
+function outcomeOf(err: unknown): "retry" | "fail" | "dead-letter" {
+  if (!isAgentBusError(err)) return "retry";
+  const info = errorInfo(err.code);
+  if (info.retryable) return "retry";
+  return info.wire ? "fail" : "dead-letter";
+}
 
 /**
  * How long a running task's snapshot may lag its events. A handler that ends
@@ -254,9 +267,10 @@ export class TaskWorker {
     }
     if (this.#stopping) return m.nak(); // stopping: let another replica take it now
     const attempt = m.info.deliveryCount;
-    if ((isAgentBusError(err) && FINAL_CODES.has(err.code)) || attempt >= this.#o.maxDeliver) {
-      const why = attempt >= this.#o.maxDeliver && !(isAgentBusError(err) && FINAL_CODES.has(err.code)) ? `gave up after ${attempt} attempts: ${reason}` : reason;
-      if (!(isAgentBusError(err) && FINAL_CODES.has(err.code))) await this.#deadLetter(m, why);
+    const outcome = outcomeOf(err);
+    if (outcome !== "retry" || attempt >= this.#o.maxDeliver) {
+      const why = outcome === "retry" ? `gave up after ${attempt} attempts: ${reason}` : reason;
+      if (outcome !== "fail") await this.#deadLetter(m, why);
       await run.end("TASK_STATE_FAILED", toMessage(why, "ROLE_AGENT"));
       return m.ack();
     }

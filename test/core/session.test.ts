@@ -110,20 +110,20 @@ describe("sessions", () => {
     expect((await s.history({ limit: 1 })).map((e) => e.value.v)).toEqual([7]);
     expect((await s.history({ limit: 50 })).map((e) => e.value.v)).toEqual([3, 4, 5, 6, 7]);
     for (const limit of [0, -1, 1.5]) {
-      expect(isAgentBusError(await rejection(s.history({ limit })), "INVALID_INPUT")).toBe(true);
+      expect(isAgentBusError(await rejection(s.history({ limit })), "MISUSE")).toBe(true);
     }
   });
 
-  it("refuses values that are not JSON objects with INVALID_INPUT and writes nothing", async () => {
+  it("refuses values that are not JSON objects with MISUSE and writes nothing", async () => {
     const s = (await sessions()).session(randomUUID());
     for (const bad of ["text", 42, null, [1, 2], undefined, true]) {
       const err = await rejection(s.put(bad as never));
-      expect(isAgentBusError(err, "INVALID_INPUT"), String(bad)).toBe(true);
+      expect(isAgentBusError(err, "MISUSE"), String(bad)).toBe(true);
     }
     const cyclic: Record<string, unknown> = {};
     cyclic.self = cyclic;
-    expect(isAgentBusError(await rejection(s.put(cyclic)), "INVALID_INPUT")).toBe(true);
-    expect(isAgentBusError(await rejection(s.put({ toJSON: () => "x" })), "INVALID_INPUT")).toBe(true);
+    expect(isAgentBusError(await rejection(s.put(cyclic)), "MISUSE")).toBe(true);
+    expect(isAgentBusError(await rejection(s.put({ toJSON: () => "x" })), "MISUSE")).toBe(true);
 
     let calls = 0;
     const err = await rejection(
@@ -132,7 +132,7 @@ describe("sessions", () => {
         return ["not", "an", "object"] as never;
       }),
     );
-    expect(isAgentBusError(err, "INVALID_INPUT")).toBe(true);
+    expect(isAgentBusError(err, "MISUSE")).toBe(true);
     expect(calls).toBe(1);
     expect(await s.get()).toBeUndefined();
     expect(await s.history()).toEqual([]);
@@ -171,7 +171,7 @@ describe("sessions", () => {
 
   it("refuses a history outside what KV supports", async () => {
     for (const history of [0, 65, 2.5]) {
-      expect(isAgentBusError(await rejection(sessions(undefined, history)), "INVALID_INPUT"), String(history)).toBe(true);
+      expect(isAgentBusError(await rejection(sessions(undefined, history)), "MISUSE"), String(history)).toBe(true);
     }
   });
 
@@ -239,7 +239,7 @@ describe("sessions", () => {
     expect(calls).toBe(1);
 
     for (const maxAttempts of [0, -1, 1.5]) {
-      expect(isAgentBusError(await rejection(s.update((c) => c ?? {}, { maxAttempts })), "INVALID_INPUT")).toBe(true);
+      expect(isAgentBusError(await rejection(s.update((c) => c ?? {}, { maxAttempts })), "MISUSE")).toBe(true);
     }
   });
 });

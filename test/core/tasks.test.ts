@@ -138,6 +138,26 @@ describe("durable tasks", () => {
     expect(dead!.header.get("Mesh-Dlq-Deliveries")).toBe("3");
   });
 
+  it("a handler that misuses the library (MISUSE) fails its task and dead-letters it at once, without retries", async () => {
+    const { agentBus, client } = await pair();
+    let attempts = 0;
+    await agentBus.agent({ name: "buggy", skills: [{ id: "buggy" }] }, {
+      buggy: async (ctx) => {
+        attempts++;
+        await (await ctx.session()).put(["not", "an", "object"] as never);
+      },
+    }, { tasks: { maxDeliver: 3, backoffMs: 50 } });
+    const handle = await client.submit("buggy", "x");
+    const task = await handle.result({ timeout: 15_000 });
+    expect(task.status.state).toBe("TASK_STATE_FAILED");
+    expect(textOf(task.status.message!)).toMatch(/^MISUSE: session .*: value must be a JSON object/);
+    expect(attempts).toBe(1);
+    const jsm = await jetstreamManager(client.nc);
+    const dead = await jsm.streams.getMessage(client.subjects.stream("DLQ"), { last_by_subj: client.subjects.dlq("buggy") });
+    expect(dead!.header.get("Mesh-Task")).toBe(handle.id);
+    expect(dead!.header.get("Mesh-Dlq-Deliveries")).toBe("1");
+  });
+
   it("fails at once on input the schema refuses (no retry)", async () => {
     const { agentBus, client } = await pair();
     let runs = 0;
