@@ -13,7 +13,6 @@ import { readFileSync } from "node:fs";
 import { Agent, type AgentHost, type AgentOptions, type AgentSpec } from "./agent.js";
 import { Durable } from "./durable.js";
 import type { AgentExecutor } from "@a2a-js/sdk/server";
-import { executorHandler } from "./serve.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./inbox.js";
 import { Sessions, type Session } from "./session.js";
 import { taskIdBinds, taskRight, type Task } from "./task.js";
@@ -555,9 +554,11 @@ export class Bus {
 
   /**
    * Runs an unchanged `@a2a-js/sdk` `AgentExecutor` as a bus agent: every
-   * skill of `spec` is served by it, as fast calls and durable tasks.
+   * skill of `spec` is served by it, as fast calls and durable tasks. The
+   * A2A server SDK is loaded on the first call, not with the library.
    */
   async serve(executor: AgentExecutor, spec: AgentSpec, options?: AgentOptions): Promise<Agent> {
+    const { executorHandler } = await import("./serve.js");
     const handler = executorHandler(executor);
     return this.agent(spec, Object.fromEntries(spec.skills.map((s) => [s.id, handler])), options);
   }

@@ -89,6 +89,14 @@ export interface AgentContext {
   fail(reason: string): Promise<void>;
   /** Ends the task REJECTED (the agent will not do it). */
   reject(reason: string): Promise<void>;
+  /**
+   * Ends this turn in `state` (COMPLETED, FAILED, REJECTED, CANCELED,
+   * INPUT_REQUIRED or AUTH_REQUIRED), with an optional agent message: what
+   * `complete`, `fail`, `reject` and `inputRequired` do, for handlers that
+   * relay another runtime's states as they are. In a fast call only
+   * COMPLETED answers; the others fail the call.
+   */
+  end(state: TaskState, message?: Input): Promise<void>;
   /** Tells the bus the handler is still busy (keeps a long task's work item from redelivery). */
   working(): void;
 }
@@ -131,9 +139,6 @@ export async function completeWith(sink: ContextSink, result: Input | void): Pro
   if (parts.length > 0) await sink.artifact(parts, { artifactId: randomUUID(), name: "result", lastChunk: true });
   await sink.end("TASK_STATE_COMPLETED");
 }
-
-/** The sink behind a context, for adapters inside core that need exact A2A events. */
-export const SINK = Symbol("agentbus.sink");
 
 /**
  * Runs `handler` on a new context over `sink`. With an OpenTelemetry SDK
@@ -184,7 +189,7 @@ async function endingSpan<T>(span: Span, result: T | Promise<T>): Promise<T> {
  * Builds a handler context over `sink`; `span` (and the context `active`
  * holding it) when the handler runs in one (see {@link runHandler}).
  */
-export function createContext(base: ContextBase, sink: ContextSink, span?: Span, active?: Context): AgentContext & { [SINK]: ContextSink } {
+export function createContext(base: ContextBase, sink: ContextSink, span?: Span, active?: Context): AgentContext {
   return new HandlerContext(base, sink, span, active);
 }
 
@@ -195,7 +200,6 @@ export function createContext(base: ContextBase, sink: ContextSink, span?: Span,
  * nothing. The methods are own closures so that destructuring them works.
  */
 class HandlerContext implements AgentContext {
-  readonly [SINK]: ContextSink;
   readonly capability: string;
   readonly userMessage: Message;
   readonly from: string;
@@ -216,6 +220,7 @@ class HandlerContext implements AgentContext {
   readonly complete: AgentContext["complete"];
   readonly fail: AgentContext["fail"];
   readonly reject: AgentContext["reject"];
+  readonly end: AgentContext["end"];
   readonly working: AgentContext["working"];
   readonly #base: ContextBase;
   readonly #active?: Context;
@@ -228,7 +233,6 @@ class HandlerContext implements AgentContext {
     this.#base = base;
     this.#active = active;
     this.#trace = span ? traceOfSpanContext(span.spanContext()) : base.envelope.trace;
-    this[SINK] = sink;
     this.capability = base.capability;
     this.userMessage = base.userMessage;
     this.from = base.envelope.from;
@@ -255,6 +259,10 @@ class HandlerContext implements AgentContext {
     // Failing without throwing still makes the handler's span an error.
     this.fail = (reason) => (endedUnsuccessfully(span, "TASK_STATE_FAILED"), sink.end("TASK_STATE_FAILED", agentMessage(reason)));
     this.reject = (reason) => (endedUnsuccessfully(span, "TASK_STATE_REJECTED"), sink.end("TASK_STATE_REJECTED", agentMessage(reason)));
+    this.end = (state, message) => {
+      if (state === "TASK_STATE_FAILED" || state === "TASK_STATE_REJECTED") endedUnsuccessfully(span, state);
+      return sink.end(state, message === undefined ? undefined : agentMessage(message));
+    };
     this.working = () => sink.working();
   }
 

@@ -8,7 +8,7 @@ import {
   TaskStatusUpdateEvent as StatusEventCodec,
 } from "@a2a-js/sdk";
 import { RequestContext, ServerCallContext, type AgentExecutionEvent, type AgentExecutor, type ExecutionEventBus } from "@a2a-js/sdk/server";
-import { SINK, type AgentContext, type ContextSink, type Handler } from "./context.js";
+import type { AgentContext, Handler } from "./context.js";
 import type { Message } from "./protocol.js";
 import type { TaskArtifactUpdateEvent, TaskStatusUpdateEvent } from "./task.js";
 
@@ -21,10 +21,7 @@ class TaskEventBus extends EventEmitter implements ExecutionEventBus {
   #chain: Promise<void> = Promise.resolve();
   #first = true;
 
-  constructor(
-    private readonly ctx: AgentContext,
-    private readonly sink: ContextSink,
-  ) {
+  constructor(private readonly ctx: AgentContext) {
     super();
   }
 
@@ -50,10 +47,10 @@ class TaskEventBus extends EventEmitter implements ExecutionEventBus {
         return; // the bus created the task already; its first status is ours
       case "statusUpdate": {
         const { status } = StatusEventCodec.toJSON(event.data) as TaskStatusUpdateEvent;
-        if (status.state === "TASK_STATE_WORKING") return status.message ? this.sink.status(status.message) : undefined;
+        if (status.state === "TASK_STATE_WORKING") return status.message ? this.ctx.status(status.message) : undefined;
         // A cancel is finished by the worker once the handler returns.
         if (status.state === "TASK_STATE_CANCELED") return;
-        return this.sink.end(status.state, status.message);
+        return this.ctx.end(status.state, status.message);
       }
       case "artifactUpdate": {
         const { artifact, append, lastChunk } = ArtifactEventCodec.toJSON(event.data) as TaskArtifactUpdateEvent;
@@ -68,9 +65,9 @@ class TaskEventBus extends EventEmitter implements ExecutionEventBus {
       }
       case "message": {
         const message = MessageCodec.toJSON(event.data) as Message;
-        await this.sink.message(message);
+        await this.ctx.message(message);
         // A message as the first event is the whole answer (no task follows).
-        if (first) await this.sink.end("TASK_STATE_COMPLETED");
+        if (first) await this.ctx.end("TASK_STATE_COMPLETED");
       }
     }
   }
@@ -84,14 +81,13 @@ class TaskEventBus extends EventEmitter implements ExecutionEventBus {
  */
 export function executorHandler(executor: AgentExecutor): Handler {
   return async (ctx) => {
-    const sink = (ctx as AgentContext & { [SINK]: ContextSink })[SINK];
     const taskId = ctx.taskId ?? randomUUID();
     const contextId = ctx.contextId ?? randomUUID();
     const request = SendMessageRequest.fromJSON({ message: { ...ctx.userMessage, taskId, contextId } });
     // The SDK hands the executor a task only on follow-up turns.
     const task = ctx.task && ctx.history.length > 1 ? TaskCodec.fromJSON(ctx.task) : undefined;
     const requestContext = new RequestContext(request, taskId, contextId, new ServerCallContext(), task);
-    const bus = new TaskEventBus(ctx, sink);
+    const bus = new TaskEventBus(ctx);
     const onCancel = () => void executor.cancelTask(taskId, bus).catch((err: unknown) => ctx.log.warn({ err: String(err) }, "cancelTask failed"));
     ctx.signal.addEventListener("abort", onCancel, { once: true });
     try {

@@ -51,6 +51,9 @@ describe("testHandler", () => {
     expect((thrown.error as Error).message).toBe("boom");
     expect((await testHandler((ctx) => ctx.fail("no"), "x")).state).toBe("TASK_STATE_FAILED");
     expect((await testHandler((ctx) => ctx.reject("won't"), "x")).state).toBe("TASK_STATE_REJECTED");
+    const auth = await testHandler((ctx) => ctx.end("TASK_STATE_AUTH_REQUIRED", "sign in first"), "x");
+    expect(auth.state).toBe("TASK_STATE_AUTH_REQUIRED");
+    expect(textOf(auth.task.status.message!)).toBe("sign in first");
     const ac = new AbortController();
     const canceled = await testHandler(async (ctx) => {
       ac.abort();
