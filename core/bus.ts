@@ -22,7 +22,7 @@ import type { Handler } from "./context.js";
 import { AclStore } from "./aclstore.js";
 import { AUDIT_DEFAULTS, Auditor, type AuditRate } from "./audit.js";
 import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
-import { Envelopes, Header, replySubject, type Envelope, type EnvelopeMeta } from "./envelope.js";
+import { Envelopes, Header, type Envelope, type EnvelopeMeta } from "./envelope.js";
 import { featuresOf, type ServerFeatures } from "./features.js";
 import { Identity } from "./identity.js";
 import { inboxPrefixOf } from "./permissions.js";
@@ -31,7 +31,7 @@ import type { BadPolicy } from "./policy.js";
 import { Revocations, type Revocation } from "./revocations.js";
 import { proveRotation, type RotationProof } from "./rotation.js";
 import { createLogger, type Logger } from "./log.js";
-import { parseMessage, toMessage, utf8, type Input } from "./message.js";
+import { parseMessage, toMessage, type Input } from "./message.js";
 import { SharedReplay } from "./replay.js";
 import type { Message } from "./protocol.js";
 import { Registry, type AgentEvent, type AgentInfo, type DiscoverQuery } from "./registry.js";
@@ -84,7 +84,7 @@ export interface ConnectOptions {
   windowMs?: number;
   /** Largest accepted payload, bytes (default 1 MiB). */
   maxPayload?: number;
-  /** Deepest agent-to-agent call chain (default 8). */
+  /** Deepest agent-to-agent call chain (default {@link DEFAULT_MAX_DEPTH}, 8). */
   maxDepth?: number;
   /** Replicas for streams and buckets (default 1; 3 on a 3-node cluster). */
   replicas?: number;
@@ -129,7 +129,7 @@ export interface BusObserver {
   call?(capability: string, ms: number, outcome: "ok" | "error" | ErrorCode): void;
 }
 
-import type { CallOptions, SendOptions } from "./options.js";
+import { checkDepth, DEFAULT_MAX_DEPTH, type CallOptions, type SendOptions } from "./options.js";
 
 export type { CallOptions, SendOptions };
 
@@ -229,6 +229,7 @@ export class Bus {
   readonly acl: AclStore;
   readonly buckets: CoreBuckets;
   readonly #options: ConnectOptions;
+  readonly #maxDepth: number;
   readonly #revoked: Revocations;
   readonly #revokedListeners = new Set<(id: string, revocation: Revocation) => void>();
   readonly #auditor: Auditor;
@@ -246,6 +247,7 @@ export class Bus {
     this.subjects = init.subjects;
     this.log = init.log;
     this.#options = init.options;
+    this.#maxDepth = init.options.maxDepth ?? DEFAULT_MAX_DEPTH;
     this.buckets = init.buckets;
     this.registry = init.registry;
     this.acl = init.acl;
@@ -352,8 +354,7 @@ export class Bus {
     const subject = options.target ? this.subjects.agentCall(options.target) : foreign ? new Subjects(this.subjects.root, options.tenant).cap(cap) : this.subjects.cap(cap);
     if (options.target) checkCapability(cap);
     const depth = options.depth ?? 0;
-    const maxDepth = this.#options.maxDepth ?? 8;
-    if (depth > maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `call depth ${depth} exceeds ${maxDepth}`);
+    checkDepth(depth, this.#maxDepth, "call");
     const message = toMessage(input);
     if (options.context) message.contextId ??= options.context;
     const body = Buffer.from(JSON.stringify(message));
@@ -430,17 +431,7 @@ export class Bus {
     } catch (err) {
       throw requestError(err, subject);
     }
-    const env = this.envelopes.open(reply, { replay: false, subject: replySubject(headers.get(Header.id)) });
-    if (o.target && env.from !== o.target) throw new AgentBusError("BAD_SIGNATURE", `reply from ${env.from}, expected ${o.target}`);
-    const data = env.enc === undefined ? reply.data : this.envelopes.decrypt(env, reply.data);
-    if (env.errorCode) {
-      let message = env.errorCode as string;
-      try {
-        message = (JSON.parse(utf8(data)) as { message: string }).message;
-      } catch { /* keep the code as the message */ }
-      throw new AgentBusError(env.errorCode, message);
-    }
-    return parseMessage(data);
+    return parseMessage(this.envelopes.openReply(reply, headers.get(Header.id), o.target).data);
   }
 
   /**
@@ -579,8 +570,7 @@ export class Bus {
    * `insecureAllowAll`). Throws `DEPTH_EXCEEDED`, `UNKNOWN_SENDER` or `DENIED`.
    */
   authorize(env: Envelope, cap: string): void {
-    const maxDepth = this.#options.maxDepth ?? 8;
-    if (env.depth > maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `call depth ${env.depth} exceeds ${maxDepth}`);
+    checkDepth(env.depth, this.#maxDepth, "call");
     if (this.#options.insecureAllowAll) return;
     if (!this.registry.isRegistered(env.from) && !this.acl.names(env.from)) {
       throw new AgentBusError("UNKNOWN_SENDER", `sender ${env.from} is neither registered nor named in the ACL`);
@@ -746,7 +736,7 @@ export class Bus {
       durable: await this.#durableOnce(),
       providers: (cap: string) => this.registry.providers(cap),
       recipients: (cap: string) => this.#encryptionRecipients(cap),
-      maxDepth: this.#options.maxDepth ?? 8,
+      maxDepth: this.#maxDepth,
       id: this.id,
       granted: (cap, agent) => this.acl.allows(this.id, agent ?? "*", taskRight(cap)),
       observes: () => this.registry.isRegistered(this.id) || holdsTaskRights(this.acl.policy(), this.id),
@@ -763,7 +753,7 @@ export class Bus {
       log: this.log,
       buckets: this.buckets,
       presenceMaxAgeMs: this.#options.presenceMaxAgeMs ?? 15_000,
-      maxDepth: this.#options.maxDepth ?? 8,
+      maxDepth: this.#maxDepth,
       insecureAllowAll: this.#options.insecureAllowAll ?? false,
       call: (cap, input, options) => this.call(cap, input, options),
       submit: (cap, input, options) => this.submit(cap, input, options),

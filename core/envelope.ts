@@ -3,6 +3,7 @@ import { MsgHdrsImpl, nuid, type MsgHdrs } from "@nats-io/nats-core";
 import { AgentBusError, type ErrorCode } from "./errors.js";
 import { verifySignature, type Identity } from "./identity.js";
 import { E2E, E2E_SCHEME, messageBinding, type Sealed } from "./e2e.js";
+import { utf8 } from "./message.js";
 import { PeerKeys } from "./peerkeys.js";
 import { ReplayGuard, type SharedReplay } from "./replay.js";
 import type { TraceContext } from "./trace.js";
@@ -316,6 +317,31 @@ export class Envelopes {
   decrypt(env: Envelope, data: Uint8Array): Uint8Array {
     if (env.enc === undefined) return data;
     return this.e2e.open(env.from, env.enc, env.to ?? "", data, messageBinding(env.id));
+  }
+
+  /**
+   * Opens the reply to a request whose `Nats-Msg-Id` was `requestId`: the
+   * one way replies are read. Verifies it (bound to the request, so no
+   * replay memory), checks it comes from `from` when given, decrypts it
+   * when encrypted, and throws the `AgentBusError` an error reply carries
+   * (`Mesh-Error-Code`, and the body's `message` when it has one). Returns
+   * the envelope and the plain body.
+   */
+  openReply(reply: Received, requestId: string | undefined, from?: string): { env: Envelope; data: Uint8Array } {
+    const env = this.open(reply, { replay: false, subject: replySubject(requestId) });
+    if (from !== undefined && env.from !== from) throw new AgentBusError("BAD_SIGNATURE", `reply from ${env.from}, expected ${from}`);
+    const data = this.decrypt(env, reply.data);
+    if (env.errorCode) {
+      let message: string = env.errorCode;
+      try {
+        const body = JSON.parse(utf8(data)) as { message?: unknown };
+        if (typeof body.message === "string") message = body.message;
+      } catch {
+        // not JSON: the code stands for the message
+      }
+      throw new AgentBusError(env.errorCode, message);
+    }
+    return { env, data };
   }
 
   /**

@@ -4,6 +4,7 @@
  * them without importing one another.
  */
 import type { EnvelopeMeta } from "./envelope.js";
+import { AgentBusError } from "./errors.js";
 import type { TraceContext } from "./trace.js";
 
 /** Options of `Bus.call`. */
@@ -39,4 +40,15 @@ export interface SendOptions {
   trace?: TraceContext;
   /** Encrypt the message end to end for the receiving agent (`Mesh-Enc`): the stream stores ciphertext. */
   encrypt?: boolean;
+}
+
+/** How deep agent-to-agent calls and tasks may nest unless `connect({ maxDepth })` says otherwise. */
+export const DEFAULT_MAX_DEPTH = 8;
+
+/**
+ * The one depth check, for calls and submissions made and for messages
+ * received: `DEPTH_EXCEEDED` when `depth` is past `maxDepth`.
+ */
+export function checkDepth(depth: number, maxDepth: number, what: "call" | "task"): void {
+  if (depth > maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `${what} depth ${depth} exceeds ${maxDepth}`);
 }

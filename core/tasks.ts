@@ -1,9 +1,10 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
+import { checkDepth } from "./options.js";
 import { finalEventId, taskKey, type Durable, type StoredEvent } from "./durable.js";
 import { AgentBusError, typedPayloadError } from "./errors.js";
 import { E2E_SCHEME, taskBinding } from "./e2e.js";
-import { Header, replySubject, type EnvelopeMeta } from "./envelope.js";
+import { Header, type EnvelopeMeta } from "./envelope.js";
 import { retryJs } from "./infra.js";
 import { toMessage, utf8, type Input } from "./message.js";
 import { checkCapability, checkId } from "./subjects.js";
@@ -338,8 +339,7 @@ export class TaskHandle {
       const headers = sealFor(task.metadata.agent);
       const reply = await nc.request(subject, body, { headers, timeout: timeout ?? 5000 }).catch(() => undefined);
       if (reply) {
-        const env = durable.envelopes.open(reply, { replay: false, subject: replySubject(headers.get(Header.id)) });
-        if (env.errorCode) throw new AgentBusError(env.errorCode, (JSON.parse(utf8(reply.data)) as { message: string }).message);
+        durable.envelopes.openReply(reply, headers.get(Header.id), task.metadata.agent);
         return this.result({ timeout: timeout ?? 30_000 });
       }
       // No worker is running it (crashed, or between deliveries): mark it
@@ -383,7 +383,7 @@ export async function markCanceled(durable: Durable, known: Snapshot, reason = "
 export async function submit(s: Submitter, cap: string, input: Input, options: SubmitOptions = {}, me: string): Promise<TaskHandle> {
   checkCapability(cap);
   const depth = options.depth ?? 0;
-  if (depth > s.maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `task depth ${depth} exceeds ${s.maxDepth}`);
+  checkDepth(depth, s.maxDepth, "task");
   const message = { ...toMessage(input) };
   const taskId = checkId(options.taskId ?? message.taskId ?? newTaskId(me), "task id");
   const { caller } = options;
