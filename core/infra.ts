@@ -1,4 +1,4 @@
-import { DiscardPolicy, RetentionPolicy, type ConsumerConfig, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
+import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, type ConsumerConfig, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvOptions } from "@nats-io/kv";
 import { AgentBusError } from "./errors.js";
 import { replayMaxAgeMs } from "./replay.js";
@@ -27,6 +27,55 @@ export async function retryJs<T>(fn: () => Promise<T>, budgetMs = 30_000, retrya
       await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** i)));
     }
   }
+}
+
+/**
+ * True for the error JetStream returns when a write's expected last
+ * revision of the key does not match: `kv.update` with a stale revision, or
+ * `kv.create` on a key that holds a value (the KV client itself treats both
+ * codes as "key changed"). Anything else (timeouts, permissions, a missing
+ * bucket) is a real failure, not a race, and must not be retried as one.
+ */
+export function isRevisionConflict(err: unknown): boolean {
+  return (
+    err instanceof JetStreamApiError &&
+    (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
+}
+
+/** Options of {@link compareAndSet}. */
+export interface CasOptions<S> {
+  /** What the caller already read (the first attempt skips the read). */
+  known?: S;
+  /** Attempts before giving up with `UNAVAILABLE` (default 20). */
+  maxAttempts?: number;
+  /** Names what is written, for the error. */
+  what: string;
+}
+
+/**
+ * The one compare-and-set loop. `attempt(current)` writes expecting
+ * `current`'s revision (or decides to write nothing) and throws a revision
+ * conflict ({@link isRevisionConflict}) when another writer got there
+ * first; the loop then waits a random moment (jittered, doubling from 5 ms
+ * up to 500 ms, so contending writers spread out), reads again with
+ * `read` and retries. `UNAVAILABLE` after `maxAttempts` lost races; any
+ * other error ends it at once.
+ */
+export async function compareAndSet<S, R>(read: () => Promise<S>, attempt: (current: S) => Promise<R>, options: CasOptions<S>): Promise<R> {
+  const maxAttempts = options.maxAttempts ?? 20;
+  let lastConflict: unknown;
+  for (let n = 1; n <= maxAttempts; n++) {
+    if (n > 1) await new Promise((r) => setTimeout(r, Math.random() * Math.min(500, 5 * 2 ** (n - 2))));
+    const current = n === 1 && options.known !== undefined ? options.known : await read();
+    try {
+      return await attempt(current);
+    } catch (err) {
+      if (!isRevisionConflict(err)) throw err;
+      lastConflict = err;
+    }
+  }
+  throw new AgentBusError("UNAVAILABLE", `${options.what}: the write lost the race to other writers ${maxAttempts} times in a row; try again`, { cause: lastConflict });
 }
 
 /**

@@ -13,10 +13,9 @@
  * const s = sessions.session<{ turns: number }>(contextId);
  * await s.update((cur) => ({ turns: (cur?.turns ?? 0) + 1 }));
  */
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV, KvEntry, Kvm } from "@nats-io/kv";
 import { AgentBusError } from "./errors.js";
-import { ensureBucket, insisted } from "./infra.js";
+import { compareAndSet, ensureBucket, insisted } from "./infra.js";
 import { checkId, type Subjects } from "./subjects.js";
 
 /** Revisions kept per session when {@link SessionsOptions.history} is not given. */
@@ -25,13 +24,6 @@ export const DEFAULT_SESSION_HISTORY = 16;
 export const MAX_SESSION_HISTORY = 64;
 /** Attempts {@link Session.update} makes when {@link UpdateOptions.maxAttempts} is not given. */
 export const DEFAULT_UPDATE_ATTEMPTS = 20;
-
-// Full-jitter exponential backoff between conflicting attempts: random in
-// [0, min(CAP, BASE * 2^(attempt-1))). Randomness spreads racing writers
-// apart so one of them wins each round instead of all colliding again; the
-// cap keeps the worst case of 20 attempts within a few seconds.
-const BACKOFF_BASE_MS = 5;
-const BACKOFF_CAP_MS = 500;
 
 /** One stored value of a session. */
 export interface SessionEntry<T> {
@@ -65,22 +57,6 @@ export interface SessionsOptions {
   replicas?: number;
   /** Revisions kept per session, 1 to {@link MAX_SESSION_HISTORY} (default {@link DEFAULT_SESSION_HISTORY}). */
   history?: number;
-}
-
-/**
- * True for the error JetStream returns when a write's expected last
- * revision of the key does not match: `kv.update` with a stale revision, or
- * `kv.create` on a key that holds a value. The KV client itself treats both
- * codes as "key changed" (see `Bucket.create` in @nats-io/kv); anything else
- * (timeouts, permissions, a missing bucket) is a real failure, not a race,
- * and must not be retried as one.
- */
-function isRevisionConflict(err: unknown): boolean {
-  return (
-    err instanceof JetStreamApiError &&
-    (err.code === JetStreamApiCodes.StreamWrongLastSequence ||
-      err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
-  );
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -169,28 +145,19 @@ export class Session<T extends Record<string, unknown> = Record<string, unknown>
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
       throw new AgentBusError("MISUSE", `maxAttempts must be a positive integer, got ${maxAttempts}`);
     }
-    let lastConflict: unknown;
-    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-      if (attempt > 1) await sleep(Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (attempt - 2)));
-      const e = await this.#kv.get(this.contextId);
-      const current = e && e.operation === "PUT" ? this.#decode(e).value : undefined;
-      const json = encode(this.contextId, await fn(current));
-      try {
+    return compareAndSet(
+      () => this.#kv.get(this.contextId),
+      async (e: KvEntry | null) => {
+        const current = e && e.operation === "PUT" ? this.#decode(e).value : undefined;
+        const json = encode(this.contextId, await fn(current));
         // The expected revision is the key's last one, whatever it is: a live
         // value, or the marker a delete left (revision of that marker, so a
         // concurrent write after the delete is still detected). Only a key
         // with no message at all needs create (expected revision 0).
         const revision = e ? await this.#kv.update(this.contextId, json, e.revision) : await this.#kv.create(this.contextId, json);
         return { value: JSON.parse(json) as T, revision, updatedAt: new Date() };
-      } catch (err) {
-        if (!isRevisionConflict(err)) throw err;
-        lastConflict = err;
-      }
-    }
-    throw new AgentBusError(
-      "UNAVAILABLE",
-      `session ${this.contextId}: update lost the race to other writers ${maxAttempts} times in a row; try again`,
-      { cause: lastConflict },
+      },
+      { maxAttempts, what: `session ${this.contextId}` },
     );
   }
 
@@ -244,10 +211,6 @@ export class Session<T extends Record<string, unknown> = Record<string, unknown>
       cause,
     });
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 /**

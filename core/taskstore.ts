@@ -1,10 +1,10 @@
 import { createHash } from "node:crypto";
-import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type JetStreamClient, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { MsgHdrs } from "@nats-io/nats-core";
 import type { Envelopes } from "./envelope.js";
 import { AgentBusError, isAgentBusError, typedPayloadError } from "./errors.js";
-import { retryJs } from "./infra.js";
+import { compareAndSet, isRevisionConflict, retryJs } from "./infra.js";
 import { taskIdBinds, type Task, type TaskState } from "./task.js";
 
 /** A snapshot with the KV revision it was read at. */
@@ -57,13 +57,6 @@ export interface TaskPage {
   totalSize: number;
 }
 
-/** True for the KV error a compare-and-set loses with. */
-export function isRevisionConflict(err: unknown): boolean {
-  return (
-    err instanceof JetStreamApiError &&
-    (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
-  );
-}
 
 /**
  * The key of a task in the owner index (`mesh_<t>_owners`):
@@ -249,11 +242,18 @@ export class TaskStore {
    * to the last verified one.
    */
   async update(id: string, change: (task: Task) => Task | undefined, known?: Snapshot): Promise<Snapshot> {
-    let current = known ?? (await this.get(id));
-    const submitter = current?.task.metadata.submitter;
+    let verified = known ?? (await this.get(id));
+    if (!verified) throw new AgentBusError("TASK_NOT_FOUND", `task ${id} not found`);
+    const subject = this.subjectOf(String(verified.task.metadata.submitter), id);
     let written: string | undefined;
-    for (let attempt = 0; ; attempt++) {
-      if (!current) throw new AgentBusError("TASK_NOT_FOUND", `task ${id} not found`);
+    const read = async (): Promise<Snapshot> => {
+      const r = await this.#readSubject(subject, id);
+      if (r.snapshot) return (verified = r.snapshot);
+      // A forgery: write over it, from the last snapshot we verified.
+      if (r.forged !== undefined) return { task: verified!.task, revision: r.forged };
+      throw new AgentBusError("TASK_NOT_FOUND", `task ${id} not found`);
+    };
+    return compareAndSet(read, async (current) => {
       // A write retried after a lost reply comes back as a conflict with
       // itself: the re-read shows exactly what we wrote. That is success (not
       // a change to apply again, nor a task that moved on without us).
@@ -261,14 +261,8 @@ export class TaskStore {
       const next = change(current.task);
       if (!next) return current;
       written = JSON.stringify(next);
-      try {
-        return { task: next, revision: await this.#write(next, current.revision) };
-      } catch (err) {
-        if (!isRevisionConflict(err) || attempt >= 50) throw err;
-        const r = await this.#readSubject(this.subjectOf(String(submitter), id), id);
-        current = r.snapshot ?? (r.forged !== undefined ? { task: current.task, revision: r.forged } : undefined);
-      }
-    }
+      return { task: next, revision: await this.#write(next, current.revision) };
+    }, { known: verified, what: `task ${id}` });
   }
 
   /**
