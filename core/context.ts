@@ -109,6 +109,8 @@ export interface ContextSink {
   /** Ends the turn in `state` with an optional agent message. */
   end(state: TaskState, message?: Message): Promise<void>;
   working(): void;
+  /** The handler has finished: what follows (its result, its final state) ends the turn. */
+  finishing?(): void;
   /** Set by {@link runHandler} for a durable task: the trace its events carry. */
   trace?: TraceContext;
 }
@@ -135,6 +137,7 @@ const agentMessage = (content: Input): Message => toMessage(content, "ROLE_AGENT
  * `complete(result)`) becomes the task's `result` artifact first.
  */
 export async function completeWith(sink: ContextSink, result: Input | void): Promise<void> {
+  sink.finishing?.();
   const parts = result === undefined ? [] : agentMessage(result).parts;
   if (parts.length > 0) await sink.artifact(parts, { artifactId: randomUUID(), name: "result", lastChunk: true });
   await sink.end("TASK_STATE_COMPLETED");

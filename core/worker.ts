@@ -192,7 +192,7 @@ export class TaskWorker {
       const userMessage = parseMessage(env.enc === undefined ? m.data : durable.envelopes.decrypt(env, m.data));
       const input = this.#validate ? structuredInput(userMessage) : undefined;
       this.#validate?.(input);
-      await run.start();
+      run.start();
       // The handler sees the history in plain (what is encrypted for this identity).
       const task = encrypted ? durable.envelopes.e2e.openTask(run.task) : run.task;
       const result = await runHandler(this.#handler, this.#host.base(this.#cap, env, userMessage, run.abort.signal, task, input), run, this.#host.agentId);
@@ -204,6 +204,7 @@ export class TaskWorker {
       await this.#failed(run, m, err);
     } finally {
       clearInterval(keepAlive);
+      run.settled();
       cancelSub.unsubscribe();
       this.#runs.delete(run);
     }
@@ -333,6 +334,7 @@ class TaskRun implements ContextSink {
   #acks: Promise<number>[] = [];
   #pending: TaskEvent[] = [];
   #flushTimer?: NodeJS.Timeout;
+  #startTimer?: NodeJS.Timeout;
   #chain: Promise<void> = Promise.resolve();
 
   constructor(
@@ -351,10 +353,38 @@ class TaskRun implements ContextSink {
     return this.#snapshot;
   }
 
-  async start(): Promise<void> {
+  /**
+   * The task is taken. Its WORKING event waits `SNAPSHOT_LAG_MS`: a handler
+   * that reports anything sooner sends it first (so followers see WORKING
+   * before any update); one that returns sooner never sends it, and its
+   * task goes from SUBMITTED to its final state in one snapshot write, with
+   * its result artifact and final status as its only events (a WORKING
+   * event, its publish and its ack less per quick task). A cancel in that moment is decided as for any queued task: the
+   * snapshot is marked, and this run's next write finds it ended.
+   */
+  start(): void {
     const agent = this.worker.host.agentId;
     this.#snapshot = { ...this.#snapshot, task: { ...this.task, metadata: { ...this.task.metadata, agent } } };
-    await this.emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow("TASK_STATE_WORKING") } });
+    this.#startTimer = setTimeout(() => void this.#started().catch(() => {}), SNAPSHOT_LAG_MS);
+  }
+
+  /** The handler returned: its result and final state end the turn, with no WORKING event if none was due yet. */
+  finishing(): void {
+    this.settled();
+  }
+
+  /** The run is over: a WORKING event not sent by now is never sent. */
+  settled(): void {
+    clearTimeout(this.#startTimer);
+    this.#startTimer = undefined;
+  }
+
+  /** Sends the deferred WORKING event now, if it is still due. */
+  #started(): Promise<void> {
+    if (!this.#startTimer) return Promise.resolve();
+    clearTimeout(this.#startTimer);
+    this.#startTimer = undefined;
+    return this.emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow("TASK_STATE_WORKING") } });
   }
 
   /**
@@ -368,6 +398,14 @@ class TaskRun implements ContextSink {
    */
   async emit(event: TaskEvent): Promise<void> {
     if (this.stale) throw new AgentBusError("TASK_FINISHED", `task ${this.task.id} ended elsewhere`);
+    const state0 = stateOf(event);
+    if (this.#startTimer) {
+      // Finishing before the WORKING event was due: it is not sent at all.
+      if (state0 && isFinal(state0)) {
+        clearTimeout(this.#startTimer);
+        this.#startTimer = undefined;
+      } else await this.#started();
+    }
     if (this.sealFor) event = this.worker.host.durable.envelopes.e2e.sealEvent(event, this.sealFor, this.task.id);
     const state = stateOf(event);
     this.#pending.push(event);

@@ -325,7 +325,9 @@ async function traceNats(fn: RunOne): Promise<Record<string, number>> {
     if (s.startsWith("$JS.EVENT.")) return "js advisory";
     // A pull delivery keeps the stored message's subject; its reply subject is the ack subject.
     if (s === `mesh.${TENANT}.work.echo`) return m.reply?.startsWith("$JS.ACK.") ? "consumer delivery (work item)" : "js publish work item";
-    if (/^mesh\.[^.]+\.task\.[^.]+\.events$/.test(s)) return "js publish task event";
+    if (/^mesh\.[^.]+\.events\.[^.]+\.[^.]+$/.test(s)) return "js publish task event";
+    // The events stream's live copy (republish, 2.10+): sent by the server to subscribers only (the tap here).
+    if (/^mesh\.[^.]+\.task\.[^.]+\.events$/.test(s)) return "republished task event (to subscribers only)";
     if (/^mesh\.[^.]+\.task\.[^.]+\.cancel$/.test(s)) return "task cancel";
     if (s.startsWith("$KV.") || s.includes(".presence.")) return "presence/registry (timer)";
     if (s.startsWith("_INBOX.")) {
@@ -353,7 +355,7 @@ async function traceNats(fn: RunOne): Promise<Record<string, number>> {
   let total = 0;
   for (const [k, v] of [...counts].sort((a, b) => b[1] - a[1])) {
     out[k] = round(v / TRACE_N, 2);
-    if (!k.startsWith("presence") && k !== "js advisory") total += v;
+    if (!k.startsWith("presence") && !k.startsWith("republished") && k !== "js advisory") total += v;
   }
   out.total_excl_timers = round(total / TRACE_N, 2);
   return out;
