@@ -85,6 +85,8 @@ async function exercise(client: Client, open: (o: Partial<ConnectOptions>) => Pr
   const abort = new AbortController();
   const slow = client.callTool({ name: "math.slow", arguments: { text: "wait" } }, undefined, { signal: abort.signal });
   await eventually(() => state.slowStarted);
+  // Running, as the bus records it (the worker's first snapshot write names the agent), then cancelled.
+  await eventually(async () => (await mathBus.tasks({ state: "TASK_STATE_WORKING" })).tasks.length === 1);
   abort.abort("user gave up");
   await expect(slow).rejects.toThrow();
   // The serving agent may list the tasks it served (the submitter is the bridge).
