@@ -97,6 +97,8 @@ export class Registry {
   #providers = new Map<string, string[]>();
   /** capability → registered provider ids, online or not; rebuilt lazily after a registration changes */
   #registered = new Map<string, string[]>();
+  /** tag → registered agent ids, rebuilt lazily like `#registered` */
+  #tagged = new Map<string, string[]>();
   /** agent id → instance → time of its last heartbeat */
   readonly #beats = new Map<string, Map<string, Date>>();
   #agents!: KvMirror<AgentRecord>;
@@ -124,16 +126,30 @@ export class Registry {
 
   /** Agents matching every given filter. */
   discover(query: DiscoverQuery = {}): AgentInfo[] {
+    // Candidates from the capability or tag index (cached), not a pass over every agent.
+    const candidates = query.capability ? this.registered(query.capability) : query.tag ? this.#withTag(query.tag) : this.#agents.entries.keys();
     const out: AgentInfo[] = [];
-    for (const id of this.#agents.entries.keys()) {
+    for (const id of candidates) {
+      const rec = this.#agents.entries.get(id)?.value;
+      if (!rec) continue;
+      if (query.tag && !rec.card.skills.some((s) => s.tags?.includes(query.tag!))) continue;
+      if (query.name && rec.card.name !== query.name) continue;
       const a = this.get(id)!;
-      if (query.capability && !a.capabilities.includes(query.capability)) continue;
-      if (query.tag && !a.tags.includes(query.tag)) continue;
-      if (query.name && a.name !== query.name) continue;
       if (query.online !== undefined && a.online !== query.online) continue;
       out.push(a);
     }
     return out;
+  }
+
+  /** Ids of registered agents with a skill tagged `tag` (cached like {@link registered}). */
+  #withTag(tag: string): string[] {
+    let ids = this.#tagged.get(tag);
+    if (!ids) {
+      ids = [];
+      for (const [id, rec] of this.#agents.entries) if (rec.value.card.skills.some((s) => s.tags?.includes(tag))) ids.push(id);
+      this.#tagged.set(tag, ids);
+    }
+    return ids;
   }
 
   /** One agent by id. */
@@ -242,6 +258,7 @@ export class Registry {
   #onAgent(id: string, value: Mirrored<AgentRecord> | undefined, previous: Mirrored<AgentRecord> | undefined): void {
     this.#providers.clear();
     this.#registered.clear();
+    this.#tagged.clear();
     if (!this.#presence) return; // initial load: reported once presence is known
     if (!value) {
       this.#online.delete(id);
