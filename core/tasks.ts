@@ -346,11 +346,13 @@ export class TaskHandle {
       // here; the redelivered work item will be skipped.
     }
     const canceled = await markCanceled(durable, snapshot, "canceled", trace);
-    // A worker may have taken the task between our read and the write: it
-    // learns of the cancel at its next snapshot write, which a handler that
-    // waits long may not make soon. Tell it now (no answer needed).
+    // A worker may have taken the task between our read and the write (or
+    // before its first snapshot write, which names it): it would learn of
+    // the cancel at its next write, which a handler that waits long may not
+    // make soon. Tell it now (no answer needed): MACed for the agent the
+    // snapshot names, else signed for whichever worker holds it.
     const agent = canceled.metadata.agent;
-    if (agent) nc.publish(subject, body, { headers: sealFor(agent) });
+    nc.publish(subject, body, { headers: agent ? sealFor(agent) : durable.envelopes.seal(subject, body, { task: this.id, trace }) });
     return canceled;
   }
 }
