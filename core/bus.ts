@@ -214,9 +214,28 @@ export async function connect(options: ConnectOptions = {}): Promise<Bus> {
   }
 }
 
+/** Options of {@link attach}: those of {@link connect} that do not make the NATS connection. */
+export type AttachOptions = Omit<ConnectOptions, "servers" | "auth" | "name">;
+
+/**
+ * A bus on a NATS connection the caller made and keeps owning: the same as
+ * {@link connect} without connecting. `close()` stops the bus (its agents,
+ * caches and watches) and leaves the connection open for the caller to
+ * close. Under server permissions the connection must be authenticated as
+ * `options.identity` with `inboxPrefix` `_INBOX.<id>`, as `connect` makes it.
+ */
+export async function attach(nc: NatsConnection, options: AttachOptions = {}): Promise<Bus> {
+  const identity = resolveIdentity(options);
+  const subjects = new Subjects(options.root, options.tenant);
+  const log = (options.logger ?? createLogger()).child({ tenant: subjects.tenant, id: identity.id });
+  warnIfOpen(nc, log, nc.getServer());
+  return Bus.open(nc, identity, subjects, log, options, false);
+}
+
 /**
  * A connection to the bus: call capabilities, run agents, discover who is
- * there. Create one with {@link connect}; `close()` drains it.
+ * there. Create one with {@link connect} (`close()` drains its connection)
+ * or {@link attach} (`close()` leaves the caller's connection open).
  */
 export class Bus {
   readonly nc: NatsConnection;
@@ -237,6 +256,9 @@ export class Bus {
   #durable?: Promise<Durable>;
   #sessions?: Promise<Sessions>;
   #closing?: Promise<void>;
+  #ownsConnection = true;
+  /** The connection's status feed this bus reads (nats.js hands out a stoppable iterator). */
+  #status?: ReturnType<NatsConnection["status"]> & { stop?: () => void };
 
   private constructor(init: {
     nc: NatsConnection; identity: Identity; subjects: Subjects; log: Logger; options: ConnectOptions;
@@ -263,7 +285,7 @@ export class Bus {
   }
 
   /** @internal used by {@link connect}. */
-  static async open(nc: NatsConnection, identity: Identity, subjects: Subjects, log: Logger, options: ConnectOptions): Promise<Bus> {
+  static async open(nc: NatsConnection, identity: Identity, subjects: Subjects, log: Logger, options: ConnectOptions, ownsConnection = true): Promise<Bus> {
     const buckets = await ensureCoreInfra(await jetstreamManager(nc), new Kvm(nc), subjects, {
       replicas: options.replicas,
       presenceMaxAgeMs: options.presenceMaxAgeMs,
@@ -303,6 +325,7 @@ export class Bus {
       })(),
     ]);
     const bus = new Bus({ nc, identity, subjects, log, options: { ...options, presenceMaxAgeMs }, buckets, registry, acl, revoked });
+    bus.#ownsConnection = ownsConnection;
     audit = (record) => bus.audit("bad_policy", record);
     revokedListener = (id, r) => bus.#onRevoked(id, r);
     for (const record of unaudited.splice(0)) audit(record);
@@ -691,7 +714,12 @@ export class Bus {
       this.acl.stop();
       this.#revoked.stop();
       this.#auditor.flush();
-      await this.nc.drain().catch(() => {});
+      if (this.#ownsConnection) await this.nc.drain().catch(() => {});
+      else {
+        // The caller's connection stays: stop what this bus listens to on it, and send what it queued.
+        this.#status?.stop?.();
+        await this.nc.flush().catch(() => {});
+      }
       this.log.info("closed");
     })();
     return this.#closing;
@@ -767,7 +795,8 @@ export class Bus {
   }
 
   async #watchStatus(): Promise<void> {
-    for await (const s of this.nc.status()) {
+    this.#status = this.nc.status();
+    for await (const s of this.#status) {
       if (s.type === "disconnect" || s.type === "reconnecting") this.log.warn({ status: s.type }, "NATS connection lost, reconnecting");
       else if (s.type === "reconnect") this.log.info({ status: s.type }, "NATS reconnected");
       else if (s.type === "error") this.log.error({ status: s.type, err: String(s.error) }, "NATS error");

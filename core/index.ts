@@ -13,7 +13,7 @@
 import * as infra from "./infra.js";
 import * as mirrors from "./kvmirror.js";
 
-export { connect, Bus, type ConnectOptions, type CallOptions, type SendOptions, type NatsAuth } from "./bus.js";
+export { attach, connect, Bus, type AttachOptions, type ConnectOptions, type CallOptions, type SendOptions, type NatsAuth } from "./bus.js";
 export { Agent, cardOf, type AgentSpec, type SkillSpec, type AgentOptions, type Handler } from "./agent.js";
 export type { AgentContext, ArtifactOptions } from "./context.js";
 export type { WorkerOptions } from "./worker.js";

@@ -6,8 +6,10 @@ import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
+import { connect as natsConnect } from "@nats-io/transport-node";
 import {
   AgentBusError,
+  attach,
   Envelopes,
   Header,
   Identity,
@@ -316,6 +318,28 @@ export function busSuite(label: string, servers: () => string[], replicas: numbe
       expect(textOf(await caller.call("outer", "x", { trace: { traceparent } }))).toBe("inner done");
       expect(seen).toEqual([{ depth: 1, parent: expect.any(String), trace: "4bf92f3577b34da6a3ce929d0e0e4736" }]);
       await rejectsWith(caller.call("loop", "x"), "DEPTH_EXCEEDED");
+    });
+
+    it("attach() runs a bus on the caller's own connection; close() stops the bus and leaves the connection open", async () => {
+      const t = tenant();
+      const caller = await open({ tenant: t }); // sets the tenant up as the other tests' buses do
+      const identity = Identity.generate();
+      const nc = await natsConnect({ servers: servers(), inboxPrefix: `_INBOX.${identity.id}` });
+      try {
+        const agentBus = await attach(nc, { tenant: t, identity, insecureAllowAll: true, logger: createLogger({ level: "silent" }) });
+        expect(agentBus.id).toBe(identity.id);
+        await agentBus.agent({ name: "attached", skills: [{ id: "attached" }] }, { attached: (ctx) => `on my connection: ${ctx.text}` });
+        await grant(agentBus, "caller", { source: caller.id, target: "*", capabilities: [">"] }, caller);
+        await eventually(() => caller.discover({ capability: "attached", online: true }).length === 1);
+        expect(textOf(await caller.call("attached", "hi"))).toBe("on my connection: hi");
+        await agentBus.close();
+        expect(nc.isClosed()).toBe(false);
+        await rejectsWith(caller.call("attached", "x", { timeout: 1000 }), "NO_RESPONDERS");
+        // The connection is still the caller's to use.
+        await nc.flush();
+      } finally {
+        await nc.close();
+      }
     });
 
     it("close() drains: a call in flight still gets its reply", async () => {
