@@ -25,6 +25,9 @@ export const finalEventId = (task: Task, revision: number): string => `${taskKey
  */
 export const taskKey = (task: Pick<Task, "id" | "metadata">): string => `${task.metadata.submitter}.${task.id}`;
 
+/** Room left for headers (envelope, trace, JetStream's) below the server's `max_payload`. */
+const HEADER_ROOM = 8 * 1024;
+
 /** One stored task event and where it sits in `MESH_<T>_EVENTS`. */
 export interface StoredEvent {
   /** Stream sequence: pass `sequence + 1` as `fromSequence` to resume after it. */
@@ -61,7 +64,9 @@ export class Durable {
     const [kv, owners] = await Promise.all([ensureTaskInfra(jsm, kvm, subjects, options), ensureOwnersBucket(kvm, subjects, options)]);
     const js = jetstream(nc);
     const direct = kv instanceof Bucket && kv.direct;
-    return new Durable(js, new TaskStore(kv, js, owners, subjects.bucket("tasks"), jsm, direct, { ...trust, envelopes }), subjects, envelopes);
+    const maxPayload = nc.info?.max_payload;
+    const store = new TaskStore(kv, js, owners, subjects.bucket("tasks"), jsm, direct, { ...trust, envelopes }, maxPayload ? maxPayload - HEADER_ROOM : undefined);
+    return new Durable(js, store, subjects, envelopes);
   }
 
   /**

@@ -105,3 +105,8 @@ export function typedPayloadError(err: unknown, what: string): unknown {
   if (isAgentBusError(err) || !/max_payload/i.test(message)) return err;
   return new AgentBusError("PAYLOAD_TOO_LARGE", `${what} exceeds the server's maximum message size (max_payload)`, { cause: err });
 }
+
+/** A failure as a task's reason shows it: `CODE: message` for an `AgentBusError`, else the message. */
+export function failureReason(err: unknown): string {
+  return isAgentBusError(err) ? `${err.code}: ${err.message}` : String((err as Error)?.message ?? err);
+}

@@ -147,6 +147,28 @@ export const taskRight = (cap: string): string => `task.${cap}`;
 /** A status object stamped now. */
 export const statusNow = (state: TaskState, message?: Message): TaskStatus => ({ state, ...(message && { message }), timestamp: new Date().toISOString() });
 
+/** A status event of `task` moving to `state` now (with an optional message). */
+export const statusEvent = (task: Pick<Task, "id" | "contextId">, state: TaskState, message?: Message): TaskEvent => ({
+  statusUpdate: { taskId: task.id, contextId: task.contextId, status: statusNow(state, message) },
+});
+
+/** What an artifact event carries besides its parts (`ctx.artifact`'s options, with the id chosen). */
+export interface ArtifactFields {
+  artifactId: string;
+  name?: string;
+  description?: string;
+  metadata?: Record<string, unknown>;
+  /** Adds the parts to the artifact sent before under the same id. */
+  append?: boolean;
+  lastChunk?: boolean;
+}
+
+/** An artifact event of `task` (or one chunk of an artifact). */
+export function artifactEvent(task: Pick<Task, "id" | "contextId">, parts: Part[], o: ArtifactFields): TaskEvent {
+  const artifact = { artifactId: o.artifactId, parts, ...(o.name && { name: o.name }), ...(o.description && { description: o.description }), ...(o.metadata && { metadata: o.metadata }) };
+  return { artifactUpdate: { taskId: task.id, contextId: task.contextId, artifact, append: o.append ?? false, lastChunk: o.lastChunk ?? true } };
+}
+
 /**
  * A new task id for `submitter`: 128 random bits, then 64 bits of a hash
  * binding them to the submitter's id, in hex (48 digits). Knowing a task's

@@ -9,7 +9,7 @@ import { retryJs } from "./infra.js";
 import { toMessage, utf8, type Input } from "./message.js";
 import { checkCapability, checkId } from "./subjects.js";
 import type { AclPolicy } from "./acl.js";
-import { applyEvent, isFinal, isTerminal, newTaskId, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent } from "./task.js";
+import { applyEvent, isFinal, isTerminal, newTaskId, statusEvent, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent } from "./task.js";
 import type { Snapshot, TaskPage, TaskQuery } from "./taskstore.js";
 import { TaskWatch } from "./taskwatch.js";
 import { SpanAttr, SpanKind, traced, type TraceContext } from "./trace.js";
@@ -359,8 +359,7 @@ export class TaskHandle {
 
 /** Moves a task to CANCELED by compare-and-set, then records the event (final states: snapshot first). */
 export async function markCanceled(durable: Durable, known: Snapshot, reason = "canceled", trace?: TraceContext): Promise<Task> {
-  const status = statusNow("TASK_STATE_CANCELED", toMessage(reason, "ROLE_AGENT"));
-  const event = { statusUpdate: { taskId: known.task.id, contextId: known.task.contextId, status } };
+  const event = statusEvent(known.task, "TASK_STATE_CANCELED", toMessage(reason, "ROLE_AGENT"));
   let refused: Task | undefined;
   const next = await durable.store.update(known.task.id, (t) => {
     if (isTerminal(t.status.state)) {
@@ -413,9 +412,12 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       history: [stored],
       metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }) },
     };
-    checkSize(s, task);
+    // Encoded once, and refused (PAYLOAD_TOO_LARGE) before anything is
+    // written when it would not fit one message: a task is accepted whole
+    // or not at all (the work item holds less than its snapshot).
+    const body = s.durable.store.encode(task);
     if (!fresh) {
-      const created = await s.durable.store.create(task, s.providers(cap));
+      const created = await s.durable.store.create(task, s.providers(cap), body);
       if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
       await Promise.all([s.durable.store.index(task), publishWork(s, cap, message, task, taskKey(task), options, encryptFor)]);
       return handle;
@@ -425,7 +427,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     // arrives before the snapshot waits for it).
     const watch = new TaskWatch(s.nc, s.durable, task);
     try {
-      await Promise.all([s.durable.store.create(task, s.providers(cap)), s.durable.store.index(task), publishWork(s, cap, message, task, taskKey(task), options, encryptFor)]);
+      await Promise.all([s.durable.store.create(task, s.providers(cap), body), s.durable.store.index(task), publishWork(s, cap, message, task, taskKey(task), options, encryptFor)]);
     } catch (err) {
       watch.stop();
       throw err;
@@ -452,23 +454,6 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   }
   if (isTerminal(state)) throw new AgentBusError("TASK_FINISHED", `task ${taskId} is already ${state}`);
   return handle; // running: the submit was a retry
-}
-
-/** Room left for headers (envelope, trace, JetStream's) below the server's `max_payload`. */
-const HEADER_ROOM = 8 * 1024;
-
-/**
- * `PAYLOAD_TOO_LARGE` before anything is written when the new task's
- * snapshot (which holds the input; the work item holds it as well) would
- * not fit in one message: a task is accepted whole or not at all.
- */
-function checkSize(s: Pick<Submitter, "nc">, task: Task): void {
-  const limit = s.nc.info?.max_payload;
-  if (!limit) return;
-  const bytes = Buffer.byteLength(JSON.stringify(task));
-  if (bytes > limit - HEADER_ROOM) {
-    throw new AgentBusError("PAYLOAD_TOO_LARGE", `task input of ${bytes} bytes (with its snapshot) exceeds what one message to this server may hold (${limit - HEADER_ROOM} bytes)`);
-  }
 }
 
 async function publishWork(s: Submitter, cap: string, message: unknown, task: Task, msgId: string, o: SubmitOptions, encryptFor?: string[]): Promise<void> {

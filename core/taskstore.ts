@@ -135,6 +135,8 @@ export class TaskStore {
     /** Whether the bucket's stream answers direct reads (`allow_direct`). */
     readonly direct: boolean,
     readonly trust: SnapshotTrust,
+    /** Largest stored snapshot in bytes: the server's `max_payload` less room for headers (absent: unchecked). */
+    readonly maxBytes?: number,
   ) {
     this.#stream = `KV_${bucket}`;
     this.#prefix = `$KV.${bucket}.`;
@@ -210,9 +212,20 @@ export class TaskStore {
   }
 
   /** Stores `task` as the next revision after `expected` (0: a new key); the new revision. */
-  async #write(task: Task, expected: number, macFor: readonly string[] = []): Promise<number> {
-    const subject = this.subjectOf(String(task.metadata.submitter), task.id);
+  /**
+   * The stored form of `task`: `PAYLOAD_TOO_LARGE` when it would not fit in
+   * one message to this server (its `max_payload`, less room for headers).
+   */
+  encode(task: Task): Buffer {
     const body = Buffer.from(JSON.stringify(task));
+    if (this.maxBytes !== undefined && body.length > this.maxBytes) {
+      throw new AgentBusError("PAYLOAD_TOO_LARGE", `the snapshot of task ${task.id} (${body.length} bytes) exceeds what one message to this server may hold (${this.maxBytes} bytes)`);
+    }
+    return body;
+  }
+
+  async #write(task: Task, expected: number, macFor: readonly string[] = [], body = this.encode(task)): Promise<number> {
+    const subject = this.subjectOf(String(task.metadata.submitter), task.id);
     const me = this.trust.envelopes.identity.id;
     const { submitter, agent } = task.metadata;
     const parties = new Set([submitter, agent, ...macFor].filter((p): p is string => typeof p === "string" && p !== me));
@@ -224,10 +237,10 @@ export class TaskStore {
     return ack.seq;
   }
 
-  /** Writes a new snapshot (MACed for `macFor` as well); undefined when the id already exists. */
-  async create(task: Task, macFor?: readonly string[]): Promise<Snapshot | undefined> {
+  /** Writes a new snapshot (MACed for `macFor` as well; `body`: its {@link encode}d form); undefined when the id already exists. */
+  async create(task: Task, macFor?: readonly string[], body?: Buffer): Promise<Snapshot | undefined> {
     try {
-      return { task, revision: await this.#write(task, 0, macFor) };
+      return { task, revision: await this.#write(task, 0, macFor, body) };
     } catch (err) {
       if (isRevisionConflict(err)) return undefined;
       throw err;

@@ -19,12 +19,12 @@ import { randomUUID } from "node:crypto";
 import { CallSink } from "./agent.js";
 import { completeWith, runHandler, type ArtifactOptions, type ContextBase, type ContextSink, type Handler } from "./context.js";
 import type { Envelope } from "./envelope.js";
-import { AgentBusError, isAgentBusError } from "./errors.js";
+import { AgentBusError, failureReason, isAgentBusError } from "./errors.js";
 import { createLogger, type Logger } from "./log.js";
 import { textOf, toMessage, type Input } from "./message.js";
 import type { CallOptions } from "./options.js";
 import type { Message, Part } from "./protocol.js";
-import { applyEvent, statusNow, type Task, type TaskEvent, type TaskState } from "./task.js";
+import { applyEvent, artifactEvent, statusEvent, statusNow, type Task, type TaskEvent, type TaskState } from "./task.js";
 
 /** Options of {@link testHandler}. */
 export interface HandlerTestOptions {
@@ -90,12 +90,11 @@ class RecordingSink implements ContextSink {
   }
 
   async status(message: Message): Promise<void> {
-    this.#emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow("TASK_STATE_WORKING", message) } });
+    this.#emit(statusEvent(this.task, "TASK_STATE_WORKING", message));
   }
 
   async artifact(parts: Part[], o: ArtifactOptions & { artifactId: string }): Promise<void> {
-    const artifact = { artifactId: o.artifactId, parts, ...(o.name && { name: o.name }), ...(o.description && { description: o.description }), ...(o.metadata && { metadata: o.metadata }) };
-    this.#emit({ artifactUpdate: { taskId: this.task.id, contextId: this.task.contextId, artifact, append: o.append ?? false, lastChunk: o.lastChunk ?? true } });
+    this.#emit(artifactEvent(this.task, parts, o));
   }
 
   async message(message: Message): Promise<void> {
@@ -104,14 +103,13 @@ class RecordingSink implements ContextSink {
 
   async end(state: TaskState, message?: Message): Promise<void> {
     if (this.ended) return;
-    this.#emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow(state, message) } });
+    this.#emit(statusEvent(this.task, state, message));
     this.ended = true;
   }
 
   working(): void {}
 }
 
-const reasonOf = (err: unknown): string => (isAgentBusError(err) ? `${err.code}: ${err.message}` : String((err as Error)?.message ?? err));
 
 /**
  * Runs `handler` once on `input` against a recording context (see the
@@ -168,7 +166,7 @@ export async function testHandler(handler: Handler, input: Input, options: Handl
       return { state: "TASK_STATE_COMPLETED", task: done, events: [], reply, resultText: textOf(reply), calls };
     } catch (error) {
       const state: TaskState = isAgentBusError(error, "HANDLER_FAILED") && error.message.startsWith("rejected: ") ? "TASK_STATE_REJECTED" : "TASK_STATE_FAILED";
-      return { state, task: { ...task, status: statusNow(state, toMessage(reasonOf(error), "ROLE_AGENT")) }, events: [], calls, error };
+      return { state, task: { ...task, status: statusNow(state, toMessage(failureReason(error), "ROLE_AGENT")) }, events: [], calls, error };
     }
   }
 
@@ -180,7 +178,7 @@ export async function testHandler(handler: Handler, input: Input, options: Handl
     else if (!sink.ended) await completeWith(sink, result);
   } catch (err) {
     error = err;
-    if (!sink.ended) await sink.end(base.signal.aborted ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(reasonOf(err), "ROLE_AGENT"));
+    if (!sink.ended) await sink.end(base.signal.aborted ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(failureReason(err), "ROLE_AGENT"));
   }
   const final = sink.task;
   const result = final.artifacts.find((a) => a.name === "result");

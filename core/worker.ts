@@ -2,13 +2,13 @@ import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerMessages, type Js
 import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
 import { completeWith, runHandler, type ArtifactOptions, type ContextBase, type ContextSink, type Handler } from "./context.js";
 import { finalEventId, type Durable } from "./durable.js";
-import { AgentBusError, errorInfo, isAgentBusError, type ErrorCode } from "./errors.js";
+import { AgentBusError, errorInfo, failureReason, isAgentBusError, type ErrorCode } from "./errors.js";
 import { Header, replySubject, type Envelope } from "./envelope.js";
 import { ensureConsumer, retryJs } from "./infra.js";
 import type { Logger } from "./log.js";
 import { parseMessage, structuredInput, toMessage } from "./message.js";
 import type { Message, Part } from "./protocol.js";
-import { applyEvent, canMove, isFinal, isTerminal, stateOf, statusNow, taskRight, type Task, type TaskEvent, type TaskState } from "./task.js";
+import { applyEvent, artifactEvent, canMove, isFinal, isTerminal, stateOf, statusEvent, statusNow, taskRight, type Task, type TaskEvent, type TaskState } from "./task.js";
 import type { Snapshot } from "./taskstore.js";
 import type { TraceContext } from "./trace.js";
 
@@ -254,7 +254,7 @@ export class TaskWorker {
   }
 
   async #failed(run: TaskRun, m: JsMsg, err: unknown): Promise<void> {
-    const reason = isAgentBusError(err) ? `${err.code}: ${err.message}` : String((err as Error)?.message ?? err);
+    const reason = failureReason(err);
     if (isTerminal(run.task.status.state)) {
       // The final state is stored but its event may not be: make sure, then done.
       await this.#ensureFinalEvent(run.snapshot);
@@ -384,7 +384,7 @@ class TaskRun implements ContextSink {
     if (!this.#startTimer) return Promise.resolve();
     clearTimeout(this.#startTimer);
     this.#startTimer = undefined;
-    return this.emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow("TASK_STATE_WORKING") } });
+    return this.emit(statusEvent(this.task, "TASK_STATE_WORKING"));
   }
 
   /**
@@ -398,18 +398,16 @@ class TaskRun implements ContextSink {
    */
   async emit(event: TaskEvent): Promise<void> {
     if (this.stale) throw new AgentBusError("TASK_FINISHED", `task ${this.task.id} ended elsewhere`);
-    const state0 = stateOf(event);
+    const state = stateOf(event);
+    const final = state !== undefined && isFinal(state);
     if (this.#startTimer) {
       // Finishing before the WORKING event was due: it is not sent at all.
-      if (state0 && isFinal(state0)) {
-        clearTimeout(this.#startTimer);
-        this.#startTimer = undefined;
-      } else await this.#started();
+      if (final) this.settled();
+      else await this.#started();
     }
     if (this.sealFor) event = this.worker.host.durable.envelopes.e2e.sealEvent(event, this.sealFor, this.task.id);
-    const state = stateOf(event);
     this.#pending.push(event);
-    if (state && isFinal(state)) {
+    if (final) {
       await this.#flush();
       if (!this.stale) await this.worker.host.durable.publishEvent(this.task, event, finalEventId(this.task, this.#snapshot.revision), this.trace);
       return;
@@ -449,12 +447,11 @@ class TaskRun implements ContextSink {
   }
 
   status(message: Message): Promise<void> {
-    return this.emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow("TASK_STATE_WORKING", this.#own(message)) } });
+    return this.emit(statusEvent(this.task, "TASK_STATE_WORKING", this.#own(message)));
   }
 
   artifact(parts: Part[], o: ArtifactOptions & { artifactId: string }): Promise<void> {
-    const artifact = { artifactId: o.artifactId, parts, ...(o.name && { name: o.name }), ...(o.description && { description: o.description }), ...(o.metadata && { metadata: o.metadata }) };
-    return this.emit({ artifactUpdate: { taskId: this.task.id, contextId: this.task.contextId, artifact, append: o.append ?? false, lastChunk: o.lastChunk ?? true } });
+    return this.emit(artifactEvent(this.task, parts, o));
   }
 
   message(message: Message): Promise<void> {
@@ -463,7 +460,7 @@ class TaskRun implements ContextSink {
 
   async end(state: TaskState, message?: Message): Promise<void> {
     if (this.ended) return;
-    await this.emit({ statusUpdate: { taskId: this.task.id, contextId: this.task.contextId, status: statusNow(state, message && this.#own(message)) } });
+    await this.emit(statusEvent(this.task, state, message && this.#own(message)));
     this.ended = true;
   }
 
