@@ -295,7 +295,10 @@ export class Bus {
       windowMs: options.windowMs ?? 60_000,
     });
     // The bucket's own max age rules (it may predate this connection's options).
-    const presenceMaxAgeMs = (await buckets.presence.status()).ttl;
+    const [presenceStatus, agentsStatus] = await Promise.all([buckets.presence.status(), buckets.agents.status()]);
+    const presenceMaxAgeMs = presenceStatus.ttl;
+    // Buses of this process on the same buckets (the same streams: same names, made at the same instant) share one registry view.
+    const registryKey = `${subjects.bucket("agents")}@${agentsStatus.streamInfo.created}|${presenceStatus.streamInfo.created}`;
     const invalid = (bucket: string) => (key: string, err: unknown) => log.warn({ bucket, key, err: String(err) }, "ignoring invalid entry");
     // Policy entries that are not applied: logged, and audited once per key revision (queued until the bus exists).
     const reported = new Set<string>();
@@ -315,7 +318,11 @@ export class Bus {
     // Listeners of onRevoked, registered once the bus exists (the list loads first).
     let revokedListener: ((id: string, r: Revocation) => void) | undefined;
     const [registry, { acl, revoked }] = await Promise.all([
-      Registry.start(buckets.agents, buckets.presence, presenceMaxAgeMs, invalid("agents")),
+      Registry.open({ agents: buckets.agents, presence: buckets.presence, closed: nc.closed() }, presenceMaxAgeMs, {
+        share: registryKey,
+        onInvalid: invalid("agents"),
+        onMoveFailed: (err) => log.warn({ err: String(err) }, "the shared registry view could not move to another connection yet"),
+      }),
       (async () => {
         // Revocations are signed by the ACL's admins: the trust root loads first.
         const acl = await AclStore.start(buckets.acl, { ...policy, trustRoot: options.trustRoot });
@@ -334,7 +341,7 @@ export class Bus {
     }
     void bus.#watchStatus();
     log.info({ server: bus.server.version }, "connected");
-    if (!bus.server.replicatedCas && (await buckets.agents.status()).replicas > 1) {
+    if (!bus.server.replicatedCas && agentsStatus.replicas > 1) {
       log.warn(
         { server: bus.server.version },
         "nats-server before 2.9.21 does not make compare-and-set atomic on replicated buckets (nats-server#4320): concurrent session updates can be lost and a cancel can race a task's completion. Run 2.9.21 or newer in a JetStream cluster.",

@@ -82,15 +82,153 @@ export function verifyRecord(key: string, value: unknown): AgentRecord {
   return { ...r, schemas: r.schemas ?? {} };
 }
 
+/** Where a registry view reads from: the two buckets on one connection, and when that connection ends. */
+export interface RegistrySource {
+  agents: KV;
+  presence: KV;
+  /** Resolves when the connection the buckets live on is closed for good. */
+  closed?: Promise<unknown>;
+}
+
+/** Options of {@link Registry.start}. */
+export interface RegistryOptions {
+  /** Called for every entry that does not verify (once per process for a shared view). */
+  onInvalid?: (key: string, err: unknown) => void;
+  /**
+   * Share one view with every other bus of this process that gives the same
+   * key (the same buckets on the same deployment): one watch and one copy of
+   * the registry per process instead of one per connection. When the
+   * connection the shared watch runs on goes, the view moves to another
+   * member's connection. Absent: this view is private.
+   */
+  share?: string;
+  /** Logs moves of a shared view that fail. */
+  onMoveFailed?: (err: unknown) => void;
+}
+
+/** Shared views by key: one per deployment, tenant and bucket in this process. */
+const shared = new Map<string, Promise<RegistryMirror>>();
+
 /**
  * Discovery from a local cache: the agents bucket and the presence bucket are
  * mirrored by KV watches, so `discover()` costs no round trip. Presence
  * entries expire by the bucket's max age on the server, but an expiry sends
  * no watch event on nats-server 2.9, so the cache applies the same max age
  * itself and a sweep timer reports agents that went quiet.
+ *
+ * Buses of one process that read the same buckets share one mirror (see
+ * {@link RegistryOptions.share}): every registration and heartbeat is
+ * verified and held once per process, not once per connection, so a
+ * process running a thousand agents keeps one copy of the registry.
  */
 export class Registry {
+  readonly #mirror: RegistryMirror;
+  readonly #source: RegistrySource;
+  readonly #unsubscribe = new Set<() => void>();
+  #stopped = false;
+
+  private constructor(mirror: RegistryMirror, source: RegistrySource) {
+    this.#mirror = mirror;
+    this.#source = source;
+  }
+
+  /** Starts mirroring (or joins this process's shared mirror); resolves when both buckets are loaded. */
+  static async start(agents: KV, presence: KV, maxAgeMs: number, options: RegistryOptions = {}): Promise<Registry> {
+    const source: RegistrySource = { agents, presence };
+    return Registry.open(source, maxAgeMs, options);
+  }
+
+  /** {@link Registry.start} with the source's connection end known, so a shared view can move off it in time. */
+  static async open(source: RegistrySource, maxAgeMs: number, options: RegistryOptions = {}): Promise<Registry> {
+    const key = options.share;
+    if (key === undefined) return new Registry(await RegistryMirror.start(source, maxAgeMs, options), source);
+    for (;;) {
+      let pending = shared.get(key);
+      if (!pending) {
+        const started: Promise<RegistryMirror> = RegistryMirror.start(source, maxAgeMs, { ...options, release: () => shared.get(key) === started && shared.delete(key) });
+        shared.set(key, (pending = started));
+        started.catch(() => shared.get(key) === started && shared.delete(key));
+      }
+      const mirror = await pending;
+      // Its last member may have left while this one waited: then start another.
+      if (mirror.join(source)) return new Registry(mirror, source);
+    }
+  }
+
+  /** Agents matching every given filter. */
+  discover(query: DiscoverQuery = {}): AgentInfo[] {
+    return this.#mirror.discover(query);
+  }
+
+  /** One agent by id. */
+  get(id: string): AgentInfo | undefined {
+    return this.#mirror.get(id);
+  }
+
+  /** Ids of online agents offering `cap` (cached: this is on every call's path). */
+  providers(cap: string): string[] {
+    return this.#mirror.providers(cap);
+  }
+
+  /**
+   * Ids of every registered agent offering `cap`, online or not (cached):
+   * the recipients of end-to-end encrypted work, which a provider may take
+   * when it comes back.
+   */
+  registered(cap: string): string[] {
+    return this.#mirror.registered(cap);
+  }
+
+  /**
+   * Whether agent `id` has a valid registration offering `cap`: from the
+   * mirror, else (a registration the mirror may not have caught up with
+   * yet) from the bucket itself, one read on this view's own connection.
+   */
+  async provides(id: string, cap: string): Promise<boolean> {
+    if (this.registered(cap).includes(id)) return true;
+    const e = await this.#source.agents.get(id).catch(() => null);
+    if (!e || e.operation !== "PUT") return false;
+    try {
+      return verifyRecord(id, e.json()).card.skills.some((s) => s.id === cap);
+    } catch {
+      return false;
+    }
+  }
+
+  /** True when `id` has a valid registration. */
+  isRegistered(id: string): boolean {
+    return this.#mirror.isRegistered(id);
+  }
+
+  /** Subscribes to agent events; returns the unsubscribe function. Stopping this view unsubscribes it. */
+  on(listener: (e: AgentEvent) => void): () => void {
+    const off = this.#mirror.on(listener);
+    const unsubscribe = () => {
+      off();
+      this.#unsubscribe.delete(unsubscribe);
+    };
+    this.#unsubscribe.add(unsubscribe);
+    return unsubscribe;
+  }
+
+  /** Stops this view: its listeners go; a shared mirror stops with its last member. */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    for (const off of [...this.#unsubscribe]) off();
+    this.#mirror.leave(this.#source);
+  }
+}
+
+interface MirrorOptions extends RegistryOptions {
+  /** Called once when the last member leaves a shared mirror. */
+  release?: () => void;
+}
+
+/** The registry's state, mirrored from one source at a time, for one or more {@link Registry} views. */
+class RegistryMirror {
   readonly #maxAgeMs: number;
+  readonly #options: MirrorOptions;
   readonly #listeners = new Set<(e: AgentEvent) => void>();
   readonly #online = new Set<string>();
   /** capability → online provider ids; rebuilt lazily after any change */
@@ -100,32 +238,149 @@ export class Registry {
   /** tag → registered agent ids, rebuilt lazily like `#registered` */
   #tagged = new Map<string, string[]>();
   /** agent id → instance → time of its last heartbeat */
-  readonly #beats = new Map<string, Map<string, Date>>();
+  #beats = new Map<string, Map<string, Date>>();
   #agents!: KvMirror<AgentRecord>;
-  #agentsKv!: KV;
   #presence!: KvMirror<PresenceBeat>;
   #sweep?: NodeJS.Timeout;
+  /** The views reading this mirror; the first is where it runs (its home). */
+  readonly #members: RegistrySource[] = [];
+  #home!: RegistrySource;
+  #moving?: Promise<void>;
+  #stopped = false;
 
-  private constructor(maxAgeMs: number) {
+  private constructor(maxAgeMs: number, options: MirrorOptions) {
     this.#maxAgeMs = maxAgeMs;
+    this.#options = options;
   }
 
-  /** Starts mirroring; resolves when both buckets are loaded. */
-  static async start(agents: KV, presence: KV, maxAgeMs: number, onInvalid?: (key: string, err: unknown) => void): Promise<Registry> {
-    const r = new Registry(maxAgeMs);
-    r.#agentsKv = agents;
-    r.#agents = await KvMirror.start(agents, (e) => verifyRecord(e.key, e.json()), (key, v, prev) => r.#onAgent(key, v, prev), onInvalid);
-    r.#presence = await KvMirror.start(presence, (e) => e.json<PresenceBeat>(), (key, beat) => r.#onBeat(key, beat));
-    for (const id of r.#agents.entries.keys()) r.#refresh(id, true);
-    r.#sweep = setInterval(() => {
-      for (const id of r.#online) r.#refresh(id);
+  static async start(source: RegistrySource, maxAgeMs: number, options: MirrorOptions): Promise<RegistryMirror> {
+    const m = new RegistryMirror(maxAgeMs, options);
+    const { agents, presence } = await m.#load(source);
+    m.#agents = agents;
+    m.#presence = presence;
+    m.#home = source;
+    m.#watchHome(source);
+    m.#members.push(source);
+    for (const { key, value } of [...presence.entries].map(([key, value]) => ({ key, value }))) m.#onBeat(key, value);
+    for (const id of agents.entries.keys()) m.#refresh(id, true);
+    m.#sweep = setInterval(() => {
+      for (const id of m.#online) m.#refresh(id);
     }, Math.max(250, Math.floor(maxAgeMs / 4)));
-    r.#sweep.unref();
-    return r;
+    m.#sweep.unref();
+    return m;
   }
 
-  /** Agents matching every given filter. */
-  discover(query: DiscoverQuery = {}): AgentInfo[] {
+  /** Watches of both buckets of `source`; their changes apply once they are this mirror's own. */
+  async #load(source: RegistrySource): Promise<{ agents: KvMirror<AgentRecord>; presence: KvMirror<PresenceBeat> }> {
+    // Changes apply only from the mirrors in use: a new pair loads quietly until it takes over.
+    let agents: KvMirror<AgentRecord> | undefined;
+    let presence: KvMirror<PresenceBeat> | undefined;
+    agents = await KvMirror.start(
+      source.agents,
+      (e) => verifyRecord(e.key, e.json()),
+      (key, v, prev) => this.#agents === agents && this.#onAgent(key, v, prev),
+      this.#options.onInvalid,
+    );
+    try {
+      presence = await KvMirror.start(source.presence, (e) => e.json<PresenceBeat>(), (key, beat) => this.#presence === presence && this.#onBeat(key, beat));
+    } catch (err) {
+      agents.stop();
+      throw err;
+    }
+    return { agents, presence };
+  }
+
+  /** Moves the mirror when its home's connection closes while others still read it. */
+  #watchHome(source: RegistrySource): void {
+    void source.closed?.then(
+      () => this.#home === source && this.#leaveHome(),
+      () => this.#home === source && this.#leaveHome(),
+    );
+  }
+
+  /** Adds a member; false when the mirror already stopped. */
+  join(source: RegistrySource): boolean {
+    if (this.#stopped) return false;
+    if (!this.#members.includes(source)) this.#members.push(source);
+    return true;
+  }
+
+  leave(source: RegistrySource): void {
+    const i = this.#members.indexOf(source);
+    if (i >= 0) this.#members.splice(i, 1);
+    if (this.#members.length === 0) {
+      this.#stop();
+      return;
+    }
+    if (this.#home === source) this.#leaveHome();
+  }
+
+  #leaveHome(): void {
+    if (this.#stopped || this.#moving) return;
+    this.#moving = this.#move().finally(() => (this.#moving = undefined));
+  }
+
+  /**
+   * Reloads both buckets through another member's connection and takes
+   * over from the old watches: what changed meanwhile is reported as
+   * events, so listeners miss nothing. Tries each member in turn, then
+   * again after a pause, while any member is left.
+   */
+  async #move(): Promise<void> {
+    for (let attempt = 0; !this.#stopped; attempt++) {
+      const candidates = this.#members.filter((m) => m !== this.#home);
+      for (const next of candidates) {
+        if (this.#stopped || !this.#members.includes(next)) continue;
+        let loaded;
+        try {
+          loaded = await this.#load(next);
+        } catch (err) {
+          this.#options.onMoveFailed?.(err);
+          continue;
+        }
+        if (this.#stopped || !this.#members.includes(next)) {
+          loaded.agents.stop();
+          loaded.presence.stop();
+          continue;
+        }
+        this.#takeOver(next, loaded.agents, loaded.presence);
+        return;
+      }
+      if (candidates.length === 0) return;
+      await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)));
+    }
+  }
+
+  #takeOver(home: RegistrySource, agents: KvMirror<AgentRecord>, presence: KvMirror<PresenceBeat>): void {
+    const [oldAgents, oldPresence] = [this.#agents, this.#presence];
+    this.#agents = agents;
+    this.#presence = presence;
+    this.#home = home;
+    oldAgents.stop();
+    oldPresence.stop();
+    this.#watchHome(home);
+    // What changed while the mirror moved.
+    for (const [id, was] of oldAgents.entries) {
+      const now = agents.entries.get(id);
+      if (!now) this.#onAgent(id, undefined, was);
+      else if (now.revision !== was.revision) this.#onAgent(id, now, was);
+    }
+    for (const [id, now] of agents.entries) if (!oldAgents.entries.has(id)) this.#onAgent(id, now, undefined);
+    this.#beats = new Map();
+    for (const [key, beat] of presence.entries) this.#onBeat(key, beat);
+    for (const id of [...this.#online]) this.#refresh(id);
+  }
+
+  #stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#sweep);
+    this.#agents.stop();
+    this.#presence.stop();
+    this.#options.release?.();
+  }
+
+  discover(query: DiscoverQuery): AgentInfo[] {
     // Candidates from the capability or tag index (cached), not a pass over every agent.
     const candidates = query.capability ? this.registered(query.capability) : query.tag ? this.#withTag(query.tag) : this.#agents.entries.keys();
     const out: AgentInfo[] = [];
@@ -141,7 +396,6 @@ export class Registry {
     return out;
   }
 
-  /** Ids of registered agents with a skill tagged `tag` (cached like {@link registered}). */
   #withTag(tag: string): string[] {
     let ids = this.#tagged.get(tag);
     if (!ids) {
@@ -152,7 +406,6 @@ export class Registry {
     return ids;
   }
 
-  /** One agent by id. */
   get(id: string): AgentInfo | undefined {
     const rec = this.#agents.get(id);
     if (!rec) return undefined;
@@ -170,7 +423,6 @@ export class Registry {
     };
   }
 
-  /** Ids of online agents offering `cap` (cached: this is on every call's path). */
   providers(cap: string): string[] {
     let ids = this.#providers.get(cap);
     if (!ids) {
@@ -183,11 +435,6 @@ export class Registry {
     return ids;
   }
 
-  /**
-   * Ids of every registered agent offering `cap`, online or not (cached):
-   * the recipients of end-to-end encrypted work, which a provider may take
-   * when it comes back.
-   */
   registered(cap: string): string[] {
     let ids = this.#registered.get(cap);
     if (!ids) {
@@ -198,37 +445,13 @@ export class Registry {
     return ids;
   }
 
-  /**
-   * Whether agent `id` has a valid registration offering `cap`: from the
-   * mirror, else (a registration the mirror may not have caught up with
-   * yet) from the bucket itself, one read.
-   */
-  async provides(id: string, cap: string): Promise<boolean> {
-    if (this.registered(cap).includes(id)) return true;
-    const e = await this.#agentsKv.get(id).catch(() => null);
-    if (!e || e.operation !== "PUT") return false;
-    try {
-      return verifyRecord(id, e.json()).card.skills.some((s) => s.id === cap);
-    } catch {
-      return false;
-    }
-  }
-
-  /** True when `id` has a valid registration. */
   isRegistered(id: string): boolean {
     return this.#agents.entries.has(id);
   }
 
-  /** Subscribes to agent events; returns the unsubscribe function. */
   on(listener: (e: AgentEvent) => void): () => void {
     this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
-  }
-
-  stop(): void {
-    clearInterval(this.#sweep);
-    this.#agents?.stop();
-    this.#presence?.stop();
+    return () => void this.#listeners.delete(listener);
   }
 
   #onBeat(key: string, beat: Mirrored<PresenceBeat> | undefined): void {
@@ -261,8 +484,9 @@ export class Registry {
     this.#tagged.clear();
     if (!this.#presence) return; // initial load: reported once presence is known
     if (!value) {
+      if (!previous) return;
       this.#online.delete(id);
-      const agent: AgentInfo = { id, name: previous!.value.card.name, card: previous!.value.card, capabilities: [], tags: [], schemas: {}, online: false, instances: 0 };
+      const agent: AgentInfo = { id, name: previous.value.card.name, card: previous.value.card, capabilities: [], tags: [], schemas: {}, online: false, instances: 0 };
       this.#emit({ type: "remove", agent });
       return;
     }
@@ -282,6 +506,12 @@ export class Registry {
   }
 
   #emit(e: AgentEvent): void {
-    for (const l of this.#listeners) l(e);
+    for (const l of this.#listeners) {
+      try {
+        l(e);
+      } catch {
+        /* one listener's failure is not another's */
+      }
+    }
   }
 }

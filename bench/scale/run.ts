@@ -6,11 +6,13 @@
  *     its own identity, written to `mesh_<t>_agents`. Then a new `connect()`:
  *     how long until its registry holds them all (`discover()` returns every
  *     one), and `discover` latency (by capability, by tag) over 1 000
- *     queries. Baseline: a raw KV watch of the same bucket reading every
+ *     queries. The writer's bus is closed first: buses of one process on
+ *     the same buckets share one registry view. Baseline: a raw KV watch of the same bucket reading every
  *     entry (no verification), on a fresh connection.
  *  2. Agents in one process: `BENCH_AGENTS` (1 000) agents started one
  *     after another in this process on a fresh tenant (one bus connection
- *     and one identity each, one skill), with the time and RSS after every
+ *     and one identity each, one skill; the process's buses share one
+ *     registry view), with the time and RSS after every
  *     `BENCH_STEP` (100). Baseline: the same number of raw NATS connections,
  *     each with one subscription and one KV put (a registration's bare
  *     bones).
@@ -65,6 +67,9 @@ async function registry(url: string) {
     await Promise.all(records.slice(i, i + 256).map((r) => writer.buckets.agents.put(r.id, JSON.stringify(r))));
   }
   const writeMs = now() - tWrite;
+  // Closed before the reader connects: a bus of this process still open on these buckets would share its (caught up) registry view with it.
+  open.splice(open.indexOf(writer), 1);
+  await writer.close();
 
   // Baseline: a raw watch of the bucket, every entry read once.
   const rawNc = await natsConnect({ servers: url });
