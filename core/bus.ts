@@ -576,12 +576,14 @@ export class Bus {
   /**
    * Runs an unchanged `@a2a-js/sdk` `AgentExecutor` as a bus agent: every
    * skill of `spec` is served by it, as fast calls and durable tasks. The
-   * A2A server SDK is loaded on the first call, not with the library.
+   * A2A adapter is loaded on the first call, not with the library.
+   *
+   * @deprecated Use `serveExecutor(bus, executor, spec, options)` from
+   * `agentbus/adapters/a2a`; this method will be removed in a later release.
    */
   async serve(executor: AgentExecutor, spec: AgentSpec, options?: AgentOptions): Promise<Agent> {
-    const { executorHandler } = await import("./serve.js");
-    const handler = executorHandler(executor);
-    return this.agent(spec, Object.fromEntries(spec.skills.map((s) => [s.id, handler])), options);
+    const { serveExecutor } = await import("../adapters/a2a/executor.js");
+    return serveExecutor(this, executor, spec, options);
   }
 
   /** Agents matching the query, from the local cache (no round trip). */

@@ -1,5 +1,6 @@
 /**
- * Remote A2A agents joined onto the bus.
+ * A2A agents on the bus: remote A2A agents joined onto it, and
+ * `@a2a-js/sdk` executors served by it.
  *
  * @example
  * ```ts
@@ -8,3 +9,4 @@
  * ```
  */
 export { joinRemoteAgent, type RemoteA2AOptions, type RemoteAgent } from "./remote.js";
+export { serveExecutor, executorHandler, type AgentRunner } from "./executor.js";

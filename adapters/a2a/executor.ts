@@ -8,9 +8,10 @@ import {
   TaskStatusUpdateEvent as StatusEventCodec,
 } from "@a2a-js/sdk";
 import { RequestContext, ServerCallContext, type AgentExecutionEvent, type AgentExecutor, type ExecutionEventBus } from "@a2a-js/sdk/server";
-import type { AgentContext, Handler } from "./context.js";
-import type { Message } from "./protocol.js";
-import type { TaskArtifactUpdateEvent, TaskStatusUpdateEvent } from "./task.js";
+import type { Agent, AgentOptions, AgentSpec } from "../../core/agent.js";
+import type { AgentContext, Handler } from "../../core/context.js";
+import type { Message } from "../../core/protocol.js";
+import type { TaskArtifactUpdateEvent, TaskStatusUpdateEvent } from "../../core/task.js";
 
 /**
  * An `ExecutionEventBus` whose events become the bus task's events. The
@@ -71,6 +72,25 @@ class TaskEventBus extends EventEmitter implements ExecutionEventBus {
       }
     }
   }
+}
+
+/** What {@link serveExecutor} needs of a bus: running an agent. */
+export interface AgentRunner {
+  agent(spec: AgentSpec, handlers: Record<string, Handler>, options?: AgentOptions): Promise<Agent>;
+}
+
+/**
+ * Runs an unchanged `@a2a-js/sdk` `AgentExecutor` as a bus agent: every
+ * skill of `spec` is served by it, as fast calls and durable tasks.
+ *
+ * @example
+ * ```ts
+ * const agent = await serveExecutor(await connect(), new MyExecutor(), { name: "sdk-agent", skills: [{ id: "chat" }] });
+ * ```
+ */
+export function serveExecutor(bus: AgentRunner, executor: AgentExecutor, spec: AgentSpec, options?: AgentOptions): Promise<Agent> {
+  const handler = executorHandler(executor);
+  return bus.agent(spec, Object.fromEntries(spec.skills.map((s) => [s.id, handler])), options);
 }
 
 /**

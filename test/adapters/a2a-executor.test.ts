@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { serveExecutor } from "../../adapters/a2a/index.js";
 import { textOf, type Task } from "../../core/index.js";
 import { eventually, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
@@ -6,7 +7,7 @@ import { SdkEchoExecutor } from "../fixtures/sdk-executor.js";
 
 const artifactText = (t: Task) => t.artifacts.flatMap((a) => a.parts.map((p) => p.text)).join("");
 
-describe("bus.serve(executor): an unchanged @a2a-js/sdk AgentExecutor", () => {
+describe("serveExecutor(bus, executor): an unchanged @a2a-js/sdk AgentExecutor", () => {
   const nats = useNatsServer();
   const open = useBuses(() => nats.server.url);
 
@@ -14,7 +15,7 @@ describe("bus.serve(executor): an unchanged @a2a-js/sdk AgentExecutor", () => {
     const agentBus = await open({ tenant: "sdk", insecureAllowAll: true });
     const client = await open({ tenant: "sdk" });
     const executor = new SdkEchoExecutor();
-    await agentBus.serve(executor, { name: "sdk-echo", skills: [{ id: "sdk.echo", description: "echo through the SDK" }] });
+    await serveExecutor(agentBus, executor, { name: "sdk-echo", skills: [{ id: "sdk.echo", description: "echo through the SDK" }] });
 
     const done = await (await client.submit("sdk.echo", "hi")).result();
     expect(done.status.state).toBe("TASK_STATE_COMPLETED");
@@ -38,5 +39,12 @@ describe("bus.serve(executor): an unchanged @a2a-js/sdk AgentExecutor", () => {
 
     // The same executor answers fast calls too.
     expect(textOf(await client.call("sdk.echo", "quick"))).toBe("echo: quick");
+  });
+
+  it("bus.serve (deprecated) still runs an executor, through the same adapter", async () => {
+    const agentBus = await open({ tenant: "sdk-old", insecureAllowAll: true });
+    const client = await open({ tenant: "sdk-old" });
+    await agentBus.serve(new SdkEchoExecutor(), { name: "sdk-echo", skills: [{ id: "sdk.echo" }] });
+    expect(textOf(await client.call("sdk.echo", "still"))).toBe("echo: still");
   });
 });
