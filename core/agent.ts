@@ -125,7 +125,8 @@ export function cardOf(spec: AgentSpec): AgentCard {
  */
 export class Agent {
   readonly id: string;
-  readonly instance = randomUUID().slice(0, 8);
+  /** This run's instance id: new on every start, so calls addressed to an earlier run never reach this one. */
+  readonly instance = randomUUID().replaceAll("-", "").slice(0, 16);
   readonly card: AgentCard;
   readonly #host: AgentHost;
   readonly #handlers: Map<string, { handler: Handler; validate?: (v: unknown) => void }>;
@@ -194,6 +195,13 @@ export class Agent {
       metadata: { capability: "*" },
       handler: (err, msg) => err || this.#track(msg, undefined),
     });
+    // Calls addressed to this instance: bound to it by the subject their
+    // MAC covers, so the local replay guard is enough (no shared claim).
+    this.#service.addEndpoint("instance", {
+      subject: subjects.instanceCall(this.id, this.instance),
+      metadata: { capability: "*" },
+      handler: (err, msg) => err || this.#track(msg, undefined, true),
+    });
   }
 
   async #beat(): Promise<void> {
@@ -206,16 +214,19 @@ export class Agent {
     this.#host.nc.publish(subject, data, { headers: this.#host.envelopes.seal(subject, data) });
   }
 
-  #track(msg: ServiceMsg, cap: string | undefined): void {
-    const p = this.#handle(msg, cap).finally(() => this.#inflight.delete(p));
+  #track(msg: ServiceMsg, cap: string | undefined, addressed = false): void {
+    const p = this.#handle(msg, cap, addressed).finally(() => this.#inflight.delete(p));
     this.#inflight.add(p);
   }
 
-  async #handle(msg: ServiceMsg, subjectCap: string | undefined): Promise<void> {
+  async #handle(msg: ServiceMsg, subjectCap: string | undefined, addressed: boolean): Promise<void> {
     const { envelopes } = this.#host;
     let env: Envelope | undefined;
     try {
-      env = await envelopes.openCall(msg); // verified, and first anywhere in the tenant (shared replay memory)
+      // Verified, and first: on this instance's own subject, here (no other
+      // instance can verify a copy of it); on a shared subject, anywhere in
+      // the tenant (the shared replay memory).
+      env = addressed ? envelopes.open(msg) : await envelopes.openCall(msg);
       const cap = subjectCap ?? env.capability;
       if (!cap) throw new AgentBusError("INVALID_INPUT", "a call to an agent must name the capability (Mesh-Cap)");
       this.#authorize(env, cap);

@@ -253,6 +253,9 @@ export class Bus {
   readonly #revokedListeners = new Set<(id: string, revocation: Revocation) => void>();
   readonly #auditor: Auditor;
   readonly #agents = new Set<Agent>();
+  /** Instances that did not answer a call (`<agent>.<instance>` → until when they are skipped). */
+  readonly #gone = new Map<string, number>();
+  readonly #presenceMaxAgeMs: number;
   #durable?: Promise<Durable>;
   #sessions?: Promise<Sessions>;
   #closing?: Promise<void>;
@@ -270,6 +273,7 @@ export class Bus {
     this.log = init.log;
     this.#options = init.options;
     this.#maxDepth = init.options.maxDepth ?? DEFAULT_MAX_DEPTH;
+    this.#presenceMaxAgeMs = init.options.presenceMaxAgeMs ?? 15_000;
     this.buckets = init.buckets;
     this.registry = init.registry;
     this.acl = init.acl;
@@ -381,32 +385,75 @@ export class Bus {
 
   async #call(cap: string, input: Input, options: CallOptions): Promise<Message> {
     const foreign = options.tenant !== undefined && options.tenant !== this.subjects.tenant;
-    const subject = options.target ? this.subjects.agentCall(options.target) : foreign ? new Subjects(this.subjects.root, options.tenant).cap(cap) : this.subjects.cap(cap);
     if (options.target) checkCapability(cap);
     const depth = options.depth ?? 0;
     checkDepth(depth, this.#maxDepth, "call");
     const message = toMessage(input);
     if (options.context) message.contextId ??= options.context;
     const body = Buffer.from(JSON.stringify(message));
+    // One running instance of a provider, when the registry knows one: the
+    // call is addressed (and MACed) to it alone, so it needs no shared
+    // replay claim on the way in.
+    let pick = foreign ? undefined : this.#pickInstance(cap, options.target);
+    const shared = options.target ? this.subjects.agentCall(options.target) : foreign ? new Subjects(this.subjects.root, options.tenant).cap(cap) : this.subjects.cap(cap);
     // A CLIENT span only when an OpenTelemetry SDK is registered; the envelope carries its context.
     const tracer = activeTracer();
-    const span = tracer && busSpan(tracer, "call", cap, subject, this.subjects.tenant, options.trace, options.target, options.task);
+    const span = tracer && busSpan(tracer, "call", cap, pick ? this.subjects.instanceCall(pick.agent, pick.instance) : shared, this.subjects.tenant, options.trace, options.target, options.task);
     const meta: EnvelopeMeta = {
       task: options.task, context: options.context ?? message.contextId, parent: options.parent, depth,
-      capability: options.target ? cap : undefined, trace: traceOf(span, options.trace),
+      capability: options.target || pick ? cap : undefined, trace: traceOf(span, options.trace),
     };
-    // MAC for the agents we know serve this; a signature when we know none.
-    const recipients = options.target ? [options.target] : foreign ? [] : this.registry.providers(cap);
-    const encryptFor = options.encrypt ? this.#callRecipients(cap, options.target, foreign) : undefined;
-    if (!span) return this.#requestOrSign(cap, subject, body, meta, recipients, options, encryptFor);
     try {
-      const reply = await this.#requestOrSign(cap, subject, body, meta, recipients, options, encryptFor);
-      endSpan(span);
+      let reply: Message | undefined;
+      while (pick) {
+        try {
+          reply = await this.#requestOrSign(cap, this.subjects.instanceCall(pick.agent, pick.instance), body, meta, [pick.agent], options, options.encrypt ? [pick.agent] : undefined);
+          break;
+        } catch (err) {
+          // Gone without withdrawing its presence (killed): skip it until its presence expires, try another.
+          if (!isAgentBusError(err, "NO_RESPONDERS")) throw err;
+          if (this.#gone.size >= 10_000) this.#gone.clear();
+          this.#gone.set(`${pick.agent}.${pick.instance}`, Date.now() + this.#presenceMaxAgeMs);
+          pick = this.#pickInstance(cap, options.target);
+        }
+      }
+      if (!reply) {
+        // No instance known: the capability's (or the target's) queue group; MACed for the agents we know serve it, signed when we know none.
+        meta.capability = options.target ? cap : undefined;
+        const recipients = options.target ? [options.target] : foreign ? [] : this.registry.providers(cap);
+        const encryptFor = options.encrypt ? this.#callRecipients(cap, options.target, foreign) : undefined;
+        reply = await this.#requestOrSign(cap, shared, body, meta, recipients, options, encryptFor);
+      }
+      if (span) endSpan(span);
       return reply;
     } catch (err) {
-      endSpan(span, err);
+      if (span) endSpan(span, err);
       throw err;
     }
+  }
+
+  /**
+   * A running instance of `target`, else of an online provider of `cap`,
+   * chosen at random among all of them (each instance takes an even share),
+   * never a revoked one or one that just did not answer.
+   */
+  #pickInstance(cap: string, target: string | undefined): { agent: string; instance: string } | undefined {
+    const agents = target ? [target] : this.registry.providers(cap);
+    if (agents.length === 0) return undefined;
+    const now = Date.now();
+    const live: Array<{ agent: string; instance: string }> = [];
+    for (const agent of agents) {
+      if (this.isRevoked(agent)) continue;
+      for (const instance of this.registry.instances(agent)) {
+        const gone = this.#gone.get(`${agent}.${instance}`);
+        if (gone !== undefined) {
+          if (gone > now) continue;
+          this.#gone.delete(`${agent}.${instance}`);
+        }
+        live.push({ agent, instance });
+      }
+    }
+    return live.length === 0 ? undefined : live[Math.floor(Math.random() * live.length)];
   }
 
   /**

@@ -142,6 +142,7 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     `${p}.task.*.cancel`,
     `${p}.inbox.*`,
     `${p}.agent.*.call`,
+    `${p}.agent.*.call.*`,
   ]);
   for (const c of invokes) {
     pub.add(`${p}.cap.${c}`);
@@ -177,6 +178,7 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
       pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${s.stream("WORK")}.*`);
     }
     sub.add(`${p}.agent.${input.id}.call`);
+    sub.add(`${p}.agent.${input.id}.call.*`);
     sub.add(`${p}.task.*.cancel`);
     // Micro service discovery (`nats micro ls`).
     sub.add("$SRV.>");

@@ -200,6 +200,11 @@ export class Registry {
     return this.#mirror.isRegistered(id);
   }
 
+  /** The instance ids of agent `id` heartbeating now (each a running copy of it). */
+  instances(id: string): string[] {
+    return this.#mirror.instances(id);
+  }
+
   /** Subscribes to agent events; returns the unsubscribe function. Stopping this view unsubscribes it. */
   on(listener: (e: AgentEvent) => void): () => void {
     const off = this.#mirror.on(listener);
@@ -465,6 +470,13 @@ class RegistryMirror {
       beats?.delete(instance);
     }
     if (this.#presence) this.#refresh(id);
+  }
+
+  instances(id: string): string[] {
+    const now = Date.now();
+    const live: string[] = [];
+    for (const [instance, created] of this.#beats.get(id) ?? []) if (now - created.getTime() <= this.#maxAgeMs) live.push(instance);
+    return live;
   }
 
   #liveness(id: string): { instances: number; lastSeen?: Date } {

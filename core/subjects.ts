@@ -45,9 +45,19 @@ export class Subjects {
     }
     return subject;
   }
-  /** Fast call to one agent identity. */
+  /** Fast call to one agent identity (any of its instances). */
   agentCall(agent: string): string {
     return `${this.prefix}.agent.${checkId(agent, "agent id")}.call`;
+  }
+  /**
+   * Fast call to one running instance of an agent: the subject is part of
+   * what the envelope's MAC or signature covers, so a copy replayed to any
+   * other instance (another replica, or the same agent after a restart,
+   * which runs under a new instance id) does not verify, and the instance
+   * itself remembers what it received.
+   */
+  instanceCall(agent: string, instance: string): string {
+    return `${this.prefix}.agent.${checkId(agent, "agent id")}.call.${checkId(instance, "instance id")}`;
   }
   /** Durable task submission for `cap`. */
   work(cap: string): string {

@@ -283,7 +283,8 @@ describe("end-to-end encryption", () => {
       expect(raw).not.toContain(hintOf(revoked.id));
       // An encrypted fast call is for the online providers only, not the revoked one.
       await caller.call("relay", "R2", { encrypt: true });
-      const call = sniff.headers.find((h) => h.subject === caller.subjects.cap("relay"));
+      // Addressed to the online provider's running instance, and encrypted for it alone.
+      const call = sniff.headers.find((h) => h.subject.startsWith(`${caller.subjects.agentCall(online.id)}.`));
       expect(call?.to).toContain(hintOf(online.id));
       expect(call?.to).not.toContain(hintOf(revoked.id));
 

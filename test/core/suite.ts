@@ -104,7 +104,7 @@ export function busSuite(label: string, servers: () => string[], replicas: numbe
 
     it("registers agents as NATS micro services, one endpoint per capability", async () => {
       const { agentBus } = await pair();
-      await agentBus.agent({ name: "svc-demo", version: "2.1.0", skills: [{ id: "echo" }, { id: "a.b" }] }, { echo: () => "", "a.b": () => "" });
+      const agent = await agentBus.agent({ name: "svc-demo", version: "2.1.0", skills: [{ id: "echo" }, { id: "a.b" }] }, { echo: () => "", "a.b": () => "" });
       const client = new Svcm(agentBus.nc).client();
       const infos = [];
       for await (const info of await client.info("svc-demo")) infos.push(info);
@@ -112,7 +112,8 @@ export function busSuite(label: string, servers: () => string[], replicas: numbe
       expect(infos[0]!.version).toBe("2.1.0");
       expect(infos[0]!.metadata?.agent_id).toBe(agentBus.id);
       const subjects = infos[0]!.endpoints.map((e) => e.subject).sort();
-      expect(subjects).toEqual([`mesh.${agentBus.subjects.tenant}.agent.${agentBus.id}.call`, `mesh.${agentBus.subjects.tenant}.cap.a.b`, `mesh.${agentBus.subjects.tenant}.cap.echo`].sort());
+      const p = `mesh.${agentBus.subjects.tenant}`;
+      expect(subjects).toEqual([`${p}.agent.${agentBus.id}.call`, `${p}.agent.${agentBus.id}.call.${agent.instance}`, `${p}.cap.a.b`, `${p}.cap.echo`].sort());
     });
 
     it("calls one agent directly with target", async () => {

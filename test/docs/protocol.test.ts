@@ -30,9 +30,9 @@ function documented(prefix: string): string[] {
 // The pattern each Subjects method produces, with placeholders put back.
 const s = new Subjects("rootx", "tx");
 const placeholders = (subject: string) =>
-  subject.replace(/^rootx\.tx\./, "<root>.<t>.").replace("capx", "<cap>").replace("agentx", "<agent>").replace("taskx", "<task>").replace("kindx", "<kind>").replace("submitterx", "<submitter>");
+  subject.replace(/^rootx\.tx\./, "<root>.<t>.").replace("capx", "<cap>").replace("agentx", "<agent>").replace("taskx", "<task>").replace("kindx", "<kind>").replace("submitterx", "<submitter>").replace("instancex", "<instance>");
 const subjectPatterns = [
-  s.cap("capx"), s.agentCall("agentx"), s.work("capx"), s.inbox("agentx"), s.taskEvents("taskx"), s.taskEventLog("submitterx", "taskx"),
+  s.cap("capx"), s.agentCall("agentx"), s.instanceCall("agentx", "instancex"), s.work("capx"), s.inbox("agentx"), s.taskEvents("taskx"), s.taskEventLog("submitterx", "taskx"),
   s.taskCancel("taskx"), s.presence("agentx"), s.audit("kindx"), s.dlq("capx"),
 ].map(placeholders);
 const streams = (["WORK", "INBOX", "EVENTS", "DLQ", "AUDIT"] as const).map((k) => `MESH_<T>_${k}`);
