@@ -106,6 +106,20 @@ export interface ConnectOptions {
   eventsMaxAgeMs?: number;
   /** Window in which a resubmitted task id is not enqueued again, ms (default 10 min). */
   duplicateWindowMs?: number;
+  /**
+   * Most bytes of content one durable task may hold: its input, history and
+   * artifacts together (default 128 MiB). A submit over it is refused with
+   * `PAYLOAD_TOO_LARGE` before anything is written; a task that outgrows it
+   * while running ends FAILED with that code.
+   */
+  maxTaskBytes?: number;
+  /**
+   * A part of a task's message, status or artifact with more bytes of
+   * content than this is stored in the tenant's object store
+   * (`mesh_<t>_blobs`) and carried as a reference (default 256 KiB; at most
+   * half of the server's `max_payload`).
+   */
+  inlineBytes?: number;
   /** Revisions kept per session (default 16, at most 64). */
   sessionHistory?: number;
   /** How long `close()` waits for in-flight handlers, ms (default 10 000). */
@@ -731,6 +745,8 @@ export class Bus {
       eventsMaxAgeMs: this.#options.eventsMaxAgeMs ?? 7 * 24 * 3600_000,
       duplicateWindowMs: this.#options.duplicateWindowMs ?? 10 * 60_000,
       windowMs: this.envelopes.windowMs,
+      maxTaskBytes: this.#options.maxTaskBytes,
+      inlineBytes: this.#options.inlineBytes,
       republish: this.server.republish,
     }, {
       writers: (task, writer) => this.#mayWrite(task, writer),
