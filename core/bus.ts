@@ -12,6 +12,7 @@ import { Kvm } from "@nats-io/kv";
 import { readFileSync } from "node:fs";
 import { Agent, type AgentHost, type AgentOptions, type AgentSpec } from "./agent.js";
 import { Durable } from "./durable.js";
+import { DEFAULT_MAX_TASK_BYTES } from "./blobs.js";
 import type { AgentExecutor } from "@a2a-js/sdk/server";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./inbox.js";
 import { Sessions, type Session } from "./session.js";
@@ -358,7 +359,16 @@ export class Bus {
   }
 
   /** This connection's identity id (`U…`). */
-  get id(): string {
+/**
+   * Most bytes of content one durable task may hold on this connection
+   * (`ConnectOptions.maxTaskBytes`, default 128 MiB): bridges size their
+   * request limits by it.
+   */
+  get maxTaskBytes(): number {
+    return this.#options.maxTaskBytes ?? DEFAULT_MAX_TASK_BYTES;
+  }
+
+    get id(): string {
     return this.identity.id;
   }
 
