@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { getSha256Backend, setSha256Backend, type ObjectStore } from "@nats-io/obj";
 import { AgentBusError, isAgentBusError } from "./errors.js";
 import type { Message, Part } from "./protocol.js";
@@ -181,13 +181,20 @@ export class Blobs {
     const key = randomBytes(32);
     const cipher = createCipheriv("aes-256-gcm", key, NONCE);
     cipher.setAAD(aad(name));
-    const stored = Buffer.concat([cipher.update(plain), cipher.final(), cipher.getAuthTag()]);
-    const digest = `SHA-256=${createHash("sha256").update(stored).digest("base64url")}`;
-    const info = await this.store.putBlob({ name, options: { max_chunk_size: this.limits.chunkBytes } }, stored).catch((err: unknown) => {
+    // Ciphertext then tag, streamed to the store without joining them into one more copy.
+    const pieces = [cipher.update(plain), cipher.final(), cipher.getAuthTag()].filter((b) => b.length > 0);
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        const next = pieces.shift();
+        if (next) controller.enqueue(next);
+        else controller.close();
+      },
+    });
+    // The object store hashes what it stores (SHA-256); the reference keeps that digest.
+    const info = await this.store.put({ name, options: { max_chunk_size: this.limits.chunkBytes } }, stream).catch((err: unknown) => {
       throw new AgentBusError("UNAVAILABLE", `storing a blob of task ${owner.task} (${plain.length} bytes) failed: ${(err as Error).message}`, { cause: err });
     });
-    // The object store's digest is base64url with padding; ours is without.
-    if (info.digest.replace(/=+$/, "") !== digest) throw new AgentBusError("BAD_SIGNATURE", `the stored blob ${name} does not match what was written`);
+    if (info.size !== plain.length + TAG) throw new AgentBusError("BAD_SIGNATURE", `the stored blob ${name} does not match what was written`);
     const ref: BlobRef = { bucket: this.bucket, name, size: plain.length, digest: info.digest, key: key.toString("base64url"), kind, ...(Object.keys(rest).length > 0 && { part: rest }) };
     return { data: ref, mediaType: BLOB_MEDIA_TYPE };
   }
@@ -227,7 +234,9 @@ export class Blobs {
       const decipher = createDecipheriv("aes-256-gcm", Buffer.from(ref.key, "base64url"), NONCE);
       decipher.setAAD(aad(ref.name));
       decipher.setAuthTag(stored.subarray(stored.length - TAG));
-      plain = Buffer.concat([decipher.update(stored.subarray(0, stored.length - TAG)), decipher.final()]);
+      plain = decipher.update(stored.subarray(0, stored.length - TAG));
+      const rest = decipher.final();
+      if (rest.length > 0) plain = Buffer.concat([plain, rest]);
     } catch (cause) {
       throw bad("its content does not authenticate", cause);
     }

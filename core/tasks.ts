@@ -434,15 +434,16 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     // A new id cannot collide: no read first, and the snapshot, its owner
     // index entry and the work item are written at once (a worker that
     // arrives before the snapshot waits for it).
-    const watch = new TaskWatch(s.nc, s.durable, task);
+    // The watch folds events onto the task as submitted, with its input as given (nothing to open or fetch back).
+    const submitted = stored !== message ? { ...task, history: [message] } : task;
+    const watch = new TaskWatch(s.nc, s.durable, submitted);
     try {
       await Promise.all([s.durable.store.create(task, s.providers(cap), body), s.durable.store.index(task), publishWork(s, cap, carried, task, taskKey(task), options, encryptFor)]);
     } catch (err) {
       watch.stop();
       throw err;
     }
-    // The watch folds events onto the task as submitted, with its input as given (nothing to open or fetch back).
-    return new TaskHandle(taskId, s, { watch, submitted: stored !== message ? { ...task, history: [message] } : task, caller });
+    return new TaskHandle(taskId, s, { watch, submitted, caller });
   }
   const state = existing.task.status.state;
   if (existing.task.metadata.capability !== cap) {
