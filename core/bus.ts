@@ -12,6 +12,7 @@ import { Kvm } from "@nats-io/kv";
 import { readFileSync } from "node:fs";
 import { Agent, type AgentHost, type AgentOptions, type AgentSpec } from "./agent.js";
 import { Durable } from "./durable.js";
+import { DEFAULT_MAX_TASK_BYTES } from "./blobs.js";
 import type { AgentExecutor } from "@a2a-js/sdk/server";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./inbox.js";
 import { Sessions, type Session } from "./session.js";
@@ -106,6 +107,20 @@ export interface ConnectOptions {
   eventsMaxAgeMs?: number;
   /** Window in which a resubmitted task id is not enqueued again, ms (default 10 min). */
   duplicateWindowMs?: number;
+  /**
+   * Most bytes of content one durable task may hold: its input, history and
+   * artifacts together (default 128 MiB). A submit over it is refused with
+   * `PAYLOAD_TOO_LARGE` before anything is written; a task that outgrows it
+   * while running ends FAILED with that code.
+   */
+  maxTaskBytes?: number;
+  /**
+   * A part of a task's message, status or artifact with more bytes of
+   * content than this is stored in the tenant's object store
+   * (`mesh_<t>_blobs`) and carried as a reference (default 256 KiB; at most
+   * half of the server's `max_payload`).
+   */
+  inlineBytes?: number;
   /** Revisions kept per session (default 16, at most 64). */
   sessionHistory?: number;
   /** How long `close()` waits for in-flight handlers, ms (default 10 000). */
@@ -355,7 +370,16 @@ export class Bus {
   }
 
   /** This connection's identity id (`U…`). */
-  get id(): string {
+/**
+   * Most bytes of content one durable task may hold on this connection
+   * (`ConnectOptions.maxTaskBytes`, default 128 MiB): bridges size their
+   * request limits by it.
+   */
+  get maxTaskBytes(): number {
+    return this.#options.maxTaskBytes ?? DEFAULT_MAX_TASK_BYTES;
+  }
+
+    get id(): string {
     return this.identity.id;
   }
 
@@ -787,6 +811,8 @@ export class Bus {
       eventsMaxAgeMs: this.#options.eventsMaxAgeMs ?? 7 * 24 * 3600_000,
       duplicateWindowMs: this.#options.duplicateWindowMs ?? 10 * 60_000,
       windowMs: this.envelopes.windowMs,
+      maxTaskBytes: this.#options.maxTaskBytes,
+      inlineBytes: this.#options.inlineBytes,
       republish: this.server.republish,
     }, {
       writers: (task, writer) => this.#mayWrite(task, writer),

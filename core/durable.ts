@@ -3,7 +3,9 @@ import { Bucket, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { AgentBusError, isAgentBusError, typedPayloadError } from "./errors.js";
 import { Header, type Envelopes } from "./envelope.js";
-import { ensureOwnersBucket, ensureTaskInfra, retryJs, type TaskInfraOptions } from "./infra.js";
+import { Objm } from "@nats-io/obj";
+import { Blobs, DEFAULT_INLINE_BYTES, DEFAULT_MAX_TASK_BYTES } from "./blobs.js";
+import { ensureBlobStore, ensureOwnersBucket, ensureTaskInfra, retryJs, type TaskInfraOptions } from "./infra.js";
 import { utf8 } from "./message.js";
 import type { Subjects } from "./subjects.js";
 import { endsFollow, isFinal, type Task, type TaskEvent } from "./task.js";
@@ -27,6 +29,14 @@ export const taskKey = (task: Pick<Task, "id" | "metadata">): string => `${task.
 
 /** Room left for headers (envelope, trace, JetStream's) below the server's `max_payload`. */
 const HEADER_ROOM = 8 * 1024;
+
+/** Settings of the durable side: the task infrastructure's, and the limits of task content. */
+export interface DurableOptions extends TaskInfraOptions {
+  /** Parts with more bytes of content go to the blob store (default 256 KiB, at most half a message). */
+  inlineBytes?: number;
+  /** Most bytes of content per task (default 128 MiB). */
+  maxTaskBytes?: number;
+}
 
 /** One stored task event and where it sits in `MESH_<T>_EVENTS`. */
 export interface StoredEvent {
@@ -55,18 +65,31 @@ export class Durable {
     readonly store: TaskStore,
     readonly subjects: Subjects,
     readonly envelopes: Envelopes,
+    /** Large content of tasks, as claim checks in `mesh_<t>_blobs`. */
+    readonly blobs: Blobs,
   ) {}
 
   /** `trust`: who may have written a task's snapshot (see {@link TaskStore}); its envelopes are `envelopes`. */
-  static async open(nc: NatsConnection, subjects: Subjects, envelopes: Envelopes, options: TaskInfraOptions, trust: Omit<SnapshotTrust, "envelopes">): Promise<Durable> {
+  static async open(nc: NatsConnection, subjects: Subjects, envelopes: Envelopes, options: DurableOptions, trust: Omit<SnapshotTrust, "envelopes">): Promise<Durable> {
     const kvm = new Kvm(nc);
     const jsm = await jetstreamManager(nc);
-    const [kv, owners] = await Promise.all([ensureTaskInfra(jsm, kvm, subjects, options), ensureOwnersBucket(kvm, subjects, options)]);
+    const [kv, owners, objects] = await Promise.all([
+      ensureTaskInfra(jsm, kvm, subjects, options),
+      ensureOwnersBucket(kvm, subjects, options),
+      ensureBlobStore(new Objm(nc), subjects, options),
+    ]);
     const js = jetstream(nc);
     const direct = kv instanceof Bucket && kv.direct;
-    const maxPayload = nc.info?.max_payload;
-    const store = new TaskStore(kv, js, owners, subjects.bucket("tasks"), jsm, direct, { ...trust, envelopes }, maxPayload ? maxPayload - HEADER_ROOM : undefined);
-    return new Durable(js, store, subjects, envelopes);
+    const maxPayload = nc.info?.max_payload ?? 1024 * 1024;
+    const maxBytes = maxPayload - HEADER_ROOM;
+    const store = new TaskStore(kv, js, owners, subjects.bucket("tasks"), jsm, direct, { ...trust, envelopes }, maxBytes);
+    const blobs = new Blobs(objects, subjects.bucket("blobs"), {
+      // A part left inline must fit an event with room to spare.
+      inlineBytes: Math.min(options.inlineBytes ?? DEFAULT_INLINE_BYTES, Math.floor(maxBytes / 2)),
+      maxTaskBytes: options.maxTaskBytes ?? DEFAULT_MAX_TASK_BYTES,
+      chunkBytes: maxPayload,
+    });
+    return new Durable(js, store, subjects, envelopes, blobs);
   }
 
   /**
@@ -100,7 +123,8 @@ export class Durable {
    * The submitter verifies every event; any other reader verifies those it
    * can and takes the others as stored (`verified: false`), refusing only a
    * MAC or signature that fails. Of an encrypted task, what is encrypted
-   * for this identity comes opened; the rest stays encrypted parts.
+   * for this identity comes opened; the rest stays encrypted parts. Parts
+   * stored as blobs come back as their content.
    */
   async *events(taskId: string, fromSequence?: number, may?: (task: Task) => boolean | Promise<boolean>): AsyncGenerator<StoredEvent> {
     const snapshot = await this.store.get(taskId, this.envelopes.identity.id);
@@ -123,7 +147,8 @@ export class Durable {
     try {
       for await (const m of iter) {
         const { event, from, verified } = lenient ? this.#readEvent(m) : { ...this.decodeEvent(m), verified: true };
-        yield { sequence: m.seq, event: e2e ? e2e.openEvent(event, taskId) : event, from, verified };
+        // Blob references come back as their content (for an encrypted task: those sealed for this identity).
+        yield { sequence: m.seq, event: await this.blobs.resolveEvent(e2e ? e2e.openEvent(event, taskId) : event), from, verified };
         if (endsFollow(event, m.info.pending)) return;
       }
     } finally {

@@ -1,5 +1,6 @@
 import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, type ConsumerConfig, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvOptions } from "@nats-io/kv";
+import { Objm, type ObjectStore } from "@nats-io/obj";
 import { AgentBusError } from "./errors.js";
 import { replayMaxAgeMs } from "./replay.js";
 import type { Subjects } from "./subjects.js";
@@ -285,6 +286,24 @@ export async function ensureOwnersBucket(kvm: Kvm, s: Subjects, o: Pick<TaskInfr
  */
 export async function ensurePushBucket(kvm: Kvm, s: Subjects, o: Pick<TaskInfraOptions, "replicas"> = {}): Promise<KV> {
   return ensureBucket(kvm, s.bucket("push"), { history: 1, replicas: o.replicas }, insisted(o.replicas));
+}
+
+/**
+ * The tenant's object store for large task content (`mesh_<t>_blobs`,
+ * stream `OBJ_mesh_<t>_blobs`), created on first use beside the tasks
+ * bucket with its max age (a blob goes when its task's snapshot and events
+ * do) and the tenant's replicas. An existing one with another max age, or
+ * other replicas when they were asked for, is `CONFIG_MISMATCH`.
+ */
+export async function ensureBlobStore(objm: Objm, s: Subjects, o: Pick<TaskInfraOptions, "replicas" | "eventsMaxAgeMs">): Promise<ObjectStore> {
+  const name = s.bucket("blobs");
+  const store = await createRacing(`object store ${name}`, () => objm.create(name, { replicas: o.replicas ?? 1, ttl: o.eventsMaxAgeMs * 1_000_000 }));
+  const { config } = (await justCreated(() => store.status())).streamInfo;
+  const differs: string[] = [];
+  if (config.max_age !== o.eventsMaxAgeMs * 1_000_000) differs.push(`max age ${config.max_age / 1_000_000} ms (wanted ${o.eventsMaxAgeMs})`);
+  if (o.replicas !== undefined && config.num_replicas !== o.replicas) differs.push(`replicas ${config.num_replicas} (wanted ${o.replicas})`);
+  if (differs.length > 0) throw mismatch(`object store ${name}`, new Error(differs.join(", ")));
+  return store;
 }
 
 /** Creates a durable consumer, or checks that the existing one has the same settings. */

@@ -82,8 +82,10 @@ function covered(patterns: readonly string[], pattern: string): boolean {
  * audit records, and read and write its own tasks: their snapshots
  * (`$KV.mesh_<t>_tasks.<own id>.*`) and events
  * (`<root>.<t>.events.<own id>.*`). The tasks of others are readable only
- * to agents, bridges and identities the ACL grants a task right. Beyond
- * that:
+ * to agents, bridges and identities the ACL grants a task right. The blob
+ * store (`mesh_<t>_blobs`) is open to every role: its subjects cannot name
+ * a submitter, and what it holds is ciphertext whose keys are in the
+ * confined task records. Beyond that:
  *
  * - **agent**: serve its capabilities (`cap.<c>`, its `agent.<id>.call`,
  *   the work queue consumers of those capabilities, its own inbox), write
@@ -108,6 +110,8 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
   }
   const invokes = input.role === "bridge" ? [">"] : [...(input.invokes ?? [])];
   const direct = (stream: string, subject: string) => `$JS.API.DIRECT.GET.${stream}.${subject}`;
+  const blobs = `$O.${s.bucket("blobs")}`;
+  const blobStream = `OBJ_${s.bucket("blobs")}`;
   const pub = new Set<string>([
     "$JS.API.INFO",
     "$JS.API.STREAM.INFO.*",
@@ -143,6 +147,20 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     `${p}.inbox.*`,
     `${p}.agent.*.call`,
     `${p}.agent.*.call.*`,
+    // Large task content (claim checks) in the object store `mesh_<t>_blobs`:
+    // chunks `$O.<bucket>.C.<nuid>` and records `$O.<bucket>.M.<base64 name>`
+    // carry no token a permission could match to a submitter, so every role
+    // may write objects and read them; each object is encrypted under a key
+    // that only its reference holds, and references travel in the task's
+    // work item, snapshot and events, which are confined above.
+    `${blobs}.C.*`,
+    `${blobs}.M.*`,
+    // The client reads an object's record by subject in the request body.
+    `$JS.API.STREAM.MSG.GET.${blobStream}`,
+    `$JS.API.CONSUMER.CREATE.${blobStream}.*.${blobs}.C.*`,
+    `$JS.API.CONSUMER.DELETE.${blobStream}.*`,
+    // Flow control of the object store's push consumer.
+    `$JS.FC.${blobStream}.>`,
   ]);
   for (const c of invokes) {
     pub.add(`${p}.cap.${c}`);

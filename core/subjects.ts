@@ -112,8 +112,8 @@ export class Subjects {
   stream(kind: "WORK" | "INBOX" | "EVENTS" | "DLQ" | "AUDIT"): string {
     return `${this.root}_${this.tenant}_${kind}`.toUpperCase();
   }
-  /** KV bucket name: `mesh_<t>_<kind>`. */
-  bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked" | "push" | "replay" | "owners"): string {
+  /** KV (or, for `blobs`, object store) bucket name: `mesh_<t>_<kind>`. */
+  bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked" | "push" | "replay" | "owners" | "blobs"): string {
     return `${this.root.toLowerCase()}_${this.tenant}_${kind}`;
   }
 }

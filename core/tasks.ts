@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { checkDepth } from "./options.js";
+import { partsBytes, taskBytes } from "./blobs.js";
 import { finalEventId, taskKey, type Durable, type StoredEvent } from "./durable.js";
 import { AgentBusError, typedPayloadError } from "./errors.js";
 import { E2E_SCHEME, taskBinding } from "./e2e.js";
@@ -144,6 +145,9 @@ export function listTasks(s: Submitter, query: TaskQuery = {}): Promise<TaskPage
 /** `task` with what is encrypted for `s`'s identity opened (as is when not encrypted). */
 const openTask = (s: Pick<Submitter, "durable">, task: Task): Task => (task.metadata.encrypted ? s.durable.envelopes.e2e.openTask(task) : task);
 
+/** {@link openTask}, then every blob reference it holds swapped for its content. */
+const readTask = (s: Pick<Submitter, "durable">, task: Task): Promise<Task> => s.durable.blobs.resolveTask(openTask(s, task));
+
 /**
  * A submitted task: follow its events, wait for its result, cancel it.
  * Holds no state of its own beyond the id; any process can build one for
@@ -188,7 +192,7 @@ export class TaskHandle {
    * identity comes opened; the rest stays encrypted parts.
    */
   async get(): Promise<Task> {
-    return openTask(this.submitter, (await this.#read()).task);
+    return readTask(this.submitter, (await this.#read()).task);
   }
 
   /**
@@ -219,7 +223,7 @@ export class TaskHandle {
    * to every 500 ms.
    */
   async result(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<Task> {
-    return openTask(this.submitter, await this.#result(options));
+    return readTask(this.submitter, await this.#result(options));
   }
 
   async #result(options: { timeout?: number; signal?: AbortSignal }): Promise<Task> {
@@ -402,7 +406,12 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   message.contextId = contextId;
   // Encrypted (asked now, or the task was): the work item for the providers, the stored message for them and us.
   const encryptFor = options.encrypt || existing?.task.metadata.encrypted !== undefined ? s.recipients(cap) : undefined;
-  const stored = encryptFor ? s.durable.envelopes.e2e.sealMessage(message, [me, ...encryptFor], taskBinding(taskId)) : message;
+  // Over the task limit: refused before anything is written. Large parts go
+  // to the blob store first; the work item and the snapshot carry references.
+  const { blobs } = s.durable;
+  blobs.checkTaskBytes((existing ? taskBytes(openTask(s, existing.task)) : 0) + partsBytes(message.parts), `task ${taskId}`);
+  const carried = await blobs.externalizeMessage(message, { submitter: me, task: taskId });
+  const stored = encryptFor ? s.durable.envelopes.e2e.sealMessage(carried, [me, ...encryptFor], taskBinding(taskId)) : carried;
   if (!existing) {
     const task: Task = {
       id: taskId,
@@ -419,20 +428,22 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     if (!fresh) {
       const created = await s.durable.store.create(task, s.providers(cap), body);
       if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
-      await Promise.all([s.durable.store.index(task), publishWork(s, cap, message, task, taskKey(task), options, encryptFor)]);
+      await Promise.all([s.durable.store.index(task), publishWork(s, cap, carried, task, taskKey(task), options, encryptFor)]);
       return handle;
     }
     // A new id cannot collide: no read first, and the snapshot, its owner
     // index entry and the work item are written at once (a worker that
     // arrives before the snapshot waits for it).
-    const watch = new TaskWatch(s.nc, s.durable, task);
+    // The watch folds events onto the task as submitted, with its input as given (nothing to open or fetch back).
+    const submitted = stored !== message ? { ...task, history: [message] } : task;
+    const watch = new TaskWatch(s.nc, s.durable, submitted);
     try {
-      await Promise.all([s.durable.store.create(task, s.providers(cap), body), s.durable.store.index(task), publishWork(s, cap, message, task, taskKey(task), options, encryptFor)]);
+      await Promise.all([s.durable.store.create(task, s.providers(cap), body), s.durable.store.index(task), publishWork(s, cap, carried, task, taskKey(task), options, encryptFor)]);
     } catch (err) {
       watch.stop();
       throw err;
     }
-    return new TaskHandle(taskId, s, { watch, submitted: encryptFor ? { ...task, history: [message] } : task, caller });
+    return new TaskHandle(taskId, s, { watch, submitted, caller });
   }
   const state = existing.task.status.state;
   if (existing.task.metadata.capability !== cap) {
@@ -440,7 +451,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   }
   if (state === "TASK_STATE_SUBMITTED") {
     // A retried submit: same Nats-Msg-Id, so JetStream keeps one copy.
-    await publishWork(s, cap, encryptFor ? message : (existing.task.history[0] ?? message), existing.task, taskKey(existing.task), options, encryptFor);
+    await publishWork(s, cap, encryptFor ? carried : (existing.task.history[0] ?? carried), existing.task, taskKey(existing.task), options, encryptFor);
     return handle;
   }
   if (state === "TASK_STATE_INPUT_REQUIRED" || state === "TASK_STATE_AUTH_REQUIRED") {
@@ -449,7 +460,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       t.status.state === state ? { ...t, status: statusNow("TASK_STATE_WORKING"), history: [...t.history, stored] } : undefined,
     existing);
     if (resumed.task.status.state !== "TASK_STATE_WORKING") return handle;
-    await publishWork(s, cap, message, resumed.task, `${taskKey(resumed.task)}.${turn}`, options, encryptFor);
+    await publishWork(s, cap, carried, resumed.task, `${taskKey(resumed.task)}.${turn}`, options, encryptFor);
     return handle;
   }
   if (isTerminal(state)) throw new AgentBusError("TASK_FINISHED", `task ${taskId} is already ${state}`);

@@ -10,6 +10,7 @@ import { parseMessage, structuredInput, toMessage } from "./message.js";
 import type { Message, Part } from "./protocol.js";
 import { applyEvent, artifactEvent, canMove, isFinal, isTerminal, stateOf, statusEvent, statusNow, taskRight, type Task, type TaskEvent, type TaskState } from "./task.js";
 import type { Snapshot } from "./taskstore.js";
+import { blobRefOf, eventBytes, partsBytes, taskBytes } from "./blobs.js";
 import type { TraceContext } from "./trace.js";
 
 export type { Handler } from "./context.js";
@@ -189,12 +190,16 @@ export class TaskWorker {
         throw err;
       }
       // Verified and authorized first; only then decrypted. Not encrypted for this replica (it registered after the submit): retried, another may be.
-      const userMessage = parseMessage(env.enc === undefined ? m.data : durable.envelopes.decrypt(env, m.data));
+      // Parts stored as blobs are fetched back (and checked) before the input is validated.
+      const blobs = new Map<string, Promise<Part>>();
+      const userMessage = await durable.blobs.resolveMessage(parseMessage(env.enc === undefined ? m.data : durable.envelopes.decrypt(env, m.data)), blobs);
       const input = this.#validate ? structuredInput(userMessage) : undefined;
       this.#validate?.(input);
+      // The handler sees the history in plain (what is encrypted for this identity), blobs fetched back.
+      const opened = encrypted ? durable.envelopes.e2e.openTask(run.task) : run.task;
+      run.bytes = taskBytes(opened);
+      const task = await durable.blobs.resolveTask(opened, blobs);
       run.start();
-      // The handler sees the history in plain (what is encrypted for this identity).
-      const task = encrypted ? durable.envelopes.e2e.openTask(run.task) : run.task;
       const result = await runHandler(this.#handler, this.#host.base(this.#cap, env, userMessage, run.abort.signal, task, input), run, this.#host.agentId);
       if (run.abort.signal.aborted) await run.end(run.canceled ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(run.canceled ? "canceled" : "agent stopped", "ROLE_AGENT"));
       else if (!run.ended) await completeWith(run, result);
@@ -330,6 +335,12 @@ class TaskRun implements ContextSink {
   trace?: TraceContext;
   /** For an encrypted task: who its events' content is encrypted for (the stored snapshot folds them as they are). */
   sealFor?: string[];
+  /** Bytes of content of the task so far (input, history, artifacts), against `maxTaskBytes`. */
+  bytes = 0;
+  /** Estimated bytes the snapshot holds inline (content not in blobs), once an event with content came. */
+  #inline?: number;
+  /** The blob writes of earlier events, so events keep their order. */
+  #storing?: Promise<unknown>;
   #snapshot: Snapshot;
   #acks: Promise<number>[] = [];
   #pending: TaskEvent[] = [];
@@ -405,6 +416,7 @@ class TaskRun implements ContextSink {
       if (final) this.settled();
       else await this.#started();
     }
+    event = await this.#claimCheck(event, final);
     if (this.sealFor) event = this.worker.host.durable.envelopes.e2e.sealEvent(event, this.sealFor, this.task.id);
     this.#pending.push(event);
     if (final) {
@@ -416,6 +428,37 @@ class TaskRun implements ContextSink {
     ack.catch(() => {}); // surfaced by the next flush
     this.#acks.push(ack);
     this.#flushTimer ??= setTimeout(() => void this.#flush().catch(() => {}), SNAPSHOT_LAG_MS);
+  }
+
+  /**
+   * Counts the event's content against the task limit (`PAYLOAD_TOO_LARGE`;
+   * a final status is never refused, so a task can always end) and moves
+   * its large parts to the blob store: those over the inline threshold, or
+   * all of them when the snapshot would otherwise outgrow one message.
+   */
+  async #claimCheck(event: TaskEvent, final: boolean): Promise<TaskEvent> {
+    const added = eventBytes(event);
+    if (added === 0 && !this.#storing) return event;
+    const { blobs, store } = this.worker.host.durable;
+    if (!final) blobs.checkTaskBytes(this.bytes + added, `task ${this.task.id}`);
+    this.bytes += added;
+    this.#inline ??= Buffer.byteLength(JSON.stringify(this.task));
+    const force = store.maxBytes !== undefined && this.#inline + added > (store.maxBytes * 3) / 4;
+    if (!this.#storing && !blobs.needsBlobs(eventParts(event), force)) {
+      this.#inline += added;
+      return event;
+    }
+    const stored = Promise.resolve(this.#storing)
+      .catch(() => {})
+      .then(() => blobs.externalizeEvent(event, { submitter: this.task.metadata.submitter, task: this.task.id }, force));
+    this.#storing = stored;
+    try {
+      const out = await stored;
+      this.#inline += partsBytes(eventParts(out).filter((p) => blobRefOf(p) === undefined));
+      return out;
+    } finally {
+      if (this.#storing === stored) this.#storing = undefined;
+    }
   }
 
   /** Applies the pending events to the snapshot in one compare-and-set, once their acks are in. */
@@ -495,6 +538,13 @@ class TaskRun implements ContextSink {
   #own(message: Message): Message {
     return { ...message, taskId: this.task.id, contextId: this.task.contextId };
   }
+}
+
+/** The parts an event carries (its status message's, its artifact's, its message's). */
+function eventParts(event: TaskEvent): Part[] {
+  if ("statusUpdate" in event) return event.statusUpdate.status.message?.parts ?? [];
+  if ("artifactUpdate" in event) return event.artifactUpdate.artifact.parts;
+  return event.message.parts;
 }
 
 function reply(msg: Msg, env: Envelope | undefined, durable: Durable, body: unknown, errorCode?: ErrorCode): void {

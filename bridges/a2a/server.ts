@@ -28,6 +28,12 @@ export interface A2ABridgeOptions extends BridgeEdgeOptions {
   keepAliveMs?: number;
   /** Push notification delivery (default on); `false` turns the push methods off. */
   push?: PushOptions | false;
+  /**
+   * Largest JSON-RPC request body, bytes; larger is HTTP 413 before it is
+   * read. Default: room for a task of the bus's `maxTaskBytes` as base64
+   * (4/3 of it) plus 1 MiB.
+   */
+  maxBodyBytes?: number;
 }
 
 const JSON_RPC_ERRORS = { parse: -32700, invalidRequest: -32600 } as const;
@@ -163,7 +169,9 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     }
     return streamSse(req, reply, result as AsyncGenerator<unknown>, id, options.keepAliveMs ?? 15_000, mapError, { traceresponse: op.trace.traceparent });
   };
-  const limited = { config: { rateLimit: {}, edge: { errors: "jsonrpc" as const } } };
+  // Large inputs (files, data) arrive base64-encoded in the JSON body; the bus stores them as blobs.
+  const bodyLimit = options.maxBodyBytes ?? Math.ceil((bus.maxTaskBytes * 4) / 3) + 1024 * 1024;
+  const limited = { bodyLimit, config: { rateLimit: {}, edge: { errors: "jsonrpc" as const } } };
   app.post("/a2a", limited, (req, reply) => rpc(req, reply));
   app.post<{ Params: { agent: string } }>("/a2a/:agent", limited, (req, reply) => rpc(req, reply, req.params.agent));
 }

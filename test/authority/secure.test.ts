@@ -282,6 +282,51 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     expect(forged.every((e) => e.verified && e.record.code === "BAD_SIGNATURE")).toBe(true);
   });
 
+  it("large task content works under the role permissions; a raw caller reading the blob bucket sees only ciphertext, cannot purge it, and a blob it swaps is refused", async () => {
+    const agentId = await nats.issue("acme", "agent", { serves: ["bulk"] });
+    const callerId = await nats.issue("acme", "caller");
+    const attackerId = await nats.issue("acme", "caller");
+    const admin = await bus("acme", acmeAdmin);
+    const rev = await admin.acl.putRule("bulk-callers", { source: callerId.id, target: "*", capabilities: ["bulk"] });
+    const agent = await bus("acme", agentId);
+    await agent.agent({ name: "bulk", skills: [{ id: "bulk" }] }, { bulk: (ctx) => `OUT-MARK ${ctx.text.length} ${"o".repeat(1_500_000)}` });
+    await agent.acl.applied(rev);
+    const caller = await bus("acme", callerId);
+    const input = `IN-MARK ${"i".repeat(2_000_000)}`;
+    const handle = await caller.submit("bulk", input);
+    const done = await handle.result({ timeout: 20_000 });
+    expect(done.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(done.artifacts[0]!.parts[0]!.text).toBe(`OUT-MARK ${input.length} ${"o".repeat(1_500_000)}`);
+    expect(textOf((await caller.task(handle.id)).history[0]!)).toBe(input);
+
+    // The attacker lists the bucket's records and reads every object: ciphertext only.
+    const nc = await raw(attackerId);
+    const js = jetstream(nc);
+    const jsm = await js.jetstreamManager();
+    const info = await jsm.streams.info("OBJ_mesh_acme_blobs", { subjects_filter: "$O.mesh_acme_blobs.M.>" });
+    const metas = Object.keys(info.state.subjects ?? {});
+    expect(metas.length).toBeGreaterThanOrEqual(2);
+    const { Objm } = await import("@nats-io/obj");
+    const os = await new Objm(nc).open("mesh_acme_blobs");
+    let read = 0;
+    for (const subject of metas) {
+      const name = Buffer.from(subject.split(".").at(-1)!, "base64url").toString();
+      if (!name.startsWith(`${callerId.id}.${handle.id}.`)) continue;
+      const bytes = Buffer.from((await os.getBlob(name))!);
+      read += bytes.length;
+      for (const mark of ["IN-MARK", "OUT-MARK", "iiiiiiiiiiiiiiii", "oooooooooooooooo"]) expect(bytes.includes(mark)).toBe(false);
+    }
+    expect(read).toBeGreaterThan(3_500_000);
+    // It may neither purge nor delete the bucket, nor read it through an unfiltered consumer.
+    await expect(jsm.streams.purge("OBJ_mesh_acme_blobs")).rejects.toThrow();
+    await expect(jsm.streams.delete("OBJ_mesh_acme_blobs")).rejects.toThrow();
+    await expect(jsm.consumers.add("OBJ_mesh_acme_blobs", { name: "all" })).rejects.toThrow();
+    // It may write the bucket: a blob it swaps under the input's name is refused, never taken for the input.
+    const inputName = metas.map((m) => Buffer.from(m.split(".").at(-1)!, "base64url").toString()).find((n) => n.startsWith(`${callerId.id}.${handle.id}.`))!;
+    await os.putBlob({ name: inputName }, enc.encode("forged"));
+    await expect(caller.task(handle.id)).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
+  });
+
   it("revoking an identity closes its connections within seconds and refuses it afterwards", async () => {
     const callerId = await nats.issue("acme", "caller");
     const caller = await bus("acme", callerId);

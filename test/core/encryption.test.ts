@@ -191,6 +191,30 @@ describe("end-to-end encryption", () => {
     }
   });
 
+  it("a durable task larger than one message: its blobs hold ciphertext and their references travel sealed; the submitter reads it all", async () => {
+    const { caller } = await setup();
+    const sniff = await Sniffer.start(nats.server.url);
+    try {
+      const input = `BIG-MARK-${"q".repeat(2_000_000)}-END`;
+      const handle = await caller.submit("secret", input, { encrypt: true });
+      const done = await handle.result({ timeout: 30_000 });
+      expect(done.status.state).toBe("TASK_STATE_COMPLETED");
+      expect(textOf(done.history[0]!)).toBe(input);
+      const reversed = [...input].reverse().join("");
+      expect(done.artifacts.find((a) => a.name === "notes")!.parts[0]!.text).toBe(`ARTIFACT-MARK ${reversed}`);
+      expect(textOf((await caller.task(handle.id)).history[0]!)).toBe(input);
+      // Everything on the wire, the object store's chunks included: no plaintext, and no reference (it holds the blob's key) in the clear.
+      const seen = await sniff.text();
+      expect(seen).toContain(`$O.${caller.subjects.bucket("blobs")}.C.`);
+      for (const mark of ["BIG-MARK", "KRAM-GIB", "qqqqqqqqqqqqqqqq", "application/vnd.agentbus.blob+json"]) expect(seen).not.toContain(mark);
+      const raw = await rawSnapshot(nats.server.url, caller, handle.id);
+      expect(raw.length).toBeLessThan(64 * 1024);
+      expect(raw).not.toContain("application/vnd.agentbus.blob+json");
+    } finally {
+      await sniff.close();
+    }
+  });
+
   it("a direct message: the inbox stream holds ciphertext; the agent's handler reads plain text", async () => {
     const { caller, agentBus, inbox } = await setup();
     const sniff = await Sniffer.start(nats.server.url);

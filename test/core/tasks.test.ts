@@ -55,30 +55,37 @@ describe("durable tasks", () => {
     expect(await collect(handle.events({ fromSequence: a[4]!.sequence + 1 }))).toEqual([]);
   });
 
-  it("a task that outgrows one message fails visibly (PAYLOAD_TOO_LARGE) and its work item is acked; an oversize input is refused before anything is written", async () => {
+  it("a task that outgrows one message completes through the object store; over maxTaskBytes it fails visibly (PAYLOAD_TOO_LARGE) and its work item is acked", async () => {
     const { agentBus, client } = await pair();
     await agentBus.agent({ name: "big", skills: [{ id: "big" }] }, {
       big: async (ctx) => (ctx.text === "huge artifact" ? "a".repeat(1_500_000) : "x".repeat(700_000)),
     });
-    // Input and result fit one by one, not together in the snapshot.
+    // Input and result fit one by one, not together in one message: their parts are stored as blobs.
     const grown = await client.submit("big", "y".repeat(500_000));
-    const failed = await grown.result({ timeout: 20_000 });
-    expect(failed.status.state).toBe("TASK_STATE_FAILED");
-    expect(textOf(failed.status.message!)).toMatch(/^PAYLOAD_TOO_LARGE: the snapshot of task/);
-    expect((await client.task(grown.id)).status.state).toBe("TASK_STATE_FAILED");
-    // An artifact bigger than one message: its event cannot be stored either.
+    const done = await grown.result({ timeout: 20_000 });
+    expect(done.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(artifactText(done)).toBe("x".repeat(700_000));
+    expect((await client.task(grown.id)).history[0]!.parts[0]!.text).toBe("y".repeat(500_000));
+    // An artifact bigger than one message.
     const huge = await client.submit("big", "huge artifact");
-    const failedToo = await huge.result({ timeout: 20_000 });
-    expect(failedToo.status.state).toBe("TASK_STATE_FAILED");
-    expect(textOf(failedToo.status.message!)).toMatch(/^PAYLOAD_TOO_LARGE: an event of task/);
-    // Both work items are gone from the queue (acked, not left for redelivery).
+    expect(artifactText(await huge.result({ timeout: 20_000 }))).toBe("a".repeat(1_500_000));
+    // An input bigger than one message.
+    const big = await client.submit("big", "z".repeat(1_100_000));
+    expect((await big.result({ timeout: 20_000 })).status.state).toBe("TASK_STATE_COMPLETED");
+
+    // Over the configured maximum: a task that outgrows it fails and its work item is acked; a submit over it is refused with nothing stored.
+    const small = await open({ tenant: client.subjects.tenant, maxTaskBytes: 1_000_000 });
+    await agentBus.close();
+    const agent = await open({ tenant: client.subjects.tenant, insecureAllowAll: true, maxTaskBytes: 1_000_000 });
+    await agent.agent({ name: "big", skills: [{ id: "big" }] }, { big: () => "a".repeat(1_500_000) });
+    const failed = await (await small.submit("big", "grow")).result({ timeout: 20_000 });
+    expect(failed.status.state).toBe("TASK_STATE_FAILED");
+    expect(textOf(failed.status.message!)).toMatch(/^PAYLOAD_TOO_LARGE: task .* exceeds the limit of 1000000 bytes per task/);
     const jsm = await jetstreamManager(client.nc);
     await eventually(async () => (await jsm.streams.info(client.subjects.stream("WORK"))).state.messages === 0, 5000);
-
-    // Over the server's limit at submit: refused, and nothing is stored.
-    const before = (await client.tasks()).totalSize;
-    await rejectsWith(client.submit("big", "z".repeat(1_100_000)), "PAYLOAD_TOO_LARGE");
-    expect((await client.tasks()).totalSize).toBe(before);
+    const before = (await small.tasks()).totalSize;
+    await rejectsWith(small.submit("big", "z".repeat(1_100_000)), "PAYLOAD_TOO_LARGE");
+    expect((await small.tasks()).totalSize).toBe(before);
     expect((await jsm.streams.info(client.subjects.stream("WORK"))).state.messages).toBe(0);
   });
 

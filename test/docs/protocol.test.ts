@@ -36,7 +36,7 @@ const subjectPatterns = [
   s.taskCancel("taskx"), s.presence("agentx"), s.audit("kindx"), s.dlq("capx"),
 ].map(placeholders);
 const streams = (["WORK", "INBOX", "EVENTS", "DLQ", "AUDIT"] as const).map((k) => `MESH_<T>_${k}`);
-const buckets = (["agents", "presence", "tasks", "sessions", "acl", "revoked", "push", "replay", "owners"] as const).map((k) => `mesh_<t>_${k}`);
+const buckets = (["agents", "presence", "tasks", "sessions", "acl", "revoked", "push", "replay", "owners", "blobs"] as const).map((k) => `mesh_<t>_${k}`);
 
 describe("docs/PROTOCOL.md matches the code", () => {
   it("lists every public Bus and Agent method, and only those", () => {
