@@ -124,10 +124,13 @@ export class Durable {
    * can and takes the others as stored (`verified: false`), refusing only a
    * MAC or signature that fails. Of an encrypted task, what is encrypted
    * for this identity comes opened; the rest stays encrypted parts. Parts
-   * stored as blobs come back as their content.
+   * stored as blobs come back as their content. `known`: the task as this
+   * process just wrote it (its submit), used instead of a snapshot read
+   * when following from the start (from a sequence, the current state
+   * tells whether anything is left).
    */
-  async *events(taskId: string, fromSequence?: number, may?: (task: Task) => boolean | Promise<boolean>): AsyncGenerator<StoredEvent> {
-    const snapshot = await this.store.get(taskId, this.envelopes.identity.id);
+  async *events(taskId: string, fromSequence?: number, may?: (task: Task) => boolean | Promise<boolean>, known?: Task): AsyncGenerator<StoredEvent> {
+    const snapshot = known && fromSequence === undefined ? { task: known } : await this.store.get(taskId, this.envelopes.identity.id);
     if (may && (!snapshot || !(await may(snapshot.task)))) throw new AgentBusError("TASK_NOT_FOUND", `task ${taskId} not found`);
     const submitter = snapshot?.task.metadata.submitter;
     const lenient = submitter !== undefined && submitter !== this.envelopes.identity.id;

@@ -155,7 +155,13 @@ const readTask = (s: Pick<Submitter, "durable">, task: Task): Promise<Task> => s
  */
 export class TaskHandle {
   #watch?: TaskWatch;
-  /** The task as this process created it (handles from `submit` of a new task), so callers can show it without a read. */
+  /**
+   * The task as this `submit` left it (created, or resumed with the message
+   * when it continues a waiting task), so callers can show it without a
+   * read. The events that follow it, with no gap and no repeat: a new
+   * task's `events()`; a resumed turn's `events({ fromSequence })` from its
+   * `lastSequence()` + 1 read before the submit.
+   */
   readonly submitted?: Task;
   /** Behind a bridge: the caller this handle acts for (see {@link SubmitOptions.caller}). */
   readonly caller?: string;
@@ -202,7 +208,8 @@ export class TaskHandle {
    * read) for a task this identity may not see.
    */
   events(options: { fromSequence?: number } = {}): AsyncGenerator<StoredEvent> {
-    return this.submitter.durable.events(this.id, options.fromSequence, (t) => this.#may(t));
+    // A handle from `submit` knows the task already: no snapshot read.
+    return this.submitter.durable.events(this.id, options.fromSequence, (t) => this.#may(t), this.submitted);
   }
 
   /**
@@ -461,7 +468,10 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     existing);
     if (resumed.task.status.state !== "TASK_STATE_WORKING") return handle;
     await publishWork(s, cap, carried, resumed.task, `${taskKey(resumed.task)}.${turn}`, options, encryptFor);
-    return handle;
+    // The task as resumed, with this turn's message as given (nothing to open or fetch back) and earlier turns' content read.
+    const opened = openTask(s, resumed.task);
+    const submitted = await s.durable.blobs.resolveTask({ ...opened, history: [...opened.history.slice(0, -1), message] });
+    return new TaskHandle(taskId, s, { submitted, caller });
   }
   if (isTerminal(state)) throw new AgentBusError("TASK_FINISHED", `task ${taskId} is already ${state}`);
   return handle; // running: the submit was a retry

@@ -59,8 +59,8 @@ function a2aError(err: unknown, taskId?: string): unknown {
 export class BusRequestHandler implements A2ARequestHandler {
   constructor(
     private readonly bus: Bus,
-    /** The card this route serves (an agent's, or the gateway's). */
-    private readonly card: () => AgentCard | undefined,
+    /** The card this route serves (an agent's, or the gateway's), as the request resolved it. */
+    private readonly card: AgentCard,
     private readonly push?: PushNotifications,
     /** The request's span: submits continue its trace. */
     private readonly op?: Traced,
@@ -69,9 +69,7 @@ export class BusRequestHandler implements A2ARequestHandler {
   ) {}
 
   async getAgentCard(): Promise<SdkAgentCard> {
-    const card = this.card();
-    if (!card) throw new RequestMalformedError("no such agent");
-    return AgentCardCodec.fromJSON(card);
+    return AgentCardCodec.fromJSON(this.card);
   }
 
   async getAuthenticatedExtendedAgentCard(): Promise<SdkAgentCard> {
@@ -81,7 +79,7 @@ export class BusRequestHandler implements A2ARequestHandler {
   /** The capability a message goes to: its task's, the named skill, or the route's only skill. */
   #capability(message: Message, metadata: Record<string, unknown> | undefined): string | undefined {
     const named = (message.metadata?.skill ?? metadata?.skill) as string | undefined;
-    const skills = this.card()?.skills.map((s) => s.id) ?? [];
+    const skills = this.card.skills.map((s) => s.id);
     if (named) {
       if (!skills.includes(named)) throw new RequestMalformedError(`unknown skill ${named}; this agent offers ${skills.join(", ")}`);
       return named;
@@ -127,11 +125,28 @@ export class BusRequestHandler implements A2ARequestHandler {
     return toSdkTask(task);
   }
 
+  /**
+   * The task as the submit left it (a new task as created, a continued one
+   * as resumed), with no read, then the events stored after it: all of a
+   * new task's; of a continued task, those after the last one stored
+   * before this message (its earlier turns are in the task already).
+   */
   async *sendMessageStream(params: SendMessageRequest): AsyncGenerator<StreamResponse> {
+    const taskId = params.message?.taskId;
+    const before = taskId ? await this.#lastSequence(taskId) : undefined;
     const handle = await this.#submit(params);
-    // A new task is shown as created, without a read; a continued one as it stands.
     yield StreamResponseCodec.fromJSON({ task: TaskCodec.toJSON(toSdkTask(handle.submitted ?? (await handle.get()))) });
-    for await (const { event } of handle.events()) yield StreamResponseCodec.fromJSON(event);
+    for await (const { event } of handle.events({ fromSequence: before === undefined ? undefined : before + 1 })) yield StreamResponseCodec.fromJSON(event);
+  }
+
+  /** The last event stored for a task this caller continues; undefined for none (or a new id the caller chose). */
+  async #lastSequence(taskId: string): Promise<number | undefined> {
+    try {
+      return await (await this.bus.taskHandle(taskId, { caller: this.caller })).lastSequence();
+    } catch (err) {
+      if (isAgentBusError(err, "TASK_NOT_FOUND")) return undefined; // the submit answers for it
+      throw a2aError(err, taskId);
+    }
   }
 
   async getTask(params: GetTaskRequest): Promise<SdkTask> {

@@ -129,9 +129,17 @@ export class PushNotifications {
     });
   }
 
+  /**
+   * Stops taking events. The pull request this replica left on the server
+   * would still be handed events (dropped here, redelivered only after the
+   * ack wait) until the server has processed the unsubscribe: a flush waits
+   * for that, so an event stored after `stop` resolves goes to another
+   * replica (or waits for the next start) at once.
+   */
   async stop(): Promise<void> {
     this.#messages?.stop();
     await this.#loop;
     this.configs.stop();
+    await this.bus.nc.flush().catch(() => {});
   }
 }

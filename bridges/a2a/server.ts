@@ -1,4 +1,4 @@
-import { AgentCard as AgentCardCodec, A2A_VERSION_HEADER, SSE_HEADERS, formatSSEErrorEvent, formatSSEEvent } from "@a2a-js/sdk";
+import { AgentCard as AgentCardCodec, type AgentCard as SdkAgentCard, A2A_VERSION_HEADER, SSE_HEADERS, formatSSEErrorEvent, formatSSEEvent } from "@a2a-js/sdk";
 import { ContentTypeNotSupportedError } from "@a2a-js/sdk/errors";
 import { JsonRpcTransportHandler, ServerCallContext, validateVersion } from "@a2a-js/sdk/server";
 import { LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server";
@@ -46,6 +46,14 @@ const A2A_METHODS = new Set([
   "tasks/pushNotificationConfig/set", "tasks/pushNotificationConfig/get", "tasks/pushNotificationConfig/list", "tasks/pushNotificationConfig/delete",
 ]);
 
+/** A card in the SDK's form (what its version check reads), decoded once per served card. */
+const sdkCards = new WeakMap<AgentCard, SdkAgentCard>();
+function sdkCard(card: AgentCard): SdkAgentCard {
+  let sdk = sdkCards.get(card);
+  if (!sdk) sdkCards.set(card, (sdk = AgentCardCodec.fromJSON(card)));
+  return sdk;
+}
+
 function rpcError(id: unknown, code: number, message: string) {
   return { jsonrpc: "2.0", id: id ?? null, error: { code, message } };
 }
@@ -73,15 +81,23 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   const base = (req: FastifyRequest) => options.baseUrl ?? `${req.protocol}://${req.host}`;
   const push = options.push === false ? undefined : await PushNotifications.start(bus, edge.auth.buses().filter((b) => b !== bus), options.push);
   app.addHook("onClose", async () => push?.stop());
-  const secured = (card: AgentCard | undefined): AgentCard | undefined => {
-    if (!card) return undefined;
-    const withPush = { ...card, capabilities: { ...card.capabilities, pushNotifications: push !== undefined } };
-    return { ...withPush, ...securityOf(edge) };
-  };
+  const security = securityOf(edge);
+  const secured = (card: AgentCard): AgentCard => ({ ...card, capabilities: { ...card.capabilities, pushNotifications: push !== undefined }, ...security });
+  // An agent's served card, per registration (the registry replaces the card object when it changes) and base URL.
+  const agentCards = new WeakMap<AgentCard, Map<string, AgentCard>>();
   const cardFor = (req: FastifyRequest, agent?: string, on: Bus = bus): AgentCard | undefined => {
     if (agent === undefined) return secured(gatewayCard(on, base(req)));
     const info = on.discover({ name: agent }).sort((a, b) => Number(b.online) - Number(a.online))[0];
-    return secured(info && agentCard(info, base(req)));
+    if (!info) return undefined;
+    const url = base(req);
+    let byUrl = agentCards.get(info.card);
+    if (!byUrl) agentCards.set(info.card, (byUrl = new Map()));
+    let card = byUrl.get(url);
+    if (!card) {
+      if (byUrl.size >= 16) byUrl.clear(); // base URLs come from allowed Host headers: a few
+      byUrl.set(url, (card = secured(agentCard(info, url))));
+    }
+    return card;
   };
 
   // JSON-RPC bodies are parsed here, not by fastify, to answer -32700 ourselves.
@@ -106,7 +122,9 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
 
   const rpc = async (req: FastifyRequest, reply: FastifyReply, agent?: string) => {
     const caller = callerOf(req);
-    if (agent !== undefined && !cardFor(req, agent, caller.bus)) return reply.code(404).send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, `no agent named ${agent}`));
+    // The route's card, resolved once for the whole request.
+    const card = cardFor(req, agent, caller.bus);
+    if (!card) return reply.code(404).send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, `no agent named ${agent}`));
     const contentType = (req.headers["content-type"] ?? "").split(";", 1)[0]!.trim().toLowerCase();
     if (contentType !== "application/json") {
       const err = JsonRpcTransportHandler.mapToJSONRPCError(new ContentTypeNotSupportedError(`unsupported Content-Type "${contentType}"; expected application/json`));
@@ -135,7 +153,7 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     });
     void reply.header("traceresponse", op.trace.traceparent);
     try {
-      const streamed = await answer(req, reply, body, id, caller.bus, agent, op);
+      const streamed = await answer(req, reply, body, id, caller.bus, card, op);
       op.end();
       return streamed;
     } catch (err) {
@@ -144,8 +162,8 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     }
   };
 
-  const answer = async (req: FastifyRequest, reply: FastifyReply, body: unknown, id: unknown, on: Bus, agent: string | undefined, op: Traced) => {
-    const handler = new BusRequestHandler(on, () => cardFor(req, agent, on), push, op, req.caller?.name);
+  const answer = async (req: FastifyRequest, reply: FastifyReply, body: unknown, id: unknown, on: Bus, card: AgentCard, op: Traced) => {
+    const handler = new BusRequestHandler(on, card, push, op, req.caller?.name);
     const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
     // As the SDK does: a request without A2A-Version is a v0.3 request.
     const version = typeof header === "string" && header !== "" ? header : LEGACY_PROTOCOL_VERSION;
@@ -154,7 +172,7 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     const context = new ServerCallContext({ requestedVersion: version });
     let result;
     try {
-      validateVersion(context.requestedVersion, await handler.getAgentCard(), "JSONRPC");
+      validateVersion(context.requestedVersion, sdkCard(card), "JSONRPC");
       const transport = legacy ? new LegacyJsonRpcTransportHandler(handler) : new JsonRpcTransportHandler(handler);
       result = await transport.handle(body as Record<string, unknown>, context);
     } catch (err) {

@@ -147,6 +147,13 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     for await (const e of client.sendMessageStream(send("Ada", { taskId }))) resumed.push(e);
     const end = resumed.at(-1)!.payload;
     expect(end?.$case === "statusUpdate" && end.value.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    // The resumed task first (its earlier turn inside it), then only this turn's events.
+    const head = resumed[0]!.payload;
+    expect(head?.$case === "task" && head.value.status?.state).toBe(TaskState.TASK_STATE_WORKING);
+    expect(head?.$case === "task" && head.value.history.length).toBe(3); // "hi", the agent's "name?", "Ada"
+    const states = resumed.slice(1).map((e) => (e.payload?.$case === "statusUpdate" ? e.payload.value.status?.state : e.payload?.$case));
+    expect(states).not.toContain(TaskState.TASK_STATE_INPUT_REQUIRED);
+    expect(states.filter((s) => s === "artifactUpdate").length).toBeGreaterThan(0);
     const final = await client.getTask({ tenant: "", id: taskId, historyLength: undefined });
     expect(artifactText(final)).toBe("Hello Ada!");
 
