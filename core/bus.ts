@@ -422,7 +422,8 @@ export class Bus {
     const shared = options.target ? this.subjects.agentCall(options.target) : foreign ? new Subjects(this.subjects.root, options.tenant).cap(cap) : this.subjects.cap(cap);
     // A CLIENT span only when an OpenTelemetry SDK is registered; the envelope carries its context.
     const tracer = activeTracer();
-    const span = tracer && busSpan(tracer, "call", cap, pick ? this.subjects.instanceCall(pick.agent, pick.instance) : shared, this.subjects.tenant, options.trace, options.target, options.task);
+    // Its destination is the capability's (or the target's) subject, whichever instance answers.
+    const span = tracer && busSpan(tracer, "call", cap, shared, this.subjects.tenant, options.trace, options.target, options.task);
     const meta: EnvelopeMeta = {
       task: options.task, context: options.context ?? message.contextId, parent: options.parent, depth,
       capability: options.target || pick ? cap : undefined, trace: traceOf(span, options.trace),
