@@ -55,6 +55,8 @@ export class Durable {
     readonly store: TaskStore,
     readonly subjects: Subjects,
     readonly envelopes: Envelopes,
+    /** Largest event body in bytes: the server's `max_payload` less room for headers (absent: unchecked). */
+    readonly maxEventBytes?: number,
   ) {}
 
   /** `trust`: who may have written a task's snapshot (see {@link TaskStore}); its envelopes are `envelopes`. */
@@ -66,7 +68,15 @@ export class Durable {
     const direct = kv instanceof Bucket && kv.direct;
     const maxPayload = nc.info?.max_payload;
     const store = new TaskStore(kv, js, owners, subjects.bucket("tasks"), jsm, direct, { ...trust, envelopes }, maxPayload ? maxPayload - HEADER_ROOM : undefined);
-    return new Durable(js, store, subjects, envelopes);
+    return new Durable(js, store, subjects, envelopes, maxPayload ? maxPayload - HEADER_ROOM : undefined);
+  }
+
+  /** `PAYLOAD_TOO_LARGE` when `event` of `task` could not be stored as one message (as {@link publishEvent} would find). */
+  checkEvent(task: Task, event: TaskEvent): void {
+    const bytes = Buffer.byteLength(JSON.stringify(event));
+    if (this.maxEventBytes !== undefined && bytes > this.maxEventBytes) {
+      throw new AgentBusError("PAYLOAD_TOO_LARGE", `an event of task ${task.id} (${bytes} bytes) exceeds the server's maximum message size (max_payload)`);
+    }
   }
 
   /**
