@@ -123,21 +123,44 @@ export class Durable {
       const last = await this.lastSequence(snapshot.task);
       if (last === undefined || fromSequence > last) return;
     }
-    const consumer = await retryJs(() =>
-      this.js.consumers.get(this.subjects.stream("EVENTS"), {
-        filter_subjects: snapshot ? this.subjects.taskEventLog(snapshot.task.metadata.submitter, taskId) : this.subjects.taskEventLogOfAny(taskId),
-        ...(fromSequence ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSequence } : { deliver_policy: DeliverPolicy.All }),
-      }),
-    );
-    const iter = await consumer.consume();
-    try {
-      for await (const m of iter) {
-        const { event, from, verified } = lenient ? this.#readEvent(m) : { ...this.decodeEvent(m), verified: true };
-        yield { sequence: m.seq, event: e2e ? e2e.openEvent(event, taskId) : event, from, verified };
-        if (endsFollow(event, m.info.pending)) return;
+    const filter = snapshot ? this.subjects.taskEventLog(snapshot.task.metadata.submitter, taskId) : this.subjects.taskEventLogOfAny(taskId);
+    // The next sequence to read: the follow restarts from there when its consumer is lost.
+    let next = fromSequence;
+    for (;;) {
+      const start = next;
+      const consumer = await retryJs(() =>
+        this.js.consumers.get(this.subjects.stream("EVENTS"), {
+          filter_subjects: filter,
+          ...(start ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start } : { deliver_policy: DeliverPolicy.All }),
+        }),
+      );
+      const iter = await consumer.consume();
+      // In a cluster a consumer just created may not be reachable yet from
+      // this connection's server: its first pull finds no responders, and
+      // the client would only retry after missing heartbeats (~45 s). Start
+      // again from the next sequence at once instead.
+      let lost = false;
+      void (async () => {
+        for await (const s of iter.status()) {
+          if (s.type === "no_responders") {
+            lost = true;
+            iter.stop();
+            return;
+          }
+        }
+      })().catch(() => {});
+      try {
+        for await (const m of iter) {
+          next = m.seq + 1;
+          const { event, from, verified } = lenient ? this.#readEvent(m) : { ...this.decodeEvent(m), verified: true };
+          yield { sequence: m.seq, event: e2e ? e2e.openEvent(event, taskId) : event, from, verified };
+          if (endsFollow(event, m.info.pending)) return;
+        }
+      } finally {
+        iter.stop();
       }
-    } finally {
-      iter.stop();
+      if (!lost) return;
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 
