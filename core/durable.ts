@@ -67,6 +67,8 @@ export class Durable {
     readonly envelopes: Envelopes,
     /** Large content of tasks, as claim checks in `mesh_<t>_blobs`. */
     readonly blobs: Blobs,
+    /** Largest event body in bytes: the server's `max_payload` less room for headers (absent: unchecked). */
+    readonly maxEventBytes?: number,
   ) {}
 
   /** `trust`: who may have written a task's snapshot (see {@link TaskStore}); its envelopes are `envelopes`. */
@@ -89,7 +91,15 @@ export class Durable {
       maxTaskBytes: options.maxTaskBytes ?? DEFAULT_MAX_TASK_BYTES,
       chunkBytes: maxPayload,
     });
-    return new Durable(js, store, subjects, envelopes, blobs);
+    return new Durable(js, store, subjects, envelopes, blobs, maxBytes);
+  }
+
+  /** `PAYLOAD_TOO_LARGE` when `event` of `task` could not be stored as one message (as {@link publishEvent} would find). */
+  checkEvent(task: Task, event: TaskEvent): void {
+    const bytes = Buffer.byteLength(JSON.stringify(event));
+    if (this.maxEventBytes !== undefined && bytes > this.maxEventBytes) {
+      throw new AgentBusError("PAYLOAD_TOO_LARGE", `an event of task ${task.id} (${bytes} bytes) exceeds the server's maximum message size (max_payload)`);
+    }
   }
 
   /**
@@ -140,22 +150,45 @@ export class Durable {
       const last = await this.lastSequence(snapshot.task);
       if (last === undefined || fromSequence > last) return;
     }
-    const consumer = await retryJs(() =>
-      this.js.consumers.get(this.subjects.stream("EVENTS"), {
-        filter_subjects: snapshot ? this.subjects.taskEventLog(snapshot.task.metadata.submitter, taskId) : this.subjects.taskEventLogOfAny(taskId),
-        ...(fromSequence ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSequence } : { deliver_policy: DeliverPolicy.All }),
-      }),
-    );
-    const iter = await consumer.consume();
-    try {
-      for await (const m of iter) {
-        const { event, from, verified } = lenient ? this.#readEvent(m) : { ...this.decodeEvent(m), verified: true };
-        // Blob references come back as their content (for an encrypted task: those sealed for this identity).
-        yield { sequence: m.seq, event: await this.blobs.resolveEvent(e2e ? e2e.openEvent(event, taskId) : event), from, verified };
-        if (endsFollow(event, m.info.pending)) return;
+    const filter = snapshot ? this.subjects.taskEventLog(snapshot.task.metadata.submitter, taskId) : this.subjects.taskEventLogOfAny(taskId);
+    // The next sequence to read: the follow restarts from there when its consumer is lost.
+    let next = fromSequence;
+    for (;;) {
+      const start = next;
+      const consumer = await retryJs(() =>
+        this.js.consumers.get(this.subjects.stream("EVENTS"), {
+          filter_subjects: filter,
+          ...(start ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start } : { deliver_policy: DeliverPolicy.All }),
+        }),
+      );
+      const iter = await consumer.consume();
+      // In a cluster a consumer just created may not be reachable yet from
+      // this connection's server: its first pull finds no responders, and
+      // the client would only retry after missing heartbeats (~45 s). Start
+      // again from the next sequence at once instead.
+      let lost = false;
+      void (async () => {
+        for await (const s of iter.status()) {
+          if (s.type === "no_responders") {
+            lost = true;
+            iter.stop();
+            return;
+          }
+        }
+      })().catch(() => {});
+      try {
+        for await (const m of iter) {
+          next = m.seq + 1;
+          const { event, from, verified } = lenient ? this.#readEvent(m) : { ...this.decodeEvent(m), verified: true };
+          // Blob references come back as their content (for an encrypted task: those sealed for this identity).
+          yield { sequence: m.seq, event: await this.blobs.resolveEvent(e2e ? e2e.openEvent(event, taskId) : event), from, verified };
+          if (endsFollow(event, m.info.pending)) return;
+        }
+      } finally {
+        iter.stop();
       }
-    } finally {
-      iter.stop();
+      if (!lost) return;
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 

@@ -339,42 +339,69 @@ export class TaskHandle {
 
   async #cancel(timeout: number | undefined, trace: TraceContext): Promise<Task> {
     const { nc, durable } = this.submitter;
-    // Seeing a task through its parent is not a right to cancel it (its worker would refuse): cancel the parent.
-    const snapshot = await this.#read(true);
-    const { task } = snapshot;
-    if (isTerminal(task.status.state)) throw new AgentBusError("NOT_CANCELABLE", `task ${this.id} is already ${task.status.state}`);
     const subject = durable.subjects.taskCancel(this.id);
     const body = Buffer.from("{}");
     const sealFor = (agent: string) => durable.envelopes.seal(subject, body, { task: this.id, trace }, [agent]);
-    if (task.status.state === "TASK_STATE_WORKING" && task.metadata.agent) {
-      const headers = sealFor(task.metadata.agent);
-      const reply = await nc.request(subject, body, { headers, timeout: timeout ?? 5000 }).catch(() => undefined);
-      if (reply) {
-        durable.envelopes.openReply(reply, headers.get(Header.id), task.metadata.agent);
-        return this.result({ timeout: timeout ?? 30_000 });
+    // No worker answered the request: the task is marked here even if one names itself.
+    let unanswered = false;
+    for (;;) {
+      // Seeing a task through its parent is not a right to cancel it (its worker would refuse): cancel the parent.
+      const snapshot = await this.#read(true);
+      const { task } = snapshot;
+      if (isTerminal(task.status.state)) throw new AgentBusError("NOT_CANCELABLE", `task ${this.id} is already ${task.status.state}`);
+      if (held(task) && !unanswered) {
+        // A worker holds it: only that worker writes the task's events, so it
+        // is the one to end it (a CANCELED event of ours could land before
+        // events it is still publishing).
+        const headers = sealFor(task.metadata.agent!);
+        const reply = await nc.request(subject, body, { headers, timeout: timeout ?? 5000 }).catch(() => undefined);
+        if (reply) {
+          durable.envelopes.openReply(reply, headers.get(Header.id), task.metadata.agent);
+          const ended = await this.result({ timeout: timeout ?? 30_000 });
+          if (ended.status.state === "TASK_STATE_CANCELED") return ended;
+          // It finished first: the cancel came too late.
+          if (isTerminal(ended.status.state)) throw new AgentBusError("NOT_CANCELABLE", `task ${this.id} is already ${ended.status.state}`);
+          continue; // it stopped to wait for input: mark it
+        }
+        // No worker is running it (crashed, or between deliveries): mark it
+        // here; the redelivered work item will be skipped.
+        unanswered = true;
       }
-      // No worker is running it (crashed, or between deliveries): mark it
-      // here; the redelivered work item will be skipped.
+      const canceled = await markCanceled(durable, snapshot, "canceled", trace, unanswered ? undefined : held);
+      if (!canceled) continue; // a worker took it meanwhile (its first write names it): ask it
+      // A worker may have taken the task between our read and the write,
+      // before its first snapshot write: that write finds the task ended and
+      // it publishes nothing, but a handler that waits long may not write
+      // soon. Tell it now (no answer needed): MACed for the agent the
+      // snapshot names, else signed for whichever worker holds it.
+      const agent = canceled.metadata.agent;
+      nc.publish(subject, body, { headers: agent ? sealFor(agent) : durable.envelopes.seal(subject, body, { task: this.id, trace }) });
+      return canceled;
     }
-    const canceled = await markCanceled(durable, snapshot, "canceled", trace);
-    // A worker may have taken the task between our read and the write (or
-    // before its first snapshot write, which names it): it would learn of
-    // the cancel at its next write, which a handler that waits long may not
-    // make soon. Tell it now (no answer needed): MACed for the agent the
-    // snapshot names, else signed for whichever worker holds it.
-    const agent = canceled.metadata.agent;
-    nc.publish(subject, body, { headers: agent ? sealFor(agent) : durable.envelopes.seal(subject, body, { task: this.id, trace }) });
-    return canceled;
   }
 }
 
-/** Moves a task to CANCELED by compare-and-set, then records the event (final states: snapshot first). */
-export async function markCanceled(durable: Durable, known: Snapshot, reason = "canceled", trace?: TraceContext): Promise<Task> {
+/** A worker is running the task: WORKING, and its snapshot names the worker's agent. */
+const held = (task: Task): boolean => task.status.state === "TASK_STATE_WORKING" && task.metadata.agent !== undefined;
+
+/**
+ * Moves a task to CANCELED by compare-and-set, then records the event (final
+ * states: snapshot first). Undefined, with nothing written, when the
+ * current snapshot is one `unless` accepts (a task a worker holds).
+ */
+export async function markCanceled(durable: Durable, known: Snapshot, reason = "canceled", trace?: TraceContext, unless?: (task: Task) => boolean): Promise<Task | undefined> {
   const event = statusEvent(known.task, "TASK_STATE_CANCELED", toMessage(reason, "ROLE_AGENT"));
   let refused: Task | undefined;
+  let left = false;
   const next = await durable.store.update(known.task.id, (t) => {
+    refused = undefined;
+    left = false;
     if (isTerminal(t.status.state)) {
       refused = t;
+      return undefined;
+    }
+    if (unless?.(t)) {
+      left = true;
       return undefined;
     }
     return applyEvent(t, event);
@@ -383,6 +410,7 @@ export async function markCanceled(durable: Durable, known: Snapshot, reason = "
     if (refused.status.state === "TASK_STATE_CANCELED") return refused;
     throw new AgentBusError("NOT_CANCELABLE", `task ${known.task.id} is already ${refused.status.state}`);
   }
+  if (left) return undefined;
   await durable.publishEvent(next.task, event, finalEventId(next.task, next.revision), trace);
   return next.task;
 }

@@ -346,6 +346,12 @@ class TaskRun implements ContextSink {
   #pending: TaskEvent[] = [];
   #flushTimer?: NodeJS.Timeout;
   #startTimer?: NodeJS.Timeout;
+  /** The run's first snapshot write and WORKING event (see `#started`). */
+  #claim?: Promise<void>;
+  /** Between the handler's return and its final state. */
+  #finishing = false;
+  /** Events of a run that finishes without a claim: published once its final state is stored. */
+  #held: TaskEvent[] = [];
   #chain: Promise<void> = Promise.resolve();
 
   constructor(
@@ -382,6 +388,7 @@ class TaskRun implements ContextSink {
   /** The handler returned: its result and final state end the turn, with no WORKING event if none was due yet. */
   finishing(): void {
     this.settled();
+    this.#finishing = true;
   }
 
   /** The run is over: a WORKING event not sent by now is never sent. */
@@ -390,12 +397,26 @@ class TaskRun implements ContextSink {
     this.#startTimer = undefined;
   }
 
-  /** Sends the deferred WORKING event now, if it is still due. */
+  /**
+   * Sends the deferred WORKING event now, if it is still due (else waits for
+   * the one on its way). It is the run's claim on the task: the snapshot
+   * moves first (WORKING, naming this agent), then the event is published,
+   * as for a final state, and no other event of this run is published
+   * before it. A task canceled before the claim is found ended here and
+   * this run publishes nothing, so none of its events lands after the
+   * task's terminal one; once the snapshot names this agent, a cancel asks
+   * this run to stop (see `TaskHandle.cancel`).
+   */
   #started(): Promise<void> {
-    if (!this.#startTimer) return Promise.resolve();
+    if (!this.#startTimer) return this.#claim ?? Promise.resolve();
     clearTimeout(this.#startTimer);
     this.#startTimer = undefined;
-    return this.emit(statusEvent(this.task, "TASK_STATE_WORKING"));
+    let event = statusEvent(this.task, "TASK_STATE_WORKING");
+    if (this.sealFor) event = this.worker.host.durable.envelopes.e2e.sealEvent(event, this.sealFor, this.task.id);
+    this.#pending.push(event);
+    return (this.#claim = this.#flush().then(async () => {
+      if (!this.stale) await this.worker.host.durable.publishEvent(this.task, event, undefined, this.trace);
+    }));
   }
 
   /**
@@ -411,20 +432,37 @@ class TaskRun implements ContextSink {
     if (this.stale) throw new AgentBusError("TASK_FINISHED", `task ${this.task.id} ended elsewhere`);
     const state = stateOf(event);
     const final = state !== undefined && isFinal(state);
-    if (this.#startTimer) {
-      // Finishing before the WORKING event was due: it is not sent at all.
-      if (final) this.settled();
-      else await this.#started();
-    }
+    // Finishing before the WORKING event was due: it is not sent at all.
+    if (final) this.settled();
+    // Nothing is published before the run's claim on the task (a claim that
+    // failed to write fails the events after it; the final state still tries).
+    await this.#started().catch((err: unknown) => {
+      if (!final) throw err;
+    });
+    if (this.stale && !final) throw new AgentBusError("TASK_FINISHED", `task ${this.task.id} ended elsewhere`);
     event = await this.#claimCheck(event, final);
     if (this.sealFor) event = this.worker.host.durable.envelopes.e2e.sealEvent(event, this.sealFor, this.task.id);
-    this.#pending.push(event);
-    if (final) {
-      await this.#flush();
-      if (!this.stale) await this.worker.host.durable.publishEvent(this.task, event, finalEventId(this.task, this.#snapshot.revision), this.trace);
+    const { durable } = this.worker.host;
+    if (!final && !this.#claim && this.#finishing) {
+      // A quick task's result: stored with its final state, published after
+      // it (refused now if it could not be), so that a cancel that wins the
+      // race leaves none of this run's events after its CANCELED one.
+      durable.checkEvent(this.task, event);
+      this.#held.push(event);
+      this.#pending.push(event);
       return;
     }
-    const ack = this.worker.host.durable.publishEvent(this.task, event, undefined, this.trace);
+    this.#pending.push(event);
+    if (final) {
+      this.#finishing = false;
+      const held = this.#held.splice(0);
+      await this.#flush();
+      if (this.stale) return;
+      for (const e of held) await durable.publishEvent(this.task, e, undefined, this.trace);
+      await durable.publishEvent(this.task, event, finalEventId(this.task, this.#snapshot.revision), this.trace);
+      return;
+    }
+    const ack = durable.publishEvent(this.task, event, undefined, this.trace);
     ack.catch(() => {}); // surfaced by the next flush
     this.#acks.push(ack);
     this.#flushTimer ??= setTimeout(() => void this.#flush().catch(() => {}), SNAPSHOT_LAG_MS);
