@@ -8,7 +8,7 @@ import type { Subjects } from "./subjects.js";
 /** True for errors a JetStream call gives while a leader is being elected or a node is away. */
 function isTransient(err: unknown): boolean {
   for (let e = err as { message?: string; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
-    if (/timeout|no responders|leader|temporarily unavailable|insufficient resources|disconnect/i.test(String(e.message ?? e))) return true;
+    if (/timeout|no responders|leader|temporarily unavailable|insufficient resources|no suitable peers|disconnect/i.test(String(e.message ?? e))) return true;
   }
   return false;
 }
