@@ -5,7 +5,7 @@
  * disconnect revoked identities), one account per tenant with JetStream,
  * and the explicit exports and imports of capabilities between tenants.
  *
- * Two modes, one permission model (`core/permissions.ts`):
+ * Two modes, one permission model (`core/security/permissions.ts`):
  * - `callout` (nats-server 2.10+): every client connection is handed to the
  *   authority service, which checks the identity's key and answers with the
  *   tenant account and permissions computed live;

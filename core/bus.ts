@@ -1,4 +1,4 @@
-import "./natsfix.js"; // before any request: see the file
+import "./infra/natsfix.js"; // before any request: see the file
 import { connect as natsConnect } from "@nats-io/transport-node";
 import {
   errors as natsErrors,
@@ -10,34 +10,34 @@ import {
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { readFileSync } from "node:fs";
-import { Agent, type AgentHost, type AgentOptions, type AgentSpec } from "./agent.js";
-import { Durable } from "./durable.js";
-import { DEFAULT_MAX_TASK_BYTES } from "./blobs.js";
+import { Agent, type AgentHost, type AgentOptions, type AgentSpec } from "./agent/agent.js";
+import { Durable } from "./store/task-log.js";
+import { DEFAULT_MAX_TASK_BYTES } from "./store/blobs.js";
 import type { AgentExecutor } from "@a2a-js/sdk/server";
-import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./inbox.js";
-import { Sessions, type Session } from "./session.js";
-import { taskIdBinds, taskRight, type Task } from "./task.js";
-import { TaskHandle, holdsTaskRights, listTasks, submit, type SubmitOptions, type Submitter, type TaskAccessOptions } from "./tasks.js";
-import type { TaskPage, TaskQuery } from "./taskstore.js";
-import type { Handler } from "./context.js";
-import { AclStore } from "./aclstore.js";
-import { AUDIT_DEFAULTS, Auditor, type AuditRate } from "./audit.js";
-import { AgentBusError, isAgentBusError, type ErrorCode } from "./errors.js";
-import { Envelopes, Header, type Envelope, type EnvelopeMeta } from "./envelope.js";
-import { featuresOf, type ServerFeatures } from "./features.js";
-import { Identity } from "./identity.js";
-import { inboxPrefixOf } from "./permissions.js";
-import { ensurePushBucket, ensureCoreInfra, type CoreBuckets } from "./infra.js";
-import type { BadPolicy } from "./policy.js";
-import { Revocations, type Revocation } from "./revocations.js";
-import { proveRotation, type RotationProof } from "./rotation.js";
-import { createLogger, type Logger } from "./log.js";
-import { parseMessage, toMessage, type Input } from "./message.js";
-import { SharedReplay } from "./replay.js";
-import type { Message } from "./protocol.js";
-import { Registry, type AgentEvent, type AgentInfo, type DiscoverQuery } from "./registry.js";
-import { Subjects, checkCapability } from "./subjects.js";
-import { SpanAttr, SpanKind, activeTracer, busSpan, endSpan, traceOf, traced } from "./trace.js";
+import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./client/inbox.js";
+import { Sessions, type Session } from "./store/session.js";
+import { taskIdBinds, taskRight, type Task } from "./wire/task.js";
+import { TaskHandle, holdsTaskRights, listTasks, submit, type SubmitOptions, type Submitter, type TaskAccessOptions } from "./client/task-handle.js";
+import type { TaskPage, TaskQuery } from "./store/task-snapshots.js";
+import type { Handler } from "./agent/context.js";
+import { AclStore } from "./store/aclstore.js";
+import { AUDIT_DEFAULTS, Auditor, type AuditRate } from "./store/audit.js";
+import { AgentBusError, isAgentBusError, type ErrorCode } from "./wire/errors.js";
+import { Envelopes, Header, type Envelope, type EnvelopeMeta } from "./security/envelope.js";
+import { featuresOf, type ServerFeatures } from "./wire/features.js";
+import { Identity } from "./security/identity.js";
+import { inboxPrefixOf } from "./security/permissions.js";
+import { ensurePushBucket, ensureCoreInfra, type CoreBuckets } from "./infra/jetstream.js";
+import type { BadPolicy } from "./store/policy.js";
+import { Revocations, type Revocation } from "./store/revocations.js";
+import { proveRotation, type RotationProof } from "./store/rotation.js";
+import { createLogger, type Logger } from "./wire/log.js";
+import { parseMessage, toMessage, type Input } from "./wire/message.js";
+import { SharedReplay } from "./security/replay.js";
+import type { Message } from "./wire/protocol.js";
+import { Registry, type AgentEvent, type AgentInfo, type DiscoverQuery } from "./store/registry.js";
+import { Subjects, checkCapability } from "./wire/subjects.js";
+import { SpanAttr, SpanKind, activeTracer, busSpan, endSpan, traceOf, traced } from "./wire/trace.js";
 
 /** How the NATS connection authenticates (the bus identity signs envelopes either way). */
 export interface NatsAuth {

@@ -10,40 +10,40 @@
  * const reply = await bus.call("echo", "hello");
  * ```
  */
-import * as infra from "./infra.js";
-import * as mirrors from "./kvmirror.js";
+import * as infra from "./infra/jetstream.js";
+import * as mirrors from "./infra/kvmirror.js";
 
 export { attach, connect, Bus, type AttachOptions, type ConnectOptions, type CallOptions, type SendOptions, type NatsAuth } from "./bus.js";
-export { Agent, cardOf, type AgentSpec, type SkillSpec, type AgentOptions, type Handler } from "./agent.js";
-export type { AgentContext, ArtifactOptions } from "./context.js";
-export type { WorkerOptions } from "./worker.js";
-export { TaskHandle, type SubmitOptions, type TaskAccessOptions } from "./tasks.js";
-export type { TaskPage, TaskQuery } from "./taskstore.js";
-export type { StoredEvent } from "./durable.js";
-export { isTerminal, isInterrupted, isFinal, endsFollow, stateOf, taskRight, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./task.js";
-export { Session, type SessionEntry } from "./session.js";
-export { INBOX_CAPABILITY, type InboxHandler, type InboxMessage, type SendReceipt } from "./inbox.js";
-export { AgentBusError, ErrorCodes, ErrorTable, errorInfo, isAgentBusError, isErrorCode, type ErrorCode, type ErrorCodeInfo } from "./errors.js";
-export { Identity, verifySignature, isIdentityId } from "./identity.js";
-export { Envelopes, Header, type Envelope, type EnvelopeMeta, type EnvelopeOptions } from "./envelope.js";
-export { E2E, E2E_SCHEME, MAX_E2E_RECIPIENTS, ENCRYPTED_MEDIA_TYPE, EncryptedPartKey, isEncryptedPart, type Sealed } from "./e2e.js";
-export { Subjects, checkCapability } from "./subjects.js";
-export { Registry, type AgentInfo, type AgentRecord, type AgentEvent, type DiscoverQuery, type CapabilitySchemas } from "./registry.js";
-export { AclStore, type AclStoreOptions } from "./aclstore.js";
-export { Revocations, type Revocation, type RevocationsOptions } from "./revocations.js";
+export { Agent, cardOf, type AgentSpec, type SkillSpec, type AgentOptions, type Handler } from "./agent/agent.js";
+export type { AgentContext, ArtifactOptions } from "./agent/context.js";
+export type { WorkerOptions } from "./agent/worker.js";
+export { TaskHandle, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
+export type { TaskPage, TaskQuery } from "./store/task-snapshots.js";
+export type { StoredEvent } from "./store/task-log.js";
+export { isTerminal, isInterrupted, isFinal, endsFollow, stateOf, taskRight, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./wire/task.js";
+export { Session, type SessionEntry } from "./store/session.js";
+export { INBOX_CAPABILITY, type InboxHandler, type InboxMessage, type SendReceipt } from "./client/inbox.js";
+export { AgentBusError, ErrorCodes, ErrorTable, errorInfo, isAgentBusError, isErrorCode, type ErrorCode, type ErrorCodeInfo } from "./wire/errors.js";
+export { Identity, verifySignature, isIdentityId } from "./security/identity.js";
+export { Envelopes, Header, type Envelope, type EnvelopeMeta, type EnvelopeOptions } from "./security/envelope.js";
+export { E2E, E2E_SCHEME, MAX_E2E_RECIPIENTS, ENCRYPTED_MEDIA_TYPE, EncryptedPartKey, isEncryptedPart, type Sealed } from "./security/e2e.js";
+export { Subjects, checkCapability } from "./wire/subjects.js";
+export { Registry, type AgentInfo, type AgentRecord, type AgentEvent, type DiscoverQuery, type CapabilitySchemas } from "./store/registry.js";
+export { AclStore, type AclStoreOptions } from "./store/aclstore.js";
+export { Revocations, type Revocation, type RevocationsOptions } from "./store/revocations.js";
 export {
   signEntry, verifyEntry, signTrustLink, followTrust, pinnedTrust, isAdminAt, canonicalJson, TRUST_ROOT_KEY,
   type SignedEntry, type TrustLink, type TrustRecord, type TrustState, type PolicyBucket, type BadPolicy,
-} from "./policy.js";
-export { proveRotation, verifyRotation, rotationKey, type RotationProof } from "./rotation.js";
-export { capabilityMatches, isAllowed, type AclRule, type AclGroup, type AclPolicy } from "./acl.js";
-export { toMessage, textOf, dataOf, structuredInput, type Input } from "./message.js";
-export { childTrace, traceFromHeaders, traceHeaders, traceIdOf, type TraceContext } from "./trace.js";
-export { featuresOf, compareVersions, type ServerFeatures } from "./features.js";
-export { createLogger, type Logger } from "./log.js";
-export type { Message, Part, Role, AgentCard, AgentSkill, AgentCapabilities, AgentInterface, AgentExtension } from "./protocol.js";
-export type { JsonSchema } from "./schema.js";
-export type { Mirrored } from "./kvmirror.js";
+} from "./store/policy.js";
+export { proveRotation, verifyRotation, rotationKey, type RotationProof } from "./store/rotation.js";
+export { capabilityMatches, isAllowed, type AclRule, type AclGroup, type AclPolicy } from "./security/acl.js";
+export { toMessage, textOf, dataOf, structuredInput, type Input } from "./wire/message.js";
+export { childTrace, traceFromHeaders, traceHeaders, traceIdOf, type TraceContext } from "./wire/trace.js";
+export { featuresOf, compareVersions, type ServerFeatures } from "./wire/features.js";
+export { createLogger, type Logger } from "./wire/log.js";
+export type { Message, Part, Role, AgentCard, AgentSkill, AgentCapabilities, AgentInterface, AgentExtension } from "./wire/protocol.js";
+export type { JsonSchema } from "./wire/schema.js";
+export type { Mirrored } from "./infra/kvmirror.js";
 
 // Infrastructure for adapter and bridge authors: it lives in `agentbus/internal`.
 // These names stay here for programs written against earlier versions.
@@ -65,5 +65,5 @@ export type KvMirror<T> = mirrors.KvMirror<T>;
 export const KvWatch = mirrors.KvWatch;
 /** @deprecated Import from `agentbus/internal`. */
 export type KvWatch = mirrors.KvWatch;
-export { readAudit, verifyAuditRecord, type AuditEntry, type ReadAuditOptions } from "./audit.js";
-export { rolePermissions, grantedCapabilities, inboxPrefixOf, IdentityRoles, type IdentityRole, type NatsPermissions, type PermissionInput, type ImportedCapability } from "./permissions.js";
+export { readAudit, verifyAuditRecord, type AuditEntry, type ReadAuditOptions } from "./store/audit.js";
+export { rolePermissions, grantedCapabilities, inboxPrefixOf, IdentityRoles, type IdentityRole, type NatsPermissions, type PermissionInput, type ImportedCapability } from "./security/permissions.js";

@@ -13,7 +13,7 @@
  * ```
  */
 export * from "./index.js";
-export { SpanAttr, SpanKind, traced, type Traced } from "./trace.js";
-export { validatorFor, schemaErrors } from "./schema.js";
-export { ensureBucket, ensureStream, ensureConsumer, ensurePushBucket, retryJs } from "./infra.js";
-export { KvMirror, KvWatch, type Mirrored, type MirrorListener } from "./kvmirror.js";
+export { SpanAttr, SpanKind, traced, type Traced } from "./wire/trace.js";
+export { validatorFor, schemaErrors } from "./wire/schema.js";
+export { ensureBucket, ensureStream, ensureConsumer, ensurePushBucket, retryJs } from "./infra/jetstream.js";
+export { KvMirror, KvWatch, type Mirrored, type MirrorListener } from "./infra/kvmirror.js";

@@ -3,9 +3,9 @@
  * agents and handler contexts (which call other agents) and the bus share
  * them without importing one another.
  */
-import type { EnvelopeMeta } from "./envelope.js";
-import { AgentBusError } from "./errors.js";
-import type { TraceContext } from "./trace.js";
+import type { EnvelopeMeta } from "./security/envelope.js";
+import { AgentBusError } from "./wire/errors.js";
+import type { TraceContext } from "./wire/trace.js";
 
 /** Options of `Bus.call`. */
 export interface CallOptions extends Pick<EnvelopeMeta, "task" | "context" | "parent" | "depth"> {

@@ -16,15 +16,15 @@
  * ```
  */
 import { randomUUID } from "node:crypto";
-import { CallSink } from "./agent.js";
-import { completeWith, runHandler, type ArtifactOptions, type ContextBase, type ContextSink, type Handler } from "./context.js";
-import type { Envelope } from "./envelope.js";
-import { AgentBusError, failureReason, isAgentBusError } from "./errors.js";
-import { createLogger, type Logger } from "./log.js";
-import { textOf, toMessage, type Input } from "./message.js";
+import { CallSink } from "./agent/agent.js";
+import { completeWith, runHandler, type ArtifactOptions, type ContextBase, type ContextSink, type Handler } from "./agent/context.js";
+import type { Envelope } from "./security/envelope.js";
+import { AgentBusError, failureReason, isAgentBusError } from "./wire/errors.js";
+import { createLogger, type Logger } from "./wire/log.js";
+import { textOf, toMessage, type Input } from "./wire/message.js";
 import type { CallOptions } from "./options.js";
-import type { Message, Part } from "./protocol.js";
-import { applyEvent, artifactEvent, statusEvent, statusNow, type Task, type TaskEvent, type TaskState } from "./task.js";
+import type { Message, Part } from "./wire/protocol.js";
+import { applyEvent, artifactEvent, statusEvent, statusNow, type Task, type TaskEvent, type TaskState } from "./wire/task.js";
 
 /** Options of {@link testHandler}. */
 export interface HandlerTestOptions {

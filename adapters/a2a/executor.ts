@@ -8,10 +8,10 @@ import {
   TaskStatusUpdateEvent as StatusEventCodec,
 } from "@a2a-js/sdk";
 import { RequestContext, ServerCallContext, type AgentExecutionEvent, type AgentExecutor, type ExecutionEventBus } from "@a2a-js/sdk/server";
-import type { Agent, AgentOptions, AgentSpec } from "../../core/agent.js";
-import type { AgentContext, Handler } from "../../core/context.js";
-import type { Message } from "../../core/protocol.js";
-import type { TaskArtifactUpdateEvent, TaskStatusUpdateEvent } from "../../core/task.js";
+import type { Agent, AgentOptions, AgentSpec } from "../../core/agent/agent.js";
+import type { AgentContext, Handler } from "../../core/agent/context.js";
+import type { Message } from "../../core/wire/protocol.js";
+import type { TaskArtifactUpdateEvent, TaskStatusUpdateEvent } from "../../core/wire/task.js";
 
 /**
  * An `ExecutionEventBus` whose events become the bus task's events. The

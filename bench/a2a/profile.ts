@@ -84,8 +84,8 @@ const callers = new Map<string, Map<string, number>>(CALLERS_OF.map((f) => [f, n
  * to the nearest caller in a package or project file.
  */
 const OVERRIDES: [string, string[]][] = [
-  ["Ed25519 sign/verify (core/identity)", ["sign core/identity.ts", "verify core/identity.ts"]],
-  ["HMAC seal/open (core/peerkeys mac)", ["mac core/peerkeys.ts"]],
+  ["Ed25519 sign/verify (core/identity)", ["sign core/security/identity.ts", "verify core/security/identity.ts"]],
+  ["HMAC seal/open (core/peerkeys mac)", ["mac core/security/peerkeys.ts"]],
   ["NATS socket writes (nats-core flushPending)", ["flushPending node_modules/@nats-io/nats-core/"]],
   ["nats-core request bookkeeping (lib/request.js, util.js timers)", ["node_modules/@nats-io/nats-core/lib/request.js", "node_modules/@nats-io/nats-core/lib/util.js"]],
   ["JSON-RPC response write (fastify reply / express res.send)", ["node_modules/fastify/lib/reply.js", "node_modules/express/lib/response.js"]],

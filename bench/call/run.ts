@@ -62,8 +62,8 @@ import {
   type Bus,
   type EnvelopeMeta,
 } from "../../core/index.js";
-import { replySubject, type Received } from "../../core/envelope.js";
-import { parseMessage } from "../../core/message.js";
+import { replySubject, type Received } from "../../core/security/envelope.js";
+import { parseMessage } from "../../core/wire/message.js";
 import { startServer, type NatsServer } from "../../nats/index.js";
 import { bounded, runBench, cpuMeter, stopChild, emit, now, progress, ratio, round, summarize, timeFor, rateOf, type Latency } from "../lib.js";
 import { secureChildEnv, startSecureBench, type SecureBench } from "../secure.js";
@@ -305,7 +305,7 @@ function breakdown(): Record<string, unknown> {
     headerEncode: us(() => macHeaders.encode()),
     headerDecode: us(() => MsgHdrsImpl.decode(macWire)),
     agentInput: us(() => [structuredInput(decodedMessage), textOf(decodedMessage)]),
-    // Per-call pino child: core/agent.ts builds it only when a handler reads ctx.log (echo does not).
+    // Per-call pino child: core/agent/agent.ts builds it only when a handler reads ctx.log (echo does not).
     logChildIfUsed: us(() => log.child({ capability: "echo", from: a.id, traceId: traceIdOf(meta.trace?.traceparent) })),
   };
   // One MAC round trip's bus-only CPU, both processes together:

@@ -25,8 +25,8 @@ import nacl from "tweetnacl";
 import { createUser, fromPublic } from "@nats-io/nkeys";
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { Envelopes, Identity, type EnvelopeMeta } from "../../core/index.js";
-import type { Received } from "../../core/envelope.js";
-import { PeerKeys } from "../../core/peerkeys.js";
+import type { Received } from "../../core/security/envelope.js";
+import { PeerKeys } from "../../core/security/peerkeys.js";
 import { emit, progress, ratio, timeFor, type Rate } from "../lib.js";
 
 const MS = Number(process.env.BENCH_MS ?? 1000);
@@ -88,7 +88,7 @@ const macKey = randomBytes(32);
 bench("hmac.sha256", () => createHmac("sha256", macKey).update(input).digest());
 
 // --- X25519 key agreement: the one-off cost per new peer ---
-// noble: what core/peerkeys.ts does (Ed25519 public key -> Montgomery, then DH).
+// noble: what core/security/peerkeys.ts does (Ed25519 public key -> Montgomery, then DH).
 const senderMont = ed25519.utils.toMontgomerySecret(sender.rawSeed());
 const receiverEd = receiver.publicKey;
 bench("x25519.noble", () => x25519.getSharedSecret(senderMont, ed25519.utils.toMontgomery(receiverEd)));
@@ -96,7 +96,7 @@ bench("x25519.noble", () => x25519.getSharedSecret(senderMont, ed25519.utils.toM
 const xa = generateKeyPairSync("x25519");
 const xb = generateKeyPairSync("x25519");
 bench("x25519.node", () => diffieHellman({ privateKey: xa.privateKey, publicKey: xb.publicKey }));
-// A node:crypto drop-in for core/peerkeys.ts: noble only for the Ed25519 ->
+// A node:crypto drop-in for core/security/peerkeys.ts: noble only for the Ed25519 ->
 // Montgomery map of the peer's public key, then SPKI import + OpenSSL X25519.
 const X25519_PKCS8 = Buffer.from("302e020100300506032b656e04220420", "hex");
 const X25519_SPKI = Buffer.from("302a300506032b656e032100", "hex");

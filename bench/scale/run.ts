@@ -25,7 +25,7 @@
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { connect, createLogger, Identity, type Bus } from "../../core/index.js";
-import { signRecord } from "../../core/registry.js";
+import { signRecord } from "../../core/store/registry.js";
 import { startServer, type NatsServer } from "../../nats/index.js";
 import { emit, now, progress, ratio, round, runBench, summarize } from "../lib.js";
 

@@ -23,7 +23,7 @@ import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/
 import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { dataOf, textOf, traceIdOf, type Bus, type ConnectOptions, type TraceContext } from "../../core/index.js";
-import { activeTracer } from "../../core/trace.js";
+import { activeTracer } from "../../core/wire/trace.js";
 import { a2aBridge } from "../../bridges/a2a/index.js";
 import { mcpHttp } from "../../bridges/mcp/index.js";
 import { monitor } from "../../bridges/monitor/index.js";

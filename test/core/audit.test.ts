@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { DiscardPolicy, jetstreamManager } from "@nats-io/jetstream";
 import { AgentBusError, Envelopes, Identity, type Bus } from "../../core/index.js";
-import { AUDIT_DEFAULTS, readAudit, type AuditEntry } from "../../core/audit.js";
+import { AUDIT_DEFAULTS, readAudit, type AuditEntry } from "../../core/store/audit.js";
 import { grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 

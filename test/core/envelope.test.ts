@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { AgentBusError, Envelopes, Header, Identity, Subjects, childTrace, compareVersions, featuresOf, traceIdOf } from "../../core/index.js";
-import { ReplayGuard, replayKey, replayMaxAgeMs } from "../../core/replay.js";
+import { ReplayGuard, replayKey, replayMaxAgeMs } from "../../core/security/replay.js";
 
 const enc = new TextEncoder();
 

@@ -2,7 +2,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { requestFixApplied } from "../../core/natsfix.js";
+import { requestFixApplied } from "../../core/infra/natsfix.js";
 import { useNatsServer } from "../helpers/nats.js";
 
 // nats-core's own errors module (the one its requests build errors from), reached by path.

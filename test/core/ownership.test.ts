@@ -8,8 +8,8 @@ import { Kvm } from "@nats-io/kv";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 import { AgentBusError, Header, type Bus, type StoredEvent, type Task } from "../../core/index.js";
-import { ownerKey } from "../../core/taskstore.js";
-import { taskIdBinds } from "../../core/task.js";
+import { ownerKey } from "../../core/store/task-snapshots.js";
+import { taskIdBinds } from "../../core/wire/task.js";
 import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { schemaErrors, validatorFor } from "../../core/schema.js";
+import { schemaErrors, validatorFor } from "../../core/wire/schema.js";
 
 describe("JSON Schema validation", () => {
   const schema = {

@@ -2,9 +2,9 @@ import { randomUUID } from "node:crypto";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterEach, describe, expect, it } from "vitest";
-import { isAgentBusError } from "../../core/errors.js";
-import { Sessions } from "../../core/session.js";
-import { Subjects } from "../../core/subjects.js";
+import { isAgentBusError } from "../../core/wire/errors.js";
+import { Sessions } from "../../core/store/session.js";
+import { Subjects } from "../../core/wire/subjects.js";
 import { useNatsServer } from "../helpers/nats.js";
 
 const nats = useNatsServer();

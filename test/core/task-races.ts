@@ -9,7 +9,7 @@
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
 import { AgentBusError, Identity, isTerminal, stateOf, type Bus, type StoredEvent, type Task, type TaskEvent, type TaskHandle, type TaskState } from "../../core/index.js";
-import { canMove } from "../../core/task.js";
+import { canMove } from "../../core/wire/task.js";
 import { eventually, grant, useBuses } from "../helpers/bus.js";
 
 let tenants = 0;

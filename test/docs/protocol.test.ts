@@ -62,7 +62,7 @@ describe("docs/PROTOCOL.md matches the code", () => {
           return pt.length === tokens.length && pt.every((t, i) => tokens[i] === t || (tokens[i] === "*" && t.startsWith("<")));
         };
         const ok = subject.endsWith(".>") ? subjectPatterns.some((p) => p.startsWith(subject.slice(0, -1))) : subjectPatterns.some(matches);
-        expect(ok, `${subject} is not built by core/subjects.ts`).toBe(true);
+        expect(ok, `${subject} is not built by core/wire/subjects.ts`).toBe(true);
       }
     }
     for (const pattern of subjectPatterns) expect(architecture).toContain(`\`${pattern}\``);

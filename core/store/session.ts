@@ -14,9 +14,9 @@
  * await s.update((cur) => ({ turns: (cur?.turns ?? 0) + 1 }));
  */
 import type { KV, KvEntry, Kvm } from "@nats-io/kv";
-import { AgentBusError } from "./errors.js";
-import { compareAndSet, ensureBucket, insisted } from "./infra.js";
-import { checkId, type Subjects } from "./subjects.js";
+import { AgentBusError } from "../wire/errors.js";
+import { compareAndSet, ensureBucket, insisted } from "../infra/jetstream.js";
+import { checkId, type Subjects } from "../wire/subjects.js";
 
 /** Revisions kept per session when {@link SessionsOptions.history} is not given. */
 export const DEFAULT_SESSION_HISTORY = 16;

@@ -1,10 +1,10 @@
 import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { Envelopes, type Received } from "./envelope.js";
-import { isAgentBusError } from "./errors.js";
-import { retryJs } from "./infra.js";
-import type { Logger } from "./log.js";
-import type { Subjects } from "./subjects.js";
+import { Envelopes, type Received } from "../security/envelope.js";
+import { isAgentBusError } from "../wire/errors.js";
+import { retryJs } from "../infra/jetstream.js";
+import type { Logger } from "../wire/log.js";
+import type { Subjects } from "../wire/subjects.js";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

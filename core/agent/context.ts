@@ -1,15 +1,15 @@
 import { randomUUID } from "node:crypto";
 import { context as otelContext, trace, type Context, type Span } from "@opentelemetry/api";
-import type { CallOptions } from "./options.js";
-import { AgentBusError } from "./errors.js";
-import type { Envelope } from "./envelope.js";
-import type { Logger } from "./log.js";
-import { structuredInput, textOf, toMessage, type Input } from "./message.js";
-import type { Message, Part } from "./protocol.js";
-import type { Session } from "./session.js";
-import type { Task, TaskState } from "./task.js";
-import type { SubmitOptions, TaskHandle } from "./tasks.js";
-import { SpanAttr, SpanKind, activeTracer, childTrace, endSpan, endedUnsuccessfully, otelContextOf, startSpan, traceOfSpanContext, type TraceContext } from "./trace.js";
+import type { CallOptions } from "../options.js";
+import { AgentBusError } from "../wire/errors.js";
+import type { Envelope } from "../security/envelope.js";
+import type { Logger } from "../wire/log.js";
+import { structuredInput, textOf, toMessage, type Input } from "../wire/message.js";
+import type { Message, Part } from "../wire/protocol.js";
+import type { Session } from "../store/session.js";
+import type { Task, TaskState } from "../wire/task.js";
+import type { SubmitOptions, TaskHandle } from "../client/task-handle.js";
+import { SpanAttr, SpanKind, activeTracer, childTrace, endSpan, endedUnsuccessfully, otelContextOf, startSpan, traceOfSpanContext, type TraceContext } from "../wire/trace.js";
 
 /** Options of {@link AgentContext.artifact}. */
 export interface ArtifactOptions {

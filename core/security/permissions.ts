@@ -9,7 +9,7 @@
  * the tests read as the contract.
  */
 import { capabilityMatches, principalMatches, type AclPolicy } from "./acl.js";
-import { Subjects } from "./subjects.js";
+import { Subjects } from "../wire/subjects.js";
 
 /** What a connection is for (DESIGN §6). */
 export type IdentityRole = "agent" | "caller" | "bridge" | "admin";

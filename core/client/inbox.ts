@@ -1,12 +1,12 @@
 import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
-import type { Durable } from "./durable.js";
-import { AgentBusError, isAgentBusError } from "./errors.js";
-import { Header, type Envelope } from "./envelope.js";
-import { ensureConsumer, retryJs } from "./infra.js";
-import type { Logger } from "./log.js";
-import { parseMessage, toMessage, type Input } from "./message.js";
-import type { Message } from "./protocol.js";
-import type { TraceContext } from "./trace.js";
+import type { Durable } from "../store/task-log.js";
+import { AgentBusError, isAgentBusError } from "../wire/errors.js";
+import { Header, type Envelope } from "../security/envelope.js";
+import { ensureConsumer, retryJs } from "../infra/jetstream.js";
+import type { Logger } from "../wire/log.js";
+import { parseMessage, toMessage, type Input } from "../wire/message.js";
+import type { Message } from "../wire/protocol.js";
+import type { TraceContext } from "../wire/trace.js";
 
 /** The capability name the ACL uses for direct messages. */
 export const INBOX_CAPABILITY = "inbox";

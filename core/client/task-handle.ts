@@ -1,19 +1,19 @@
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { checkDepth } from "./options.js";
-import { partsBytes, taskBytes } from "./blobs.js";
-import { finalEventId, taskKey, type Durable, type StoredEvent } from "./durable.js";
-import { AgentBusError, typedPayloadError } from "./errors.js";
-import { E2E_SCHEME, taskBinding } from "./e2e.js";
-import { Header, type EnvelopeMeta } from "./envelope.js";
-import { retryJs } from "./infra.js";
-import { toMessage, utf8, type Input } from "./message.js";
-import { checkCapability, checkId } from "./subjects.js";
-import type { AclPolicy } from "./acl.js";
-import { applyEvent, isFinal, isTerminal, newTaskId, statusEvent, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent } from "./task.js";
-import type { Snapshot, TaskPage, TaskQuery } from "./taskstore.js";
-import { TaskWatch } from "./taskwatch.js";
-import { SpanAttr, SpanKind, traced, type TraceContext } from "./trace.js";
+import { checkDepth } from "../options.js";
+import { partsBytes, taskBytes } from "../store/blobs.js";
+import { finalEventId, taskKey, type Durable, type StoredEvent } from "../store/task-log.js";
+import { AgentBusError, typedPayloadError } from "../wire/errors.js";
+import { E2E_SCHEME, taskBinding } from "../security/e2e.js";
+import { Header, type EnvelopeMeta } from "../security/envelope.js";
+import { retryJs } from "../infra/jetstream.js";
+import { toMessage, utf8, type Input } from "../wire/message.js";
+import { checkCapability, checkId } from "../wire/subjects.js";
+import type { AclPolicy } from "../security/acl.js";
+import { applyEvent, isFinal, isTerminal, newTaskId, statusEvent, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent } from "../wire/task.js";
+import type { Snapshot, TaskPage, TaskQuery } from "../store/task-snapshots.js";
+import { TaskWatch } from "./task-watch.js";
+import { SpanAttr, SpanKind, traced, type TraceContext } from "../wire/trace.js";
 
 /** Options of `bus.submit`. */
 export interface SubmitOptions {

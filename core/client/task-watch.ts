@@ -1,7 +1,7 @@
 import type { NatsConnection, Subscription } from "@nats-io/nats-core";
-import type { Durable } from "./durable.js";
-import { Header } from "./envelope.js";
-import { applyEvent, isFinal, stateOf, type Task } from "./task.js";
+import type { Durable } from "../store/task-log.js";
+import { Header } from "../security/envelope.js";
+import { applyEvent, isFinal, stateOf, type Task } from "../wire/task.js";
 
 /**
  * Follows one task from before its work item is published: a plain

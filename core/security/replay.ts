@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { AgentBusError } from "./errors.js";
+import { AgentBusError } from "../wire/errors.js";
 
 /**
  * Remembers message ids for at least `windowMs`, in two generations that

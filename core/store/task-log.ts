@@ -1,16 +1,16 @@
 import { DeliverPolicy, jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import { Bucket, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { AgentBusError, isAgentBusError, typedPayloadError } from "./errors.js";
-import { Header, type Envelopes } from "./envelope.js";
+import { AgentBusError, isAgentBusError, typedPayloadError } from "../wire/errors.js";
+import { Header, type Envelopes } from "../security/envelope.js";
 import { Objm } from "@nats-io/obj";
 import { Blobs, DEFAULT_INLINE_BYTES, DEFAULT_MAX_TASK_BYTES } from "./blobs.js";
-import { ensureBlobStore, ensureOwnersBucket, ensureTaskInfra, retryJs, type TaskInfraOptions } from "./infra.js";
-import { utf8 } from "./message.js";
-import type { Subjects } from "./subjects.js";
-import { endsFollow, isFinal, type Task, type TaskEvent } from "./task.js";
-import { TaskStore, type SnapshotTrust } from "./taskstore.js";
-import type { TraceContext } from "./trace.js";
+import { ensureBlobStore, ensureOwnersBucket, ensureTaskInfra, retryJs, type TaskInfraOptions } from "../infra/jetstream.js";
+import { utf8 } from "../wire/message.js";
+import type { Subjects } from "../wire/subjects.js";
+import { endsFollow, isFinal, type Task, type TaskEvent } from "../wire/task.js";
+import { TaskStore, type SnapshotTrust } from "./task-snapshots.js";
+import type { TraceContext } from "../wire/trace.js";
 
 /**
  * The id of the event that records a final state written at snapshot

@@ -1,8 +1,8 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { getSha256Backend, setSha256Backend, type ObjectStore } from "@nats-io/obj";
-import { AgentBusError, isAgentBusError } from "./errors.js";
-import type { Message, Part } from "./protocol.js";
-import type { Artifact, Task, TaskEvent } from "./task.js";
+import { AgentBusError, isAgentBusError } from "../wire/errors.js";
+import type { Message, Part } from "../wire/protocol.js";
+import type { Artifact, Task, TaskEvent } from "../wire/task.js";
 
 /** Media type of a part whose content is in the tenant's blob store (a claim check). */
 export const BLOB_MEDIA_TYPE = "application/vnd.agentbus.blob+json";

@@ -1,10 +1,10 @@
 import { createHmac, createPrivateKey, createPublicKey, createSecretKey, diffieHellman, hkdfSync, type KeyObject } from "node:crypto";
 import { ed25519 } from "@noble/curves/ed25519.js";
-import { AgentBusError } from "./errors.js";
+import { AgentBusError } from "../wire/errors.js";
 import { publicKeyOf, type Identity } from "./identity.js";
 
 const SALT = Buffer.from("agentbus peer key v1");
-// Same agreement, another HKDF salt: the key that wraps end-to-end content keys (core/e2e.ts).
+// Same agreement, another HKDF salt: the key that wraps end-to-end content keys (core/security/e2e.ts).
 const WRAP_SALT = Buffer.from("agentbus e2e wrap v1");
 // DER prefixes wrapping raw X25519 keys for node:crypto, whose DH is ~35×
 // faster than the pure-JS one; noble is used only for the Ed25519→X25519 map.

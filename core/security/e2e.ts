@@ -1,9 +1,9 @@
 import { createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
-import { AgentBusError } from "./errors.js";
+import { AgentBusError } from "../wire/errors.js";
 import type { Identity } from "./identity.js";
 import type { PeerKeys } from "./peerkeys.js";
-import type { Message, Part } from "./protocol.js";
-import type { Artifact, Task, TaskEvent } from "./task.js";
+import type { Message, Part } from "../wire/protocol.js";
+import type { Artifact, Task, TaskEvent } from "../wire/task.js";
 
 /**
  * The end-to-end encryption scheme, as `Mesh-Enc` and task metadata name

@@ -6,8 +6,8 @@
  * From then on every receiver treats `to` as `from` in rules and groups and
  * refuses envelopes from `from` (`REVOKED`, reason "rotated").
  */
-import { AgentBusError } from "./errors.js";
-import { isIdentityId, verifySignature, type Identity } from "./identity.js";
+import { AgentBusError } from "../wire/errors.js";
+import { isIdentityId, verifySignature, type Identity } from "../security/identity.js";
 import { canonicalJson } from "./policy.js";
 
 const enc = new TextEncoder();

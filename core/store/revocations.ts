@@ -1,9 +1,9 @@
 import type { KV } from "@nats-io/kv";
-import { AgentBusError } from "./errors.js";
-import type { Identity } from "./identity.js";
+import { AgentBusError } from "../wire/errors.js";
+import type { Identity } from "../security/identity.js";
 import { isAdminAt, signEntry, verifyEntry, watchPolicy, type BadPolicy, type PolicyChange, type SignedEntry, type TrustState } from "./policy.js";
-import type { KvWatch } from "./kvmirror.js";
-import { checkId } from "./subjects.js";
+import type { KvWatch } from "../infra/kvmirror.js";
+import { checkId } from "../wire/subjects.js";
 
 /** Why an identity is refused. */
 export interface Revocation {

@@ -1,17 +1,17 @@
 import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
 import { completeWith, runHandler, type ArtifactOptions, type ContextBase, type ContextSink, type Handler } from "./context.js";
-import { finalEventId, type Durable } from "./durable.js";
-import { AgentBusError, errorInfo, failureReason, isAgentBusError, type ErrorCode } from "./errors.js";
-import { Header, replySubject, type Envelope } from "./envelope.js";
-import { ensureConsumer, retryJs } from "./infra.js";
-import type { Logger } from "./log.js";
-import { parseMessage, structuredInput, toMessage } from "./message.js";
-import type { Message, Part } from "./protocol.js";
-import { applyEvent, artifactEvent, canMove, isFinal, isTerminal, stateOf, statusEvent, statusNow, taskRight, type Task, type TaskEvent, type TaskState } from "./task.js";
-import type { Snapshot } from "./taskstore.js";
-import { blobRefOf, eventBytes, partsBytes, taskBytes } from "./blobs.js";
-import type { TraceContext } from "./trace.js";
+import { finalEventId, type Durable } from "../store/task-log.js";
+import { AgentBusError, errorInfo, failureReason, isAgentBusError, type ErrorCode } from "../wire/errors.js";
+import { Header, replySubject, type Envelope } from "../security/envelope.js";
+import { ensureConsumer, retryJs } from "../infra/jetstream.js";
+import type { Logger } from "../wire/log.js";
+import { parseMessage, structuredInput, toMessage } from "../wire/message.js";
+import type { Message, Part } from "../wire/protocol.js";
+import { applyEvent, artifactEvent, canMove, isFinal, isTerminal, stateOf, statusEvent, statusNow, taskRight, type Task, type TaskEvent, type TaskState } from "../wire/task.js";
+import type { Snapshot } from "../store/task-snapshots.js";
+import { blobRefOf, eventBytes, partsBytes, taskBytes } from "../store/blobs.js";
+import type { TraceContext } from "../wire/trace.js";
 
 export type { Handler } from "./context.js";
 

@@ -1,7 +1,7 @@
 import type { KV } from "@nats-io/kv";
-import { isAllowed, isNamed, parseGroup, parseRule, type AclGroup, type AclPolicy, type AclRule } from "./acl.js";
-import { AgentBusError } from "./errors.js";
-import type { Identity } from "./identity.js";
+import { isAllowed, isNamed, parseGroup, parseRule, type AclGroup, type AclPolicy, type AclRule } from "../security/acl.js";
+import { AgentBusError } from "../wire/errors.js";
+import type { Identity } from "../security/identity.js";
 import {
   followTrust,
   isAdminAt,
@@ -18,9 +18,9 @@ import {
   type TrustLink,
   type TrustState,
 } from "./policy.js";
-import type { KvWatch } from "./kvmirror.js";
+import type { KvWatch } from "../infra/kvmirror.js";
 import { rotationKey, verifyRotation, type RotationProof } from "./rotation.js";
-import { checkId } from "./subjects.js";
+import { checkId } from "../wire/subjects.js";
 
 type Entry =
   | { kind: "rule"; rule: AclRule }

@@ -1,9 +1,9 @@
 import type { KV } from "@nats-io/kv";
-import { AgentBusError } from "./errors.js";
-import { verifySignature, type Identity } from "./identity.js";
-import { KvMirror, type Mirrored } from "./kvmirror.js";
-import type { AgentCard } from "./protocol.js";
-import type { JsonSchema } from "./schema.js";
+import { AgentBusError } from "../wire/errors.js";
+import { verifySignature, type Identity } from "../security/identity.js";
+import { KvMirror, type Mirrored } from "../infra/kvmirror.js";
+import type { AgentCard } from "../wire/protocol.js";
+import type { JsonSchema } from "../wire/schema.js";
 
 /** Schemas a capability declares for its input and output. */
 export interface CapabilitySchemas {

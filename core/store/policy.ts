@@ -8,9 +8,9 @@
  * message's path.
  */
 import type { KV, KvEntry } from "@nats-io/kv";
-import { AgentBusError } from "./errors.js";
-import { isIdentityId, verifySignature, type Identity } from "./identity.js";
-import { KvWatch } from "./kvmirror.js";
+import { AgentBusError } from "../wire/errors.js";
+import { isIdentityId, verifySignature, type Identity } from "../security/identity.js";
+import { KvWatch } from "../infra/kvmirror.js";
 
 const enc = new TextEncoder();
 

@@ -4,7 +4,7 @@ import { dirname } from "node:path";
 import { inspect } from "node:util";
 import { Prefix } from "@nats-io/nkeys";
 import { Codec } from "@nats-io/nkeys/lib/codec.js";
-import { AgentBusError } from "./errors.js";
+import { AgentBusError } from "../wire/errors.js";
 
 // DER prefixes that wrap a raw 32-byte Ed25519 seed / public key so
 // node:crypto (OpenSSL) can use them. OpenSSL signs ~150x faster than the

@@ -1,9 +1,9 @@
 import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, type ConsumerConfig, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvOptions } from "@nats-io/kv";
 import { Objm, type ObjectStore } from "@nats-io/obj";
-import { AgentBusError } from "./errors.js";
-import { replayMaxAgeMs } from "./replay.js";
-import type { Subjects } from "./subjects.js";
+import { AgentBusError } from "../wire/errors.js";
+import { replayMaxAgeMs } from "../security/replay.js";
+import type { Subjects } from "../wire/subjects.js";
 
 /** True for errors a JetStream call gives while a leader is being elected or a node is away. */
 function isTransient(err: unknown): boolean {

@@ -2,10 +2,10 @@ import { createHash } from "node:crypto";
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { MsgHdrs } from "@nats-io/nats-core";
-import type { Envelopes } from "./envelope.js";
-import { AgentBusError, isAgentBusError, typedPayloadError } from "./errors.js";
-import { compareAndSet, isRevisionConflict, retryJs } from "./infra.js";
-import { taskIdBinds, type Task, type TaskState } from "./task.js";
+import type { Envelopes } from "../security/envelope.js";
+import { AgentBusError, isAgentBusError, typedPayloadError } from "../wire/errors.js";
+import { compareAndSet, isRevisionConflict, retryJs } from "../infra/jetstream.js";
+import { taskIdBinds, type Task, type TaskState } from "../wire/task.js";
 
 /** A snapshot with the KV revision it was read at. */
 export interface Snapshot {

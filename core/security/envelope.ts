@@ -1,12 +1,12 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { MsgHdrsImpl, nuid, type MsgHdrs } from "@nats-io/nats-core";
-import { AgentBusError, type ErrorCode } from "./errors.js";
+import { AgentBusError, type ErrorCode } from "../wire/errors.js";
 import { verifySignature, type Identity } from "./identity.js";
 import { E2E, E2E_SCHEME, messageBinding, type Sealed } from "./e2e.js";
-import { utf8 } from "./message.js";
+import { utf8 } from "../wire/message.js";
 import { PeerKeys } from "./peerkeys.js";
 import { ReplayGuard, type SharedReplay } from "./replay.js";
-import type { TraceContext } from "./trace.js";
+import type { TraceContext } from "../wire/trace.js";
 
 /** Header names of the envelope (docs/ARCHITECTURE.md §Headers). */
 export const Header = {
