@@ -184,7 +184,8 @@ export class Authority {
   async disconnect(id: string): Promise<number> {
     let closed = 0;
     try {
-      const replies = await this.#system.requestMany("$SYS.REQ.SERVER.PING.CONNZ", JSON.stringify({ auth: true, limit: 100_000 }), { maxWait: 1000 });
+      // Every server answers: wait up to 5 s for the first reply (a loaded server is slow), then until 500 ms pass without another.
+      const replies = await this.#system.requestMany("$SYS.REQ.SERVER.PING.CONNZ", JSON.stringify({ auth: true, limit: 100_000 }), { strategy: "stall", stall: 500, maxWait: 5000 });
       const kicks: Promise<unknown>[] = [];
       for await (const m of replies) {
         const { server, data } = m.json<{ server: { id: string }; data?: { connections?: Array<{ cid: number; authorized_user?: string; nkey?: string; name_tag?: string }> } }>();
