@@ -1,10 +1,15 @@
 /**
- * Options of the caller-side calls, in a module of their own so that
- * agents and handler contexts (which call other agents) and the bus share
- * them without importing one another.
+ * The bus's options: those of `connect()`, resolved once (defaults applied)
+ * into the runtime every agent, worker and task handle reads; and those of
+ * the caller-side calls, shared by agents and handler contexts (which call
+ * other agents) and the bus without importing one another.
  */
 import type { EnvelopeMeta } from "./security/envelope.js";
-import { AgentBusError } from "./wire/errors.js";
+import type { Identity } from "./security/identity.js";
+import type { AuditRate } from "./store/audit.js";
+import { DEFAULT_MAX_TASK_BYTES } from "./store/blobs.js";
+import { AgentBusError, type ErrorCode } from "./wire/errors.js";
+import type { Logger } from "./wire/log.js";
 import type { TraceContext } from "./wire/trace.js";
 
 /** Options of `Bus.call`. */
@@ -51,4 +56,148 @@ export const DEFAULT_MAX_DEPTH = 8;
  */
 export function checkDepth(depth: number, maxDepth: number, what: "call" | "task"): void {
   if (depth > maxDepth) throw new AgentBusError("DEPTH_EXCEEDED", `${what} depth ${depth} exceeds ${maxDepth}`);
+}
+
+/** How the NATS connection authenticates (the bus identity signs envelopes either way). */
+export interface NatsAuth {
+  /** Path of a `.creds` file (JWT + nkey seed). */
+  credsFile?: string;
+  /**
+   * nkey user seed for nkey challenge auth; `true` uses the bus identity.
+   * Default: the bus identity, unless `credsFile`, `user` or `token` is given.
+   */
+  nkey?: string | true;
+  user?: string;
+  pass?: string;
+  token?: string;
+}
+
+/** Options of `connect()`. */
+export interface ConnectOptions {
+  /** NATS server URL(s). Default `nats://127.0.0.1:4222`. */
+  servers?: string | string[];
+  /** Tenant (`[a-z0-9_-]+`). Default `default`. */
+  tenant?: string;
+  /** Subject root prefix. Default `mesh`. */
+  root?: string;
+  /** Connection name, shown by `nats server report connections`. */
+  name?: string;
+  /**
+   * The tenant's trust root: ids of the admins whose signatures make ACL
+   * entries, revocations and rotations valid. Pinned here, it is the
+   * anchor: a `trust.root` record in `mesh_<t>_acl` is followed only from a
+   * link one of these admins signed. Absent: the first record seen is taken
+   * on first use. Pin it in production.
+   */
+  trustRoot?: string[];
+  /** Identity that signs envelopes. Default: `seedFile`, else `AGENTBUS_SEED`, else a fresh one. */
+  identity?: Identity;
+  /** File holding the identity's nkey seed. */
+  seedFile?: string;
+  auth?: NatsAuth;
+  /**
+   * Development only: skip the ACL and the known-sender check. Signatures,
+   * time window, replay and revocation are still enforced. Logged loudly.
+   */
+  insecureAllowAll?: boolean;
+  /** Accepted clock difference, ms (default 60 000). */
+  windowMs?: number;
+  /** Largest accepted payload, bytes (default 1 MiB). */
+  maxPayload?: number;
+  /** Deepest agent-to-agent call chain (default {@link DEFAULT_MAX_DEPTH}, 8). */
+  maxDepth?: number;
+  /** Replicas for streams and buckets (default 1; 3 on a 3-node cluster). */
+  replicas?: number;
+  /** An agent unheard for this long is offline, ms (default 15 000). */
+  presenceMaxAgeMs?: number;
+  /** Audit record retention, ms (default 7 days). */
+  auditMaxAgeMs?: number;
+  /** Most bytes `MESH_<T>_AUDIT` keeps, oldest records removed first (default 256 MiB); applied when the stream is created. */
+  auditMaxBytes?: number;
+  /** Most records `MESH_<T>_AUDIT` keeps, oldest removed first (default 1 000 000); applied when the stream is created. */
+  auditMaxMsgs?: number;
+  /**
+   * Rate limit of refusal records in this process, per (kind, sender):
+   * `burst` written per `intervalMs` (defaults 20 per 10 s), the rest counted
+   * in one summary record per interval.
+   */
+  auditRate?: AuditRate;
+  /** How long task events and snapshots are kept, ms (default 7 days). */
+  eventsMaxAgeMs?: number;
+  /** Window in which a resubmitted task id is not enqueued again, ms (default 10 min). */
+  duplicateWindowMs?: number;
+  /**
+   * Most bytes of content one durable task may hold: its input, history and
+   * artifacts together (default 128 MiB). A submit over it is refused with
+   * `PAYLOAD_TOO_LARGE` before anything is written; a task that outgrows it
+   * while running ends FAILED with that code.
+   */
+  maxTaskBytes?: number;
+  /**
+   * A part of a task's message, status or artifact with more bytes of
+   * content than this is stored in the tenant's object store
+   * (`mesh_<t>_blobs`) and carried as a reference (default 256 KiB; at most
+   * half of the server's `max_payload`).
+   */
+  inlineBytes?: number;
+  /** Revisions kept per session (default 16, at most 64). */
+  sessionHistory?: number;
+  /** How long `close()` waits for in-flight handlers, ms (default 10 000). */
+  drainTimeoutMs?: number;
+  logger?: Logger;
+  /**
+   * Hooks for metrics (e.g. `bridges/metrics`' `callObserver`). Each is
+   * called synchronously on the caller's path: keep it cheap; what it throws
+   * is ignored.
+   */
+  observer?: BusObserver;
+}
+
+/** See {@link ConnectOptions.observer}. */
+export interface BusObserver {
+  /**
+   * A fast call (`bus.call`) ended: its capability, its duration in ms
+   * (from the call until the reply or the error), and `"ok"`, the error's
+   * code, or `"error"` for an error without one.
+   */
+  call?(capability: string, ms: number, outcome: "ok" | "error" | ErrorCode): void;
+}
+
+/** Options of `attach()`: those of {@link ConnectOptions} that do not make the NATS connection. */
+export type AttachOptions = Omit<ConnectOptions, "servers" | "auth" | "name">;
+
+/** {@link ConnectOptions} with every default applied: resolved once, when the bus opens. */
+export interface ResolvedOptions {
+  readonly maxDepth: number;
+  /** The presence bucket's own max age (it may predate this connection's options). */
+  readonly presenceMaxAgeMs: number;
+  readonly drainTimeoutMs: number;
+  readonly windowMs: number;
+  readonly eventsMaxAgeMs: number;
+  readonly duplicateWindowMs: number;
+  readonly maxTaskBytes: number;
+  readonly insecureAllowAll: boolean;
+  /** Absent: adopt what exists, 1 when creating. */
+  readonly replicas?: number;
+  readonly inlineBytes?: number;
+  readonly sessionHistory?: number;
+  readonly observer?: BusObserver;
+}
+
+/** Applies the defaults of {@link ConnectOptions}; `presenceMaxAgeMs` is the presence bucket's. */
+export function resolveOptions(o: ConnectOptions, presenceMaxAgeMs: number): ResolvedOptions {
+  return {
+    maxDepth: o.maxDepth ?? DEFAULT_MAX_DEPTH,
+    presenceMaxAgeMs,
+    drainTimeoutMs: o.drainTimeoutMs ?? 10_000,
+    windowMs: o.windowMs ?? 60_000,
+    eventsMaxAgeMs: o.eventsMaxAgeMs ?? 7 * 24 * 3600_000,
+    duplicateWindowMs: o.duplicateWindowMs ?? 10 * 60_000,
+    maxTaskBytes: o.maxTaskBytes ?? DEFAULT_MAX_TASK_BYTES,
+    insecureAllowAll: o.insecureAllowAll ?? false,
+    replicas: o.replicas,
+    inlineBytes: o.inlineBytes,
+    sessionHistory: o.sessionHistory,
+    observer: o.observer,
+  };
 }

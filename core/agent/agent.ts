@@ -1,25 +1,21 @@
-import type { NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
-import type { KV } from "@nats-io/kv";
 import { randomUUID } from "node:crypto";
-import type { AclStore } from "../store/aclstore.js";
-import { AgentBusError, errorInfo, isAgentBusError } from "../wire/errors.js";
-import { Header, replySubject, type Envelope, type Envelopes } from "../security/envelope.js";
-import type { Logger } from "../wire/log.js";
-import { parseMessage, structuredInput, toMessage, type Input } from "../wire/message.js";
-import type { AgentCard, Message, Part } from "../wire/protocol.js";
-import { signRecord, type CapabilitySchemas, type PresenceBeat, type Registry } from "../store/registry.js";
-import { validatorFor, type JsonSchema } from "../wire/schema.js";
-import { checkCapability, type Subjects } from "../wire/subjects.js";
-import { traceIdOf } from "../wire/trace.js";
-import type { CallOptions } from "../options.js";
-import { completeWith, runHandler, type ContextBase, type ContextSink, type Handler } from "./context.js";
-import type { Durable } from "../store/task-log.js";
-import type { Session } from "../store/session.js";
-import type { Task, TaskState } from "../wire/task.js";
-import type { SubmitOptions, TaskHandle } from "../client/task-handle.js";
-import { TaskWorker, type WorkerOptions } from "./worker.js";
+import { call } from "../client/call.js";
 import { INBOX_CAPABILITY, InboxReader, type InboxHandler } from "../client/inbox.js";
+import { submitTask } from "../client/task-handle.js";
+import type { Runtime } from "../runtime.js";
+import { Header, replySubject, type Envelope } from "../security/envelope.js";
+import { signRecord, type CapabilitySchemas, type PresenceBeat } from "../store/registry.js";
+import { AgentBusError, errorInfo, isAgentBusError } from "../wire/errors.js";
+import type { Logger } from "../wire/log.js";
+import { parseMessage, structuredInput, toMessage } from "../wire/message.js";
+import type { AgentCard, Message, Part } from "../wire/protocol.js";
+import { validatorFor, type JsonSchema } from "../wire/schema.js";
+import { checkCapability } from "../wire/subjects.js";
+import type { Task, TaskState } from "../wire/task.js";
+import { traceIdOf } from "../wire/trace.js";
+import { completeWith, runHandler, type ContextBase, type ContextSink, type Handler } from "./context.js";
+import { TaskWorker, type WorkerOptions } from "./worker.js";
 
 /** One capability an agent offers: an A2A skill, plus optional JSON Schemas. */
 export interface SkillSpec {
@@ -64,31 +60,6 @@ export interface AgentOptions {
   replaces?: Agent;
 }
 
-/** What an agent needs from the bus it runs on. */
-export interface AgentHost {
-  nc: NatsConnection;
-  subjects: Subjects;
-  envelopes: Envelopes;
-  registry: Registry;
-  acl: AclStore;
-  log: Logger;
-  buckets: { agents: KV; presence: KV };
-  presenceMaxAgeMs: number;
-  maxDepth: number;
-  insecureAllowAll: boolean;
-  call(cap: string, input: Input, options?: CallOptions): Promise<Message>;
-  submit(cap: string, input: Input, options?: SubmitOptions): Promise<TaskHandle>;
-  session<T extends Record<string, unknown>>(contextId: string): Promise<Session<T>>;
-  durable(): Promise<Durable>;
-  /** Throws DEPTH_EXCEEDED, UNKNOWN_SENDER or DENIED. */
-  authorize(env: Envelope, cap: string): void;
-  /** Registered providers of `cap` that are not revoked: who an encrypted task's events are encrypted for, beside its submitter. */
-  recipients(cap: string): string[];
-  audit(kind: string, record: Record<string, unknown>): void;
-  /** Called once the agent has stopped. */
-  stopped(agent: Agent): void;
-}
-
 const enc = new TextEncoder();
 const SERVICE_NAME = /[^A-Za-z0-9_-]/g;
 
@@ -128,7 +99,8 @@ export class Agent {
   /** This run's instance id: new on every start, so calls addressed to an earlier run never reach this one. */
   readonly instance = randomUUID().replaceAll("-", "").slice(0, 16);
   readonly card: AgentCard;
-  readonly #host: AgentHost;
+  readonly #rt: Runtime;
+  readonly #onStopped: (agent: Agent) => void;
   readonly #handlers: Map<string, { handler: Handler; validate?: (v: unknown) => void }>;
   readonly #inflight = new Set<Promise<void>>();
   readonly #abort = new AbortController();
@@ -139,11 +111,12 @@ export class Agent {
   #heartbeat?: NodeJS.Timeout;
   #stopping?: Promise<void>;
 
-  private constructor(host: AgentHost, spec: AgentSpec, handlers: Record<string, Handler>) {
-    this.#host = host;
-    this.id = host.envelopes.identity.id;
+  private constructor(rt: Runtime, spec: AgentSpec, handlers: Record<string, Handler>, onStopped: (agent: Agent) => void) {
+    this.#rt = rt;
+    this.#onStopped = onStopped;
+    this.id = rt.id;
     this.card = cardOf(spec);
-    this.#log = host.log.child({ agent: this.id, agentName: spec.name });
+    this.#log = rt.log.child({ agent: this.id, agentName: spec.name });
     this.#handlers = new Map();
     for (const skill of spec.skills) {
       checkCapability(skill.id);
@@ -156,25 +129,25 @@ export class Agent {
     }
   }
 
-  /** Registers the agent and starts serving. */
-  static async start(host: AgentHost, spec: AgentSpec, handlers: Record<string, Handler>, options: AgentOptions = {}): Promise<Agent> {
-    const agent = new Agent(host, spec, handlers);
+  /** Registers the agent on `rt`'s bus and starts serving; `onStopped` is told once it has stopped. */
+  static async start(rt: Runtime, spec: AgentSpec, handlers: Record<string, Handler>, options: AgentOptions = {}, onStopped: (agent: Agent) => void = () => {}): Promise<Agent> {
+    const agent = new Agent(rt, spec, handlers, onStopped);
     const schemas: Record<string, CapabilitySchemas> = {};
     for (const s of spec.skills) if (s.inputSchema || s.outputSchema) schemas[s.id] = { input: s.inputSchema, output: s.outputSchema };
-    await host.buckets.agents.put(agent.id, JSON.stringify(signRecord(host.envelopes.identity, agent.card, schemas)));
+    await rt.buckets.agents.put(agent.id, JSON.stringify(signRecord(rt.identity, agent.card, schemas)));
     await agent.#serve(spec);
     if (options.tasks !== false) await agent.#startWorkers(options.tasks === true ? {} : (options.tasks ?? {}));
     if (options.inbox) {
-      agent.#inbox = await InboxReader.start(await host.durable(), agent.id, options.inbox, (env) => agent.#authorize(env, INBOX_CAPABILITY), agent.#log, (kind, record) => host.audit(kind, record));
+      agent.#inbox = await InboxReader.start(await rt.tasks(), agent.id, options.inbox, (env) => rt.authorize(env, INBOX_CAPABILITY), agent.#log, (kind, record) => rt.audit(kind, record));
     }
     await agent.#beat();
-    agent.#heartbeat = setInterval(() => void agent.#beat().catch((err) => agent.#log.warn({ err }, "heartbeat failed")), Math.max(200, Math.floor(host.presenceMaxAgeMs / 3)));
+    agent.#heartbeat = setInterval(() => void agent.#beat().catch((err) => agent.#log.warn({ err }, "heartbeat failed")), Math.max(200, Math.floor(rt.options.presenceMaxAgeMs / 3)));
     agent.#log.info({ capabilities: [...agent.#handlers.keys()] }, "agent started");
     return agent;
   }
 
   async #serve(spec: AgentSpec): Promise<void> {
-    const { nc, subjects } = this.#host;
+    const { nc, subjects } = this.#rt;
     this.#service = await new Svcm(nc).add({
       name: spec.name.replace(SERVICE_NAME, "_") || "agent",
       version: /^\d+\.\d+\.\d+/.test(spec.version ?? "") ? spec.version! : "1.0.0",
@@ -207,11 +180,11 @@ export class Agent {
   async #beat(): Promise<void> {
     const beat: PresenceBeat = { agent: this.id, instance: this.instance, ts: Date.now() };
     const body = JSON.stringify(beat);
-    await this.#host.buckets.presence.put(`${this.id}.${this.instance}`, body);
+    await this.#rt.buckets.presence.put(`${this.id}.${this.instance}`, body);
     // A copy on the presence subject lets operators watch heartbeats with `nats sub`.
-    const subject = this.#host.subjects.presence(this.id);
+    const subject = this.#rt.subjects.presence(this.id);
     const data = enc.encode(body);
-    this.#host.nc.publish(subject, data, { headers: this.#host.envelopes.seal(subject, data) });
+    this.#rt.nc.publish(subject, data, { headers: this.#rt.envelopes.seal(subject, data) });
   }
 
   #track(msg: ServiceMsg, cap: string | undefined, addressed = false): void {
@@ -220,7 +193,7 @@ export class Agent {
   }
 
   async #handle(msg: ServiceMsg, subjectCap: string | undefined, addressed: boolean): Promise<void> {
-    const { envelopes } = this.#host;
+    const { envelopes } = this.#rt;
     let env: Envelope | undefined;
     try {
       // Verified, and first: on this instance's own subject, here (no other
@@ -249,7 +222,7 @@ export class Agent {
 
   /** Context inputs common to fast calls and durable tasks. */
   #base(cap: string, env: Envelope, userMessage: Message, signal: AbortSignal, task?: Task, input?: unknown): ContextBase {
-    const host = this.#host;
+    const rt = this.#rt;
     const parent = { context: task?.contextId ?? env.context, parent: task?.id ?? env.task ?? env.id, depth: env.depth + 1, trace: env.trace };
     // Work that came encrypted stays encrypted down the chain, unless the handler says `encrypt: false`.
     const encrypted = env.enc !== undefined || task?.metadata.encrypted !== undefined;
@@ -261,26 +234,23 @@ export class Agent {
       signal,
       input,
       log: () => this.#log.child({ capability: cap, from: env.from, task: task?.id, traceId: traceIdOf(env.trace?.traceparent) }),
-      session: (contextId) => host.session(contextId),
-      call: (c, i, o) => host.call(c, i, { task: task?.id ?? env.task, ...parent, ...(encrypted && { encrypt: true }), ...o }),
-      submit: (c, i, o) => host.submit(c, i, { contextId: parent.context, parent: parent.parent, depth: parent.depth, trace: parent.trace, ...(encrypted && { encrypt: true }), ...o }),
+      session: (contextId) => rt.session(contextId),
+      call: (c, i, o) => call(rt, c, i, { task: task?.id ?? env.task, ...parent, ...(encrypted && { encrypt: true }), ...o }),
+      submit: (c, i, o) => submitTask(rt, c, i, { contextId: parent.context, parent: parent.parent, depth: parent.depth, trace: parent.trace, ...(encrypted && { encrypt: true }), ...o }),
     };
   }
 
   async #startWorkers(options: WorkerOptions): Promise<void> {
-    const durable = await this.#host.durable();
+    const durable = await this.#rt.tasks();
     for (const [cap, { handler, validate }] of this.#handlers) {
       this.#workers.push(
         await TaskWorker.start(
           {
-            nc: this.#host.nc,
+            rt: this.#rt,
             durable,
             agentId: this.id,
             log: this.#log,
-            authorize: (env, c) => this.#authorize(env, c),
-            recipients: (c) => this.#host.recipients(c),
             base: (c, env, m, signal, task, input) => this.#base(c, env, m, signal, task, input),
-            audit: (kind, record) => this.#host.audit(kind, record),
           },
           cap,
           handler,
@@ -292,7 +262,7 @@ export class Agent {
   }
 
   #authorize(env: Envelope, cap: string): void {
-    this.#host.authorize(env, cap);
+    this.#rt.authorize(env, cap);
   }
 
   #respond(msg: ServiceMsg, env: Envelope, reply: Message): void {
@@ -300,9 +270,9 @@ export class Agent {
     const body = Buffer.from(JSON.stringify(reply));
     const subject = replySubject(env.id);
     const meta = { context: env.context, task: env.task, trace: env.trace };
-    if (env.enc === undefined) return void msg.respond(body, { headers: this.#host.envelopes.seal(subject, body, meta, [env.from]) });
+    if (env.enc === undefined) return void msg.respond(body, { headers: this.#rt.envelopes.seal(subject, body, meta, [env.from]) });
     // An encrypted call gets an encrypted reply, for the caller only.
-    const sealed = this.#host.envelopes.sealEncrypted(subject, body, [env.from], meta, [env.from]);
+    const sealed = this.#rt.envelopes.sealEncrypted(subject, body, [env.from], meta, [env.from]);
     msg.respond(sealed.body, { headers: sealed.headers });
   }
 
@@ -311,7 +281,7 @@ export class Agent {
     const security = !env || e.code === "DENIED" || e.code === "UNKNOWN_SENDER" || e.code === "DEPTH_EXCEEDED";
     if (security) {
       const from = msg.headers?.get("Mesh-From");
-      this.#host.audit(e.code.toLowerCase(), { code: e.code, reason: e.message, from, subject: msg.subject, agent: this.id });
+      this.#rt.audit(e.code.toLowerCase(), { code: e.code, reason: e.message, from, subject: msg.subject, agent: this.id });
       this.#log.warn({ code: e.code, from, subject: msg.subject }, "request refused");
     } else if (reportedFailures.has(e)) {
       // ctx.fail / ctx.reject: the handler's own answer, not a fault.
@@ -325,9 +295,9 @@ export class Agent {
     const subject = replySubject(env?.id ?? msg.headers?.get(Header.id));
     const meta = { errorCode: e.code, trace: env?.trace };
     let headers;
-    if (env?.enc === undefined) headers = this.#host.envelopes.seal(subject, body, meta, env ? [env.from] : undefined);
+    if (env?.enc === undefined) headers = this.#rt.envelopes.seal(subject, body, meta, env ? [env.from] : undefined);
     // The reason may quote the input: encrypted for the (verified) caller, as a reply would be.
-    else ({ headers, body } = this.#host.envelopes.sealEncrypted(subject, body, [env.from], meta, [env.from]));
+    else ({ headers, body } = this.#rt.envelopes.sealEncrypted(subject, body, [env.from], meta, [env.from]));
     msg.respondError(errorInfo(e.code).status, e.code, body, { headers });
   }
 
@@ -350,8 +320,8 @@ export class Agent {
         // A handler that ignores its signal must not hold the process forever.
         await Promise.race([all, new Promise((r) => setTimeout(r, 1000).unref())]);
       }
-      await this.#host.buckets.presence.delete(`${this.id}.${this.instance}`).catch(() => {});
-      this.#host.stopped(this);
+      await this.#rt.buckets.presence.delete(`${this.id}.${this.instance}`).catch(() => {});
+      this.#onStopped(this);
       this.#log.info("agent stopped");
     })();
     return this.#stopping;

@@ -1,5 +1,6 @@
 import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
-import { MsgHdrsImpl, type Msg, type NatsConnection } from "@nats-io/nats-core";
+import { MsgHdrsImpl, type Msg } from "@nats-io/nats-core";
+import type { Runtime } from "../runtime.js";
 import { completeWith, runHandler, type ArtifactOptions, type ContextBase, type ContextSink, type Handler } from "./context.js";
 import { finalEventId, type Durable } from "../store/task-log.js";
 import { AgentBusError, errorInfo, failureReason, isAgentBusError, type ErrorCode } from "../wire/errors.js";
@@ -29,17 +30,14 @@ export interface WorkerOptions {
 
 /** What a worker needs from its agent. */
 export interface WorkerHost {
-  nc: NatsConnection;
+  /** The bus's runtime: its connection, authorization, audit and recipients. */
+  rt: Runtime;
+  /** Its task streams, open. */
   durable: Durable;
   agentId: string;
   log: Logger;
-  /** Throws DEPTH_EXCEEDED, UNKNOWN_SENDER or DENIED. */
-  authorize(env: Envelope, cap: string): void;
-  /** Registered providers of `cap` that are not revoked: with the submitter, who an encrypted task's events are encrypted for. */
-  recipients(cap: string): string[];
   /** Context inputs shared with fast calls (call, submit, session, log). */
   base(cap: string, env: Envelope, userMessage: Message, signal: AbortSignal, task?: Task, input?: unknown): ContextBase;
-  audit(kind: string, record: Record<string, unknown>): void;
 }
 
 // Failing again will not help: fail the task at once.
@@ -178,13 +176,13 @@ export class TaskWorker {
     run.trace = env.trace; // the handler's own, once it runs
     const encrypted = env.enc !== undefined || snapshot.task.metadata.encrypted !== undefined;
     // Its events (status messages, artifacts) are encrypted for its submitter and every provider, so whichever serves a later turn reads the history.
-    if (encrypted) run.sealFor = [snapshot.task.metadata.submitter, this.#host.agentId, ...this.#host.recipients(this.#cap)];
+    if (encrypted) run.sealFor = [snapshot.task.metadata.submitter, this.#host.agentId, ...this.#host.rt.recipients(this.#cap)];
     const keepAlive = setInterval(() => m.working(), Math.max(100, Math.floor(this.#o.ackWaitMs / 3)));
-    const cancelSub = this.#host.nc.subscribe(durable.subjects.taskCancel(snapshot.task.id), { callback: (_e, msg) => run.onCancel(msg, env) });
+    const cancelSub = this.#host.rt.nc.subscribe(durable.subjects.taskCancel(snapshot.task.id), { callback: (_e, msg) => run.onCancel(msg, env) });
     this.#runs.add(run);
     try {
       try {
-        this.#host.authorize(env, this.#cap);
+        this.#host.rt.authorize(env, this.#cap);
       } catch (err) {
         this.#refused(m, err); // and the task fails at once (a final code)
         throw err;
@@ -219,7 +217,7 @@ export class TaskWorker {
   #refused(m: JsMsg, err: unknown): void {
     const code = isAgentBusError(err) ? err.code : "BAD_SIGNATURE";
     const from = m.headers?.get(Header.from) || undefined;
-    this.#host.audit(code.toLowerCase(), { code, reason: (err as Error).message, from, subject: m.subject, agent: this.#host.agentId });
+    this.#host.rt.audit(code.toLowerCase(), { code, reason: (err as Error).message, from, subject: m.subject, agent: this.#host.agentId });
   }
 
   /**
@@ -560,7 +558,7 @@ class TaskRun implements ContextSink {
     try {
       env = durable.envelopes.open(msg);
       // Its submitter, whoever queued this turn, the agent itself, or an identity granted `task.<cap>`.
-      if (env.from !== this.task.metadata.submitter && env.from !== work.from && env.from !== agentId) this.worker.host.authorize(env, taskRight(this.worker.capability));
+      if (env.from !== this.task.metadata.submitter && env.from !== work.from && env.from !== agentId) this.worker.host.rt.authorize(env, taskRight(this.worker.capability));
       this.canceled = true;
       this.abort.abort(new AgentBusError("CANCELLED", "task canceled"));
       reply(msg, env, durable, {});
@@ -569,7 +567,7 @@ class TaskRun implements ContextSink {
       // To an identity without the right the task does not exist (the audit record says why).
       const shown = e.code === "DENIED" || e.code === "UNKNOWN_SENDER" ? new AgentBusError("TASK_NOT_FOUND", `task ${this.task.id} not found`) : e;
       reply(msg, env, durable, shown.toJSON(), shown.code);
-      this.worker.host.audit(e.code.toLowerCase(), { code: e.code, reason: e.message, subject: msg.subject, agent: agentId });
+      this.worker.host.rt.audit(e.code.toLowerCase(), { code: e.code, reason: e.message, subject: msg.subject, agent: agentId });
     }
   }
 

@@ -1,19 +1,19 @@
 import { randomUUID } from "node:crypto";
-import type { NatsConnection } from "@nats-io/nats-core";
 import { checkDepth } from "../options.js";
 import { partsBytes, taskBytes } from "../store/blobs.js";
 import { finalEventId, taskKey, type Durable, type StoredEvent } from "../store/task-log.js";
-import { AgentBusError, typedPayloadError } from "../wire/errors.js";
+import { AgentBusError, isAgentBusError, typedPayloadError } from "../wire/errors.js";
 import { E2E_SCHEME, taskBinding } from "../security/e2e.js";
-import { Header, type EnvelopeMeta } from "../security/envelope.js";
+import type { EnvelopeMeta } from "../security/envelope.js";
 import { retryJs } from "../infra/jetstream.js";
 import { toMessage, utf8, type Input } from "../wire/message.js";
 import { checkCapability, checkId } from "../wire/subjects.js";
-import type { AclPolicy } from "../security/acl.js";
 import { applyEvent, isFinal, isTerminal, newTaskId, statusEvent, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent } from "../wire/task.js";
 import type { Snapshot, TaskPage, TaskQuery } from "../store/task-snapshots.js";
+import { exchange } from "./call.js";
 import { TaskWatch } from "./task-watch.js";
-import { SpanAttr, SpanKind, traced, type TraceContext } from "../wire/trace.js";
+import type { Runtime } from "../runtime.js";
+import { SpanAttr, SpanKind, activeTracer, busSpan, endSpan, traceOf, traced, type TraceContext } from "../wire/trace.js";
 
 /** Options of `bus.submit`. */
 export interface SubmitOptions {
@@ -56,25 +56,10 @@ export interface TaskAccessOptions {
   caller?: string;
 }
 
-/** What submitting needs from the bus. */
+/** What submitting and task handles use: the bus's runtime, and its task streams, open. */
 export interface Submitter {
-  nc: NatsConnection;
-  durable: Durable;
-  /** Online agents offering a capability (their work items are MACed for them as well as signed). */
-  providers(cap: string): string[];
-  /** Registered providers of a capability, online or not, none revoked: who encrypted work is encrypted for; `NO_RESPONDERS` when none. */
-  recipients(cap: string): string[];
-  maxDepth: number;
-  /** This connection's identity. */
-  id: string;
-  /**
-   * Whether this identity holds the task right (`task.<cap>` in the ACL)
-   * for tasks of `cap` served by `agent` (undefined: not taken by a worker
-   * yet, so only grants on any agent count).
-   */
-  granted(cap: string, agent: string | undefined): boolean;
-  /** Whether this identity may see tasks it did not submit: it serves an agent, or the ACL grants it some task right. */
-  observes(): boolean;
+  readonly rt: Runtime;
+  readonly durable: Durable;
 }
 
 /**
@@ -85,10 +70,10 @@ export interface Submitter {
  * handle also lets through whoever may see the task's parent: see
  * {@link mayAccessOrAncestor}.)
  */
-export function mayAccess(s: Pick<Submitter, "id" | "granted">, task: Task, caller?: string): boolean {
+export function mayAccess(s: Pick<Submitter, "rt">, task: Task, caller?: string): boolean {
   const m = task.metadata;
-  if (caller !== undefined) return m.submitter === s.id && m.caller === caller;
-  return m.submitter === s.id || m.agent === s.id || s.granted(m.capability, m.agent);
+  if (caller !== undefined) return m.submitter === s.rt.id && m.caller === caller;
+  return m.submitter === s.rt.id || m.agent === s.rt.id || s.rt.granted(m.capability, m.agent);
 }
 
 /**
@@ -97,38 +82,22 @@ export function mayAccess(s: Pick<Submitter, "id" | "granted">, task: Task, call
  * may see the tasks submitted for it, up to `maxDepth` levels up (one
  * snapshot read per level, only when the task itself is refused).
  */
-export async function mayAccessOrAncestor(s: Pick<Submitter, "id" | "granted" | "durable" | "maxDepth">, task: Task, caller?: string): Promise<boolean> {
+export async function mayAccessOrAncestor(s: Submitter, task: Task, caller?: string): Promise<boolean> {
   let current: Task | undefined = task;
-  for (let level = 0; current && level <= s.maxDepth; level++) {
+  for (let level = 0; current && level <= s.rt.options.maxDepth; level++) {
     if (mayAccess(s, current, caller)) return true;
     const parent: unknown = current.metadata.parent;
-    current = typeof parent === "string" && parent !== current.id ? (await s.durable.store.get(parent, s.id))?.task : undefined;
+    current = typeof parent === "string" && parent !== current.id ? (await s.durable.store.get(parent, s.rt.id))?.task : undefined;
   }
   return false;
 }
 
 /** Whether `s`'s identity (and `caller`) submitted `task`: only the owner continues it. */
-const owns = (s: Pick<Submitter, "id">, task: Task, caller?: string): boolean =>
-  task.metadata.submitter === s.id && (caller === undefined || task.metadata.caller === caller);
+const owns = (s: Pick<Submitter, "rt">, task: Task, caller?: string): boolean =>
+  task.metadata.submitter === s.rt.id && (caller === undefined || task.metadata.caller === caller);
 
 const notFound = (id: string) => new AgentBusError("TASK_NOT_FOUND", `task ${id} not found`);
 
-/**
- * Whether some rule of `policy` could grant `id` a task right: its source
- * names `id` (directly, through a group, or `*`) and one of its patterns can
- * match a capability `task.<cap>`.
- */
-export function holdsTaskRights(policy: AclPolicy, id: string): boolean {
-  // A rotated identity keeps the grants of the ids it replaced.
-  const ids = [id, ...(policy.aliases?.get(id) ?? [])];
-  for (const rule of policy.rules.values()) {
-    const source = rule.source;
-    const members = source.startsWith("group:") ? policy.groups.get(source.slice(6))?.members : undefined;
-    const named = source === "*" || ids.includes(source) || (members?.some((m) => ids.includes(m)) ?? false);
-    if (named && rule.capabilities.some((p) => ["task", "*", ">"].includes(p.split(".", 1)[0]!))) return true;
-  }
-  return false;
-}
 
 /**
  * The tasks `s`'s identity may see, newest first. A caller, or an identity
@@ -138,7 +107,7 @@ export function holdsTaskRights(policy: AclPolicy, id: string): boolean {
  */
 export function listTasks(s: Submitter, query: TaskQuery = {}): Promise<TaskPage> {
   const { store } = s.durable;
-  const page = query.caller !== undefined || !s.observes() ? store.listOwned(s.id, query.caller, query) : store.list(query, (t) => mayAccess(s, t));
+  const page = query.caller !== undefined || !s.rt.observes() ? store.listOwned(s.rt.id, query.caller, query) : store.list(query, (t) => mayAccess(s, t));
   return page.then((p) => ({ ...p, tasks: p.tasks.map((t) => openTask(s, t)) }));
 }
 
@@ -182,7 +151,7 @@ export class TaskHandle {
    * `direct`: only through the task itself, not its parent (for cancel).
    */
   async #read(direct = false): Promise<Snapshot> {
-    const s = await this.submitter.durable.store.get(this.id, this.submitter.id);
+    const s = await this.submitter.durable.store.get(this.id, this.submitter.rt.id);
     if (!s || !(direct ? mayAccess(this.submitter, s.task, this.caller) : await this.#may(s.task))) throw notFound(this.id);
     return s;
   }
@@ -271,7 +240,7 @@ export class TaskHandle {
    * only backs off between reads (the safety net beside a watch).
    */
   async #poll(options: { timeout?: number; signal?: AbortSignal }, firstPauseMs: number, follow = true): Promise<Task> {
-    const { nc, durable } = this.submitter;
+    const { rt: { nc }, durable } = this.submitter;
     const deadline = Date.now() + (options.timeout ?? 300_000);
     let wake = () => {};
     let eventSeen = false;
@@ -338,7 +307,7 @@ export class TaskHandle {
   }
 
   async #cancel(timeout: number | undefined, trace: TraceContext): Promise<Task> {
-    const { nc, durable } = this.submitter;
+    const { rt, durable } = this.submitter;
     const subject = durable.subjects.taskCancel(this.id);
     const body = Buffer.from("{}");
     const sealFor = (agent: string) => durable.envelopes.seal(subject, body, { task: this.id, trace }, [agent]);
@@ -353,10 +322,16 @@ export class TaskHandle {
         // A worker holds it: only that worker writes the task's events, so it
         // is the one to end it (a CANCELED event of ours could land before
         // events it is still publishing).
-        const headers = sealFor(task.metadata.agent!);
-        const reply = await nc.request(subject, body, { headers, timeout: timeout ?? 5000 }).catch(() => undefined);
-        if (reply) {
-          durable.envelopes.openReply(reply, headers.get(Header.id), task.metadata.agent);
+        const agent = task.metadata.agent!;
+        // Its refusal (an error reply) is thrown; no answer in time, or nobody there, is no answer.
+        const answered = await exchange(rt, subject, body, { task: this.id, trace }, [agent], { timeout: timeout ?? 5000, target: agent }).then(
+          () => true,
+          (err: unknown) => {
+            if (isAgentBusError(err, "TIMEOUT") || isAgentBusError(err, "NO_RESPONDERS") || isAgentBusError(err, "UNAVAILABLE")) return false;
+            throw err;
+          },
+        );
+        if (answered) {
           const ended = await this.result({ timeout: timeout ?? 30_000 });
           if (ended.status.state === "TASK_STATE_CANCELED") return ended;
           // It finished first: the cancel came too late.
@@ -375,7 +350,7 @@ export class TaskHandle {
       // soon. Tell it now (no answer needed): MACed for the agent the
       // snapshot names, else signed for whichever worker holds it.
       const agent = canceled.metadata.agent;
-      nc.publish(subject, body, { headers: agent ? sealFor(agent) : durable.envelopes.seal(subject, body, { task: this.id, trace }) });
+      rt.nc.publish(subject, body, { headers: agent ? sealFor(agent) : durable.envelopes.seal(subject, body, { task: this.id, trace }) });
       return canceled;
     }
   }
@@ -415,6 +390,32 @@ export async function markCanceled(durable: Durable, known: Snapshot, reason = "
   return next.task;
 }
 
+/** The runtime with its task streams open (created on first use): what submitting and task handles use. */
+export async function submitterOf(rt: Runtime): Promise<Submitter> {
+  return { rt, durable: await rt.tasks() };
+}
+
+/**
+ * `bus.submit` (and `ctx.submit`): {@link submit} as the runtime's
+ * identity, inside a PRODUCER span when an OpenTelemetry SDK is registered
+ * (the work item carries its context).
+ */
+export async function submitTask(rt: Runtime, cap: string, input: Input, options: SubmitOptions = {}): Promise<TaskHandle> {
+  const tracer = activeTracer();
+  const span = tracer && busSpan(tracer, "submit", cap, rt.subjects.work(cap), rt.subjects.tenant, options.trace, undefined, options.taskId);
+  const withTrace = { ...options, trace: traceOf(span, options.trace) };
+  if (!span) return submit(await submitterOf(rt), cap, input, withTrace, rt.id);
+  try {
+    const handle = await submit(await submitterOf(rt), cap, input, withTrace, rt.id);
+    span.setAttribute(SpanAttr.task, handle.id);
+    endSpan(span);
+    return handle;
+  } catch (err) {
+    endSpan(span, err);
+    throw err;
+  }
+}
+
 /**
  * Submits a task: writes the SUBMITTED snapshot, then publishes the work item
  * on `<root>.<t>.work.<cap>` with `Nats-Msg-Id` = task id. A message for a
@@ -423,7 +424,7 @@ export async function markCanceled(durable: Durable, known: Snapshot, reason = "
 export async function submit(s: Submitter, cap: string, input: Input, options: SubmitOptions = {}, me: string): Promise<TaskHandle> {
   checkCapability(cap);
   const depth = options.depth ?? 0;
-  checkDepth(depth, s.maxDepth, "task");
+  checkDepth(depth, s.rt.options.maxDepth, "task");
   const message = { ...toMessage(input) };
   const taskId = checkId(options.taskId ?? message.taskId ?? newTaskId(me), "task id");
   const { caller } = options;
@@ -440,7 +441,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   message.taskId = taskId;
   message.contextId = contextId;
   // Encrypted (asked now, or the task was): the work item for the providers, the stored message for them and us.
-  const encryptFor = options.encrypt || existing?.task.metadata.encrypted !== undefined ? s.recipients(cap) : undefined;
+  const encryptFor = options.encrypt || existing?.task.metadata.encrypted !== undefined ? s.rt.encryptionRecipients(cap) : undefined;
   // Over the task limit: refused before anything is written. Large parts go
   // to the blob store first; the work item and the snapshot carry references.
   const { blobs } = s.durable;
@@ -461,7 +462,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     // or not at all (the work item holds less than its snapshot).
     const body = s.durable.store.encode(task);
     if (!fresh) {
-      const created = await s.durable.store.create(task, s.providers(cap), body);
+      const created = await s.durable.store.create(task, s.rt.providers(cap), body);
       if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
       await Promise.all([s.durable.store.index(task), publishWork(s, cap, carried, task, taskKey(task), options, encryptFor)]);
       return handle;
@@ -471,9 +472,9 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     // arrives before the snapshot waits for it).
     // The watch folds events onto the task as submitted, with its input as given (nothing to open or fetch back).
     const submitted = stored !== message ? { ...task, history: [message] } : task;
-    const watch = new TaskWatch(s.nc, s.durable, submitted);
+    const watch = new TaskWatch(s.rt.nc, s.durable, submitted);
     try {
-      await Promise.all([s.durable.store.create(task, s.providers(cap), body), s.durable.store.index(task), publishWork(s, cap, carried, task, taskKey(task), options, encryptFor)]);
+      await Promise.all([s.durable.store.create(task, s.rt.providers(cap), body), s.durable.store.index(task), publishWork(s, cap, carried, task, taskKey(task), options, encryptFor)]);
     } catch (err) {
       watch.stop();
       throw err;
@@ -514,8 +515,8 @@ async function publishWork(s: Submitter, cap: string, message: unknown, task: Ta
   // MACed for the ones we know so they skip the signature check; with
   // encryptFor, the body is encrypted for those providers.
   let headers;
-  if (encryptFor) ({ headers, body } = s.durable.envelopes.sealEncrypted(subject, body, encryptFor, meta, s.providers(cap), { id: msgId, sign: true }));
-  else headers = s.durable.envelopes.seal(subject, body, meta, s.providers(cap), { id: msgId, sign: true });
+  if (encryptFor) ({ headers, body } = s.durable.envelopes.sealEncrypted(subject, body, encryptFor, meta, s.rt.providers(cap), { id: msgId, sign: true }));
+  else headers = s.durable.envelopes.seal(subject, body, meta, s.rt.providers(cap), { id: msgId, sign: true });
   await retryJs(() => s.durable.js.publish(subject, body, { headers, msgID: msgId })).catch((err: unknown) => {
     throw typedPayloadError(err, `the work item of task ${task.id} (${body.length} bytes)`);
   });

@@ -89,3 +89,20 @@ export function parseGroup(value: unknown): AclGroup {
   }
   return { members: g.members };
 }
+
+/**
+ * Whether some rule of `policy` could grant `id` a task right: its source
+ * names `id` (directly, through a group, or `*`) and one of its patterns can
+ * match a capability `task.<cap>`.
+ */
+export function holdsTaskRights(policy: AclPolicy, id: string): boolean {
+  // A rotated identity keeps the grants of the ids it replaced.
+  const ids = [id, ...(policy.aliases?.get(id) ?? [])];
+  for (const rule of policy.rules.values()) {
+    const source = rule.source;
+    const members = source.startsWith("group:") ? policy.groups.get(source.slice(6))?.members : undefined;
+    const named = source === "*" || ids.includes(source) || (members?.some((m) => ids.includes(m)) ?? false);
+    if (named && rule.capabilities.some((p) => ["task", "*", ">"].includes(p.split(".", 1)[0]!))) return true;
+  }
+  return false;
+}

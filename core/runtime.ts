@@ -1,0 +1,183 @@
+/**
+ * The state one bus shares with everything it runs: built once by
+ * `connect()` or `attach()`, read by agents, workers, submitters, task
+ * handles and fast calls. Not public API (`Bus` is): it replaces the
+ * interfaces each of those used to be handed, assembled from closures.
+ */
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/nats-core";
+import type { CoreBuckets } from "./infra/jetstream.js";
+import type { ResolvedOptions } from "./options.js";
+import { holdsTaskRights } from "./security/acl.js";
+import type { Envelope, Envelopes } from "./security/envelope.js";
+import type { Identity } from "./security/identity.js";
+import type { AclStore } from "./store/aclstore.js";
+import type { Auditor } from "./store/audit.js";
+import type { Registry } from "./store/registry.js";
+import type { Revocation, Revocations } from "./store/revocations.js";
+import { Sessions, type Session } from "./store/session.js";
+import { Durable } from "./store/task-log.js";
+import { AgentBusError } from "./wire/errors.js";
+import type { ServerFeatures } from "./wire/features.js";
+import type { Logger } from "./wire/log.js";
+import type { Subjects } from "./wire/subjects.js";
+import { taskIdBinds, taskRight, type Task } from "./wire/task.js";
+import { checkDepth } from "./options.js";
+
+/** What a {@link Runtime} is built from. */
+export interface RuntimeParts {
+  nc: NatsConnection;
+  identity: Identity;
+  subjects: Subjects;
+  log: Logger;
+  options: ResolvedOptions;
+  server: ServerFeatures;
+  envelopes: Envelopes;
+  buckets: CoreBuckets;
+  registry: Registry;
+  acl: AclStore;
+  revocations: Revocations;
+  auditor: Auditor;
+}
+
+/** One bus's connection, identity, resolved options, caches and lazily opened stores. */
+export class Runtime {
+  readonly nc: NatsConnection;
+  readonly identity: Identity;
+  readonly subjects: Subjects;
+  readonly log: Logger;
+  readonly options: ResolvedOptions;
+  readonly server: ServerFeatures;
+  readonly envelopes: Envelopes;
+  readonly buckets: CoreBuckets;
+  readonly registry: Registry;
+  readonly acl: AclStore;
+  readonly revocations: Revocations;
+  readonly auditor: Auditor;
+  /** Agent instances that did not answer a call: `<agent>.<instance>` → until when calls skip them. */
+  readonly silent = new Map<string, number>();
+  #tasks?: Promise<Durable>;
+  #sessions?: Promise<Sessions>;
+
+  constructor(parts: RuntimeParts) {
+    this.nc = parts.nc;
+    this.identity = parts.identity;
+    this.subjects = parts.subjects;
+    this.log = parts.log;
+    this.options = parts.options;
+    this.server = parts.server;
+    this.envelopes = parts.envelopes;
+    this.buckets = parts.buckets;
+    this.registry = parts.registry;
+    this.acl = parts.acl;
+    this.revocations = parts.revocations;
+    this.auditor = parts.auditor;
+  }
+
+  /** This bus's identity id. */
+  get id(): string {
+    return this.identity.id;
+  }
+
+  /** The tenant's task streams and buckets, opened (and created if missing) on first use; a failed set-up is retried on the next. */
+  tasks(): Promise<Durable> {
+    this.#tasks ??= Durable.open(this.nc, this.subjects, this.envelopes, {
+      replicas: this.options.replicas,
+      eventsMaxAgeMs: this.options.eventsMaxAgeMs,
+      duplicateWindowMs: this.options.duplicateWindowMs,
+      windowMs: this.envelopes.windowMs,
+      republish: this.server.republish,
+      maxTaskBytes: this.options.maxTaskBytes,
+      inlineBytes: this.options.inlineBytes,
+    }, {
+      writers: (task, writer) => this.#mayWrite(task, writer),
+      onForged: (taskId, from, reason) => this.audit("forged_snapshot", { code: "BAD_SIGNATURE", task: taskId, from, reason }),
+    });
+    this.#tasks.catch(() => (this.#tasks = undefined));
+    return this.#tasks;
+  }
+
+  /** Shared state of an A2A context (`mesh_<t>_sessions`, opened on first use). */
+  async session<T extends Record<string, unknown> = Record<string, unknown>>(contextId: string): Promise<Session<T>> {
+    this.#sessions ??= Sessions.open(new Kvm(this.nc), this.subjects, { replicas: this.options.replicas, history: this.options.sessionHistory });
+    this.#sessions.catch(() => (this.#sessions = undefined));
+    return (await this.#sessions).session<T>(contextId);
+  }
+
+  /**
+   * Whether the sender of a verified envelope may invoke `cap` on this
+   * identity: depth limit, known sender, ACL grant (the last two skipped with
+   * `insecureAllowAll`). Throws `DEPTH_EXCEEDED`, `UNKNOWN_SENDER` or `DENIED`.
+   */
+  authorize(env: Envelope, cap: string): void {
+    checkDepth(env.depth, this.options.maxDepth, "call");
+    if (this.options.insecureAllowAll) return;
+    if (!this.registry.isRegistered(env.from) && !this.acl.names(env.from)) {
+      throw new AgentBusError("UNKNOWN_SENDER", `sender ${env.from} is neither registered nor named in the ACL`);
+    }
+    if (!this.acl.allows(env.from, this.id, cap)) throw new AgentBusError("DENIED", `${env.from} may not invoke ${cap} on ${this.id}`);
+  }
+
+  /** True when `id` is refused: revoked, or rotated to a new key (local cache). */
+  isRevoked(id: string): boolean {
+    return this.revocations.has(id) || this.acl.isRotated(id);
+  }
+
+  /** Why `id` is refused (`reason` "rotated" for a key rotated away), if it is. */
+  revocation(id: string): Revocation | undefined {
+    return this.revocations.get(id) ?? (this.acl.isRotated(id) ? { reason: "rotated", at: 0 } : undefined);
+  }
+
+  /** Writes a signed audit record (refusals rate-limited per kind and sender). */
+  audit(kind: string, record: Record<string, unknown>): void {
+    this.auditor.write(kind, record);
+  }
+
+  /** Online agents offering `cap` (from the registry cache). */
+  providers(cap: string): string[] {
+    return this.registry.providers(cap);
+  }
+
+  /** Registered providers of `cap`, online or not, none revoked: who an encrypted task's content is for, beside its submitter. */
+  recipients(cap: string): string[] {
+    return this.registry.registered(cap).filter((id) => !this.isRevoked(id));
+  }
+
+  /** {@link recipients}, or `NO_RESPONDERS` when there is none, rather than encrypting for nobody. */
+  encryptionRecipients(cap: string): string[] {
+    const ids = this.recipients(cap);
+    if (ids.length === 0) throw new AgentBusError("NO_RESPONDERS", `no registered provider of ${cap} to encrypt for`);
+    return ids;
+  }
+
+  /**
+   * Whether this identity holds the task right (`task.<cap>` in the ACL)
+   * for tasks of `cap` served by `agent` (undefined: not taken by a worker
+   * yet, so only grants on any agent count).
+   */
+  granted(cap: string, agent: string | undefined): boolean {
+    return this.acl.allows(this.id, agent ?? "*", taskRight(cap));
+  }
+
+  /** Whether this identity may see tasks it did not submit: it serves an agent, or the ACL grants it some task right. */
+  observes(): boolean {
+    return this.registry.isRegistered(this.id) || holdsTaskRights(this.acl.policy(), this.id);
+  }
+
+  /**
+   * Whether `writer` may have written a snapshot of `task`: its submitter
+   * (the one its id names, when the id was generated), an identity the ACL
+   * grants the task right on its capability, or a registered provider of
+   * that capability. A rotated identity writes as the ids it replaced.
+   */
+  async #mayWrite(task: Task, writer: string): Promise<boolean> {
+    const m = task.metadata;
+    if (typeof m.submitter !== "string" || typeof m.capability !== "string") return false;
+    if (taskIdBinds(task.id, m.submitter) === false) return false;
+    const ids = [writer, ...this.acl.formerIds(writer)];
+    if (ids.includes(m.submitter)) return true;
+    const agent = typeof m.agent === "string" ? m.agent : "*";
+    if (ids.some((id) => this.acl.allows(id, agent, taskRight(m.capability as string)))) return true;
+    return this.registry.provides(writer, m.capability);
+  }
+}
