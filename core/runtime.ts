@@ -15,11 +15,13 @@ import type { AclStore } from "./store/aclstore.js";
 import type { Auditor } from "./store/audit.js";
 import type { Registry } from "./store/registry.js";
 import type { Revocation, Revocations } from "./store/revocations.js";
+import { BLOB_MEDIA_TYPE, DEFAULT_INLINE_BYTES, partsBytes, type BlobOwner } from "./store/blobs.js";
 import { Sessions, type Session } from "./store/session.js";
 import { Durable } from "./store/task-log.js";
 import { AgentBusError } from "./wire/errors.js";
 import type { ServerFeatures } from "./wire/features.js";
 import type { Logger } from "./wire/log.js";
+import type { Message } from "./wire/protocol.js";
 import type { Subjects } from "./wire/subjects.js";
 import { taskIdBinds, taskRight, type Task } from "./wire/task.js";
 import { checkDepth } from "./options.js";
@@ -102,6 +104,28 @@ export class Runtime {
     this.#sessions ??= Sessions.open(new Kvm(this.nc), this.subjects, { replicas: this.options.replicas, history: this.options.sessionHistory });
     this.#sessions.catch(() => (this.#sessions = undefined));
     return (await this.#sessions).session<T>(contextId);
+  }
+
+  /**
+   * A fast call's input or reply, ready to send: parts over the inline
+   * threshold (all of them when the message would not fit one NATS
+   * message) stored as blobs in `mesh_<t>_blobs` and carried as references,
+   * as a durable task's are; `PAYLOAD_TOO_LARGE` past `maxTaskBytes`. A
+   * small message is returned as it is, without opening the store.
+   */
+  async carry(message: Message, owner: BlobOwner, what: string): Promise<Message> {
+    const bytes = partsBytes(message.parts);
+    if (bytes <= Math.min(this.options.inlineBytes ?? DEFAULT_INLINE_BYTES, DEFAULT_INLINE_BYTES)) return message;
+    const tasks = await this.tasks();
+    tasks.blobs.checkTaskBytes(bytes, what);
+    const fits = tasks.maxEventBytes === undefined || Buffer.byteLength(JSON.stringify(message)) <= tasks.maxEventBytes;
+    return tasks.blobs.externalizeMessage(message, owner, !fits);
+  }
+
+  /** A received fast-call message with its blob references read back (checked against their digests). */
+  async uncarry(message: Message): Promise<Message> {
+    if (!message.parts.some((p) => p.mediaType === BLOB_MEDIA_TYPE)) return message;
+    return (await this.tasks()).blobs.resolveMessage(message);
   }
 
   /**

@@ -206,14 +206,16 @@ export class Agent {
       const entry = this.#handlers.get(cap);
       if (!entry) throw new AgentBusError("INVALID_INPUT", `agent does not offer ${cap}`);
       // Verified and authorized first; only then decrypted.
-      const message = parseMessage(env.enc === undefined ? msg.data : envelopes.decrypt(env, msg.data));
+      // Large parts came as claim checks: read back before the handler sees them.
+      const message = await this.#rt.uncarry(parseMessage(env.enc === undefined ? msg.data : envelopes.decrypt(env, msg.data)));
       const input = entry.validate ? structuredInput(message) : undefined;
       entry.validate?.(input);
       const sink = new CallSink();
       const result = await runHandler(entry.handler, this.#base(cap, env, message, this.#abort.signal, undefined, input), sink, this.id);
       if (!sink.done) await completeWith(sink, result);
-      const reply = toMessage(sink.parts, "ROLE_AGENT");
+      let reply = toMessage(sink.parts, "ROLE_AGENT");
       reply.contextId ??= env.context ?? message.contextId;
+      reply = await this.#rt.carry(reply, { submitter: env.from, task: env.id }, `the reply to a call of ${cap}`);
       this.#respond(msg, env, reply);
     } catch (err) {
       this.#refuse(msg, env, err);

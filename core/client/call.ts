@@ -43,8 +43,10 @@ async function send(rt: Runtime, cap: string, input: Input, options: CallOptions
   if (options.target) checkCapability(cap);
   const depth = options.depth ?? 0;
   checkDepth(depth, rt.options.maxDepth, "call");
-  const message = toMessage(input);
+  let message = toMessage(input);
   if (options.context) message.contextId ??= options.context;
+  // Large parts travel as claim checks (blobs), as a durable task's do.
+  message = await rt.carry(message, { submitter: rt.id, task: message.messageId }, `the input of a call to ${cap}`);
   const body = Buffer.from(JSON.stringify(message));
   // One running instance of a provider, when the registry knows one: the
   // call is addressed (and MACed) to it alone, so it needs no shared
@@ -170,7 +172,7 @@ export async function exchange(
 
 /** {@link exchange} for a call: the reply is an A2A message. */
 async function request(rt: Runtime, subject: string, plain: Uint8Array, meta: EnvelopeMeta, recipients: string[], o: CallOptions, encryptFor?: string[]): Promise<Message> {
-  return parseMessage((await exchange(rt, subject, plain, meta, recipients, o, encryptFor)).data);
+  return rt.uncarry(parseMessage((await exchange(rt, subject, plain, meta, recipients, o, encryptFor)).data));
 }
 
 function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {

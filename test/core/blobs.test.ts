@@ -85,6 +85,32 @@ describe("large task content through the object store (claim check)", () => {
     expect(status.ttl).toBe(7 * 24 * 3600_000 * 1_000_000);
   }, 120_000);
 
+  it("fast calls carry large inputs and replies as claim checks both ways; past maxTaskBytes, PAYLOAD_TOO_LARGE", async () => {
+    const { agentBus, client, tenant } = await pair({ maxTaskBytes: 8 * MB });
+    const input = randomBytes(3 * MB);
+    const output = randomBytes(4 * MB);
+    await agentBus.agent({ name: "big", skills: [{ id: "digest" }, { id: "emit" }, { id: "huge" }] }, {
+      digest: (ctx) => sha(Buffer.from(ctx.userMessage.parts[0]!.raw!, "base64")),
+      emit: () => [{ raw: output.toString("base64"), mediaType: "application/octet-stream" }],
+      huge: () => "z".repeat(9 * MB),
+    });
+    await eventually(() => client.registry.instances(agentBus.id).length === 1);
+    const sniffed: Buffer[] = [];
+    const sub = client.nc.subscribe(`mesh.${tenant}.agent.>`, { callback: (_e, m) => void sniffed.push(Buffer.from(m.data)) });
+    const reply = await client.call("digest", [{ raw: input.toString("base64"), mediaType: "application/octet-stream" }]);
+    expect(reply.parts[0]!.text).toBe(sha(input));
+    const back = await client.call("emit", "x");
+    expect(sha(Buffer.from(back.parts[0]!.raw!, "base64"))).toBe(sha(output));
+    sub.unsubscribe();
+    // On the wire: a reference, not the bytes.
+    expect(sniffed.length).toBeGreaterThan(0);
+    expect(sniffed.every((b) => b.length < 64 * 1024)).toBe(true);
+    expect(sniffed.some((b) => b.includes(BLOB))).toBe(true);
+    // Over the limit: refused before anything is sent, and a reply over it comes back as that error.
+    await rejectsWith(client.call("digest", "y".repeat(9 * MB)), "PAYLOAD_TOO_LARGE");
+    await rejectsWith(client.call("huge", "x"), "PAYLOAD_TOO_LARGE");
+  });
+
   it("a blob that is not the one its reference names is refused BAD_SIGNATURE", async () => {
     const { agentBus, client } = await pair();
     await agentBus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => ctx.userMessage.parts });
