@@ -14,6 +14,13 @@ import { createMcpServer } from "./server.js";
  */
 export interface McpHttpOptions extends BridgeEdgeOptions {
   bus: Bus;
+  /**
+   * Largest request body, bytes; larger is HTTP 413 before it is read.
+   * Default: room for a task of the bus's `maxTaskBytes` as base64 (4/3 of
+   * it) plus 1 MiB, as the A2A bridge (a tool's large arguments reach the
+   * bus, which carries them as claim checks).
+   */
+  maxBodyBytes?: number;
 }
 
 /**
@@ -58,7 +65,8 @@ export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Pr
     reply.hijack();
     await session.transport.handleRequest(req.raw, reply.raw, req.body);
   };
-  const route = { config: { edge: { errors: "jsonrpc" as const, challenge: "Bearer" as const } } };
+  const bodyLimit = options.maxBodyBytes ?? Math.ceil((options.bus.maxTaskBytes * 4) / 3) + 1024 * 1024;
+  const route = { bodyLimit, config: { edge: { errors: "jsonrpc" as const, challenge: "Bearer" as const } } };
   app.post("/mcp", route, handle);
   app.get("/mcp", route, handle);
   app.delete("/mcp", route, handle);

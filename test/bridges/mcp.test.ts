@@ -144,6 +144,9 @@ describe("MCP over Streamable HTTP at /mcp", () => {
     try {
       await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
       await exercise(client, open, "mcpopen", agents);
+      // A large argument: a request body past fastify's default 1 MiB, the task's content through the object store.
+      const big = "x".repeat(3 * 1024 * 1024);
+      expect(text((await client.callTool({ name: "echo", arguments: { text: big } })) as CallToolResult)).toBe(`echo: ${big}`);
     } finally {
       await client.close();
       await app.close();
