@@ -176,30 +176,39 @@ export class Blobs {
   async #put(part: Part, owner: BlobOwner): Promise<Part> {
     const { text, raw, data, ...rest } = part;
     const kind: BlobKind = typeof text === "string" ? "text" : typeof raw === "string" ? "raw" : "data";
-    const plain = kind === "text" ? Buffer.from(text!) : kind === "raw" ? Buffer.from(raw!, "base64") : Buffer.from(JSON.stringify(data));
+    // Raw bytes are decoded from base64 a slice at a time, as the store takes them; text and data are encoded at once.
+    const whole = kind === "text" ? Buffer.from(text!) : kind === "data" ? Buffer.from(JSON.stringify(data)) : undefined;
+    const size = whole ? whole.length : Buffer.byteLength(raw!, "base64");
     const name = `${owner.submitter}.${owner.task}.${randomBytes(12).toString("hex")}`;
     const key = randomBytes(32);
     const cipher = createCipheriv("aes-256-gcm", key, NONCE);
     cipher.setAAD(aad(name));
-    // Ciphertext then tag, streamed to the store without joining them into one more copy.
-    const pieces = [cipher.update(plain), cipher.final(), cipher.getAuthTag()].filter((b) => b.length > 0);
+    // Encrypted one chunk at a time while the store sends the previous ones.
+    const slice = Math.max(3, Math.floor(this.limits.chunkBytes / 3) * 3); // a multiple of 3 bytes…
+    const b64 = (slice / 3) * 4; // …is a whole number of base64 quads
+    let at = 0;
+    let ended = false;
     const stream = new ReadableStream<Uint8Array>({
       pull(controller) {
-        const next = pieces.shift();
-        if (next) controller.enqueue(next);
-        else controller.close();
+        if (ended) return controller.close();
+        const next = whole ? whole.subarray(at, at + slice) : Buffer.from(raw!.slice((at / slice) * b64, (at / slice) * b64 + b64), "base64");
+        at += slice;
+        const out = next.length > 0 ? cipher.update(next) : Buffer.alloc(0);
+        if (at < size && next.length > 0) return controller.enqueue(out);
+        // The last slice: with the cipher's end and its tag.
+        ended = true;
+        controller.enqueue(Buffer.concat([out, cipher.final(), cipher.getAuthTag()]));
       },
     });
     // The object store hashes what it stores (SHA-256); the reference keeps that digest.
     const info = await this.store.put({ name, options: { max_chunk_size: this.limits.chunkBytes } }, stream).catch((err: unknown) => {
-      throw new AgentBusError("UNAVAILABLE", `storing a blob of task ${owner.task} (${plain.length} bytes) failed: ${(err as Error).message}`, { cause: err });
+      throw new AgentBusError("UNAVAILABLE", `storing a blob of task ${owner.task} (${size} bytes) failed: ${(err as Error).message}`, { cause: err });
     });
-    if (info.size !== plain.length + TAG) throw new AgentBusError("BAD_SIGNATURE", `the stored blob ${name} does not match what was written`);
-    const ref: BlobRef = { bucket: this.bucket, name, size: plain.length, digest: info.digest, key: key.toString("base64url"), kind, ...(Object.keys(rest).length > 0 && { part: rest }) };
+    if (info.size !== size + TAG) throw new AgentBusError("BAD_SIGNATURE", `the stored blob ${name} does not match what was written`);
+    const ref: BlobRef = { bucket: this.bucket, name, size, digest: info.digest, key: key.toString("base64url"), kind, ...(Object.keys(rest).length > 0 && { part: rest }) };
     return { data: ref, mediaType: BLOB_MEDIA_TYPE };
   }
 
-  /** The content a reference stands for, checked (see the class comment). */
   async #get(ref: BlobRef): Promise<Part> {
     const bad = (why: string, cause?: unknown) => new AgentBusError("BAD_SIGNATURE", `blob ${ref.name}: ${why}`, { cause });
     if (ref.bucket !== this.bucket) throw bad(`it is in bucket ${ref.bucket}, not in this tenant's ${this.bucket}`);
@@ -211,16 +220,36 @@ export class Blobs {
       result.data.cancel().catch(() => {});
       throw bad("the stored object is not the one the reference names (digest or size differs)");
     }
-    const stored = Buffer.allocUnsafe(result.info.size);
-    let at = 0;
+    // Decrypted chunk by chunk as they arrive; nothing is returned before the tag authenticates all of it.
+    const plain = Buffer.allocUnsafe(ref.size);
+    let decipher;
+    try {
+      decipher = createDecipheriv("aes-256-gcm", Buffer.from(ref.key, "base64url"), NONCE);
+      decipher.setAAD(aad(ref.name));
+    } catch (cause) {
+      throw bad("its key is not a key", cause);
+    }
+    const tag = Buffer.alloc(TAG);
+    let read = 0; // bytes of the stored object read
+    let out = 0; // plaintext bytes written
+    const take = (bytes: Uint8Array) => {
+      if (bytes.length === 0) return;
+      const p = decipher.update(bytes);
+      if (out + p.length > plain.length) throw bad("the stored object is larger than its record");
+      plain.set(p, out);
+      out += p.length;
+    };
     try {
       const reader = result.data.getReader();
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        if (at + value.length > stored.length) throw bad("the stored object is larger than its record");
-        stored.set(value, at);
-        at += value.length;
+        if (read + value.length > result.info.size) throw bad("the stored object is larger than its record");
+        // The last TAG bytes of the object are the tag, not ciphertext.
+        const cipherEnd = Math.max(0, Math.min(value.length, ref.size - read));
+        take(value.subarray(0, cipherEnd));
+        if (cipherEnd < value.length) tag.set(value.subarray(cipherEnd), read + cipherEnd - ref.size);
+        read += value.length;
       }
       await result.error;
     } catch (err) {
@@ -228,18 +257,14 @@ export class Blobs {
       // The object store refuses chunks that do not hash to the recorded digest.
       throw /digest/i.test(String((err as Error)?.message)) ? bad("its content does not match its digest", err) : new AgentBusError("UNAVAILABLE", `reading blob ${ref.name} failed: ${(err as Error)?.message}`, { cause: err });
     }
-    if (at !== stored.length) throw bad("the stored object is shorter than its record");
-    let plain: Buffer;
+    if (read !== result.info.size) throw bad("the stored object is shorter than its record");
     try {
-      const decipher = createDecipheriv("aes-256-gcm", Buffer.from(ref.key, "base64url"), NONCE);
-      decipher.setAAD(aad(ref.name));
-      decipher.setAuthTag(stored.subarray(stored.length - TAG));
-      plain = decipher.update(stored.subarray(0, stored.length - TAG));
-      const rest = decipher.final();
-      if (rest.length > 0) plain = Buffer.concat([plain, rest]);
+      decipher.setAuthTag(tag);
+      take(decipher.final());
     } catch (cause) {
       throw bad("its content does not authenticate", cause);
     }
+    if (out !== plain.length) throw bad("the stored object is shorter than its record");
     const rest = ref.part ?? {};
     if (ref.kind === "text") return { ...rest, text: plain.toString("utf8") };
     if (ref.kind === "raw") return { ...rest, raw: plain.toString("base64") };
