@@ -478,7 +478,8 @@ async function main(): Promise<void> {
       secure_conc_throughput_ratio: ratio(conc.secure_mac.callsPerSec, conc.raw.callsPerSec),
     }),
   };
-  const targets = { p50_ratio: 1.3, throughput_ratio: 0.7 };
+  // Sequential p50 ≤ 1.3× raw NATS; 64 in flight ≥ 0.5× its throughput (sequential throughput is reported, not a target).
+  const targets = { p50_ratio: 1.3, conc_throughput_ratio: 0.5 };
   emit({
     bench: "call",
     server: server.version,
@@ -503,8 +504,7 @@ async function main(): Promise<void> {
     targets,
     meets: {
       p50_ratio: ratios.p50_ratio <= targets.p50_ratio,
-      seq_throughput_ratio: ratios.seq_throughput_ratio >= targets.throughput_ratio,
-      conc_throughput_ratio: ratios.conc_throughput_ratio >= targets.throughput_ratio,
+      conc_throughput_ratio: ratios.conc_throughput_ratio >= targets.conc_throughput_ratio,
     },
   });
 }
