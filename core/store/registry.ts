@@ -251,6 +251,10 @@ class RegistryMirror {
   readonly #members: RegistrySource[] = [];
   #home!: RegistrySource;
   #moving?: Promise<void>;
+  /** The home left or its connection closed: the mirror is to move. */
+  #homeGone = false;
+  /** Members whose connection has closed: no home for the mirror. */
+  readonly #dead = new WeakSet<RegistrySource>();
   #stopped = false;
 
   private constructor(maxAgeMs: number, options: MirrorOptions) {
@@ -265,7 +269,7 @@ class RegistryMirror {
     m.#presence = presence;
     m.#home = source;
     m.#watchHome(source);
-    m.#members.push(source);
+    m.join(source);
     for (const { key, value } of [...presence.entries].map(([key, value]) => ({ key, value }))) m.#onBeat(key, value);
     for (const id of agents.entries.keys()) m.#refresh(id, true);
     m.#sweep = setInterval(() => {
@@ -297,16 +301,24 @@ class RegistryMirror {
 
   /** Moves the mirror when its home's connection closes while others still read it. */
   #watchHome(source: RegistrySource): void {
-    void source.closed?.then(
-      () => this.#home === source && this.#leaveHome(),
-      () => this.#home === source && this.#leaveHome(),
-    );
+    const gone = () => {
+      this.#dead.add(source);
+      if (this.#home === source) this.#leaveHome();
+    };
+    void source.closed?.then(gone, gone);
   }
 
-  /** Adds a member; false when the mirror already stopped. */
+  /** Adds a member; false when the mirror already stopped. A mirror whose home is gone moves to it. */
   join(source: RegistrySource): boolean {
     if (this.#stopped) return false;
-    if (!this.#members.includes(source)) this.#members.push(source);
+    if (!this.#members.includes(source)) {
+      this.#members.push(source);
+      void source.closed?.then(
+        () => this.#dead.add(source),
+        () => this.#dead.add(source),
+      );
+    }
+    if (this.#homeGone) this.#leaveHome();
     return true;
   }
 
@@ -321,6 +333,7 @@ class RegistryMirror {
   }
 
   #leaveHome(): void {
+    this.#homeGone = true;
     if (this.#stopped || this.#moving) return;
     this.#moving = this.#move().finally(() => (this.#moving = undefined));
   }
@@ -328,12 +341,13 @@ class RegistryMirror {
   /**
    * Reloads both buckets through another member's connection and takes
    * over from the old watches: what changed meanwhile is reported as
-   * events, so listeners miss nothing. Tries each member in turn, then
-   * again after a pause, while any member is left.
+   * events, so listeners miss nothing. Tries each member whose connection
+   * is still open in turn, then again after a pause; with none left, the
+   * next member to join takes it over.
    */
   async #move(): Promise<void> {
-    for (let attempt = 0; !this.#stopped; attempt++) {
-      const candidates = this.#members.filter((m) => m !== this.#home);
+    for (let attempt = 0; !this.#stopped && this.#homeGone; attempt++) {
+      const candidates = this.#members.filter((m) => m !== this.#home && !this.#dead.has(m));
       for (const next of candidates) {
         if (this.#stopped || !this.#members.includes(next)) continue;
         let loaded;
@@ -352,7 +366,7 @@ class RegistryMirror {
         return;
       }
       if (candidates.length === 0) return;
-      await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)));
+      await new Promise((r) => setTimeout(r, Math.min(5000, 250 * 2 ** attempt)).unref());
     }
   }
 
@@ -361,6 +375,7 @@ class RegistryMirror {
     this.#agents = agents;
     this.#presence = presence;
     this.#home = home;
+    this.#homeGone = false;
     oldAgents.stop();
     oldPresence.stop();
     this.#watchHome(home);

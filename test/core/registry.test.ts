@@ -76,6 +76,16 @@ describe("registry views shared by the buses of one process", () => {
     expect(await watchesOf(other, "agents")).toBe(1);
   });
 
+  it("a view left with no open connection is taken over by the next bus that joins it", async () => {
+    const t = tenant();
+    const lone = await bus({ tenant: t });
+    await lone.nc.close(); // its bus is not closed: the view keeps its member, without a connection to run on
+    const next = await bus({ tenant: t });
+    await runAgent(next, "after-takeover");
+    await until(() => next.discover({ capability: "after-takeover", online: true }).length === 1, "the agent, through the view moved to the new bus");
+    expect(await watchesOf(next, "agents")).toBe(1);
+  });
+
   it("the last bus to leave stops the view; the next bus starts a fresh one", async () => {
     const t = tenant();
     const first = await bus({ tenant: t });
