@@ -160,6 +160,8 @@ export class Bus {
   readonly #agents = new Set<Agent>();
   #closing?: Promise<void>;
   #ownsConnection = true;
+  /** Disconnected and not (yet) reconnected. */
+  #away = false;
   /** The connection's status feed this bus reads (nats.js hands out a stoppable iterator). */
   #status?: ReturnType<NatsConnection["status"]> & { stop?: () => void };
 
@@ -517,7 +519,9 @@ export class Bus {
 
   /**
    * Drains: stops every agent (in-flight handlers finish within the drain
-   * timeout), stops the caches, then drains the NATS connection.
+   * timeout), stops the caches, then drains the NATS connection (closes it
+   * when it is away from every server, or does not drain within the drain
+   * timeout).
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -527,7 +531,7 @@ export class Bus {
       this.acl.stop();
       this.#rt.revocations.stop();
       this.#rt.auditor.flush();
-      if (this.#ownsConnection) await this.nc.drain().catch(() => {});
+      if (this.#ownsConnection) await this.#drain(timeout);
       else {
         // The caller's connection stays: stop what this bus listens to on it, and send what it queued.
         this.#status?.stop?.();
@@ -538,9 +542,27 @@ export class Bus {
     return this.#closing;
   }
 
+  /**
+   * Drains the connection, or closes it when it cannot drain: while it is
+   * away from every server (refused after a revocation, servers down), or
+   * when draining outlasts `timeoutMs`.
+   */
+  async #drain(timeoutMs: number): Promise<void> {
+    if (this.#away) return this.nc.close().catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      this.nc.drain().then(() => true, () => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]);
+    clearTimeout(timer);
+    if (!drained) await this.nc.close().catch(() => {});
+  }
+
   async #watchStatus(): Promise<void> {
     this.#status = this.nc.status();
     for await (const s of this.#status) {
+      if (s.type === "disconnect" || s.type === "reconnecting") this.#away = true;
+      else if (s.type === "reconnect") this.#away = false;
       if (s.type === "disconnect" || s.type === "reconnecting") this.log.warn({ status: s.type }, "NATS connection lost, reconnecting");
       else if (s.type === "reconnect") this.log.info({ status: s.type }, "NATS reconnected");
       else if (s.type === "error") this.log.error({ status: s.type, err: String(s.error) }, "NATS error");

@@ -30,8 +30,8 @@ export interface SnapshotTrust {
   onForged?: (taskId: string, writer: string | undefined, reason: string) => void;
 }
 
-/** A listing that hears nothing for this long has read everything there is. */
-const LIST_IDLE_MS = 2000;
+/** A listing whose consumer delivers nothing for this long stops (a lost consumer: it never waits for writes). */
+const LIST_IDLE_MS = 10_000;
 
 /** Snapshots read at once when a listing goes through the owner index. */
 const LIST_READS_IN_FLIGHT = 64;
@@ -322,16 +322,18 @@ export class TaskStore {
   async list(query: TaskQuery = {}, visible: (t: Task) => boolean = () => true, keys = ">"): Promise<TaskPage> {
     const all: Task[] = [];
     const { streamInfo, bucket } = await this.kv.status();
-    // Read up to the stream's end as of now: writes landing meanwhile may
-    // keep `pending` above zero, and a quiet consumer ends the read too.
-    const end = streamInfo.state.last_seq;
     const consumer = await this.js.consumers.get(streamInfo.config.name, {
       filter_subjects: `$KV.${bucket}.${keys}`,
       deliver_policy: DeliverPolicy.LastPerSubject,
     });
-    if (end > 0 && (await consumer.info()).num_pending > 0) {
+    // The latest value of each key as of the consumer's creation: that many
+    // messages, delivered first (writes landing meanwhile come after them,
+    // and keep `pending` above zero under steady writes).
+    const latest = (await consumer.info()).num_pending;
+    if (latest > 0) {
       const iter = await consumer.consume();
       let idle = setTimeout(() => iter.stop(), LIST_IDLE_MS);
+      let read = 0;
       try {
         for await (const m of iter) {
           clearTimeout(idle);
@@ -340,7 +342,7 @@ export class TaskStore {
             const t = (await this.#verify(m)).snapshot?.task;
             if (t && matches(t, query) && visible(t)) all.push(t);
           }
-          if (m.info.pending === 0 || m.seq >= end) break;
+          if (++read >= latest || m.info.pending === 0) break;
         }
       } finally {
         clearTimeout(idle);
