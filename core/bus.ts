@@ -233,7 +233,7 @@ export class Bus {
     // Listeners of onRevoked, registered once the bus exists (the list loads first).
     let revokedListener: ((id: string, r: Revocation) => void) | undefined;
     const [registry, { acl, revoked }] = await Promise.all([
-      Registry.open({ agents: buckets.agents, presence: buckets.presence, closed: nc.closed() }, presenceMaxAgeMs, {
+      Registry.open({ agents: buckets.agents, presence: buckets.presence, closed: nc.closed(), status: () => nc.status() }, presenceMaxAgeMs, {
         share: registryKey,
         onInvalid: invalid("agents"),
         onMoveFailed: (err) => log.warn({ err: String(err) }, "the shared registry view could not move to another connection yet"),

@@ -88,7 +88,17 @@ export interface RegistrySource {
   presence: KV;
   /** Resolves when the connection the buckets live on is closed for good. */
   closed?: Promise<unknown>;
+  /**
+   * The connection's status feed (`nc.status()`): a shared view moves off a
+   * connection that stays away from every server longer than
+   * {@link AWAY_MS} (refused after a revocation, cut off), as it does off a
+   * closed one.
+   */
+  status?: () => AsyncIterable<{ type: string }> & { stop?: () => void };
 }
+
+/** How long a shared view stays on a connection that lost its server before it moves to another member's. */
+export const AWAY_MS = 2_000;
 
 /** Options of {@link Registry.start}. */
 export interface RegistryOptions {
@@ -253,6 +263,8 @@ class RegistryMirror {
   #moving?: Promise<void>;
   /** The home left or its connection closed: the mirror is to move. */
   #homeGone = false;
+  /** The status feed of the home's connection (stopped when the mirror moves or stops). */
+  #homeFeed?: { stop?: () => void };
   /** Members whose connection has closed: no home for the mirror. */
   readonly #dead = new WeakSet<RegistrySource>();
   #stopped = false;
@@ -306,6 +318,28 @@ class RegistryMirror {
       if (this.#home === source) this.#leaveHome();
     };
     void source.closed?.then(gone, gone);
+    // Away from every server for a while: its watches deliver nothing; move while others can.
+    const feed = source.status?.();
+    if (!feed) return;
+    this.#homeFeed?.stop?.();
+    this.#homeFeed = feed;
+    void (async () => {
+      let away: NodeJS.Timeout | undefined;
+      try {
+        for await (const s of feed) {
+          if (this.#home !== source || this.#stopped) break;
+          if (s.type === "disconnect" || s.type === "reconnecting") {
+            away ??= setTimeout(() => this.#home === source && this.#members.length > 1 && this.#leaveHome(), AWAY_MS);
+            away.unref();
+          } else if (s.type === "reconnect") {
+            clearTimeout(away);
+            away = undefined;
+          }
+        }
+      } finally {
+        clearTimeout(away);
+      }
+    })().catch(() => {});
   }
 
   /** Adds a member; false when the mirror already stopped. A mirror whose home is gone moves to it. */
@@ -394,6 +428,7 @@ class RegistryMirror {
   #stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
+    this.#homeFeed?.stop?.();
     clearInterval(this.#sweep);
     this.#agents.stop();
     this.#presence.stop();

@@ -1,3 +1,4 @@
+import { createServer, connect as tcpConnect, type Socket } from "node:net";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
 import type { AgentEvent, Bus } from "../../core/index.js";
@@ -74,6 +75,36 @@ describe("registry views shared by the buses of one process", () => {
     await runAgent(other, "after-connection-lost");
     await until(() => other.discover({ capability: "after-connection-lost", online: true }).length === 1, "the agent, through the moved view");
     expect(await watchesOf(other, "agents")).toBe(1);
+  });
+
+  it("a view whose connection loses its server moves to another bus's connection", async () => {
+    const t = tenant();
+    // A proxy in front of the server that the test cuts: the connection behind it then reconnects in vain.
+    const { hostname, port } = new URL(nats.server.url);
+    const sockets = new Set<Socket>();
+    const proxy = createServer((client) => {
+      const upstream = tcpConnect(Number(port), hostname);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on("error", () => {});
+        s.on("close", () => sockets.delete(s));
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const proxied = `nats://127.0.0.1:${(proxy.address() as { port: number }).port}`;
+    try {
+      const home = await bus({ tenant: t, servers: proxied });
+      const other = await bus({ tenant: t });
+      expect(home.discover()).toEqual([]);
+      proxy.close();
+      for (const s of sockets) s.destroy();
+      await runAgent(other, "after-cut");
+      await until(() => other.discover({ capability: "after-cut", online: true }).length === 1, "the agent, through the view moved off the cut connection");
+    } finally {
+      proxy.close();
+      for (const s of sockets) s.destroy();
+    }
   });
 
   it("a view left with no open connection is taken over by the next bus that joins it", async () => {
