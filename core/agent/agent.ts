@@ -4,9 +4,9 @@ import { call } from "../client/call.js";
 import { INBOX_CAPABILITY, InboxReader, type InboxHandler } from "../client/inbox.js";
 import { submitTask } from "../client/task-handle.js";
 import type { Runtime } from "../runtime.js";
-import { Header, replySubject, type Envelope } from "../security/envelope.js";
+import type { Envelope } from "../security/envelope.js";
 import { signRecord, type CapabilitySchemas, type PresenceBeat } from "../store/registry.js";
-import { AgentBusError, errorInfo, isAgentBusError } from "../wire/errors.js";
+import { AgentBusError, isAgentBusError } from "../wire/errors.js";
 import type { Logger } from "../wire/log.js";
 import { parseMessage, structuredInput, toMessage } from "../wire/message.js";
 import type { AgentCard, Message, Part } from "../wire/protocol.js";
@@ -14,6 +14,7 @@ import { validatorFor, type JsonSchema } from "../wire/schema.js";
 import { checkCapability } from "../wire/subjects.js";
 import type { Task, TaskState } from "../wire/task.js";
 import { traceIdOf } from "../wire/trace.js";
+import { reply } from "./reply.js";
 import { completeWith, runHandler, type ContextBase, type ContextSink, type Handler } from "./context.js";
 import { TaskWorker, type WorkerOptions } from "./worker.js";
 
@@ -213,10 +214,10 @@ export class Agent {
       const sink = new CallSink();
       const result = await runHandler(entry.handler, this.#base(cap, env, message, this.#abort.signal, undefined, input), sink, this.id);
       if (!sink.done) await completeWith(sink, result);
-      let reply = toMessage(sink.parts, "ROLE_AGENT");
-      reply.contextId ??= env.context ?? message.contextId;
-      reply = await this.#rt.carry(reply, { submitter: env.from, task: env.id }, `the reply to a call of ${cap}`);
-      this.#respond(msg, env, reply);
+      let answer = toMessage(sink.parts, "ROLE_AGENT");
+      answer.contextId ??= env.context ?? message.contextId;
+      answer = await this.#rt.carry(answer, { submitter: env.from, task: env.id }, `the reply to a call of ${cap}`);
+      reply(this.#rt.envelopes, msg, env, answer);
     } catch (err) {
       this.#refuse(msg, env, err);
     }
@@ -267,17 +268,6 @@ export class Agent {
     this.#rt.authorize(env, cap);
   }
 
-  #respond(msg: ServiceMsg, env: Envelope, reply: Message): void {
-    if (!msg.reply) return;
-    const body = Buffer.from(JSON.stringify(reply));
-    const subject = replySubject(env.id);
-    const meta = { context: env.context, task: env.task, trace: env.trace };
-    if (env.enc === undefined) return void msg.respond(body, { headers: this.#rt.envelopes.seal(subject, body, meta, [env.from]) });
-    // An encrypted call gets an encrypted reply, for the caller only.
-    const sealed = this.#rt.envelopes.sealEncrypted(subject, body, [env.from], meta, [env.from]);
-    msg.respond(sealed.body, { headers: sealed.headers });
-  }
-
   #refuse(msg: ServiceMsg, env: Envelope | undefined, err: unknown): void {
     const e = isAgentBusError(err) ? err : new AgentBusError("HANDLER_FAILED", (err as Error)?.message ?? String(err), { cause: err });
     const security = !env || e.code === "DENIED" || e.code === "UNKNOWN_SENDER" || e.code === "DEPTH_EXCEEDED";
@@ -291,16 +281,8 @@ export class Agent {
     } else if (e.code === "HANDLER_FAILED") {
       this.#log.error({ err: (err as Error) ?? err, traceId: traceIdOf(env?.trace?.traceparent) }, "handler failed");
     }
-    if (!msg.reply) return;
-    let body: Uint8Array = enc.encode(JSON.stringify(e.toJSON()));
     // An unauthenticated sender gets a signed answer: we cannot MAC for an identity we have not verified.
-    const subject = replySubject(env?.id ?? msg.headers?.get(Header.id));
-    const meta = { errorCode: e.code, trace: env?.trace };
-    let headers;
-    if (env?.enc === undefined) headers = this.#rt.envelopes.seal(subject, body, meta, env ? [env.from] : undefined);
-    // The reason may quote the input: encrypted for the (verified) caller, as a reply would be.
-    else ({ headers, body } = this.#rt.envelopes.sealEncrypted(subject, body, [env.from], meta, [env.from]));
-    msg.respondError(errorInfo(e.code).status, e.code, body, { headers });
+    reply(this.#rt.envelopes, msg, env, e.toJSON(), e.code);
   }
 
   /**

@@ -1,10 +1,11 @@
 import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { MsgHdrsImpl, type Msg } from "@nats-io/nats-core";
 import type { Runtime } from "../runtime.js";
+import { reply } from "./reply.js";
 import { completeWith, runHandler, type ArtifactOptions, type ContextBase, type ContextSink, type Handler } from "./context.js";
 import { finalEventId, type Durable } from "../store/task-log.js";
-import { AgentBusError, errorInfo, failureReason, isAgentBusError, type ErrorCode } from "../wire/errors.js";
-import { Header, replySubject, type Envelope } from "../security/envelope.js";
+import { AgentBusError, errorInfo, failureReason, isAgentBusError } from "../wire/errors.js";
+import { Header, type Envelope } from "../security/envelope.js";
 import { ensureConsumer, retryJs } from "../infra/jetstream.js";
 import type { Logger } from "../wire/log.js";
 import { parseMessage, structuredInput, toMessage } from "../wire/message.js";
@@ -561,12 +562,12 @@ class TaskRun implements ContextSink {
       if (env.from !== this.task.metadata.submitter && env.from !== work.from && env.from !== agentId) this.worker.host.rt.authorize(env, taskRight(this.worker.capability));
       this.canceled = true;
       this.abort.abort(new AgentBusError("CANCELLED", "task canceled"));
-      reply(msg, env, durable, {});
+      reply(durable.envelopes, msg, env, {});
     } catch (err) {
       const e = isAgentBusError(err) ? err : new AgentBusError("HANDLER_FAILED", String(err));
       // To an identity without the right the task does not exist (the audit record says why).
       const shown = e.code === "DENIED" || e.code === "UNKNOWN_SENDER" ? new AgentBusError("TASK_NOT_FOUND", `task ${this.task.id} not found`) : e;
-      reply(msg, env, durable, shown.toJSON(), shown.code);
+      reply(durable.envelopes, msg, env, shown.toJSON(), shown.code);
       this.worker.host.rt.audit(e.code.toLowerCase(), { code: e.code, reason: e.message, subject: msg.subject, agent: agentId });
     }
   }
@@ -581,10 +582,4 @@ function eventParts(event: TaskEvent): Part[] {
   if ("statusUpdate" in event) return event.statusUpdate.status.message?.parts ?? [];
   if ("artifactUpdate" in event) return event.artifactUpdate.artifact.parts;
   return event.message.parts;
-}
-
-function reply(msg: Msg, env: Envelope | undefined, durable: Durable, body: unknown, errorCode?: ErrorCode): void {
-  if (!msg.reply) return;
-  const data = Buffer.from(JSON.stringify(body));
-  msg.respond(data, { headers: durable.envelopes.seal(replySubject(env?.id ?? msg.headers?.get(Header.id)), data, { errorCode }, env ? [env.from] : undefined) });
 }
