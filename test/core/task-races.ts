@@ -12,6 +12,19 @@ import { AgentBusError, Identity, isTerminal, stateOf, type Bus, type StoredEven
 import { canMove } from "../../core/wire/task.js";
 import { eventually, grant, useBuses } from "../helpers/bus.js";
 
+/**
+ * Rejects with the signal's reason once it aborts, also when it already
+ * has: a cancel can land while the handler is still reporting (its first
+ * report is the worker's claim, which a follower sees), before it waits;
+ * an "abort" listener added after the abort never fires.
+ */
+function untilAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+}
+
 let tenants = 0;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const artifactText = (t: Task) => t.artifacts.flatMap((a) => a.parts.map((p) => p.text ?? "")).join("");
@@ -103,14 +116,14 @@ export function taskRaceSuite(label: string, servers: () => string[], replicas: 
           const i = Number(ctx.text);
           started.fire(ctx.taskId!);
           // Every tenth never ends on its own: only the cancel ends it.
-          if (i % 10 === 9) return new Promise((_r, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason)));
+          if (i % 10 === 9) return untilAborted(ctx.signal);
           // The others finish after 0–32 ms (a quiet one in under 20 ms ends
           // before the worker's first snapshot write: SUBMITTED to COMPLETED
           // in one write); two in three report progress every few ms
           // meanwhile; the odd ones stop early on the cancel, the even ones
           // ignore it.
           const until = Date.now() + (i % 9) * 4;
-          const aborted = new Promise((_r, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason)));
+          const aborted = untilAborted(ctx.signal);
           aborted.catch(() => {});
           for (let step = 0; ; step++) {
             if (i % 3 !== 0) await ctx.status(`step ${step}`);
@@ -191,7 +204,7 @@ export function taskRaceSuite(label: string, servers: () => string[], replicas: 
           const i = Number(ctx.text);
           for (let k = 0; k < i % 4; k++) await ctx.artifact(`part ${k};`, { artifactId: "parts", append: k > 0, lastChunk: false });
           if (i % 5 === 3) return ctx.fail(`failing ${i}`);
-          if (i % 5 === 4) return new Promise((_r, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason)));
+          if (i % 5 === 4) return untilAborted(ctx.signal);
           await ctx.status(`working on ${i}`);
           return `done ${i}`;
         },
