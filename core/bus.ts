@@ -123,7 +123,6 @@ export async function connect(options: ConnectOptions = {}): Promise<Bus> {
   }
 }
 
-
 /**
  * A bus on a NATS connection the caller made and keeps owning: the same as
  * {@link connect} without connecting. `close()` stops the bus (its agents,
