@@ -203,7 +203,7 @@ export class Agent {
       env = addressed ? envelopes.open(msg) : await envelopes.openCall(msg);
       const cap = subjectCap ?? env.capability;
       if (!cap) throw new AgentBusError("INVALID_INPUT", "a call to an agent must name the capability (Mesh-Cap)");
-      this.#authorize(env, cap);
+      this.#rt.authorize(env, cap);
       const entry = this.#handlers.get(cap);
       if (!entry) throw new AgentBusError("INVALID_INPUT", `agent does not offer ${cap}`);
       // Verified and authorized first; only then decrypted.
@@ -262,10 +262,6 @@ export class Agent {
         ),
       );
     }
-  }
-
-  #authorize(env: Envelope, cap: string): void {
-    this.#rt.authorize(env, cap);
   }
 
   #refuse(msg: ServiceMsg, env: Envelope | undefined, err: unknown): void {

@@ -258,7 +258,7 @@ class RegistryMirror {
   #presence!: KvMirror<PresenceBeat>;
   #sweep?: NodeJS.Timeout;
   /** The views reading this mirror; the first is where it runs (its home). */
-  readonly #members: RegistrySource[] = [];
+  readonly #members = new Set<RegistrySource>();
   #home!: RegistrySource;
   #moving?: Promise<void>;
   /** The home left or its connection closed: the mirror is to move. */
@@ -313,11 +313,6 @@ class RegistryMirror {
 
   /** Moves the mirror when its home's connection closes while others still read it. */
   #watchHome(source: RegistrySource): void {
-    const gone = () => {
-      this.#dead.add(source);
-      if (this.#home === source) this.#leaveHome();
-    };
-    void source.closed?.then(gone, gone);
     // Away from every server for a while: its watches deliver nothing; move while others can.
     const feed = source.status?.();
     if (!feed) return;
@@ -329,7 +324,7 @@ class RegistryMirror {
         for await (const s of feed) {
           if (this.#home !== source || this.#stopped) break;
           if (s.type === "disconnect" || s.type === "reconnecting") {
-            away ??= setTimeout(() => this.#home === source && this.#members.length > 1 && this.#leaveHome(), AWAY_MS);
+            away ??= setTimeout(() => this.#home === source && this.#members.size > 1 && this.#leaveHome(), AWAY_MS);
             away.unref();
           } else if (s.type === "reconnect") {
             clearTimeout(away);
@@ -345,21 +340,22 @@ class RegistryMirror {
   /** Adds a member; false when the mirror already stopped. A mirror whose home is gone moves to it. */
   join(source: RegistrySource): boolean {
     if (this.#stopped) return false;
-    if (!this.#members.includes(source)) {
-      this.#members.push(source);
-      void source.closed?.then(
-        () => this.#dead.add(source),
-        () => this.#dead.add(source),
-      );
+    if (!this.#members.has(source)) {
+      this.#members.add(source);
+      // A closed connection is no home: move off it if it is the home now.
+      const gone = () => {
+        this.#dead.add(source);
+        if (this.#home === source) this.#leaveHome();
+      };
+      void source.closed?.then(gone, gone);
     }
     if (this.#homeGone) this.#leaveHome();
     return true;
   }
 
   leave(source: RegistrySource): void {
-    const i = this.#members.indexOf(source);
-    if (i >= 0) this.#members.splice(i, 1);
-    if (this.#members.length === 0) {
+    this.#members.delete(source);
+    if (this.#members.size === 0) {
       this.#stop();
       return;
     }
@@ -381,9 +377,9 @@ class RegistryMirror {
    */
   async #move(): Promise<void> {
     for (let attempt = 0; !this.#stopped && this.#homeGone; attempt++) {
-      const candidates = this.#members.filter((m) => m !== this.#home && !this.#dead.has(m));
+      const candidates = [...this.#members].filter((m) => m !== this.#home && !this.#dead.has(m));
       for (const next of candidates) {
-        if (this.#stopped || !this.#members.includes(next)) continue;
+        if (this.#stopped || !this.#members.has(next)) continue;
         let loaded;
         try {
           loaded = await this.#load(next);
@@ -391,7 +387,7 @@ class RegistryMirror {
           this.#options.onMoveFailed?.(err);
           continue;
         }
-        if (this.#stopped || !this.#members.includes(next)) {
+        if (this.#stopped || !this.#members.has(next)) {
           loaded.agents.stop();
           loaded.presence.stop();
           continue;
