@@ -156,11 +156,17 @@ export class Authority {
     return full;
   }
 
-  /** Revokes an identity: its next connect is refused and its open connections are closed. */
-  async revoke(id: string, reason = "revoked"): Promise<IdentityRecord> {
+  /**
+   * Revokes an identity: its next connect is refused and its open
+   * connections are closed. Resolves to the record and the number of
+   * connections that were open at revocation and are closed now (by this
+   * call or by a running authority that saw the revocation first).
+   */
+  async revoke(id: string, reason = "revoked"): Promise<IdentityRecord & { closed: number }> {
+    const open = await this.#connections(id);
     const record = await this.directory.revoke(id, reason);
-    await this.disconnect(id);
-    return record;
+    const closed = await this.disconnect(id, open);
+    return { ...record, closed };
   }
 
   /**
@@ -179,28 +185,40 @@ export class Authority {
   /**
    * Closes every open connection of `id` on every server (through the
    * system account: connection lists, then a kick per connection).
-   * Resolves to the number of connections closed.
+   * Resolves to the number of connections closed, counting those in
+   * `known` (connections listed earlier, which may have been closed since).
    */
-  async disconnect(id: string): Promise<number> {
-    let closed = 0;
+  async disconnect(id: string, known: ReadonlyMap<string, { server: string; cid: number }> = new Map()): Promise<number> {
+    const all = new Map(known);
     try {
-      // Every server answers: wait up to 5 s for the first reply (a loaded server is slow), then until 500 ms pass without another.
-      const replies = await this.#system.requestMany("$SYS.REQ.SERVER.PING.CONNZ", JSON.stringify({ auth: true, limit: 100_000 }), { strategy: "stall", stall: 500, maxWait: 5000 });
-      const kicks: Promise<unknown>[] = [];
-      for await (const m of replies) {
-        const { server, data } = m.json<{ server: { id: string }; data?: { connections?: Array<{ cid: number; authorized_user?: string; nkey?: string; name_tag?: string }> } }>();
-        for (const c of data?.connections ?? []) {
-          if (c.authorized_user !== id && c.nkey !== id) continue;
-          closed++;
-          kicks.push(this.#system.request(`$SYS.REQ.SERVER.${server.id}.KICK`, JSON.stringify({ cid: c.cid }), { timeout: 2000 }).catch(() => undefined));
-        }
-      }
-      await Promise.all(kicks);
+      const open = await this.#connections(id);
+      for (const [key, c] of open) all.set(key, c);
+      await Promise.all(
+        [...open.values()].map((c) => this.#system.request(`$SYS.REQ.SERVER.${c.server}.KICK`, JSON.stringify({ cid: c.cid }), { timeout: 2000 }).catch(() => undefined)),
+      );
     } catch (err) {
       this.#log.warn({ err: String(err), id }, "could not close the connections of a revoked identity");
     }
-    if (closed) this.#log.info({ id, closed }, "closed the connections of a revoked identity");
-    return closed;
+    if (all.size) this.#log.info({ id, closed: all.size }, "closed the connections of a revoked identity");
+    return all.size;
+  }
+
+  /** The open connections of `id` on every server, keyed by server and client id. */
+  async #connections(id: string): Promise<Map<string, { server: string; cid: number }>> {
+    const found = new Map<string, { server: string; cid: number }>();
+    try {
+      // Every server answers: wait up to 5 s for the first reply (a loaded server is slow), then until 500 ms pass without another.
+      const replies = await this.#system.requestMany("$SYS.REQ.SERVER.PING.CONNZ", JSON.stringify({ auth: true, limit: 100_000 }), { strategy: "stall", stall: 500, maxWait: 5000 });
+      for await (const m of replies) {
+        const { server, data } = m.json<{ server: { id: string }; data?: { connections?: Array<{ cid: number; authorized_user?: string; nkey?: string }> } }>();
+        for (const c of data?.connections ?? []) {
+          if (c.authorized_user === id || c.nkey === id) found.set(`${server.id}/${c.cid}`, { server: server.id, cid: c.cid });
+        }
+      }
+    } catch (err) {
+      this.#log.warn({ err: String(err), id }, "could not list the connections of an identity");
+    }
+    return found;
   }
 
   /** Stops answering and closes every connection. */

@@ -396,8 +396,7 @@ signed earlier too, also sign a revocation: agentbus revoke <id> --admin-seed â€
       await withAuthority(o, state, async (authority) => {
         const before = authority.directory.get(id);
         if (!before) throw new AgentBusError("INVALID_INPUT", `identity ${id} was never issued by the authority in ${state.dir}`);
-        const record = before.revokedAt ? before : await authority.directory.revoke(id, o.reason);
-        const closed = await authority.disconnect(id);
+        const { closed, ...record } = before.revokedAt ? { ...before, closed: await authority.disconnect(id) } : await authority.revoke(id, o.reason);
         print(
           o,
           { id, tenant: record.tenant, revoked: true, reason: record.reason, revokedAt: record.revokedAt, closed },
