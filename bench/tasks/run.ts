@@ -17,6 +17,13 @@
  *    checked `TASK_STATE_COMPLETED` with the echoed artifact.
  *  - bullmq:   `job = await queue.add("echo", "payload"); await job.waitUntilFinished(queueEvents)`,
  *    checked returnvalue === "payload".
+ *  - jetstream: the floor (a third worker process, on the plain server): the
+ *    work item stored in a work-queue stream, the result stored in a second
+ *    stream by the worker and seen by the submitter on its subject; no
+ *    snapshot, envelope or task state. What any design keeping a task's
+ *    work and result in JetStream costs on this machine, so `floor` in the
+ *    output says how far BullMQ's figures are reachable at all, and what
+ *    the bus adds on top.
  *
  * Measures, per system: throughput with TASKS tasks and INFLIGHT in flight
  * (a pool of async loops each submitting and awaiting completion), with the
@@ -40,7 +47,8 @@ import { fileURLToPath } from "node:url";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
-import { MsgHdrsImpl, type Msg } from "@nats-io/nats-core";
+import { MsgHdrsImpl, headers, type Msg } from "@nats-io/nats-core";
+import { AckPolicy, RetentionPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Queue, QueueEvents } from "bullmq";
 import { Redis as IORedis } from "ioredis";
 import { connect, createLogger, type Bus } from "../../core/index.js";
@@ -56,10 +64,10 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 50);
 const TRACE_N = Number(process.env.BENCH_TRACE_N ?? 200);
 const REDIS_BIN = process.env.BENCH_REDIS_BIN ?? "/usr/bin/redis-server";
-const SYSTEMS_ALL = ["agentbus", "agentbus_secure", "bullmq"] as const;
+const SYSTEMS_ALL = ["agentbus", "agentbus_secure", "bullmq", "jetstream"] as const;
 type System = (typeof SYSTEMS_ALL)[number];
 /** The agentbus systems, each on its own nats-server: plain, and secured. */
-type BusSystem = Exclude<System, "bullmq">;
+type BusSystem = Exclude<System, "bullmq" | "jetstream">;
 let SYSTEMS = (process.env.BENCH_SYSTEMS ?? SYSTEMS_ALL.join(",")).split(",").filter((s): s is System => (SYSTEMS_ALL as readonly string[]).includes(s));
 const TENANT = "bench";
 const QUEUE = "bench-echo";
@@ -79,6 +87,8 @@ const workers: Partial<Record<System, ChildProcess>> = {};
 let client: Bus | undefined;
 let secureClient: Bus | undefined;
 let tap: NatsConnection | undefined;
+/** The floor's connection, when no agentbus client runs (BENCH_SYSTEMS without agentbus). */
+let floorNc: NatsConnection | undefined;
 const redisClients: IORedis[] = [];
 let queue: Queue | undefined;
 let queueEvents: QueueEvents | undefined;
@@ -90,7 +100,7 @@ async function startWorker(system: System, target: string, name: string, env?: N
   const args = compiled ? [] : ["--import", "tsx"];
   if (process.env.BENCH_CPU_PROF) args.push("--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF);
   // The secured worker is the same agentbus worker, connected as the issued agent (env).
-  args.push(join(here, compiled ? "worker.js" : "worker.ts"), system === "bullmq" ? "bullmq" : "agentbus", target, name, String(CONCURRENCY));
+  args.push(join(here, compiled ? "worker.js" : "worker.ts"), system === "agentbus_secure" ? "agentbus" : system, target, name, String(CONCURRENCY));
   const proc = spawn(process.execPath, args, { cwd: root, stdio: ["pipe", "pipe", "inherit"], env });
   workers[system] = proc; // stopAll() stops it even if it never becomes ready
   const lines = createInterface({ input: proc.stdout! });
@@ -153,6 +163,7 @@ async function stopAll(): Promise<void> {
     bounded(client?.close()),
     bounded(secureClient?.close()),
     bounded(tap?.close()),
+    bounded(floorNc?.close()),
     bounded(queueEvents?.close()),
     bounded(queue?.close()),
     ...Object.values(workers).map((w) => bounded(w && stopChild(w))),
@@ -164,7 +175,7 @@ async function stopAll(): Promise<void> {
 // --- CPU accounting, per process (as in bench/call) -----------------------------
 
 /** CPU of submitter (this process; for agentbus_secure also the authority, idle once connected), the system's worker and its server. */
-const serverPid = (system: System) => (system === "agentbus" ? server?.pid : system === "agentbus_secure" ? secure?.nats.server.pid : redis?.pid);
+const serverPid = (system: System) => (system === "agentbus" || system === "jetstream" ? server?.pid : system === "agentbus_secure" ? secure?.nats.server.pid : redis?.pid);
 const cpuOf = (system: System) => cpuMeter(() => ({ submitter: "self" as const, worker: workers[system]?.pid, server: serverPid(system) }));
 
 // --- the two systems ------------------------------------------------------------
@@ -226,6 +237,43 @@ async function setupBullmq(port: number): Promise<RunOne> {
     const submitted = now() - t0;
     const result = await job.waitUntilFinished(qe, TIMEOUT);
     if (result !== PAYLOAD) throw new Error(`bullmq job ${job.id}: unexpected result ${JSON.stringify(result)}`);
+    return submitted;
+  };
+}
+
+/**
+ * The floor: what any design that stores a task's work item and its result
+ * in JetStream costs here, with nothing else (no snapshot, no envelope, no
+ * events beyond the one result). The submitter subscribes to the result's
+ * subject, publishes the work item (JetStream-acked, de-duplicated by id)
+ * and waits for the result; the worker (bench/tasks/worker.ts jetstream)
+ * stores the result, then acks. Same server, same client library and
+ * transport tuning as the bus.
+ */
+async function setupJetstream(): Promise<RunOne> {
+  const jsm = await jetstreamManager(client?.nc ?? (floorNc = await natsConnect({ servers: server!.url, name: "bench-tasks-floor" })));
+  await jsm.streams.add({ name: "FLOOR_WORK", subjects: ["floor.work.>"], retention: RetentionPolicy.Workqueue });
+  await jsm.streams.add({ name: "FLOOR_EVENTS", subjects: ["floor.ev.>"], max_age: 3_600 * 1e9 });
+  await jsm.consumers.add("FLOOR_WORK", { durable_name: "echo", ack_policy: AckPolicy.Explicit, ack_wait: 30 * 1e9 });
+  await startWorker("jetstream", server!.url, "echo");
+  const nc = floorNc ?? client!.nc;
+  const js = jetstream(nc);
+  const body = new TextEncoder().encode(PAYLOAD);
+  let seq = 0;
+  const run = `${process.pid}-${Date.now().toString(36)}`;
+  return async () => {
+    const id = `${run}-${++seq}`;
+    let done!: (m: Msg) => void;
+    const result = new Promise<Msg>((r) => (done = r));
+    const sub = nc.subscribe(`floor.ev.${id}`, { max: 1, callback: (_e, m) => done(m) });
+    const h = headers();
+    h.set("Floor-Id", id);
+    const t0 = now();
+    await js.publish("floor.work.echo", body, { msgID: id, headers: h });
+    const submitted = now() - t0;
+    const m = await result;
+    sub.unsubscribe();
+    if (new TextDecoder().decode(m.data) !== PAYLOAD) throw new Error(`jetstream task ${id}: unexpected result`);
     return submitted;
   };
 }
@@ -441,7 +489,7 @@ async function connzTotals(nats: NatsServer): Promise<{ in: number; out: number 
 // --- main ------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  if (SYSTEMS.length === 0) throw new Error("BENCH_SYSTEMS names no known system (agentbus, agentbus_secure, bullmq)");
+  if (SYSTEMS.length === 0) throw new Error("BENCH_SYSTEMS names no known system (agentbus, agentbus_secure, bullmq, jetstream)");
   progress(`tasks=${TASKS} inflight=${INFLIGHT} latency n=${LAT_N} warm-up=${WARMUP} rounds=${ROUNDS} worker concurrency=${CONCURRENCY} systems=${SYSTEMS.join(",")}`);
   const [nats, redisInfo, secured] = await Promise.all([
     startServer(),
@@ -456,9 +504,10 @@ async function main(): Promise<void> {
   if (SYSTEMS.includes("agentbus")) fns.agentbus = await setupAgentbus("agentbus");
   if (SYSTEMS.includes("agentbus_secure")) fns.agentbus_secure = await setupAgentbus("agentbus_secure");
   if (SYSTEMS.includes("bullmq")) fns.bullmq = await setupBullmq(redisInfo!.port);
+  if (SYSTEMS.includes("jetstream")) fns.jetstream = await setupJetstream();
 
   const natsOf = (s: BusSystem): NatsServer => (s === "agentbus" ? server! : secure!.nats.server);
-  const busSystems = SYSTEMS.filter((s): s is BusSystem => s !== "bullmq");
+  const busSystems = SYSTEMS.filter((s): s is BusSystem => s !== "bullmq" && s !== "jetstream");
   const connz0 = await Promise.all(busSystems.map((s) => connzTotals(natsOf(s))));
   const acc = await measure(fns);
   const connz1 = await Promise.all(busSystems.map((s) => connzTotals(natsOf(s))));
@@ -531,6 +580,13 @@ async function main(): Promise<void> {
         extra_cpu_us_per_task: round(cpuTotal.agentbus_secure - cpuTotal.agentbus, 1),
       }
     : undefined;
+  // The floor against BullMQ (what JetStream itself allows here), and the bus against the floor (what the bus adds).
+  const floor = has("jetstream")
+    ? {
+        ...(has("bullmq") && Object.fromEntries(Object.entries(vs("jetstream", "bullmq")).map(([k, v]) => [`floor_vs_bullmq_${k}`, v]))),
+        ...(has("agentbus") && Object.fromEntries(Object.entries(vs("agentbus", "jetstream")).map(([k, v]) => [`agentbus_vs_floor_${k}`, v]))),
+      }
+    : undefined;
   // Throughput ≥ 2× BullMQ's; sequential p50 ≤ BullMQ's.
   const targets = { throughput_ratio: 2, p50_ratio: 1 };
   emit({
@@ -547,6 +603,7 @@ async function main(): Promise<void> {
     ...result,
     ratios,
     secured_vs_plain: securedVsPlain,
+    floor,
     targets,
     meets: ratios && { throughput_ratio: ratios.throughput_ratio >= targets.throughput_ratio, p50_ratio: ratios.p50_ratio <= targets.p50_ratio },
   });

@@ -4,11 +4,16 @@
  *
  *   node --import tsx bench/tasks/worker.ts agentbus <nats-url> <tenant> <concurrency>
  *   node --import tsx bench/tasks/worker.ts bullmq <redis-port> <queue> <concurrency>
+ *   node --import tsx bench/tasks/worker.ts jetstream <nats-url> <consumer> <concurrency>
  *
  * - agentbus: `bus.agent({ name: "echo", skills: [{ id: "echo" }] },
  *   { echo: (ctx) => ctx.text }, { tasks: { concurrency } })`.
  * - bullmq: `new Worker(queue, (job) => job.data, { concurrency })` on its
  *   own ioredis connection.
+ * - jetstream: the floor, raw nats.js with the bus's transport tuning
+ *   (core/infra/natsfix.ts) and nothing else: a durable pull consumer on
+ *   `FLOOR_WORK`; per work item, the result stored in `FLOOR_EVENTS` on
+ *   `floor.ev.<id>` (JetStream-acked), then the item acked.
  *
  * Writes `READY <id>` on stdout once serving (the agent id, or `bullmq`);
  * exits on stdin close or SIGTERM.
@@ -19,7 +24,7 @@ import { exitWithParent } from "../lib.js";
 const [system, target, name = "bench", concText = "50"] = process.argv.slice(2);
 const concurrency = Number(concText);
 if (!system || !target || !Number.isSafeInteger(concurrency) || concurrency < 1) {
-  process.stderr.write("usage: worker.ts agentbus <nats-url> <tenant> <concurrency> | bullmq <redis-port> <queue> <concurrency>\n");
+  process.stderr.write("usage: worker.ts agentbus <nats-url> <tenant> <concurrency> | bullmq <redis-port> <queue> <concurrency> | jetstream <nats-url> <consumer> <concurrency>\n");
   process.exit(2);
 }
 
@@ -43,6 +48,28 @@ if (system === "agentbus") {
   };
   await worker.waitUntilReady();
   process.stdout.write("READY bullmq\n");
+} else if (system === "jetstream") {
+  await import("../../core/infra/natsfix.js");
+  const { connect: natsConnect } = await import("@nats-io/transport-node");
+  const { jetstream } = await import("@nats-io/jetstream");
+  const nc = await natsConnect({ servers: target, name: "bench-tasks-floor-worker" });
+  const js = jetstream(nc);
+  const messages = await (await js.consumers.get("FLOOR_WORK", name)).consume({ max_messages: concurrency });
+  void (async () => {
+    for await (const m of messages) {
+      const id = m.headers?.get("Floor-Id") ?? "";
+      js.publish(`floor.ev.${id}`, m.data, { msgID: `${id}.done` }).then(
+        () => m.ack(),
+        () => m.nak(),
+      );
+    }
+  })();
+  close = async () => {
+    messages.stop();
+    await nc.drain();
+  };
+  await nc.flush();
+  process.stdout.write("READY jetstream\n");
 } else {
   process.stderr.write(`unknown system ${system}\n`);
   process.exit(2);
