@@ -1,7 +1,11 @@
 /**
  * Responder process for bench/call: one bus connection that serves
  *  - a raw NATS echo on `bench.raw` (replies with the request's bytes;
- *    plain server only: a secured agent may not subscribe there), and
+ *    plain server only: a secured agent may not subscribe there),
+ *  - the same with one MAC pair on `bench.rawmac`: the request's
+ *    HMAC-SHA256 (key `BENCH_MAC_KEY`, hex, over subject and body, in a
+ *    `Mac` header) is checked, and the reply carries its own (plain server
+ *    only), and
  *  - a bus agent `bench-echo` with capability `echo` (replies with the parts),
  * so both paths cross the same process boundary and the same client
  * connection. Started by bench/call/run.ts as
@@ -10,6 +14,8 @@
  * environment (bench/secure.ts). Writes `READY <agent-id>` on stdout once
  * both are served; exits on stdin close or SIGTERM.
  */
+import { createHmac, createSecretKey, timingSafeEqual } from "node:crypto";
+import { headers as natsHeaders } from "@nats-io/nats-core";
 import { connect, createLogger } from "../../core/index.js";
 import { exitWithParent } from "../lib.js";
 import { awaitGrant, benchConnectOptions, secureChild } from "../secure.js";
@@ -26,6 +32,18 @@ if (!secureChild()) {
   bus.nc.subscribe("bench.raw", {
     callback: (err, msg) => {
       if (!err) msg.respond(msg.data);
+    },
+  });
+  const key = createSecretKey(Buffer.from(process.env.BENCH_MAC_KEY ?? "", "hex"));
+  bus.nc.subscribe("bench.rawmac", {
+    callback: (err, msg) => {
+      if (err) return;
+      const given = Buffer.from(msg.headers?.get("Mac") ?? "", "base64url");
+      const expected = createHmac("sha256", key).update(msg.subject).update(msg.data).digest();
+      if (given.length !== expected.length || !timingSafeEqual(given, expected)) return;
+      const h = natsHeaders();
+      h.set("Mac", createHmac("sha256", key).update(msg.reply ?? "").update(msg.data).digest("base64url"));
+      msg.respond(msg.data, { headers: h });
     },
   });
 }

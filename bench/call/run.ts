@@ -14,6 +14,11 @@
  *
  * Modes:
  *  - raw:     `nc.request("bench.raw", 128 random ASCII bytes)`, reply = same bytes.
+ *  - raw_mac: raw with one MAC pair, what the issue sets as the floor of a
+ *             call's CPU: HMAC-SHA256 of subject and body in a `Mac` header,
+ *             checked by the responder, whose reply carries its own, checked
+ *             by the caller (one shared key; no identity, time, id or replay
+ *             checks).
  *  - bus_mac: `bus.call("echo", text)` with the provider known to the registry:
  *             the normal path, HMAC peer keys both ways.
  *  - bus_sig: the same call sealed with no recipients, i.e. an Ed25519
@@ -43,11 +48,11 @@
  * Prints one JSON line on stdout; progress on stderr.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHmac, createSecretKey, randomBytes, timingSafeEqual } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
-import { MsgHdrsImpl } from "@nats-io/nats-core";
+import { MsgHdrsImpl, headers as natsHeaders } from "@nats-io/nats-core";
 import {
   connect,
   createLogger,
@@ -87,10 +92,10 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
 const enc = new TextEncoder();
 
-type Mode = "raw" | "bus_mac" | "bus_sig" | "bus_enc" | "secure_mac" | "secure_sig" | "secure_enc";
+type Mode = "raw" | "raw_mac" | "bus_mac" | "bus_sig" | "bus_enc" | "secure_mac" | "secure_sig" | "secure_enc";
 type BusMode = "mac" | "sig" | "enc";
 /** The modes measured in this run (secured ones only when the secured server started). */
-let MODES: Mode[] = ["raw", "bus_mac", "bus_sig"];
+let MODES: Mode[] = ["raw", "raw_mac", "bus_mac", "bus_sig"];
 const isSecure = (m: Mode): boolean => m.startsWith("secure_");
 const perMode = <T>(make: () => T): Record<Mode, T> => Object.fromEntries(MODES.map((m) => [m, make()])) as Record<Mode, T>;
 
@@ -113,13 +118,13 @@ let secure: SecureBench | undefined;
 let secureChild: ChildProcess | undefined;
 let secureCaller: Bus | undefined;
 
-async function startResponder(url: string, env?: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; agentId: string }> {
+async function startResponder(url: string, env: NodeJS.ProcessEnv, secured: boolean): Promise<{ proc: ChildProcess; agentId: string }> {
   const args = ["--import", "tsx"];
   if (process.env.BENCH_CPU_PROF) args.push("--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF);
   args.push(join(here, "responder.ts"), url, TENANT);
   const proc = spawn(process.execPath, args, { cwd: root, stdio: ["pipe", "pipe", "inherit"], env });
   // stopAll() stops it even if it never becomes ready
-  if (env) secureChild = proc;
+  if (secured) secureChild = proc;
   else child = proc;
   const lines = createInterface({ input: proc.stdout! });
   const agentId = await new Promise<string>((resolveReady, reject) => {
@@ -158,6 +163,23 @@ function rawCaller(bus: Bus): () => Promise<unknown> {
   return async () => {
     const reply = await bus.nc.request("bench.raw", rawPayload, { timeout: TIMEOUT });
     if (reply.data.length !== PAYLOAD) throw new Error("raw echo: wrong reply size");
+    return reply;
+  };
+}
+
+/** The key `raw_mac` uses, passed to the responder in its environment. */
+const MAC_KEY = randomBytes(32);
+
+function rawMacCaller(bus: Bus): () => Promise<unknown> {
+  const key = createSecretKey(MAC_KEY);
+  return async () => {
+    const h = natsHeaders();
+    h.set("Mac", createHmac("sha256", key).update("bench.rawmac").update(rawPayload).digest("base64url"));
+    const reply = await bus.nc.request("bench.rawmac", rawPayload, { timeout: TIMEOUT, headers: h });
+    const given = Buffer.from(reply.headers?.get("Mac") ?? "", "base64url");
+    const expected = createHmac("sha256", key).update(reply.subject).update(reply.data).digest();
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new Error("raw_mac: reply MAC check failed");
+    if (reply.data.length !== PAYLOAD) throw new Error("raw_mac echo: wrong reply size");
     return reply;
   };
 }
@@ -353,7 +375,7 @@ async function setupSecure(): Promise<{ fns: Record<BusMode, () => Promise<unkno
     return { skipped: (err as Error).message };
   }
   progress(`secured nats-server ${secure.nats.server.version} at ${secure.url}; agent ${secure.agent.id}, caller ${secure.caller.id}, grant at ACL revision ${secure.revision}`);
-  const started = await startResponder(secure.url, secureChildEnv(secure));
+  const started = await startResponder(secure.url, secureChildEnv(secure), true);
   if (started.agentId !== secure.agent.id) throw new Error(`secured responder runs as ${started.agentId}, not the issued agent`);
   secureCaller = await secure.connectCaller({ name: "bench-caller-secure" });
   await discovered(secureCaller, started.agentId);
@@ -393,14 +415,14 @@ async function main(): Promise<void> {
   progress(`payload: raw ${rawPayload.length} B, bus body ${busBodyBytes} B; N=${N} warm-up=${WARMUP} rounds=${ROUNDS}; concurrent ${INFLIGHT} in flight, ${CONC_MS} ms per mode`);
   server = await startServer();
   progress(`nats-server ${server.version} at ${server.url}`);
-  const started = await startResponder(server.url);
+  const started = await startResponder(server.url, { ...process.env, BENCH_MAC_KEY: MAC_KEY.toString("hex") }, false);
   caller = await connect({ servers: server.url, tenant: TENANT, name: "bench-caller", insecureAllowAll: true, logger: createLogger({ level: "error" }) });
   const bus = caller;
   await discovered(bus, started.agentId);
   progress(`echo agent ${started.agentId} discovered; MAC path active`);
 
   const plainFns = callers(bus);
-  const fns = { raw: rawCaller(bus), bus_mac: plainFns.mac, bus_sig: plainFns.sig } as Record<Mode, () => Promise<unknown>>;
+  const fns = { raw: rawCaller(bus), raw_mac: rawMacCaller(bus), bus_mac: plainFns.mac, bus_sig: plainFns.sig } as Record<Mode, () => Promise<unknown>>;
   if (ENCRYPT) {
     fns.bus_enc = plainFns.enc;
     MODES = [...MODES, "bus_enc"];
@@ -470,6 +492,12 @@ async function main(): Promise<void> {
     sig_p50_ratio: ratio(seq.bus_sig.p50, seq.raw.p50),
     sig_seq_throughput_ratio: ratio(seq.bus_sig.callsPerSec, seq.raw.callsPerSec),
     sig_conc_throughput_ratio: ratio(conc.bus_sig.callsPerSec, conc.raw.callsPerSec),
+    // Raw NATS with one MAC pair against raw NATS: what authenticating both ways costs at least.
+    raw_mac_p50_ratio: ratio(seq.raw_mac.p50, seq.raw.p50),
+    raw_mac_conc_throughput_ratio: ratio(conc.raw_mac.callsPerSec, conc.raw.callsPerSec),
+    // The bus against that floor.
+    vs_raw_mac_p50_ratio: ratio(seq.bus_mac.p50, seq.raw_mac.p50),
+    vs_raw_mac_conc_throughput_ratio: ratio(conc.bus_mac.callsPerSec, conc.raw_mac.callsPerSec),
     // The secured server's bus calls against raw NATS on the plain server.
     ...(secured && {
       secure_p50_ratio: ratio(seq.secure_mac.p50, seq.raw.p50),
@@ -489,6 +517,7 @@ async function main(): Promise<void> {
     n: N,
     warmup: WARMUP,
     raw: result("raw"),
+    raw_mac: result("raw_mac"),
     bus_mac: result("bus_mac"),
     bus_sig: result("bus_sig"),
     secureServer: "server" in secureInfo ? secureInfo.server : undefined,
