@@ -7,6 +7,8 @@ interface SendOptions extends CommonOptions {
   task?: string;
   context?: string;
   wait: boolean;
+  delay?: string;
+  at?: string;
 }
 
 /** `agentbus send <cap> <input>`: a durable task, its events streamed as they arrive. */
@@ -18,6 +20,8 @@ export function send(): Command {
     .option("--task <id>", "answer a task waiting for input (or submit under this id)")
     .option("--context <id>", "A2A context id (default: the task's, else a new one)")
     .option("--no-wait", "print the task and exit without following it")
+    .option("--delay <ms>", "run the task this many ms from now (nats-server 2.12+)")
+    .option("--at <time>", "run the task at this time, e.g. 2026-12-24T18:00:00Z (nats-server 2.12+)")
     .addHelpText(
       "after",
       `
@@ -52,7 +56,12 @@ async function sendAndFollow(bus: Bus, cap: string, input: string, o: SendOption
       // the task does not exist (TASK_NOT_FOUND).
       fromSequence = await afterLastEvent(bus, o.task);
     }
-    handle = await bus.submit(cap, parseInput(input), { taskId: o.task, contextId: o.context });
+    handle = await bus.submit(cap, parseInput(input), {
+      taskId: o.task,
+      contextId: o.context,
+      ...(o.delay !== undefined && { delayMs: Number(o.delay) }),
+      ...(o.at !== undefined && { runAt: new Date(o.at) }),
+    });
   } catch (err) {
     p.stop();
     throw err;
@@ -66,7 +75,12 @@ async function sendAndFollow(bus: Bus, cap: string, input: string, o: SendOption
   }
 
   const started = Date.now();
-  let label = bus.discover({ capability: cap, online: true }).length > 0 ? `${cap}: queued` : `queued: no online agent offers ${cap} yet (Ctrl-C cancels)`;
+  const runAt = typeof submitted.metadata.runAt === "number" ? new Date(submitted.metadata.runAt).toISOString() : undefined;
+  let label = runAt
+    ? `${cap}: waits until ${runAt} (Ctrl-C cancels)`
+    : bus.discover({ capability: cap, online: true }).length > 0
+      ? `${cap}: queued`
+      : `queued: no online agent offers ${cap} yet (Ctrl-C cancels)`;
   p.text(label);
   const ticker = setInterval(() => p.text(`${label} ${Math.round((Date.now() - started) / 1000)}s`), 500);
 

@@ -89,6 +89,7 @@ export class Runtime {
       duplicateWindowMs: this.options.duplicateWindowMs,
       windowMs: this.envelopes.windowMs,
       republish: this.server.republish,
+      schedules: this.server.schedules,
       maxTaskBytes: this.options.maxTaskBytes,
       inlineBytes: this.options.inlineBytes,
     }, {

@@ -173,6 +173,11 @@ export class TaskWorker {
       m.ack();
       return;
     }
+    if (env.runAt !== undefined && isFinal(snapshot.task.status.state)) {
+      // A delayed work item starts a task's first turn; one that finds the task waiting for input is a stale copy.
+      m.ack();
+      return;
+    }
     const run = new TaskRun(this, m, snapshot);
     run.trace = env.trace; // the handler's own, once it runs
     const encrypted = env.enc !== undefined || snapshot.task.metadata.encrypted !== undefined;

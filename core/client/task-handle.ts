@@ -48,6 +48,18 @@ export interface SubmitOptions {
    * encrypted stays encrypted on later turns.
    */
   encrypt?: boolean;
+  /**
+   * Run the task at this time (a `Date`, or ms since the epoch), not
+   * before: it is SUBMITTED at once (readable, listed, cancelable) and its
+   * work item waits in the work stream (a message schedule) until then,
+   * surviving restarts of every process and of nats-server; the time shows
+   * as `metadata.runAt` (ms). A time already past runs it now. For a new
+   * task only; at most the task retention (`eventsMaxAgeMs`, 7 days by
+   * default) ahead. Needs nats-server 2.12 (`SERVER_TOO_OLD` before).
+   */
+  runAt?: Date | number;
+  /** Run the task this many ms from now (as {@link runAt}; not both). */
+  delayMs?: number;
 }
 
 /** Options of `bus.task` and `bus.taskHandle`. */
@@ -432,11 +444,16 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   // A new task is the common case: try to create it first (one round trip),
   // and read what exists only when the id is taken.
   const fresh = !options.taskId && !message.taskId;
+  const runAt = delayedUntil(s, options);
   // An id of the generated form is someone's: only the submitter it names may use it.
   if (!fresh && taskIdBinds(taskId, me) === false) throw notFound(taskId);
   const existing = fresh ? undefined : await s.durable.store.get(taskId, me);
   // Someone else's task is not there for this submitter: it cannot be continued, nor learnt of.
   if (existing && !owns(s, existing.task, caller)) throw notFound(taskId);
+  // A retried delayed submit keeps the time it was first given; a delay does not apply to a later turn.
+  if (existing && runAt !== undefined && existing.task.metadata.runAt === undefined) {
+    throw new AgentBusError("INVALID_INPUT", `task ${taskId} exists: runAt and delayMs apply to a new task`);
+  }
   const contextId = options.contextId ?? message.contextId ?? existing?.task.contextId ?? randomUUID();
   message.taskId = taskId;
   message.contextId = contextId;
@@ -455,7 +472,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       status: statusNow("TASK_STATE_SUBMITTED"),
       artifacts: [],
       history: [stored],
-      metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }) },
+      metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }), runAt },
     };
     // Encoded once, and refused (PAYLOAD_TOO_LARGE) before anything is
     // written when it would not fit one message: a task is accepted whole
@@ -507,17 +524,52 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
 }
 
 async function publishWork(s: Submitter, cap: string, message: unknown, task: Task, msgId: string, o: SubmitOptions, encryptFor?: string[]): Promise<void> {
-  const subject = s.durable.subjects.work(cap);
+  const target = s.durable.subjects.work(cap);
+  // A delayed task's work item waits on its own subject until the server's schedule publishes it to the target.
+  const runAt = typeof task.metadata.runAt === "number" && msgId === taskKey(task) ? task.metadata.runAt : undefined;
+  const subject = runAt === undefined ? target : s.durable.subjects.delayedWork(task.metadata.submitter, task.id);
   let body: Uint8Array = Buffer.from(JSON.stringify(message));
   // The trace is the submit's own hop already (bus.submit made it a child of the caller's).
-  const meta: EnvelopeMeta = { task: task.id, context: task.contextId, parent: o.parent, depth: o.depth ?? 0, trace: o.trace };
+  const meta: EnvelopeMeta = { task: task.id, context: task.contextId, parent: o.parent, depth: o.depth ?? 0, trace: o.trace, runAt };
   // Signed for whichever replica takes it (even one not running yet), and
   // MACed for the ones we know so they skip the signature check; with
-  // encryptFor, the body is encrypted for those providers.
+  // encryptFor, the body is encrypted for those providers. Sealed for the
+  // subject it is taken from.
   let headers;
-  if (encryptFor) ({ headers, body } = s.durable.envelopes.sealEncrypted(subject, body, encryptFor, meta, s.rt.providers(cap), { id: msgId, sign: true }));
-  else headers = s.durable.envelopes.seal(subject, body, meta, s.rt.providers(cap), { id: msgId, sign: true });
+  if (encryptFor) ({ headers, body } = s.durable.envelopes.sealEncrypted(target, body, encryptFor, meta, s.rt.providers(cap), { id: msgId, sign: true }));
+  else headers = s.durable.envelopes.seal(target, body, meta, s.rt.providers(cap), { id: msgId, sign: true });
+  if (runAt !== undefined) {
+    headers.set(SCHEDULE, `@at ${new Date(runAt).toISOString()}`);
+    headers.set(SCHEDULE_TARGET, target);
+  }
   await retryJs(() => s.durable.js.publish(subject, body, { headers, msgID: msgId })).catch((err: unknown) => {
     throw typedPayloadError(err, `the work item of task ${task.id} (${body.length} bytes)`);
   });
+}
+
+/** JetStream's message schedule headers (nats-server 2.12+). */
+const SCHEDULE = "Nats-Schedule";
+const SCHEDULE_TARGET = "Nats-Schedule-Target";
+
+/**
+ * The time a submit asks its task to run at (`runAt`, or now + `delayMs`),
+ * ms since the epoch; undefined to run it now (neither given, or a time
+ * already past). Checked before anything is written.
+ */
+function delayedUntil(s: Submitter, o: SubmitOptions): number | undefined {
+  if (o.runAt === undefined && o.delayMs === undefined) return undefined;
+  if (o.runAt !== undefined && o.delayMs !== undefined) throw new AgentBusError("INVALID_INPUT", "give runAt or delayMs, not both");
+  const now = Date.now();
+  const at = o.delayMs !== undefined ? now + o.delayMs : o.runAt instanceof Date ? o.runAt.getTime() : o.runAt;
+  if (typeof at !== "number" || !Number.isFinite(at) || (o.delayMs !== undefined && (!Number.isFinite(o.delayMs) || o.delayMs < 0))) {
+    throw new AgentBusError("INVALID_INPUT", "runAt must be a Date or ms since the epoch, delayMs a number of ms ≥ 0");
+  }
+  if (at <= now) return undefined;
+  const limit = s.rt.options.eventsMaxAgeMs;
+  if (at - now > limit) throw new AgentBusError("INVALID_INPUT", `runAt is at most ${limit} ms ahead (the task retention, eventsMaxAgeMs): its snapshot would be gone before it runs`);
+  if (!s.rt.server.schedules) throw new AgentBusError("SERVER_TOO_OLD", `delayed tasks need nats-server 2.12 or later (message schedules); this server is ${s.rt.server.version}`);
+  if (!s.durable.delayable) {
+    throw new AgentBusError("CONFIG_MISMATCH", `the work stream ${s.durable.subjects.stream("WORK")} does not take delayed work items: it was made before them and this identity may not change it (a tenant admin's connect updates it)`);
+  }
+  return Math.round(at);
 }

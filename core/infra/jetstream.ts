@@ -244,19 +244,33 @@ export interface TaskInfraOptions {
    * (a republish with a subject transform: nats-server 2.10+).
    */
   republish?: boolean;
+  /**
+   * The work stream takes delayed work items: message schedules on
+   * `<root>.<t>.delayed.>` (nats-server 2.12+). A work stream made without
+   * them is given them (`allow_msg_schedules` and the subject).
+   */
+  schedules?: boolean;
+}
+
+/** What {@link ensureTaskInfra} made or found. */
+export interface TaskInfra {
+  /** The tasks bucket. */
+  tasks: KV;
+  /** Whether the work stream takes delayed work items (see {@link TaskInfraOptions.schedules}). */
+  delayable: boolean;
 }
 
 /** The durable-task streams and the tasks bucket, created on first use. */
-export async function ensureTaskInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjects, o: TaskInfraOptions): Promise<KV> {
+export async function ensureTaskInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjects, o: TaskInfraOptions): Promise<TaskInfra> {
   const ms = 1_000_000;
   const replicas = o.replicas ?? 1;
   const insist = o.replicas !== undefined;
   const duplicateWindow = Math.max(o.duplicateWindowMs, o.windowMs ?? 0);
-  const workQueue = (kind: "WORK" | "INBOX", subject: string) =>
-    ensureStream(jsm, { name: s.stream(kind), subjects: [subject], retention: RetentionPolicy.Workqueue, duplicate_window: duplicateWindow * ms, num_replicas: replicas }, insist, o.windowMs);
-  await Promise.all([
-    workQueue("WORK", `${s.prefix}.work.>`),
-    workQueue("INBOX", `${s.prefix}.inbox.>`),
+  const workQueue = (kind: "WORK" | "INBOX", subjects: string[], extra: Partial<StreamConfig> = {}) =>
+    ensureStream(jsm, { name: s.stream(kind), subjects, retention: RetentionPolicy.Workqueue, duplicate_window: duplicateWindow * ms, num_replicas: replicas, ...extra }, insist, o.windowMs);
+  const [work] = await Promise.all([
+    o.schedules ? ensureWorkWithSchedules(jsm, s, (subjects) => workQueue("WORK", subjects, { allow_msg_schedules: true })) : workQueue("WORK", [`${s.prefix}.work.>`]),
+    workQueue("INBOX", [`${s.prefix}.inbox.>`]),
     ensureStream(jsm, {
       name: s.stream("EVENTS"),
       subjects: [s.allTaskEventLogs()],
@@ -268,7 +282,27 @@ export async function ensureTaskInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjec
     }, insist),
     ensureStream(jsm, { name: s.stream("DLQ"), subjects: [`${s.prefix}.dlq.>`], max_age: o.eventsMaxAgeMs * ms, num_replicas: replicas }, insist),
   ]);
-  return ensureBucket(kvm, s.bucket("tasks"), { replicas, history: 1, ttl: o.eventsMaxAgeMs }, [...insisted(o.replicas), "ttl"]);
+  const tasks = await ensureBucket(kvm, s.bucket("tasks"), { replicas, history: 1, ttl: o.eventsMaxAgeMs }, [...insisted(o.replicas), "ttl"]);
+  const c = work.config as StreamConfig & { allow_msg_schedules?: boolean };
+  return { tasks, delayable: c.allow_msg_schedules === true && c.subjects.includes(s.allDelayedWork()) };
+}
+
+/**
+ * The work stream with delayed work items: created so, or, when it exists
+ * as a stream made before them (its one subject `<root>.<t>.work.>`),
+ * updated to take them (when this identity may; else it is used as it is,
+ * without them). Schedules cannot be switched off again, and older library
+ * versions read the stream as before.
+ */
+async function ensureWorkWithSchedules(jsm: JetStreamManager, s: Subjects, ensure: (subjects: string[]) => Promise<StreamInfo>): Promise<StreamInfo> {
+  const subjects = [`${s.prefix}.work.>`, s.allDelayedWork()];
+  const existing = await retryJs(() => jsm.streams.info(s.stream("WORK"))).catch(() => undefined);
+  const c = existing?.config as (StreamConfig & { allow_msg_schedules?: boolean }) | undefined;
+  if (c && c.subjects.length === 1 && c.subjects[0] === subjects[0]) {
+    // An identity that may not change streams (under server permissions) works on with the stream as it is: no delayed tasks until a tenant admin's set-up updates it.
+    return retryJs(() => jsm.streams.update(c.name, { ...c, subjects, allow_msg_schedules: true } as StreamConfig)).catch(() => existing!);
+  }
+  return ensure(subjects);
 }
 
 /**

@@ -22,6 +22,9 @@ export const Header = {
   cap: "Mesh-Cap",
   to: "Mesh-To",
   enc: "Mesh-Enc",
+  runAt: "Mesh-Run-At",
+  /** The message id again, on a delayed work item: the server's schedule drops `Nats-Msg-Id` from the copy it publishes. */
+  meshId: "Mesh-Id",
   error: "Mesh-Error-Code",
   dlqReason: "Mesh-Dlq-Reason",
   dlqDeliveries: "Mesh-Dlq-Deliveries",
@@ -44,6 +47,12 @@ export interface EnvelopeMeta {
   /** Error code, on error replies. */
   errorCode?: ErrorCode;
   trace?: TraceContext;
+  /**
+   * A delayed work item's time, ms since the epoch: it is stored (published
+   * by the server's schedule) at that time or later, so its age is judged
+   * from it rather than from `Mesh-Ts`.
+   */
+  runAt?: number;
 }
 
 /** A verified message's envelope. */
@@ -144,6 +153,12 @@ const HINT = 12;
 const hintOf = (id: string): string => id.slice(1, 1 + HINT);
 
 function canonical(subject: string, from: string, ts: string, id: string, m: EnvelopeMeta, enc?: string, to?: string): string {
+  const head = canonicalHead(subject, from, ts, id, m, enc, to);
+  // A delayed work item adds its time (absent from every other message, whose form is unchanged).
+  return m.runAt === undefined ? head : `${head}run-at ${m.runAt}\n`;
+}
+
+function canonicalHead(subject: string, from: string, ts: string, id: string, m: EnvelopeMeta, enc?: string, to?: string): string {
   // Everything a forger would want to change is covered: routing (subject),
   // who, when, which message, the task it belongs to, its depth, the
   // capability and, on an error reply, the error code. An encrypted
@@ -224,6 +239,11 @@ export class Envelopes {
     write(h, Header.context, meta.context);
     write(h, Header.parent, meta.parent);
     if (meta.depth) h.headers.set(Header.depth, [String(meta.depth)]);
+    if (meta.runAt !== undefined) {
+      if (!Number.isSafeInteger(meta.runAt) || meta.runAt < 0) throw new AgentBusError("INVALID_INPUT", "runAt must be a time in ms since the epoch");
+      h.headers.set(Header.runAt, [String(meta.runAt)]);
+      h.headers.set(Header.meshId, [id]);
+    }
     write(h, Header.cap, meta.capability);
     write(h, Header.error, meta.errorCode);
     if (meta.trace) {
@@ -258,11 +278,17 @@ export class Envelopes {
     const h = msg.headers;
     const from = h && read(h, Header.from);
     const tsText = h && read(h, Header.ts);
-    const id = h && read(h, Header.id);
+    const runAtText = h && read(h, Header.runAt);
+    // A delayed work item as the server's schedule published it has no Nats-Msg-Id: its sealed copy stands in.
+    const id = h && (read(h, Header.id) ?? (runAtText !== undefined ? read(h, Header.meshId) : undefined));
     if (!h || !from || !tsText || !id) throw new AgentBusError("UNSIGNED", "message lacks Mesh-From, Mesh-Ts or Nats-Msg-Id");
     const ts = Number(tsText);
+    const runAt = runAtText === undefined ? undefined : Number(runAtText);
+    if (runAt !== undefined && (!Number.isSafeInteger(runAt) || !options.durable)) throw new AgentBusError("BAD_SIGNATURE", "malformed or misplaced Mesh-Run-At");
     const ref = options.durable ? options.storedAt : now;
-    if (!Number.isSafeInteger(ts) || (ref !== undefined && Math.abs(ref - ts) > this.windowMs)) {
+    // A delayed work item is stored at its time or later (later when the server was down then), never before it was sealed or before its time.
+    const outside = (r: number) => (runAt === undefined ? Math.abs(r - ts) > this.windowMs : r < ts - this.windowMs || r < runAt - this.windowMs);
+    if (!Number.isSafeInteger(ts) || (ref !== undefined && outside(ref))) {
       throw new AgentBusError("EXPIRED", `message time ${tsText} is outside the ±${this.windowMs} ms window${options.durable ? " of the time it was stored" : ""}`);
     }
     if (this.#isRevoked(from)) throw new AgentBusError("REVOKED", `sender ${from} is revoked`);
@@ -280,6 +306,7 @@ export class Envelopes {
       parent: read(h, Header.parent),
       capability: read(h, Header.cap),
       errorCode: read(h, Header.error) as ErrorCode | undefined,
+      ...(runAt !== undefined && { runAt }),
     };
     const enc = read(h, Header.enc);
     if (enc !== undefined) {

@@ -166,6 +166,12 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     pub.add(`${p}.cap.${c}`);
     pub.add(`${p}.work.${c}`);
   }
+  // Its own delayed work items (nats-server 2.12+ message schedules), one
+  // subject per task under its own id. A schedule's target is a header
+  // nats-server does not confine: the work item is sealed for the target,
+  // so it counts as this identity's submission to that capability, which
+  // the serving agent authorizes as it does every work item.
+  if (invokes.length > 0) pub.add(`${p}.delayed.${input.id}.*`);
   for (const imp of input.imports ?? []) {
     if (input.role === "bridge" || covered(invokes, imp.capability)) pub.add(`${new Subjects(input.root, imp.tenant).prefix}.cap.${imp.capability}`);
   }

@@ -69,13 +69,15 @@ export class Durable {
     readonly blobs: Blobs,
     /** Largest event body in bytes: the server's `max_payload` less room for headers (absent: unchecked). */
     readonly maxEventBytes?: number,
+    /** Whether the work stream takes delayed work items (message schedules, nats-server 2.12+). */
+    readonly delayable = false,
   ) {}
 
   /** `trust`: who may have written a task's snapshot (see {@link TaskStore}); its envelopes are `envelopes`. */
   static async open(nc: NatsConnection, subjects: Subjects, envelopes: Envelopes, options: DurableOptions, trust: Omit<SnapshotTrust, "envelopes">): Promise<Durable> {
     const kvm = new Kvm(nc);
     const jsm = await jetstreamManager(nc);
-    const [kv, owners, objects] = await Promise.all([
+    const [{ tasks: kv, delayable }, owners, objects] = await Promise.all([
       ensureTaskInfra(jsm, kvm, subjects, options),
       ensureOwnersBucket(kvm, subjects, options),
       ensureBlobStore(new Objm(nc), subjects, options),
@@ -91,7 +93,7 @@ export class Durable {
       maxTaskBytes: options.maxTaskBytes ?? DEFAULT_MAX_TASK_BYTES,
       chunkBytes: maxPayload,
     });
-    return new Durable(js, store, subjects, envelopes, blobs, maxBytes);
+    return new Durable(js, store, subjects, envelopes, blobs, maxBytes, delayable);
   }
 
   /** `PAYLOAD_TOO_LARGE` when `event` of `task` could not be stored as one message (as {@link publishEvent} would find). */

@@ -14,6 +14,12 @@ export interface ServerFeatures {
   /** `term` with a reason recorded in the advisory (2.11). */
   termReason: boolean;
   /**
+   * Message schedules (2.12): a stream with `allow_msg_schedules` publishes
+   * a message carrying `Nats-Schedule: @at <time>` to its
+   * `Nats-Schedule-Target` at that time. Delayed tasks need them.
+   */
+  schedules: boolean;
+  /**
    * Compare-and-set (expected last subject sequence) is atomic on
    * replicated streams (2.9.21, nats-server#4320). Before, two writers
    * expecting the same revision of a key on an R3 bucket can both succeed.
@@ -36,5 +42,5 @@ export function compareVersions(a: string, b: string): number {
 /** Features of a server reporting `version`. */
 export function featuresOf(version: string): ServerFeatures {
   const atLeast = (v: string) => compareVersions(version, v) >= 0;
-  return { version, multiFilter: atLeast("2.10.0"), republish: atLeast("2.10.0"), messageTtl: atLeast("2.11.0"), termReason: atLeast("2.11.0"), replicatedCas: atLeast("2.9.21") };
+  return { version, multiFilter: atLeast("2.10.0"), republish: atLeast("2.10.0"), messageTtl: atLeast("2.11.0"), termReason: atLeast("2.11.0"), schedules: atLeast("2.12.0"), replicatedCas: atLeast("2.9.21") };
 }

@@ -63,6 +63,21 @@ export class Subjects {
   work(cap: string): string {
     return `${this.prefix}.work.${checkCapability(cap)}`;
   }
+
+  /**
+   * Where a delayed task's work item waits for its time, in the work
+   * stream (a message schedule: nats-server 2.12+, which publishes it to
+   * {@link work} then): one subject per task, named by its submitter, so a
+   * permission can confine an identity to its own.
+   */
+  delayedWork(submitter: string, task: string): string {
+    return `${this.prefix}.delayed.${submitter}.${task}`;
+  }
+
+  /** Every delayed work item of the tenant (the work stream's second subject). */
+  allDelayedWork(): string {
+    return `${this.prefix}.delayed.>`;
+  }
   /** Durable direct messages to one agent. */
   inbox(agent: string): string {
     return `${this.prefix}.inbox.${checkId(agent, "agent id")}`;

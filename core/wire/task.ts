@@ -60,7 +60,9 @@ export interface TaskMetadata {
    * are encrypted parts that only its parties open.
    */
   encrypted?: string;
-  /** Sequence of the task's first event in `MESH_<T>_EVENTS`, once known. */
+  /** A delayed task's time (`runAt`/`delayMs` of the submit), ms since the epoch: it runs then, not before. */
+  runAt?: number;
+  /** Whatever else the submitter stored with the task (`SubmitOptions.metadata`). */
   [key: string]: unknown;
 }
 

@@ -99,6 +99,32 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     await expect(jsm.consumers.add("MESH_ACME_WORK", { name: "steal", filter_subject: "mesh.acme.work.greet" })).rejects.toThrow();
   });
 
+  it("a granted caller's delayed task runs at its time; a raw caller may schedule only under its own id", async () => {
+    const agentId = await nats.issue("acme", "agent", { serves: ["later"] });
+    const callerId = await nats.issue("acme", "caller");
+    const admin = await bus("acme", acmeAdmin);
+    const rev = await admin.acl.putRule("later-callers", { source: callerId.id, target: "*", capabilities: ["later"] });
+    const agent = await bus("acme", agentId);
+    let ranAt = 0;
+    await agent.agent({ name: "later", skills: [{ id: "later" }] }, {
+      later: (ctx) => {
+        ranAt = Date.now();
+        return `later, ${ctx.text}`;
+      },
+    });
+    await agent.acl.applied(rev);
+    const caller = await bus("acme", callerId);
+    if (!caller.server.schedules) return; // message schedules: nats-server 2.12+
+    const handle = await caller.submit("later", "Ada", { delayMs: 1200 });
+    const runAt = (await caller.task(handle.id)).metadata.runAt!;
+    const task = await handle.result({ timeout: 20_000 });
+    expect(task.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(ranAt).toBeGreaterThanOrEqual(runAt);
+    const nc = await raw(callerId);
+    expect(await refused(nc, `mesh.acme.delayed.${agentId.id}.x`)).toBe(true);
+    expect(await refused(nc, `mesh.acme.delayed.${callerId.id}.x`)).toBe(false);
+  });
+
   it("refuses identities that are not issued, keys not proven, and a tenant the identity does not belong to", async () => {
     await expect(bus("acme", Identity.generate())).rejects.toMatchObject({ code: "DENIED" });
     const betaCaller = await nats.issue("beta", "caller");

@@ -33,7 +33,7 @@ const placeholders = (subject: string) =>
   subject.replace(/^rootx\.tx\./, "<root>.<t>.").replace("capx", "<cap>").replace("agentx", "<agent>").replace("taskx", "<task>").replace("kindx", "<kind>").replace("submitterx", "<submitter>").replace("instancex", "<instance>");
 const subjectPatterns = [
   s.cap("capx"), s.agentCall("agentx"), s.instanceCall("agentx", "instancex"), s.work("capx"), s.inbox("agentx"), s.taskEvents("taskx"), s.taskEventLog("submitterx", "taskx"),
-  s.taskCancel("taskx"), s.presence("agentx"), s.audit("kindx"), s.dlq("capx"),
+  s.taskCancel("taskx"), s.presence("agentx"), s.audit("kindx"), s.dlq("capx"), s.delayedWork("submitterx", "taskx"),
 ].map(placeholders);
 const streams = (["WORK", "INBOX", "EVENTS", "DLQ", "AUDIT"] as const).map((k) => `MESH_<T>_${k}`);
 const buckets = (["agents", "presence", "tasks", "sessions", "acl", "revoked", "push", "replay", "owners", "blobs"] as const).map((k) => `mesh_<t>_${k}`);
