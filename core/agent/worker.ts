@@ -3,7 +3,7 @@ import { MsgHdrsImpl, type Msg } from "@nats-io/nats-core";
 import type { Runtime } from "../runtime.js";
 import { reply } from "./reply.js";
 import { completeWith, runHandler, type ArtifactOptions, type ContextBase, type ContextSink, type Handler } from "./context.js";
-import { finalEventId, type Durable } from "../store/task-log.js";
+import { deadlineMissed, deadlineOf, finalEventId, markEnded, type Durable } from "../store/task-log.js";
 import { AgentBusError, errorInfo, failureReason, isAgentBusError } from "../wire/errors.js";
 import { Header, type Envelope } from "../security/envelope.js";
 import { ensureConsumer, retryJs } from "../infra/jetstream.js";
@@ -178,12 +178,23 @@ export class TaskWorker {
       m.ack();
       return;
     }
+    const deadline = deadlineOf(snapshot.task);
+    if (deadline !== undefined && Date.now() >= deadline && snapshot.task.status.state === "TASK_STATE_SUBMITTED") {
+      // Not started by its deadline: it ends FAILED, and is not run late.
+      await markEnded(durable, snapshot, "TASK_STATE_FAILED", deadlineMissed(deadline), env.trace, (t) => t.status.state !== "TASK_STATE_SUBMITTED").catch((err: unknown) => {
+        if (!isAgentBusError(err, "NOT_CANCELABLE")) throw err;
+      });
+      m.ack();
+      return;
+    }
     const run = new TaskRun(this, m, snapshot);
     run.trace = env.trace; // the handler's own, once it runs
     const encrypted = env.enc !== undefined || snapshot.task.metadata.encrypted !== undefined;
     // Its events (status messages, artifacts) are encrypted for its submitter and every provider, so whichever serves a later turn reads the history.
     if (encrypted) run.sealFor = [snapshot.task.metadata.submitter, this.#host.agentId, ...this.#host.rt.recipients(this.#cap)];
     const keepAlive = setInterval(() => m.working(), Math.max(100, Math.floor(this.#o.ackWaitMs / 3)));
+    // Past its deadline while it runs, the task is canceled as if asked to.
+    const expiry = deadline === undefined ? undefined : setTimeout(() => run.expire(deadline), Math.max(0, deadline - Date.now()));
     const cancelSub = this.#host.rt.nc.subscribe(durable.subjects.taskCancel(snapshot.task.id), { callback: (_e, msg) => run.onCancel(msg, env) });
     this.#runs.add(run);
     try {
@@ -205,7 +216,7 @@ export class TaskWorker {
       const task = await durable.blobs.resolveTask(opened, blobs);
       run.start();
       const result = await runHandler(this.#handler, this.#host.base(this.#cap, env, userMessage, run.abort.signal, task, input), run, this.#host.agentId);
-      if (run.abort.signal.aborted) await run.end(run.canceled ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(run.canceled ? "canceled" : "agent stopped", "ROLE_AGENT"));
+      if (run.abort.signal.aborted) await run.end(run.canceled ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(run.canceled ? run.cancelReason : "agent stopped", "ROLE_AGENT"));
       else if (!run.ended) await completeWith(run, result);
       if (run.stale) await this.#settle(run.task);
       m.ack();
@@ -213,6 +224,7 @@ export class TaskWorker {
       await this.#failed(run, m, err);
     } finally {
       clearInterval(keepAlive);
+      clearTimeout(expiry);
       run.settled();
       cancelSub.unsubscribe();
       this.#runs.delete(run);
@@ -272,7 +284,7 @@ export class TaskWorker {
     if (run.stale) await this.#settle(run.task);
     if (run.ended || run.stale) return m.ack();
     if (run.canceled) {
-      await run.end("TASK_STATE_CANCELED", toMessage("canceled", "ROLE_AGENT"));
+      await run.end("TASK_STATE_CANCELED", toMessage(run.cancelReason, "ROLE_AGENT"));
       return m.ack();
     }
     if (this.#stopping) return m.nak(); // stopping: let another replica take it now
@@ -335,6 +347,8 @@ class TaskRun implements ContextSink {
   /** The snapshot moved on without us (canceled meanwhile). */
   stale = false;
   canceled = false;
+  /** Why it was canceled: a cancel request, or its deadline passing. */
+  cancelReason = "canceled";
   /** The handler's trace: every event of this run carries it. */
   trace?: TraceContext;
   /** For an encrypted task: who its events' content is encrypted for (the stored snapshot folds them as they are). */
@@ -553,6 +567,14 @@ class TaskRun implements ContextSink {
     this.msg.working();
   }
 
+  /** The task's deadline passed while it runs: canceled, with the deadline as the reason. */
+  expire(deadline: number): void {
+    if (this.ended || this.abort.signal.aborted) return;
+    this.canceled = true;
+    this.cancelReason = deadlinePassed(deadline);
+    this.abort.abort(new AgentBusError("CANCELLED", this.cancelReason));
+  }
+
   /**
    * A cancel request on `<root>.<t>.task.<id>.cancel`: from the submitter,
    * or an identity the ACL grants `task.<cap>` on this agent; anyone else
@@ -581,6 +603,8 @@ class TaskRun implements ContextSink {
     return { ...message, taskId: this.task.id, contextId: this.task.contextId };
   }
 }
+
+const deadlinePassed = (deadline: number) => `deadline ${new Date(deadline).toISOString()} passed while the task ran`;
 
 /** The parts an event carries (its status message's, its artifact's, its message's). */
 function eventParts(event: TaskEvent): Part[] {

@@ -1,14 +1,14 @@
 import { randomUUID } from "node:crypto";
 import { checkDepth } from "../options.js";
 import { partsBytes, taskBytes } from "../store/blobs.js";
-import { finalEventId, taskKey, type Durable, type StoredEvent } from "../store/task-log.js";
+import { deadlineMissed, deadlineOf, markEnded, taskKey, type Durable, type StoredEvent } from "../store/task-log.js";
 import { AgentBusError, isAgentBusError, typedPayloadError } from "../wire/errors.js";
 import { E2E_SCHEME, taskBinding } from "../security/e2e.js";
 import type { EnvelopeMeta } from "../security/envelope.js";
 import { retryJs } from "../infra/jetstream.js";
 import { toMessage, utf8, type Input } from "../wire/message.js";
 import { checkCapability, checkId } from "../wire/subjects.js";
-import { applyEvent, isFinal, isTerminal, newTaskId, statusEvent, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent } from "../wire/task.js";
+import { isFinal, isTerminal, newTaskId, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent } from "../wire/task.js";
 import type { Snapshot, TaskPage, TaskQuery } from "../store/task-snapshots.js";
 import { exchange } from "./call.js";
 import { TaskWatch } from "./task-watch.js";
@@ -60,6 +60,18 @@ export interface SubmitOptions {
   runAt?: Date | number;
   /** Run the task this many ms from now (as {@link runAt}; not both). */
   delayMs?: number;
+  /**
+   * The latest time the task may start (a `Date`, or ms since the epoch),
+   * shown as `metadata.deadline` (ms). Not started by then, it ends FAILED
+   * with the deadline as the reason, and is never run late: the first
+   * worker to receive it ends it so, or the submitter's `result()` waiting
+   * for it at that time. Still running then, it is canceled (its handler's
+   * signal aborts, and it ends CANCELED with the deadline as the reason).
+   * For a new task only; after `runAt` when both are given.
+   */
+  deadline?: Date | number;
+  /** The deadline as ms from now (as {@link deadline}; not both). */
+  ttlMs?: number;
 }
 
 /** Options of `bus.task` and `bus.taskHandle`. */
@@ -211,7 +223,21 @@ export class TaskHandle {
    * to every 500 ms.
    */
   async result(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<Task> {
-    return readTask(this.submitter, await this.#result(options));
+    // Waiting for a task with a deadline that no worker took by then: the submitter ends it FAILED.
+    const deadline = this.submitted ? deadlineOf(this.submitted) : undefined;
+    const timer = deadline === undefined ? undefined : setTimeout(() => void this.#expire(deadline).catch(() => {}), Math.max(0, deadline - Date.now()) + 20);
+    try {
+      return readTask(this.submitter, await this.#result(options));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Ends the task FAILED when it is still queued past its deadline (its own submitter's handle only). */
+  async #expire(deadline: number): Promise<void> {
+    const s = await this.submitter.durable.store.get(this.id, this.submitter.rt.id);
+    if (!s || !owns(this.submitter, s.task, this.caller) || s.task.status.state !== "TASK_STATE_SUBMITTED") return;
+    await markEnded(this.submitter.durable, s, "TASK_STATE_FAILED", deadlineMissed(deadline), undefined, (t) => t.status.state !== "TASK_STATE_SUBMITTED").catch(() => undefined);
   }
 
   async #result(options: { timeout?: number; signal?: AbortSignal }): Promise<Task> {
@@ -354,7 +380,7 @@ export class TaskHandle {
         // here; the redelivered work item will be skipped.
         unanswered = true;
       }
-      const canceled = await markCanceled(durable, snapshot, "canceled", trace, unanswered ? undefined : held);
+      const canceled = await markEnded(durable, snapshot, "TASK_STATE_CANCELED", "canceled", trace, unanswered ? undefined : held);
       if (!canceled) continue; // a worker took it meanwhile (its first write names it): ask it
       // A worker may have taken the task between our read and the write,
       // before its first snapshot write: that write finds the task ended and
@@ -370,37 +396,6 @@ export class TaskHandle {
 
 /** A worker is running the task: WORKING, and its snapshot names the worker's agent. */
 const held = (task: Task): boolean => task.status.state === "TASK_STATE_WORKING" && task.metadata.agent !== undefined;
-
-/**
- * Moves a task to CANCELED by compare-and-set, then records the event (final
- * states: snapshot first). Undefined, with nothing written, when the
- * current snapshot is one `unless` accepts (a task a worker holds).
- */
-export async function markCanceled(durable: Durable, known: Snapshot, reason = "canceled", trace?: TraceContext, unless?: (task: Task) => boolean): Promise<Task | undefined> {
-  const event = statusEvent(known.task, "TASK_STATE_CANCELED", toMessage(reason, "ROLE_AGENT"));
-  let refused: Task | undefined;
-  let left = false;
-  const next = await durable.store.update(known.task.id, (t) => {
-    refused = undefined;
-    left = false;
-    if (isTerminal(t.status.state)) {
-      refused = t;
-      return undefined;
-    }
-    if (unless?.(t)) {
-      left = true;
-      return undefined;
-    }
-    return applyEvent(t, event);
-  }, known);
-  if (refused) {
-    if (refused.status.state === "TASK_STATE_CANCELED") return refused;
-    throw new AgentBusError("NOT_CANCELABLE", `task ${known.task.id} is already ${refused.status.state}`);
-  }
-  if (left) return undefined;
-  await durable.publishEvent(next.task, event, finalEventId(next.task, next.revision), trace);
-  return next.task;
-}
 
 /** The runtime with its task streams open (created on first use): what submitting and task handles use. */
 export async function submitterOf(rt: Runtime): Promise<Submitter> {
@@ -445,6 +440,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   // and read what exists only when the id is taken.
   const fresh = !options.taskId && !message.taskId;
   const runAt = delayedUntil(s, options);
+  const deadline = deadlineFrom(options, runAt);
   // An id of the generated form is someone's: only the submitter it names may use it.
   if (!fresh && taskIdBinds(taskId, me) === false) throw notFound(taskId);
   const existing = fresh ? undefined : await s.durable.store.get(taskId, me);
@@ -453,6 +449,9 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   // A retried delayed submit keeps the time it was first given; a delay does not apply to a later turn.
   if (existing && runAt !== undefined && existing.task.metadata.runAt === undefined) {
     throw new AgentBusError("INVALID_INPUT", `task ${taskId} exists: runAt and delayMs apply to a new task`);
+  }
+  if (existing && deadline !== undefined && existing.task.metadata.deadline === undefined) {
+    throw new AgentBusError("INVALID_INPUT", `task ${taskId} exists: deadline and ttlMs apply to a new task`);
   }
   const contextId = options.contextId ?? message.contextId ?? existing?.task.contextId ?? randomUUID();
   message.taskId = taskId;
@@ -472,7 +471,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       status: statusNow("TASK_STATE_SUBMITTED"),
       artifacts: [],
       history: [stored],
-      metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }), runAt },
+      metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }), runAt, deadline },
     };
     // Encoded once, and refused (PAYLOAD_TOO_LARGE) before anything is
     // written when it would not fit one message: a task is accepted whole
@@ -545,6 +544,24 @@ async function publishWork(s: Submitter, cap: string, message: unknown, task: Ta
   await retryJs(() => s.durable.js.publish(subject, body, { headers, msgID: msgId })).catch((err: unknown) => {
     throw typedPayloadError(err, `the work item of task ${task.id} (${body.length} bytes)`);
   });
+}
+
+/**
+ * The deadline a submit asks for (`deadline`, or now + `ttlMs`), ms since
+ * the epoch; undefined for none. Checked before anything is written: one
+ * already past, or not after `runAt`, could never let the task start.
+ */
+function deadlineFrom(o: SubmitOptions, runAt: number | undefined): number | undefined {
+  if (o.deadline === undefined && o.ttlMs === undefined) return undefined;
+  if (o.deadline !== undefined && o.ttlMs !== undefined) throw new AgentBusError("INVALID_INPUT", "give deadline or ttlMs, not both");
+  const now = Date.now();
+  const at = o.ttlMs !== undefined ? now + o.ttlMs : o.deadline instanceof Date ? o.deadline.getTime() : o.deadline;
+  if (typeof at !== "number" || !Number.isFinite(at) || (o.ttlMs !== undefined && (!Number.isFinite(o.ttlMs) || o.ttlMs <= 0))) {
+    throw new AgentBusError("INVALID_INPUT", "deadline must be a Date or ms since the epoch, ttlMs a number of ms > 0");
+  }
+  if (at <= now) throw new AgentBusError("INVALID_INPUT", `deadline ${new Date(at).toISOString()} has passed already`);
+  if (runAt !== undefined && at <= runAt) throw new AgentBusError("INVALID_INPUT", "the deadline is not after runAt: the task could never start");
+  return Math.round(at);
 }
 
 /** JetStream's message schedule headers (nats-server 2.12+). */

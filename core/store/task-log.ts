@@ -8,8 +8,9 @@ import { Blobs, DEFAULT_INLINE_BYTES, DEFAULT_MAX_TASK_BYTES } from "./blobs.js"
 import { ensureBlobStore, ensureOwnersBucket, ensureTaskInfra, retryJs, type TaskInfraOptions } from "../infra/jetstream.js";
 import { utf8 } from "../wire/message.js";
 import type { Subjects } from "../wire/subjects.js";
-import { endsFollow, isFinal, type Task, type TaskEvent } from "../wire/task.js";
-import { TaskStore, type SnapshotTrust } from "./task-snapshots.js";
+import { applyEvent, endsFollow, isFinal, isTerminal, statusEvent, type Task, type TaskEvent, type TaskState } from "../wire/task.js";
+import { toMessage } from "../wire/message.js";
+import { TaskStore, type Snapshot, type SnapshotTrust } from "./task-snapshots.js";
 import type { TraceContext } from "../wire/trace.js";
 
 /**
@@ -226,3 +227,47 @@ export class Durable {
     return { sequence: m.seq, event, from, verified: true };
   }
 }
+
+/**
+ * Ends a task from outside its run (a cancel of a task no worker holds, a
+ * deadline missed in the queue): moves it to `state` by compare-and-set,
+ * then records the event (final states: snapshot first). Returns the task
+ * as ended; the task as it is when it already ended in `state`; undefined,
+ * with nothing written, when the current snapshot is one `unless` accepts
+ * (a task a worker took meanwhile). `NOT_CANCELABLE` when it already ended
+ * in another state.
+ */
+export async function markEnded(durable: Durable, known: Snapshot, state: TaskState, reason: string, trace?: TraceContext, unless?: (task: Task) => boolean): Promise<Task | undefined> {
+  const event = statusEvent(known.task, state, toMessage(reason, "ROLE_AGENT"));
+  let refused: Task | undefined;
+  let left = false;
+  const next = await durable.store.update(known.task.id, (t) => {
+    refused = undefined;
+    left = false;
+    if (isTerminal(t.status.state)) {
+      refused = t;
+      return undefined;
+    }
+    if (unless?.(t)) {
+      left = true;
+      return undefined;
+    }
+    return applyEvent(t, event);
+  }, known);
+  if (refused) {
+    if (refused.status.state === state) return refused;
+    throw new AgentBusError("NOT_CANCELABLE", `task ${known.task.id} is already ${refused.status.state}`);
+  }
+  if (left) return undefined;
+  await durable.publishEvent(next.task, event, finalEventId(next.task, next.revision), trace);
+  return next.task;
+}
+
+/** A task's deadline (`metadata.deadline`, ms since the epoch), when it has one. */
+export function deadlineOf(task: Task): number | undefined {
+  const d = task.metadata.deadline;
+  return typeof d === "number" && Number.isFinite(d) ? d : undefined;
+}
+
+/** The reason a task that was not started by its deadline ends FAILED with. */
+export const deadlineMissed = (deadline: number): string => `deadline ${new Date(deadline).toISOString()} passed before the task started`;

@@ -62,6 +62,12 @@ export interface TaskMetadata {
   encrypted?: string;
   /** A delayed task's time (`runAt`/`delayMs` of the submit), ms since the epoch: it runs then, not before. */
   runAt?: number;
+  /**
+   * The task's deadline (`deadline`/`ttlMs` of the submit), ms since the
+   * epoch: not started by then, it ends FAILED; still running then, it is
+   * canceled.
+   */
+  deadline?: number;
   /** Whatever else the submitter stored with the task (`SubmitOptions.metadata`). */
   [key: string]: unknown;
 }
