@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { AgentBusError, textOf } from "../../core/index.js";
+import { AgentBusError, textOf, type Task } from "../../core/index.js";
 import { eventually, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
@@ -11,7 +11,7 @@ async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
   return (err as AgentBusError).code;
 }
 
-const reason = (t: { status: { message?: { parts: Array<{ text?: string }> } } }) => (t.status.message ? textOf(t.status.message) : "");
+const reason = (t: Task) => (t.status.message ? textOf(t.status.message) : "");
 
 describe("task deadlines", () => {
   const nats = useNatsServer();
