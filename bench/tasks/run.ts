@@ -49,7 +49,7 @@ import { createInterface } from "node:readline";
 import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
 import { MsgHdrsImpl, headers, type Msg } from "@nats-io/nats-core";
 import { AckPolicy, RetentionPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { Queue, QueueEvents } from "bullmq";
+import { Job, Queue, QueueEvents } from "bullmq";
 import { Redis as IORedis } from "ioredis";
 import { connect, createLogger, type Bus } from "../../core/index.js";
 import { freePort, monitorJson, startServer, type NatsServer } from "../../nats/index.js";
@@ -63,6 +63,8 @@ const WARMUP = Number(process.env.BENCH_WARMUP ?? 1000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 50);
 const TRACE_N = Number(process.env.BENCH_TRACE_N ?? 200);
+/** Delayed tasks per system in the delayed phase, all in flight at once, due 1–2 s after their submit. */
+const DELAYED_N = Number(process.env.BENCH_DELAYED_N ?? 500);
 const REDIS_BIN = process.env.BENCH_REDIS_BIN ?? "/usr/bin/redis-server";
 const SYSTEMS_ALL = ["agentbus", "agentbus_secure", "bullmq", "jetstream"] as const;
 type System = (typeof SYSTEMS_ALL)[number];
@@ -346,6 +348,57 @@ async function measure(fns: Record<System, RunOne>): Promise<Record<System, Acc>
   return acc;
 }
 
+// --- delayed work ----------------------------------------------------------------
+
+/**
+ * DELAYED_N delayed tasks per system, submitted at once, each due 1–2 s
+ * after its submit (spread evenly): how late each starts (ms from its due
+ * time to its start, both on the worker side: agentbus the final status's
+ * timestamp, for an echo that answers at once; BullMQ `processedOn`), and
+ * how fast delayed submits go. agentbus needs message schedules
+ * (nats-server 2.12+); on an older server its row says so.
+ */
+async function measureDelayed(): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = { n: DELAYED_N, dueAfterMs: [1000, 2000] };
+  const due = (i: number) => 1000 + Math.round((1000 * i) / DELAYED_N);
+  const lateness = (xs: number[]) => {
+    const l = summarize(xs);
+    return { p50: round(l.p50, 1), p99: round(l.p99, 1), max: round(l.max, 1), min: round(l.min, 1) };
+  };
+  if (SYSTEMS.includes("agentbus") && client) {
+    if (!client.server.schedules) out.agentbus = { skipped: `delayed tasks need nats-server 2.12 (message schedules); this is ${client.server.version}` };
+    else {
+      const bus = client;
+      const t0 = now();
+      const handles = await Promise.all(Array.from({ length: DELAYED_N }, (_, i) => bus.submit("echo", PAYLOAD, { delayMs: due(i) })));
+      const submitMs = now() - t0;
+      const tasks = await Promise.all(handles.map((h) => h.result({ timeout: TIMEOUT })));
+      const late = tasks.map((t) => {
+        if (t.status.state !== "TASK_STATE_COMPLETED") throw new Error(`delayed task ${t.id} ended ${t.status.state}`);
+        return Date.parse(t.status.timestamp) - (t.metadata.runAt as number);
+      });
+      out.agentbus = { submitsPerSec: round((DELAYED_N * 1000) / submitMs, 1), lateMs: lateness(late), early: late.filter((x) => x < 0).length };
+    }
+  }
+  if (SYSTEMS.includes("bullmq") && queue && queueEvents) {
+    const q = queue;
+    const qe = queueEvents;
+    const t0 = now();
+    const jobs = await Promise.all(Array.from({ length: DELAYED_N }, (_, i) => q.add("echo", PAYLOAD, { delay: due(i) })));
+    const submitMs = now() - t0;
+    await Promise.all(jobs.map((j) => j.waitUntilFinished(qe, TIMEOUT)));
+    // Due at its creation time plus the delay asked for (a promoted job's `delay` reads 0).
+    const late = await Promise.all(
+      jobs.map(async (j, i) => {
+        const done = await Job.fromId(q, j.id!);
+        return done!.processedOn! - (done!.timestamp + due(i));
+      }),
+    );
+    out.bullmq = { submitsPerSec: round((DELAYED_N * 1000) / submitMs, 1), lateMs: lateness(late), early: late.filter((x) => x < 0).length };
+  }
+  return out;
+}
+
 // --- what one task costs on the wire ---------------------------------------------
 
 /**
@@ -512,6 +565,9 @@ async function main(): Promise<void> {
   const acc = await measure(fns);
   const connz1 = await Promise.all(busSystems.map((s) => connzTotals(natsOf(s))));
 
+  progress("delayed tasks");
+  const delayed = await measureDelayed();
+
   progress("tracing wire cost per task");
   const wire: Partial<Record<System, unknown>> = {};
   // The tap subscribes to `>` without credentials: the plain server only.
@@ -604,6 +660,7 @@ async function main(): Promise<void> {
     ratios,
     secured_vs_plain: securedVsPlain,
     floor,
+    delayed,
     targets,
     meets: ratios && { throughput_ratio: ratios.throughput_ratio >= targets.throughput_ratio, p50_ratio: ratios.p50_ratio <= targets.p50_ratio },
   });
