@@ -230,7 +230,12 @@ export function task(): Command {
       .action(async (id: string, o: CommonOptions) => {
         await withBus(o, async (bus) => {
           const t = await bus.task(id);
-          print(o, t, `${t.id}  ${t.status.state}  ${t.metadata.capability}\n${JSON.stringify(t.artifacts.map((a) => a.parts), null, 2)}`);
+          // A delayed task's time and a deadline, when it has them.
+          const when = [
+            typeof t.metadata.runAt === "number" && `  runs at ${new Date(t.metadata.runAt).toISOString()}`,
+            typeof t.metadata.deadline === "number" && `  deadline ${new Date(t.metadata.deadline).toISOString()}`,
+          ].filter(Boolean).join("");
+          print(o, t, `${t.id}  ${t.status.state}  ${t.metadata.capability}${when}\n${JSON.stringify(t.artifacts.map((a) => a.parts), null, 2)}`);
         });
       }),
   );

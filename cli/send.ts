@@ -67,15 +67,15 @@ async function sendAndFollow(bus: Bus, cap: string, input: string, o: SendOption
     throw err;
   }
   const submitted = handle.submitted ?? (await handle.get());
+  const runAt = typeof submitted.metadata.runAt === "number" ? new Date(submitted.metadata.runAt).toISOString() : undefined;
   if (o.json) process.stdout.write(`${JSON.stringify({ task: submitted })}\n`);
-  else p.out(`task ${handle.id} → ${cap}\n`);
+  else p.out(`task ${handle.id} → ${cap}${runAt ? ` (runs at ${runAt})` : ""}\n`);
   if (!o.wait) {
     p.stop();
     return Exit.ok;
   }
 
   const started = Date.now();
-  const runAt = typeof submitted.metadata.runAt === "number" ? new Date(submitted.metadata.runAt).toISOString() : undefined;
   let label = runAt
     ? `${cap}: waits until ${runAt} (Ctrl-C cancels)`
     : bus.discover({ capability: cap, online: true }).length > 0

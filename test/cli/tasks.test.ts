@@ -173,6 +173,38 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     expect((await (await operator(tenant)).bus.task(submitted.id)).status.state).toBe("TASK_STATE_SUBMITTED");
   });
 
+  it("send --delay runs the task at its time and says when; task get shows the time; a bad one exits 2", async () => {
+    const tenant = "send-delay";
+    const agentBus = await open({ tenant, insecureAllowAll: true });
+    if (!agentBus.server.schedules) return; // message schedules: nats-server 2.12+
+    let ranAt = 0;
+    await agentBus.agent({ name: "later", skills: [{ id: "later" }] }, {
+      later: (ctx) => {
+        ranAt = Date.now();
+        return `later ${ctx.text}`;
+      },
+    });
+    const { bus: op, seed } = await operator(tenant);
+    const r = await runCli(["send", "later", "hi", "--delay", "1500", "--json", "--seed", seed, ...common(tenant)]);
+    expect(r.code, r.stderr).toBe(0);
+    const { task } = jsonLines(r.stdout)[0] as { task: Task };
+    const runAt = task.metadata.runAt!;
+    expect(ranAt).toBeGreaterThanOrEqual(runAt);
+    expect(jsonLines(r.stdout).at(-1)).toMatchObject({ event: { statusUpdate: { status: { state: "TASK_STATE_COMPLETED" } } } });
+    const got = await runCli(["task", "get", task.id, "--seed", seed, ...common(tenant)]);
+    expect(got.code, got.stderr).toBe(0);
+    expect(got.stdout).toContain(`TASK_STATE_COMPLETED  later  runs at ${new Date(runAt).toISOString()}`);
+    const at = new Date(Date.now() + 60_000);
+    const human = await runCli(["send", "later", "again", "--at", at.toISOString(), "--no-wait", "--seed", seed, ...common(tenant)]);
+    expect(human.code, human.stderr).toBe(0);
+    expect(human.stdout).toContain(`→ later (runs at ${at.toISOString()})`);
+    const id = /^task (\S+)/.exec(human.stdout)![1]!;
+    expect((await (await op.taskHandle(id)).cancel()).status.state).toBe("TASK_STATE_CANCELED");
+    const bad = await runCli(["send", "later", "x", "--delay", "soon", ...common(tenant)]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("delayMs");
+  });
+
   it("send --task answers a task waiting for input, as the identity that submitted it", async () => {
     const tenant = "send-turns";
     await (await open({ tenant, insecureAllowAll: true })).agent({ name: "asker", skills: [{ id: "ask" }] }, {
