@@ -45,8 +45,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  *
  * - task submissions, from a plain subscription on `<root>.<t>.work.>`
  *   (no consumer: the WORK stream is a work queue, and core subscribers see
- *   every publish); each work item is verified (they are always signed) and
- *   counted once per task id;
+ *   every publish) and one on `<root>.<t>.delayed.>` (a delayed task's work
+ *   item, counted when it is submitted); each work item is verified (they
+ *   are always signed) and counted once per task id;
  * - finished tasks and their duration, from the tenant's task events
  *   (`<root>.<t>.events.>`, read from "now" with the monitor's
  *   {@link EventReader}); the capability comes from the task's snapshot;
@@ -65,6 +66,7 @@ export class TenantMetrics {
   readonly #denials: Counter<"tenant" | "code">;
   #stopped = false;
   #workSub?: Subscription;
+  #delayedSub?: Subscription;
   #feed?: Feed;
   #audit?: Reading;
   #loops: Promise<void>[] = [];
@@ -110,6 +112,16 @@ export class TenantMetrics {
       async collect() {
         this.reset();
         for (const [cap, s] of await self.#workState()) this.set({ tenant: self.#tenant, capability: cap }, s.pending);
+      },
+    });
+    new Gauge({
+      name: "agentbus_tasks_delayed",
+      help: "Delayed tasks whose work item waits for its time (message schedules on <root>.<t>.delayed.>, nats-server 2.12+).",
+      labelNames: ["tenant"],
+      registers,
+      async collect() {
+        this.reset();
+        this.set({ tenant: self.#tenant }, await self.#delayedCount());
       },
     });
     new Gauge({
@@ -181,6 +193,7 @@ export class TenantMetrics {
     this.#stopped = true;
     try {
       this.#workSub?.unsubscribe();
+      this.#delayedSub?.unsubscribe();
     } catch {
       // connection already closed
     }
@@ -207,16 +220,23 @@ export class TenantMetrics {
         this.#onWork(m, m.subject.slice(prefix.length));
       },
     });
-    await nc.flush(); // the server has the subscription: nothing published from now on is missed
+    // A delayed task's work item waits on its own subject, sealed for the work subject it is published to when due.
+    this.#delayedSub = nc.subscribe(subjects.allDelayedWork(), {
+      callback: (err, m) => {
+        const target = m?.headers?.get("Nats-Schedule-Target");
+        if (!err && target?.startsWith(prefix)) this.#onWork(m, target.slice(prefix.length), target);
+      },
+    });
+    await nc.flush(); // the server has the subscriptions: nothing published from now on is missed
   }
 
-  #onWork(m: Msg, cap: string): void {
+  #onWork(m: Msg, cap: string, subject?: string): void {
     let task: string | undefined;
     let ts: number;
     let id: string;
     let from: string;
     try {
-      ({ task, ts, id, from } = this.#bus.envelopes.open(m, { durable: true }));
+      ({ task, ts, id, from } = this.#bus.envelopes.open(m, { durable: true, subject }));
     } catch {
       return; // not a valid work item: the worker refuses it too
     }
@@ -328,6 +348,20 @@ export class TenantMetrics {
       })
       .finally(() => (this.#work = undefined));
     return this.#work;
+  }
+
+  /** Delayed work items waiting for their time: one subject each under `<root>.<t>.delayed.>` (a fired one is purged). */
+  async #delayedCount(): Promise<number> {
+    const { subjects } = this.#bus;
+    try {
+      const jsm = await jetstream(this.#bus.nc).jetstreamManager();
+      const info = await jsm.streams.info(subjects.stream("WORK"), { subjects_filter: subjects.allDelayedWork() });
+      return Object.keys(info.state.subjects ?? {}).length;
+    } catch (err) {
+      if (/not found/i.test(String(err))) return 0; // no task submitted in this tenant yet
+      this.#bus.log.warn({ err: String(err) }, "metrics: reading the delayed work items failed");
+      return 0;
+    }
   }
 
   async #readWork(): Promise<Map<string, WorkState>> {

@@ -229,6 +229,7 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     pub.add(direct(kvStream("push"), `${kv("push")}.>`));
     // Metrics and the console: submissions as they are queued, and the audit stream.
     sub.add(`${p}.work.>`);
+    sub.add(`${p}.delayed.>`);
     for (const api of ["CREATE", "DELETE", "MSG.NEXT"]) pub.add(`$JS.API.CONSUMER.${api}.${s.stream("AUDIT")}.${api === "CREATE" ? ">" : "*"}`);
     pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("push")}.>`);
   }

@@ -84,6 +84,7 @@ describe("metrics plugin", () => {
       agentbus_task_duration_seconds: "histogram",
       agentbus_denials_total: "counter",
       agentbus_work_pending: "gauge",
+      agentbus_tasks_delayed: "gauge",
       agentbus_work_in_progress: "gauge",
       agentbus_agents_online: "gauge",
       agentbus_agent_instances_online: "gauge",
@@ -149,6 +150,17 @@ describe("metrics plugin", () => {
     await task.cancel();
     await eventually(async () => (await value("agentbus_tasks_finished_total", { tenant: "met", capability: "met.cancelme", state: "canceled" })) === 1);
     expect(await value("agentbus_tasks_submitted_total", { tenant: "met", capability: "met.cancelme" })).toBe(1);
+  });
+
+  it("counts a delayed task when it is submitted, and shows it waiting until its time", async () => {
+    const caller = await open();
+    if (!caller.server.schedules) return; // message schedules: nats-server 2.12+
+    const before = await value("agentbus_tasks_delayed", { tenant: "met" });
+    const task = await caller.submit("met.delayed", "x", { delayMs: 60_000 });
+    await eventually(async () => (await value("agentbus_tasks_submitted_total", { tenant: "met", capability: "met.delayed" })) === 1);
+    expect(await value("agentbus_tasks_delayed", { tenant: "met" })).toBe(before + 1);
+    await task.cancel();
+    await eventually(async () => (await value("agentbus_tasks_finished_total", { tenant: "met", capability: "met.delayed", state: "canceled" })) === 1);
   });
 
   it("shows queued work per capability: with no worker ever, and with a stopped one", async () => {
