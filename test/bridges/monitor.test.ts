@@ -318,12 +318,21 @@ describe("monitor: REST, SSE and the web page", () => {
     const { chromium } = await import("playwright-core");
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
     try {
+      // A delayed task with a deadline, queued before the page loads: the list shows both times.
+      const submitter = await caller();
+      const later = submitter.server.schedules ? await submitter.submit("echo", "later", { delayMs: 600_000, ttlMs: 900_000 }) : undefined;
       const page = await browser.newPage();
       const errors: string[] = [];
       page.on("pageerror", (err) => errors.push(String(err)));
       await page.goto(`${baseUrl}/monitor/`);
       await page.locator('#agents tr[data-agent="echo"] td.online').first().waitFor();
       await page.locator("#feed-status.live").waitFor();
+      if (later) {
+        const when = page.locator(`#tasks li[data-task="${later.id}"] .when`);
+        await when.filter({ hasText: "runs at" }).waitFor();
+        expect(await when.textContent()).toContain("deadline");
+        await later.cancel();
+      }
 
       await page.selectOption("#capability", "echo");
       await page.fill("#text", "hello from chromium");

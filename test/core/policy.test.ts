@@ -200,7 +200,8 @@ describe("signed policy", () => {
     const admin = await adminFor(agentBus);
     const next = Identity.generate();
     await admin.acl.setTrustRoot([next.id]);
-    await eventually(() => agentBus.acl.admins().join() === next.id);
+    // Each bus reads the policy bucket on its own connection: the two views catch up one after the other.
+    await eventually(() => agentBus.acl.admins().join() === next.id && caller.acl.admins().join() === next.id);
     expect(caller.acl.admins()).toEqual([next.id]);
     // Rules the old admin signed while it was admin stay; it cannot sign new ones.
     expect(textOf(await caller.call("other", "x"))).toBe("other");

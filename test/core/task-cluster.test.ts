@@ -72,4 +72,32 @@ describe("durable tasks on a 3-node cluster (replicas 3)", () => {
     expect([...completed.values()].every((n) => n === 1)).toBe(true);
     for (const id of ids) expect(runs.get(id) ?? 0).toBeGreaterThanOrEqual(1);
   });
+
+  it("delayed tasks on replicas 3: they run at their time, once, across the loss of the work stream's leader", { timeout: 120_000 }, async () => {
+    const tenant = "cluster-delayed";
+    // Bring back any node an earlier test killed: losing the leader below must leave a majority.
+    for (const server of nats.cluster.servers) if (!server.running) await server.restart();
+    const client = await open({ tenant });
+    if (!client.server.schedules) return; // message schedules: nats-server 2.12+
+    const agentBus = await open({ tenant, insecureAllowAll: true });
+    const started = new Map<string, number[]>();
+    await agentBus.agent({ name: "stamper", skills: [{ id: "stamp" }] }, {
+      stamp: (ctx) => {
+        started.set(ctx.taskId!, [...(started.get(ctx.taskId!) ?? []), Date.now()]);
+        return "ok";
+      },
+    }, { tasks: { ackWaitMs: 5000 } });
+    const handles = await Promise.all(Array.from({ length: 20 }, (_, i) => client.submit("stamp", `t${i}`, { delayMs: 4000 + i * 100 })));
+    const jsm = await jetstreamManager(client.nc);
+    // Every node is back (the first test killed one); kill the work stream's leader before the tasks are due.
+    await eventually(async () => (await jsm.streams.info(client.subjects.stream("WORK"))).cluster?.replicas?.every((r) => r.current) === true, 60_000, 250);
+    const leader = (await jsm.streams.info(client.subjects.stream("WORK"))).cluster?.leader;
+    await nats.cluster.servers.find((s) => s.name === leader)!.stop("SIGKILL");
+    const tasks = await Promise.all(handles.map((h) => h.result({ timeout: 60_000 })));
+    for (const t of tasks) {
+      expect(t.status.state).toBe("TASK_STATE_COMPLETED");
+      expect(started.get(t.id)).toHaveLength(1);
+      expect(started.get(t.id)![0]).toBeGreaterThanOrEqual(t.metadata.runAt!);
+    }
+  });
 });

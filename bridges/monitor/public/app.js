@@ -102,12 +102,13 @@ function taskItem(id, capability) {
   let t = tasks.get(id);
   if (t) return t;
   const state = el("span", { className: "state" });
-  const head = el("div", { className: "task-head", title: "click: every stored event" }, state, el("strong", { textContent: capability ?? "?" }), el("code", { textContent: id }));
+  const when = el("span", { className: "when" });
+  const head = el("div", { className: "task-head", title: "click: every stored event" }, state, el("strong", { textContent: capability ?? "?" }), el("code", { textContent: id }), when);
   const events = el("ol", { className: "events" });
   const li = el("li", {}, head, events);
   li.dataset.task = id;
   head.addEventListener("click", () => loadTask(id).catch(showError));
-  t = { li, state, events, seen: new Set() };
+  t = { li, state, when, events, seen: new Set() };
   tasks.set(id, t);
   $("tasks").prepend(li);
   for (const [oldest, old] of tasks) {
@@ -116,6 +117,15 @@ function taskItem(id, capability) {
     tasks.delete(oldest);
   }
   return t;
+}
+
+/** A delayed task's time and a task's deadline, from its snapshot. */
+function showTimes(t, task) {
+  const m = task.metadata ?? {};
+  const times = [];
+  if (typeof m.runAt === "number") times.push(`runs at ${new Date(m.runAt).toLocaleString()}`);
+  if (typeof m.deadline === "number") times.push(`deadline ${new Date(m.deadline).toLocaleString()}`);
+  t.when.textContent = times.join(" · ");
 }
 
 function setState(t, state) {
@@ -136,12 +146,18 @@ function addEvent(t, e) {
 async function loadTasks() {
   const { tasks: list } = await (await request("tasks?pageSize=20")).json();
   // Tasks the live feed already showed keep their (newer) state.
-  for (const task of list.reverse()) if (!tasks.has(task.id)) setState(taskItem(task.id, task.metadata.capability), task.status.state);
+  for (const task of list.reverse()) {
+    if (tasks.has(task.id)) continue;
+    const t = taskItem(task.id, task.metadata.capability);
+    showTimes(t, task);
+    setState(t, task.status.state);
+  }
 }
 
 async function loadTask(id) {
   const { task, events } = await (await request(`tasks/${encodeURIComponent(id)}`)).json();
   const t = taskItem(id, task.metadata.capability);
+  showTimes(t, task);
   t.events.replaceChildren();
   t.seen.clear();
   for (const e of events) addEvent(t, e);
