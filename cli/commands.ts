@@ -1,6 +1,6 @@
 import { Command } from "commander";
 import { existsSync } from "node:fs";
-import { AgentBusError, Identity, isAgentBusError, proveRotation, type ConnectOptions } from "../core/index.js";
+import { AgentBusError, Identity, isAgentBusError, proveRotation, type ConnectOptions, type Task, type TaskState } from "../core/index.js";
 import { busFrom, Exit, parseInput, print, progress, trustRootFromEnv, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
 import { partsText } from "./render.js";
 import { agentCmd, agentHttp } from "./adapters.js";
@@ -223,6 +223,29 @@ file>: it registers under the new id. The old key is refused from now on.
 /** `agentbus task get|cancel <id>`: a task's snapshot, or cancel it. */
 export function task(): Command {
   const cmd = new Command("task").description("inspect or cancel a durable task");
+  cmd.addCommand(
+    withCommon(new Command("ls"))
+      .description("list the tasks this identity may see, newest first, with their delayed time and deadline")
+      .option("--state <state>", "only tasks in this state (submitted, working, completed, failed, canceled, …)")
+      .option("--context <id>", "only tasks of this A2A context")
+      .option("--page-size <n>", "at most this many (1–1000)", "50")
+      .action(async (o: CommonOptions & { state?: string; context?: string; pageSize: string }) => {
+        await withBus(o, async (bus) => {
+          const state = o.state === undefined ? undefined : (`TASK_STATE_${o.state.replace(/^TASK_STATE_/i, "").toUpperCase()}` as TaskState);
+          const page = await bus.tasks({ state, contextId: o.context, pageSize: Number(o.pageSize) });
+          const line = (t: Task) =>
+            [
+              t.id,
+              t.status.state.replace("TASK_STATE_", "").toLowerCase(),
+              t.metadata.capability,
+              t.status.timestamp,
+              typeof t.metadata.runAt === "number" && `runs at ${new Date(t.metadata.runAt).toISOString()}`,
+              typeof t.metadata.deadline === "number" && `deadline ${new Date(t.metadata.deadline).toISOString()}`,
+            ].filter(Boolean).join("  ");
+          print(o, page, page.tasks.map(line).join("\n"));
+        });
+      }),
+  );
   cmd.addCommand(
     withCommon(new Command("get"))
       .description("print a task's snapshot (state, artifacts, history)")

@@ -173,7 +173,7 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     expect((await (await operator(tenant)).bus.task(submitted.id)).status.state).toBe("TASK_STATE_SUBMITTED");
   });
 
-  it("send --delay runs the task at its time and says when; task get shows the time; a bad one exits 2", async () => {
+  it("send --delay runs the task at its time and says when; task get and task ls show the time; a bad one exits 2", async () => {
     const tenant = "send-delay";
     const agentBus = await open({ tenant, insecureAllowAll: true });
     if (!agentBus.server.schedules) return; // message schedules: nats-server 2.12+
@@ -199,6 +199,11 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     expect(human.code, human.stderr).toBe(0);
     expect(human.stdout).toContain(`→ later (runs at ${at.toISOString()})`);
     const id = /^task (\S+)/.exec(human.stdout)![1]!;
+    // task ls: the waiting task with its time, newest first, and a state filter.
+    const listed = await runCli(["task", "ls", "--state", "submitted", "--seed", seed, ...common(tenant)]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout.trim().split("\n")).toEqual([expect.stringMatching(new RegExp(`^${id}  submitted  later  \\S+  runs at ${at.toISOString().replace(/[.]/g, "\\.")}$`))]);
+    expect((await runCli(["task", "ls", "--seed", seed, ...common(tenant)])).stdout.trim().split("\n").map((l) => l.split("  ")[0])).toEqual([id, task.id]);
     expect((await (await op.taskHandle(id)).cancel()).status.state).toBe("TASK_STATE_CANCELED");
     const bad = await runCli(["send", "later", "x", "--delay", "soon", ...common(tenant)]);
     expect(bad.code).toBe(2);
