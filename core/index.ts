@@ -20,7 +20,7 @@ export type { WorkerOptions } from "./agent/worker.js";
 export { TaskHandle, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
 export type { TaskPage, TaskQuery } from "./store/task-snapshots.js";
 export type { StoredEvent } from "./store/task-log.js";
-export { isTerminal, isInterrupted, isFinal, endsFollow, stateOf, taskRight, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./wire/task.js";
+export { TASK_STATES, isTerminal, isInterrupted, isFinal, endsFollow, stateOf, taskRight, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./wire/task.js";
 export { Session, type SessionEntry } from "./store/session.js";
 export { INBOX_CAPABILITY, type InboxHandler, type InboxMessage, type SendReceipt } from "./client/inbox.js";
 export { AgentBusError, ErrorCodes, ErrorTable, errorInfo, isAgentBusError, isErrorCode, type ErrorCode, type ErrorCodeInfo } from "./wire/errors.js";

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { AgentBusError, isAgentBusError, SpanAttr, SpanKind, traced, traceFromHeaders, type AgentInfo, type Bus, type ErrorCode, type Input, type TaskState } from "../../core/internal.js";
+import { AgentBusError, isAgentBusError, TASK_STATES, SpanAttr, SpanKind, traced, traceFromHeaders, type AgentInfo, type Bus, type ErrorCode, type Input, type TaskState } from "../../core/internal.js";
 import { API_KEY_HEADER, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import { EventReader, type Feed } from "../events/index.js";
 import { relaySse, type SseSource } from "./sse.js";
@@ -31,10 +31,6 @@ export interface MonitorError {
   message: string;
 }
 
-const TASK_STATES: readonly TaskState[] = [
-  "TASK_STATE_SUBMITTED", "TASK_STATE_WORKING", "TASK_STATE_COMPLETED", "TASK_STATE_FAILED",
-  "TASK_STATE_CANCELED", "TASK_STATE_REJECTED", "TASK_STATE_INPUT_REQUIRED", "TASK_STATE_AUTH_REQUIRED",
-];
 const TASK_ID = /^[A-Za-z0-9_-]+$/;
 
 /** HTTP status of each bus error code the monitor may meet (others: 500). */

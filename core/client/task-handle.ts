@@ -8,7 +8,7 @@ import type { EnvelopeMeta } from "../security/envelope.js";
 import { retryJs } from "../infra/jetstream.js";
 import { toMessage, utf8, type Input } from "../wire/message.js";
 import { checkCapability, checkId } from "../wire/subjects.js";
-import { isFinal, isTerminal, newTaskId, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent } from "../wire/task.js";
+import { TASK_STATES, isFinal, isTerminal, newTaskId, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent } from "../wire/task.js";
 import type { Snapshot, TaskPage, TaskQuery } from "../store/task-snapshots.js";
 import { exchange } from "./call.js";
 import { TaskWatch } from "./task-watch.js";
@@ -130,6 +130,9 @@ const notFound = (id: string) => new AgentBusError("TASK_NOT_FOUND", `task ${id}
  * the others read every snapshot and keep those {@link mayAccess} allows.
  */
 export function listTasks(s: Submitter, query: TaskQuery = {}): Promise<TaskPage> {
+  if (query.state !== undefined && !TASK_STATES.includes(query.state)) {
+    return Promise.reject(new AgentBusError("INVALID_INPUT", `unknown task state ${String(query.state)}; one of ${TASK_STATES.join(", ")}`));
+  }
   const { store } = s.durable;
   const page = query.caller !== undefined || !s.rt.observes() ? store.listOwned(s.rt.id, query.caller, query) : store.list(query, (t) => mayAccess(s, t));
   return page.then((p) => ({ ...p, tasks: p.tasks.map((t) => openTask(s, t)) }));

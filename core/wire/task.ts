@@ -12,6 +12,12 @@ export type TaskState =
   | "TASK_STATE_INPUT_REQUIRED"
   | "TASK_STATE_AUTH_REQUIRED";
 
+/** Every task state, in the order A2A lists them. */
+export const TASK_STATES: readonly TaskState[] = [
+  "TASK_STATE_SUBMITTED", "TASK_STATE_WORKING", "TASK_STATE_COMPLETED", "TASK_STATE_FAILED",
+  "TASK_STATE_CANCELED", "TASK_STATE_REJECTED", "TASK_STATE_INPUT_REQUIRED", "TASK_STATE_AUTH_REQUIRED",
+];
+
 export interface TaskStatus {
   state: TaskState;
   message?: Message;

@@ -204,6 +204,9 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     expect(listed.code, listed.stderr).toBe(0);
     expect(listed.stdout.trim().split("\n")).toEqual([expect.stringMatching(new RegExp(`^${id}  submitted  later  \\S+  runs at ${at.toISOString().replace(/[.]/g, "\\.")}$`))]);
     expect((await runCli(["task", "ls", "--seed", seed, ...common(tenant)])).stdout.trim().split("\n").map((l) => l.split("  ")[0])).toEqual([id, task.id]);
+    const badState = await runCli(["task", "ls", "--state", "sleeping", "--seed", seed, ...common(tenant)]);
+    expect(badState.code).toBe(2);
+    expect(badState.stderr).toContain("unknown task state TASK_STATE_SLEEPING");
     expect((await (await op.taskHandle(id)).cancel()).status.state).toBe("TASK_STATE_CANCELED");
     const bad = await runCli(["send", "later", "x", "--delay", "soon", ...common(tenant)]);
     expect(bad.code).toBe(2);
