@@ -181,6 +181,8 @@ export class Durable {
       })().catch(() => {});
       try {
         for await (const m of iter) {
+          // A message delivered again (nats-server 2.9 may, after the ordered consumer resets) was yielded already.
+          if (next !== undefined && m.seq < next) continue;
           next = m.seq + 1;
           const { event, from, verified } = lenient ? this.#readEvent(m) : { ...this.decodeEvent(m), verified: true };
           // Blob references come back as their content (for an encrypted task: those sealed for this identity).

@@ -330,25 +330,36 @@ export class TaskStore {
     // messages, delivered first (writes landing meanwhile come after them,
     // and keep `pending` above zero under steady writes).
     const latest = (await consumer.info()).num_pending;
+    // Per key, the newest value read: a key written again while the pass
+    // runs may come twice, or (its value as of the start replaced before it
+    // was delivered: the bucket keeps one per key) only after the others.
+    const byKey = new Map<string, Task | undefined>();
     if (latest > 0) {
       const iter = await consumer.consume();
       let idle = setTimeout(() => iter.stop(), LIST_IDLE_MS);
       let read = 0;
+      let lastSeq = 0;
       try {
         for await (const m of iter) {
           clearTimeout(idle);
           idle = setTimeout(() => iter.stop(), LIST_IDLE_MS);
-          if (!deleted(m.headers)) {
-            const t = (await this.#verify(m)).snapshot?.task;
-            if (t && matches(t, query) && visible(t)) all.push(t);
-          }
-          if (++read >= latest || m.info.pending === 0) break;
+          // A message delivered again (nats-server 2.9 may, after the ordered consumer resets) says nothing new: its `pending` is stale.
+          if (m.seq <= lastSeq) continue;
+          lastSeq = m.seq;
+          const t = deleted(m.headers) ? undefined : (await this.#verify(m)).snapshot?.task;
+          byKey.set(m.subject, t && matches(t, query) && visible(t) ? t : undefined);
+          read++;
+          // Done once every message is read, or once as many keys as there
+          // were at the start are (writes landing meanwhile keep `pending`
+          // above zero; a bound keeps the pass finite under steady writes).
+          if (m.info.pending === 0 || (read >= latest && byKey.size >= latest) || read >= 2 * latest + 100) break;
         }
       } finally {
         clearTimeout(idle);
         iter.stop();
       }
     }
+    for (const t of byKey.values()) if (t) all.push(t);
     return page(all, query);
   }
 }
