@@ -555,16 +555,12 @@ async function publishWork(s: Submitter, cap: string, message: unknown, task: Ta
  * already past, or not after `runAt`, could never let the task start.
  */
 function deadlineFrom(o: SubmitOptions, runAt: number | undefined): number | undefined {
-  if (o.deadline === undefined && o.ttlMs === undefined) return undefined;
-  if (o.deadline !== undefined && o.ttlMs !== undefined) throw new AgentBusError("INVALID_INPUT", "give deadline or ttlMs, not both");
   const now = Date.now();
-  const at = o.ttlMs !== undefined ? now + o.ttlMs : o.deadline instanceof Date ? o.deadline.getTime() : o.deadline;
-  if (typeof at !== "number" || !Number.isFinite(at) || (o.ttlMs !== undefined && (!Number.isFinite(o.ttlMs) || o.ttlMs <= 0))) {
-    throw new AgentBusError("INVALID_INPUT", "deadline must be a Date or ms since the epoch, ttlMs a number of ms > 0");
-  }
+  const at = timeOption(o.deadline, o.ttlMs, now, "deadline", "ttlMs", 1);
+  if (at === undefined) return undefined;
   if (at <= now) throw new AgentBusError("INVALID_INPUT", `deadline ${new Date(at).toISOString()} has passed already`);
   if (runAt !== undefined && at <= runAt) throw new AgentBusError("INVALID_INPUT", "the deadline is not after runAt: the task could never start");
-  return Math.round(at);
+  return at;
 }
 
 /** JetStream's message schedule headers (nats-server 2.12+). */
@@ -577,19 +573,30 @@ const SCHEDULE_TARGET = "Nats-Schedule-Target";
  * already past). Checked before anything is written.
  */
 function delayedUntil(s: Submitter, o: SubmitOptions): number | undefined {
-  if (o.runAt === undefined && o.delayMs === undefined) return undefined;
-  if (o.runAt !== undefined && o.delayMs !== undefined) throw new AgentBusError("INVALID_INPUT", "give runAt or delayMs, not both");
   const now = Date.now();
-  const at = o.delayMs !== undefined ? now + o.delayMs : o.runAt instanceof Date ? o.runAt.getTime() : o.runAt;
-  if (typeof at !== "number" || !Number.isFinite(at) || (o.delayMs !== undefined && (!Number.isFinite(o.delayMs) || o.delayMs < 0))) {
-    throw new AgentBusError("INVALID_INPUT", "runAt must be a Date or ms since the epoch, delayMs a number of ms ≥ 0");
-  }
-  if (at <= now) return undefined;
+  const at = timeOption(o.runAt, o.delayMs, now, "runAt", "delayMs", 0);
+  if (at === undefined || at <= now) return undefined;
   const limit = s.rt.options.eventsMaxAgeMs;
   if (at - now > limit) throw new AgentBusError("INVALID_INPUT", `runAt is at most ${limit} ms ahead (the task retention, eventsMaxAgeMs): its snapshot would be gone before it runs`);
   if (!s.rt.server.schedules) throw new AgentBusError("SERVER_TOO_OLD", `delayed tasks need nats-server 2.12 or later (message schedules); this server is ${s.rt.server.version}`);
   if (!s.durable.delayable) {
     throw new AgentBusError("CONFIG_MISMATCH", `the work stream ${s.durable.subjects.stream("WORK")} does not take delayed work items: it was made before them and this identity may not change it (a tenant admin's connect updates it)`);
   }
-  return Math.round(at);
+  return at;
+}
+
+/**
+ * A submit's time, given either as a moment (`Date` or ms since the epoch)
+ * or as ms from `now` (not both), in whole ms since the epoch; undefined
+ * when neither is given. `INVALID_INPUT` for anything else, or for an
+ * offset below `minMs`.
+ */
+function timeOption(at: Date | number | undefined, fromNow: number | undefined, now: number, atName: string, fromNowName: string, minMs: number): number | undefined {
+  if (at === undefined && fromNow === undefined) return undefined;
+  if (at !== undefined && fromNow !== undefined) throw new AgentBusError("INVALID_INPUT", `give ${atName} or ${fromNowName}, not both`);
+  const ms = fromNow !== undefined ? now + fromNow : at instanceof Date ? at.getTime() : at;
+  if (typeof ms !== "number" || !Number.isFinite(ms) || (fromNow !== undefined && !(fromNow >= minMs))) {
+    throw new AgentBusError("INVALID_INPUT", `${atName} must be a Date or ms since the epoch, ${fromNowName} a number of ms ${minMs > 0 ? "> 0" : "≥ 0"}`);
+  }
+  return Math.round(ms);
 }
