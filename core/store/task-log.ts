@@ -8,7 +8,7 @@ import { Blobs, DEFAULT_INLINE_BYTES, DEFAULT_MAX_TASK_BYTES } from "./blobs.js"
 import { ensureBlobStore, ensureOwnersBucket, ensureTaskInfra, retryJs, type TaskInfraOptions } from "../infra/jetstream.js";
 import { utf8 } from "../wire/message.js";
 import type { Subjects } from "../wire/subjects.js";
-import { applyEvent, endsFollow, isFinal, isTerminal, statusEvent, type Task, type TaskEvent, type TaskState } from "../wire/task.js";
+import { applyEvent, endsFollow, isFinal, isTerminal, stateOf, statusEvent, type Task, type TaskEvent, type TaskState } from "../wire/task.js";
 import { toMessage } from "../wire/message.js";
 import { TaskStore, type Snapshot, type SnapshotTrust } from "./task-snapshots.js";
 import type { TraceContext } from "../wire/trace.js";
@@ -149,9 +149,13 @@ export class Durable {
     const lenient = submitter !== undefined && submitter !== this.envelopes.identity.id;
     const e2e = snapshot?.task.metadata.encrypted ? this.envelopes.e2e : undefined;
     if (snapshot && isFinal(snapshot.task.status.state) && fromSequence !== undefined) {
-      // Nothing left to follow: stop at the end of what is stored.
-      const last = await this.lastSequence(snapshot.task);
-      if (last === undefined || fromSequence > last) return;
+      // Nothing left to follow once the log holds the state the (verified)
+      // snapshot ends in and the cursor is past it. A final state is stored
+      // in the snapshot first and published right after: until its event is
+      // in the log, follow it.
+      const last = await this.#lastMessage(snapshot.task);
+      const stored = last ? stateOf(JSON.parse(utf8(last.data)) as TaskEvent) : undefined;
+      if (last && stored === snapshot.task.status.state && fromSequence > last.seq) return;
     }
     const filter = snapshot ? this.subjects.taskEventLog(snapshot.task.metadata.submitter, taskId) : this.subjects.taskEventLogOfAny(taskId);
     // The next sequence to read: the follow restarts from there when its consumer is lost.

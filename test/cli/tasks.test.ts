@@ -233,7 +233,7 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     expect(stranger.stderr).toContain(`task ${id} not found`);
 
     const second = await runCli(["send", "ask", "dragons", "--task", id, "--seed", seed, "--json", ...common(tenant)]);
-    expect(second.code, second.stderr).toBe(0);
+    expect(second.code, `${second.stderr}\n${second.stdout}`).toBe(0);
     const [head, ...events] = jsonLines(second.stdout);
     expect((head as { task: Task }).task.id).toBe(id);
     // Only the new turn's events: no replay of the first question.

@@ -18,6 +18,12 @@ import { eventually, grant, useBuses } from "../helpers/bus.js";
  * report is the worker's claim, which a follower sees), before it waits;
  * an "abort" listener added after the abort never fires.
  */
+async function collect(events: AsyncIterable<StoredEvent>): Promise<StoredEvent[]> {
+  const out: StoredEvent[] = [];
+  for await (const e of events) out.push(e);
+  return out;
+}
+
 function untilAborted(signal: AbortSignal): Promise<never> {
   return new Promise((_resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
@@ -187,6 +193,26 @@ export function taskRaceSuite(label: string, servers: () => string[], replicas: 
       // The deterministic members make sure both outcomes were exercised.
       expect(states.get("TASK_STATE_CANCELED")).toBeGreaterThanOrEqual(N / 10);
       expect(states.get("TASK_STATE_COMPLETED")).toBeGreaterThanOrEqual(N / 10);
+    });
+
+    it("a follow from the cursor after a turn, begun while the next turn ends, sees that turn's end", { timeout: 120_000 }, async () => {
+      const t = tenant();
+      const agentBus = await open({ tenant: t, insecureAllowAll: true });
+      const client = await open({ tenant: t });
+      // The second turn ends at once: its final state may be in the snapshot before its event is in the log.
+      await agentBus.agent({ name: "turner", skills: [{ id: "turns" }] }, {
+        turns: (ctx) => (ctx.history.length < 2 ? ctx.inputRequired("more?") : `got ${ctx.text}`),
+      }, { tasks: { concurrency: 64 } });
+      await Promise.all(Array.from({ length: 40 }, async (_, i) => {
+        const first = await client.submit("turns", `first ${i}`);
+        expect((await first.result({ timeout: 60_000 })).status.state).toBe("TASK_STATE_INPUT_REQUIRED");
+        const last = await first.lastSequence();
+        const next = await client.submit("turns", `second ${i}`, { taskId: first.id });
+        // Start following the moment the snapshot shows the end: its event may not be in the log yet.
+        while ((await client.task(first.id)).status.state !== "TASK_STATE_COMPLETED");
+        const states = (await collect(next.events({ fromSequence: last! + 1 }))).map((e) => stateOf(e.event)).filter(Boolean);
+        expect(states, `task ${first.id}`).toEqual(["TASK_STATE_COMPLETED"]);
+      }));
     });
 
     it("whoever sees a task's final event reads a snapshot that already shows it, with its artifacts", { timeout: 180_000 }, async () => {
