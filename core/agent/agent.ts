@@ -103,6 +103,8 @@ export class Agent {
   readonly #rt: Runtime;
   readonly #onStopped: (agent: Agent) => void;
   readonly #handlers: Map<string, { handler: Handler; validate?: (v: unknown) => void }>;
+  /** The agent taking over from this one: from its registration on, this instance serves its capabilities too. */
+  #successor: Agent | undefined;
   readonly #inflight = new Set<Promise<void>>();
   readonly #abort = new AbortController();
   readonly #log: Logger;
@@ -133,6 +135,9 @@ export class Agent {
   /** Registers the agent on `rt`'s bus and starts serving; `onStopped` is told once it has stopped. */
   static async start(rt: Runtime, spec: AgentSpec, handlers: Record<string, Handler>, options: AgentOptions = {}, onStopped: (agent: Agent) => void = () => {}): Promise<Agent> {
     const agent = new Agent(rt, spec, handlers, onStopped);
+    // Callers read the new card as soon as it is stored and may address an
+    // instance of the replaced agent with a capability it never had.
+    if (options.replaces) options.replaces.#successor = agent;
     const schemas: Record<string, CapabilitySchemas> = {};
     for (const s of spec.skills) if (s.inputSchema || s.outputSchema) schemas[s.id] = { input: s.inputSchema, output: s.outputSchema };
     await rt.buckets.agents.put(agent.id, JSON.stringify(signRecord(rt.identity, agent.card, schemas)));
@@ -204,7 +209,7 @@ export class Agent {
       const cap = subjectCap ?? env.capability;
       if (!cap) throw new AgentBusError("INVALID_INPUT", "a call to an agent must name the capability (Mesh-Cap)");
       this.#rt.authorize(env, cap);
-      const entry = this.#handlers.get(cap);
+      const entry = this.#handlers.get(cap) ?? (this.#successor && this.#successor.#handlers.get(cap));
       if (!entry) throw new AgentBusError("INVALID_INPUT", `agent does not offer ${cap}`);
       // Verified and authorized first; only then decrypted.
       // Large parts came as claim checks: read back before the handler sees them.

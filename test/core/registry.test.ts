@@ -128,3 +128,23 @@ describe("registry views shared by the buses of one process", () => {
     expect(probe.discover({ capability: "kept" }).map((a) => a.name)).toEqual(["kept"]);
   });
 });
+
+describe("an agent replaced while it runs", () => {
+  it("a caller that reads the new card first and calls a new capability on the old instance is served", async () => {
+    const t = tenant();
+    const [host, caller] = await Promise.all([bus({ tenant: t }), bus({ tenant: t })]);
+    const first = await runAgent(host, "one");
+    await until(() => caller.discover({ capability: "one", online: true }).length === 1, "the first agent online");
+    const answers: Array<Promise<unknown>> = [];
+    // Called from the registry event, the old instance is the only one the caller knows.
+    const off = caller.onAgent((e) => {
+      if (e.agent.card.skills.some((s) => s.id === "two") && answers.length === 0) {
+        answers.push(caller.call("two", "hello").then((m) => m.parts, (err: unknown) => err));
+      }
+    });
+    await host.agent({ name: "one", skills: [{ id: "one" }, { id: "two" }] }, { one: (ctx) => ctx.text, two: (ctx) => ctx.text.toUpperCase() }, { tasks: false, replaces: first });
+    await until(() => answers.length === 1, "the caller saw the new card");
+    off();
+    expect(await answers[0]).toEqual([{ text: "HELLO" }]);
+  });
+});
