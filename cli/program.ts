@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { acl, agent, bridge, call, identity, keygen, ls, mcp, revoke, send, tail, task } from "./commands.js";
 import { up } from "./up.js";
+import { schedule } from "./schedule.js";
 import { gateway } from "./adapters.js";
 import { authority, identityDirectoryCommands, tenant } from "./authority.js";
 
@@ -28,6 +29,7 @@ export function program(): Command {
     .addCommand(authority())
     .addCommand(tenant())
     .addCommand(task())
+    .addCommand(schedule())
     .addCommand(agent())
     .addCommand(bridge())
     .addCommand(gateway())

@@ -14,6 +14,7 @@ import type { AgentExecutor } from "@a2a-js/sdk/server";
 import { Agent, type AgentOptions, type AgentSpec } from "./agent/agent.js";
 import type { Handler } from "./agent/context.js";
 import { call } from "./client/call.js";
+import { Schedules } from "./client/schedules.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./client/inbox.js";
 import { TaskHandle, listTasks, submitTask, submitterOf, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
 import { ensurePushBucket, ensureCoreInfra, type CoreBuckets } from "./infra/jetstream.js";
@@ -153,6 +154,12 @@ export class Bus {
   readonly registry: Registry;
   readonly acl: AclStore;
   readonly buckets: CoreBuckets;
+  /**
+   * Recurring tasks of this identity: create, list, pause, resume and
+   * delete schedules (cron with a time zone, or an interval) whose runs are
+   * ordinary tasks. nats-server 2.14+; `SERVER_TOO_OLD` before.
+   */
+  readonly schedules: Schedules;
   /** What this bus shares with its agents, workers and task handles. */
   readonly #rt: Runtime;
   readonly #revokedListeners = new Set<(id: string, revocation: Revocation) => void>();
@@ -196,6 +203,7 @@ export class Bus {
       revocations: init.revoked,
       auditor: new Auditor(init.nc, init.subjects, this.envelopes, init.log, init.options.auditRate),
     });
+    this.schedules = new Schedules(this.#rt);
   }
 
   /** @internal used by {@link connect}. */
@@ -347,7 +355,8 @@ export class Bus {
 
   /**
    * Creates every stream and bucket of the tenant (the core ones, the task
-   * streams and buckets, sessions, push configs). Under server permissions
+   * streams and buckets, sessions, push configs, and on nats-server 2.14+
+   * the schedules). Under server permissions
    * only an admin may create them: a tenant's set-up does this once, so
    * agents, callers and bridges find them.
    */
@@ -356,6 +365,7 @@ export class Bus {
       this.ensureTasks(),
       this.session("provision").then(() => undefined),
       ensurePushBucket(new Kvm(this.nc), this.subjects, { replicas: this.#rt.options.replicas }),
+      ...(this.server.cron ? [this.#rt.schedules().then(() => undefined)] : []),
     ]);
   }
 

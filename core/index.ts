@@ -18,6 +18,7 @@ export { Agent, cardOf, type AgentSpec, type SkillSpec, type AgentOptions, type 
 export type { AgentContext, ArtifactOptions } from "./agent/context.js";
 export type { WorkerOptions } from "./agent/worker.js";
 export { TaskHandle, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
+export { Schedules, type Schedule, type ScheduleSpec, type ScheduleQuery } from "./client/schedules.js";
 export type { TaskPage, TaskQuery } from "./store/task-snapshots.js";
 export type { StoredEvent } from "./store/task-log.js";
 export { TASK_STATES, isTerminal, isInterrupted, isFinal, endsFollow, stateOf, taskRight, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./wire/task.js";

@@ -18,6 +18,9 @@ import type { Revocation, Revocations } from "./store/revocations.js";
 import { BLOB_MEDIA_TYPE, DEFAULT_INLINE_BYTES, partsBytes, type BlobOwner } from "./store/blobs.js";
 import { Sessions, type Session } from "./store/session.js";
 import { Durable } from "./store/task-log.js";
+import { ScheduleStore } from "./store/schedules.js";
+import { ensureScheduleInfra } from "./infra/jetstream.js";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { AgentBusError } from "./wire/errors.js";
 import type { ServerFeatures } from "./wire/features.js";
 import type { Logger } from "./wire/log.js";
@@ -60,6 +63,7 @@ export class Runtime {
   readonly silent = new Map<string, number>();
   #tasks?: Promise<Durable>;
   #sessions?: Promise<Sessions>;
+  #schedules?: Promise<ScheduleStore>;
 
   constructor(parts: RuntimeParts) {
     this.nc = parts.nc;
@@ -98,6 +102,21 @@ export class Runtime {
     });
     this.#tasks.catch(() => (this.#tasks = undefined));
     return this.#tasks;
+  }
+
+  /**
+   * The tenant's recurring schedules (`mesh_<t>_schedules` and
+   * `MESH_<T>_SCHEDULES`), opened on first use; `SERVER_TOO_OLD` before
+   * nats-server 2.14 (cron schedules).
+   */
+  schedules(): Promise<ScheduleStore> {
+    if (!this.server.cron) return Promise.reject(new AgentBusError("SERVER_TOO_OLD", `recurring tasks need nats-server 2.14 or later (cron message schedules); this server is ${this.server.version}`));
+    this.#schedules ??= (async () => {
+      const infra = await ensureScheduleInfra(await jetstreamManager(this.nc), new Kvm(this.nc), this.subjects, { replicas: this.options.replicas });
+      return new ScheduleStore(infra.records, jetstream(this.nc), this.subjects, this.identity);
+    })();
+    this.#schedules.catch(() => (this.#schedules = undefined));
+    return this.#schedules;
   }
 
   /** Shared state of an A2A context (`mesh_<t>_sessions`, opened on first use). */

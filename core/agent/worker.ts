@@ -12,6 +12,8 @@ import { parseMessage, structuredInput, toMessage } from "../wire/message.js";
 import type { Message, Part } from "../wire/protocol.js";
 import { applyEvent, artifactEvent, canMove, isFinal, isTerminal, stateOf, statusEvent, statusNow, taskRight, type Task, type TaskEvent, type TaskState } from "../wire/task.js";
 import type { Snapshot } from "../store/task-snapshots.js";
+import { SCHEDULER_HEADER, tickSource, type Schedule } from "../store/schedules.js";
+import { randomUUID } from "node:crypto";
 import { blobRefOf, eventBytes, partsBytes, taskBytes } from "../store/blobs.js";
 import type { TraceContext } from "../wire/trace.js";
 
@@ -83,8 +85,12 @@ export class TaskWorker {
   #consumer?: Consumer;
   #batch?: ConsumerMessages;
   #stopped = false;
-  #wake?: () => void;
+  /** Waiting for a free slot: the work loop, the tick loop. */
+  #waiting: Array<() => void> = [];
+  #free: number;
+  #tickBatch?: ConsumerMessages;
   #loop?: Promise<void>;
+  #tickLoop?: Promise<void>;
 
   private constructor(host: WorkerHost, cap: string, handler: Handler, validate: ((v: unknown) => void) | undefined, o: WorkerOptions) {
     this.#host = host;
@@ -92,6 +98,7 @@ export class TaskWorker {
     this.#handler = handler;
     this.#validate = validate;
     this.#o = { concurrency: o.concurrency ?? 16, ackWaitMs: o.ackWaitMs ?? 30_000, maxDeliver: o.maxDeliver ?? 5, backoffMs: o.backoffMs ?? 500 };
+    this.#free = this.#o.concurrency;
   }
 
   static async start(host: WorkerHost, cap: string, handler: Handler, validate: ((v: unknown) => void) | undefined, options: WorkerOptions = {}): Promise<TaskWorker> {
@@ -109,6 +116,7 @@ export class TaskWorker {
     });
     w.#consumer = await retryJs(() => durable.js.consumers.get(stream, name));
     w.#loop = w.#run();
+    if (host.rt.server.cron) w.#tickLoop = w.#runTicks();
     return w;
   }
 
@@ -118,30 +126,152 @@ export class TaskWorker {
    * to another replica and run twice).
    */
   async #run(): Promise<void> {
-    let free = this.#o.concurrency;
     while (!this.#stopped) {
-      while (free === 0 && !this.#stopped) await new Promise<void>((r) => (this.#wake = r));
+      await this.#slotFree();
       if (this.#stopped) break;
       try {
-        this.#batch = await this.#consumer!.fetch({ max_messages: free, expires: 2000 });
-        for await (const m of this.#batch) {
-          free--;
-          const p = this.#process(m)
-            .catch((err) => this.#host.log.error({ err: String(err), capability: this.#cap }, "task processing failed"))
-            .finally(() => {
-              free++;
-              this.#running.delete(p);
-              this.#wake?.();
-              this.#wake = undefined;
-            });
-          this.#running.add(p);
-        }
+        this.#batch = await this.#consumer!.fetch({ max_messages: this.#free, expires: 2000 });
+        for await (const m of this.#batch) this.#take(this.#process(m));
       } catch (err) {
         if (this.#stopped) break;
         this.#host.log.warn({ err: String(err), capability: this.#cap }, "pulling work failed; retrying");
         await new Promise((r) => setTimeout(r, 500));
       }
     }
+  }
+
+  /** Resolves once a slot is free (or the worker stops). */
+  async #slotFree(): Promise<void> {
+    while (this.#free <= 0 && !this.#stopped) await new Promise<void>((r) => this.#waiting.push(r));
+  }
+
+  /** Runs `work` in a slot, freed when it settles. */
+  #take(work: Promise<void>): void {
+    this.#free--;
+    const p = work
+      .catch((err) => this.#host.log.error({ err: String(err), capability: this.#cap }, "task processing failed"))
+      .finally(() => {
+        this.#free++;
+        this.#running.delete(p);
+        this.#wakeAll();
+      });
+    this.#running.add(p);
+  }
+
+  #wakeAll(): void {
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    for (const r of waiting) r();
+  }
+
+  /**
+   * The ticks of the recurring schedules of this capability (nats-server
+   * 2.14+): a durable consumer on `<root>.<t>.tick.<cap>.*` shared by every
+   * replica, so each tick is taken once. Each becomes a task of the
+   * schedule's creator and runs here, in one of the same slots as work items.
+   * The schedules' stream is opened on first use; until it can be (a
+   * connection that may not create it before a tenant's set-up has), this
+   * tries again now and then.
+   */
+  async #runTicks(): Promise<void> {
+    const { rt, durable } = this.#host;
+    let ticks: Consumer | undefined;
+    while (!this.#stopped) {
+      try {
+        if (!ticks) {
+          await rt.schedules();
+          const stream = durable.subjects.stream("SCHEDULES");
+          const name = consumerName(this.#cap).replace(/^cap_/, "tick_");
+          await ensureConsumer(await durable.js.jetstreamManager(), stream, {
+            durable_name: name,
+            filter_subject: durable.subjects.ticks(this.#cap),
+            ack_policy: AckPolicy.Explicit,
+            deliver_policy: DeliverPolicy.All,
+            ack_wait: this.#o.ackWaitMs * 1_000_000,
+            max_deliver: this.#o.maxDeliver,
+          });
+          ticks = await retryJs(() => durable.js.consumers.get(stream, name));
+        }
+        await this.#slotFree();
+        if (this.#stopped) break;
+        this.#tickBatch = await ticks.fetch({ max_messages: 1, expires: 5000 });
+        for await (const m of this.#tickBatch) this.#take(this.#tick(m));
+      } catch (err) {
+        if (this.#stopped) break;
+        this.#host.log.debug({ err: String(err), capability: this.#cap }, "taking schedule ticks failed; retrying");
+        // Cut short when the worker stops.
+        await new Promise<void>((r) => {
+          setTimeout(r, ticks ? 500 : 10_000).unref();
+          this.#waiting.push(r);
+        });
+      }
+    }
+  }
+
+  /**
+   * One tick of a schedule: verified (the schedule named by the server's
+   * `Nats-Scheduler` header, its record signed by its creator, in force,
+   * for this capability), then run as the creator's task
+   * `<schedule>-<tick time in ms>`: created SUBMITTED on the first delivery,
+   * found again on a later one, so a tick never runs twice.
+   */
+  async #tick(m: JsMsg): Promise<void> {
+    const { rt, durable, log } = this.#host;
+    const source = tickSource(durable.subjects, m.headers?.get(SCHEDULER_HEADER) || undefined);
+    if (!source || m.subject !== durable.subjects.tick(this.#cap, source.id)) {
+      this.#refused(m, new AgentBusError("BAD_SIGNATURE", `a tick on ${m.subject} names no schedule of this capability`));
+      m.term();
+      return;
+    }
+    let schedule: Schedule | undefined;
+    try {
+      schedule = await (await rt.schedules()).get(source.id, source.creator);
+    } catch (err) {
+      if (!isAgentBusError(err, "BAD_SIGNATURE")) throw err; // unreachable store: redelivered
+      this.#refused(m, err);
+      m.term();
+      return;
+    }
+    if (!schedule || schedule.paused || schedule.capability !== this.#cap) {
+      // Deleted or paused since the server published it, or another capability's: nothing runs.
+      log.debug({ schedule: source.id, creator: source.creator, subject: m.subject }, "tick of no schedule in force: dropped");
+      m.ack();
+      return;
+    }
+    const at = Math.floor(m.info.timestampNanos / 1_000_000);
+    const taskId = `${source.id}-${at}`;
+    const env: Envelope = { from: source.creator, ts: at, id: taskId, task: taskId, depth: 0, auth: "signature" };
+    if (rt.isRevoked(source.creator)) {
+      this.#refused(m, new AgentBusError("REVOKED", `schedule ${source.id}: its creator ${source.creator} is revoked`));
+      m.term();
+      return;
+    }
+    let snapshot = await durable.store.get(taskId, source.creator);
+    const input: Message = { ...schedule.input, messageId: `${taskId}-input`, taskId };
+    if (!snapshot) {
+      const contextId = randomUUID();
+      input.contextId = contextId;
+      const task: Task = {
+        id: taskId,
+        contextId,
+        status: statusNow("TASK_STATE_SUBMITTED"),
+        artifacts: [],
+        history: [input],
+        metadata: {
+          ...schedule.metadata,
+          capability: this.#cap,
+          submitter: source.creator,
+          depth: 0,
+          schedule: source.id,
+          scheduledAt: at,
+          ...(schedule.ttlMs !== undefined && { deadline: at + schedule.ttlMs }),
+        },
+      };
+      snapshot = (await durable.store.create(task, rt.providers(this.#cap))) ?? (await durable.store.get(taskId, source.creator));
+      if (!snapshot) throw new AgentBusError("UNAVAILABLE", `task ${taskId} of schedule ${source.id} could not be created`);
+    }
+    input.contextId = snapshot.task.contextId;
+    await this.#execute(m, env, snapshot, input);
   }
 
   async #process(m: JsMsg): Promise<void> {
@@ -167,6 +297,16 @@ export class TaskWorker {
       m.term();
       return;
     }
+    await this.#execute(m, env, snapshot);
+  }
+
+  /**
+   * Runs a taken task (from a work item, or a schedule's tick with its
+   * input `given`): a task that ended, or is past its deadline, is settled without
+   * running; otherwise the sender is authorized and the handler runs.
+   */
+  async #execute(m: JsMsg, env: Envelope, snapshot: Snapshot, given?: Message): Promise<void> {
+    const { durable } = this.#host;
     if (isTerminal(snapshot.task.status.state)) {
       // Canceled while queued, or finished by a worker that died before its ack.
       await this.#ensureFinalEvent(snapshot);
@@ -207,7 +347,7 @@ export class TaskWorker {
       // Verified and authorized first; only then decrypted. Not encrypted for this replica (it registered after the submit): retried, another may be.
       // Parts stored as blobs are fetched back (and checked) before the input is validated.
       const blobs = new Map<string, Promise<Part>>();
-      const userMessage = await durable.blobs.resolveMessage(parseMessage(env.enc === undefined ? m.data : durable.envelopes.decrypt(env, m.data)), blobs);
+      const userMessage = await durable.blobs.resolveMessage(given ?? parseMessage(env.enc === undefined ? m.data : durable.envelopes.decrypt(env, m.data)), blobs);
       const input = this.#validate ? structuredInput(userMessage) : undefined;
       this.#validate?.(input);
       // The handler sees the history in plain (what is encrypted for this identity), blobs fetched back.
@@ -316,8 +456,9 @@ export class TaskWorker {
   async stop(timeoutMs = 10_000): Promise<void> {
     this.#stopped = true;
     this.#batch?.stop();
-    this.#wake?.();
-    await this.#loop;
+    this.#tickBatch?.stop();
+    this.#wakeAll();
+    await Promise.all([this.#loop, this.#tickLoop]);
     let timer: NodeJS.Timeout | undefined;
     const all = Promise.allSettled([...this.#running]);
     const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)))]);

@@ -353,3 +353,35 @@ export async function ensureConsumer(jsm: JetStreamManager, stream: string, conf
   }
   await justCreated(() => jsm.consumers.add(stream, config));
 }
+
+/** What {@link ensureScheduleInfra} made or found. */
+export interface ScheduleInfra {
+  /** The signed schedule records, `<creator>.<id>`. */
+  records: KV;
+  /** The stream holding the schedules in force and their ticks. */
+  stream: string;
+}
+
+/**
+ * Recurring schedules (nats-server 2.14+): the records bucket
+ * (`mesh_<t>_schedules`) and the work-queue stream `MESH_<T>_SCHEDULES`
+ * holding one schedule message per schedule (`<root>.<t>.schedule.<creator>.<id>`,
+ * replaced by a roll-up) and the ticks the server publishes from them
+ * (`<root>.<t>.tick.<cap>.<id>`), taken once each by the capability's workers.
+ */
+export async function ensureScheduleInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjects, o: Pick<TaskInfraOptions, "replicas">): Promise<ScheduleInfra> {
+  const replicas = o.replicas ?? 1;
+  const [records, info] = await Promise.all([
+    ensureBucket(kvm, s.bucket("schedules"), { replicas, history: 1 }, insisted(o.replicas)),
+    ensureStream(jsm, {
+      name: s.stream("SCHEDULES"),
+      subjects: [`${s.prefix}.schedule.>`, `${s.prefix}.tick.>`],
+      retention: RetentionPolicy.Workqueue,
+      num_replicas: replicas,
+      allow_msg_schedules: true,
+      allow_rollup_hdrs: true,
+      allow_msg_ttl: true,
+    } as Partial<StreamConfig> & { name: string }, o.replicas !== undefined),
+  ]);
+  return { records, stream: info.config.name };
+}

@@ -172,6 +172,19 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
   // so it counts as this identity's submission to that capability, which
   // the serving agent authorizes as it does every work item.
   if (invokes.length > 0) pub.add(`${p}.delayed.${input.id}.*`);
+  // Its own recurring schedules (nats-server 2.14+): the signed records
+  // under its own id, and the schedule messages on its own subjects. A
+  // schedule's target is again a header the server does not confine: a
+  // worker runs a tick only for the schedule the server says produced it
+  // (`Nats-Scheduler`), from that schedule's record, signed by its creator.
+  if (invokes.length > 0) {
+    pub.add(`${p}.schedule.${input.id}.*`);
+    pub.add(`${kv("schedules")}.${input.id}.*`);
+    pub.add(direct(kvStream("schedules"), `${kv("schedules")}.${input.id}.>`));
+    pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("schedules")}.*.${kv("schedules")}.${input.id}.>`);
+    pub.add(`$JS.API.CONSUMER.DELETE.${kvStream("schedules")}.*`);
+    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${kvStream("schedules")}.*`);
+  }
   for (const imp of input.imports ?? []) {
     if (input.role === "bridge" || covered(invokes, imp.capability)) pub.add(`${new Subjects(input.root, imp.tenant).prefix}.cap.${imp.capability}`);
   }
@@ -200,7 +213,12 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
       sub.add(`${p}.cap.${c}`);
       pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("WORK")}.*.${p}.work.${c}`);
       pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${s.stream("WORK")}.*`);
+      // The ticks of its capabilities' schedules (one consumer per capability, `<root>.<t>.tick.<cap>.*`).
+      pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("SCHEDULES")}.*.${p}.tick.${c.endsWith(">") ? c : `${c}.*`}`);
     }
+    // The schedule a tick names: its record, to verify and run it.
+    pub.add(direct(kvStream("schedules"), `${kv("schedules")}.>`));
+    pub.add(`$JS.API.CONSUMER.MSG.NEXT.${s.stream("SCHEDULES")}.*`);
     sub.add(`${p}.agent.${input.id}.call`);
     sub.add(`${p}.agent.${input.id}.call.*`);
     sub.add(`${p}.task.*.cancel`);

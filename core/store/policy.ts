@@ -15,7 +15,7 @@ import { KvWatch } from "../infra/kvmirror.js";
 const enc = new TextEncoder();
 
 /** The buckets whose entries are signed. */
-export type PolicyBucket = "acl" | "revoked";
+export type PolicyBucket = "acl" | "revoked" | "schedules";
 
 /** JSON with object keys sorted at every level: one byte string per value. */
 export function canonicalJson(value: unknown): string {

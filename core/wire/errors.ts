@@ -48,6 +48,7 @@ export const ErrorTable = {
   CONFIG_MISMATCH: { wire: false, retryable: false, audited: false, status: 400, meaning: "an existing stream, bucket or consumer has other settings than asked" },
   SERVER_TOO_OLD: { wire: false, retryable: false, audited: false, status: 400, meaning: "the connected nats-server lacks a feature this needs" },
   TASK_NOT_FOUND: { wire: true, retryable: false, audited: false, status: 400, meaning: "no such task, or not one this identity may see" },
+  SCHEDULE_NOT_FOUND: { wire: false, retryable: false, audited: false, status: 400, meaning: "no such schedule of this identity" },
   NOT_CANCELABLE: { wire: true, retryable: false, audited: false, status: 400, meaning: "the task already ended" },
   TASK_FINISHED: { wire: true, retryable: false, audited: false, status: 400, meaning: "the task ended: it takes no more input or events" },
   NOT_RECIPIENT: { wire: true, retryable: true, audited: false, status: 400, meaning: "end-to-end encrypted content holds no key for this identity (another replica may have one)" },

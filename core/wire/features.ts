@@ -20,6 +20,12 @@ export interface ServerFeatures {
    */
   schedules: boolean;
   /**
+   * Recurring message schedules (2.14): `Nats-Schedule` with a 6-field cron
+   * expression or `@every <duration>`, and `Nats-Schedule-Time-Zone`.
+   * Recurring tasks need them.
+   */
+  cron: boolean;
+  /**
    * Compare-and-set (expected last subject sequence) is atomic on
    * replicated streams (2.9.21, nats-server#4320). Before, two writers
    * expecting the same revision of a key on an R3 bucket can both succeed.
@@ -42,5 +48,5 @@ export function compareVersions(a: string, b: string): number {
 /** Features of a server reporting `version`. */
 export function featuresOf(version: string): ServerFeatures {
   const atLeast = (v: string) => compareVersions(version, v) >= 0;
-  return { version, multiFilter: atLeast("2.10.0"), republish: atLeast("2.10.0"), messageTtl: atLeast("2.11.0"), termReason: atLeast("2.11.0"), schedules: atLeast("2.12.0"), replicatedCas: atLeast("2.9.21") };
+  return { version, multiFilter: atLeast("2.10.0"), republish: atLeast("2.10.0"), messageTtl: atLeast("2.11.0"), termReason: atLeast("2.11.0"), schedules: atLeast("2.12.0"), cron: atLeast("2.14.0"), replicatedCas: atLeast("2.9.21") };
 }

@@ -118,17 +118,33 @@ export class Subjects {
   dlq(cap: string): string {
     return `${this.prefix}.dlq.${checkCapability(cap)}`;
   }
+  /**
+   * The message that holds recurring schedule `id` of `creator` in the
+   * schedules stream (nats-server 2.14+ cron schedules): the last message
+   * on it is the schedule in force.
+   */
+  schedule(creator: string, id: string): string {
+    return `${this.prefix}.schedule.${checkId(creator, "creator id")}.${checkId(id, "schedule id")}`;
+  }
+  /** Where the server publishes the ticks of schedule `id` for capability `cap`. */
+  tick(cap: string, id: string): string {
+    return `${this.prefix}.tick.${checkCapability(cap)}.${checkId(id, "schedule id")}`;
+  }
+  /** The ticks of every schedule of `cap` (what its workers consume). */
+  ticks(cap: string): string {
+    return `${this.prefix}.tick.${checkCapability(cap)}.*`;
+  }
   /** Audit records of one kind (`denied`, `bad_signature`, ...). */
   audit(kind: string): string {
     return `${this.prefix}.audit.${check(TOKEN, kind, "audit kind")}`;
   }
 
   /** Stream name: `MESH_<T>_<KIND>`. */
-  stream(kind: "WORK" | "INBOX" | "EVENTS" | "DLQ" | "AUDIT"): string {
+  stream(kind: "WORK" | "INBOX" | "EVENTS" | "DLQ" | "AUDIT" | "SCHEDULES"): string {
     return `${this.root}_${this.tenant}_${kind}`.toUpperCase();
   }
   /** KV (or, for `blobs`, object store) bucket name: `mesh_<t>_<kind>`. */
-  bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked" | "push" | "replay" | "owners" | "blobs"): string {
+  bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked" | "push" | "replay" | "owners" | "blobs" | "schedules"): string {
     return `${this.root.toLowerCase()}_${this.tenant}_${kind}`;
   }
 }

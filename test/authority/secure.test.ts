@@ -7,7 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect as natsConnect, nkeyAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { connect as natsConnect, headers as natsHeaders, nkeyAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { createUser } from "@nats-io/nkeys";
@@ -123,6 +123,60 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     const nc = await raw(callerId);
     expect(await refused(nc, `mesh.acme.delayed.${agentId.id}.x`)).toBe(true);
     expect(await refused(nc, `mesh.acme.delayed.${callerId.id}.x`)).toBe(false);
+  });
+
+  it("recurring schedules under the role permissions: a raw caller writes only its own, and a tick another schedule aims at a victim's runs nothing", async () => {
+    const agentId = await nats.issue("acme", "agent", { serves: ["digest"] });
+    const callerId = await nats.issue("acme", "caller");
+    const otherId = await nats.issue("acme", "caller");
+    const admin = await bus("acme", acmeAdmin);
+    if (!admin.server.cron) return; // cron schedules: nats-server 2.14+
+    await admin.provision();
+    await admin.acl.putRule("digest-callers", { source: callerId.id, target: "*", capabilities: ["digest"] });
+    const rev = await admin.acl.putRule("digest-other", { source: otherId.id, target: "*", capabilities: ["digest"] });
+    const agent = await bus("acme", agentId);
+    const ran: string[] = [];
+    await agent.agent({ name: "digest", skills: [{ id: "digest" }] }, {
+      digest: (ctx) => {
+        ran.push(`${ctx.task!.metadata.submitter} ${ctx.text}`);
+        return "ok";
+      },
+    });
+    await agent.acl.applied(rev);
+    const caller = await bus("acme", callerId);
+    await caller.schedules.create({ id: "mine", capability: "digest", input: "from caller", everyMs: 1000 });
+    expect((await caller.schedules.list()).map((s) => s.id)).toEqual(["mine"]);
+    await eventually(() => ran.includes(`${callerId.id} from caller`), 15_000);
+    const runs = (await caller.tasks()).tasks.filter((t) => t.metadata.schedule === "mine");
+    expect(runs.length).toBeGreaterThan(0);
+
+    // Another caller, raw: cannot touch the first one's schedule message or record, nor publish ticks.
+    const nc = await raw(otherId);
+    expect(await refused(nc, `mesh.acme.schedule.${callerId.id}.mine`)).toBe(true);
+    expect(await refused(nc, `$KV.mesh_acme_schedules.${callerId.id}.mine`)).toBe(true);
+    expect(await refused(nc, "mesh.acme.tick.digest.mine")).toBe(true);
+    expect(await refused(nc, `$JS.API.DIRECT.GET.KV_mesh_acme_schedules.$KV.mesh_acme_schedules.${callerId.id}.mine`)).toBe(true);
+    // Its own schedule, aimed by hand at the first caller's tick subject: the tick names its real schedule, so the worker refuses it.
+    const js = jetstream(nc);
+    const h = natsHeaders();
+    h.set("Nats-Schedule", "@every 1s");
+    h.set("Nats-Schedule-Target", "mesh.acme.tick.digest.mine");
+    h.set("Nats-Rollup", "sub");
+    await js.publish(`mesh.acme.schedule.${otherId.id}.evil`, enc.encode("{}"), { headers: h });
+    let refusal: AuditEntry | undefined;
+    for await (const e of readAudit(admin, { from: 1, kinds: ["bad_signature"] })) {
+      if (String(e.record.reason).includes("names no schedule")) {
+        refusal = e;
+        break;
+      }
+    }
+    expect(refusal).toMatchObject({ verified: true, signer: agentId.id, record: { code: "BAD_SIGNATURE", subject: "mesh.acme.tick.digest.mine" } });
+    expect(ran.every((r) => r.startsWith(callerId.id))).toBe(true);
+    await caller.schedules.delete("mine");
+    const off = natsHeaders();
+    off.set("Nats-Rollup", "sub");
+    off.set("Nats-TTL", "1s");
+    await js.publish(`mesh.acme.schedule.${otherId.id}.evil`, enc.encode("{}"), { headers: off });
   });
 
   it("refuses identities that are not issued, keys not proven, and a tenant the identity does not belong to", async () => {

@@ -213,6 +213,41 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     expect(bad.stderr).toContain("delayMs");
   });
 
+  it("schedule create, ls, pause, resume and rm: runs appear as the creator's tasks; a bad cron exits 2", async () => {
+    const tenant = "schedule-cli";
+    const agentBus = await open({ tenant, insecureAllowAll: true });
+    if (!agentBus.server.cron) return; // cron schedules: nats-server 2.14+
+    const ran: string[] = [];
+    await agentBus.agent({ name: "tick", skills: [{ id: "tick" }] }, {
+      tick: (ctx) => {
+        ran.push(ctx.task!.id);
+        return `tick ${ctx.text}`;
+      },
+    });
+    const { seed } = await operator(tenant);
+    const made = await runCli(["schedule", "create", "tick", "hi", "--every", "1000", "--id", "beat", "--seed", seed, ...common(tenant)]);
+    expect(made.code, made.stderr).toBe(0);
+    expect(made.stdout).toMatch(/^beat {2}tick {2}every 1000 ms {2}next \d{4}-\d\d-\d\dT/);
+    const nightly = await runCli(["schedule", "create", "tick", "night", "--cron", "0 2 * * *", "--tz", "America/New_York", "--id", "nightly", "--json", "--seed", seed, ...common(tenant)]);
+    expect(nightly.code, nightly.stderr).toBe(0);
+    expect(JSON.parse(nightly.stdout)).toMatchObject({ id: "nightly", cron: "0 0 2 * * *", timeZone: "America/New_York", paused: false });
+    await eventually(() => ran.length >= 2, 15_000, 100);
+    const listed = await runCli(["schedule", "ls", "--seed", seed, ...common(tenant)]);
+    expect(listed.stdout.trim().split("\n").map((l) => l.split("  ").slice(0, 3).join("  "))).toEqual(["beat  tick  every 1000 ms", 'nightly  tick  cron "0 0 2 * * *" America/New_York']);
+    const paused = await runCli(["schedule", "pause", "beat", "--seed", seed, ...common(tenant)]);
+    expect(paused.stdout.trim()).toBe("beat  tick  every 1000 ms  paused");
+    const tasks = await runCli(["task", "ls", "--state", "completed", "--seed", seed, ...common(tenant)]);
+    for (const id of ran) expect(tasks.stdout).toContain(id);
+    expect((await runCli(["schedule", "resume", "beat", "--seed", seed, ...common(tenant)])).stdout).toContain("next ");
+    for (const id of ["beat", "nightly"]) expect((await runCli(["schedule", "rm", id, "--seed", seed, ...common(tenant)])).stdout.trim()).toBe(`${id} deleted`);
+    const gone = await runCli(["schedule", "rm", "beat", "--seed", seed, ...common(tenant)]);
+    expect(gone.code).not.toBe(0);
+    expect(gone.stderr).toContain("schedule beat not found");
+    const bad = await runCli(["schedule", "create", "tick", "x", "--cron", "every day", "--seed", seed, ...common(tenant)]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("cron");
+  });
+
   it("send --task answers a task waiting for input, as the identity that submitted it", async () => {
     const tenant = "send-turns";
     await (await open({ tenant, insecureAllowAll: true })).agent({ name: "asker", skills: [{ id: "ask" }] }, {

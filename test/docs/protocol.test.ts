@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import type { Command } from "commander";
-import { Agent, AclStore, Bus, ErrorCodes, ErrorTable, Header, Session, Subjects, TaskHandle } from "../../core/index.js";
+import { Agent, AclStore, Bus, ErrorCodes, ErrorTable, Header, Schedules, Session, Subjects, TaskHandle } from "../../core/index.js";
 import { program } from "../../cli/program.js";
 
 const read = (f: string) => readFileSync(new URL(`../../docs/${f}`, import.meta.url), "utf8");
@@ -30,13 +30,14 @@ function documented(prefix: string): string[] {
 // The pattern each Subjects method produces, with placeholders put back.
 const s = new Subjects("rootx", "tx");
 const placeholders = (subject: string) =>
-  subject.replace(/^rootx\.tx\./, "<root>.<t>.").replace("capx", "<cap>").replace("agentx", "<agent>").replace("taskx", "<task>").replace("kindx", "<kind>").replace("submitterx", "<submitter>").replace("instancex", "<instance>");
+  subject.replace(/^rootx\.tx\./, "<root>.<t>.").replace("capx", "<cap>").replace("agentx", "<agent>").replace("taskx", "<task>").replace("kindx", "<kind>").replace("submitterx", "<submitter>").replace("instancex", "<instance>").replace("creatorx", "<creator>").replace("idx", "<id>");
 const subjectPatterns = [
   s.cap("capx"), s.agentCall("agentx"), s.instanceCall("agentx", "instancex"), s.work("capx"), s.inbox("agentx"), s.taskEvents("taskx"), s.taskEventLog("submitterx", "taskx"),
   s.taskCancel("taskx"), s.presence("agentx"), s.audit("kindx"), s.dlq("capx"), s.delayedWork("submitterx", "taskx"),
+  s.schedule("creatorx", "idx"), s.tick("capx", "idx"), s.ticks("capx"),
 ].map(placeholders);
-const streams = (["WORK", "INBOX", "EVENTS", "DLQ", "AUDIT"] as const).map((k) => `MESH_<T>_${k}`);
-const buckets = (["agents", "presence", "tasks", "sessions", "acl", "revoked", "push", "replay", "owners", "blobs"] as const).map((k) => `mesh_<t>_${k}`);
+const streams = (["WORK", "INBOX", "EVENTS", "DLQ", "AUDIT", "SCHEDULES"] as const).map((k) => `MESH_<T>_${k}`);
+const buckets = (["agents", "presence", "tasks", "sessions", "acl", "revoked", "push", "replay", "owners", "blobs", "schedules"] as const).map((k) => `mesh_<t>_${k}`);
 
 describe("docs/PROTOCOL.md matches the code", () => {
   it("lists every public Bus and Agent method, and only those", () => {
@@ -44,6 +45,7 @@ describe("docs/PROTOCOL.md matches the code", () => {
     expect(documented("agent")).toEqual(methods(Agent));
     expect(documented("handle")).toEqual(methods(TaskHandle));
     expect(documented("session")).toEqual(methods(Session));
+    expect(documented("bus.schedules")).toEqual(methods(Schedules));
   });
 
   it("lists the ACL store's calls (stop is internal to bus.close)", () => {
