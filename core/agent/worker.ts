@@ -168,7 +168,8 @@ export class TaskWorker {
    * The ticks of the recurring schedules of this capability (nats-server
    * 2.14+): a durable consumer on `<root>.<t>.tick.<cap>.*` shared by every
    * replica, so each tick is taken once. Each becomes a task of the
-   * schedule's creator and runs here, in one of the same slots as work items.
+   * schedule's creator, queued as a work item of the capability like any
+   * other (so it waits its turn under the capability's limits).
    * The schedules' stream is opened on first use; until it can be (a
    * connection that may not create it before a tenant's set-up has), this
    * tries again now and then.
@@ -192,10 +193,8 @@ export class TaskWorker {
           });
           ticks = await retryJs(() => durable.js.consumers.get(stream, name));
         }
-        await this.#slotFree();
-        if (this.#stopped) break;
-        this.#tickBatch = await ticks.fetch({ max_messages: 1, expires: 5000 });
-        for await (const m of this.#tickBatch) this.#take(this.#tick(m));
+        this.#tickBatch = await ticks.fetch({ max_messages: 16, expires: 5000 });
+        for await (const m of this.#tickBatch) await this.#tick(m);
       } catch (err) {
         if (this.#stopped) break;
         this.#host.log.debug({ err: String(err), capability: this.#cap }, "taking schedule ticks failed; retrying");
@@ -211,67 +210,96 @@ export class TaskWorker {
   /**
    * One tick of a schedule: verified (the schedule named by the server's
    * `Nats-Scheduler` header, its record signed by its creator, in force,
-   * for this capability), then run as the creator's task
-   * `<schedule>-<tick time in ms>`: created SUBMITTED on the first delivery,
-   * found again on a later one, so a tick never runs twice.
+   * for this capability), then queued as the creator's task
+   * `<schedule>-<tick time in ms>`: its SUBMITTED snapshot created on the
+   * first delivery and found on a later one, its work item published with
+   * the task's key as `Nats-Msg-Id`, so a tick taken twice queues one task.
    */
   async #tick(m: JsMsg): Promise<void> {
     const { rt, durable, log } = this.#host;
-    const source = tickSource(durable.subjects, m.headers?.get(SCHEDULER_HEADER) || undefined);
-    if (!source || m.subject !== durable.subjects.tick(this.#cap, source.id)) {
-      this.#refused(m, new AgentBusError("BAD_SIGNATURE", `a tick on ${m.subject} names no schedule of this capability`));
-      m.term();
-      return;
+    try {
+      const source = tickSource(durable.subjects, m.headers?.get(SCHEDULER_HEADER) || undefined);
+      if (!source || m.subject !== durable.subjects.tick(this.#cap, source.id)) {
+        this.#refused(m, new AgentBusError("BAD_SIGNATURE", `a tick on ${m.subject} names no schedule of this capability`));
+        return m.term();
+      }
+      const schedule = await this.#scheduleOf(source.creator, source.id, m);
+      if (!schedule) return;
+      if (rt.isRevoked(source.creator)) {
+        this.#refused(m, new AgentBusError("REVOKED", `schedule ${source.id}: its creator ${source.creator} is revoked`));
+        return m.term();
+      }
+      const at = Math.floor(m.info.timestampNanos / 1_000_000);
+      const taskId = `${source.id}-${at}`;
+      let snapshot = await durable.store.get(taskId, source.creator);
+      if (!snapshot) {
+        const contextId = randomUUID();
+        const task: Task = {
+          id: taskId,
+          contextId,
+          status: statusNow("TASK_STATE_SUBMITTED"),
+          artifacts: [],
+          history: [{ ...schedule.input, messageId: `${taskId}-input`, taskId, contextId }],
+          metadata: {
+            ...schedule.metadata,
+            capability: this.#cap,
+            submitter: source.creator,
+            depth: 0,
+            schedule: source.id,
+            scheduledAt: at,
+            ...(schedule.ttlMs !== undefined && { deadline: at + schedule.ttlMs }),
+          },
+        };
+        snapshot = (await durable.store.create(task, rt.providers(this.#cap))) ?? (await durable.store.get(taskId, source.creator));
+        if (!snapshot) throw new AgentBusError("UNAVAILABLE", `task ${taskId} of schedule ${source.id} could not be created`);
+      }
+      const { task } = snapshot;
+      const key = `${source.creator}.${taskId}`;
+      const subject = durable.subjects.work(this.#cap);
+      const body = Buffer.from(JSON.stringify(task.history[0]));
+      // Sealed by this agent for the capability's replicas: a work item from a provider for a scheduled task runs as its creator's (see #principal).
+      const headers = durable.envelopes.seal(subject, body, { task: taskId, context: task.contextId }, rt.providers(this.#cap), { id: key, sign: true });
+      await retryJs(() => durable.js.publish(subject, body, { headers, msgID: key }));
+      m.ack();
+    } catch (err) {
+      log.warn({ err: String(err), capability: this.#cap, subject: m.subject }, "queueing a schedule's tick failed; it comes again");
+      m.nak(1000);
     }
+  }
+
+  /**
+   * The schedule `creator`'s record `id`, verified, when it is in force for
+   * this capability. Otherwise undefined, with the tick settled: a record
+   * that does not verify is refused (audited), one paused, deleted or for
+   * another capability runs nothing.
+   */
+  async #scheduleOf(creator: string, id: string, m: JsMsg): Promise<Schedule | undefined> {
     let schedule: Schedule | undefined;
     try {
-      schedule = await (await rt.schedules()).get(source.id, source.creator);
+      schedule = await (await this.#host.rt.schedules()).get(id, creator);
     } catch (err) {
-      if (!isAgentBusError(err, "BAD_SIGNATURE")) throw err; // unreachable store: redelivered
+      if (!isAgentBusError(err, "BAD_SIGNATURE")) throw err;
       this.#refused(m, err);
       m.term();
-      return;
+      return undefined;
     }
-    if (!schedule || schedule.paused || schedule.capability !== this.#cap) {
-      // Deleted or paused since the server published it, or another capability's: nothing runs.
-      log.debug({ schedule: source.id, creator: source.creator, subject: m.subject }, "tick of no schedule in force: dropped");
-      m.ack();
-      return;
-    }
-    const at = Math.floor(m.info.timestampNanos / 1_000_000);
-    const taskId = `${source.id}-${at}`;
-    const env: Envelope = { from: source.creator, ts: at, id: taskId, task: taskId, depth: 0, auth: "signature" };
-    if (rt.isRevoked(source.creator)) {
-      this.#refused(m, new AgentBusError("REVOKED", `schedule ${source.id}: its creator ${source.creator} is revoked`));
-      m.term();
-      return;
-    }
-    let snapshot = await durable.store.get(taskId, source.creator);
-    const input: Message = { ...schedule.input, messageId: `${taskId}-input`, taskId };
-    if (!snapshot) {
-      const contextId = randomUUID();
-      input.contextId = contextId;
-      const task: Task = {
-        id: taskId,
-        contextId,
-        status: statusNow("TASK_STATE_SUBMITTED"),
-        artifacts: [],
-        history: [input],
-        metadata: {
-          ...schedule.metadata,
-          capability: this.#cap,
-          submitter: source.creator,
-          depth: 0,
-          schedule: source.id,
-          scheduledAt: at,
-          ...(schedule.ttlMs !== undefined && { deadline: at + schedule.ttlMs }),
-        },
-      };
-      snapshot = (await durable.store.create(task, rt.providers(this.#cap))) ?? (await durable.store.get(taskId, source.creator));
-      if (!snapshot) throw new AgentBusError("UNAVAILABLE", `task ${taskId} of schedule ${source.id} could not be created`);
-    }
-    input.contextId = snapshot.task.contextId;
-    await this.#execute(m, env, snapshot, input);
+    if (schedule && !schedule.paused && schedule.capability === this.#cap) return schedule;
+    this.#host.log.debug({ schedule: id, creator, subject: m.subject }, "tick of no schedule in force: dropped");
+    m.ack();
+    return undefined;
+  }
+
+  /**
+   * Who a work item runs for: its sender, except for a scheduled task queued
+   * by a provider of this capability (from a tick), which runs as the
+   * schedule's creator while its record is in force for this capability.
+   */
+  async #principal(env: Envelope, snapshot: Snapshot): Promise<Envelope> {
+    const m = snapshot.task.metadata;
+    if (typeof m.schedule !== "string" || env.from === m.submitter || !this.#host.rt.registry.provides(env.from, this.#cap)) return env;
+    const schedule = await (await this.#host.rt.schedules()).get(m.schedule, m.submitter).catch(() => undefined);
+    if (!schedule || schedule.capability !== this.#cap) return env; // authorized as the provider that queued it (DENIED unless granted)
+    return { ...env, from: m.submitter };
   }
 
   async #process(m: JsMsg): Promise<void> {
@@ -297,16 +325,6 @@ export class TaskWorker {
       m.term();
       return;
     }
-    await this.#execute(m, env, snapshot);
-  }
-
-  /**
-   * Runs a taken task (from a work item, or a schedule's tick with its
-   * input `given`): a task that ended, or is past its deadline, is settled without
-   * running; otherwise the sender is authorized and the handler runs.
-   */
-  async #execute(m: JsMsg, env: Envelope, snapshot: Snapshot, given?: Message): Promise<void> {
-    const { durable } = this.#host;
     if (isTerminal(snapshot.task.status.state)) {
       // Canceled while queued, or finished by a worker that died before its ack.
       await this.#ensureFinalEvent(snapshot);
@@ -339,7 +357,7 @@ export class TaskWorker {
     this.#runs.add(run);
     try {
       try {
-        this.#host.rt.authorize(env, this.#cap);
+        this.#host.rt.authorize(await this.#principal(env, snapshot), this.#cap);
       } catch (err) {
         this.#refused(m, err); // and the task fails at once (a final code)
         throw err;
@@ -347,7 +365,7 @@ export class TaskWorker {
       // Verified and authorized first; only then decrypted. Not encrypted for this replica (it registered after the submit): retried, another may be.
       // Parts stored as blobs are fetched back (and checked) before the input is validated.
       const blobs = new Map<string, Promise<Part>>();
-      const userMessage = await durable.blobs.resolveMessage(given ?? parseMessage(env.enc === undefined ? m.data : durable.envelopes.decrypt(env, m.data)), blobs);
+      const userMessage = await durable.blobs.resolveMessage(parseMessage(env.enc === undefined ? m.data : durable.envelopes.decrypt(env, m.data)), blobs);
       const input = this.#validate ? structuredInput(userMessage) : undefined;
       this.#validate?.(input);
       // The handler sees the history in plain (what is encrypted for this identity), blobs fetched back.
