@@ -17,7 +17,7 @@ import { call } from "./client/call.js";
 import { Schedules } from "./client/schedules.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./client/inbox.js";
 import { TaskHandle, listTasks, submitTask, submitterOf, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
-import { ensurePushBucket, ensureCoreInfra, type CoreBuckets } from "./infra/jetstream.js";
+import { ensureLimitsBucket, ensurePushBucket, ensureCoreInfra, type CoreBuckets } from "./infra/jetstream.js";
 import { resolveOptions, type AttachOptions, type BusObserver, type CallOptions, type ConnectOptions, type NatsAuth, type SendOptions } from "./options.js";
 import { Runtime } from "./runtime.js";
 import { Envelopes, type Envelope } from "./security/envelope.js";
@@ -355,7 +355,7 @@ export class Bus {
 
   /**
    * Creates every stream and bucket of the tenant (the core ones, the task
-   * streams and buckets, sessions, push configs, and on nats-server 2.14+
+   * streams and buckets, sessions, push configs, capability limits, and on nats-server 2.14+
    * the schedules). Under server permissions
    * only an admin may create them: a tenant's set-up does this once, so
    * agents, callers and bridges find them.
@@ -365,6 +365,7 @@ export class Bus {
       this.ensureTasks(),
       this.session("provision").then(() => undefined),
       ensurePushBucket(new Kvm(this.nc), this.subjects, { replicas: this.#rt.options.replicas }),
+      ensureLimitsBucket(new Kvm(this.nc), this.subjects, { replicas: this.#rt.options.replicas }),
       ...(this.server.cron ? [this.#rt.schedules().then(() => undefined)] : []),
     ]);
   }

@@ -19,7 +19,9 @@ import { BLOB_MEDIA_TYPE, DEFAULT_INLINE_BYTES, partsBytes, type BlobOwner } fro
 import { Sessions, type Session } from "./store/session.js";
 import { Durable } from "./store/task-log.js";
 import { ScheduleStore } from "./store/schedules.js";
-import { ensureScheduleInfra } from "./infra/jetstream.js";
+import { ensureLimitsBucket, ensureScheduleInfra } from "./infra/jetstream.js";
+import { CapabilityLimiter, checkLimits, type CapabilityLimits } from "./store/limits.js";
+import type { KV } from "@nats-io/kv";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { AgentBusError } from "./wire/errors.js";
 import type { ServerFeatures } from "./wire/features.js";
@@ -64,6 +66,7 @@ export class Runtime {
   #tasks?: Promise<Durable>;
   #sessions?: Promise<Sessions>;
   #schedules?: Promise<ScheduleStore>;
+  #limits?: Promise<KV>;
 
   constructor(parts: RuntimeParts) {
     this.nc = parts.nc;
@@ -117,6 +120,17 @@ export class Runtime {
     })();
     this.#schedules.catch(() => (this.#schedules = undefined));
     return this.#schedules;
+  }
+
+  /**
+   * The limits of `cap` as this process applies them, on the tenant's
+   * `mesh_<t>_limits` (opened on first use). `INVALID_INPUT` for bad limits.
+   */
+  async limiter(cap: string, limits: CapabilityLimits, leaseMs = 30_000): Promise<CapabilityLimiter> {
+    checkLimits(cap, limits);
+    this.#limits ??= ensureLimitsBucket(new Kvm(this.nc), this.subjects, { replicas: this.options.replicas });
+    this.#limits.catch(() => (this.#limits = undefined));
+    return new CapabilityLimiter(await this.#limits, cap, limits, leaseMs);
   }
 
   /** Shared state of an A2A context (`mesh_<t>_sessions`, opened on first use). */

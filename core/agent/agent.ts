@@ -3,6 +3,7 @@ import { randomUUID } from "node:crypto";
 import { call } from "../client/call.js";
 import { INBOX_CAPABILITY, InboxReader, type InboxHandler } from "../client/inbox.js";
 import { submitTask } from "../client/task-handle.js";
+import type { CapabilityLimiter, CapabilityLimits } from "../store/limits.js";
 import type { Runtime } from "../runtime.js";
 import type { Envelope } from "../security/envelope.js";
 import { signRecord, type CapabilitySchemas, type PresenceBeat } from "../store/registry.js";
@@ -59,9 +60,20 @@ export interface AgentOptions {
    * (the MCP gateway, when a server's tool list changes).
    */
   replaces?: Agent;
+  /**
+   * Limits per capability (keyed by skill id), held across every replica of
+   * this agent by the bus (`mesh_<t>_limits`), for durable tasks and fast
+   * calls alike: `maxInFlight` runs at once, `rate` starts per window. A
+   * task waits for its turn (its deadline still applies); a fast call waits
+   * up to 30 s, then is answered `UNAVAILABLE`. Every replica should be
+   * given the same limits.
+   */
+  limits?: Record<string, CapabilityLimits>;
 }
 
 const enc = new TextEncoder();
+/** How long a fast call waits for a turn under its capability's limits. */
+const CALL_LIMIT_WAIT_MS = 30_000;
 const SERVICE_NAME = /[^A-Za-z0-9_-]/g;
 
 /** Builds the A2A card for a spec (the bus is the transport; bridges add HTTP interfaces). */
@@ -102,7 +114,7 @@ export class Agent {
   readonly card: AgentCard;
   readonly #rt: Runtime;
   readonly #onStopped: (agent: Agent) => void;
-  readonly #handlers: Map<string, { handler: Handler; validate?: (v: unknown) => void }>;
+  readonly #handlers: Map<string, { handler: Handler; validate?: (v: unknown) => void; limiter?: CapabilityLimiter }>;
   /** The agent taking over from this one: from its registration on, this instance serves its capabilities too. */
   #successor: Agent | undefined;
   readonly #inflight = new Set<Promise<void>>();
@@ -138,6 +150,13 @@ export class Agent {
     // Callers read the new card as soon as it is stored and may address an
     // instance of the replaced agent with a capability it never had.
     if (options.replaces) options.replaces.#successor = agent;
+    for (const [cap, limits] of Object.entries(options.limits ?? {})) {
+      const entry = agent.#handlers.get(cap);
+      if (!entry) throw new AgentBusError("MISUSE", `limits for ${cap}, which this agent does not offer`);
+      // A lease outlives a dead process's ack timer: its task is taken again meanwhile, and the slot comes free after.
+      const ackWaitMs = (typeof options.tasks === "object" ? options.tasks.ackWaitMs : undefined) ?? 30_000;
+      entry.limiter = await rt.limiter(cap, limits, 2 * ackWaitMs);
+    }
     const schemas: Record<string, CapabilitySchemas> = {};
     for (const s of spec.skills) if (s.inputSchema || s.outputSchema) schemas[s.id] = { input: s.inputSchema, output: s.outputSchema };
     await rt.buckets.agents.put(agent.id, JSON.stringify(signRecord(rt.identity, agent.card, schemas)));
@@ -217,7 +236,9 @@ export class Agent {
       const input = entry.validate ? structuredInput(message) : undefined;
       entry.validate?.(input);
       const sink = new CallSink();
-      const result = await runHandler(entry.handler, this.#base(cap, env, message, this.#abort.signal, undefined, input), sink, this.id);
+      const opened = env;
+      const run = async () => runHandler(entry.handler, this.#base(cap, opened, message, this.#abort.signal, undefined, input), sink, this.id);
+      const result = entry.limiter ? await this.#limited(entry.limiter, cap, run) : await run();
       if (!sink.done) await completeWith(sink, result);
       let answer = toMessage(sink.parts, "ROLE_AGENT");
       answer.contextId ??= env.context ?? message.contextId;
@@ -225,6 +246,19 @@ export class Agent {
       reply(this.#rt.envelopes, msg, env, answer);
     } catch (err) {
       this.#refuse(msg, env, err);
+    }
+  }
+
+  /** A fast call under its capability's limits: it waits for its turn up to {@link CALL_LIMIT_WAIT_MS}. */
+  async #limited<T>(limiter: CapabilityLimiter, cap: string, run: () => Promise<T>): Promise<T> {
+    const wait = AbortSignal.any([this.#abort.signal, AbortSignal.timeout(CALL_LIMIT_WAIT_MS)]);
+    try {
+      return await limiter.run(`${this.instance}.${randomUUID()}`, wait, run);
+    } catch (err) {
+      if (wait.aborted && !this.#abort.signal.aborted && err === wait.reason) {
+        throw new AgentBusError("UNAVAILABLE", `${cap} is at its limit (${JSON.stringify(limiter.limits)}): no turn within ${CALL_LIMIT_WAIT_MS} ms`);
+      }
+      throw err;
     }
   }
 
@@ -250,7 +284,7 @@ export class Agent {
 
   async #startWorkers(options: WorkerOptions): Promise<void> {
     const durable = await this.#rt.tasks();
-    for (const [cap, { handler, validate }] of this.#handlers) {
+    for (const [cap, { handler, validate, limiter }] of this.#handlers) {
       this.#workers.push(
         await TaskWorker.start(
           {
@@ -259,6 +293,7 @@ export class Agent {
             agentId: this.id,
             log: this.#log,
             base: (c, env, m, signal, task, input) => this.#base(c, env, m, signal, task, input),
+            limiter,
           },
           cap,
           handler,

@@ -13,6 +13,7 @@ import type { Message, Part } from "../wire/protocol.js";
 import { applyEvent, artifactEvent, canMove, isFinal, isTerminal, stateOf, statusEvent, statusNow, taskRight, type Task, type TaskEvent, type TaskState } from "../wire/task.js";
 import type { Snapshot } from "../store/task-snapshots.js";
 import { SCHEDULER_HEADER, tickSource, type Schedule } from "../store/schedules.js";
+import type { CapabilityLimiter } from "../store/limits.js";
 import { randomUUID } from "node:crypto";
 import { blobRefOf, eventBytes, partsBytes, taskBytes } from "../store/blobs.js";
 import type { TraceContext } from "../wire/trace.js";
@@ -39,6 +40,8 @@ export interface WorkerHost {
   durable: Durable;
   agentId: string;
   log: Logger;
+  /** The capability's limits across replicas, when it has any. */
+  limiter?: CapabilityLimiter;
   /** Context inputs shared with fast calls (call, submit, session, log). */
   base(cap: string, env: Envelope, userMessage: Message, signal: AbortSignal, task?: Task, input?: unknown): ContextBase;
 }
@@ -372,8 +375,25 @@ export class TaskWorker {
       const opened = encrypted ? durable.envelopes.e2e.openTask(run.task) : run.task;
       run.bytes = taskBytes(opened);
       const task = await durable.blobs.resolveTask(opened, blobs);
+      const { limiter } = this.#host;
+      const lease = `${this.#host.agentId}.${run.task.id}.${m.info.streamSequence}.${m.info.deliveryCount}`;
+      if (limiter) {
+        try {
+          // Its turn under the capability's limits (the ack timer is kept alive meanwhile).
+          await limiter.acquire(lease, run.abort.signal);
+        } catch (err) {
+          if (deadline === undefined || Date.now() < deadline || !run.canceled) throw err;
+          // Its deadline passed while it waited for its turn: it never started, so it ends FAILED, not run late.
+          await markEnded(durable, run.snapshot, "TASK_STATE_FAILED", deadlineMissed(deadline), env.trace, (t) => t.status.state !== "TASK_STATE_SUBMITTED").catch((e: unknown) => {
+            if (!isAgentBusError(e, "NOT_CANCELABLE")) throw e;
+          });
+          m.ack();
+          return;
+        }
+      }
       run.start();
-      const result = await runHandler(this.#handler, this.#host.base(this.#cap, env, userMessage, run.abort.signal, task, input), run, this.#host.agentId);
+      const handle = async () => runHandler(this.#handler, this.#host.base(this.#cap, env, userMessage, run.abort.signal, task, input), run, this.#host.agentId);
+      const result = limiter ? await limiter.holding(lease, handle) : await handle();
       if (run.abort.signal.aborted) await run.end(run.canceled ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(run.canceled ? run.cancelReason : "agent stopped", "ROLE_AGENT"));
       else if (!run.ended) await completeWith(run, result);
       if (run.stale) await this.#settle(run.task);

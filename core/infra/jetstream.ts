@@ -385,3 +385,12 @@ export async function ensureScheduleInfra(jsm: JetStreamManager, kvm: Kvm, s: Su
   ]);
   return { records, stream: info.config.name };
 }
+
+/**
+ * The capabilities' concurrency and rate limits (`mesh_<t>_limits`, one
+ * record per capability), created on first use by an agent with limits, or
+ * by a tenant's set-up.
+ */
+export async function ensureLimitsBucket(kvm: Kvm, s: Subjects, o: Pick<TaskInfraOptions, "replicas"> = {}): Promise<KV> {
+  return ensureBucket(kvm, s.bucket("limits"), { history: 1, replicas: o.replicas ?? 1 }, insisted(o.replicas));
+}

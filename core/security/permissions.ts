@@ -213,7 +213,12 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
       sub.add(`${p}.cap.${c}`);
       pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("WORK")}.*.${p}.work.${c}`);
       pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${s.stream("WORK")}.*`);
-      // The ticks of its capabilities' schedules (one consumer per capability, `<root>.<t>.tick.<cap>.*`).
+      // The capability's limits across replicas (one record per capability).
+      pub.add(`${kv("limits")}.${c}`);
+      pub.add(direct(kvStream("limits"), `${kv("limits")}.${c}`));
+      // The ticks of its capabilities' schedules (one consumer per capability,
+      // `<root>.<t>.tick.<cap>.*`), each queued as a work item of the capability.
+      pub.add(`${p}.work.${c}`);
       pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("SCHEDULES")}.*.${p}.tick.${c.endsWith(">") ? c : `${c}.*`}`);
     }
     // The schedule a tick names: its record, to verify and run it.

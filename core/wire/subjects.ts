@@ -144,7 +144,7 @@ export class Subjects {
     return `${this.root}_${this.tenant}_${kind}`.toUpperCase();
   }
   /** KV (or, for `blobs`, object store) bucket name: `mesh_<t>_<kind>`. */
-  bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked" | "push" | "replay" | "owners" | "blobs" | "schedules"): string {
+  bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked" | "push" | "replay" | "owners" | "blobs" | "schedules" | "limits"): string {
     return `${this.root.toLowerCase()}_${this.tenant}_${kind}`;
   }
 }

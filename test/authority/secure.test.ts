@@ -179,6 +179,33 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     await js.publish(`mesh.acme.schedule.${otherId.id}.evil`, enc.encode("{}"), { headers: off });
   });
 
+  it("capability limits under the role permissions: the serving agent keeps them; a raw caller or another agent cannot reset them", async () => {
+    const agentId = await nats.issue("acme", "agent", { serves: ["metered"] });
+    const otherAgentId = await nats.issue("acme", "agent", { serves: ["other"] });
+    const callerId = await nats.issue("acme", "caller");
+    const admin = await bus("acme", acmeAdmin);
+    await admin.provision();
+    const rev = await admin.acl.putRule("metered-callers", { source: callerId.id, target: "*", capabilities: ["metered"] });
+    const agent = await bus("acme", agentId);
+    let running = 0;
+    let most = 0;
+    await agent.agent({ name: "metered", skills: [{ id: "metered" }] }, {
+      metered: async () => {
+        most = Math.max(most, ++running);
+        await new Promise((r) => setTimeout(r, 100));
+        running--;
+        return "ok";
+      },
+    }, { limits: { metered: { maxInFlight: 1 } } });
+    await agent.acl.applied(rev);
+    const caller = await bus("acme", callerId);
+    const tasks = await Promise.all([0, 1, 2].map((i) => caller.submit("metered", `m${i}`)));
+    for (const t of tasks) expect((await t.result({ timeout: 20_000 })).status.state).toBe("TASK_STATE_COMPLETED");
+    expect(most).toBe(1);
+    expect(await refused(await raw(callerId), "$KV.mesh_acme_limits.metered", "{}")).toBe(true);
+    expect(await refused(await raw(otherAgentId), "$KV.mesh_acme_limits.metered", "{}")).toBe(true);
+  });
+
   it("refuses identities that are not issued, keys not proven, and a tenant the identity does not belong to", async () => {
     await expect(bus("acme", Identity.generate())).rejects.toMatchObject({ code: "DENIED" });
     const betaCaller = await nats.issue("beta", "caller");

@@ -37,7 +37,7 @@ const subjectPatterns = [
   s.schedule("creatorx", "idx"), s.tick("capx", "idx"), s.ticks("capx"),
 ].map(placeholders);
 const streams = (["WORK", "INBOX", "EVENTS", "DLQ", "AUDIT", "SCHEDULES"] as const).map((k) => `MESH_<T>_${k}`);
-const buckets = (["agents", "presence", "tasks", "sessions", "acl", "revoked", "push", "replay", "owners", "blobs", "schedules"] as const).map((k) => `mesh_<t>_${k}`);
+const buckets = (["agents", "presence", "tasks", "sessions", "acl", "revoked", "push", "replay", "owners", "blobs", "schedules", "limits"] as const).map((k) => `mesh_<t>_${k}`);
 
 describe("docs/PROTOCOL.md matches the code", () => {
   it("lists every public Bus and Agent method, and only those", () => {
