@@ -82,12 +82,12 @@ export async function compareAndSet<S, R>(read: () => Promise<S>, attempt: (curr
 /**
  * For a call on a stream this process has just created or seen created: in
  * a cluster the create can be answered before every node knows the stream,
- * so "stream not found" is retried for a few seconds (and transient
+ * so "stream not found" (an object store's "object store not found") is retried for a few seconds (and transient
  * errors for as long as {@link retryJs} allows).
  */
 function justCreated<T>(fn: () => Promise<T>): Promise<T> {
   const until = Date.now() + 5_000;
-  return retryJs(fn, undefined, (err) => isTransient(err) || (Date.now() < until && /stream not found/i.test(String(err))));
+  return retryJs(fn, undefined, (err) => isTransient(err) || (Date.now() < until && /(stream|object store) not found/i.test(String(err))));
 }
 
 /**
