@@ -225,7 +225,7 @@ export function task(): Command {
   const cmd = new Command("task").description("inspect or cancel a durable task");
   cmd.addCommand(
     withCommon(new Command("ls"))
-      .description("list the tasks this identity may see, newest first, with their delayed time and deadline")
+      .description("list the tasks this identity may see, newest first, with their priority, delayed time and deadline")
       .option("--state <state>", "only tasks in this state (submitted, working, completed, failed, canceled, …)")
       .option("--context <id>", "only tasks of this A2A context")
       .option("--page-size <n>", "at most this many (1–1000)", "50")
@@ -239,6 +239,7 @@ export function task(): Command {
               t.status.state.replace("TASK_STATE_", "").toLowerCase(),
               t.metadata.capability,
               t.status.timestamp,
+              typeof t.metadata.priority === "string" && `priority ${t.metadata.priority}`,
               typeof t.metadata.runAt === "number" && `runs at ${new Date(t.metadata.runAt).toISOString()}`,
               typeof t.metadata.deadline === "number" && `deadline ${new Date(t.metadata.deadline).toISOString()}`,
             ].filter(Boolean).join("  ");
@@ -255,6 +256,7 @@ export function task(): Command {
           const t = await bus.task(id);
           // A delayed task's time and a deadline, when it has them.
           const when = [
+            typeof t.metadata.priority === "string" && `  priority ${t.metadata.priority}`,
             typeof t.metadata.runAt === "number" && `  runs at ${new Date(t.metadata.runAt).toISOString()}`,
             typeof t.metadata.deadline === "number" && `  deadline ${new Date(t.metadata.deadline).toISOString()}`,
           ].filter(Boolean).join("");

@@ -1,6 +1,6 @@
 /** `agentbus schedule create|ls|pause|resume|rm`: recurring tasks (nats-server 2.14+). */
 import { Command } from "commander";
-import { AgentBusError, type Schedule } from "../core/index.js";
+import { AgentBusError, type Schedule, type TaskPriority } from "../core/index.js";
 import { parseInput, print, withBus, withCommon, type CommonOptions } from "./options.js";
 
 /** One line per schedule: id, capability, when, state and next run. */
@@ -23,13 +23,14 @@ export function schedule(): Command {
       .option("--tz <zone>", "the IANA time zone of --cron (default UTC)")
       .option("--id <id>", "schedule id (default a random one)")
       .option("--ttl <ms>", "each run's deadline, ms after its tick: not started by then, it ends FAILED")
+      .option("--priority <level>", "every run's priority: high, normal or low")
       .addHelpText(
         "after",
         `
   agentbus schedule create report '{"period":"day"}' --cron "0 30 7 * * *" --tz Europe/Berlin --id morning-report
   agentbus schedule create ping hi --every 60000`,
       )
-      .action(async (capability: string, input: string, o: CommonOptions & { cron?: string; every?: string; tz?: string; id?: string; ttl?: string }) => {
+      .action(async (capability: string, input: string, o: CommonOptions & { cron?: string; every?: string; tz?: string; id?: string; ttl?: string; priority?: string }) => {
         const number = (v: string | undefined, what: string) => {
           if (v === undefined) return undefined;
           const n = Number(v);
@@ -37,7 +38,7 @@ export function schedule(): Command {
           return n;
         };
         await withBus(o, async (bus) => {
-          const s = await bus.schedules.create({ capability, input: parseInput(input), cron: o.cron, everyMs: number(o.every, "--every"), timeZone: o.tz, id: o.id, ttlMs: number(o.ttl, "--ttl") });
+          const s = await bus.schedules.create({ capability, input: parseInput(input), cron: o.cron, everyMs: number(o.every, "--every"), timeZone: o.tz, id: o.id, ttlMs: number(o.ttl, "--ttl"), priority: o.priority as TaskPriority | undefined });
           print(o, s, line(s));
         });
       }),

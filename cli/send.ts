@@ -1,5 +1,5 @@
 import { Command } from "commander";
-import { isInterrupted, isTerminal, type Bus, type TaskEvent, type TaskHandle, type TaskState } from "../core/index.js";
+import { isInterrupted, isTerminal, type Bus, type TaskEvent, type TaskHandle, type TaskPriority, type TaskState } from "../core/index.js";
 import { partsText, stateName } from "./render.js";
 import { Exit, parseInput, progress, quietOnClosedStdout, withBus, withCommon, type CommonOptions, type Progress } from "./options.js";
 
@@ -9,6 +9,7 @@ interface SendOptions extends CommonOptions {
   wait: boolean;
   delay?: string;
   at?: string;
+  priority?: string;
 }
 
 /** `agentbus send <cap> <input>`: a durable task, its events streamed as they arrive. */
@@ -22,6 +23,7 @@ export function send(): Command {
     .option("--no-wait", "print the task and exit without following it")
     .option("--delay <ms>", "run the task this many ms from now (nats-server 2.12+)")
     .option("--at <time>", "run the task at this time, e.g. 2026-12-24T18:00:00Z (nats-server 2.12+)")
+    .option("--priority <level>", "high, normal or low: workers take the highest waiting first (default normal)")
     .addHelpText(
       "after",
       `
@@ -61,6 +63,7 @@ async function sendAndFollow(bus: Bus, cap: string, input: string, o: SendOption
       contextId: o.context,
       ...(o.delay !== undefined && { delayMs: Number(o.delay) }),
       ...(o.at !== undefined && { runAt: new Date(o.at) }),
+      ...(o.priority !== undefined && { priority: o.priority as TaskPriority }),
     });
   } catch (err) {
     p.stop();

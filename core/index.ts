@@ -22,6 +22,7 @@ export { TaskHandle, type SubmitOptions, type TaskAccessOptions } from "./client
 export { Schedules, type Schedule, type ScheduleSpec, type ScheduleQuery } from "./client/schedules.js";
 export type { TaskPage, TaskQuery } from "./store/task-snapshots.js";
 export type { StoredEvent } from "./store/task-log.js";
+export { TASK_PRIORITIES, priorityOf, type TaskPriority } from "./wire/task.js";
 export { TASK_STATES, isTerminal, isInterrupted, isFinal, endsFollow, stateOf, taskRight, type Task, type TaskState, type TaskStatus, type TaskEvent, type Artifact, type TaskStatusUpdateEvent, type TaskArtifactUpdateEvent } from "./wire/task.js";
 export { Session, type SessionEntry } from "./store/session.js";
 export { INBOX_CAPABILITY, type InboxHandler, type InboxMessage, type SendReceipt } from "./client/inbox.js";

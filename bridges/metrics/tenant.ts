@@ -1,7 +1,7 @@
 import { jetstream, type JsMsg } from "@nats-io/jetstream";
 import type { Msg, Subscription } from "@nats-io/nats-core";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { isErrorCode, isTerminal, retryJs, type Bus, type TaskState } from "../../core/internal.js";
+import { isErrorCode, isTerminal, retryJs, TASK_PRIORITIES, type Bus, type TaskPriority, type TaskState } from "../../core/internal.js";
 import { EventReader, readStream, type Feed, type MonitorEvent, type Reading } from "../events/index.js";
 import { BoundedLabel, Lru } from "./labels.js";
 
@@ -33,6 +33,14 @@ interface TaskEntry {
 interface WorkState {
   pending: number;
   inProgress: number;
+  /** `pending` by priority. */
+  byPriority: Record<TaskPriority, number>;
+}
+
+/** A work subject's capability and priority (`<cap>`, `<cap>.HIGH`, `<cap>.LOW` after the prefix). */
+function workOf(rest: string): { cap: string; priority: TaskPriority } {
+  const m = /^(.*)\.(HIGH|LOW)$/.exec(rest);
+  return m ? { cap: m[1]!, priority: m[2]!.toLowerCase() as TaskPriority } : { cap: rest, priority: "normal" };
 }
 
 /** A consuming ordered consumer and how to end it. */
@@ -106,12 +114,12 @@ export class TenantMetrics {
     const self = this;
     new Gauge({
       name: "agentbus_work_pending",
-      help: "Work items waiting for a worker, per capability (the capability's consumer's pending count; stored items when no worker ever ran).",
-      labelNames: ["tenant", "capability"],
+      help: "Work items waiting for a worker, per capability and priority (the consumer's pending count of each level; stored items when no worker took that level yet).",
+      labelNames: ["tenant", "capability", "priority"],
       registers,
       async collect() {
         this.reset();
-        for (const [cap, s] of await self.#workState()) this.set({ tenant: self.#tenant, capability: cap }, s.pending);
+        for (const [cap, s] of await self.#workState()) for (const p of TASK_PRIORITIES) this.set({ tenant: self.#tenant, capability: cap, priority: p }, s.byPriority[p]);
       },
     });
     new Gauge({
@@ -217,14 +225,14 @@ export class TenantMetrics {
           if (!this.#stopped) this.#bus.log.warn({ err: String(err) }, "metrics: work subscription failed; submissions are not counted");
           return;
         }
-        this.#onWork(m, m.subject.slice(prefix.length));
+        this.#onWork(m, workOf(m.subject.slice(prefix.length)).cap);
       },
     });
     // A delayed task's work item waits on its own subject, sealed for the work subject it is published to when due.
     this.#delayedSub = nc.subscribe(subjects.allDelayedWork(), {
       callback: (err, m) => {
         const target = m?.headers?.get("Nats-Schedule-Target");
-        if (!err && target?.startsWith(prefix)) this.#onWork(m, target.slice(prefix.length), target);
+        if (!err && target?.startsWith(prefix)) this.#onWork(m, workOf(target.slice(prefix.length)).cap, target);
       },
     });
     await nc.flush(); // the server has the subscriptions: nothing published from now on is missed
@@ -370,10 +378,12 @@ export class TenantMetrics {
     const stream = subjects.stream("WORK");
     const prefix = `${subjects.prefix}.work.`;
     const out = new Map<string, WorkState>();
-    const add = (cap: string, s: WorkState) => {
+    const add = (rest: string, pending: number, inProgress: number) => {
+      const { cap, priority } = workOf(rest);
       const label = this.#caps.of(cap);
-      const known = out.get(label) ?? { pending: 0, inProgress: 0 };
-      out.set(label, { pending: known.pending + s.pending, inProgress: known.inProgress + s.inProgress });
+      const known = out.get(label) ?? { pending: 0, inProgress: 0, byPriority: { high: 0, normal: 0, low: 0 } };
+      known.byPriority[priority] += pending;
+      out.set(label, { pending: known.pending + pending, inProgress: known.inProgress + inProgress, byPriority: known.byPriority });
     };
     let stored: Record<string, number>;
     try {
@@ -386,14 +396,14 @@ export class TenantMetrics {
     for await (const c of jsm.consumers.list(stream)) {
       const filter = c.config.filter_subject ?? (c.config.filter_subjects?.length === 1 ? c.config.filter_subjects[0] : undefined);
       if (!filter?.startsWith(prefix) || /[*>]/.test(filter)) continue;
-      const cap = filter.slice(prefix.length);
-      withConsumer.add(cap);
-      add(cap, { pending: c.num_pending, inProgress: c.num_ack_pending });
+      const rest = filter.slice(prefix.length);
+      withConsumer.add(rest);
+      add(rest, c.num_pending, c.num_ack_pending);
     }
-    // No consumer yet (no worker ever ran): everything stored waits.
+    // No consumer yet (no worker ever ran, or none took that priority yet): everything stored waits.
     for (const [subject, n] of Object.entries(stored)) {
-      const cap = subject.slice(prefix.length);
-      if (!withConsumer.has(cap)) add(cap, { pending: n, inProgress: 0 });
+      const rest = subject.slice(prefix.length);
+      if (!withConsumer.has(rest)) add(rest, n, 0);
     }
     return out;
   }

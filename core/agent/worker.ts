@@ -1,5 +1,5 @@
 import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
-import { MsgHdrsImpl, type Msg } from "@nats-io/nats-core";
+import { MsgHdrsImpl, type Msg, type Subscription } from "@nats-io/nats-core";
 import type { Runtime } from "../runtime.js";
 import { reply } from "./reply.js";
 import { completeWith, runHandler, type ArtifactOptions, type ContextBase, type ContextSink, type Handler } from "./context.js";
@@ -10,6 +10,7 @@ import { ensureConsumer, retryJs } from "../infra/jetstream.js";
 import type { Logger } from "../wire/log.js";
 import { parseMessage, structuredInput, toMessage } from "../wire/message.js";
 import type { Message, Part } from "../wire/protocol.js";
+import { TASK_PRIORITIES, priorityOf, type TaskPriority } from "../wire/task.js";
 import { applyEvent, artifactEvent, canMove, isFinal, isTerminal, stateOf, statusEvent, statusNow, taskRight, type Task, type TaskEvent, type TaskState } from "../wire/task.js";
 import type { Snapshot } from "../store/task-snapshots.js";
 import { SCHEDULER_HEADER, tickSource, type Schedule } from "../store/schedules.js";
@@ -68,6 +69,22 @@ function outcomeOf(err: unknown): "retry" | "fail" | "dead-letter" {
  */
 const SNAPSHOT_LAG_MS = 20;
 
+/** One priority's work: its consumer (`cap_<cap>`, `cap_<cap>_HIGH`, `cap_<cap>_LOW`) and the pull in progress. */
+interface Level {
+  priority: TaskPriority;
+  name: string;
+  consumer?: Consumer;
+  opening?: Promise<void>;
+  batch?: ConsumerMessages;
+}
+
+/**
+ * The share rule of priorities: while several levels have work waiting, a
+ * worker's free slots go along this cycle, skipping levels with none: of
+ * every 7 tasks, 4 high, 2 normal and 1 low, so low work is never starved.
+ */
+const SHARES: readonly TaskPriority[] = ["high", "normal", "high", "low", "high", "normal", "high"];
+
 /** Consumer name for a capability (dots are not allowed in names). */
 export const consumerName = (cap: string): string => `cap_${cap.replaceAll(".", "_")}`;
 
@@ -85,8 +102,13 @@ export class TaskWorker {
   readonly #running = new Set<Promise<void>>();
   readonly #runs = new Set<TaskRun>();
   #stopping = false;
-  #consumer?: Consumer;
-  #batch?: ConsumerMessages;
+  /** The work of each priority, highest first; high and low get a consumer once such work is seen. */
+  readonly #levels: Level[];
+  /** A high or low consumer is open: pull in rounds over the levels. */
+  #prioritized = false;
+  /** Where the next round starts in {@link SHARES}. */
+  #share = 0;
+  readonly #doorbells: Subscription[] = [];
   #stopped = false;
   /** Waiting for a free slot: the work loop, the tick loop. */
   #waiting: Array<() => void> = [];
@@ -102,45 +124,135 @@ export class TaskWorker {
     this.#validate = validate;
     this.#o = { concurrency: o.concurrency ?? 16, ackWaitMs: o.ackWaitMs ?? 30_000, maxDeliver: o.maxDeliver ?? 5, backoffMs: o.backoffMs ?? 500 };
     this.#free = this.#o.concurrency;
+    this.#levels = TASK_PRIORITIES.map((priority) => ({ priority, name: priority === "normal" ? consumerName(cap) : `${consumerName(cap)}_${priority.toUpperCase()}` }));
   }
 
   static async start(host: WorkerHost, cap: string, handler: Handler, validate: ((v: unknown) => void) | undefined, options: WorkerOptions = {}): Promise<TaskWorker> {
     const w = new TaskWorker(host, cap, handler, validate, options);
-    const { durable } = host;
-    const stream = durable.subjects.stream("WORK");
-    const name = consumerName(cap);
-    await ensureConsumer(await durable.js.jetstreamManager(), stream, {
-      durable_name: name,
-      filter_subject: durable.subjects.work(cap),
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
-      ack_wait: w.#o.ackWaitMs * 1_000_000,
-      max_deliver: w.#o.maxDeliver,
-    });
-    w.#consumer = await retryJs(() => durable.js.consumers.get(stream, name));
+    await w.#open(w.#levels[1]!);
+    await w.#watchPriorities();
     w.#loop = w.#run();
     if (host.rt.server.cron) w.#tickLoop = w.#runTicks();
     return w;
   }
 
+  /** Creates (or finds) the consumer of one priority level's work items. */
+  async #open(level: Level): Promise<void> {
+    const { durable } = this.#host;
+    const stream = durable.subjects.stream("WORK");
+    await ensureConsumer(await durable.js.jetstreamManager(), stream, {
+      durable_name: level.name,
+      filter_subject: durable.subjects.work(this.#cap, level.priority),
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: this.#o.ackWaitMs * 1_000_000,
+      max_deliver: this.#o.maxDeliver,
+    });
+    level.consumer = await retryJs(() => durable.js.consumers.get(stream, level.name));
+  }
+
+  /**
+   * High and low work items have their own consumers, made when the first
+   * such item is seen (a plain subscription to their subjects rings), or at
+   * start when some wait already; until then the worker pulls normal work
+   * only, at no extra cost.
+   */
+  async #watchPriorities(): Promise<void> {
+    const { durable, rt } = this.#host;
+    for (const level of [this.#levels[0]!, this.#levels[2]!]) {
+      const subject = durable.subjects.work(this.#cap, level.priority);
+      this.#doorbells.push(rt.nc.subscribe(subject, { callback: () => void this.#usePriority(level) }));
+    }
+    const info = await retryJs(async () => (await durable.js.jetstreamManager()).streams.info(durable.subjects.stream("WORK"), { subjects_filter: `${durable.subjects.work(this.#cap)}.*` }));
+    const waiting = info.state.subjects ?? {};
+    for (const level of [this.#levels[0]!, this.#levels[2]!]) {
+      if (waiting[durable.subjects.work(this.#cap, level.priority)]) await this.#usePriority(level);
+    }
+  }
+
+  /** From now on this worker takes prioritized work: `level`'s consumer opened, the loop told. */
+  async #usePriority(level: Level): Promise<void> {
+    if (level.consumer || this.#stopped) return;
+    level.opening ??= this.#open(level).then(
+      () => {
+        this.#prioritized = true;
+        this.#wakeAll();
+      },
+      (err: unknown) => {
+        level.opening = undefined;
+        this.#host.log.warn({ err: String(err), capability: this.#cap, priority: level.priority }, "opening a priority's consumer failed; retried on its next work item");
+      },
+    );
+    await level.opening;
+  }
+
   /**
    * Pulls exactly as many work items as there are free slots: an item never
    * waits in a local buffer while its ack timer runs (it would be redelivered
-   * to another replica and run twice).
+   * to another replica and run twice). Normal work only until a high or low
+   * item has been seen; then in rounds over the levels (see {@link #round}).
    */
   async #run(): Promise<void> {
+    const normal = this.#levels[1]!;
     while (!this.#stopped) {
       await this.#slotFree();
       if (this.#stopped) break;
       try {
-        this.#batch = await this.#consumer!.fetch({ max_messages: this.#free, expires: 2000 });
-        for await (const m of this.#batch) this.#take(this.#process(m));
+        if (this.#prioritized) {
+          await this.#round();
+          continue;
+        }
+        normal.batch = await normal.consumer!.fetch({ max_messages: this.#free, expires: 2000 });
+        for await (const m of normal.batch) this.#take(this.#process(m));
       } catch (err) {
         if (this.#stopped) break;
         this.#host.log.warn({ err: String(err), capability: this.#cap }, "pulling work failed; retrying");
         await new Promise((r) => setTimeout(r, 500));
       }
     }
+  }
+
+  /**
+   * One round over the priority levels: how many items wait on each (its
+   * consumer's pending count), then the free slots handed out level by
+   * level along {@link SHARES} (highest first, and none starves), and
+   * exactly that many pulled from each. With nothing waiting, one pull per
+   * level (the rest of the slots to normal) waits up to a second.
+   */
+  async #round(): Promise<void> {
+    const levels = this.#levels.filter((l) => l.consumer);
+    const pending = await Promise.all(levels.map((l) => l.consumer!.info().then((i) => i.num_pending, () => 0)));
+    const give = new Map<Level, number>(levels.map((l) => [l, 0]));
+    let free = this.#free;
+    if (pending.every((n) => n === 0)) {
+      for (const l of levels) if (free > 0) give.set(l, 1), free--;
+      give.set(this.#levels[1]!, give.get(this.#levels[1]!)! + free);
+    } else {
+      const waiting = new Map(levels.map((l, i) => [l.priority, pending[i]!]));
+      for (; free > 0; free--) {
+        const p = this.#nextShare(waiting);
+        if (!p) break;
+        waiting.set(p, waiting.get(p)! - 1);
+        const l = levels.find((x) => x.priority === p)!;
+        give.set(l, give.get(l)! + 1);
+      }
+    }
+    await Promise.all([...give].filter(([, n]) => n > 0).map(async ([l, n]) => {
+      l.batch = await l.consumer!.fetch({ max_messages: n, expires: 1000 });
+      for await (const m of l.batch) this.#take(this.#process(m));
+    }));
+  }
+
+  /** The next level along {@link SHARES} that has work waiting. */
+  #nextShare(waiting: Map<TaskPriority, number>): TaskPriority | undefined {
+    for (let i = 0; i < SHARES.length; i++) {
+      const p = SHARES[(this.#share + i) % SHARES.length]!;
+      if ((waiting.get(p) ?? 0) > 0) {
+        this.#share = (this.#share + i + 1) % SHARES.length;
+        return p;
+      }
+    }
+    return undefined;
   }
 
   /** Resolves once a slot is free (or the worker stops). */
@@ -251,6 +363,7 @@ export class TaskWorker {
             schedule: source.id,
             scheduledAt: at,
             ...(schedule.ttlMs !== undefined && { deadline: at + schedule.ttlMs }),
+            ...(schedule.priority !== undefined && { priority: schedule.priority }),
           },
         };
         snapshot = (await durable.store.create(task, rt.providers(this.#cap))) ?? (await durable.store.get(taskId, source.creator));
@@ -258,7 +371,7 @@ export class TaskWorker {
       }
       const { task } = snapshot;
       const key = `${source.creator}.${taskId}`;
-      const subject = durable.subjects.work(this.#cap);
+      const subject = durable.subjects.work(this.#cap, priorityOf(task));
       const body = Buffer.from(JSON.stringify(task.history[0]));
       // Sealed by this agent for the capability's replicas: a work item from a provider for a scheduled task runs as its creator's (see #principal).
       const headers = durable.envelopes.seal(subject, body, { task: taskId, context: task.contextId }, rt.providers(this.#cap), { id: key, sign: true });
@@ -493,7 +606,8 @@ export class TaskWorker {
   /** Stops taking work; running tasks finish within `timeoutMs`, then their signals abort. */
   async stop(timeoutMs = 10_000): Promise<void> {
     this.#stopped = true;
-    this.#batch?.stop();
+    for (const l of this.#levels) l.batch?.stop();
+    for (const d of this.#doorbells) d.unsubscribe();
     this.#tickBatch?.stop();
     this.#wakeAll();
     await Promise.all([this.#loop, this.#tickLoop]);

@@ -8,7 +8,7 @@ import type { EnvelopeMeta } from "../security/envelope.js";
 import { retryJs } from "../infra/jetstream.js";
 import { toMessage, utf8, type Input } from "../wire/message.js";
 import { checkCapability, checkId } from "../wire/subjects.js";
-import { TASK_STATES, isFinal, isTerminal, newTaskId, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent } from "../wire/task.js";
+import { TASK_PRIORITIES, TASK_STATES, isFinal, isTerminal, newTaskId, priorityOf, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent, type TaskPriority } from "../wire/task.js";
 import type { Snapshot, TaskPage, TaskQuery } from "../store/task-snapshots.js";
 import { exchange } from "./call.js";
 import { TaskWatch } from "./task-watch.js";
@@ -72,6 +72,14 @@ export interface SubmitOptions {
   deadline?: Date | number;
   /** The deadline as ms from now (as {@link deadline}; not both). */
   ttlMs?: number;
+  /**
+   * How urgent the task is (default `"normal"`), shown as
+   * `metadata.priority` for high and low: its work item goes to
+   * `<root>.<t>.work.<cap>.HIGH` or `.LOW`, and a worker takes the highest
+   * level waiting first (see {@link TaskPriority}). For a new task; a later
+   * turn keeps the task's.
+   */
+  priority?: TaskPriority;
 }
 
 /** Options of `bus.task` and `bus.taskHandle`. */
@@ -444,6 +452,10 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   const fresh = !options.taskId && !message.taskId;
   const runAt = delayedUntil(s, options);
   const deadline = deadlineFrom(options, runAt);
+  if (options.priority !== undefined && !TASK_PRIORITIES.includes(options.priority)) {
+    throw new AgentBusError("INVALID_INPUT", `priority must be one of ${TASK_PRIORITIES.join(", ")}, not ${JSON.stringify(options.priority)}`);
+  }
+  const priority = options.priority === "normal" ? undefined : options.priority;
   // An id of the generated form is someone's: only the submitter it names may use it.
   if (!fresh && taskIdBinds(taskId, me) === false) throw notFound(taskId);
   const existing = fresh ? undefined : await s.durable.store.get(taskId, me);
@@ -455,6 +467,9 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   }
   if (existing && deadline !== undefined && existing.task.metadata.deadline === undefined) {
     throw new AgentBusError("INVALID_INPUT", `task ${taskId} exists: deadline and ttlMs apply to a new task`);
+  }
+  if (existing && options.priority !== undefined && options.priority !== priorityOf(existing.task)) {
+    throw new AgentBusError("INVALID_INPUT", `task ${taskId} exists with priority ${priorityOf(existing.task)}: a priority applies to a new task`);
   }
   const contextId = options.contextId ?? message.contextId ?? existing?.task.contextId ?? randomUUID();
   message.taskId = taskId;
@@ -474,7 +489,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       status: statusNow("TASK_STATE_SUBMITTED"),
       artifacts: [],
       history: [stored],
-      metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }), runAt, deadline },
+      metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }), runAt, deadline, priority },
     };
     // Encoded once, and refused (PAYLOAD_TOO_LARGE) before anything is
     // written when it would not fit one message: a task is accepted whole
@@ -526,7 +541,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
 }
 
 async function publishWork(s: Submitter, cap: string, message: unknown, task: Task, msgId: string, o: SubmitOptions, encryptFor?: string[]): Promise<void> {
-  const target = s.durable.subjects.work(cap);
+  const target = s.durable.subjects.work(cap, priorityOf(task));
   // A delayed task's work item waits on its own subject until the server's schedule publishes it to the target.
   const runAt = typeof task.metadata.runAt === "number" && msgId === taskKey(task) ? task.metadata.runAt : undefined;
   const subject = runAt === undefined ? target : s.durable.subjects.delayedWork(task.metadata.submitter, task.id);

@@ -162,9 +162,11 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     // Flow control of the object store's push consumer.
     `$JS.FC.${blobStream}.>`,
   ]);
+  // Work items of each priority: normal on `work.<cap>`, high and low on `work.<cap>.HIGH` / `.LOW`.
+  const levels = (c: string) => (c.endsWith(">") ? [`${p}.work.${c}`] : [`${p}.work.${c}`, `${p}.work.${c}.HIGH`, `${p}.work.${c}.LOW`]);
   for (const c of invokes) {
     pub.add(`${p}.cap.${c}`);
-    pub.add(`${p}.work.${c}`);
+    for (const w of levels(c)) pub.add(w);
   }
   // Its own delayed work items (nats-server 2.12+ message schedules), one
   // subject per task under its own id. A schedule's target is a header
@@ -211,14 +213,18 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     const serves = input.serves ?? [];
     for (const c of serves) {
       sub.add(`${p}.cap.${c}`);
-      pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("WORK")}.*.${p}.work.${c}`);
+      // One consumer per priority level; a plain subscription to the high and low subjects tells the worker such work exists.
+      for (const w of levels(c)) {
+        pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("WORK")}.*.${w}`);
+        if (w !== `${p}.work.${c}`) sub.add(w);
+      }
       pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${s.stream("WORK")}.*`);
       // The capability's limits across replicas (one record per capability).
       pub.add(`${kv("limits")}.${c}`);
       pub.add(direct(kvStream("limits"), `${kv("limits")}.${c}`));
       // The ticks of its capabilities' schedules (one consumer per capability,
       // `<root>.<t>.tick.<cap>.*`), each queued as a work item of the capability.
-      pub.add(`${p}.work.${c}`);
+      for (const w of levels(c)) pub.add(w);
       pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("SCHEDULES")}.*.${p}.tick.${c.endsWith(">") ? c : `${c}.*`}`);
     }
     // The schedule a tick names: its record, to verify and run it.

@@ -27,6 +27,7 @@ import { Cron } from "croner";
 import { AgentBusError } from "../wire/errors.js";
 import { toMessage, type Input } from "../wire/message.js";
 import type { Message } from "../wire/protocol.js";
+import { TASK_PRIORITIES, type TaskPriority } from "../wire/task.js";
 import { checkCapability, checkId, type Subjects } from "../wire/subjects.js";
 import type { Identity } from "../security/identity.js";
 import { signEntry, verifyEntry } from "./policy.js";
@@ -55,6 +56,8 @@ export interface ScheduleSpec {
   ttlMs?: number;
   /** Metadata copied onto every run. */
   metadata?: Record<string, unknown>;
+  /** Every run's priority (default normal; see `SubmitOptions.priority`). */
+  priority?: TaskPriority;
 }
 
 /** A stored schedule, as listed. */
@@ -70,6 +73,7 @@ export interface Schedule {
   timeZone?: string;
   ttlMs?: number;
   metadata?: Record<string, unknown>;
+  priority?: TaskPriority;
   /** When it was created or last changed (paused, resumed), ms since the epoch. */
   updatedAt: number;
   paused: boolean;
@@ -86,6 +90,7 @@ interface Payload extends Record<string, unknown> {
   timeZone?: string;
   ttlMs?: number;
   metadata?: Record<string, unknown>;
+  priority?: TaskPriority;
   paused: boolean;
 }
 
@@ -160,6 +165,7 @@ export class ScheduleStore {
     if (spec.everyMs !== undefined && (!Number.isSafeInteger(spec.everyMs) || spec.everyMs < 1000)) throw new AgentBusError("INVALID_INPUT", "everyMs must be a whole number of ms, at least 1000");
     if (spec.timeZone !== undefined && (typeof spec.timeZone !== "string" || spec.cron === undefined)) throw new AgentBusError("INVALID_INPUT", "timeZone is an IANA zone name, and applies to cron");
     if (spec.ttlMs !== undefined && (!Number.isSafeInteger(spec.ttlMs) || spec.ttlMs <= 0)) throw new AgentBusError("INVALID_INPUT", "ttlMs must be a whole number of ms > 0");
+    if (spec.priority !== undefined && !TASK_PRIORITIES.includes(spec.priority)) throw new AgentBusError("INVALID_INPUT", `priority must be one of ${TASK_PRIORITIES.join(", ")}`);
     const cron = spec.cron === undefined ? undefined : sixFields(String(spec.cron), spec.timeZone);
     const input = { ...toMessage(spec.input) };
     delete input.taskId;
@@ -172,6 +178,7 @@ export class ScheduleStore {
       ...(spec.timeZone !== undefined && { timeZone: spec.timeZone }),
       ...(spec.ttlMs !== undefined && { ttlMs: spec.ttlMs }),
       ...(spec.metadata !== undefined && { metadata: spec.metadata }),
+      ...(spec.priority !== undefined && spec.priority !== "normal" && { priority: spec.priority }),
       paused: false,
     };
     const at = Date.now();
@@ -260,6 +267,7 @@ export class ScheduleStore {
       ...(p.timeZone !== undefined && { timeZone: p.timeZone }),
       ...(p.ttlMs !== undefined && { ttlMs: p.ttlMs }),
       ...(p.metadata !== undefined && { metadata: p.metadata }),
+      ...(p.priority !== undefined && { priority: p.priority }),
       updatedAt: at,
       paused: p.paused,
       ...(next !== undefined && { nextRunAt: next }),
@@ -301,6 +309,7 @@ function payloadOf(s: Schedule): Payload {
     ...(s.timeZone !== undefined && { timeZone: s.timeZone }),
     ...(s.ttlMs !== undefined && { ttlMs: s.ttlMs }),
     ...(s.metadata !== undefined && { metadata: s.metadata }),
+    ...(s.priority !== undefined && { priority: s.priority }),
     paused: s.paused,
   };
 }

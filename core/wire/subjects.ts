@@ -59,9 +59,11 @@ export class Subjects {
   instanceCall(agent: string, instance: string): string {
     return `${this.prefix}.agent.${checkId(agent, "agent id")}.call.${checkId(instance, "instance id")}`;
   }
-  /** Durable task submission for `cap`. */
-  work(cap: string): string {
-    return `${this.prefix}.work.${checkCapability(cap)}`;
+  /** Durable task submission for `cap`: `<root>.<t>.work.<cap>`, with `.HIGH` or `.LOW` appended for those priorities. */
+  work(cap: string, priority?: "high" | "normal" | "low"): string {
+    const subject = `${this.prefix}.work.${checkCapability(cap)}`;
+    // Capabilities are lower case: an upper-case last token cannot be part of one.
+    return priority === "high" ? `${subject}.HIGH` : priority === "low" ? `${subject}.LOW` : subject;
   }
 
   /**

@@ -18,6 +18,22 @@ export const TASK_STATES: readonly TaskState[] = [
   "TASK_STATE_CANCELED", "TASK_STATE_REJECTED", "TASK_STATE_INPUT_REQUIRED", "TASK_STATE_AUTH_REQUIRED",
 ];
 
+/**
+ * How urgent a durable task is. A worker takes the highest level waiting
+ * first, with a share rule so none starves: of every 7 tasks a busy worker
+ * takes while several levels wait, 4 are high, 2 normal and 1 low.
+ */
+export type TaskPriority = "high" | "normal" | "low";
+
+/** The priorities, highest first. */
+export const TASK_PRIORITIES: readonly TaskPriority[] = ["high", "normal", "low"];
+
+/** A task's priority (`metadata.priority`; absent: normal). */
+export function priorityOf(task: Pick<Task, "metadata">): TaskPriority {
+  const p = task.metadata.priority;
+  return p === "high" || p === "low" ? p : "normal";
+}
+
 export interface TaskStatus {
   state: TaskState;
   message?: Message;

@@ -163,9 +163,10 @@ describe("metrics plugin", () => {
     await eventually(async () => (await value("agentbus_tasks_finished_total", { tenant: "met", capability: "met.delayed", state: "canceled" })) === 1);
   });
 
-  it("shows queued work per capability: with no worker ever, and with a stopped one", async () => {
+  it("shows queued work per capability and priority: with no worker ever, and with a stopped one", async () => {
     const caller = await open();
     for (let i = 0; i < 2; i++) await caller.submit("met.queued", `item ${i}`);
+    await caller.submit("met.queued", "urgent", { priority: "high" });
     // A retried submit of a queued task id: JetStream keeps one copy, and it is counted once.
     await caller.submit("met.queued", "item 2", { taskId: "met-queued-retried" });
     await caller.submit("met.queued", "item 2", { taskId: "met-queued-retried" });
@@ -178,13 +179,15 @@ describe("metrics plugin", () => {
     // Submissions reach the gateway's subscription on their own time: wait for them.
     await eventually(async () => (await value("agentbus_tasks_submitted_total", { tenant: "met", capability: "met.later" })) === 2);
     const f = await scrape();
-    expect(valueOf(f, "agentbus_tasks_submitted_total", { tenant: "met", capability: "met.queued" })).toBe(3);
-    expect(valueOf(f, "agentbus_work_pending", { tenant: "met", capability: "met.queued" })).toBe(3);
+    expect(valueOf(f, "agentbus_tasks_submitted_total", { tenant: "met", capability: "met.queued" })).toBe(4);
+    expect(valueOf(f, "agentbus_work_pending", { tenant: "met", capability: "met.queued", priority: "normal" })).toBe(3);
+    expect(valueOf(f, "agentbus_work_pending", { tenant: "met", capability: "met.queued", priority: "high" })).toBe(1);
+    expect(valueOf(f, "agentbus_work_pending", { tenant: "met", capability: "met.queued", priority: "low" })).toBe(0);
     expect(valueOf(f, "agentbus_work_in_progress", { tenant: "met", capability: "met.queued" })).toBe(0);
-    expect(valueOf(f, "agentbus_work_pending", { tenant: "met", capability: "met.later" })).toBe(2);
+    expect(valueOf(f, "agentbus_work_pending", { tenant: "met", capability: "met.later", priority: "normal" })).toBe(2);
     expect(valueOf(f, "agentbus_capability_providers_online", { tenant: "met", capability: "met.queued" })).toBe(0);
     // Taken and acknowledged work leaves the queue.
-    expect(valueOf(f, "agentbus_work_pending", { tenant: "met", capability: "met.ok" }) ?? 0).toBe(0);
+    expect(valueOf(f, "agentbus_work_pending", { tenant: "met", capability: "met.ok", priority: "normal" }) ?? 0).toBe(0);
   });
 
   it("shows agents online", async () => {

@@ -34,7 +34,7 @@ const placeholders = (subject: string) =>
 const subjectPatterns = [
   s.cap("capx"), s.agentCall("agentx"), s.instanceCall("agentx", "instancex"), s.work("capx"), s.inbox("agentx"), s.taskEvents("taskx"), s.taskEventLog("submitterx", "taskx"),
   s.taskCancel("taskx"), s.presence("agentx"), s.audit("kindx"), s.dlq("capx"), s.delayedWork("submitterx", "taskx"),
-  s.schedule("creatorx", "idx"), s.tick("capx", "idx"), s.ticks("capx"),
+  s.work("capx", "high"), s.work("capx", "low"), s.schedule("creatorx", "idx"), s.tick("capx", "idx"), s.ticks("capx"),
 ].map(placeholders);
 const streams = (["WORK", "INBOX", "EVENTS", "DLQ", "AUDIT", "SCHEDULES"] as const).map((k) => `MESH_<T>_${k}`);
 const buckets = (["agents", "presence", "tasks", "sessions", "acl", "revoked", "push", "replay", "owners", "blobs", "schedules", "limits"] as const).map((k) => `mesh_<t>_${k}`);
