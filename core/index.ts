@@ -16,7 +16,7 @@ import * as mirrors from "./infra/kvmirror.js";
 export { attach, connect, Bus, type AttachOptions, type ConnectOptions, type CallOptions, type SendOptions, type NatsAuth } from "./bus.js";
 export { Agent, cardOf, type AgentSpec, type SkillSpec, type AgentOptions, type Handler } from "./agent/agent.js";
 export type { CapabilityLimits } from "./store/limits.js";
-export type { AgentContext, ArtifactOptions } from "./agent/context.js";
+export type { AgentContext, ArtifactOptions, ChildTask } from "./agent/context.js";
 export type { WorkerOptions } from "./agent/worker.js";
 export { TaskHandle, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
 export { Schedules, type Schedule, type ScheduleSpec, type ScheduleQuery } from "./client/schedules.js";

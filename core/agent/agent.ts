@@ -4,6 +4,7 @@ import { call } from "../client/call.js";
 import { INBOX_CAPABILITY, InboxReader, type InboxHandler } from "../client/inbox.js";
 import { submitTask } from "../client/task-handle.js";
 import type { CapabilityLimiter, CapabilityLimits } from "../store/limits.js";
+import { FlowWatcher } from "./flows.js";
 import type { Runtime } from "../runtime.js";
 import type { Envelope } from "../security/envelope.js";
 import { signRecord, type CapabilitySchemas, type PresenceBeat } from "../store/registry.js";
@@ -122,6 +123,7 @@ export class Agent {
   readonly #log: Logger;
   readonly #workers: TaskWorker[] = [];
   #inbox?: InboxReader;
+  #flows?: FlowWatcher;
   #service?: Service;
   #heartbeat?: NodeJS.Timeout;
   #stopping?: Promise<void>;
@@ -284,6 +286,8 @@ export class Agent {
 
   async #startWorkers(options: WorkerOptions): Promise<void> {
     const durable = await this.#rt.tasks();
+    const flows = (this.#flows = new FlowWatcher(this.#rt, durable, this.#log));
+    await flows.resumeWatching();
     for (const [cap, { handler, validate, limiter }] of this.#handlers) {
       this.#workers.push(
         await TaskWorker.start(
@@ -294,6 +298,7 @@ export class Agent {
             log: this.#log,
             base: (c, env, m, signal, task, input) => this.#base(c, env, m, signal, task, input),
             limiter,
+            flows,
           },
           cap,
           handler,
@@ -330,6 +335,7 @@ export class Agent {
       clearInterval(this.#heartbeat);
       await this.#service?.stop().catch(() => {});
       await Promise.all([...this.#workers.map((w) => w.stop(timeoutMs)), this.#inbox?.stop()]);
+      await this.#flows?.stop();
       const all = Promise.allSettled([...this.#inflight]);
       let timer: NodeJS.Timeout | undefined;
       const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)))]);

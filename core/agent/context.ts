@@ -99,6 +99,31 @@ export interface AgentContext {
   end(state: TaskState, message?: Input): Promise<void>;
   /** Tells the bus the handler is still busy (keeps a long task's work item from redelivery). */
   working(): void;
+  /**
+   * Durable fan-out and fan-in: submits `children` as tasks of this one
+   * (each once: a child that exists is not submitted again; its id is
+   * `<this task's id>-<key>`), lists them on this task
+   * (`metadata.children`), and resolves with their final tasks, in the
+   * order given, once every one has ended, whatever its state. Until then
+   * the handler does not wait: this run ends there (the task stays
+   * WORKING, its work item is acknowledged, the slot is free), and when the
+   * last child ends the handler runs again from the start, so what it does
+   * before `fanOut` must be safe to do again. Call it once per run, with
+   * the same children. A durable task only (in a fast call, or in an
+   * end-to-end encrypted task, `MISUSE`).
+   */
+  fanOut(children: ChildTask[]): Promise<Task[]>;
+}
+
+/** One child of {@link AgentContext.fanOut}. */
+export interface ChildTask {
+  /** The capability the child is submitted to. */
+  capability: string;
+  input: Input;
+  /** Names the child among its siblings (letters, digits, `-`, `_`); default its position. */
+  key?: string;
+  /** Options of the child's submit (priority, deadline, metadata, …); its id, parent, context and depth are the flow's. */
+  options?: Omit<SubmitOptions, "taskId" | "parent" | "contextId" | "depth">;
 }
 
 /** How a context's outputs are delivered: into a reply, or as task events. */
@@ -113,6 +138,8 @@ export interface ContextSink {
   finishing?(): void;
   /** Set by {@link runHandler} for a durable task: the trace its events carry. */
   trace?: TraceContext;
+  /** A durable task's fan-out (see {@link AgentContext.fanOut}); absent in a fast call. */
+  fanOut?(children: ChildTask[], submit: AgentContext["submit"]): Promise<Task[]>;
 }
 
 /** The inputs shared by both kinds of context. */
@@ -225,6 +252,7 @@ class HandlerContext implements AgentContext {
   readonly reject: AgentContext["reject"];
   readonly end: AgentContext["end"];
   readonly working: AgentContext["working"];
+  readonly fanOut: AgentContext["fanOut"];
   readonly #base: ContextBase;
   readonly #active?: Context;
   #log?: Logger;
@@ -267,6 +295,8 @@ class HandlerContext implements AgentContext {
       return sink.end(state, message === undefined ? undefined : agentMessage(message));
     };
     this.working = () => sink.working();
+    this.fanOut = (children) =>
+      sink.fanOut ? sink.fanOut(children, this.submit) : Promise.reject(new AgentBusError("MISUSE", "fanOut needs a durable task: submit the work, do not call it"));
   }
 
   get input(): unknown {

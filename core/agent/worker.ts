@@ -15,6 +15,9 @@ import { applyEvent, artifactEvent, canMove, isFinal, isTerminal, stateOf, statu
 import type { Snapshot } from "../store/task-snapshots.js";
 import { SCHEDULER_HEADER, tickSource, type Schedule } from "../store/schedules.js";
 import type { CapabilityLimiter } from "../store/limits.js";
+import type { AgentContext, ChildTask } from "./context.js";
+import type { FlowChild, FlowLink, FlowWatcher } from "./flows.js";
+import { checkId } from "../wire/subjects.js";
 import { randomUUID } from "node:crypto";
 import { blobRefOf, eventBytes, partsBytes, taskBytes } from "../store/blobs.js";
 import type { TraceContext } from "../wire/trace.js";
@@ -43,6 +46,8 @@ export interface WorkerHost {
   log: Logger;
   /** The capability's limits across replicas, when it has any. */
   limiter?: CapabilityLimiter;
+  /** Resumes this agent's parent tasks when their children end (`ctx.fanOut`). */
+  flows: FlowWatcher;
   /** Context inputs shared with fast calls (call, submit, session, log). */
   base(cap: string, env: Envelope, userMessage: Message, signal: AbortSignal, task?: Task, input?: unknown): ContextBase;
 }
@@ -412,8 +417,10 @@ export class TaskWorker {
    */
   async #principal(env: Envelope, snapshot: Snapshot): Promise<Envelope> {
     const m = snapshot.task.metadata;
+    // A parent queued again by this agent's own identity once its children ended: it runs as before, for its submitter.
+    if (env.from === this.#host.agentId && Array.isArray(m.children) && typeof m.submitter === "string") return { ...env, from: m.submitter };
     if (typeof m.schedule !== "string" || env.from === m.submitter || !this.#host.rt.registry.provides(env.from, this.#cap)) return env;
-    const schedule = await (await this.#host.rt.schedules()).get(m.schedule, m.submitter).catch(() => undefined);
+    const schedule = await this.#host.rt.schedules().then((store) => store.get(m.schedule as string, m.submitter as string)).catch(() => undefined);
     if (!schedule || schedule.capability !== this.#cap) return env; // authorized as the provider that queued it (DENIED unless granted)
     return { ...env, from: m.submitter };
   }
@@ -461,6 +468,8 @@ export class TaskWorker {
       m.ack();
       return;
     }
+    // Who it runs for: the sender, or for a schedule's run or a resumed parent, the task's submitter.
+    const principal = await this.#principal(env, snapshot);
     const run = new TaskRun(this, m, snapshot);
     run.trace = env.trace; // the handler's own, once it runs
     const encrypted = env.enc !== undefined || snapshot.task.metadata.encrypted !== undefined;
@@ -473,7 +482,7 @@ export class TaskWorker {
     this.#runs.add(run);
     try {
       try {
-        this.#host.rt.authorize(await this.#principal(env, snapshot), this.#cap);
+        this.#host.rt.authorize(principal, this.#cap);
       } catch (err) {
         this.#refused(m, err); // and the task fails at once (a final code)
         throw err;
@@ -505,13 +514,23 @@ export class TaskWorker {
         }
       }
       run.start();
-      const handle = async () => runHandler(this.#handler, this.#host.base(this.#cap, env, userMessage, run.abort.signal, task, input), run, this.#host.agentId);
+      const handle = async () => runHandler(this.#handler, this.#host.base(this.#cap, principal, userMessage, run.abort.signal, task, input), run, this.#host.agentId);
       const result = limiter ? await limiter.holding(lease, handle) : await handle();
+      if (run.suspended) {
+        await this.#suspend(run);
+        m.ack();
+        return;
+      }
       if (run.abort.signal.aborted) await run.end(run.canceled ? "TASK_STATE_CANCELED" : "TASK_STATE_FAILED", toMessage(run.canceled ? run.cancelReason : "agent stopped", "ROLE_AGENT"));
       else if (!run.ended) await completeWith(run, result);
       if (run.stale) await this.#settle(run.task);
       m.ack();
     } catch (err) {
+      // A handler that ends its run at fanOut (its rejection not caught) waits for its children.
+      if (run.suspended && !run.ended && !run.stale) {
+        await this.#suspend(run).then(() => m.ack(), (e: unknown) => this.#failed(run, m, e));
+        return;
+      }
       await this.#failed(run, m, err);
     } finally {
       clearInterval(keepAlive);
@@ -520,6 +539,22 @@ export class TaskWorker {
       cancelSub.unsubscribe();
       this.#runs.delete(run);
     }
+  }
+
+  /**
+   * The run ended at `ctx.fanOut` with children still running: the parent
+   * is marked waiting (it stays WORKING), and queued again at once when its
+   * children all ended meanwhile; otherwise the flow watcher does that when
+   * the last one ends.
+   */
+  async #suspend(run: TaskRun): Promise<void> {
+    const n = run.suspended!.length;
+    await run.status(toMessage(`waiting for ${n} child task${n === 1 ? "" : "s"}`, "ROLE_AGENT"));
+    await run.annotate({ waiting: "children" });
+    run.ended = true;
+    const { flows } = this.#host;
+    await flows.start();
+    await flows.resumeIfDone({ parent: run.task.id, submitter: run.task.metadata.submitter, capability: this.#cap });
   }
 
   /** Audits a refused work item once: kind = the lower-case code. */
@@ -648,6 +683,8 @@ class TaskRun implements ContextSink {
   sealFor?: string[];
   /** Bytes of content of the task so far (input, history, artifacts), against `maxTaskBytes`. */
   bytes = 0;
+  /** The run ended at `ctx.fanOut`: the ids of the children it waits for. */
+  suspended?: string[];
   /** Estimated bytes the snapshot holds inline (content not in blobs), once an event with content came. */
   #inline?: number;
   /** The blob writes of earlier events, so events keep their order. */
@@ -858,6 +895,46 @@ class TaskRun implements ContextSink {
 
   working(): void {
     this.msg.working();
+  }
+
+  /** Merges `metadata` into the snapshot (after the run's claim and its pending events); a task ended meanwhile is left as it is. */
+  async annotate(metadata: Record<string, unknown>): Promise<void> {
+    await this.#started();
+    await this.#flush();
+    const { durable } = this.worker.host;
+    this.#chain = this.#chain.catch(() => {}).then(async () => {
+      this.#snapshot = await durable.store.update(this.task.id, (t) => {
+        if (isTerminal(t.status.state)) {
+          this.stale = true;
+          return undefined;
+        }
+        return { ...t, metadata: { ...t.metadata, ...metadata } };
+      }, this.#snapshot);
+    });
+    await this.#chain;
+  }
+
+  /** `ctx.fanOut` in a durable task (see {@link AgentContext.fanOut}). */
+  async fanOut(children: ChildTask[], submit: AgentContext["submit"]): Promise<Task[]> {
+    const { durable, agentId } = this.worker.host;
+    if (this.task.metadata.encrypted !== undefined) throw new AgentBusError("MISUSE", "fanOut in an end-to-end encrypted task is not supported");
+    if (!Array.isArray(children) || children.length === 0) throw new AgentBusError("INVALID_INPUT", "fanOut needs at least one child");
+    const list: FlowChild[] = children.map((c, i) => ({ id: checkId(`${this.task.id}-${c.key ?? i}`, "child task id"), capability: c.capability }));
+    if (new Set(list.map((c) => c.id)).size !== list.length) throw new AgentBusError("INVALID_INPUT", "fanOut: two children have the same key");
+    // Listed first: the parent is resumed only once every listed child has ended.
+    await this.annotate({ children: list });
+    const link: FlowLink = { parent: this.task.id, submitter: this.task.metadata.submitter, capability: this.worker.capability };
+    const found = await Promise.all(list.map((c) => durable.store.get(c.id, agentId)));
+    await Promise.all(children.map((c, i) =>
+      found[i] ? undefined : submit(c.capability, c.input, { ...c.options, taskId: list[i]!.id, metadata: { ...c.options?.metadata, flow: link } }),
+    ));
+    const now = await Promise.all(list.map((c) => durable.store.get(c.id, agentId)));
+    if (now.every((s) => s !== undefined && isTerminal(s.task.status.state))) {
+      if (this.task.metadata.waiting !== undefined) await this.annotate({ waiting: undefined });
+      return now.map((s) => s!.task);
+    }
+    this.suspended = list.map((c) => c.id);
+    throw new AgentBusError("MISUSE", `task ${this.task.id} waits for its children: its handler runs again when they have ended (do not catch this)`);
   }
 
   /** The task's deadline passed while it runs: canceled, with the deadline as the reason. */

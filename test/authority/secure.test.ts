@@ -206,6 +206,30 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     expect(await refused(await raw(otherAgentId), "$KV.mesh_acme_limits.metered", "{}")).toBe(true);
   });
 
+  it("a flow under the role permissions: the parent's agent fans out to another agent's capability and is resumed when the children end", async () => {
+    const sumId = await nats.issue("acme", "agent", { serves: ["sum"] });
+    const squareId = await nats.issue("acme", "agent", { serves: ["square"] });
+    const callerId = await nats.issue("acme", "caller");
+    const admin = await bus("acme", acmeAdmin);
+    await admin.acl.putRule("sum-callers", { source: callerId.id, target: "*", capabilities: ["sum"] });
+    const rev = await admin.acl.putRule("sum-squares", { source: sumId.id, target: "*", capabilities: ["square"] });
+    const squarer = await bus("acme", squareId);
+    await squarer.agent({ name: "squarer", skills: [{ id: "square" }] }, { square: (ctx) => ({ square: (ctx.input as { n: number }).n ** 2 }) });
+    const summer = await bus("acme", sumId);
+    await summer.agent({ name: "summer", skills: [{ id: "sum" }] }, {
+      sum: async (ctx) => {
+        const children = await ctx.fanOut([1, 2, 3].map((n) => ({ capability: "square", input: { n } })));
+        return children.reduce((a, c) => a + (c.artifacts[0]!.parts[0]!.data as { square: number }).square, 0);
+      },
+    });
+    await Promise.all([squarer.acl.applied(rev), summer.acl.applied(rev)]);
+    const caller = await bus("acme", callerId);
+    const done = await (await caller.submit("sum", "go", { priority: "high" })).result({ timeout: 20_000 });
+    expect(done.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(done.artifacts[0]!.parts[0]!.data).toBe(14);
+    expect((await caller.task(done.id)).metadata.children).toHaveLength(3);
+  });
+
   it("refuses identities that are not issued, keys not proven, and a tenant the identity does not belong to", async () => {
     await expect(bus("acme", Identity.generate())).rejects.toMatchObject({ code: "DENIED" });
     const betaCaller = await nats.issue("beta", "caller");

@@ -1,0 +1,141 @@
+/**
+ * Durable fan-out and fan-in (`ctx.fanOut`): the side that resumes a parent
+ * task once its children have ended.
+ *
+ * A parent's handler submits its children as tasks of the agent's own
+ * identity and ends its run with the parent WORKING and `metadata.waiting`
+ * set. Every event of a task this identity submitted is stored under
+ * `<root>.<t>.events.<agent id>.<task>`; one durable consumer of those
+ * (`flow_<agent id>`, shared by the agent's replicas) sees each child's
+ * final event, and the first replica to find every child of the parent
+ * ended queues the parent again: a work item of the parent's capability,
+ * its id derived from the children, so that two replicas queue it once.
+ * The resumed run clears `metadata.waiting` when its `fanOut` finds every
+ * child ended.
+ */
+import { createHash } from "node:crypto";
+import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import type { Runtime } from "../runtime.js";
+import type { Durable } from "../store/task-log.js";
+import type { Logger } from "../wire/log.js";
+import { ensureConsumer, retryJs } from "../infra/jetstream.js";
+import { isTerminal, priorityOf, type Task, type TaskEvent } from "../wire/task.js";
+
+/** What a child task records of its parent (`metadata.flow`). */
+export interface FlowLink {
+  parent: string;
+  /** The parent's submitter (its snapshot's key). */
+  submitter: string;
+  /** The parent's capability (where it is queued again). */
+  capability: string;
+}
+
+/** A parent's list of children (`metadata.children`). */
+export interface FlowChild {
+  id: string;
+  capability: string;
+}
+
+/** Resumes this agent's parent tasks when their children end. */
+export class FlowWatcher {
+  #consumer?: Consumer;
+  #batch?: ConsumerMessages;
+  #loop?: Promise<void>;
+  #starting?: Promise<void>;
+  #stopped = false;
+
+  constructor(
+    private readonly rt: Runtime,
+    private readonly durable: Durable,
+    private readonly log: Logger,
+  ) {}
+
+  /** The consumer's name: one per agent identity. */
+  get name(): string {
+    return `flow_${this.rt.id}`;
+  }
+
+  /** Starts watching when this identity has watched before (its consumer exists): children that ended while no replica ran are seen now. */
+  async resumeWatching(): Promise<void> {
+    const exists = await retryJs(async () => (await this.durable.js.jetstreamManager()).consumers.info(this.durable.subjects.stream("EVENTS"), this.name)).then(() => true, () => false);
+    if (exists) await this.start();
+  }
+
+  /** Starts watching (once). */
+  start(): Promise<void> {
+    this.#starting ??= (async () => {
+      const stream = this.durable.subjects.stream("EVENTS");
+      await ensureConsumer(await this.durable.js.jetstreamManager(), stream, {
+        durable_name: this.name,
+        filter_subject: `${this.durable.subjects.prefix}.events.${this.rt.id}.*`,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.New,
+        ack_wait: 30_000_000_000,
+      });
+      this.#consumer = await retryJs(() => this.durable.js.consumers.get(stream, this.name));
+      this.#loop = this.#run();
+    })();
+    this.#starting.catch(() => (this.#starting = undefined));
+    return this.#starting;
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopped) {
+      try {
+        this.#batch = await this.#consumer!.fetch({ max_messages: 64, expires: 5000 });
+        for await (const m of this.#batch) await this.#seen(m);
+      } catch (err) {
+        if (this.#stopped) break;
+        this.log.warn({ err: String(err) }, "watching child tasks failed; retrying");
+        await new Promise((r) => setTimeout(r, 500).unref());
+      }
+    }
+  }
+
+  /** One stored event of a task this identity submitted: a child's final one may resume its parent. */
+  async #seen(m: JsMsg): Promise<void> {
+    try {
+      const event = m.json<TaskEvent>();
+      const state = "statusUpdate" in event ? event.statusUpdate.status.state : undefined;
+      if (state && isTerminal(state)) {
+        const child = await this.durable.store.get(m.subject.slice(m.subject.lastIndexOf(".") + 1), this.rt.id);
+        const link = child?.task.metadata.flow as FlowLink | undefined;
+        if (link && typeof link.parent === "string") await this.resumeIfDone(link);
+      }
+      m.ack();
+    } catch (err) {
+      this.log.warn({ err: String(err), subject: m.subject }, "a child task's end could not be handled; it comes again");
+      m.nak(1000);
+    }
+  }
+
+  /** Queues the parent again when it waits for its children and every one has ended. */
+  async resumeIfDone(link: FlowLink): Promise<void> {
+    const { store, subjects, envelopes, js } = this.durable;
+    const parent = await store.get(link.parent, link.submitter);
+    if (!parent || !parent.task.metadata.waiting || isTerminal(parent.task.status.state)) return;
+    const children = (parent.task.metadata.children as FlowChild[] | undefined) ?? [];
+    const ended = await Promise.all(children.map(async (c) => {
+      const s = await store.get(c.id, this.rt.id);
+      return s !== undefined && isTerminal(s.task.status.state);
+    }));
+    if (!ended.every(Boolean)) return;
+    const task: Task = parent.task;
+    const subject = subjects.work(link.capability, priorityOf(task));
+    const body = Buffer.from(JSON.stringify(task.history[0]));
+    // One id per set of children: two replicas queue it once, and a later fan-out of the same parent is queued again.
+    const id = `${task.metadata.submitter}.${task.id}.children-${createHash("sha256").update(children.map((c) => c.id).join("\n")).digest("hex").slice(0, 16)}`;
+    const depth = typeof task.metadata.depth === "number" ? task.metadata.depth : 0;
+    const headers = envelopes.seal(subject, body, { task: task.id, context: task.contextId, depth }, this.rt.providers(link.capability), { id, sign: true });
+    await retryJs(() => js.publish(subject, body, { headers, msgID: id }));
+    this.log.debug({ task: task.id, children: children.length }, "children ended: parent queued again");
+  }
+
+  /** Stops watching. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#starting?.catch(() => {});
+    this.#batch?.stop();
+    await this.#loop;
+  }
+}
