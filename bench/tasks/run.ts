@@ -65,6 +65,8 @@ const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 50);
 const TRACE_N = Number(process.env.BENCH_TRACE_N ?? 200);
 /** Delayed tasks per system in the delayed phase, all in flight at once, due 1–2 s after their submit. */
 const DELAYED_N = Number(process.env.BENCH_DELAYED_N ?? 500);
+/** Tasks per system in the prioritized phase: a third each high, normal and low, submitted at once. */
+const PRIO_N = Number(process.env.BENCH_PRIO_N ?? 900);
 const REDIS_BIN = process.env.BENCH_REDIS_BIN ?? "/usr/bin/redis-server";
 const SYSTEMS_ALL = ["agentbus", "agentbus_secure", "bullmq", "jetstream"] as const;
 type System = (typeof SYSTEMS_ALL)[number];
@@ -399,6 +401,53 @@ async function measureDelayed(): Promise<Record<string, unknown>> {
   return out;
 }
 
+// --- prioritized work ------------------------------------------------------------
+
+/**
+ * PRIO_N tasks per system, a third each high, normal and low, submitted at
+ * once in that interleaving (low, normal, high, low, …) onto the idle echo
+ * worker: throughput over the whole batch, and per level when its tasks
+ * finished (ms from the first submit; p50 and p99), which shows the order
+ * the worker took them in. agentbus `priority: "high" | "normal" | "low"`;
+ * BullMQ `priority` 1, 2, 3 (lower runs first).
+ */
+async function measurePrioritized(): Promise<Record<string, unknown>> {
+  const levels = ["low", "normal", "high"] as const;
+  const bullPriority = { high: 1, normal: 2, low: 3 } as const;
+  const out: Record<string, unknown> = { n: PRIO_N };
+  const byLevel = (finished: Array<{ level: string; at: number }>) =>
+    Object.fromEntries(levels.map((l) => {
+      const s = summarize(finished.filter((f) => f.level === l).map((f) => f.at));
+      return [l, { p50: round(s.p50, 1), p99: round(s.p99, 1) }];
+    }));
+  if (SYSTEMS.includes("agentbus") && client) {
+    const bus = client;
+    const t0 = Date.now();
+    const handles = await Promise.all(Array.from({ length: PRIO_N }, (_, i) => bus.submit("echo", PAYLOAD, { priority: levels[i % 3] })));
+    const tasks = await Promise.all(handles.map((h) => h.result({ timeout: TIMEOUT })));
+    const elapsed = Date.now() - t0;
+    const finished = tasks.map((t, i) => {
+      if (t.status.state !== "TASK_STATE_COMPLETED") throw new Error(`prioritized task ${t.id} ended ${t.status.state}`);
+      return { level: levels[i % 3], at: Date.parse(t.status.timestamp) - t0 };
+    });
+    out.agentbus = { tasksPerSec: round((PRIO_N * 1000) / elapsed, 1), finishedMs: byLevel(finished) };
+  }
+  if (SYSTEMS.includes("bullmq") && queue && queueEvents) {
+    const q = queue;
+    const qe = queueEvents;
+    const t0 = Date.now();
+    const jobs = await Promise.all(Array.from({ length: PRIO_N }, (_, i) => q.add("echo", PAYLOAD, { priority: bullPriority[levels[i % 3]!] })));
+    await Promise.all(jobs.map((j) => j.waitUntilFinished(qe, TIMEOUT)));
+    const elapsed = Date.now() - t0;
+    const finished = await Promise.all(jobs.map(async (j, i) => ({ level: levels[i % 3]!, at: (await Job.fromId(q, j.id!))!.finishedOn! - t0 })));
+    out.bullmq = { tasksPerSec: round((PRIO_N * 1000) / elapsed, 1), finishedMs: byLevel(finished) };
+  }
+  const a = out.agentbus as { tasksPerSec: number } | undefined;
+  const b = out.bullmq as { tasksPerSec: number } | undefined;
+  if (a && b) out.throughput_ratio = round(a.tasksPerSec / b.tasksPerSec, 2);
+  return out;
+}
+
 // --- what one task costs on the wire ---------------------------------------------
 
 /**
@@ -567,6 +616,8 @@ async function main(): Promise<void> {
 
   progress("delayed tasks");
   const delayed = await measureDelayed();
+  progress("prioritized tasks");
+  const prioritized = await measurePrioritized();
 
   progress("tracing wire cost per task");
   const wire: Partial<Record<System, unknown>> = {};
@@ -661,6 +712,7 @@ async function main(): Promise<void> {
     secured_vs_plain: securedVsPlain,
     floor,
     delayed,
+    prioritized,
     targets,
     meets: ratios && { throughput_ratio: ratios.throughput_ratio >= targets.throughput_ratio, p50_ratio: ratios.p50_ratio <= targets.p50_ratio },
   });
