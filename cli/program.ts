@@ -3,6 +3,7 @@ import { Command } from "commander";
 import { acl, agent, bridge, call, identity, keygen, ls, mcp, revoke, send, tail, task } from "./commands.js";
 import { up } from "./up.js";
 import { schedule } from "./schedule.js";
+import { work } from "./work.js";
 import { gateway } from "./adapters.js";
 import { authority, identityDirectoryCommands, tenant } from "./authority.js";
 
@@ -30,6 +31,7 @@ export function program(): Command {
     .addCommand(tenant())
     .addCommand(task())
     .addCommand(schedule())
+    .addCommand(work())
     .addCommand(agent())
     .addCommand(bridge())
     .addCommand(gateway())

@@ -15,6 +15,7 @@ import { Agent, type AgentOptions, type AgentSpec } from "./agent/agent.js";
 import type { Handler } from "./agent/context.js";
 import { call } from "./client/call.js";
 import { Schedules } from "./client/schedules.js";
+import { readWorkload, type Workload } from "./store/workload.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./client/inbox.js";
 import { TaskHandle, listTasks, submitTask, submitterOf, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
 import { ensureLimitsBucket, ensurePushBucket, ensureCoreInfra, type CoreBuckets } from "./infra/jetstream.js";
@@ -368,6 +369,15 @@ export class Bus {
       ensureLimitsBucket(new Kvm(this.nc), this.subjects, { replicas: this.#rt.options.replicas }),
       ...(this.server.cron ? [this.#rt.schedules().then(() => undefined)] : []),
     ]);
+  }
+
+  /**
+   * The tenant's queued work: per capability, work items waiting by
+   * priority and held by workers, and how many delayed tasks wait for their
+   * time, read from the work stream and its consumers.
+   */
+  async workload(): Promise<Workload> {
+    return readWorkload(await jetstreamManager(this.nc), this.subjects);
   }
 
   /**

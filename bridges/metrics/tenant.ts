@@ -1,7 +1,7 @@
 import { jetstream, type JsMsg } from "@nats-io/jetstream";
 import type { Msg, Subscription } from "@nats-io/nats-core";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
-import { isErrorCode, isTerminal, retryJs, TASK_PRIORITIES, type Bus, type TaskPriority, type TaskState } from "../../core/internal.js";
+import { isErrorCode, isTerminal, retryJs, TASK_PRIORITIES, workSubjectOf, type Bus, type Schedule, type TaskState, type Workload } from "../../core/internal.js";
 import { EventReader, readStream, type Feed, type MonitorEvent, type Reading } from "../events/index.js";
 import { BoundedLabel, Lru } from "./labels.js";
 
@@ -27,20 +27,6 @@ interface TaskEntry {
   /** Submitter's `Mesh-Ts` of the work item, ms since the epoch. */
   submittedAt?: number;
   finished?: boolean;
-}
-
-/** Work queue state of one capability at scrape time. */
-interface WorkState {
-  pending: number;
-  inProgress: number;
-  /** `pending` by priority. */
-  byPriority: Record<TaskPriority, number>;
-}
-
-/** A work subject's capability and priority (`<cap>`, `<cap>.HIGH`, `<cap>.LOW` after the prefix). */
-function workOf(rest: string): { cap: string; priority: TaskPriority } {
-  const m = /^(.*)\.(HIGH|LOW)$/.exec(rest);
-  return m ? { cap: m[1]!, priority: m[2]!.toLowerCase() as TaskPriority } : { cap: rest, priority: "normal" };
 }
 
 /** A consuming ordered consumer and how to end it. */
@@ -78,7 +64,8 @@ export class TenantMetrics {
   #feed?: Feed;
   #audit?: Reading;
   #loops: Promise<void>[] = [];
-  #work?: Promise<Map<string, WorkState>>;
+  #work?: Promise<Workload>;
+  #scheduleList?: Promise<Schedule[]>;
 
   private constructor(o: TenantMetricsOptions) {
     this.#bus = o.bus;
@@ -119,7 +106,7 @@ export class TenantMetrics {
       registers,
       async collect() {
         this.reset();
-        for (const [cap, s] of await self.#workState()) for (const p of TASK_PRIORITIES) this.set({ tenant: self.#tenant, capability: cap, priority: p }, s.byPriority[p]);
+        for (const c of (await self.#workload()).capabilities) for (const p of TASK_PRIORITIES) this.inc({ tenant: self.#tenant, capability: self.#caps.of(c.capability), priority: p }, c.pending[p]);
       },
     });
     new Gauge({
@@ -129,7 +116,28 @@ export class TenantMetrics {
       registers,
       async collect() {
         this.reset();
-        this.set({ tenant: self.#tenant }, await self.#delayedCount());
+        this.set({ tenant: self.#tenant }, (await self.#workload()).delayed);
+      },
+    });
+    new Gauge({
+      name: "agentbus_schedules",
+      help: "Recurring schedules, active or paused (nats-server 2.14+).",
+      labelNames: ["tenant", "state"],
+      registers,
+      async collect() {
+        this.reset();
+        const list = await self.#schedules();
+        for (const state of ["active", "paused"]) this.set({ tenant: self.#tenant, state }, list.filter((x) => x.paused === (state === "paused")).length);
+      },
+    });
+    new Gauge({
+      name: "agentbus_schedule_next_run_timestamp_seconds",
+      help: "When each active recurring schedule runs next, seconds since the epoch.",
+      labelNames: ["tenant", "capability", "schedule"],
+      registers,
+      async collect() {
+        this.reset();
+        for (const x of await self.#schedules()) if (x.nextRunAt !== undefined) this.set({ tenant: self.#tenant, capability: self.#caps.of(x.capability), schedule: x.id }, x.nextRunAt / 1000);
       },
     });
     new Gauge({
@@ -139,7 +147,7 @@ export class TenantMetrics {
       registers,
       async collect() {
         this.reset();
-        for (const [cap, s] of await self.#workState()) this.set({ tenant: self.#tenant, capability: cap }, s.inProgress);
+        for (const c of (await self.#workload()).capabilities) this.inc({ tenant: self.#tenant, capability: self.#caps.of(c.capability) }, c.inProgress);
       },
     });
     new Gauge({
@@ -174,7 +182,7 @@ export class TenantMetrics {
             counts.set(label, (counts.get(label) ?? 0) + 1);
           }
         }
-        for (const cap of (await self.#workState()).keys()) if (!counts.has(cap)) counts.set(cap, 0);
+        for (const c of (await self.#workload()).capabilities) if (!counts.has(self.#caps.of(c.capability))) counts.set(self.#caps.of(c.capability), 0);
         for (const [cap, n] of counts) this.set({ tenant: self.#tenant, capability: cap }, n);
       },
     });
@@ -225,14 +233,16 @@ export class TenantMetrics {
           if (!this.#stopped) this.#bus.log.warn({ err: String(err) }, "metrics: work subscription failed; submissions are not counted");
           return;
         }
-        this.#onWork(m, workOf(m.subject.slice(prefix.length)).cap);
+        const work = workSubjectOf(subjects, m.subject);
+        if (work) this.#onWork(m, work.capability);
       },
     });
     // A delayed task's work item waits on its own subject, sealed for the work subject it is published to when due.
     this.#delayedSub = nc.subscribe(subjects.allDelayedWork(), {
       callback: (err, m) => {
         const target = m?.headers?.get("Nats-Schedule-Target");
-        if (!err && target?.startsWith(prefix)) this.#onWork(m, workOf(target.slice(prefix.length)).cap, target);
+        const work = !err && target ? workSubjectOf(subjects, target) : undefined;
+        if (work) this.#onWork(m, work.capability, target);
       },
     });
     await nc.flush(); // the server has the subscriptions: nothing published from now on is missed
@@ -343,68 +353,33 @@ export class TenantMetrics {
 
   // ---- work queues (on scrape) -----------------------------------------
 
+  /** Every schedule of the tenant, read once per scrape (none before nats-server 2.14, or when the read fails). */
+  #schedules(): Promise<Schedule[]> {
+    if (!this.#bus.server.cron) return Promise.resolve([]);
+    this.#scheduleList ??= this.#bus.schedules
+      .list({ creator: "*" })
+      .catch((err: unknown) => {
+        this.#bus.log.warn({ err: String(err) }, "metrics: reading the schedules failed");
+        return [];
+      })
+      .finally(() => (this.#scheduleList = undefined));
+    return this.#scheduleList;
+  }
+
   /**
-   * The WORK stream and its consumers, read once per scrape: the gauges that
-   * need it collect at the same time and share the read in flight. Empty
-   * when it fails (the gauges show nothing rather than the scrape failing).
+   * The work stream's state (see `bus.workload()`), read once per scrape:
+   * the gauges that need it collect at the same time and share the read in
+   * flight. Empty when it fails (the gauges show nothing rather than the
+   * scrape failing).
    */
-  #workState(): Promise<Map<string, WorkState>> {
-    this.#work ??= this.#readWork()
+  #workload(): Promise<Workload> {
+    this.#work ??= this.#bus
+      .workload()
       .catch((err: unknown) => {
         this.#bus.log.warn({ err: String(err) }, "metrics: reading the work queues failed");
-        return new Map<string, WorkState>();
+        return { capabilities: [], delayed: 0 };
       })
       .finally(() => (this.#work = undefined));
     return this.#work;
-  }
-
-  /** Delayed work items waiting for their time: one subject each under `<root>.<t>.delayed.>` (a fired one is purged). */
-  async #delayedCount(): Promise<number> {
-    const { subjects } = this.#bus;
-    try {
-      const jsm = await jetstream(this.#bus.nc).jetstreamManager();
-      const info = await jsm.streams.info(subjects.stream("WORK"), { subjects_filter: subjects.allDelayedWork() });
-      return Object.keys(info.state.subjects ?? {}).length;
-    } catch (err) {
-      if (/not found/i.test(String(err))) return 0; // no task submitted in this tenant yet
-      this.#bus.log.warn({ err: String(err) }, "metrics: reading the delayed work items failed");
-      return 0;
-    }
-  }
-
-  async #readWork(): Promise<Map<string, WorkState>> {
-    const { subjects } = this.#bus;
-    const jsm = await jetstream(this.#bus.nc).jetstreamManager();
-    const stream = subjects.stream("WORK");
-    const prefix = `${subjects.prefix}.work.`;
-    const out = new Map<string, WorkState>();
-    const add = (rest: string, pending: number, inProgress: number) => {
-      const { cap, priority } = workOf(rest);
-      const label = this.#caps.of(cap);
-      const known = out.get(label) ?? { pending: 0, inProgress: 0, byPriority: { high: 0, normal: 0, low: 0 } };
-      known.byPriority[priority] += pending;
-      out.set(label, { pending: known.pending + pending, inProgress: known.inProgress + inProgress, byPriority: known.byPriority });
-    };
-    let stored: Record<string, number>;
-    try {
-      stored = (await jsm.streams.info(stream, { subjects_filter: `${prefix}>` })).state.subjects ?? {};
-    } catch (err) {
-      if (/not found/i.test(String(err))) return out; // no task submitted in this tenant yet
-      throw err;
-    }
-    const withConsumer = new Set<string>();
-    for await (const c of jsm.consumers.list(stream)) {
-      const filter = c.config.filter_subject ?? (c.config.filter_subjects?.length === 1 ? c.config.filter_subjects[0] : undefined);
-      if (!filter?.startsWith(prefix) || /[*>]/.test(filter)) continue;
-      const rest = filter.slice(prefix.length);
-      withConsumer.add(rest);
-      add(rest, c.num_pending, c.num_ack_pending);
-    }
-    // No consumer yet (no worker ever ran, or none took that priority yet): everything stored waits.
-    for (const [subject, n] of Object.entries(stored)) {
-      const rest = subject.slice(prefix.length);
-      if (!withConsumer.has(rest)) add(rest, n, 0);
-    }
-    return out;
   }
 }

@@ -251,6 +251,14 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
     return on.tasks({ state: states?.[0], contextId: contextId || undefined, pageSize: parseInteger(pageSize, "pageSize", 1, 1000), pageToken: pageToken || undefined, caller: req.caller?.name });
   });
 
+  app.get("/v1/work", async (req, reply) => {
+    const on = callerOf(req, reply);
+    if (!on) return reply;
+    // Queued work by capability and priority, delayed tasks, and (nats-server 2.14+) every schedule with its next run.
+    const [workload, schedules] = await Promise.all([on.workload(), on.server.cron ? on.schedules.list({ creator: "*" }) : Promise.resolve(undefined)]);
+    return { ...workload, ...(schedules && { schedules }) };
+  });
+
   app.get<{ Params: { id: string } }>("/v1/tasks/:id", async (req, reply) => {
     const on = callerOf(req, reply);
     if (!on) return reply;

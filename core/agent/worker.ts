@@ -15,6 +15,7 @@ import { applyEvent, artifactEvent, canMove, isFinal, isTerminal, stateOf, statu
 import type { Snapshot } from "../store/task-snapshots.js";
 import { SCHEDULER_HEADER, tickSource, type Schedule } from "../store/schedules.js";
 import type { CapabilityLimiter } from "../store/limits.js";
+import { workConsumer } from "../store/workload.js";
 import type { AgentContext, ChildTask } from "./context.js";
 import type { FlowChild, FlowLink, FlowWatcher } from "./flows.js";
 import { checkId } from "../wire/subjects.js";
@@ -90,8 +91,6 @@ interface Level {
  */
 const SHARES: readonly TaskPriority[] = ["high", "normal", "high", "low", "high", "normal", "high"];
 
-/** Consumer name for a capability (dots are not allowed in names). */
-export const consumerName = (cap: string): string => `cap_${cap.replaceAll(".", "_")}`;
 
 /**
  * Runs one capability's durable tasks: a durable pull consumer on
@@ -129,7 +128,7 @@ export class TaskWorker {
     this.#validate = validate;
     this.#o = { concurrency: o.concurrency ?? 16, ackWaitMs: o.ackWaitMs ?? 30_000, maxDeliver: o.maxDeliver ?? 5, backoffMs: o.backoffMs ?? 500 };
     this.#free = this.#o.concurrency;
-    this.#levels = TASK_PRIORITIES.map((priority) => ({ priority, name: priority === "normal" ? consumerName(cap) : `${consumerName(cap)}_${priority.toUpperCase()}` }));
+    this.#levels = TASK_PRIORITIES.map((priority) => ({ priority, name: workConsumer(cap, priority) }));
   }
 
   static async start(host: WorkerHost, cap: string, handler: Handler, validate: ((v: unknown) => void) | undefined, options: WorkerOptions = {}): Promise<TaskWorker> {
@@ -302,7 +301,7 @@ export class TaskWorker {
         if (!ticks) {
           await rt.schedules();
           const stream = durable.subjects.stream("SCHEDULES");
-          const name = consumerName(this.#cap).replace(/^cap_/, "tick_");
+          const name = workConsumer(this.#cap).replace(/^cap_/, "tick_");
           await ensureConsumer(await durable.js.jetstreamManager(), stream, {
             durable_name: name,
             filter_subject: durable.subjects.ticks(this.#cap),

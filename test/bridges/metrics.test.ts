@@ -85,6 +85,8 @@ describe("metrics plugin", () => {
       agentbus_denials_total: "counter",
       agentbus_work_pending: "gauge",
       agentbus_tasks_delayed: "gauge",
+      agentbus_schedules: "gauge",
+      agentbus_schedule_next_run_timestamp_seconds: "gauge",
       agentbus_work_in_progress: "gauge",
       agentbus_agents_online: "gauge",
       agentbus_agent_instances_online: "gauge",
@@ -188,6 +190,21 @@ describe("metrics plugin", () => {
     expect(valueOf(f, "agentbus_capability_providers_online", { tenant: "met", capability: "met.queued" })).toBe(0);
     // Taken and acknowledged work leaves the queue.
     expect(valueOf(f, "agentbus_work_pending", { tenant: "met", capability: "met.ok", priority: "normal" }) ?? 0).toBe(0);
+  });
+
+  it("shows recurring schedules and when each runs next", async () => {
+    const caller = await open();
+    if (!caller.server.cron) return; // cron schedules: nats-server 2.14+
+    const s = await caller.schedules.create({ id: "met-hourly", capability: "met.report", input: "x", cron: "@hourly" });
+    await caller.schedules.create({ id: "met-paused", capability: "met.report", input: "x", everyMs: 60_000 });
+    await caller.schedules.pause("met-paused");
+    const f = await scrape();
+    expect(valueOf(f, "agentbus_schedule_next_run_timestamp_seconds", { tenant: "met", capability: "met.report", schedule: "met-hourly" })).toBe(s.nextRunAt! / 1000);
+    expect(valueOf(f, "agentbus_schedule_next_run_timestamp_seconds", { tenant: "met", schedule: "met-paused" })).toBeUndefined();
+    expect(valueOf(f, "agentbus_schedules", { tenant: "met", state: "active" })).toBeGreaterThanOrEqual(1);
+    expect(valueOf(f, "agentbus_schedules", { tenant: "met", state: "paused" })).toBeGreaterThanOrEqual(1);
+    await caller.schedules.delete("met-hourly");
+    await caller.schedules.delete("met-paused");
   });
 
   it("shows agents online", async () => {

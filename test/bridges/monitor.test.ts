@@ -120,6 +120,21 @@ describe("monitor: REST, SSE and the web page", () => {
     });
   });
 
+  it("GET /v1/work: queued work by capability and priority, and every schedule with its next run", async () => {
+    const submitter = await caller();
+    await submitter.submit("work.view", "x", { priority: "low" });
+    const scheduled = monitorBus.server.cron ? await submitter.schedules.create({ id: "nightly-view", capability: "work.view", input: "n", cron: "0 0 3 * * *", timeZone: "Asia/Tokyo" }) : undefined;
+    const res = await fetch(`${baseUrl}/v1/work`);
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { capabilities: Array<{ capability: string }>; delayed: number; schedules?: Array<{ id: string; nextRunAt: number }> };
+    expect(body.capabilities).toContainEqual({ capability: "work.view", pending: { high: 0, normal: 0, low: 1 }, inProgress: 0 });
+    expect(typeof body.delayed).toBe("number");
+    if (scheduled) {
+      expect(body.schedules).toContainEqual(expect.objectContaining({ id: "nightly-view", creator: submitter.id, capability: "work.view", timeZone: "Asia/Tokyo", nextRunAt: scheduled.nextRunAt }));
+      await submitter.schedules.delete("nightly-view");
+    }
+  });
+
   it("GET /v1/tasks and /v1/tasks/:id: snapshots, filters, paging, and each task's stored events", async () => {
     await agents();
     const submitter = await caller();
@@ -320,17 +335,24 @@ describe("monitor: REST, SSE and the web page", () => {
     try {
       // A delayed task with a deadline, queued before the page loads: the list shows both times.
       const submitter = await caller();
-      const later = submitter.server.schedules ? await submitter.submit("echo", "later", { delayMs: 600_000, ttlMs: 900_000 }) : undefined;
+      const later = submitter.server.schedules ? await submitter.submit("echo", "later", { delayMs: 600_000, ttlMs: 900_000, priority: "low" }) : undefined;
+      // Queued work no agent serves: the work table shows it by priority.
+      await submitter.submit("queued.only", "a", { priority: "high" });
+      await submitter.submit("queued.only", "b");
       const page = await browser.newPage();
       const errors: string[] = [];
       page.on("pageerror", (err) => errors.push(String(err)));
       await page.goto(`${baseUrl}/monitor/`);
       await page.locator('#agents tr[data-agent="echo"] td.online').first().waitFor();
       await page.locator("#feed-status.live").waitFor();
+      const queued = page.locator('#work tr[data-capability="queued.only"] td');
+      await queued.first().waitFor();
+      expect(await queued.allTextContents()).toEqual(["queued.only", "1", "1", "0", "0"]);
       if (later) {
         const when = page.locator(`#tasks li[data-task="${later.id}"] .when`);
         await when.filter({ hasText: "runs at" }).waitFor();
         expect(await when.textContent()).toContain("deadline");
+        expect(await when.textContent()).toContain("low priority");
         await later.cancel();
       }
 

@@ -248,6 +248,24 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     expect(bad.stderr).toContain("cron");
   });
 
+  it("work shows queued work per capability and priority; send --priority queues at that level", async () => {
+    const tenant = "work-cli";
+    const { bus: op, seed } = await operator(tenant);
+    await op.submit("later.report", "a");
+    await op.submit("later.report", "b", { priority: "low" });
+    const sent = await runCli(["send", "later.report", "c", "--priority", "high", "--no-wait", "--json", "--seed", seed, ...common(tenant)]);
+    expect(sent.code, sent.stderr).toBe(0);
+    expect((jsonLines(sent.stdout)[0] as { task: Task }).task.metadata.priority).toBe("high");
+    const shown = await runCli(["work", "--seed", seed, ...common(tenant)]);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout.trim().split("\n")).toEqual(["capability    high  normal  low  running", "later.report  1     1       1    0", "delayed tasks: 0"]);
+    const json = await runCli(["work", "--json", "--seed", seed, ...common(tenant)]);
+    expect(JSON.parse(json.stdout)).toEqual({ capabilities: [{ capability: "later.report", pending: { high: 1, normal: 1, low: 1 }, inProgress: 0 }], delayed: 0 });
+    const bad = await runCli(["send", "later.report", "d", "--priority", "urgent", "--no-wait", "--seed", seed, ...common(tenant)]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("priority must be one of high, normal, low");
+  });
+
   it("send --task answers a task waiting for input, as the identity that submitted it", async () => {
     const tenant = "send-turns";
     await (await open({ tenant, insecureAllowAll: true })).agent({ name: "asker", skills: [{ id: "ask" }] }, {

@@ -94,6 +94,29 @@ async function loadAgents() {
   }
 }
 
+// ---- queued work and schedules ----
+
+async function loadWork() {
+  const { capabilities, delayed, schedules } = await (await request("work")).json();
+  const rows = capabilities.map((c) => {
+    const row = el("tr", {}, el("td", { textContent: c.capability }), ...[c.pending.high, c.pending.normal, c.pending.low, c.inProgress].map((n) => el("td", { textContent: String(n) })));
+    row.dataset.capability = c.capability;
+    return row;
+  });
+  $("work").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colSpan: 5, className: "muted", textContent: "none queued" }))]));
+  $("delayed").textContent = delayed ? `${delayed} delayed task${delayed === 1 ? "" : "s"} waiting for their time` : "";
+  $("schedules-table").hidden = !schedules?.length;
+  $("schedules").replaceChildren(...(schedules ?? []).map((s) => {
+    const row = el("tr", {},
+      el("td", { textContent: s.id }),
+      el("td", { textContent: s.capability }),
+      el("td", { textContent: s.cron ? `${s.cron}${s.timeZone ? ` (${s.timeZone})` : ""}` : `every ${s.everyMs / 1000} s` }),
+      el("td", { className: s.paused ? "muted" : "", textContent: s.paused ? "paused" : new Date(s.nextRunAt).toLocaleString() }));
+    row.dataset.schedule = s.id;
+    return row;
+  }));
+}
+
 // ---- tasks and their live events ----
 
 const tasks = new Map(); // id -> {li, state, events, seen}
@@ -119,10 +142,11 @@ function taskItem(id, capability) {
   return t;
 }
 
-/** A delayed task's time and a task's deadline, from its snapshot. */
+/** A task's priority (when not normal), a delayed task's time and a deadline, from its snapshot. */
 function showTimes(t, task) {
   const m = task.metadata ?? {};
   const times = [];
+  if (m.priority === "high" || m.priority === "low") times.push(`${m.priority} priority`);
   if (typeof m.runAt === "number") times.push(`runs at ${new Date(m.runAt).toLocaleString()}`);
   if (typeof m.deadline === "number") times.push(`deadline ${new Date(m.deadline).toLocaleString()}`);
   t.when.textContent = times.join(" · ");
@@ -260,6 +284,8 @@ async function start() {
   if (started) return;
   started = true;
   setInterval(() => loadAgents().catch(showError), 3000);
+  loadWork().catch(showError);
+  setInterval(() => loadWork().catch(showError), 3000);
   loadTasks().catch(showError);
   follow();
 }
