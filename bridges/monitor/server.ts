@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { AgentBusError, isAgentBusError, TASK_STATES, SpanAttr, SpanKind, traced, traceFromHeaders, type AgentInfo, type Bus, type ErrorCode, type Input, type TaskState } from "../../core/internal.js";
+import { AgentBusError, isAgentBusError, TASK_STATES, SpanAttr, SpanKind, traced, traceFromHeaders, type AgentInfo, type Bus, type ErrorCode, type Input, type ScheduleSpec, type TaskState } from "../../core/internal.js";
 import { API_KEY_HEADER, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import { EventReader, type Feed } from "../events/index.js";
 import { relaySse, type SseSource } from "./sse.js";
@@ -43,6 +43,8 @@ const STATUS: Partial<Record<MonitorErrorCode, number>> = {
   UNKNOWN_SENDER: 403,
   REVOKED: 403,
   TASK_NOT_FOUND: 404,
+  SCHEDULE_NOT_FOUND: 404,
+  SERVER_TOO_OLD: 501,
   NO_RESPONDERS: 404,
   NOT_CANCELABLE: 409,
   TASK_FINISHED: 409,
@@ -167,6 +169,21 @@ function parseSend(body: unknown): SendBody {
   return b as unknown as SendBody;
 }
 
+/** The fields of a `POST /v1/schedules` body: a {@link ScheduleSpec} with the input as `text` or `input`. */
+const SCHEDULE_FIELDS = ["id", "capability", "text", "input", "cron", "everyMs", "timeZone", "ttlMs", "priority"];
+
+/** Checks a `POST /v1/schedules` body's shape; the schedule itself is checked by `bus.schedules.create`. */
+function parseSchedule(body: unknown): ScheduleSpec {
+  const b = body as Record<string, unknown> | null;
+  if (typeof b !== "object" || b === null || Array.isArray(b)) throw new AgentBusError("INVALID_INPUT", "the body must be a JSON object");
+  const unknown = Object.keys(b).filter((k) => !SCHEDULE_FIELDS.includes(k));
+  if (unknown.length > 0) throw new AgentBusError("INVALID_INPUT", `unknown field ${unknown[0]}`);
+  if ((b.text === undefined) === (b.input === undefined)) throw new AgentBusError("INVALID_INPUT", "give either text or input");
+  if (b.text !== undefined && typeof b.text !== "string") throw new AgentBusError("INVALID_INPUT", "text must be a string");
+  const { text, input, ...rest } = b;
+  return { ...rest, input: (text ?? input) as ScheduleSpec["input"] } as ScheduleSpec;
+}
+
 /**
  * The monitor as a fastify plugin: what is on the bus, for people and
  * dashboards. REST and SSE under `/v1`, a small web page at `/monitor/`.
@@ -176,6 +193,8 @@ function parseSend(body: unknown): SendBody {
  * - `GET /v1/tasks/:id` — `{task, events}`: the snapshot and every stored event
  * - `GET /v1/events` — SSE: task events live, of the tasks the caller may see (`?capability`, `?task`, `?state`, comma lists; `?from` = a stream sequence to replay from)
  * - `POST /v1/send` — `{capability, text | input, contextId?, taskId?}`: submits a durable task and streams it as SSE (`{task}` first, then its events, until it is final)
+ * - `GET /v1/work` — queued work by capability and priority, delayed tasks, every schedule with its next run, and `me` (the identity requests act as)
+ * - `POST /v1/schedules` — creates (or replaces) a schedule of the identity requests act as; `POST /v1/schedules/:id/pause`, `…/resume`; `DELETE /v1/schedules/:id`
  *
  * Task routes are scoped to the caller: behind an API key or a bearer
  * token, the tasks submitted with that caller's name (another caller's task
@@ -256,7 +275,27 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
     if (!on) return reply;
     // Queued work by capability and priority, delayed tasks, and (nats-server 2.14+) every schedule with its next run.
     const [workload, schedules] = await Promise.all([on.workload(), on.server.cron ? on.schedules.list({ creator: "*" }) : Promise.resolve(undefined)]);
-    return { ...workload, ...(schedules && { schedules }) };
+    return { ...workload, ...(schedules && { schedules }), me: on.id };
+  });
+
+  // Schedules of the identity the request acts as (another's is 404 SCHEDULE_NOT_FOUND).
+  app.post("/v1/schedules", async (req, reply) => {
+    const on = callerOf(req, reply);
+    if (!on) return reply;
+    return reply.code(201).send({ schedule: await on.schedules.create(parseSchedule(req.body)) });
+  });
+  for (const action of ["pause", "resume"] as const) {
+    app.post<{ Params: { id: string } }>(`/v1/schedules/:id/${action}`, async (req, reply) => {
+      const on = callerOf(req, reply);
+      if (!on) return reply;
+      return { schedule: await on.schedules[action](req.params.id) };
+    });
+  }
+  app.delete<{ Params: { id: string } }>("/v1/schedules/:id", async (req, reply) => {
+    const on = callerOf(req, reply);
+    if (!on) return reply;
+    if (!(await on.schedules.delete(req.params.id))) throw new AgentBusError("SCHEDULE_NOT_FOUND", `schedule ${req.params.id} not found`);
+    return reply.code(204).send();
   });
 
   app.get<{ Params: { id: string } }>("/v1/tasks/:id", async (req, reply) => {

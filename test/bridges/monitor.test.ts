@@ -133,6 +133,28 @@ describe("monitor: REST, SSE and the web page", () => {
       expect(body.schedules).toContainEqual(expect.objectContaining({ id: "nightly-view", creator: submitter.id, capability: "work.view", timeZone: "Asia/Tokyo", nextRunAt: scheduled.nextRunAt }));
       await submitter.schedules.delete("nightly-view");
     }
+    if (!monitorBus.server.cron) {
+      const old = await fetch(`${baseUrl}/v1/schedules`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ capability: "work.view", text: "x", everyMs: 60_000 }) });
+      expect([old.status, ((await old.json()) as { code: string }).code]).toEqual([501, "SERVER_TOO_OLD"]);
+      return;
+    }
+    // The monitor's own schedules: create, pause, resume, delete; another identity's is not there for it.
+    const post = (path: string, body?: unknown) => fetch(`${baseUrl}/v1/${path}`, { method: "POST", ...(body !== undefined && { headers: { "content-type": "application/json" }, body: JSON.stringify(body) }) });
+    const created = await post("schedules", { id: "from-console", capability: "work.view", text: "hello", cron: "0 0 9 * * mon-fri", timeZone: "Europe/Paris", priority: "high" });
+    expect(created.status).toBe(201);
+    expect(((await created.json()) as { schedule: unknown }).schedule).toMatchObject({ id: "from-console", creator: monitorBus.id, cron: "0 0 9 * * mon-fri", priority: "high", paused: false });
+    expect((await (await post("schedules/from-console/pause")).json()) as unknown).toMatchObject({ schedule: { paused: true } });
+    expect((await (await post("schedules/from-console/resume")).json()) as unknown).toMatchObject({ schedule: { paused: false } });
+    const mine = (await (await fetch(`${baseUrl}/v1/work`)).json()) as { me: string; schedules: Array<{ id: string; creator: string }> };
+    expect(mine.me).toBe(monitorBus.id);
+    expect(mine.schedules).toContainEqual(expect.objectContaining({ id: "from-console", creator: monitorBus.id }));
+    expect((await fetch(`${baseUrl}/v1/schedules/from-console`, { method: "DELETE" })).status).toBe(204);
+    const gone = await fetch(`${baseUrl}/v1/schedules/from-console`, { method: "DELETE" });
+    expect([gone.status, ((await gone.json()) as { code: string }).code]).toEqual([404, "SCHEDULE_NOT_FOUND"]);
+    const bad = await post("schedules", { capability: "work.view", text: "x", cron: "never" });
+    expect([bad.status, ((await bad.json()) as { code: string }).code]).toEqual([400, "INVALID_INPUT"]);
+    const unknown = await post("schedules", { capability: "work.view", text: "x", everyMs: 5000, color: "red" });
+    expect(((await unknown.json()) as { message: string }).message).toBe("unknown field color");
   });
 
   it("GET /v1/tasks and /v1/tasks/:id: snapshots, filters, paging, and each task's stored events", async () => {
@@ -348,6 +370,25 @@ describe("monitor: REST, SSE and the web page", () => {
       const queued = page.locator('#work tr[data-capability="queued.only"] td');
       await queued.first().waitFor();
       expect(await queued.allTextContents()).toEqual(["queued.only", "1", "1", "0", "0"]);
+      if (monitorBus.server.cron) {
+        // A schedule made in the page, paused and deleted with its buttons.
+        await page.click("#schedule-new summary");
+        await page.fill("#schedule-id", "page-made");
+        await page.fill("#schedule-capability", "queued.only");
+        await page.fill("#schedule-text", "from the page");
+        await page.fill("#schedule-cron", "0 15 10 * * *");
+        await page.fill("#schedule-tz", "Europe/Berlin");
+        await page.click("#schedule-form button");
+        const row = page.locator('#schedules tr[data-schedule="page-made"]');
+        await row.waitFor();
+        expect((await monitorBus.schedules.get("page-made"))?.timeZone).toBe("Europe/Berlin");
+        await row.locator('button[data-action="pause"]').click();
+        await row.locator("td", { hasText: "paused" }).waitFor();
+        expect((await monitorBus.schedules.get("page-made"))?.paused).toBe(true);
+        await row.locator('button[data-action="delete"]').click();
+        await row.waitFor({ state: "detached" });
+        expect(await monitorBus.schedules.get("page-made")).toBeUndefined();
+      }
       if (later) {
         const when = page.locator(`#tasks li[data-task="${later.id}"] .when`);
         await when.filter({ hasText: "runs at" }).waitFor();

@@ -96,8 +96,16 @@ async function loadAgents() {
 
 // ---- queued work and schedules ----
 
+/** Pause, resume or delete one of the schedules the page's identity created, then show the list again. */
+async function scheduleAction(id, action) {
+  const path = `schedules/${encodeURIComponent(id)}${action === "delete" ? "" : `/${action}`}`;
+  await request(path, { method: action === "delete" ? "DELETE" : "POST" });
+  await loadWork();
+}
+
 async function loadWork() {
-  const { capabilities, delayed, schedules } = await (await request("work")).json();
+  const { capabilities, delayed, schedules, me } = await (await request("work")).json();
+  $("schedule-new").hidden = schedules === undefined;
   const rows = capabilities.map((c) => {
     const row = el("tr", {}, el("td", { textContent: c.capability }), ...[c.pending.high, c.pending.normal, c.pending.low, c.inProgress].map((n) => el("td", { textContent: String(n) })));
     row.dataset.capability = c.capability;
@@ -111,7 +119,13 @@ async function loadWork() {
       el("td", { textContent: s.id }),
       el("td", { textContent: s.capability }),
       el("td", { textContent: s.cron ? `${s.cron}${s.timeZone ? ` (${s.timeZone})` : ""}` : `every ${s.everyMs / 1000} s` }),
-      el("td", { className: s.paused ? "muted" : "", textContent: s.paused ? "paused" : new Date(s.nextRunAt).toLocaleString() }));
+      el("td", { className: s.paused ? "muted" : "", textContent: s.paused ? "paused" : new Date(s.nextRunAt).toLocaleString() }),
+      el("td", {}, ...(s.creator === me ? [s.paused ? "resume" : "pause", "delete"].map((action) => {
+        const b = el("button", { type: "button", className: "small", textContent: action });
+        b.dataset.action = action;
+        b.addEventListener("click", () => scheduleAction(s.id, action).catch(showError));
+        return b;
+      }) : [])));
     row.dataset.schedule = s.id;
     return row;
   }));
@@ -262,6 +276,19 @@ $("send-form").addEventListener("submit", async (ev) => {
     showError(err);
   } finally {
     $("send").disabled = false;
+  }
+});
+
+$("schedule-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  showError();
+  try {
+    const body = { id: $("schedule-id").value, capability: $("schedule-capability").value, text: $("schedule-text").value, cron: $("schedule-cron").value, ...($("schedule-tz").value && { timeZone: $("schedule-tz").value }) };
+    await request("schedules", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    ev.target.reset();
+    await loadWork();
+  } catch (err) {
+    showError(err);
   }
 });
 
