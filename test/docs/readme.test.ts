@@ -46,6 +46,21 @@ describe("README.md", () => {
     expect(stdout).toContain("TASK_STATE_COMPLETED");
   }, 60_000);
 
+  it("the scheduling example runs as written", async () => {
+    const code = exampleAfter("### Scheduling work")
+      .replace('from "agentbus"', `from ${JSON.stringify(core)}`)
+      .replace('"nats://127.0.0.1:4222"', JSON.stringify(nats.server.url));
+    const { exit, stdout, stderr } = await runExample(code);
+    expect(exit, stderr).toBe(0);
+    // (The library's warnings are JSON lines on stdout: not the example's output.)
+    expect(stdout.split("\n").filter((l) => !l.startsWith("{")).slice(0, 4)).toEqual([
+      "report on outage",
+      "report on weekly",
+      "report on red; report on blue",
+      expect.stringMatching(/^nightly runs next at \d{4}-\d\d-\d\dT0[01]:30:00\.000Z$/),
+    ]);
+  }, 60_000);
+
   it("the testing example runs as written and prints what its comments say", async () => {
     const code = exampleAfter("### Testing a handler without NATS").replace('from "agentbus/testing"', `from ${JSON.stringify(testing)}`);
     const { exit, stdout, stderr } = await runExample(code);
