@@ -115,11 +115,11 @@ export class FlowWatcher {
     const parent = await store.get(link.parent, link.submitter);
     if (!parent || !parent.task.metadata.waiting || isTerminal(parent.task.status.state)) return;
     const children = (parent.task.metadata.children as FlowChild[] | undefined) ?? [];
-    const ended = await Promise.all(children.map(async (c) => {
+    // One at a time, stopping at the first child still running: children tend to end in order, so this reads few.
+    for (const c of children) {
       const s = await store.get(c.id, this.rt.id);
-      return s !== undefined && isTerminal(s.task.status.state);
-    }));
-    if (!ended.every(Boolean)) return;
+      if (!s || !isTerminal(s.task.status.state)) return;
+    }
     const task: Task = parent.task;
     const subject = subjects.work(link.capability, priorityOf(task));
     const body = Buffer.from(JSON.stringify(task.history[0]));

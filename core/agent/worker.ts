@@ -84,6 +84,9 @@ interface Level {
   batch?: ConsumerMessages;
 }
 
+/** Rounds without high or low work after which a worker goes back to pulling normal work alone. */
+const QUIET_ROUNDS = 3;
+
 /**
  * The share rule of priorities: while several levels have work waiting, a
  * worker's free slots go along this cycle, skipping levels with none: of
@@ -112,6 +115,10 @@ export class TaskWorker {
   #prioritized = false;
   /** Where the next round starts in {@link SHARES}. */
   #share = 0;
+  /** When a high or low work item was last seen published. */
+  #bell = 0;
+  /** Rounds in a row that found no high or low work waiting. */
+  #quiet = 0;
   readonly #doorbells: Subscription[] = [];
   #stopped = false;
   /** Waiting for a free slot: the work loop, the tick loop. */
@@ -165,7 +172,12 @@ export class TaskWorker {
     const { durable, rt } = this.#host;
     for (const level of [this.#levels[0]!, this.#levels[2]!]) {
       const subject = durable.subjects.work(this.#cap, level.priority);
-      this.#doorbells.push(rt.nc.subscribe(subject, { callback: () => void this.#usePriority(level) }));
+      this.#doorbells.push(rt.nc.subscribe(subject, {
+        callback: () => {
+          this.#bell = Date.now();
+          void this.#usePriority(level);
+        },
+      }));
     }
     const info = await retryJs(async () => (await durable.js.jetstreamManager()).streams.info(durable.subjects.stream("WORK"), { subjects_filter: `${durable.subjects.work(this.#cap)}.*` }));
     const waiting = info.state.subjects ?? {};
@@ -176,7 +188,14 @@ export class TaskWorker {
 
   /** From now on this worker takes prioritized work: `level`'s consumer opened, the loop told. */
   async #usePriority(level: Level): Promise<void> {
-    if (level.consumer || this.#stopped) return;
+    if (this.#stopped) return;
+    if (level.consumer) {
+      if (!this.#prioritized) {
+        this.#prioritized = true;
+        this.#wakeAll();
+      }
+      return;
+    }
     level.opening ??= this.#open(level).then(
       () => {
         this.#prioritized = true;
@@ -224,8 +243,19 @@ export class TaskWorker {
    * level (the rest of the slots to normal) waits up to a second.
    */
   async #round(): Promise<void> {
+    const started = Date.now();
+    // Slots come free one by one under load: gather a few (for a few ms at most) so a round does not cost a look at every level per task.
+    for (let waited = 0; this.#free < Math.ceil(this.#o.concurrency / 4) && waited < 5 && !this.#stopped; waited++) await new Promise((r) => setTimeout(r, 1));
     const levels = this.#levels.filter((l) => l.consumer);
     const pending = await Promise.all(levels.map((l) => l.consumer!.info().then((i) => i.num_pending, () => 0)));
+    // No high or low work for a few rounds and no bell meanwhile: back to pulling normal work alone, until the next bell.
+    const others = levels.reduce((n, l, i) => n + (l.priority === "normal" ? 0 : pending[i]!), 0);
+    this.#quiet = others === 0 ? this.#quiet + 1 : 0;
+    if (this.#quiet >= QUIET_ROUNDS && this.#bell < started) {
+      this.#quiet = 0;
+      this.#prioritized = false;
+      return;
+    }
     const give = new Map<Level, number>(levels.map((l) => [l, 0]));
     let free = this.#free;
     if (pending.every((n) => n === 0)) {
