@@ -9,7 +9,7 @@
 import type { Runtime } from "../runtime.js";
 import type { Schedule, ScheduleSpec } from "../store/schedules.js";
 
-export type { Schedule, ScheduleSpec } from "../store/schedules.js";
+export type { Schedule, ScheduleSpec, ScheduleTiming } from "../store/schedules.js";
 
 /** Options of {@link Schedules.list} and {@link Schedules.get}. */
 export interface ScheduleQuery {

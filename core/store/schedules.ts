@@ -33,19 +33,14 @@ import type { Identity } from "../security/identity.js";
 import { signEntry, verifyEntry } from "./policy.js";
 import { retryJs } from "../infra/jetstream.js";
 
-/** What to run, and when: the argument of `bus.schedules.create`. */
-export interface ScheduleSpec {
-  /** Schedule id (letters, digits, `-`, `_`; at most 64); default a random one. Creating an id that exists replaces that schedule. */
-  id?: string;
-  /** The capability each run is submitted to. */
-  capability: string;
-  /** The input of every run. */
-  input: Input;
+/** When a schedule runs and what each run carries: shared by {@link ScheduleSpec} and {@link Schedule}. */
+export interface ScheduleTiming {
   /**
    * When it runs, as cron: 5 fields (minute hour day-of-month month
    * day-of-week), 6 with seconds first, or `@hourly`, `@daily`, `@weekly`,
    * `@monthly`, `@yearly`. Lists, ranges, steps and names (`mon-fri`) are
-   * taken; `?`, `L` and `#` are not. Give `cron` or `everyMs`.
+   * taken; `?`, `L` and `#` are not. Give `cron` or `everyMs`. Stored in
+   * the server's 6-field form.
    */
   cron?: string;
   /** Or every this many ms (at least 1000), counted from when the schedule is created or resumed. */
@@ -60,20 +55,24 @@ export interface ScheduleSpec {
   priority?: TaskPriority;
 }
 
+/** What to run, and when: the argument of `bus.schedules.create`. */
+export interface ScheduleSpec extends ScheduleTiming {
+  /** Schedule id (letters, digits, `-`, `_`; at most 64); default a random one. Creating an id that exists replaces that schedule. */
+  id?: string;
+  /** The capability each run is submitted to. */
+  capability: string;
+  /** The input of every run. */
+  input: Input;
+}
+
 /** A stored schedule, as listed. */
-export interface Schedule {
+export interface Schedule extends ScheduleTiming {
   id: string;
   /** The identity that created it: every run is its task. */
   creator: string;
   capability: string;
   /** The input of every run. */
   input: Message;
-  cron?: string;
-  everyMs?: number;
-  timeZone?: string;
-  ttlMs?: number;
-  metadata?: Record<string, unknown>;
-  priority?: TaskPriority;
   /** When it was created or last changed (paused, resumed), ms since the epoch. */
   updatedAt: number;
   paused: boolean;
@@ -82,17 +81,15 @@ export interface Schedule {
 }
 
 /** The payload signed in a record (everything but the id and creator, which its key names). */
-interface Payload extends Record<string, unknown> {
+interface Payload extends ScheduleTiming, Record<string, unknown> {
   capability: string;
   input: Message;
-  cron?: string;
-  everyMs?: number;
-  timeZone?: string;
-  ttlMs?: number;
-  metadata?: Record<string, unknown>;
-  priority?: TaskPriority;
   paused: boolean;
 }
+
+/** The {@link ScheduleTiming} fields, copied between a spec, a record and a listed schedule when present. */
+const TIMING = ["cron", "everyMs", "timeZone", "ttlMs", "metadata", "priority"] as const;
+const timingOf = (from: ScheduleTiming): ScheduleTiming => Object.fromEntries(TIMING.filter((k) => from[k] !== undefined).map((k) => [k, from[k]]));
 
 const SCHEDULE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 /** The server's schedule headers (nats-server 2.14+, ADR-51). */
@@ -171,14 +168,9 @@ export class ScheduleStore {
     delete input.taskId;
     delete input.contextId;
     const payload: Payload = {
+      ...timingOf({ ...spec, cron, priority: spec.priority === "normal" ? undefined : spec.priority }),
       capability: spec.capability,
       input,
-      ...(cron !== undefined && { cron }),
-      ...(spec.everyMs !== undefined && { everyMs: spec.everyMs }),
-      ...(spec.timeZone !== undefined && { timeZone: spec.timeZone }),
-      ...(spec.ttlMs !== undefined && { ttlMs: spec.ttlMs }),
-      ...(spec.metadata !== undefined && { metadata: spec.metadata }),
-      ...(spec.priority !== undefined && spec.priority !== "normal" && { priority: spec.priority }),
       paused: false,
     };
     const at = Date.now();
@@ -257,21 +249,7 @@ export class ScheduleStore {
 
   #view(creator: string, id: string, p: Payload, at: number): Schedule {
     const next = nextRunOf(p, at);
-    return {
-      id,
-      creator,
-      capability: p.capability,
-      input: p.input,
-      ...(p.cron !== undefined && { cron: p.cron }),
-      ...(p.everyMs !== undefined && { everyMs: p.everyMs }),
-      ...(p.timeZone !== undefined && { timeZone: p.timeZone }),
-      ...(p.ttlMs !== undefined && { ttlMs: p.ttlMs }),
-      ...(p.metadata !== undefined && { metadata: p.metadata }),
-      ...(p.priority !== undefined && { priority: p.priority }),
-      updatedAt: at,
-      paused: p.paused,
-      ...(next !== undefined && { nextRunAt: next }),
-    };
+    return { id, creator, capability: p.capability, input: p.input, ...timingOf(p), updatedAt: at, paused: p.paused, ...(next !== undefined && { nextRunAt: next }) };
   }
 
   /** Puts the schedule message in force (replacing any earlier one on its subject). */
@@ -301,15 +279,5 @@ export class ScheduleStore {
 
 /** The signed payload of a schedule as listed (to write it again changed). */
 function payloadOf(s: Schedule): Payload {
-  return {
-    capability: s.capability,
-    input: s.input,
-    ...(s.cron !== undefined && { cron: s.cron }),
-    ...(s.everyMs !== undefined && { everyMs: s.everyMs }),
-    ...(s.timeZone !== undefined && { timeZone: s.timeZone }),
-    ...(s.ttlMs !== undefined && { ttlMs: s.ttlMs }),
-    ...(s.metadata !== undefined && { metadata: s.metadata }),
-    ...(s.priority !== undefined && { priority: s.priority }),
-    paused: s.paused,
-  };
+  return { ...timingOf(s), capability: s.capability, input: s.input, paused: s.paused };
 }

@@ -1,15 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { AgentBusError, type Bus } from "../../core/index.js";
-import { eventually, useBuses } from "../helpers/bus.js";
+import type { Bus } from "../../core/index.js";
+import { codeOf, eventually, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
 let tenants = 0;
 
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  const err = await p.then(() => undefined, (e: unknown) => e);
-  expect(err).toBeInstanceOf(AgentBusError);
-  return (err as AgentBusError).code;
-}
 
 describe("delayed tasks", () => {
   const nats = useNatsServer();

@@ -10,16 +10,11 @@ import { describe, expect, it } from "vitest";
 import { AgentBusError, Header, type Bus, type StoredEvent, type Task } from "../../core/index.js";
 import { ownerKey } from "../../core/store/task-snapshots.js";
 import { taskIdBinds } from "../../core/wire/task.js";
-import { eventually, grant, useBuses } from "../helpers/bus.js";
+import { codeOf, eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
 let tenants = 0;
 
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  const err = await p.then(() => undefined, (e: unknown) => e);
-  expect(err, "expected a refusal").toBeInstanceOf(AgentBusError);
-  return (err as AgentBusError).code;
-}
 
 async function collect(it: AsyncIterable<StoredEvent>): Promise<StoredEvent[]> {
   const out: StoredEvent[] = [];

@@ -1,15 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { AgentBusError, type Bus, type TaskPriority } from "../../core/index.js";
-import { useBuses } from "../helpers/bus.js";
+import type { Bus, TaskPriority } from "../../core/index.js";
+import { codeOf, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
 let tenants = 0;
 
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  const err = await p.then(() => undefined, (e: unknown) => e);
-  expect(err).toBeInstanceOf(AgentBusError);
-  return (err as AgentBusError).code;
-}
 
 describe("task priorities", () => {
   const nats = useNatsServer();

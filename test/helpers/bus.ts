@@ -1,5 +1,5 @@
-import { afterEach } from "vitest";
-import { connect, Identity, type AclRule, type Bus, type ConnectOptions } from "../../core/index.js";
+import { afterEach, expect } from "vitest";
+import { AgentBusError, connect, Identity, type AclRule, type Bus, type ConnectOptions } from "../../core/index.js";
 
 /**
  * The tenant admin of this test file (each test file loads its own copy of
@@ -111,4 +111,11 @@ export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 10_
     if (Date.now() > deadline) throw new Error(`condition not met in ${timeoutMs} ms${last ? `: ${String(last)}` : ""}`);
     await new Promise((r) => setTimeout(r, stepMs));
   }
+}
+
+/** The code of the `AgentBusError` that `p` rejects with (a test failure when it resolves, or rejects with anything else). */
+export async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  expect(err, "expected a refusal").toBeInstanceOf(AgentBusError);
+  return (err as AgentBusError).code;
 }
