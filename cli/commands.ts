@@ -40,11 +40,12 @@ export function ls(): Command {
     .option("--capability <cap>", "only agents offering this capability")
     .option("--tag <tag>", "only agents with a skill tagged so")
     .option("--online", "only online agents")
-    .action(async (o: CommonOptions & { capability?: string; tag?: string; online?: boolean }) => {
+    .option("--region <name>", "only agents with an instance running in this region")
+    .action(async (o: CommonOptions & { capability?: string; tag?: string; online?: boolean; region?: string }) => {
       await withBus(o, async (bus) => {
-        const agents = bus.discover({ capability: o.capability, tag: o.tag, online: o.online ? true : undefined });
+        const agents = bus.discover({ capability: o.capability, tag: o.tag, online: o.online ? true : undefined, region: o.region });
         if (o.json) print(o, agents.map(({ card: _c, ...a }) => a), "");
-        else for (const a of agents) process.stdout.write(`${a.online ? "●" : "○"} ${a.name}  ${a.id}  [${a.capabilities.join(", ")}]  instances=${a.instances}\n`);
+        else for (const a of agents) process.stdout.write(`${a.online ? "●" : "○"} ${a.name}  ${a.id}  [${a.capabilities.join(", ")}]  instances=${a.instances}${a.regions.length ? `  regions=${a.regions.join(",")}` : ""}\n`);
       });
     });
 }
@@ -56,10 +57,11 @@ export function call(): Command {
     .argument("<capability>", "capability id")
     .argument("<input>", "plain text (a text part) or JSON (a data part)")
     .option("--target <agent>", "call this agent id only")
+    .option("--region <name>", "call only an instance running in this region (default: prefer this connection's region, AGENTBUS_REGION)")
     .option("--timeout <ms>", "reply deadline in ms", "30000")
-    .action(async (cap: string, input: string, o: CommonOptions & { target?: string; timeout: string }) => {
+    .action(async (cap: string, input: string, o: CommonOptions & { target?: string; region?: string; timeout: string }) => {
       await withBus(o, async (bus) => {
-        const reply = await bus.call(cap, parseInput(input), { target: o.target, timeout: Number(o.timeout) });
+        const reply = await bus.call(cap, parseInput(input), { target: o.target, region: o.region, timeout: Number(o.timeout) });
         print(o, reply, partsText(reply.parts));
       });
     });

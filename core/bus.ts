@@ -278,6 +278,11 @@ export class Bus {
     return this.identity.id;
   }
 
+  /** The region this connection runs in (`ConnectOptions.region`), when it has one. */
+  get region(): string | undefined {
+    return this.#rt.options.region;
+  }
+
   /**
    * Most bytes of content one durable task may hold on this connection
    * (`ConnectOptions.maxTaskBytes`, default 128 MiB): bridges size their

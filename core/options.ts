@@ -36,6 +36,13 @@ export interface CallOptions extends Pick<EnvelopeMeta, "task" | "context" | "pa
    * provider is registered; not available with `tenant`.
    */
   encrypt?: boolean;
+  /**
+   * Call only instances running in this region (see
+   * {@link ConnectOptions.region}); `NO_RESPONDERS` when the registry knows
+   * none there. Without it a call prefers the caller's own region and goes
+   * to another when none is there.
+   */
+  region?: string;
 }
 
 /** Options of `Bus.send`. */
@@ -106,6 +113,13 @@ export interface ConnectOptions {
   maxPayload?: number;
   /** Deepest agent-to-agent call chain (default {@link DEFAULT_MAX_DEPTH}, 8). */
   maxDepth?: number;
+  /**
+   * The region this connection runs in (letters, digits, `-`, `_`; default
+   * `AGENTBUS_REGION`, else none): its agents' instances are announced with
+   * it, and its calls prefer providers in the same region. Configuration
+   * only: the same agent code runs in any region.
+   */
+  region?: string;
   /** Replicas for streams and buckets (default 1; 3 on a 3-node cluster). */
   replicas?: number;
   /** An agent unheard for this long is offline, ms (default 15 000). */
@@ -182,6 +196,8 @@ export interface ResolvedOptions {
   readonly inlineBytes?: number;
   readonly sessionHistory?: number;
   readonly observer?: BusObserver;
+  /** This connection's region, when it has one. */
+  readonly region?: string;
 }
 
 /** Applies the defaults of {@link ConnectOptions}; `presenceMaxAgeMs` is the presence bucket's. */
@@ -199,5 +215,14 @@ export function resolveOptions(o: ConnectOptions, presenceMaxAgeMs: number): Res
     inlineBytes: o.inlineBytes,
     sessionHistory: o.sessionHistory,
     observer: o.observer,
+    region: regionOf(o.region ?? (process.env.AGENTBUS_REGION || undefined)),
   };
+}
+
+const REGION = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** A region name as given, checked (`INVALID_INPUT` when it is not a name). */
+export function regionOf(region: string | undefined): string | undefined {
+  if (region !== undefined && (typeof region !== "string" || !REGION.test(region))) throw new AgentBusError("INVALID_INPUT", `invalid region ${JSON.stringify(region)}: letters, digits, - and _, at most 64`);
+  return region;
 }

@@ -94,6 +94,7 @@ function agentView(a: AgentInfo) {
     tags: a.tags,
     online: a.online,
     instances: a.instances,
+    regions: a.regions,
     lastSeen: a.lastSeen?.toISOString(),
     card: a.card,
   };

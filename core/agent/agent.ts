@@ -205,7 +205,8 @@ export class Agent {
   }
 
   async #beat(): Promise<void> {
-    const beat: PresenceBeat = { agent: this.id, instance: this.instance, ts: Date.now() };
+    const region = this.#rt.options.region;
+    const beat: PresenceBeat = { agent: this.id, instance: this.instance, ts: Date.now(), ...(region !== undefined && { region }) };
     const body = JSON.stringify(beat);
     await this.#rt.buckets.presence.put(`${this.id}.${this.instance}`, body);
     // A copy on the presence subject lets operators watch heartbeats with `nats sub`.

@@ -743,6 +743,12 @@ class TaskRun implements ContextSink {
     return this.#snapshot.task;
   }
 
+  /** Who runs the task, as its snapshot says: the agent, and its connection's region when it has one. */
+  #ranBy(): { agent: string; region?: string } {
+    const { agentId, rt } = this.worker.host;
+    return rt.options.region === undefined ? { agent: agentId } : { agent: agentId, region: rt.options.region };
+  }
+
   get snapshot(): Snapshot {
     return this.#snapshot;
   }
@@ -757,8 +763,7 @@ class TaskRun implements ContextSink {
    * snapshot is marked, and this run's next write finds it ended.
    */
   start(): void {
-    const agent = this.worker.host.agentId;
-    this.#snapshot = { ...this.#snapshot, task: { ...this.task, metadata: { ...this.task.metadata, agent } } };
+    this.#snapshot = { ...this.#snapshot, task: { ...this.task, metadata: { ...this.task.metadata, ...this.#ranBy() } } };
     this.#startTimer = setTimeout(() => void this.#started().catch(() => {}), SNAPSHOT_LAG_MS);
   }
 
@@ -886,7 +891,7 @@ class TaskRun implements ContextSink {
     this.#chain = this.#chain.catch(() => {}).then(async () => {
       await Promise.all(acks);
       if (events.length === 0) return;
-      const { durable, agentId } = this.worker.host;
+      const { durable } = this.worker.host;
       this.#snapshot = await durable.store.update(this.task.id, (t) => {
         let next = t;
         for (const e of events) {
@@ -897,7 +902,7 @@ class TaskRun implements ContextSink {
           }
           next = applyEvent(next, e);
         }
-        return { ...next, metadata: { ...next.metadata, agent: agentId } };
+        return { ...next, metadata: { ...next.metadata, ...this.#ranBy() } };
       }, this.#snapshot);
       if (this.stale) this.abort.abort(new AgentBusError("TASK_FINISHED", "task ended elsewhere"));
     });

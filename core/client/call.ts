@@ -5,7 +5,7 @@
  */
 import { errors as natsErrors } from "@nats-io/nats-core";
 import type { CallOptions } from "../options.js";
-import { checkDepth } from "../options.js";
+import { checkDepth, regionOf } from "../options.js";
 import type { Runtime } from "../runtime.js";
 import { Header, type Envelope, type EnvelopeMeta } from "../security/envelope.js";
 import { AgentBusError, isAgentBusError, type ErrorCode } from "../wire/errors.js";
@@ -51,7 +51,9 @@ async function send(rt: Runtime, cap: string, input: Input, options: CallOptions
   // One running instance of a provider, when the registry knows one: the
   // call is addressed (and MACed) to it alone, so it needs no shared
   // replay claim on the way in.
-  let pick = foreign ? undefined : pickInstance(rt, cap, options.target);
+  const region = regionOf(options.region);
+  if (region !== undefined && foreign) throw new AgentBusError("MISUSE", "region is not available for another tenant's capability: its instances are not in this tenant's registry");
+  let pick = foreign ? undefined : pickInstance(rt, cap, options.target, region);
   const shared = options.target ? rt.subjects.agentCall(options.target) : foreign ? new Subjects(rt.subjects.root, options.tenant).cap(cap) : rt.subjects.cap(cap);
   // A CLIENT span only when an OpenTelemetry SDK is registered; the envelope carries its context.
   const tracer = activeTracer();
@@ -72,9 +74,11 @@ async function send(rt: Runtime, cap: string, input: Input, options: CallOptions
         if (!isAgentBusError(err, "NO_RESPONDERS")) throw err;
         if (rt.silent.size >= 10_000) rt.silent.clear();
         rt.silent.set(`${pick.agent}.${pick.instance}`, Date.now() + rt.options.presenceMaxAgeMs);
-        pick = pickInstance(rt, cap, options.target);
+        pick = pickInstance(rt, cap, options.target, region);
       }
     }
+    // A region asked for: only its instances, never the queue group (which may answer from anywhere).
+    if (!reply && region !== undefined) throw new AgentBusError("NO_RESPONDERS", `no running instance of ${options.target ?? cap} in region ${region}`);
     if (!reply) {
       // No instance known: the capability's (or the target's) queue group; MACed for the agents we know serve it, signed when we know none.
       meta.capability = options.target ? cap : undefined;
@@ -92,25 +96,33 @@ async function send(rt: Runtime, cap: string, input: Input, options: CallOptions
 
 /**
  * A running instance of `target`, else of an online provider of `cap`,
- * chosen at random among all of them (each instance takes an even share),
- * never a revoked one or one that just did not answer.
+ * chosen at random (each instance takes an even share) among those in
+ * `region` when given, else among those in this connection's own region
+ * when there are any, else among all; never a revoked one or one that just
+ * did not answer.
  */
-function pickInstance(rt: Runtime, cap: string, target: string | undefined): { agent: string; instance: string } | undefined {
+function pickInstance(rt: Runtime, cap: string, target: string | undefined, region: string | undefined): { agent: string; instance: string } | undefined {
   const agents = target ? [target] : rt.registry.providers(cap);
   if (agents.length === 0) return undefined;
   const now = Date.now();
-  const live: Array<{ agent: string; instance: string }> = [];
-  for (const agent of agents) {
-    if (rt.isRevoked(agent)) continue;
-    for (const instance of rt.registry.instances(agent)) {
-      const gone = rt.silent.get(`${agent}.${instance}`);
-      if (gone !== undefined) {
-        if (gone > now) continue;
-        rt.silent.delete(`${agent}.${instance}`);
+  const liveIn = (where: string | undefined) => {
+    const live: Array<{ agent: string; instance: string }> = [];
+    for (const agent of agents) {
+      if (rt.isRevoked(agent)) continue;
+      for (const instance of rt.registry.instances(agent, where)) {
+        const gone = rt.silent.get(`${agent}.${instance}`);
+        if (gone !== undefined) {
+          if (gone > now) continue;
+          rt.silent.delete(`${agent}.${instance}`);
+        }
+        live.push({ agent, instance });
       }
-      live.push({ agent, instance });
     }
-  }
+    return live;
+  };
+  const home = rt.options.region;
+  let live = liveIn(region ?? home);
+  if (live.length === 0 && region === undefined && home !== undefined) live = liveIn(undefined);
   return live.length === 0 ? undefined : live[Math.floor(Math.random() * live.length)];
 }
 

@@ -35,6 +35,8 @@ export interface AgentInfo {
   online: boolean;
   /** Instances (replicas) currently heartbeating. */
   instances: number;
+  /** The regions its heartbeating instances run in (`ConnectOptions.region`), sorted; empty when none says. */
+  regions: string[];
   lastSeen?: Date;
 }
 
@@ -45,6 +47,8 @@ export interface DiscoverQuery {
   name?: string;
   /** true: online only; false: offline only; absent: both. */
   online?: boolean;
+  /** Only agents with an instance heartbeating in this region. */
+  region?: string;
 }
 
 /** A change in the registry: an agent came up, went down, changed or was removed. */
@@ -56,6 +60,8 @@ export interface AgentEvent {
 /** What a presence heartbeat stores under `<agent>.<instance>`. */
 export interface PresenceBeat {
   agent: string;
+  /** The region the instance runs in, when its connection has one. */
+  region?: string;
   instance: string;
   ts: number;
 }
@@ -210,9 +216,9 @@ export class Registry {
     return this.#mirror.isRegistered(id);
   }
 
-  /** The instance ids of agent `id` heartbeating now (each a running copy of it). */
-  instances(id: string): string[] {
-    return this.#mirror.instances(id);
+  /** The instance ids of agent `id` heartbeating now (each a running copy of it); with `region`, those running there. */
+  instances(id: string, region?: string): string[] {
+    return this.#mirror.instances(id, region);
   }
 
   /** Subscribes to agent events; returns the unsubscribe function. Stopping this view unsubscribes it. */
@@ -253,7 +259,8 @@ class RegistryMirror {
   /** tag → registered agent ids, rebuilt lazily like `#registered` */
   #tagged = new Map<string, string[]>();
   /** agent id → instance → time of its last heartbeat */
-  #beats = new Map<string, Map<string, Date>>();
+  /** agent id → instance → its last beat's time and region. */
+  #beats = new Map<string, Map<string, { created: Date; region?: string }>>();
   #agents!: KvMirror<AgentRecord>;
   #presence!: KvMirror<PresenceBeat>;
   #sweep?: NodeJS.Timeout;
@@ -442,6 +449,7 @@ class RegistryMirror {
       if (query.name && rec.card.name !== query.name) continue;
       const a = this.get(id)!;
       if (query.online !== undefined && a.online !== query.online) continue;
+      if (query.region !== undefined && !a.regions.includes(query.region)) continue;
       out.push(a);
     }
     return out;
@@ -460,7 +468,7 @@ class RegistryMirror {
   get(id: string): AgentInfo | undefined {
     const rec = this.#agents.get(id);
     if (!rec) return undefined;
-    const { instances, lastSeen } = this.#liveness(id);
+    const { instances, regions, lastSeen } = this.#liveness(id);
     return {
       id,
       name: rec.card.name,
@@ -470,6 +478,7 @@ class RegistryMirror {
       schemas: rec.schemas,
       online: instances > 0,
       instances,
+      regions,
       lastSeen,
     };
   }
@@ -511,29 +520,33 @@ class RegistryMirror {
     let beats = this.#beats.get(id);
     if (beat) {
       if (!beats) this.#beats.set(id, (beats = new Map()));
-      beats.set(instance, beat.created);
+      beats.set(instance, { created: beat.created, region: typeof beat.value.region === "string" ? beat.value.region : undefined });
     } else {
       beats?.delete(instance);
     }
     if (this.#presence) this.#refresh(id);
   }
 
-  instances(id: string): string[] {
+  instances(id: string, region?: string): string[] {
     const now = Date.now();
     const live: string[] = [];
-    for (const [instance, created] of this.#beats.get(id) ?? []) if (now - created.getTime() <= this.#maxAgeMs) live.push(instance);
+    for (const [instance, b] of this.#beats.get(id) ?? []) if (now - b.created.getTime() <= this.#maxAgeMs && (region === undefined || b.region === region)) live.push(instance);
     return live;
   }
 
-  #liveness(id: string): { instances: number; lastSeen?: Date } {
+  #liveness(id: string): { instances: number; regions: string[]; lastSeen?: Date } {
     const now = Date.now();
     let instances = 0;
+    const regions = new Set<string>();
     let lastSeen: Date | undefined;
-    for (const created of this.#beats.get(id)?.values() ?? []) {
-      if (now - created.getTime() <= this.#maxAgeMs) instances++;
+    for (const { created, region } of this.#beats.get(id)?.values() ?? []) {
+      if (now - created.getTime() <= this.#maxAgeMs) {
+        instances++;
+        if (region !== undefined) regions.add(region);
+      }
       if (!lastSeen || created > lastSeen) lastSeen = created;
     }
-    return { instances, lastSeen };
+    return { instances, regions: [...regions].sort(), lastSeen };
   }
 
   #onAgent(id: string, value: Mirrored<AgentRecord> | undefined, previous: Mirrored<AgentRecord> | undefined): void {
@@ -544,7 +557,7 @@ class RegistryMirror {
     if (!value) {
       if (!previous) return;
       this.#online.delete(id);
-      const agent: AgentInfo = { id, name: previous.value.card.name, card: previous.value.card, capabilities: [], tags: [], schemas: {}, online: false, instances: 0 };
+      const agent: AgentInfo = { id, name: previous.value.card.name, card: previous.value.card, capabilities: [], tags: [], schemas: {}, online: false, instances: 0, regions: [] };
       this.#emit({ type: "remove", agent });
       return;
     }

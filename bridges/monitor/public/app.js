@@ -78,7 +78,7 @@ async function loadAgents() {
     const row = el("tr", {},
       el("td", {}, el("strong", { textContent: a.name }), el("div", { className: "muted", textContent: a.description ?? "" })),
       el("td", { textContent: a.capabilities.join(", ") }),
-      el("td", { className: a.online ? "online" : "offline", textContent: a.online ? `online (${a.instances})` : "offline" }),
+      el("td", { className: a.online ? "online" : "offline", textContent: a.online ? `online (${a.instances}${a.regions?.length ? ` in ${a.regions.join(", ")}` : ""})` : "offline" }),
       el("td", { textContent: a.lastSeen ? new Date(a.lastSeen).toLocaleTimeString() : "–" }));
     row.dataset.agent = a.name;
     return row;
