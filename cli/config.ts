@@ -21,6 +21,8 @@ export interface UpConfig {
     port?: number;
   };
   tenant: string;
+  /** The region every connection of `agentbus up` says it runs in (see `ConnectOptions.region`). */
+  region?: string;
   /** Directory of an embedded server's data and of the gateway's identity. */
   dataDir: string;
   /** nkey seed file of the gateway's identity (default `<dataDir>/gateway.seed`, created on first start). */
@@ -71,6 +73,7 @@ export const upConfigSchema = {
       },
     },
     tenant: { type: "string", pattern: "^[a-z0-9_-]+$" },
+    region: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" },
     dataDir: { type: "string", minLength: 1 },
     seedFile: { type: "string", minLength: 1 },
     logLevel: { enum: LOG_LEVELS },
@@ -116,6 +119,7 @@ export interface UpFlags {
   config?: string;
   nats?: string;
   tenant?: string;
+  region?: string;
   port?: string;
   host?: string;
   open?: boolean;
@@ -211,6 +215,7 @@ function fromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
   return {
     nats: { url: env.NATS_URL || undefined },
     tenant: env.AGENTBUS_TENANT,
+    region: env.AGENTBUS_REGION || undefined,
     dataDir: env.AGENTBUS_DATA_DIR,
     seedFile: env.AGENTBUS_SEED_FILE,
     logLevel: env.AGENTBUS_LOG_LEVEL,
@@ -240,6 +245,7 @@ function fromFlags(f: UpFlags): Record<string, unknown> {
   return {
     nats: { url: f.nats },
     tenant: f.tenant,
+    region: f.region,
     dataDir: f.dataDir,
     seedFile: f.seed,
     logLevel: f.logLevel,

@@ -56,6 +56,7 @@ export function up(): Command {
     .option("--config <file>", "configuration file (default: agentbus.config.{json,yaml,yml} here)")
     .option("--nats <url>", "NATS server to use (env NATS_URL); default: a JetStream server on nats://127.0.0.1:4222, else an embedded one")
     .option("--tenant <tenant>", "tenant (env AGENTBUS_TENANT)")
+    .option("--region <name>", "the region this gateway and its agents run in (env AGENTBUS_REGION): shown in discovery; calls prefer it")
     .option("--port <port>", "HTTP port (env AGENTBUS_PORT; default 8080)")
     .option("--host <host>", "listen address (env AGENTBUS_HOST; default 127.0.0.1)")
     .option("--keys <file>", "API keys file (env AGENTBUS_KEYS_FILE)")
@@ -125,7 +126,7 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     // secured embedded server the authority places it in its tenant's
     // account with its role's permissions; an open server ignores the key.
     const open = (o: { name: string; identity?: Identity }) =>
-      connect({ servers: nats.url, tenant: config.tenant, name: `agentbus-up-${o.name}`, identity: o.identity, auth: { nkey: true }, logger: log.child({ component: o.name }), drainTimeoutMs: config.gateway.drainTimeoutMs, observer });
+      connect({ servers: nats.url, tenant: config.tenant, region: config.region, name: `agentbus-up-${o.name}`, identity: o.identity, auth: { nkey: true }, logger: log.child({ component: o.name }), drainTimeoutMs: config.gateway.drainTimeoutMs, observer });
     // On the secured embedded server each identity is issued first: its tenant and role.
     const authority = nats.secure?.authority;
     const issue = async (identity: Identity, role: IdentityRole, name: string, extra: { tenant?: string; serves?: string[] } = {}) => {
@@ -155,7 +156,7 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
       keys.map(async (k) => {
         const identity = k.seedFile ? Identity.fromFile(k.seedFile) : kept(keySeedFile(config.dataDir, k.name), `API key ${k.name}`, log);
         await issue(identity, "bridge", `API key ${k.name}`, { tenant: k.tenant ?? config.tenant });
-        const keyBus = await connect({ servers: nats.url, tenant: k.tenant ?? config.tenant, identity, auth: { nkey: true }, name: `agentbus-up-key-${k.name}`, logger: log });
+        const keyBus = await connect({ servers: nats.url, tenant: k.tenant ?? config.tenant, region: config.region, identity, auth: { nkey: true }, name: `agentbus-up-key-${k.name}`, logger: log });
         stops.push(() => keyBus.close());
         return { name: k.name, sha256: k.sha256, bus: keyBus };
       }),

@@ -16,6 +16,11 @@ describe("agentbus up configuration", () => {
     expect(loadUpConfig({}, {}, dir).config).toMatchObject({ tenant: "fromfile", logLevel: "debug", gateway: { port: 9000, host: "127.0.0.1", open: true }, dataDir: join(dir, ".agentbus") });
     expect(loadUpConfig({}, { AGENTBUS_TENANT: "fromenv", AGENTBUS_PORT: "9100" }, dir).config).toMatchObject({ tenant: "fromenv", gateway: { port: 9100 } });
     expect(loadUpConfig({ tenant: "fromflag", port: "9200" }, { AGENTBUS_TENANT: "fromenv", AGENTBUS_PORT: "9100" }, dir).config).toMatchObject({ tenant: "fromflag", gateway: { port: 9200 } });
+    // The region: none by default, else from the environment, a flag over it.
+    expect(loadUpConfig({}, {}, dir).config.region).toBeUndefined();
+    expect(loadUpConfig({}, { AGENTBUS_REGION: "eu-west" }, dir).config.region).toBe("eu-west");
+    expect(loadUpConfig({ region: "us-east" }, { AGENTBUS_REGION: "eu-west" }, dir).config.region).toBe("us-east");
+    expect(() => loadUpConfig({ region: "not a name" }, {}, dir)).toThrow(/region/);
   });
 
   it("reads YAML, and names the file and every problem", () => {
