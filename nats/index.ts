@@ -1,6 +1,7 @@
 /**
  * agentbus NATS launcher: start real nats-server processes (single node,
- * JetStream cluster, or gateway supercluster) for tests and `agentbus up`.
+ * JetStream cluster, or gateway supercluster with leaf-node edge sites) for
+ * tests and `agentbus up`.
  *
  * @example
  * const server = await startServer();
@@ -28,14 +29,18 @@ export {
 } from "./cluster.js";
 export {
   APP_USER,
+  HUB_DOMAIN,
   SYS_USER,
   accountsBlock,
+  edgeBlock,
   gatewayBlock,
   startSupercluster,
   type GatewayBlockInput,
+  type NatsEdge,
   type NatsSupercluster,
   type SuperclusterOptions,
 } from "./supercluster.js";
+export { startLink, type Link } from "./link.js";
 export { waitForMetaLeader } from "./meta.js";
 export { monitorJson } from "./monitor.js";
 export { PortInUseError, freePort, freePorts } from "./ports.js";

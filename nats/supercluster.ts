@@ -10,7 +10,8 @@ import { monitorJson } from "./monitor.js";
 import { pollUntil } from "./poll.js";
 import { HOST, PortInUseError, freePorts, retryOnPortClash } from "./ports.js";
 import type { UserPassword as UserPass } from "./ready.js";
-import type { NatsServer } from "./server.js";
+import { startServer, type NatsServer } from "./server.js";
+import { startLink, type Link } from "./link.js";
 
 /** Credentials of the application account clients use. */
 export const APP_USER: UserPass = { user: "app", pass: "app" };
@@ -31,6 +32,25 @@ export interface SuperclusterOptions {
   bin?: string;
   /** Timeout of each readiness phase: regions, gateways, meta leader (default 90 s). */
   readyTimeoutMs?: number;
+  /**
+   * Edge sites: one leaf node each, with its own JetStream domain (its
+   * name), joined to the first region through a {@link Link} that can be
+   * cut and restored. With edges, the supercluster's JetStream domain is
+   * `hub`.
+   */
+  edges?: string[];
+}
+
+/** An edge site of a supercluster: a leaf node with its own JetStream domain. */
+export interface NatsEdge {
+  readonly name: string;
+  /** Its JetStream domain (its name). */
+  readonly domain: string;
+  readonly server: NatsServer;
+  /** Its leaf node link to the hub region. */
+  readonly link: Link;
+  /** Resolves once its leaf connection to the hub is up. */
+  linked(timeoutMs?: number): Promise<void>;
 }
 
 /** A running supercluster started by {@link startSupercluster}. */
@@ -46,6 +66,10 @@ export interface NatsSupercluster {
   readonly auth: UserPass;
   /** System account credentials. */
   readonly systemAuth: UserPass;
+  /** Edge sites, by name. */
+  readonly edges: Record<string, NatsEdge>;
+  /** The supercluster's JetStream domain when it has edges (`hub`). */
+  readonly domain?: string;
   stop(): Promise<void>;
   cleanup(): Promise<void>;
 }
@@ -119,9 +143,13 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
   const perRegion = options.nodesPerRegion ?? 1;
   const jetstream = options.jetstream ?? true;
   const timeoutMs = options.readyTimeoutMs ?? 90_000;
-  const ports = await freePorts(regions.length * perRegion);
+  const edgeNames = options.edges ?? [];
+  const ports = await freePorts(regions.length * perRegion + (edgeNames.length > 0 ? perRegion : 0));
   const gatewayPorts = Object.fromEntries(regions.map((r, i) => [r, ports.slice(i * perRegion, (i + 1) * perRegion)]));
-  const config = mergeConfig(accountsBlock(jetstream), options.config);
+  // Edges join the first region's nodes as leaf nodes; the supercluster is then JetStream domain `hub`.
+  const leafPorts = edgeNames.length > 0 ? ports.slice(regions.length * perRegion) : [];
+  const domain = edgeNames.length > 0 && jetstream ? HUB_DOMAIN : undefined;
+  const config = mergeConfig(mergeConfig(accountsBlock(jetstream), domain ? { jetstream: { domain } } : {}), options.config);
   // Regions start together: JetStream's meta group spans all of them.
   const results = await Promise.allSettled(
     regions.map((region) =>
@@ -130,7 +158,10 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
         jetstream,
         waitForJetStream: false,
         config,
-        nodeConfig: (i) => gatewayBlock({ name: region, gatewayPort: gatewayPorts[region]![i]!, regions: gatewayPorts }),
+        nodeConfig: (i) => ({
+          ...gatewayBlock({ name: region, gatewayPort: gatewayPorts[region]![i]!, regions: gatewayPorts }),
+          ...(region === regions[0] && leafPorts.length > 0 && { leafnodes: { listen: `${HOST}:${leafPorts[i]}` } }),
+        }),
         auth: APP_USER,
         readyTimeoutMs: timeoutMs,
         ...(options.debug !== undefined && { debug: options.debug }),
@@ -139,8 +170,9 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
     ),
   );
   const clusters = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const edges: NatsEdge[] = [];
   const cleanup = async () => {
-    await Promise.all(clusters.map((c) => c.cleanup()));
+    await Promise.all([...clusters.map((c) => c.cleanup()), ...edges.map(async (e) => (await e.server.cleanup(), await e.link.close()))]);
   };
   try {
     const errors = results.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
@@ -148,6 +180,7 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
     const servers = clusters.flatMap((c) => c.servers);
     await waitForGateways(clusters, timeoutMs);
     if (jetstream) await waitForMetaLeader(servers, timeoutMs);
+    for (const name of edgeNames) edges.push(await startEdge(name, leafPorts[0]!, jetstream, options, timeoutMs));
     return {
       regions,
       clusters: Object.fromEntries(clusters.map((c) => [c.name, c])),
@@ -155,13 +188,65 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
       urls: servers.map((s) => s.url),
       auth: APP_USER,
       systemAuth: SYS_USER,
+      edges: Object.fromEntries(edges.map((e) => [e.name, e])),
+      ...(domain && { domain }),
       stop: async () => {
-        await Promise.all(clusters.map((c) => c.stop()));
+        await Promise.all([...clusters.map((c) => c.stop()), ...edges.map((e) => e.server.stop())]);
       },
       cleanup,
     };
   } catch (err) {
     await cleanup();
+    throw err;
+  }
+}
+
+/** The supercluster's JetStream domain when it has edge sites. */
+export const HUB_DOMAIN = "hub";
+
+/** The `leafnodes` and `jetstream` blocks of an edge site's node: its own domain, and a leaf connection to the hub through `linkPort`. */
+export function edgeBlock(name: string, linkPort: number, jetstream: boolean): Record<string, unknown> {
+  return {
+    ...(jetstream && { jetstream: { domain: name } }),
+    leafnodes: { remotes: [{ urls: [`nats://${APP_USER.user}:${APP_USER.pass}@${HOST}:${linkPort}`], account: "APP" }] },
+  };
+}
+
+interface Leafz {
+  leafnodes?: number;
+}
+
+async function startEdge(name: string, hubLeafPort: number, jetstream: boolean, options: SuperclusterOptions, timeoutMs: number): Promise<NatsEdge> {
+  const link = await startLink(hubLeafPort);
+  try {
+    const server = await startServer({
+      name: `${name}-n1`,
+      jetstream,
+      config: mergeConfig(mergeConfig(accountsBlock(jetstream), edgeBlock(name, link.port, jetstream)), options.config),
+      auth: APP_USER,
+      readyTimeoutMs: timeoutMs,
+      ...(options.debug !== undefined && { debug: options.debug }),
+      ...(options.bin !== undefined && { bin: options.bin }),
+    });
+    const edge: NatsEdge = {
+      name,
+      domain: name,
+      server,
+      link,
+      linked: (ms = timeoutMs) =>
+        pollUntil(
+          async () => {
+            const l = await monitorJson<Leafz>(server.monitorUrl, "/leafz");
+            if (!l.leafnodes) throw new Error(`edge ${name} has no leaf connection to the hub`);
+            return true;
+          },
+          { timeoutMs: ms, intervalMs: 100, what: `edge ${name}'s leaf connection` },
+        ).then(() => undefined),
+    };
+    await edge.linked();
+    return edge;
+  } catch (err) {
+    await link.close();
     throw err;
   }
 }

@@ -48,3 +48,44 @@ describe("startSupercluster", () => {
     }
   }, 30_000);
 });
+
+describe("startSupercluster with an edge site", () => {
+  const nats = useNatsSupercluster({ regions: ["east", "west"], nodesPerRegion: 1, edges: ["shop"] });
+
+  it("the edge is a leaf node with its own JetStream domain: it keeps its streams while its link is cut, and reaches the regions again when it is back", async () => {
+    const { supercluster } = nats;
+    const edge = supercluster.edges["shop"]!;
+    expect([supercluster.domain, edge.domain, edge.server.name]).toEqual(["hub", "shop", "shop-n1"]);
+    const west = await connect({ servers: supercluster.clusters["west"]!.urls, ...supercluster.auth });
+    const local = await connect({ servers: edge.server.url, ...supercluster.auth });
+    try {
+      // A stream at the edge lives in the edge's domain; the regions reach it by naming that domain.
+      const edgeJsm = await jetstreamManager(local);
+      await edgeJsm.streams.add({ name: "TILL", subjects: ["till.>"] });
+      await edgeJsm.jetstream().publish("till.sale", "1");
+      expect((await (await jetstreamManager(west, { domain: "shop" })).streams.info("TILL")).state.messages).toBe(1);
+      await expect((await jetstreamManager(west)).streams.info("TILL")).rejects.toThrow(/not found/i);
+      // Requests cross the leaf link and the gateway.
+      const sub = west.subscribe("hq.ping");
+      void (async () => {
+        for await (const m of sub) m.respond("pong from west");
+      })();
+      await west.flush();
+      expect((await eventually(() => local.request("hq.ping", "", { timeout: 2_000 }), 10_000, 100))!.string()).toBe("pong from west");
+
+      // Link down: the edge serves itself (its stream takes writes), the regions are out of reach.
+      edge.link.cut();
+      await eventually(async () => (await local.request("hq.ping", "", { timeout: 500 }).then(() => false, () => true)), 10_000, 100);
+      await edgeJsm.jetstream().publish("till.sale", "2");
+      expect((await edgeJsm.streams.info("TILL")).state.messages).toBe(2);
+
+      // Link back: the leaf reconnects by itself.
+      edge.link.restore();
+      await edge.linked(30_000);
+      expect((await eventually(() => local.request("hq.ping", "", { timeout: 2_000 }), 20_000, 200))!.string()).toBe("pong from west");
+      expect((await (await jetstreamManager(west, { domain: "shop" })).streams.info("TILL")).state.messages).toBe(2);
+    } finally {
+      await Promise.all([west.close(), local.close()]);
+    }
+  }, 90_000);
+});
