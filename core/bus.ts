@@ -19,7 +19,7 @@ import { readWorkload, type Workload } from "./store/workload.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./client/inbox.js";
 import { TaskHandle, listTasks, submitTask, submitterOf, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
 import { ensureLimitsBucket, ensurePushBucket, ensureCoreInfra, type CoreBuckets } from "./infra/jetstream.js";
-import { resolveOptions, type AttachOptions, type BusObserver, type CallOptions, type ConnectOptions, type NatsAuth, type SendOptions } from "./options.js";
+import { federationOf, resolveOptions, type AttachOptions, type BusObserver, type CallOptions, type ConnectOptions, type NatsAuth, type SendOptions } from "./options.js";
 import { Runtime } from "./runtime.js";
 import { Envelopes, type Envelope } from "./security/envelope.js";
 import { Identity } from "./security/identity.js";
@@ -105,6 +105,7 @@ function warnIfOpen(nc: NatsConnection, log: Logger, servers: string): void {
 export async function connect(options: ConnectOptions = {}): Promise<Bus> {
   const identity = resolveIdentity(options);
   const subjects = new Subjects(options.root, options.tenant);
+  federationOf(options); // a bad region or regions: refused before connecting
   const log = (options.logger ?? createLogger()).child({ tenant: subjects.tenant, id: identity.id });
   let nc: NatsConnection;
   const servers = String(options.servers ?? "nats://127.0.0.1:4222");
@@ -209,7 +210,13 @@ export class Bus {
 
   /** @internal used by {@link connect}. */
   static async open(nc: NatsConnection, identity: Identity, subjects: Subjects, log: Logger, options: ConnectOptions, ownsConnection = true): Promise<Bus> {
+    const federation = federationOf(options);
+    // Views source every region's buckets with a subject transform (nats-server 2.10+).
+    if (federation && !featuresOf(nc.info?.version ?? "0.0.0").republish) {
+      throw new AgentBusError("SERVER_TOO_OLD", `a registry per region needs nats-server 2.10 or later (stream sources with subject transforms); this server is ${nc.info?.version}`);
+    }
     const buckets = await ensureCoreInfra(await jetstreamManager(nc), new Kvm(nc), subjects, {
+      federation,
       replicas: options.replicas,
       presenceMaxAgeMs: options.presenceMaxAgeMs,
       auditMaxAgeMs: options.auditMaxAgeMs ?? AUDIT_DEFAULTS.maxAgeMs,
@@ -218,10 +225,13 @@ export class Bus {
       windowMs: options.windowMs ?? 60_000,
     });
     // The bucket's own max age rules (it may predate this connection's options).
-    const [presenceStatus, agentsStatus] = await Promise.all([buckets.presence.status(), buckets.agents.status()]);
+    // Read from the region's views when the registry is kept per region.
+    const readAgents = buckets.agentsView ?? buckets.agents;
+    const readPresence = buckets.presenceView ?? buckets.presence;
+    const [presenceStatus, agentsStatus] = await Promise.all([readPresence.status(), readAgents.status()]);
     const presenceMaxAgeMs = presenceStatus.ttl;
     // Buses of this process on the same buckets (the same streams: same names, made at the same instant) share one registry view.
-    const registryKey = `${subjects.bucket("agents")}@${agentsStatus.streamInfo.created}|${presenceStatus.streamInfo.created}`;
+    const registryKey = `${agentsStatus.bucket}@${agentsStatus.streamInfo.created}|${presenceStatus.streamInfo.created}`;
     const invalid = (bucket: string) => (key: string, err: unknown) => log.warn({ bucket, key, err: String(err) }, "ignoring invalid entry");
     // Policy entries that are not applied: logged, and audited once per key revision (queued until the bus exists).
     const reported = new Set<string>();
@@ -241,7 +251,7 @@ export class Bus {
     // Listeners of onRevoked, registered once the bus exists (the list loads first).
     let revokedListener: ((id: string, r: Revocation) => void) | undefined;
     const [registry, { acl, revoked }] = await Promise.all([
-      Registry.open({ agents: buckets.agents, presence: buckets.presence, closed: nc.closed(), status: () => nc.status() }, presenceMaxAgeMs, {
+      Registry.open({ agents: readAgents, presence: readPresence, closed: nc.closed(), status: () => nc.status() }, presenceMaxAgeMs, {
         share: registryKey,
         onInvalid: invalid("agents"),
         onMoveFailed: (err) => log.warn({ err: String(err) }, "the shared registry view could not move to another connection yet"),

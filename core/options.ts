@@ -120,6 +120,14 @@ export interface ConnectOptions {
    * only: the same agent code runs in any region.
    */
   region?: string;
+  /**
+   * Every region of a federation, each a cluster of a supercluster named as
+   * the region (default `AGENTBUS_REGIONS`, comma-separated): with `region`
+   * among them, the registry is kept per region, so discovery answers from
+   * the local region and keeps answering when another is gone. Without it,
+   * the tenant has one registry.
+   */
+  regions?: string[];
   /** Replicas for streams and buckets (default 1; 3 on a 3-node cluster). */
   replicas?: number;
   /** An agent unheard for this long is offline, ms (default 15 000). */
@@ -220,6 +228,20 @@ export function resolveOptions(o: ConnectOptions, presenceMaxAgeMs: number): Res
 }
 
 const REGION = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * The federation a connection is part of: its region among `regions`
+ * (given, or `AGENTBUS_REGIONS`); undefined without both. `INVALID_INPUT`
+ * for a bad name, or a region not among the regions.
+ */
+export function federationOf(o: Pick<ConnectOptions, "region" | "regions">): { region: string; regions: string[] } | undefined {
+  const region = regionOf(o.region ?? (process.env.AGENTBUS_REGION || undefined));
+  const regions = o.regions ?? process.env.AGENTBUS_REGIONS?.split(",").map((r) => r.trim()).filter(Boolean);
+  if (regions === undefined || regions.length === 0) return undefined;
+  for (const r of regions) regionOf(r);
+  if (region === undefined || !regions.includes(region)) throw new AgentBusError("INVALID_INPUT", `region ${JSON.stringify(region)} is not one of the regions ${regions.join(", ")}`);
+  return { region, regions: [...new Set(regions)] };
+}
 
 /** A region name as given, checked (`INVALID_INPUT` when it is not a name). */
 export function regionOf(region: string | undefined): string | undefined {

@@ -167,6 +167,11 @@ export interface InfraOptions {
   replicas?: number;
   /** Max age of a presence entry in ms (an agent not heard from for this long is offline); absent: adopt, 15 000 when creating. */
   presenceMaxAgeMs?: number;
+  /**
+   * Regions, each a cluster of a supercluster with the region's name: the
+   * registry is then kept per region (see {@link CoreBuckets.agentsView}).
+   */
+  federation?: Federation;
   /** How long audit records are kept, ms. */
   auditMaxAgeMs: number;
   /** Most bytes the audit stream keeps (the oldest records go first). */
@@ -182,25 +187,63 @@ export const insisted = (replicas: number | undefined): Array<"history" | "ttl" 
 
 /** The buckets the core library reads and writes. */
 export interface CoreBuckets {
+  /** Where this connection writes registrations: the tenant's bucket, or with regions its own region's (`mesh_<t>_agents_<region>`). */
   agents: KV;
+  /** Where this connection writes heartbeats (as `agents`). */
   presence: KV;
+  /**
+   * With regions: what this connection reads, its region's view
+   * (`mesh_<t>_agents_<region>_view`), which sources every region's
+   * registrations, so discovery answers from the local region and keeps
+   * answering when another region is gone. Without: `agents` itself.
+   */
+  agentsView?: KV;
+  /** With regions: the region's view of every region's heartbeats (as `agentsView`). */
+  presenceView?: KV;
   acl: KV;
   revoked: KV;
   /** The shared replay memory of fast calls (`(sender, Nats-Msg-Id)` claims). */
   replay: KV;
 }
 
+/** The regions of a federated bus: this connection's, and all of them. */
+export interface Federation {
+  region: string;
+  regions: readonly string[];
+}
+
+/**
+ * The registry buckets of one region: its origin buckets (written by its
+ * agents, placed in its cluster) and its views (sourcing every region's
+ * origin, placed in its cluster too).
+ */
+async function ensureRegionalRegistry(kvm: Kvm, s: Subjects, f: Federation, base: { replicas: number; history: number }, presenceTtl: number): Promise<Pick<CoreBuckets, "agents" | "presence" | "agentsView" | "presenceView">> {
+  const placement = { cluster: f.region, tags: [] as string[] };
+  const origin = (kind: "agents" | "presence", region: string) => `${s.bucket(kind)}_${region}`;
+  const ttl = (kind: "agents" | "presence") => (kind === "presence" ? { ttl: presenceTtl } : {});
+  const [agents, presence] = await Promise.all((["agents", "presence"] as const).map((kind) => ensureBucket(kvm, origin(kind, f.region), { ...base, ...ttl(kind), placement }, [])));
+  const [agentsView, presenceView] = await Promise.all((["agents", "presence"] as const).map((kind) =>
+    ensureBucket(kvm, `${origin(kind, f.region)}_view`, { ...base, ...ttl(kind), placement, sources: f.regions.map((r) => ({ name: origin(kind, r) })) }, []),
+  ));
+  return { agents: agents!, presence: presence!, agentsView: agentsView!, presenceView: presenceView! };
+}
+
 /**
  * Creates (idempotently) the buckets, the replay memory and the bounded audit
- * stream of one tenant.
+ * stream of one tenant; with regions, the registry buckets of this
+ * connection's region.
  */
 export async function ensureCoreInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjects, o: InfraOptions): Promise<CoreBuckets> {
   const base = { replicas: o.replicas ?? 1, history: 1 };
   const insist = insisted(o.replicas);
   const replayAge = replayMaxAgeMs(o.windowMs);
-  const [agents, presence, acl, revoked, replay] = await Promise.all([
-    ensureBucket(kvm, s.bucket("agents"), base, insist),
-    ensureBucket(kvm, s.bucket("presence"), { ...base, ttl: o.presenceMaxAgeMs ?? 15_000 }, o.presenceMaxAgeMs === undefined ? insist : [...insist, "ttl"]),
+  const [registry, acl, revoked, replay] = await Promise.all([
+    o.federation
+      ? ensureRegionalRegistry(kvm, s, o.federation, base, o.presenceMaxAgeMs ?? 15_000)
+      : Promise.all([
+        ensureBucket(kvm, s.bucket("agents"), base, insist),
+        ensureBucket(kvm, s.bucket("presence"), { ...base, ttl: o.presenceMaxAgeMs ?? 15_000 }, o.presenceMaxAgeMs === undefined ? insist : [...insist, "ttl"]),
+      ]).then(([agents, presence]) => ({ agents, presence })),
     ensureBucket(kvm, s.bucket("acl"), base, insist),
     ensureBucket(kvm, s.bucket("revoked"), base, insist),
     // A longer max age (another process's larger window) is fine; a shorter one would forget claims too early.
@@ -222,7 +265,7 @@ export async function ensureCoreInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjec
   if (info.config.max_bytes < 0 && info.config.max_msgs < 0) {
     await retryJs(() => jsm.streams.update(name, { ...info.config, ...limits }));
   }
-  return { agents, presence, acl, revoked, replay };
+  return { ...registry, acl, revoked, replay };
 }
 
 /** Settings for the durable-task streams and buckets. */

@@ -1,5 +1,6 @@
+import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
-import { connect, textOf, type Bus, type ConnectOptions } from "../../core/index.js";
+import { compareVersions, connect, textOf, type Bus, type ConnectOptions } from "../../core/index.js";
 import { codeOf, eventually, quietLogger } from "../helpers/bus.js";
 import { useNatsSupercluster } from "../helpers/nats.js";
 
@@ -56,4 +57,51 @@ describe("regions: two clusters joined by gateways", () => {
   it("a region is a name", async () => {
     await expect(connect({ servers: nats.supercluster.urls, auth: nats.supercluster.auth, region: "east coast", logger: quietLogger })).rejects.toMatchObject({ code: "INVALID_INPUT" });
   });
+});
+
+describe("regions: a registry kept per region", () => {
+  const nats = useNatsSupercluster({ regions: ["east", "west"], nodesPerRegion: 1 });
+  const open: Bus[] = [];
+  const bus = async (region: string): Promise<Bus> => {
+    const b = await connect({ servers: nats.supercluster.clusters[region]!.urls, auth: nats.supercluster.auth, tenant: "fed", region, regions: ["east", "west"], insecureAllowAll: true, presenceMaxAgeMs: 3000, logger: quietLogger });
+    open.push(b);
+    return b;
+  };
+
+  it("a region must be one of the regions", async () => {
+    await expect(connect({ servers: nats.supercluster.clusters["east"]!.urls, auth: nats.supercluster.auth, region: "north", regions: ["east", "west"], logger: quietLogger })).rejects.toMatchObject({ code: "INVALID_INPUT" });
+  });
+
+  it("each region writes its own registry and reads a view of every region's; it keeps answering when the other region is gone", async () => {
+    if (compareVersions(nats.supercluster.servers[0]!.version, "2.10.0") < 0) {
+      await expect(bus("east")).rejects.toMatchObject({ code: "SERVER_TOO_OLD" });
+      return;
+    }
+    try {
+      const [east, west] = [await bus("east"), await bus("west")];
+      await east.agent({ name: "where", skills: [{ id: "where" }] }, { where: () => "east" });
+      await west.agent({ name: "where", skills: [{ id: "where" }] }, { where: () => "west" });
+      const caller = await bus("east");
+      const other = await bus("west");
+      // Each side sees both agents through its own region's view.
+      await eventually(() => caller.discover({ capability: "where", online: true }).length === 2 && other.discover({ capability: "where", online: true }).length === 2, 15_000, 100);
+      expect(other.discover({ capability: "where", region: "east" }).map((a) => a.id)).toEqual([east.id]);
+      // The buckets: origins and views in their own region's cluster.
+      const jsm = await jetstreamManager(caller.nc);
+      const placed = async (name: string) => (await jsm.streams.info(`KV_${name}`)).cluster?.name;
+      expect(await placed("mesh_fed_agents_east")).toBe("east");
+      expect(await placed("mesh_fed_agents_west")).toBe("west");
+      expect(await placed("mesh_fed_agents_east_view")).toBe("east");
+      expect(await placed("mesh_fed_presence_west_view")).toBe("west");
+      expect((await jsm.streams.info("KV_mesh_fed_agents_east_view")).config.sources?.map((x) => x.name).sort()).toEqual(["KV_mesh_fed_agents_east", "KV_mesh_fed_agents_west"]);
+
+      // West is lost: east's view still answers; the west agent goes offline when its heartbeats stop; calls stay in east.
+      await Promise.all(nats.supercluster.clusters["west"]!.servers.map((s) => s.stop("SIGKILL")));
+      expect(caller.discover({ capability: "where" }).map((a) => a.name)).toEqual(["where", "where"]);
+      await eventually(() => caller.discover({ capability: "where", online: true }).map((a) => a.id).join() === east.id, 15_000, 100);
+      expect(textOf(await caller.call("where", {}))).toBe("east");
+    } finally {
+      await Promise.all(open.splice(0).map((b) => b.close().catch(() => {})));
+    }
+  }, 90_000);
 });
