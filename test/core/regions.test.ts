@@ -54,6 +54,43 @@ describe("regions: two clusters joined by gateways", () => {
     }
   }, 90_000);
 
+  it("a task's events are followed and replayed from either region with the same cursors", async () => {
+    const tenant = `reg${++tenants}`;
+    try {
+      const eastAgent = await bus("east", tenant);
+      await eastAgent.agent({ name: "steps", skills: [{ id: "steps" }] }, {
+        steps: async (ctx) => {
+          for (let i = 1; i <= 5; i++) await ctx.status(`step ${i}`);
+          return `done in ${eastAgent.region}`;
+        },
+      });
+      const westCaller = await bus("west", tenant);
+      await eventually(() => westCaller.discover({ capability: "steps", online: true }).length === 1);
+      const handle = await westCaller.submit("steps", "go");
+      const done = await handle.result({ timeout: 20_000 });
+      expect(done.artifacts[0]!.parts[0]!.text).toBe("done in east");
+      // The same identity in the other region reads the same log.
+      const eastReader = await bus("east", tenant, { identity: westCaller.identity });
+      const read = async (b: Bus, fromSequence?: number) => {
+        const out: Array<{ sequence: number; text: string }> = [];
+        for await (const { sequence, event } of (await b.taskHandle(handle.id)).events(fromSequence === undefined ? {} : { fromSequence })) {
+          out.push({ sequence, text: JSON.stringify(event) });
+        }
+        return out;
+      };
+      const fromWest = await read(westCaller);
+      const fromEast = await read(eastReader);
+      expect(fromEast).toEqual(fromWest);
+      expect(fromWest.length).toBeGreaterThanOrEqual(7);
+      // Resuming after a cursor, in either region: the rest, no gap, no repeat.
+      const cursor = fromWest[2]!.sequence;
+      expect(await read(eastReader, cursor + 1)).toEqual(fromWest.slice(3));
+      expect(await read(westCaller, cursor + 1)).toEqual(fromWest.slice(3));
+    } finally {
+      await Promise.all(open.splice(0).map((b) => b.close()));
+    }
+  }, 60_000);
+
   it("a region is a name", async () => {
     await expect(connect({ servers: nats.supercluster.urls, auth: nats.supercluster.auth, region: "east coast", logger: quietLogger })).rejects.toMatchObject({ code: "INVALID_INPUT" });
   });
