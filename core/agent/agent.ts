@@ -152,12 +152,12 @@ export class Agent {
     // Callers read the new card as soon as it is stored and may address an
     // instance of the replaced agent with a capability it never had.
     if (options.replaces) options.replaces.#successor = agent;
+    // A lease outlives a dead process's ack timer: its task is taken again meanwhile, and the slot comes free after.
+    const leaseMs = 2 * ((typeof options.tasks === "object" ? options.tasks.ackWaitMs : undefined) ?? 30_000);
     for (const [cap, limits] of Object.entries(options.limits ?? {})) {
       const entry = agent.#handlers.get(cap);
       if (!entry) throw new AgentBusError("MISUSE", `limits for ${cap}, which this agent does not offer`);
-      // A lease outlives a dead process's ack timer: its task is taken again meanwhile, and the slot comes free after.
-      const ackWaitMs = (typeof options.tasks === "object" ? options.tasks.ackWaitMs : undefined) ?? 30_000;
-      entry.limiter = await rt.limiter(cap, limits, 2 * ackWaitMs);
+      entry.limiter = await rt.limiter(cap, limits, leaseMs);
     }
     const schemas: Record<string, CapabilitySchemas> = {};
     for (const s of spec.skills) if (s.inputSchema || s.outputSchema) schemas[s.id] = { input: s.inputSchema, output: s.outputSchema };
@@ -239,8 +239,8 @@ export class Agent {
       const input = entry.validate ? structuredInput(message) : undefined;
       entry.validate?.(input);
       const sink = new CallSink();
-      const opened = env;
-      const run = async () => runHandler(entry.handler, this.#base(cap, opened, message, this.#abort.signal, undefined, input), sink, this.id);
+      const base = this.#base(cap, env, message, this.#abort.signal, undefined, input);
+      const run = async () => runHandler(entry.handler, base, sink, this.id);
       const result = entry.limiter ? await this.#limited(entry.limiter, cap, run) : await run();
       if (!sink.done) await completeWith(sink, result);
       let answer = toMessage(sink.parts, "ROLE_AGENT");

@@ -19,7 +19,7 @@ import type { Runtime } from "../runtime.js";
 import type { Durable } from "../store/task-log.js";
 import type { Logger } from "../wire/log.js";
 import { ensureConsumer, retryJs } from "../infra/jetstream.js";
-import { isTerminal, priorityOf, type Task, type TaskEvent } from "../wire/task.js";
+import { isTerminal, type Task, type TaskEvent } from "../wire/task.js";
 
 /** What a child task records of its parent (`metadata.flow`). */
 export interface FlowLink {
@@ -111,7 +111,7 @@ export class FlowWatcher {
 
   /** Queues the parent again when it waits for its children and every one has ended. */
   async resumeIfDone(link: FlowLink): Promise<void> {
-    const { store, subjects, envelopes, js } = this.durable;
+    const { store } = this.durable;
     const parent = await store.get(link.parent, link.submitter);
     if (!parent || !parent.task.metadata.waiting || isTerminal(parent.task.status.state)) return;
     const children = (parent.task.metadata.children as FlowChild[] | undefined) ?? [];
@@ -121,13 +121,9 @@ export class FlowWatcher {
       if (!s || !isTerminal(s.task.status.state)) return;
     }
     const task: Task = parent.task;
-    const subject = subjects.work(link.capability, priorityOf(task));
-    const body = Buffer.from(JSON.stringify(task.history[0]));
     // One id per set of children: two replicas queue it once, and a later fan-out of the same parent is queued again.
     const id = `${task.metadata.submitter}.${task.id}.children-${createHash("sha256").update(children.map((c) => c.id).join("\n")).digest("hex").slice(0, 16)}`;
-    const depth = typeof task.metadata.depth === "number" ? task.metadata.depth : 0;
-    const headers = envelopes.seal(subject, body, { task: task.id, context: task.contextId, depth }, this.rt.providers(link.capability), { id, sign: true });
-    await retryJs(() => js.publish(subject, body, { headers, msgID: id }));
+    await this.durable.requeue(task, id, this.rt.providers(link.capability));
     this.log.debug({ task: task.id, children: children.length }, "children ended: parent queued again");
   }
 

@@ -10,8 +10,7 @@ import { ensureConsumer, retryJs } from "../infra/jetstream.js";
 import type { Logger } from "../wire/log.js";
 import { parseMessage, structuredInput, toMessage } from "../wire/message.js";
 import type { Message, Part } from "../wire/protocol.js";
-import { TASK_PRIORITIES, priorityOf, type TaskPriority } from "../wire/task.js";
-import { applyEvent, artifactEvent, canMove, isFinal, isTerminal, stateOf, statusEvent, statusNow, taskRight, type Task, type TaskEvent, type TaskState } from "../wire/task.js";
+import { TASK_PRIORITIES, applyEvent, artifactEvent, canMove, isFinal, isTerminal, stateOf, statusEvent, statusNow, taskRight, type Task, type TaskEvent, type TaskPriority, type TaskState } from "../wire/task.js";
 import type { Snapshot } from "../store/task-snapshots.js";
 import { SCHEDULER_HEADER, tickSource, type Schedule } from "../store/schedules.js";
 import type { CapabilityLimiter } from "../store/limits.js";
@@ -403,13 +402,8 @@ export class TaskWorker {
         snapshot = (await durable.store.create(task, rt.providers(this.#cap))) ?? (await durable.store.get(taskId, source.creator));
         if (!snapshot) throw new AgentBusError("UNAVAILABLE", `task ${taskId} of schedule ${source.id} could not be created`);
       }
-      const { task } = snapshot;
-      const key = `${source.creator}.${taskId}`;
-      const subject = durable.subjects.work(this.#cap, priorityOf(task));
-      const body = Buffer.from(JSON.stringify(task.history[0]));
-      // Sealed by this agent for the capability's replicas: a work item from a provider for a scheduled task runs as its creator's (see #principal).
-      const headers = durable.envelopes.seal(subject, body, { task: taskId, context: task.contextId }, rt.providers(this.#cap), { id: key, sign: true });
-      await retryJs(() => durable.js.publish(subject, body, { headers, msgID: key }));
+      // Sealed by this agent: a work item from a provider for a scheduled task runs as its creator's (see #principal).
+      await durable.requeue(snapshot.task, `${source.creator}.${taskId}`, rt.providers(this.#cap));
       m.ack();
     } catch (err) {
       log.warn({ err: String(err), capability: this.#cap, subject: m.subject }, "queueing a schedule's tick failed; it comes again");

@@ -8,7 +8,7 @@ import { Blobs, DEFAULT_INLINE_BYTES, DEFAULT_MAX_TASK_BYTES } from "./blobs.js"
 import { ensureBlobStore, ensureOwnersBucket, ensureTaskInfra, retryJs, type TaskInfraOptions } from "../infra/jetstream.js";
 import { utf8 } from "../wire/message.js";
 import type { Subjects } from "../wire/subjects.js";
-import { applyEvent, endsFollow, isFinal, isTerminal, stateOf, statusEvent, type Task, type TaskEvent, type TaskState } from "../wire/task.js";
+import { applyEvent, endsFollow, isFinal, isTerminal, priorityOf, stateOf, statusEvent, type Task, type TaskEvent, type TaskState } from "../wire/task.js";
 import { toMessage } from "../wire/message.js";
 import { TaskStore, type Snapshot, type SnapshotTrust } from "./task-snapshots.js";
 import type { TraceContext } from "../wire/trace.js";
@@ -120,6 +120,22 @@ export class Durable {
       throw typedPayloadError(err, `an event of task ${task.id} (${body.length} bytes)`);
     });
     return ack.seq;
+  }
+
+  /**
+   * Queues `task` on its capability's work subject again, at its priority:
+   * its first message as the work item, sealed by this connection (signed,
+   * and MACed for `macFor`), `Nats-Msg-Id` = `msgId` so that a second
+   * queueing of the same turn is dropped. What an agent does for a
+   * schedule's tick and for a parent whose children have ended; the worker
+   * that takes it runs it for the task's submitter.
+   */
+  async requeue(task: Task, msgId: string, macFor: readonly string[]): Promise<void> {
+    const subject = this.subjects.work(String(task.metadata.capability), priorityOf(task));
+    const body = Buffer.from(JSON.stringify(task.history[0]));
+    const depth = typeof task.metadata.depth === "number" ? task.metadata.depth : 0;
+    const headers = this.envelopes.seal(subject, body, { task: task.id, context: task.contextId, depth }, macFor, { id: msgId, sign: true });
+    await retryJs(() => this.js.publish(subject, body, { headers, msgID: msgId }));
   }
 
   /** Parses and verifies a stored event (MAC for its submitter, or signature). */
