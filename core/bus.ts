@@ -104,8 +104,8 @@ function warnIfOpen(nc: NatsConnection, log: Logger, servers: string): void {
  */
 export async function connect(options: ConnectOptions = {}): Promise<Bus> {
   const identity = resolveIdentity(options);
-  const subjects = new Subjects(options.root, options.tenant);
-  federationOf(options); // a bad region or regions: refused before connecting
+  // A federated bus keeps its tasks in its region's plane; a bad region or regions are refused before connecting.
+  const subjects = new Subjects(options.root, options.tenant, federationOf(options)?.region);
   const log = (options.logger ?? createLogger()).child({ tenant: subjects.tenant, id: identity.id });
   let nc: NatsConnection;
   const servers = String(options.servers ?? "nats://127.0.0.1:4222");
@@ -135,7 +135,7 @@ export async function connect(options: ConnectOptions = {}): Promise<Bus> {
  */
 export async function attach(nc: NatsConnection, options: AttachOptions = {}): Promise<Bus> {
   const identity = resolveIdentity(options);
-  const subjects = new Subjects(options.root, options.tenant);
+  const subjects = new Subjects(options.root, options.tenant, federationOf(options)?.region);
   const log = (options.logger ?? createLogger()).child({ tenant: subjects.tenant, id: identity.id });
   warnIfOpen(nc, log, nc.getServer());
   return Bus.open(nc, identity, subjects, log, options, false);
@@ -401,7 +401,18 @@ export class Bus {
    * `caller`: that caller) may not see, as for {@link Bus.task}.
    */
   async taskHandle(id: string, options: TaskAccessOptions = {}): Promise<TaskHandle> {
-    return new TaskHandle(id, await submitterOf(this.#rt), { caller: options.caller });
+    // Federated: the handle reads the plane of the region that holds the task.
+    const { durable } = await this.#rt.locate(id);
+    return new TaskHandle(id, { rt: this.#rt, durable }, { caller: options.caller });
+  }
+
+  /**
+   * The names under which task `id` is stored: on a federated bus its
+   * region's (found as {@link taskHandle} finds it; this region's when no
+   * region has it), otherwise the tenant's ({@link subjects}).
+   */
+  async taskSubjects(id: string): Promise<Subjects> {
+    return (await this.#rt.locate(id)).durable.subjects;
   }
 
   /**

@@ -11,6 +11,7 @@ import { DEFAULT_MAX_TASK_BYTES } from "./store/blobs.js";
 import { AgentBusError, type ErrorCode } from "./wire/errors.js";
 import type { Logger } from "./wire/log.js";
 import type { TraceContext } from "./wire/trace.js";
+import { REGION } from "./wire/subjects.js";
 
 /** Options of `Bus.call`. */
 export interface CallOptions extends Pick<EnvelopeMeta, "task" | "context" | "parent" | "depth"> {
@@ -122,10 +123,15 @@ export interface ConnectOptions {
   region?: string;
   /**
    * Every region of a federation, each a cluster of a supercluster named as
-   * the region (default `AGENTBUS_REGIONS`, comma-separated): with `region`
-   * among them, the registry is kept per region, so discovery answers from
-   * the local region and keeps answering when another is gone. Without it,
-   * the tenant has one registry.
+   * the region (default `AGENTBUS_REGIONS`, comma-separated), nearest
+   * first: with `region` among them the bus is federated. The registry is
+   * kept per region, so discovery answers from the local region and keeps
+   * answering when another is gone; durable tasks are queued, stored and
+   * served in one region each (their work, events and snapshots in the
+   * region's own streams and buckets): the submitter's when a provider runs
+   * there, else the first region in this list that has one (see
+   * {@link SubmitOptions.region}). Without it, the tenant has one registry
+   * and one task plane.
    */
   regions?: string[];
   /** Replicas for streams and buckets (default 1; 3 on a 3-node cluster). */
@@ -206,6 +212,8 @@ export interface ResolvedOptions {
   readonly observer?: BusObserver;
   /** This connection's region, when it has one. */
   readonly region?: string;
+  /** Every region of the federation (`ConnectOptions.regions`), nearest first after this one's; absent when the bus is not federated. */
+  readonly regions?: readonly string[];
 }
 
 /** Applies the defaults of {@link ConnectOptions}; `presenceMaxAgeMs` is the presence bucket's. */
@@ -224,10 +232,10 @@ export function resolveOptions(o: ConnectOptions, presenceMaxAgeMs: number): Res
     sessionHistory: o.sessionHistory,
     observer: o.observer,
     region: regionOf(o.region ?? (process.env.AGENTBUS_REGION || undefined)),
+    regions: federationOf(o)?.regions,
   };
 }
 
-const REGION = /^[A-Za-z0-9_-]{1,64}$/;
 
 /**
  * The federation a connection is part of: its region among `regions`

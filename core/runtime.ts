@@ -18,6 +18,7 @@ import type { Revocation, Revocations } from "./store/revocations.js";
 import { BLOB_MEDIA_TYPE, DEFAULT_INLINE_BYTES, partsBytes, type BlobOwner } from "./store/blobs.js";
 import { Sessions, type Session } from "./store/session.js";
 import { Durable } from "./store/task-log.js";
+import type { Snapshot } from "./store/task-snapshots.js";
 import { ScheduleStore } from "./store/schedules.js";
 import { ensureLimitsBucket, ensureScheduleInfra } from "./infra/jetstream.js";
 import { CapabilityLimiter, checkLimits, type CapabilityLimits } from "./store/limits.js";
@@ -63,7 +64,8 @@ export class Runtime {
   readonly auditor: Auditor;
   /** Agent instances that did not answer a call: `<agent>.<instance>` → until when calls skip them. */
   readonly silent = new Map<string, number>();
-  #tasks?: Promise<Durable>;
+  /** The task planes opened: the tenant's (or this region's) under `""`, other regions' under their names. */
+  readonly #planes = new Map<string, Promise<Durable>>();
   #sessions?: Promise<Sessions>;
   #schedules?: Promise<ScheduleStore>;
   #limits?: Promise<KV>;
@@ -88,9 +90,18 @@ export class Runtime {
     return this.identity.id;
   }
 
-  /** The tenant's task streams and buckets, opened (and created if missing) on first use; a failed set-up is retried on the next. */
-  tasks(): Promise<Durable> {
-    this.#tasks ??= Durable.open(this.nc, this.subjects, this.envelopes, {
+  /**
+   * The tenant's task streams and buckets, opened (and created if missing)
+   * on first use; a failed set-up is retried on the next. On a federated
+   * bus, this region's, or with `region` that region's (placed in its
+   * cluster).
+   */
+  tasks(region?: string): Promise<Durable> {
+    const key = region === undefined || region === this.subjects.region ? "" : region;
+    let plane = this.#planes.get(key);
+    if (plane) return plane;
+    if (key !== "" && !this.options.regions?.includes(key)) return Promise.reject(new AgentBusError("INVALID_INPUT", `region ${JSON.stringify(region)} is not one of this bus's regions (${this.options.regions?.join(", ") ?? "none: the bus is not federated"})`));
+    plane = Durable.open(this.nc, this.subjects.inRegion(key === "" ? this.subjects.region : key), this.envelopes, {
       replicas: this.options.replicas,
       eventsMaxAgeMs: this.options.eventsMaxAgeMs,
       duplicateWindowMs: this.options.duplicateWindowMs,
@@ -103,8 +114,32 @@ export class Runtime {
       writers: (task, writer) => this.#mayWrite(task, writer),
       onForged: (taskId, from, reason) => this.audit("forged_snapshot", { code: "BAD_SIGNATURE", task: taskId, from, reason }),
     });
-    this.#tasks.catch(() => (this.#tasks = undefined));
-    return this.#tasks;
+    this.#planes.set(key, plane);
+    plane.catch(() => this.#planes.delete(key));
+    return plane;
+  }
+
+  /**
+   * The task plane holding task `id` (its region's on a federated bus: this
+   * region's first, then the others at once, each given `waitMs` to answer,
+   * so a region that is down does not hold the answer up), with its
+   * snapshot; this region's plane and no snapshot when none has it. Not
+   * federated: the tenant's plane, nothing read.
+   */
+  async locate(id: string, waitMs = 3_000): Promise<{ durable: Durable; snapshot?: Snapshot }> {
+    const local = await this.tasks();
+    const others = (this.options.regions ?? []).filter((r) => r !== this.subjects.region);
+    if (others.length === 0) return { durable: local };
+    const here = await local.store.get(id, this.id);
+    if (here) return { durable: local, snapshot: here };
+    const probe = async (region: string) => {
+      const durable = await this.tasks(region);
+      const snapshot = await durable.store.get(id, this.id);
+      if (!snapshot) throw new Error("not there");
+      return { durable, snapshot };
+    };
+    const bounded = (region: string) => Promise.race([probe(region), new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no answer")), waitMs).unref())]);
+    return Promise.any(others.map(bounded)).catch(() => ({ durable: local }));
   }
 
   /**

@@ -59,7 +59,8 @@ export class EventReader {
 
   /** Everything stored for one task so far (at most 10 000 events), oldest first. */
   async log(bus: Bus, taskId: string, capability?: string): Promise<MonitorEvent[]> {
-    const reading = await this.#consume(bus, bus.subjects.taskEventLogOfAny(taskId), undefined, true);
+    const names = await bus.taskSubjects(taskId);
+    const reading = await this.#consume(bus, names.taskEventLogOfAny(taskId), undefined, true, names);
     const out: MonitorEvent[] = [];
     if (!reading) return out;
     try {
@@ -79,7 +80,8 @@ export class EventReader {
    * live; ends at a terminal state, or at an interrupted one once caught up.
    */
   async follow(bus: Bus, taskId: string, capability: string, from?: number): Promise<Feed> {
-    const reading = (await this.#consume(bus, bus.subjects.taskEventLogOfAny(taskId), from))!;
+    const names = await bus.taskSubjects(taskId);
+    const reading = (await this.#consume(bus, names.taskEventLogOfAny(taskId), from, false, names))!;
     const decoded = this.#decoded(bus, reading, capability);
     return {
       stop: reading.stop,
@@ -136,10 +138,10 @@ export class EventReader {
     return info.state.last_seq + 1;
   }
 
-  /** An ordered consumer on the events stream (see {@link readStream}), once the task streams exist. */
-  async #consume(bus: Bus, subject: string, from?: number, onlyStored = false): Promise<Reading | undefined> {
+  /** An ordered consumer on the events stream (see {@link readStream}; a region's with `names`), once the task streams exist. */
+  async #consume(bus: Bus, subject: string, from?: number, onlyStored = false, names = bus.subjects): Promise<Reading | undefined> {
     await this.#streams(bus);
-    return readStream(bus, "EVENTS", subject, from, onlyStored);
+    return readStream(bus, "EVENTS", subject, from, onlyStored, names);
   }
 
   /** The verified events of `reading`, with the count still pending after each; stops the reading when done. */

@@ -1,5 +1,5 @@
 import { DeliverPolicy, jetstream, type ConsumerMessages } from "@nats-io/jetstream";
-import { retryJs, type Bus } from "../../core/internal.js";
+import { retryJs, type Bus, type Subjects } from "../../core/internal.js";
 
 /** A stream being read by an ordered consumer; `stop` also deletes the consumer on the server. */
 export interface Reading {
@@ -8,7 +8,8 @@ export interface Reading {
 }
 
 /**
- * Reads `stream` (one of the tenant's) through an ordered consumer filtered
+ * Reads `stream` (one of the tenant's, or with `names` of a region's task
+ * plane) through an ordered consumer filtered
  * on `subject`, from stream sequence `from` (default: its first message).
  * `stop` deletes the consumer at once rather than after its inactivity
  * threshold. With `onlyStored`, undefined when nothing is stored yet.
@@ -17,9 +18,9 @@ export interface Reading {
  * an ordered consumer that resets before its first message would otherwise
  * restart from sequence 1.
  */
-export async function readStream(bus: Bus, stream: "EVENTS" | "AUDIT", subject: string, from?: number, onlyStored = false): Promise<Reading | undefined> {
+export async function readStream(bus: Bus, stream: "EVENTS" | "AUDIT", subject: string, from?: number, onlyStored = false, names: Subjects = bus.subjects): Promise<Reading | undefined> {
   const start = from === undefined ? { deliver_policy: DeliverPolicy.All } : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from };
-  const consumer = await retryJs(() => jetstream(bus.nc).consumers.get(bus.subjects.stream(stream), { filter_subjects: subject, ...start }));
+  const consumer = await retryJs(() => jetstream(bus.nc).consumers.get(names.stream(stream), { filter_subjects: subject, ...start }));
   const remove = () => void consumer.delete().catch(() => {});
   if (onlyStored && (await consumer.info(true)).num_pending === 0) {
     remove();

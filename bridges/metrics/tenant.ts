@@ -226,7 +226,7 @@ export class TenantMetrics {
 
   async #startWork(): Promise<void> {
     const { nc, subjects } = this.#bus;
-    const prefix = `${subjects.prefix}.work.`;
+    const prefix = `${subjects.storePrefix}.work.`;
     this.#workSub = nc.subscribe(`${prefix}>`, {
       callback: (err, m) => {
         if (err) {

@@ -17,6 +17,7 @@ import { createHash } from "node:crypto";
 import { AckPolicy, DeliverPolicy, type Consumer, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import type { Runtime } from "../runtime.js";
 import type { Durable } from "../store/task-log.js";
+import type { Snapshot } from "../store/task-snapshots.js";
 import type { Logger } from "../wire/log.js";
 import { ensureConsumer, retryJs } from "../infra/jetstream.js";
 import { isTerminal, type Task, type TaskEvent } from "../wire/task.js";
@@ -28,6 +29,8 @@ export interface FlowLink {
   submitter: string;
   /** The parent's capability (where it is queued again). */
   capability: string;
+  /** Federated: the region whose plane holds the parent (where it is queued again). */
+  region?: string;
 }
 
 /** A parent's list of children (`metadata.children`). */
@@ -36,11 +39,25 @@ export interface FlowChild {
   capability: string;
 }
 
-/** Resumes this agent's parent tasks when their children end. */
+/**
+ * The snapshot of child task `id` of this identity: in this identity's
+ * plane, or on a federated bus in whichever region holds it (children are
+ * queued where their capability is served).
+ */
+export async function childSnapshot(rt: Runtime, durable: Durable, id: string): Promise<Snapshot | undefined> {
+  return rt.options.regions === undefined ? durable.store.get(id, rt.id) : (await rt.locate(id)).snapshot;
+}
+
+/**
+ * Resumes this agent's parent tasks when their children end. On a
+ * federated bus it watches every region's events stream (children run
+ * where their capability is served): this region's from the start, each
+ * other one's as soon as its consumer can be made (a region that is down
+ * is tried again every few seconds).
+ */
 export class FlowWatcher {
-  #consumer?: Consumer;
-  #batch?: ConsumerMessages;
-  #loop?: Promise<void>;
+  readonly #batches = new Set<ConsumerMessages>();
+  readonly #loops: Array<Promise<void>> = [];
   #starting?: Promise<void>;
   #stopped = false;
 
@@ -50,7 +67,7 @@ export class FlowWatcher {
     private readonly log: Logger,
   ) {}
 
-  /** The consumer's name: one per agent identity. */
+  /** The consumer's name: one per agent identity (in each region's events stream). */
   get name(): string {
     return `flow_${this.rt.id}`;
   }
@@ -64,41 +81,66 @@ export class FlowWatcher {
   /** Starts watching (once). */
   start(): Promise<void> {
     this.#starting ??= (async () => {
-      const stream = this.durable.subjects.stream("EVENTS");
-      await ensureConsumer(await this.durable.js.jetstreamManager(), stream, {
-        durable_name: this.name,
-        filter_subject: `${this.durable.subjects.prefix}.events.${this.rt.id}.*`,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.New,
-        ack_wait: 30_000_000_000,
-      });
-      this.#consumer = await retryJs(() => this.durable.js.consumers.get(stream, this.name));
-      this.#loop = this.#run();
+      this.#loops.push(this.#run(this.durable, await this.#consumer(this.durable)));
+      for (const region of this.rt.options.regions ?? []) {
+        if (region !== this.durable.subjects.region) this.#loops.push(this.#remote(region));
+      }
     })();
     this.#starting.catch(() => (this.#starting = undefined));
     return this.#starting;
   }
 
-  async #run(): Promise<void> {
+  /** This identity's flow consumer on `durable`'s events stream, made if missing. */
+  async #consumer(durable: Durable): Promise<Consumer> {
+    const stream = durable.subjects.stream("EVENTS");
+    await ensureConsumer(await durable.js.jetstreamManager(), stream, {
+      durable_name: this.name,
+      filter_subject: `${durable.subjects.storePrefix}.events.${this.rt.id}.*`,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.New,
+      ack_wait: 30_000_000_000,
+    });
+    return retryJs(() => durable.js.consumers.get(stream, this.name));
+  }
+
+  /** Watches another region's events once its plane and consumer can be had. */
+  async #remote(region: string): Promise<void> {
     while (!this.#stopped) {
       try {
-        this.#batch = await this.#consumer!.fetch({ max_messages: 64, expires: 5000 });
-        for await (const m of this.#batch) await this.#seen(m);
+        const durable = await this.rt.tasks(region);
+        return await this.#run(durable, await this.#consumer(durable));
+      } catch (err) {
+        if (this.#stopped) return;
+        this.log.debug({ region, err: String(err) }, "child tasks in another region not watched yet; trying again");
+        await new Promise((r) => setTimeout(r, 5_000).unref());
+      }
+    }
+  }
+
+  async #run(durable: Durable, consumer: Consumer): Promise<void> {
+    while (!this.#stopped) {
+      let batch: ConsumerMessages | undefined;
+      try {
+        batch = await consumer.fetch({ max_messages: 64, expires: 5000 });
+        this.#batches.add(batch);
+        for await (const m of batch) await this.#seen(durable, m);
       } catch (err) {
         if (this.#stopped) break;
         this.log.warn({ err: String(err) }, "watching child tasks failed; retrying");
         await new Promise((r) => setTimeout(r, 500).unref());
+      } finally {
+        if (batch) this.#batches.delete(batch);
       }
     }
   }
 
   /** One stored event of a task this identity submitted: a child's final one may resume its parent. */
-  async #seen(m: JsMsg): Promise<void> {
+  async #seen(durable: Durable, m: JsMsg): Promise<void> {
     try {
       const event = m.json<TaskEvent>();
       const state = "statusUpdate" in event ? event.statusUpdate.status.state : undefined;
       if (state && isTerminal(state)) {
-        const child = await this.durable.store.get(m.subject.slice(m.subject.lastIndexOf(".") + 1), this.rt.id);
+        const child = await durable.store.get(m.subject.slice(m.subject.lastIndexOf(".") + 1), this.rt.id);
         const link = child?.task.metadata.flow as FlowLink | undefined;
         if (link && typeof link.parent === "string") await this.resumeIfDone(link);
       }
@@ -111,19 +153,19 @@ export class FlowWatcher {
 
   /** Queues the parent again when it waits for its children and every one has ended. */
   async resumeIfDone(link: FlowLink): Promise<void> {
-    const { store } = this.durable;
-    const parent = await store.get(link.parent, link.submitter);
+    const plane = await this.rt.tasks(link.region);
+    const parent = await plane.store.get(link.parent, link.submitter);
     if (!parent || !parent.task.metadata.waiting || isTerminal(parent.task.status.state)) return;
     const children = (parent.task.metadata.children as FlowChild[] | undefined) ?? [];
     // One at a time, stopping at the first child still running: children tend to end in order, so this reads few.
     for (const c of children) {
-      const s = await store.get(c.id, this.rt.id);
+      const s = await childSnapshot(this.rt, plane, c.id);
       if (!s || !isTerminal(s.task.status.state)) return;
     }
     const task: Task = parent.task;
     // One id per set of children: two replicas queue it once, and a later fan-out of the same parent is queued again.
     const id = `${task.metadata.submitter}.${task.id}.children-${createHash("sha256").update(children.map((c) => c.id).join("\n")).digest("hex").slice(0, 16)}`;
-    await this.durable.requeue(task, id, this.rt.providers(link.capability));
+    await plane.requeue(task, id, this.rt.providers(link.capability));
     this.log.debug({ task: task.id, children: children.length }, "children ended: parent queued again");
   }
 
@@ -131,7 +173,7 @@ export class FlowWatcher {
   async stop(): Promise<void> {
     this.#stopped = true;
     await this.#starting?.catch(() => {});
-    this.#batch?.stop();
-    await this.#loop;
+    for (const b of this.#batches) b.stop();
+    await Promise.all(this.#loops);
   }
 }

@@ -16,7 +16,7 @@ import { SCHEDULER_HEADER, tickSource, type Schedule } from "../store/schedules.
 import type { CapabilityLimiter } from "../store/limits.js";
 import { workConsumer } from "../store/workload.js";
 import type { AgentContext, ChildTask } from "./context.js";
-import type { FlowChild, FlowLink, FlowWatcher } from "./flows.js";
+import { childSnapshot, type FlowChild, type FlowLink, type FlowWatcher } from "./flows.js";
 import { checkId } from "../wire/subjects.js";
 import { randomUUID } from "node:crypto";
 import { blobRefOf, eventBytes, partsBytes, taskBytes } from "../store/blobs.js";
@@ -577,7 +577,7 @@ export class TaskWorker {
     run.ended = true;
     const { flows } = this.#host;
     await flows.start();
-    await flows.resumeIfDone({ parent: run.task.id, submitter: run.task.metadata.submitter, capability: this.#cap });
+    await flows.resumeIfDone({ parent: run.task.id, submitter: run.task.metadata.submitter, capability: this.#cap, region: this.#host.durable.subjects.region });
   }
 
   /** Audits a refused work item once: kind = the lower-case code. */
@@ -944,19 +944,19 @@ class TaskRun implements ContextSink {
 
   /** `ctx.fanOut` in a durable task (see {@link AgentContext.fanOut}). */
   async fanOut(children: ChildTask[], submit: AgentContext["submit"]): Promise<Task[]> {
-    const { durable, agentId } = this.worker.host;
+    const { durable, rt } = this.worker.host;
     if (this.task.metadata.encrypted !== undefined) throw new AgentBusError("MISUSE", "fanOut in an end-to-end encrypted task is not supported");
     if (!Array.isArray(children) || children.length === 0) throw new AgentBusError("INVALID_INPUT", "fanOut needs at least one child");
     const list: FlowChild[] = children.map((c, i) => ({ id: checkId(`${this.task.id}-${c.key ?? i}`, "child task id"), capability: c.capability }));
     if (new Set(list.map((c) => c.id)).size !== list.length) throw new AgentBusError("INVALID_INPUT", "fanOut: two children have the same key");
     // Listed first: the parent is resumed only once every listed child has ended.
     await this.annotate({ children: list });
-    const link: FlowLink = { parent: this.task.id, submitter: this.task.metadata.submitter, capability: this.worker.capability };
-    const found = await Promise.all(list.map((c) => durable.store.get(c.id, agentId)));
+    const link: FlowLink = { parent: this.task.id, submitter: this.task.metadata.submitter, capability: this.worker.capability, region: durable.subjects.region };
+    const found = await Promise.all(list.map((c) => childSnapshot(rt, durable, c.id)));
     await Promise.all(children.map((c, i) =>
       found[i] ? undefined : submit(c.capability, c.input, { ...c.options, taskId: list[i]!.id, metadata: { ...c.options?.metadata, flow: link } }),
     ));
-    const now = await Promise.all(list.map((c) => durable.store.get(c.id, agentId)));
+    const now = await Promise.all(list.map((c) => childSnapshot(rt, durable, c.id)));
     if (now.every((s) => s !== undefined && isTerminal(s.task.status.state))) {
       if (this.task.metadata.waiting !== undefined) await this.annotate({ waiting: undefined });
       return now.map((s) => s!.task);

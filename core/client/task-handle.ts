@@ -9,7 +9,7 @@ import { retryJs } from "../infra/jetstream.js";
 import { toMessage, utf8, type Input } from "../wire/message.js";
 import { checkCapability, checkId } from "../wire/subjects.js";
 import { TASK_PRIORITIES, TASK_STATES, isFinal, isTerminal, newTaskId, priorityOf, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent, type TaskPriority } from "../wire/task.js";
-import type { Snapshot, TaskPage, TaskQuery } from "../store/task-snapshots.js";
+import { page, type Snapshot, type TaskPage, type TaskQuery } from "../store/task-snapshots.js";
 import { exchange } from "./call.js";
 import { TaskWatch } from "./task-watch.js";
 import type { Runtime } from "../runtime.js";
@@ -80,6 +80,18 @@ export interface SubmitOptions {
    * turn keeps the task's.
    */
   priority?: TaskPriority;
+  /**
+   * On a federated bus (`ConnectOptions.regions`): pin the task to this
+   * region (data residency). Its work item, snapshot and events are kept
+   * there only and only a provider running there serves it; with none
+   * there, it waits for one. Shown as `metadata.region` with
+   * `metadata.pinned`. Without it a new task is queued in the submitter's
+   * region when a provider runs there, else in the nearest region (first
+   * in `regions`) with one, else in the submitter's, where it waits; the
+   * region it was queued and ran in is `metadata.region`. `INVALID_INPUT`
+   * for a region not among the bus's regions.
+   */
+  region?: string;
 }
 
 /** Options of `bus.task` and `bus.taskHandle`. */
@@ -137,13 +149,27 @@ const notFound = (id: string) => new AgentBusError("TASK_NOT_FOUND", `task ${id}
  * through the owner index (its prefix only, not the tenant's snapshots);
  * the others read every snapshot and keep those {@link mayAccess} allows.
  */
-export function listTasks(s: Submitter, query: TaskQuery = {}): Promise<TaskPage> {
+export async function listTasks(s: Submitter, query: TaskQuery = {}): Promise<TaskPage> {
   if (query.state !== undefined && !TASK_STATES.includes(query.state)) {
-    return Promise.reject(new AgentBusError("INVALID_INPUT", `unknown task state ${String(query.state)}; one of ${TASK_STATES.join(", ")}`));
+    throw new AgentBusError("INVALID_INPUT", `unknown task state ${String(query.state)}; one of ${TASK_STATES.join(", ")}`);
   }
-  const { store } = s.durable;
-  const page = query.caller !== undefined || !s.rt.observes() ? store.listOwned(s.rt.id, query.caller, query) : store.list(query, (t) => mayAccess(s, t));
-  return page.then((p) => ({ ...p, tasks: p.tasks.map((t) => openTask(s, t)) }));
+  const owned = query.caller !== undefined || !s.rt.observes();
+  const find = (durable: Durable) => (owned ? durable.store.owned(s.rt.id, query.caller, query) : durable.store.matching(query, (t) => mayAccess(s, t)));
+  // Federated: every region's tasks, a region that does not answer in time left out.
+  const others = (s.rt.options.regions ?? []).filter((r) => r !== s.rt.subjects.region);
+  const found = await Promise.all([find(s.durable), ...others.map((r) => withinMs(s.rt.tasks(r).then(find), REGION_WAIT_MS).catch(() => []))]);
+  const p = page(found.flat(), query);
+  return { ...p, tasks: p.tasks.map((t) => openTask(s, t)) };
+}
+
+/** How long a federated read waits for another region's plane before going on without it. */
+const REGION_WAIT_MS = 3_000;
+
+/** `p`, or `UNAVAILABLE` after `ms`. */
+function withinMs<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new AgentBusError("UNAVAILABLE", `no answer in ${ms} ms`)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /** `task` with what is encrypted for `s`'s identity opened (as is when not encrypted). */
@@ -408,9 +434,42 @@ export class TaskHandle {
 /** A worker is running the task: WORKING, and its snapshot names the worker's agent. */
 const held = (task: Task): boolean => task.status.state === "TASK_STATE_WORKING" && task.metadata.agent !== undefined;
 
-/** The runtime with its task streams open (created on first use): what submitting and task handles use. */
-export async function submitterOf(rt: Runtime): Promise<Submitter> {
-  return { rt, durable: await rt.tasks() };
+/**
+ * The runtime with its task streams open (created on first use): what
+ * submitting and task handles use. On a federated bus, this region's, or
+ * with `region` that region's.
+ */
+export async function submitterOf(rt: Runtime, region?: string): Promise<Submitter> {
+  return { rt, durable: await rt.tasks(region) };
+}
+
+/**
+ * Where a submit goes (see {@link SubmitOptions.region}): the plane of the
+ * task it continues, wherever that is; else of the pinned region; else of
+ * the submitter's region when a provider of `cap` runs there, else of the
+ * first region in `regions` with one, else of the submitter's. The
+ * tenant's only plane when the bus is not federated.
+ */
+async function submitterFor(rt: Runtime, cap: string, input: Input, options: SubmitOptions): Promise<Submitter> {
+  const regions = rt.options.regions;
+  const pin = options.region;
+  if (regions === undefined) {
+    if (pin !== undefined) throw new AgentBusError("INVALID_INPUT", "region pins a task on a federated bus only (ConnectOptions.regions)");
+    return submitterOf(rt);
+  }
+  const taskId = options.taskId ?? toMessage(input).taskId;
+  if (taskId !== undefined) {
+    const { durable, snapshot } = await rt.locate(checkId(taskId, "task id"));
+    if (snapshot) return { rt, durable };
+  }
+  if (pin !== undefined) {
+    if (!regions.includes(pin)) throw new AgentBusError("INVALID_INPUT", `region ${JSON.stringify(pin)} is not one of this bus's regions (${regions.join(", ")})`);
+    return submitterOf(rt, pin);
+  }
+  const home = rt.subjects.region!;
+  const served = (region: string) => rt.registry.providers(cap).some((agent) => !rt.isRevoked(agent) && rt.registry.instances(agent, region).length > 0);
+  const region = [home, ...regions.filter((r) => r !== home)].find(served) ?? home;
+  return submitterOf(rt, region);
 }
 
 /**
@@ -422,9 +481,10 @@ export async function submitTask(rt: Runtime, cap: string, input: Input, options
   const tracer = activeTracer();
   const span = tracer && busSpan(tracer, "submit", cap, rt.subjects.work(cap), rt.subjects.tenant, options.trace, undefined, options.taskId);
   const withTrace = { ...options, trace: traceOf(span, options.trace) };
-  if (!span) return submit(await submitterOf(rt), cap, input, withTrace, rt.id);
+  const to = () => submitterFor(rt, cap, input, options);
+  if (!span) return submit(await to(), cap, input, withTrace, rt.id);
   try {
-    const handle = await submit(await submitterOf(rt), cap, input, withTrace, rt.id);
+    const handle = await submit(await to(), cap, input, withTrace, rt.id);
     span.setAttribute(SpanAttr.task, handle.id);
     endSpan(span);
     return handle;
@@ -489,7 +549,11 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       status: statusNow("TASK_STATE_SUBMITTED"),
       artifacts: [],
       history: [stored],
-      metadata: { ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }), runAt, deadline, priority },
+      metadata: {
+        ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }), runAt, deadline, priority,
+        // Federated: the region it is queued in, and whether it may run nowhere else.
+        ...(s.durable.subjects.region !== undefined && { region: s.durable.subjects.region, ...(options.region !== undefined && { pinned: true }) }),
+      },
     };
     // Encoded once, and refused (PAYLOAD_TOO_LARGE) before anything is
     // written when it would not fit one message: a task is accepted whole

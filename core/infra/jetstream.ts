@@ -251,7 +251,7 @@ export async function ensureCoreInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjec
     // bucket vanishes with a single server's restart, and then every call is refused until someone
     // allowed to create streams (an admin, under server permissions) makes it again; it would also
     // forget the claims, reopening the window for replays.
-    ensureBucket(kvm, s.bucket("replay"), { ...base, ttl: replayAge }, insist).then(async (kv) => {
+    ensureBucket(kvm, s.bucket("replay"), { ...base, ttl: replayAge, ...placedIn(s) }, insist).then(async (kv) => {
       const { ttl } = await justCreated(() => kv.status());
       if (ttl < replayAge) throw mismatch(`KV bucket ${s.bucket("replay")}`, new Error(`max age ${ttl} ms (at least ${replayAge} ms, twice the envelope window, wanted)`));
       return kv;
@@ -303,29 +303,44 @@ export interface TaskInfra {
   delayable: boolean;
 }
 
-/** The durable-task streams and the tasks bucket, created on first use. */
+/**
+ * Where a region's task plane is placed: in the cluster named as the region
+ * (nothing for the tenant's single plane, placed where the server chooses).
+ */
+export function placedIn(s: Subjects): { placement?: { cluster: string; tags: string[] } } {
+  return s.region === undefined ? {} : { placement: { cluster: s.region, tags: [] } };
+}
+
+/**
+ * The durable-task streams and the tasks bucket, created on first use: the
+ * tenant's, or with a region (see {@link Subjects.region}) that region's,
+ * placed in its cluster.
+ */
 export async function ensureTaskInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjects, o: TaskInfraOptions): Promise<TaskInfra> {
   const ms = 1_000_000;
   const replicas = o.replicas ?? 1;
   const insist = o.replicas !== undefined;
   const duplicateWindow = Math.max(o.duplicateWindowMs, o.windowMs ?? 0);
+  const placement = placedIn(s);
   const workQueue = (kind: "WORK" | "INBOX", subjects: string[], extra: Partial<StreamConfig> = {}) =>
     ensureStream(jsm, { name: s.stream(kind), subjects, retention: RetentionPolicy.Workqueue, duplicate_window: duplicateWindow * ms, num_replicas: replicas, ...extra }, insist, o.windowMs);
   const [work] = await Promise.all([
-    o.schedules ? ensureWorkWithSchedules(jsm, s, (subjects) => workQueue("WORK", subjects, { allow_msg_schedules: true })) : workQueue("WORK", [`${s.prefix}.work.>`]),
+    o.schedules ? ensureWorkWithSchedules(jsm, s, (subjects) => workQueue("WORK", subjects, { allow_msg_schedules: true, ...placement })) : workQueue("WORK", [`${s.storePrefix}.work.>`], placement),
+    // The inbox is the tenant's in every region.
     workQueue("INBOX", [`${s.prefix}.inbox.>`]),
     ensureStream(jsm, {
+      ...placement,
       name: s.stream("EVENTS"),
       subjects: [s.allTaskEventLogs()],
       max_age: o.eventsMaxAgeMs * ms,
       num_replicas: replicas,
       // Reads by subject (the last event of one task) go through a permission that names the submitter.
       allow_direct: true,
-      ...(o.republish && { republish: { src: `${s.prefix}.events.*.*`, dest: `${s.prefix}.task.{{wildcard(2)}}.events` } }),
+      ...(o.republish && { republish: { src: `${s.storePrefix}.events.*.*`, dest: `${s.prefix}.task.{{wildcard(2)}}.events` } }),
     }, insist),
-    ensureStream(jsm, { name: s.stream("DLQ"), subjects: [`${s.prefix}.dlq.>`], max_age: o.eventsMaxAgeMs * ms, num_replicas: replicas }, insist),
+    ensureStream(jsm, { name: s.stream("DLQ"), subjects: [`${s.storePrefix}.dlq.>`], max_age: o.eventsMaxAgeMs * ms, num_replicas: replicas, ...placement }, insist),
   ]);
-  const tasks = await ensureBucket(kvm, s.bucket("tasks"), { replicas, history: 1, ttl: o.eventsMaxAgeMs }, [...insisted(o.replicas), "ttl"]);
+  const tasks = await ensureBucket(kvm, s.bucket("tasks"), { replicas, history: 1, ttl: o.eventsMaxAgeMs, ...placement }, [...insisted(o.replicas), "ttl"]);
   const c = work.config as StreamConfig & { allow_msg_schedules?: boolean };
   return { tasks, delayable: c.allow_msg_schedules === true && c.subjects.includes(s.allDelayedWork()) };
 }
@@ -338,7 +353,7 @@ export async function ensureTaskInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjec
  * versions read the stream as before.
  */
 async function ensureWorkWithSchedules(jsm: JetStreamManager, s: Subjects, ensure: (subjects: string[]) => Promise<StreamInfo>): Promise<StreamInfo> {
-  const subjects = [`${s.prefix}.work.>`, s.allDelayedWork()];
+  const subjects = [`${s.storePrefix}.work.>`, s.allDelayedWork()];
   const existing = await retryJs(() => jsm.streams.info(s.stream("WORK"))).catch(() => undefined);
   const c = existing?.config as (StreamConfig & { allow_msg_schedules?: boolean }) | undefined;
   if (c && c.subjects.length === 1 && c.subjects[0] === subjects[0]) {
@@ -354,7 +369,7 @@ async function ensureWorkWithSchedules(jsm: JetStreamManager, s: Subjects, ensur
  * snapshot does.
  */
 export async function ensureOwnersBucket(kvm: Kvm, s: Subjects, o: Pick<TaskInfraOptions, "replicas" | "eventsMaxAgeMs">): Promise<KV> {
-  return ensureBucket(kvm, s.bucket("owners"), { replicas: o.replicas ?? 1, history: 1, ttl: o.eventsMaxAgeMs }, [...insisted(o.replicas), "ttl"]);
+  return ensureBucket(kvm, s.bucket("owners"), { replicas: o.replicas ?? 1, history: 1, ttl: o.eventsMaxAgeMs, ...placedIn(s) }, [...insisted(o.replicas), "ttl"]);
 }
 
 /**

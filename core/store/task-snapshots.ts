@@ -76,7 +76,8 @@ function ownerPrefix(submitter: string, caller: string | undefined): string {
 }
 
 /** Newest status first, then by id; one page of it, with the token of the next. */
-function page(all: Task[], query: TaskQuery): TaskPage {
+/** One page of `all` as `query` asks (newest status first); `INVALID_INPUT` for a bad page token. */
+export function page(all: Task[], query: TaskQuery): TaskPage {
   const pageSize = Math.min(Math.max(query.pageSize ?? 50, 1), 1000);
   const offset = query.pageToken ? Number.parseInt(Buffer.from(query.pageToken, "base64url").toString(), 10) : 0;
   if (!Number.isSafeInteger(offset) || offset < 0) throw new AgentBusError("INVALID_INPUT", "invalid page token");
@@ -298,7 +299,12 @@ export class TaskStore {
    * index's keys for that caller, then one read per task, at most 64 at once.
    */
   async listOwned(submitter: string, caller: string | undefined, query: TaskQuery = {}): Promise<TaskPage> {
-    if (caller === undefined) return this.list(query, (t) => t.metadata.submitter === submitter, `${submitter}.>`);
+    return page(await this.owned(submitter, caller, query), query);
+  }
+
+  /** What {@link listOwned} pages: every task it finds, unordered. */
+  async owned(submitter: string, caller: string | undefined, query: TaskQuery = {}): Promise<Task[]> {
+    if (caller === undefined) return this.matching(query, (t) => t.metadata.submitter === submitter, `${submitter}.>`);
     const ids: string[] = [];
     for await (const key of await retryJs(() => this.owners.keys(`${ownerPrefix(submitter, caller)}.>`))) ids.push(key.slice(key.lastIndexOf(".") + 1));
     const all: Task[] = [];
@@ -309,7 +315,7 @@ export class TaskStore {
         if (s && s.task.metadata.submitter === submitter && s.task.metadata.caller === caller && matches(s.task, query)) all.push(s.task);
       }
     }
-    return page(all, query);
+    return all;
   }
 
   /**
@@ -320,6 +326,11 @@ export class TaskStore {
    * `keys` (`<submitter>.>`), for one submitter's own ({@link listOwned}).
    */
   async list(query: TaskQuery = {}, visible: (t: Task) => boolean = () => true, keys = ">"): Promise<TaskPage> {
+    return page(await this.matching(query, visible, keys), query);
+  }
+
+  /** What {@link list} pages: every task it lets through, unordered. */
+  async matching(query: TaskQuery = {}, visible: (t: Task) => boolean = () => true, keys = ">"): Promise<Task[]> {
     const all: Task[] = [];
     const { streamInfo, bucket } = await this.kv.status();
     const consumer = await this.js.consumers.get(streamInfo.config.name, {
@@ -360,6 +371,6 @@ export class TaskStore {
       }
     }
     for (const t of byKey.values()) if (t) all.push(t);
-    return page(all, query);
+    return all;
   }
 }

@@ -33,7 +33,7 @@ export function workConsumer(cap: string, priority: TaskPriority = "normal"): st
 
 /** The capability and priority of a work subject (`<root>.<t>.work.<cap>`, `….HIGH`, `….LOW`); undefined for another subject. */
 export function workSubjectOf(s: Subjects, subject: string): { capability: string; priority: TaskPriority } | undefined {
-  const prefix = `${s.prefix}.work.`;
+  const prefix = `${s.storePrefix}.work.`;
   if (!subject.startsWith(prefix)) return undefined;
   const rest = subject.slice(prefix.length);
   const m = /^(.*)\.(HIGH|LOW)$/.exec(rest);
@@ -53,7 +53,7 @@ export async function readWorkload(jsm: JetStreamManager, s: Subjects): Promise<
   let delayed: Record<string, number>;
   try {
     [stored, delayed] = await Promise.all([
-      jsm.streams.info(stream, { subjects_filter: `${s.prefix}.work.>` }).then((i) => i.state.subjects ?? {}),
+      jsm.streams.info(stream, { subjects_filter: `${s.storePrefix}.work.>` }).then((i) => i.state.subjects ?? {}),
       jsm.streams.info(stream, { subjects_filter: s.allDelayedWork() }).then((i) => i.state.subjects ?? {}),
     ]);
   } catch (err) {

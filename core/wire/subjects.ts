@@ -4,6 +4,8 @@ const TOKEN = /^[a-z0-9_-]+$/;
 const CAPABILITY = /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/;
 const ROOT = /^[A-Za-z0-9_-]+$/;
 const ID = /^[A-Za-z0-9_-]+$/;
+/** A region: a cluster name of a supercluster, one subject token. */
+export const REGION = /^[A-Za-z0-9_-]{1,64}$/;
 
 function check(re: RegExp, value: string, what: string): string {
   if (!re.test(value)) {
@@ -27,11 +29,28 @@ export class Subjects {
   readonly tenant: string;
   /** `<root>.<tenant>` */
   readonly prefix: string;
+  /**
+   * The region whose task plane these names are for (a federated bus, see
+   * docs/ARCHITECTURE.md, federation): the work, events and dead-letter
+   * streams and the tasks, owners and replay buckets are the region's own
+   * (`_<region>` appended to their names, subjects under
+   * `<root>.<t>.region.<region>`); every other name is the tenant's.
+   */
+  readonly region?: string;
+  /** Where the region's stored subjects live: `<root>.<t>.region.<region>`, or `prefix` without a region. */
+  readonly storePrefix: string;
 
-  constructor(root = "mesh", tenant = "default") {
+  constructor(root = "mesh", tenant = "default", region?: string) {
     this.root = check(ROOT, root, "root prefix");
     this.tenant = check(TOKEN, tenant, "tenant");
     this.prefix = `${root}.${tenant}`;
+    this.region = region === undefined ? undefined : check(REGION, region, "region");
+    this.storePrefix = region === undefined ? this.prefix : `${this.prefix}.region.${region}`;
+  }
+
+  /** The names of region `region`'s task plane in the same tenant (the tenant's own without one). */
+  inRegion(region: string | undefined): Subjects {
+    return region === this.region ? this : new Subjects(this.root, this.tenant, region);
   }
 
   readonly #caps = new Map<string, string>();
@@ -61,7 +80,7 @@ export class Subjects {
   }
   /** Durable task submission for `cap`: `<root>.<t>.work.<cap>`, with `.HIGH` or `.LOW` appended for those priorities. */
   work(cap: string, priority?: "high" | "normal" | "low"): string {
-    const subject = `${this.prefix}.work.${checkCapability(cap)}`;
+    const subject = `${this.storePrefix}.work.${checkCapability(cap)}`;
     // Capabilities are lower case: an upper-case last token cannot be part of one.
     return priority === "high" ? `${subject}.HIGH` : priority === "low" ? `${subject}.LOW` : subject;
   }
@@ -73,12 +92,12 @@ export class Subjects {
    * permission can confine an identity to its own.
    */
   delayedWork(submitter: string, task: string): string {
-    return `${this.prefix}.delayed.${submitter}.${task}`;
+    return `${this.storePrefix}.delayed.${submitter}.${task}`;
   }
 
   /** Every delayed work item of the tenant (the work stream's second subject). */
   allDelayedWork(): string {
-    return `${this.prefix}.delayed.>`;
+    return `${this.storePrefix}.delayed.>`;
   }
   /** Durable direct messages to one agent. */
   inbox(agent: string): string {
@@ -98,15 +117,15 @@ export class Subjects {
    * its own tasks only (`<root>.<t>.events.<own id>.>`).
    */
   taskEventLog(submitter: string, task: string): string {
-    return `${this.prefix}.events.${checkId(submitter, "submitter id")}.${checkId(task, "task id")}`;
+    return `${this.storePrefix}.events.${checkId(submitter, "submitter id")}.${checkId(task, "task id")}`;
   }
   /** The stored events of one task whoever submitted it (a filter: for identities that may read every task). */
   taskEventLogOfAny(task: string): string {
-    return `${this.prefix}.events.*.${checkId(task, "task id")}`;
+    return `${this.storePrefix}.events.*.${checkId(task, "task id")}`;
   }
   /** The stored events of every task of the tenant (a filter). */
   allTaskEventLogs(): string {
-    return `${this.prefix}.events.>`;
+    return `${this.storePrefix}.events.>`;
   }
   /** Cancel requests for one task. */
   taskCancel(task: string): string {
@@ -118,7 +137,7 @@ export class Subjects {
   }
   /** Dead-lettered work items of one capability. */
   dlq(cap: string): string {
-    return `${this.prefix}.dlq.${checkCapability(cap)}`;
+    return `${this.storePrefix}.dlq.${checkCapability(cap)}`;
   }
   /**
    * The message that holds recurring schedule `id` of `creator` in the
@@ -141,12 +160,19 @@ export class Subjects {
     return `${this.prefix}.audit.${check(TOKEN, kind, "audit kind")}`;
   }
 
-  /** Stream name: `MESH_<T>_<KIND>`. */
+  /** Stream name: `MESH_<T>_<KIND>`, with `_<REGION>` for a region's work, events and dead letters. */
   stream(kind: "WORK" | "INBOX" | "EVENTS" | "DLQ" | "AUDIT" | "SCHEDULES"): string {
-    return `${this.root}_${this.tenant}_${kind}`.toUpperCase();
+    const name = `${this.root}_${this.tenant}_${kind}`;
+    return (this.region !== undefined && REGIONAL_STREAMS.has(kind) ? `${name}_${this.region}` : name).toUpperCase();
   }
-  /** KV (or, for `blobs`, object store) bucket name: `mesh_<t>_<kind>`. */
+  /** KV (or, for `blobs`, object store) bucket name: `mesh_<t>_<kind>`, with `_<region>` for a region's tasks, owners and replay memory. */
   bucket(kind: "agents" | "presence" | "tasks" | "sessions" | "acl" | "revoked" | "push" | "replay" | "owners" | "blobs" | "schedules" | "limits"): string {
-    return `${this.root.toLowerCase()}_${this.tenant}_${kind}`;
+    const name = `${this.root.toLowerCase()}_${this.tenant}_${kind}`;
+    return this.region !== undefined && REGIONAL_BUCKETS.has(kind) ? `${name}_${this.region}` : name;
   }
 }
+
+/** The streams each region of a federated bus has its own of. */
+const REGIONAL_STREAMS: ReadonlySet<string> = new Set(["WORK", "EVENTS", "DLQ"]);
+/** The buckets each region of a federated bus has its own of. */
+const REGIONAL_BUCKETS: ReadonlySet<string> = new Set(["tasks", "owners", "replay"]);
