@@ -120,18 +120,28 @@ export class Runtime {
   }
 
   /**
-   * The task plane holding task `id` (its region's on a federated bus: this
-   * region's first, then the others at once, each given `waitMs` to answer,
-   * so a region that is down does not hold the answer up), with its
-   * snapshot; this region's plane and no snapshot when none has it. Not
-   * federated: the tenant's plane, nothing read.
+   * The task plane holding task `id`, with its snapshot; this region's
+   * plane and no snapshot when none has it. Not federated: the tenant's
+   * plane, nothing read. Federated: this region's, else the region this
+   * identity recorded when it submitted the task there (see
+   * {@link TaskStore.place}), else, with `probe` (default), the others at
+   * once, each given `waitMs` (3 s) to answer, so a region that is down
+   * does not hold the answer up.
    */
-  async locate(id: string, waitMs = 3_000): Promise<{ durable: Durable; snapshot?: Snapshot }> {
+  async locate(id: string, options: { probe?: boolean; waitMs?: number } = {}): Promise<{ durable: Durable; snapshot?: Snapshot }> {
     const local = await this.tasks();
     const others = (this.options.regions ?? []).filter((r) => r !== this.subjects.region);
     if (others.length === 0) return { durable: local };
-    const here = await local.store.get(id, this.id);
+    // This identity's own tasks elsewhere are recorded here when submitted.
+    const [here, placed] = await Promise.all([local.store.get(id, this.id), local.store.placed(this.id, id)]);
     if (here) return { durable: local, snapshot: here };
+    if (placed !== undefined && others.includes(placed)) {
+      const durable = await this.tasks(placed);
+      const snapshot = await durable.store.get(id, this.id);
+      if (snapshot) return { durable, snapshot };
+    }
+    if (options.probe === false) return { durable: local };
+    const waitMs = options.waitMs ?? 3_000;
     const probe = async (region: string) => {
       const durable = await this.tasks(region);
       const snapshot = await durable.store.get(id, this.id);

@@ -459,7 +459,8 @@ async function submitterFor(rt: Runtime, cap: string, input: Input, options: Sub
   }
   const taskId = options.taskId ?? toMessage(input).taskId;
   if (taskId !== undefined) {
-    const { durable, snapshot } = await rt.locate(checkId(taskId, "task id"));
+    // Only where this identity keeps its tasks: a region that is down is not waited for (an id is unique per submitter and region it submits from).
+    const { durable, snapshot } = await rt.locate(checkId(taskId, "task id"), { probe: false });
     if (snapshot) return { rt, durable };
   }
   if (pin !== undefined) {
@@ -560,6 +561,8 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     // or not at all (the work item holds less than its snapshot).
     const body = s.durable.store.encode(task);
     if (!fresh) {
+      // Recorded before it exists: a retry of this id from here finds it, whatever happens next.
+      await placeElsewhere(s, task);
       const created = await s.durable.store.create(task, s.rt.providers(cap), body);
       if (!created) return submit(s, cap, input, { ...options, taskId }, me); // raced with another submit of the same id
       await Promise.all([s.durable.store.index(task), publishWork(s, cap, carried, task, taskKey(task), options, encryptFor)]);
@@ -572,7 +575,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
     const submitted = stored !== message ? { ...task, history: [message] } : task;
     const watch = new TaskWatch(s.rt.nc, s.durable, submitted);
     try {
-      await Promise.all([s.durable.store.create(task, s.rt.providers(cap), body), s.durable.store.index(task), publishWork(s, cap, carried, task, taskKey(task), options, encryptFor)]);
+      await Promise.all([s.durable.store.create(task, s.rt.providers(cap), body), s.durable.store.index(task), placeElsewhere(s, task), publishWork(s, cap, carried, task, taskKey(task), options, encryptFor)]);
     } catch (err) {
       watch.stop();
       throw err;
@@ -602,6 +605,13 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
   }
   if (isTerminal(state)) throw new AgentBusError("TASK_FINISHED", `task ${taskId} is already ${state}`);
   return handle; // running: the submit was a retry
+}
+
+/** A new task kept in another region than the submitter's: recorded in the submitter's region (see {@link Runtime.locate}). */
+async function placeElsewhere(s: Submitter, task: Task): Promise<void> {
+  const region = s.durable.subjects.region;
+  if (region === undefined || region === s.rt.subjects.region) return;
+  await (await s.rt.tasks()).store.place(task.metadata.submitter, task.id, region);
 }
 
 async function publishWork(s: Submitter, cap: string, message: unknown, task: Task, msgId: string, o: SubmitOptions, encryptFor?: string[]): Promise<void> {

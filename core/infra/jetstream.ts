@@ -222,6 +222,11 @@ async function ensureRegionalRegistry(kvm: Kvm, s: Subjects, f: Federation, base
   const origin = (kind: "agents" | "presence", region: string) => `${s.bucket(kind)}_${region}`;
   const ttl = (kind: "agents" | "presence") => (kind === "presence" ? { ttl: presenceTtl } : {});
   const [agents, presence] = await Promise.all((["agents", "presence"] as const).map((kind) => ensureBucket(kvm, origin(kind, f.region), { ...base, ...ttl(kind), placement }, [])));
+  // The other regions' origins exist before the views source them: a view whose source is
+  // missing picks it up only after the server's retry backoff. A region that is down is not waited for.
+  const others = f.regions.filter((r) => r !== f.region).flatMap((r) => (["agents", "presence"] as const).map((kind) =>
+    ensureBucket(kvm, origin(kind, r), { ...base, ...ttl(kind), placement: { cluster: r, tags: [] } }, []).catch(() => undefined)));
+  await Promise.race([Promise.all(others), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
   const [agentsView, presenceView] = await Promise.all((["agents", "presence"] as const).map((kind) =>
     ensureBucket(kvm, `${origin(kind, f.region)}_view`, { ...base, ...ttl(kind), placement, sources: f.regions.map((r) => ({ name: origin(kind, r) })) }, []),
   ));

@@ -293,6 +293,22 @@ export class TaskStore {
   }
 
   /**
+   * Federated: records in this (the submitter's own) region's owner index
+   * that `submitter`'s task `taskId` is kept in `region`
+   * (`<submitter>.region.<task>`), so the submitter finds its tasks in
+   * other regions without asking every region. Ages out with snapshots.
+   */
+  async place(submitter: string, taskId: string, region: string): Promise<void> {
+    await retryJs(() => this.owners.put(`${submitter}.region.${taskId}`, region));
+  }
+
+  /** Where {@link place} recorded `submitter`'s task `taskId`, if it did. */
+  async placed(submitter: string, taskId: string): Promise<string | undefined> {
+    const e = await retryJs(() => this.owners.get(`${submitter}.region.${taskId}`));
+    return e && e.operation === "PUT" && e.length > 0 ? e.string() : undefined;
+  }
+
+  /**
    * Lists the tasks `submitter` submitted (only `caller`'s, when given),
    * newest status first. Without a caller: one ordered pass over the
    * snapshots under the submitter's own key prefix. With one: the owner

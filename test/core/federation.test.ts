@@ -1,6 +1,6 @@
-import { jetstreamManager } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
-import { compareVersions, connect, type Bus, type ConnectOptions, type Task } from "../../core/index.js";
+import { compareVersions, connect, type Bus, type ConnectOptions, type Task, type TaskEvent } from "../../core/index.js";
 import { codeOf, eventually, quietLogger } from "../helpers/bus.js";
 import { useNatsSupercluster } from "../helpers/nats.js";
 
@@ -87,8 +87,10 @@ describe("federation: a task plane per region", () => {
       const ranPinned = await pinned.result({ timeout: 20_000 });
       expect(ranPinned.metadata.region).toBe("east");
       expect(text(ranPinned)).toBe("ran in east");
-      // The same id submitted again from the other region finds the task in its own region (not a new one in west).
-      expect(await codeOf(westReader.submit("westonly", "stay", { taskId: pinned.id }))).toBe("TASK_FINISHED");
+      // The same id submitted again from the submitter's region finds the task where it is kept, wherever that is.
+      const retry = await bus("east", tenant, { identity: eastCaller.identity });
+      expect(await codeOf(retry.submit("westonly", "stay", { taskId: pinned.id }))).toBe("TASK_FINISHED");
+      expect(await codeOf(retry.submit("westonly", "x", { taskId: done.id }))).toBe("TASK_FINISHED");
 
       expect(await codeOf(eastCaller.submit("both", "x", { region: "north" }))).toBe("INVALID_INPUT");
     } finally {
@@ -119,4 +121,134 @@ describe("federation: a task plane per region", () => {
       await Promise.all(open.splice(0).map((b) => b.close().catch(() => {})));
     }
   }, 90_000);
+});
+
+describe("federation: losing a region", () => {
+  const nats = useNatsSupercluster({ regions: REGIONS, nodesPerRegion: 1 });
+  const open: Bus[] = [];
+  const bus = async (region: string, extra: Partial<ConnectOptions> = {}): Promise<Bus> => {
+    const b = await connect({ servers: nats.supercluster.clusters[region]!.urls, auth: nats.supercluster.auth, tenant: "loss", region, regions: REGIONS, insecureAllowAll: true, presenceMaxAgeMs: 3000, logger: quietLogger, ...extra });
+    open.push(b);
+    return b;
+  };
+
+  it("every node of one region is killed during 1,000 tasks: the other region serves its work on, and the lost region's queued work is neither lost nor run twice and completes when it returns", async () => {
+    if (compareVersions(nats.supercluster.servers[0]!.version, "2.10.0") < 0) return;
+    try {
+      const runs = new Map<string, number>();
+      for (const region of REGIONS) {
+        const worker = await bus(region);
+        await worker.agent({ name: "job", skills: [{ id: "job" }] }, {
+          job: async (ctx) => {
+            runs.set(ctx.taskId!, (runs.get(ctx.taskId!) ?? 0) + 1);
+            await new Promise((r) => setTimeout(r, 30));
+            return worker.region!;
+          },
+        }, { tasks: { concurrency: 8, ackWaitMs: 5000 } });
+      }
+      const callers = { east: await bus("east"), west: await bus("west") };
+      await eventually(() => callers.east.discover({ capability: "job", online: true }).length === 2 && callers.west.discover({ capability: "job", online: true }).length === 2, 15_000, 100).catch((err) => {
+        throw new Error(`${String(err)}: ${JSON.stringify([callers.east.discover({ capability: "job" }), callers.west.discover({ capability: "job" })].map((l) => l.map((a) => [a.id, a.online, a.regions])))}`);
+      });
+
+      const perRegion = 500;
+      const west = nats.supercluster.clusters["west"]!;
+      let westDown = false;
+      let eastDoneWhileWestDown = 0;
+      let firstAfterLossMs: number | undefined;
+      const regionOf = new Map<string, string>();
+      /** Submits task `id` from `caller`, again after a failure (an outage), until it is accepted. */
+      const submitOne = async (caller: Bus, id: string): Promise<void> => {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await caller.submit("job", id, { taskId: id });
+            return;
+          } catch (err) {
+            if ((err as { code?: string }).code === "TASK_FINISHED") return;
+            if (attempt > 200) throw new Error(`task ${id}: ${String(err)}`, { cause: err });
+            await new Promise((r) => setTimeout(r, 500));
+          }
+        }
+      };
+      /** Waits for task `id` to complete, reading again after a failure (an outage). */
+      const awaitOne = async (caller: Bus, id: string): Promise<void> => {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            const t = await (await caller.taskHandle(id)).result({ timeout: 60_000 });
+            expect(t.status.state).toBe("TASK_STATE_COMPLETED");
+            regionOf.set(id, String(t.metadata.region));
+            return;
+          } catch (err) {
+            if (attempt > 200) throw new Error(`task ${id}: ${String(err)}`, { cause: err });
+            await new Promise((r) => setTimeout(r, 500));
+          }
+        }
+      };
+      let back: Promise<void> | undefined;
+      const restartWest = () => (back ??= (async () => {
+        for (const s of west.servers) await s.restart();
+      })());
+      let queuedAtLoss = 0;
+      // West queues its 500 at once (a backlog), and loses every node once 300 are queued.
+      const westIds = Array.from({ length: perRegion }, (_, i) => `west-${i}`);
+      let nextWest = 0;
+      const westSubmits = Promise.all(Array.from({ length: 20 }, async () => {
+        while (nextWest < perRegion) {
+          const i = nextWest++;
+          if (i === 300 && !westDown) {
+            westDown = true;
+            queuedAtLoss = westIds.slice(0, 300).filter((id) => !runs.has(id)).length;
+            await Promise.all(west.servers.map((s) => s.stop("SIGKILL")));
+          }
+          await submitOne(callers.west, westIds[i]!);
+        }
+      }));
+      // East submits and waits, task by task, through the loss; west comes back once east has served 200 tasks without it.
+      let nextEast = 0;
+      await Promise.all(Array.from({ length: 20 }, async () => {
+        while (nextEast < perRegion) {
+          const id = `east-${nextEast++}`;
+          const lost = westDown && back === undefined;
+          const started = Date.now();
+          await submitOne(callers.east, id);
+          await awaitOne(callers.east, id);
+          if (lost) {
+            firstAfterLossMs ??= Date.now() - started;
+            if (++eastDoneWhileWestDown >= 200) void restartWest();
+          }
+        }
+      }));
+      await restartWest();
+      await westSubmits;
+      await Promise.all(westIds.map((id) => awaitOne(callers.west, id)));
+      expect(westDown).toBe(true);
+      expect(queuedAtLoss).toBeGreaterThan(0);
+      expect(eastDoneWhileWestDown).toBeGreaterThanOrEqual(200);
+      expect(firstAfterLossMs).toBeDefined();
+
+      // Each task ran in its submitter's region (both serve it), and completed once: count COMPLETED events in each region's events stream.
+      expect(regionOf.size).toBe(2 * perRegion);
+      for (const [id, region] of regionOf) expect(region, id).toBe(id.split("-")[0]);
+      const completed = new Map<string, number>();
+      const jsm = await jetstreamManager(callers.east.nc);
+      for (const region of REGIONS) {
+        const stream = `MESH_LOSS_EVENTS_${region.toUpperCase()}`;
+        await eventually(async () => (await jsm.streams.info(`MESH_LOSS_WORK_${region.toUpperCase()}`)).state.messages === 0, 60_000, 500);
+        const consumer = await eventually(() => jetstream(callers.east.nc).consumers.get(stream, { deliver_policy: DeliverPolicy.All }), 30_000, 500);
+        let left = (await eventually(() => consumer.info(), 30_000, 500)).num_pending;
+        const iter = await consumer.consume();
+        for await (const m of iter) {
+          const e = m.json<TaskEvent>();
+          if ("statusUpdate" in e && e.statusUpdate.status.state === "TASK_STATE_COMPLETED") completed.set(e.statusUpdate.taskId, (completed.get(e.statusUpdate.taskId) ?? 0) + 1);
+          if (--left === 0) break;
+        }
+        iter.stop();
+      }
+      expect(completed.size).toBe(2 * perRegion);
+      expect([...completed.entries()].filter(([, n]) => n !== 1)).toEqual([]);
+      for (const id of regionOf.keys()) expect(runs.get(id) ?? 0).toBeGreaterThanOrEqual(1);
+    } finally {
+      await Promise.all(open.splice(0).map((b) => b.close().catch(() => {})));
+    }
+  }, 300_000);
 });
