@@ -55,6 +55,12 @@ export interface TenantSpec {
   name: string;
   /** Capabilities this tenant offers to other tenants: `{capability, to: [tenant…]}`. */
   exports?: Array<{ capability: string; to: string[] }>;
+  /**
+   * The regions the tenant is federated across (its buses connect with
+   * these `regions`): identities get the rights of every region's registry
+   * and task plane (see `PermissionInput.regions`).
+   */
+  regions?: string[];
 }
 
 /** An identity written into a static configuration (servers without auth callout). */
@@ -108,7 +114,7 @@ export function authorityConfig(input: AuthorityConfigInput): Record<string, unk
     const users = input.mode === "static"
       ? (input.users ?? []).filter((u) => u.tenant === t.name).map((u) => ({
           nkey: u.id,
-          permissions: serverPermissions(rolePermissions({ ...u, root: input.root, tenant: t.name, imports })),
+          permissions: serverPermissions(rolePermissions({ ...u, root: input.root, tenant: t.name, imports, regions: t.regions })),
         }))
       : undefined;
     accounts[t.name] = {

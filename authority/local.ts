@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AgentBusError, Identity, connect, type Logger, type IdentityRole } from "../core/index.js";
-import { natsServerVersion, findNatsServer, startServer, type NatsServer, type ServerOptions } from "../nats/index.js";
+import { mergeConfig, natsServerVersion, findNatsServer, startServer, startSupercluster, type NatsServer, type NatsSupercluster, type ServerOptions } from "../nats/index.js";
 import { authorityConfig, loadAuthorityKeys, type AuthorityKeys, type TenantSpec } from "./config.js";
 import { Authority } from "./service.js";
 
@@ -48,13 +48,13 @@ export class AuthorityState {
     return this.#tenants;
   }
 
-  /** Adds a tenant (idempotent) and saves. */
-  addTenant(name: string): TenantSpec {
+  /** Adds a tenant (idempotent; with `regions`, federated across them) and saves. */
+  addTenant(name: string, regions?: string[]): TenantSpec {
     if (!/^[a-z0-9_-]+$/.test(name)) throw new AgentBusError("INVALID_INPUT", `invalid tenant ${JSON.stringify(name)}: must match [a-z0-9_-]+`);
     this.#refresh();
     let t = this.#tenants.find((x) => x.name === name);
     if (!t) {
-      t = { name };
+      t = { name, ...(regions?.length && { regions }) };
       this.#tenants = [...this.#tenants, t];
       this.#save();
     }
@@ -114,13 +114,26 @@ export interface SecureNatsOptions {
   tenants?: string[];
   /** Launcher options for the server (store dir, port, binary…). */
   server?: Omit<ServerOptions, "config" | "auth">;
+  /**
+   * Regions: a supercluster of one cluster per region (joined by gateways,
+   * every node with the tenants' accounts and the callout) instead of one
+   * server, and every tenant created federated across them.
+   */
+  regions?: string[];
+  /** Nodes per region (default 1). */
+  nodesPerRegion?: number;
   root?: string;
   logger?: Logger;
 }
 
 /** A secured server with its authority, as started by {@link startSecureNats}. */
 export interface SecureNats {
+  /** The server (with regions: the first region's first node). */
   readonly server: NatsServer;
+  /** With regions: the supercluster. */
+  readonly supercluster?: NatsSupercluster;
+  /** Client URLs of every node. */
+  readonly urls: string[];
   readonly authority: Authority;
   readonly state: AuthorityState;
   /**
@@ -152,34 +165,41 @@ export async function startSecureNats(o: SecureNatsOptions): Promise<SecureNats>
     throw new AgentBusError("SERVER_TOO_OLD", `nats-server ${version} has no auth callout (2.10+); generate a static configuration with \`agentbus authority config --static\` instead`);
   }
   const state = new AuthorityState(o.dir);
-  for (const t of o.tenants ?? ["default"]) state.addTenant(t);
-  const server = await startServer({
-    ...o.server,
-    bin,
-    config: state.serverConfig(o.root),
-    auth: { nkeySeed: new TextDecoder().decode(state.keys.service.getSeed()) },
-  });
+  for (const t of o.tenants ?? ["default"]) state.addTenant(t, o.regions);
+  const auth = { nkeySeed: new TextDecoder().decode(state.keys.service.getSeed()) };
+  const supercluster = o.regions?.length
+    ? await startSupercluster({ regions: o.regions, nodesPerRegion: o.nodesPerRegion, bin, accounts: { config: state.serverConfig(o.root), auth } })
+    : undefined;
+  const servers = supercluster?.servers ?? [await startServer({ ...o.server, bin, config: state.serverConfig(o.root), auth })];
+  const server = servers[0]!;
+  const urls = servers.map((s) => s.url);
+  const cleanup = () => (supercluster ? supercluster.cleanup() : server.cleanup());
   let authority: Authority;
   try {
     authority = await Authority.start({
-      servers: server.url, keys: state.keys, identity: state.identity, tenants: () => state.tenants(), root: o.root, logger: o.logger,
+      servers: urls, keys: state.keys, identity: state.identity, tenants: () => state.tenants(), root: o.root, logger: o.logger,
       trustRoot: (tenant) => admins(state.dir, tenant),
     });
   } catch (err) {
-    await server.cleanup();
+    await cleanup();
     throw err;
   }
-  const reload = () => server.reconfigure(state.serverConfig(o.root));
+  // A node of a supercluster keeps its cluster and gateway blocks: the accounts are merged into what it runs with.
+  const reload = async () => {
+    for (const s of servers) await s.reconfigure(supercluster ? mergeConfig(s.config, state.serverConfig(o.root)) : state.serverConfig(o.root));
+  };
   const secure: SecureNats = {
     server,
+    ...(supercluster && { supercluster }),
+    urls,
     authority,
     state,
     async createTenant(name, admin) {
       const known = state.tenants().some((t) => t.name === name);
-      state.addTenant(name);
+      state.addTenant(name, o.regions);
       if (!known) await reload();
       const identity = admin ?? Identity.fromFileOrCreate(join(state.dir, `${name}-admin.seed`));
-      await setUpTenant({ authority, state, servers: server.url, tenant: name, admin: identity, root: o.root, logger: o.logger });
+      await setUpTenant({ authority, state, servers: urls, tenant: name, admin: identity, root: o.root, logger: o.logger });
       return identity;
     },
     async issue(tenant, role, options = {}) {
@@ -193,7 +213,7 @@ export async function startSecureNats(o: SecureNatsOptions): Promise<SecureNats>
     },
     async stop() {
       await authority.stop();
-      await server.cleanup();
+      await cleanup();
     },
   };
   return secure;
@@ -227,8 +247,10 @@ export async function setUpTenant(t: TenantSetUp): Promise<string[]> {
   saveAdmins(state.dir, tenant, admin.id);
   const bus = await authority.tenant(tenant);
   await bus.provision();
+  const regions = state.tenants().find((x) => x.name === tenant)?.regions;
   const adminBus = await connect({
     servers: t.servers, root: t.root, tenant, identity: admin, auth: { nkey: true }, trustRoot: admins(state.dir, tenant), logger: t.logger, name: `agentbus tenant ${tenant} set-up`,
+    ...(regions?.length && { region: regions[0], regions }),
   });
   try {
     const current = adminBus.acl.admins();

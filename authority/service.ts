@@ -233,9 +233,12 @@ export class Authority {
   tenant(tenant: string): Promise<Bus> {
     let bus = this.#tenants.get(tenant);
     if (!bus) {
+      // A federated tenant: the authority's connection is federated too, so its set-up provisions every region.
+      const regions = this.#o.tenants().find((t) => t.name === tenant)?.regions;
       bus = connect({
         servers: this.#o.servers,
         tenant,
+        ...(regions?.length && { region: regions[0], regions }),
         root: this.#o.root,
         identity: this.#o.identity,
         auth: { nkey: true, user: tenant },
@@ -300,6 +303,7 @@ export class Authority {
     if (record.rotatedTo) throw new Refusal(`identity ${id} rotated to ${record.rotatedTo}`);
     if (requested && requested !== record.tenant) throw new Refusal(`identity ${id} belongs to tenant ${record.tenant}, not ${requested}`);
     if (!tenants.some((t) => t.name === record.tenant)) throw new Refusal(`tenant ${record.tenant} is not configured on this server`);
+    const spec = tenants.find((t) => t.name === record.tenant)!;
     let invokes: string[] = [];
     if (record.role === "agent" || record.role === "caller") {
       const bus = await this.tenant(record.tenant);
@@ -310,7 +314,7 @@ export class Authority {
       account: record.tenant,
       id,
       permissions: rolePermissions({
-        root: this.#o.root, tenant: record.tenant, id, role: record.role, serves: record.serves, invokes, imports: importsOf(tenants, record.tenant),
+        root: this.#o.root, tenant: record.tenant, id, role: record.role, serves: record.serves, invokes, imports: importsOf(tenants, record.tenant), regions: spec.regions,
       }),
     };
   }

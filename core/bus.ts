@@ -18,7 +18,7 @@ import { Schedules } from "./client/schedules.js";
 import { readWorkload, type Workload } from "./store/workload.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./client/inbox.js";
 import { TaskHandle, listTasks, submitTask, submitterOf, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
-import { ensureLimitsBucket, ensurePushBucket, ensureCoreInfra, type CoreBuckets } from "./infra/jetstream.js";
+import { ensureLimitsBucket, ensurePushBucket, ensureCoreInfra, ensureRegionalRegistry, ensureReplayBucket, type CoreBuckets } from "./infra/jetstream.js";
 import { federationOf, resolveOptions, type AttachOptions, type BusObserver, type CallOptions, type ConnectOptions, type NatsAuth, type SendOptions } from "./options.js";
 import { Runtime } from "./runtime.js";
 import { Envelopes, type Envelope } from "./security/envelope.js";
@@ -372,13 +372,22 @@ export class Bus {
   /**
    * Creates every stream and bucket of the tenant (the core ones, the task
    * streams and buckets, sessions, push configs, capability limits, and on nats-server 2.14+
-   * the schedules). Under server permissions
+   * the schedules; on a federated bus, every region's task plane and
+   * registry). Under server permissions
    * only an admin may create them: a tenant's set-up does this once, so
    * agents, callers and bridges find them.
    */
   async provision(): Promise<void> {
+    const o = this.#rt.options;
+    const regions = o.regions;
     await Promise.all([
       this.ensureTasks(),
+      // Federated: every region's task plane and registry (origin and view), each placed in its region's cluster.
+      ...(regions === undefined ? [] : regions).flatMap((region) => [
+        this.#rt.tasks(region).then(() => undefined),
+        ensureReplayBucket(new Kvm(this.nc), this.subjects.inRegion(region), o.replicas, this.envelopes.windowMs).then(() => undefined),
+        ensureRegionalRegistry(new Kvm(this.nc), this.subjects, { region, regions: regions! }, { replicas: o.replicas ?? 1, history: 1 }, o.presenceMaxAgeMs).then(() => undefined),
+      ]),
       this.session("provision").then(() => undefined),
       ensurePushBucket(new Kvm(this.nc), this.subjects, { replicas: this.#rt.options.replicas }),
       ensureLimitsBucket(new Kvm(this.nc), this.subjects, { replicas: this.#rt.options.replicas }),

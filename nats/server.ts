@@ -68,6 +68,8 @@ export interface NatsServer {
   readonly running: boolean;
   readonly storeDir: string;
   readonly configFile: string;
+  /** The extra config in force (as {@link ServerOptions.config}, the last {@link reconfigure}'s). */
+  readonly config: Record<string, unknown>;
   /** nats-server version, e.g. `"2.9.10"`. */
   readonly version: string;
   /** Last lines of the server's log, for diagnostics. */
@@ -152,6 +154,10 @@ class LaunchedServer implements NatsServer {
   get name(): string | undefined {
     return this.opts.name;
   }
+  get config(): Record<string, unknown> {
+    return this.opts.config ?? {};
+  }
+
   get auth(): UserPass | undefined {
     return this.opts.auth;
   }

@@ -9,7 +9,7 @@ import { assertAllRunning, waitForMetaLeader } from "./meta.js";
 import { monitorJson } from "./monitor.js";
 import { pollUntil } from "./poll.js";
 import { HOST, PortInUseError, freePorts, retryOnPortClash } from "./ports.js";
-import type { UserPassword as UserPass } from "./ready.js";
+import type { UserPassword as UserPass, UserPass as ProbeAuth } from "./ready.js";
 import { startServer, type NatsServer } from "./server.js";
 import { startLink, type Link } from "./link.js";
 
@@ -39,6 +39,14 @@ export interface SuperclusterOptions {
    * `hub`.
    */
   edges?: string[];
+  /**
+   * The accounts and authorization part of every node's config in place of
+   * the default `SYS` and `APP` accounts (a secured supercluster: one
+   * account per tenant and the auth callout, see `startSecureNats`), with
+   * the credentials readiness probes use. It must name a system account.
+   * Not with `edges` (their leaf links use the `APP` account).
+   */
+  accounts?: { config: Record<string, unknown>; auth: ProbeAuth };
 }
 
 /** An edge site of a supercluster: a leaf node with its own JetStream domain. */
@@ -62,7 +70,7 @@ export interface NatsSupercluster {
   readonly servers: NatsServer[];
   /** Client URLs of all nodes. */
   readonly urls: string[];
-  /** Credentials clients must use (the APP account). */
+  /** Credentials clients must use: the APP account's (which does not exist when `accounts` replaced it). */
   readonly auth: UserPass;
   /** System account credentials. */
   readonly systemAuth: UserPass;
@@ -144,12 +152,14 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
   const jetstream = options.jetstream ?? true;
   const timeoutMs = options.readyTimeoutMs ?? 90_000;
   const edgeNames = options.edges ?? [];
+  if (options.accounts && edgeNames.length > 0) throw new Error("startSupercluster: edges join the APP account; they cannot be combined with accounts");
   const ports = await freePorts(regions.length * perRegion + (edgeNames.length > 0 ? perRegion : 0));
   const gatewayPorts = Object.fromEntries(regions.map((r, i) => [r, ports.slice(i * perRegion, (i + 1) * perRegion)]));
   // Edges join the first region's nodes as leaf nodes; the supercluster is then JetStream domain `hub`.
   const leafPorts = edgeNames.length > 0 ? ports.slice(regions.length * perRegion) : [];
   const domain = edgeNames.length > 0 && jetstream ? HUB_DOMAIN : undefined;
-  const config = mergeConfig(mergeConfig(accountsBlock(jetstream), domain ? { jetstream: { domain } } : {}), options.config);
+  const config = mergeConfig(mergeConfig(options.accounts?.config ?? accountsBlock(jetstream), domain ? { jetstream: { domain } } : {}), options.config);
+  const auth = options.accounts?.auth ?? APP_USER;
   // Regions start together: JetStream's meta group spans all of them.
   const results = await Promise.allSettled(
     regions.map((region) =>
@@ -162,7 +172,7 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
           ...gatewayBlock({ name: region, gatewayPort: gatewayPorts[region]![i]!, regions: gatewayPorts }),
           ...(region === regions[0] && leafPorts.length > 0 && { leafnodes: { listen: `${HOST}:${leafPorts[i]}` } }),
         }),
-        auth: APP_USER,
+        auth,
         readyTimeoutMs: timeoutMs,
         ...(options.debug !== undefined && { debug: options.debug }),
         ...(options.bin !== undefined && { bin: options.bin }),

@@ -215,22 +215,36 @@ export interface Federation {
 /**
  * The registry buckets of one region: its origin buckets (written by its
  * agents, placed in its cluster) and its views (sourcing every region's
- * origin, placed in its cluster too).
+ * origin, placed in its cluster too). The other regions' origins are made
+ * first when missing (a view whose source is missing picks it up only
+ * after the server's retry backoff), a region that is down not waited for
+ * beyond 2 s.
  */
-async function ensureRegionalRegistry(kvm: Kvm, s: Subjects, f: Federation, base: { replicas: number; history: number }, presenceTtl: number): Promise<Pick<CoreBuckets, "agents" | "presence" | "agentsView" | "presenceView">> {
-  const placement = { cluster: f.region, tags: [] as string[] };
+export async function ensureRegionalRegistry(kvm: Kvm, s: Subjects, f: Federation, base: { replicas: number; history: number }, presenceTtl: number): Promise<Pick<CoreBuckets, "agents" | "presence" | "agentsView" | "presenceView">> {
+  const kinds = ["agents", "presence"] as const;
   const origin = (kind: "agents" | "presence", region: string) => `${s.bucket(kind)}_${region}`;
-  const ttl = (kind: "agents" | "presence") => (kind === "presence" ? { ttl: presenceTtl } : {});
-  const [agents, presence] = await Promise.all((["agents", "presence"] as const).map((kind) => ensureBucket(kvm, origin(kind, f.region), { ...base, ...ttl(kind), placement }, [])));
-  // The other regions' origins exist before the views source them: a view whose source is
-  // missing picks it up only after the server's retry backoff. A region that is down is not waited for.
-  const others = f.regions.filter((r) => r !== f.region).flatMap((r) => (["agents", "presence"] as const).map((kind) =>
-    ensureBucket(kvm, origin(kind, r), { ...base, ...ttl(kind), placement: { cluster: r, tags: [] } }, []).catch(() => undefined)));
+  const config = (kind: "agents" | "presence", region: string) => ({ ...base, ...(kind === "presence" ? { ttl: presenceTtl } : {}), placement: { cluster: region, tags: [] as string[] } });
+  const [agents, presence] = await Promise.all(kinds.map((kind) => ensureBucket(kvm, origin(kind, f.region), config(kind, f.region), [])));
+  const others = f.regions.filter((r) => r !== f.region).flatMap((r) => kinds.map((kind) => ensureBucket(kvm, origin(kind, r), config(kind, r), []).catch(() => undefined)));
   await Promise.race([Promise.all(others), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
-  const [agentsView, presenceView] = await Promise.all((["agents", "presence"] as const).map((kind) =>
-    ensureBucket(kvm, `${origin(kind, f.region)}_view`, { ...base, ...ttl(kind), placement, sources: f.regions.map((r) => ({ name: origin(kind, r) })) }, []),
+  const [agentsView, presenceView] = await Promise.all(kinds.map((kind) =>
+    ensureBucket(kvm, `${origin(kind, f.region)}_view`, { ...config(kind, f.region), sources: f.regions.map((r) => ({ name: origin(kind, r) })) }, []),
   ));
   return { agents: agents!, presence: presence!, agentsView: agentsView!, presenceView: presenceView! };
+}
+
+/**
+ * The shared replay memory of fast calls (`mesh_<t>_replay`, a region's own
+ * on a federated bus), created when missing: its max age is at least twice
+ * the envelope window `windowMs` (a longer one, another process's larger
+ * window, is fine; a shorter one would forget claims too early).
+ */
+export async function ensureReplayBucket(kvm: Kvm, s: Subjects, replicas: number | undefined, windowMs: number): Promise<KV> {
+  const replayAge = replayMaxAgeMs(windowMs);
+  const kv = await ensureBucket(kvm, s.bucket("replay"), { replicas: replicas ?? 1, history: 1, ttl: replayAge, ...placedIn(s) }, insisted(replicas));
+  const { ttl } = await justCreated(() => kv.status());
+  if (ttl < replayAge) throw mismatch(`KV bucket ${s.bucket("replay")}`, new Error(`max age ${ttl} ms (at least ${replayAge} ms, twice the envelope window, wanted)`));
+  return kv;
 }
 
 /**
@@ -241,7 +255,6 @@ async function ensureRegionalRegistry(kvm: Kvm, s: Subjects, f: Federation, base
 export async function ensureCoreInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjects, o: InfraOptions): Promise<CoreBuckets> {
   const base = { replicas: o.replicas ?? 1, history: 1 };
   const insist = insisted(o.replicas);
-  const replayAge = replayMaxAgeMs(o.windowMs);
   const [registry, acl, revoked, replay] = await Promise.all([
     o.federation
       ? ensureRegionalRegistry(kvm, s, o.federation, base, o.presenceMaxAgeMs ?? 15_000)
@@ -256,11 +269,7 @@ export async function ensureCoreInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjec
     // bucket vanishes with a single server's restart, and then every call is refused until someone
     // allowed to create streams (an admin, under server permissions) makes it again; it would also
     // forget the claims, reopening the window for replays.
-    ensureBucket(kvm, s.bucket("replay"), { ...base, ttl: replayAge, ...placedIn(s) }, insist).then(async (kv) => {
-      const { ttl } = await justCreated(() => kv.status());
-      if (ttl < replayAge) throw mismatch(`KV bucket ${s.bucket("replay")}`, new Error(`max age ${ttl} ms (at least ${replayAge} ms, twice the envelope window, wanted)`));
-      return kv;
-    }),
+    ensureReplayBucket(kvm, s, o.replicas, o.windowMs),
   ]);
   const ms = 1_000_000;
   const limits = { max_age: o.auditMaxAgeMs * ms, max_bytes: o.auditMaxBytes, max_msgs: o.auditMaxMsgs, discard: DiscardPolicy.Old };

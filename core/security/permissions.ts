@@ -53,6 +53,12 @@ export interface PermissionInput {
   invokes?: readonly string[];
   /** Capabilities of other tenants imported into this one; callers may call those they are granted. */
   imports?: readonly ImportedCapability[];
+  /**
+   * The regions of a federated tenant (its buses connect with
+   * `regions`): the registry buckets, task planes and stored subjects of
+   * each region are named instead of the tenant's single ones.
+   */
+  regions?: readonly string[];
 }
 
 /** The inbox prefix of an identity: replies and JetStream deliveries to it go under `_INBOX.<id>.`. */
@@ -100,19 +106,45 @@ function covered(patterns: readonly string[], pattern: string): boolean {
  * - **admin**: everything in the tenant's account (policy, provisioning).
  */
 export function rolePermissions(input: PermissionInput): NatsPermissions {
-  const s = new Subjects(input.root, input.tenant);
-  const p = s.prefix;
-  const kv = (kind: Parameters<Subjects["bucket"]>[0]) => `$KV.${s.bucket(kind)}`;
-  const kvStream = (kind: Parameters<Subjects["bucket"]>[0]) => `KV_${s.bucket(kind)}`;
-  const inbox = inboxPrefixOf(input.id);
+  const tenant = new Subjects(input.root, input.tenant);
   if (input.role === "admin") {
     return { pub: { allow: [">"], deny: [] }, sub: { allow: [">"], deny: [] }, resp: { max: 1, ttl: 0 } };
   }
+  const pub = new Set<string>();
+  const sub = new Set<string>();
+  // A federated tenant: the same rights in each region's plane (the tenant-wide ones come out the same each time).
+  const planes = input.regions && input.regions.length > 0 ? input.regions.map((r) => tenant.inRegion(r)) : [tenant];
+  for (const s of planes) planePermissions(input, s, pub, sub);
+  return {
+    pub: { allow: [...pub].sort(), deny: [] },
+    sub: { allow: [...sub].sort(), deny: [] },
+    // Agents answer calls into the caller's inbox; JetStream answers everyone itself.
+    resp: input.role === "agent" || input.role === "bridge" ? { max: 1, ttl: 0 } : undefined,
+  };
+}
+
+/**
+ * {@link rolePermissions} for one task plane: the tenant's, or one
+ * region's (`s.region`), whose work, events and dead letters are under
+ * `s.storePrefix`, whose task buckets and streams are the region's, and
+ * whose registry is written to the region's origin buckets and read from
+ * its views.
+ */
+function planePermissions(input: PermissionInput, s: Subjects, pub: Set<string>, sub: Set<string>): void {
+  const p = s.prefix;
+  const q = s.storePrefix;
+  // Registry buckets: the region's origin (written) and view (read), or the tenant's one.
+  const origin = (kind: "agents" | "presence") => (s.region === undefined ? s.bucket(kind) : `${s.bucket(kind)}_${s.region}`);
+  const view = (kind: "agents" | "presence") => (s.region === undefined ? s.bucket(kind) : `${origin(kind)}_view`);
+  const bucket = (kind: Parameters<Subjects["bucket"]>[0]) => (kind === "agents" || kind === "presence" ? view(kind) : s.bucket(kind));
+  const kv = (kind: Parameters<Subjects["bucket"]>[0]) => `$KV.${bucket(kind)}`;
+  const kvStream = (kind: Parameters<Subjects["bucket"]>[0]) => `KV_${bucket(kind)}`;
+  const inbox = inboxPrefixOf(input.id);
   const invokes = input.role === "bridge" ? [">"] : [...(input.invokes ?? [])];
   const direct = (stream: string, subject: string) => `$JS.API.DIRECT.GET.${stream}.${subject}`;
   const blobs = `$O.${s.bucket("blobs")}`;
   const blobStream = `OBJ_${s.bucket("blobs")}`;
-  const pub = new Set<string>([
+  for (const allowed of [
     "$JS.API.INFO",
     "$JS.API.STREAM.INFO.*",
     "$JS.API.CONSUMER.INFO.*.*",
@@ -126,14 +158,15 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     // under `events.<submitter>.<task>`, so these name this identity.
     direct(kvStream("tasks"), `${kv("tasks")}.${input.id}.>`),
     `${kv("tasks")}.${input.id}.*`,
-    direct(s.stream("EVENTS"), `${p}.events.${input.id}.>`),
-    `$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.*.${p}.events.${input.id}.*`,
+    direct(s.stream("EVENTS"), `${q}.events.${input.id}.>`),
+    `$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.*.${q}.events.${input.id}.*`,
     `$JS.API.CONSUMER.DELETE.${s.stream("EVENTS")}.*`,
     `$JS.API.CONSUMER.MSG.NEXT.${s.stream("EVENTS")}.*`,
     // A submitter that cancels its queued task records the CANCELED event.
-    `${p}.events.${input.id}.*`,
+    `${q}.events.${input.id}.*`,
     `${p}.audit.>`,
     `${kv("sessions")}.>`,
+    // Its own entries of the owner index (per caller, and federated: where its tasks in other regions are kept).
     `${kv("owners")}.${input.id}.>`,
     // Listing its own tasks: a pass over its own snapshots, or (behind a bridge, per caller) its own keys of the owner index.
     `$JS.API.CONSUMER.CREATE.${kvStream("tasks")}.*.${kv("tasks")}.${input.id}.>`,
@@ -161,9 +194,9 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     `$JS.API.CONSUMER.DELETE.${blobStream}.*`,
     // Flow control of the object store's push consumer.
     `$JS.FC.${blobStream}.>`,
-  ]);
+  ]) pub.add(allowed);
   // Work items of each priority: normal on `work.<cap>`, high and low on `work.<cap>.HIGH` / `.LOW`.
-  const levels = (c: string) => (c.endsWith(">") ? [`${p}.work.${c}`] : [`${p}.work.${c}`, `${p}.work.${c}.HIGH`, `${p}.work.${c}.LOW`]);
+  const levels = (c: string) => (c.endsWith(">") ? [`${q}.work.${c}`] : [`${q}.work.${c}`, `${q}.work.${c}.HIGH`, `${q}.work.${c}.LOW`]);
   for (const c of invokes) {
     pub.add(`${p}.cap.${c}`);
     for (const w of levels(c)) pub.add(w);
@@ -173,7 +206,7 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
   // nats-server does not confine: the work item is sealed for the target,
   // so it counts as this identity's submission to that capability, which
   // the serving agent authorizes as it does every work item.
-  if (invokes.length > 0) pub.add(`${p}.delayed.${input.id}.*`);
+  if (invokes.length > 0) pub.add(`${q}.delayed.${input.id}.*`);
   // Its own recurring schedules (nats-server 2.14+): the signed records
   // under its own id, and the schedule messages on its own subjects. A
   // schedule's target is again a header the server does not confine: a
@@ -191,7 +224,8 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     if (input.role === "bridge" || covered(invokes, imp.capability)) pub.add(`${new Subjects(input.root, imp.tenant).prefix}.cap.${imp.capability}`);
   }
   // The events of its own tasks, live (the handle's watch).
-  const sub = new Set<string>([`${inbox}.>`, `${p}.events.${input.id}.*`]);
+  sub.add(`${inbox}.>`);
+  sub.add(`${q}.events.${input.id}.*`);
   // Agents, bridges and identities granted a task right may see tasks they
   // did not submit: every task of the tenant as far as nats-server is
   // concerned (the library narrows it to the tasks they serve or were
@@ -204,8 +238,8 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     pub.add(`$JS.API.CONSUMER.MSG.NEXT.${kvStream("tasks")}.*`);
     pub.add(direct(s.stream("EVENTS"), ">"));
     pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("EVENTS")}.>`);
-    pub.add(`${p}.events.*.*`);
-    sub.add(`${p}.events.*.*`);
+    pub.add(`${q}.events.*.*`);
+    sub.add(`${q}.events.*.*`);
     // The live copy on the task's own subject (nats-server 2.10+).
     sub.add(`${p}.task.*.events`);
   }
@@ -216,7 +250,7 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
       // One consumer per priority level; a plain subscription to the high and low subjects tells the worker such work exists.
       for (const w of levels(c)) {
         pub.add(`$JS.API.CONSUMER.CREATE.${s.stream("WORK")}.*.${w}`);
-        if (w !== `${p}.work.${c}`) sub.add(w);
+        if (w !== `${q}.work.${c}`) sub.add(w);
       }
       pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${s.stream("WORK")}.*`);
       // The capability's limits across replicas (one record per capability).
@@ -237,10 +271,11 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     sub.add("$SRV.>");
     pub.add(`$JS.API.CONSUMER.MSG.NEXT.${s.stream("WORK")}.*`);
     pub.add(`$JS.API.CONSUMER.INFO.${s.stream("WORK")}.*`);
-    pub.add(`${p}.dlq.>`);
+    pub.add(`${q}.dlq.>`);
     pub.add(`${p}.presence.${input.id}`);
-    pub.add(`${kv("agents")}.${input.id}`);
-    pub.add(`${kv("presence")}.${input.id}.>`);
+    // Its own registry entries: in the region's origin buckets when federated.
+    pub.add(`$KV.${origin("agents")}.${input.id}`);
+    pub.add(`$KV.${origin("presence")}.${input.id}.>`);
     pub.add(`${kv("replay")}.>`);
   }
   if (input.role === "agent" || input.role === "bridge") {
@@ -257,15 +292,9 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
     pub.add(`${kv("push")}.>`);
     pub.add(direct(kvStream("push"), `${kv("push")}.>`));
     // Metrics and the console: submissions as they are queued, and the audit stream.
-    sub.add(`${p}.work.>`);
-    sub.add(`${p}.delayed.>`);
+    sub.add(`${q}.work.>`);
+    sub.add(`${q}.delayed.>`);
     for (const api of ["CREATE", "DELETE", "MSG.NEXT"]) pub.add(`$JS.API.CONSUMER.${api}.${s.stream("AUDIT")}.${api === "CREATE" ? ">" : "*"}`);
     pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("push")}.>`);
   }
-  return {
-    pub: { allow: [...pub].sort(), deny: [] },
-    sub: { allow: [...sub].sort(), deny: [] },
-    // Agents answer calls into the caller's inbox; JetStream answers everyone itself.
-    resp: input.role === "agent" || input.role === "bridge" ? { max: 1, ttl: 0 } : undefined,
-  };
 }
