@@ -16,6 +16,7 @@ import type { Handler } from "./agent/context.js";
 import { call } from "./client/call.js";
 import { Schedules } from "./client/schedules.js";
 import { readWorkload, type Workload } from "./store/workload.js";
+import { readTopology, type Topology } from "./store/topology.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./client/inbox.js";
 import { TaskHandle, listTasks, submitTask, submitterOf, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
 import { ensureLimitsBucket, ensurePushBucket, ensureCoreInfra, ensureRegionalRegistry, ensureReplayBucket, type CoreBuckets } from "./infra/jetstream.js";
@@ -402,6 +403,22 @@ export class Bus {
    */
   async workload(): Promise<Workload> {
     return readWorkload(await jetstreamManager(this.nc), this.subjects);
+  }
+
+  /**
+   * The topology as this connection sees it: the regions of its bus with
+   * the agents and instances live in each, and on a federated bus whether
+   * this region hears from each other one (its registry view's sources).
+   */
+  async topology(): Promise<Topology> {
+    const o = this.#rt.options;
+    return readTopology(await jetstreamManager(this.nc), {
+      registry: this.registry,
+      region: o.region,
+      regions: o.regions,
+      presenceView: o.regions && o.region !== undefined ? `KV_${this.subjects.bucket("presence")}_${o.region}_view` : undefined,
+      presenceMaxAgeMs: o.presenceMaxAgeMs,
+    });
   }
 
   /**

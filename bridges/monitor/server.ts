@@ -194,6 +194,7 @@ function parseSchedule(body: unknown): ScheduleSpec {
  * - `GET /v1/tasks/:id` — `{task, events}`: the snapshot and every stored event
  * - `GET /v1/events` — SSE: task events live, of the tasks the caller may see (`?capability`, `?task`, `?state`, comma lists; `?from` = a stream sequence to replay from)
  * - `POST /v1/send` — `{capability, text | input, contextId?, taskId?}`: submits a durable task and streams it as SSE (`{task}` first, then its events, until it is final)
+ * - `GET /v1/topology` — the regions with the agents and instances live in each and, federated, whether this region hears from each other one (`bus.topology()`)
  * - `GET /v1/work` — queued work by capability and priority, delayed tasks, every schedule with its next run, and `me` (the identity requests act as)
  * - `POST /v1/schedules` — creates (or replaces) a schedule of the identity requests act as; `POST /v1/schedules/:id/pause`, `…/resume`; `DELETE /v1/schedules/:id`
  *
@@ -269,6 +270,12 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
     const states = parseStates(state);
     if (states && states.length > 1) throw new AgentBusError("INVALID_INPUT", "give one state");
     return on.tasks({ state: states?.[0], contextId: contextId || undefined, pageSize: parseInteger(pageSize, "pageSize", 1, 1000), pageToken: pageToken || undefined, caller: req.caller?.name });
+  });
+
+  app.get("/v1/topology", async (req, reply) => {
+    const on = callerOf(req, reply);
+    if (!on) return reply;
+    return on.topology();
   });
 
   app.get("/v1/work", async (req, reply) => {

@@ -40,6 +40,11 @@ describe("federation: a task plane per region", () => {
         expect(done.metadata.region).toBe(region);
         expect(text(done)).toBe(`ran in ${region}`);
       }
+      // The topology as each side sees it: both regions, the local one marked, the other heard from.
+      const topology = await eastCaller.topology();
+      expect(topology).toMatchObject({ region: "east", federated: true });
+      expect(topology.regions.map((r) => [r.name, r.local, r.agents])).toEqual([["east", true, 1], ["west", false, 2]]);
+      expect(topology.regions[1]!.link).toMatchObject({ up: true });
       // None in the submitter's region: routed to the region with one; the snapshot says where.
       const routed = await eastCaller.submit("westonly", "x");
       const done = await routed.result({ timeout: 20_000 });
@@ -189,6 +194,7 @@ describe("federation: losing a region", () => {
         for (const s of west.servers) await s.restart();
       })());
       let queuedAtLoss = 0;
+      let linkSeenDown = false;
       // West queues its 500 at once (a backlog), and loses every node once 300 are queued.
       const westIds = Array.from({ length: perRegion }, (_, i) => `west-${i}`);
       let nextWest = 0;
@@ -199,10 +205,14 @@ describe("federation: losing a region", () => {
             westDown = true;
             queuedAtLoss = westIds.slice(0, 300).filter((id) => !runs.has(id)).length;
             await Promise.all(west.servers.map((s) => s.stop("SIGKILL")));
+            void eventually(async () => !(await westLink()).up, 30_000, 200).then(() => (linkSeenDown = true), () => {});
           }
           await submitOne(callers.west, westIds[i]!);
         }
       }));
+      // East sees the west link go down.
+      const westLink = async () => (await callers.east.topology()).regions.find((r) => r.name === "west")!.link!;
+      expect((await westLink()).up).toBe(true);
       // East submits and waits, task by task, through the loss; west comes back once east has served 200 tasks without it.
       let nextEast = 0;
       await Promise.all(Array.from({ length: 20 }, async () => {
@@ -214,12 +224,15 @@ describe("federation: losing a region", () => {
           await awaitOne(callers.east, id);
           if (lost) {
             firstAfterLossMs ??= Date.now() - started;
-            if (++eastDoneWhileWestDown >= 200) void restartWest();
+            if (++eastDoneWhileWestDown >= 200 && linkSeenDown) void restartWest();
           }
         }
       }));
+      // East's topology shows the west link down (no heartbeat heard for three periods) before west returns.
+      await eventually(() => linkSeenDown, 30_000, 100);
       await restartWest();
       await westSubmits;
+      await eventually(async () => (await westLink()).up, 30_000, 200);
       await Promise.all(westIds.map((id) => awaitOne(callers.west, id)));
       expect(westDown).toBe(true);
       expect(queuedAtLoss).toBeGreaterThan(0);

@@ -94,6 +94,24 @@ async function loadAgents() {
   }
 }
 
+// ---- regions ----
+
+/** The regions, shown once there is more than one (or the bus is federated): agents, instances and the link to each. */
+async function loadTopology() {
+  const { federated, regions } = await (await request("topology")).json();
+  $("regions-section").hidden = !federated && regions.length < 2;
+  $("regions").replaceChildren(...regions.map((r) => {
+    const link = r.link === undefined ? (r.local ? "here" : "–") : `${r.link.up ? "up" : "down"}${r.link.lastHeardMs === undefined ? "" : ` · heard ${(r.link.lastHeardMs / 1000).toFixed(1)} s ago`}${r.link.error ? ` · ${r.link.error}` : ""}`;
+    const row = el("tr", {},
+      el("td", { textContent: r.local ? `${r.name} (here)` : r.name }),
+      el("td", { textContent: String(r.agents) }),
+      el("td", { textContent: String(r.instances) }),
+      el("td", { className: r.link === undefined ? "" : r.link.up ? "online" : "offline", textContent: link }));
+    row.dataset.region = r.name;
+    return row;
+  }));
+}
+
 // ---- queued work and schedules ----
 
 /** Pause, resume or delete one of the schedules the page's identity created, then show the list again. */
@@ -313,6 +331,8 @@ async function start() {
   setInterval(() => loadAgents().catch(showError), 3000);
   loadWork().catch(showError);
   setInterval(() => loadWork().catch(showError), 3000);
+  loadTopology().catch(showError);
+  setInterval(() => loadTopology().catch(showError), 3000);
   loadTasks().catch(showError);
   follow();
 }

@@ -1,0 +1,84 @@
+/**
+ * The topology as one connection sees it: the regions of its bus, how many
+ * agents and instances run in each, and, on a federated bus, how its
+ * region hears from each other one (the sources of its registry view).
+ * For operators (`agentbus ls`, the monitor).
+ */
+import type { JetStreamManager, StreamSourceInfo } from "@nats-io/jetstream";
+import type { Registry } from "./registry.js";
+
+/** One region as this connection sees it. */
+export interface RegionView {
+  name: string;
+  /** This connection's own region. */
+  local: boolean;
+  /** Agents with a live instance there. */
+  agents: number;
+  /** Live instances there. */
+  instances: number;
+  /**
+   * Federated, for another region: how this region's registry view hears
+   * from it (its presence origin as a source of the view). `up` while it
+   * heard within three heartbeat periods; `lastHeardMs` since it last did
+   * (absent when it never did); `lag` messages not sourced yet; `error`
+   * as the server reports it.
+   */
+  link?: { up: boolean; lastHeardMs?: number; lag: number; error?: string };
+}
+
+/** What {@link readTopology} returns. */
+export interface Topology {
+  /** This connection's region, when it has one. */
+  region?: string;
+  /** Whether the bus is federated (`ConnectOptions.regions`). */
+  federated: boolean;
+  /** Every region: the federation's, else those the registry shows instances in (and this connection's). */
+  regions: RegionView[];
+}
+
+/** What {@link readTopology} reads. */
+export interface TopologySource {
+  registry: Registry;
+  region?: string;
+  regions?: readonly string[];
+  /** Federated: the stream of this region's presence view, whose sources are the other regions' heartbeats. */
+  presenceView?: string;
+  /** The presence max age, ms: heartbeats come every third of it. */
+  presenceMaxAgeMs: number;
+}
+
+/**
+ * Reads the topology: live agents and instances per region from the
+ * registry (local caches), and on a federated bus the state of each other
+ * region's source in this region's presence view (one stream info).
+ */
+export async function readTopology(jsm: JetStreamManager, t: TopologySource): Promise<Topology> {
+  const count = new Map<string, { agents: number; instances: number }>();
+  for (const agent of t.registry.discover({ online: true })) {
+    for (const region of agent.regions) {
+      const c = count.get(region) ?? { agents: 0, instances: 0 };
+      c.agents++;
+      c.instances += t.registry.instances(agent.id, region).length;
+      count.set(region, c);
+    }
+  }
+  const names = t.regions ? [...t.regions] : [...new Set([...(t.region === undefined ? [] : [t.region]), ...[...count.keys()].sort()])];
+  let sources: StreamSourceInfo[] = [];
+  if (t.regions && t.presenceView) sources = (await jsm.streams.info(t.presenceView)).sources ?? [];
+  const heartbeatMs = t.presenceMaxAgeMs / 3;
+  return {
+    ...(t.region !== undefined && { region: t.region }),
+    federated: t.regions !== undefined,
+    regions: names.map((name) => {
+      const local = name === t.region;
+      const view: RegionView = { name, local, agents: count.get(name)?.agents ?? 0, instances: count.get(name)?.instances ?? 0 };
+      if (!t.regions || local) return view;
+      const source = sources.find((s) => s.name.endsWith(`_presence_${name}`));
+      if (!source) return { ...view, link: { up: false, lag: 0, error: "not sourced" } };
+      // `active` is nanoseconds since the source was last heard from (-1: never).
+      const lastHeardMs = source.active >= 0 ? Math.round(source.active / 1_000_000) : undefined;
+      const error = source.error?.description;
+      return { ...view, link: { up: lastHeardMs !== undefined && lastHeardMs <= 3 * heartbeatMs && !error, ...(lastHeardMs !== undefined && { lastHeardMs }), lag: source.lag, ...(error && { error }) } };
+    }),
+  };
+}

@@ -1,0 +1,93 @@
+/**
+ * Gateways of a federated bus, one per region: a task running in one
+ * region is followed, replayed and read through the other region's
+ * gateway (A2A with the official SDK client, and the monitor's REST),
+ * and each gateway shows the topology.
+ */
+import type { FastifyInstance } from "fastify";
+import { ClientFactory } from "@a2a-js/sdk/client";
+import { Role, TaskState, type Message as SdkMessage } from "@a2a-js/sdk";
+import { afterAll, describe, expect, it } from "vitest";
+import { compareVersions, connect, Identity, type Bus } from "../../core/index.js";
+import { createGateway } from "../../bridges/gateway/index.js";
+import { eventually, quietLogger } from "../helpers/bus.js";
+import { useNatsSupercluster } from "../helpers/nats.js";
+
+const REGIONS = ["east", "west"];
+const userMessage = (text: string): SdkMessage => ({
+  messageId: `m-${Math.random().toString(36).slice(2)}`, contextId: "", taskId: "", role: Role.ROLE_USER,
+  parts: [{ content: { $case: "text", value: text }, metadata: undefined, filename: "", mediaType: "" }],
+  metadata: undefined, extensions: [], referenceTaskIds: [],
+});
+
+describe("gateways of a federated bus, one per region", () => {
+  const nats = useNatsSupercluster({ regions: REGIONS, nodesPerRegion: 1 });
+  const buses: Bus[] = [];
+  const apps: FastifyInstance[] = [];
+  afterAll(async () => {
+    await Promise.all(apps.map((a) => a.close()));
+    await Promise.all(buses.map((b) => b.close().catch(() => {})));
+  });
+  const bus = async (region: string, identity?: Identity): Promise<Bus> => {
+    const b = await connect({ servers: nats.supercluster.clusters[region]!.urls, auth: nats.supercluster.auth, tenant: "gw", region, regions: REGIONS, identity, insecureAllowAll: true, presenceMaxAgeMs: 3000, logger: quietLogger });
+    buses.push(b);
+    return b;
+  };
+  /** A gateway in `region`, as one of the replicas sharing `identity`. */
+  const gateway = async (region: string, identity: Identity): Promise<string> => {
+    const app = await createGateway({ bus: await bus(region, identity), open: true });
+    apps.push(app);
+    return app.listen({ port: 0, host: "127.0.0.1" });
+  };
+
+  it("a task running in east is followed through west's gateway (SubscribeToTask) and read there with the same event cursors; each gateway shows the topology", async () => {
+    if (compareVersions(nats.supercluster.servers[0]!.version, "2.10.0") < 0) return;
+    const agentBus = await bus("east");
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await agentBus.agent({ name: "slow", skills: [{ id: "slow" }] }, {
+      slow: async (ctx) => {
+        await ctx.status("step 1");
+        await gate;
+        await ctx.artifact(`done in ${agentBus.region}`);
+      },
+    });
+    const identity = Identity.generate();
+    const [eastUrl, westUrl] = [await gateway("east", identity), await gateway("west", identity)];
+    // West's gateway knows the agent once west's registry view has sourced east's registration.
+    await eventually(async () => (await fetch(`${westUrl}/a2a/slow/.well-known/agent-card.json`)).status === 200, 15_000, 100);
+    const factory = new ClientFactory();
+    const east = await factory.createFromUrl(`${eastUrl}/a2a/slow/.well-known/agent-card.json`, "");
+    const west = await factory.createFromUrl(`${westUrl}/a2a/slow/.well-known/agent-card.json`, "");
+
+    // Through west's gateway (no provider there): the task is queued and runs in east.
+    let taskId = "";
+    for await (const e of west.sendMessageStream({ tenant: "", message: userMessage("go"), configuration: undefined, metadata: undefined })) {
+      if (e.payload?.$case === "task") taskId = e.payload.value.id;
+      if (e.payload?.$case === "statusUpdate") break;
+    }
+    expect(taskId).not.toBe("");
+    // Picked up again through east's gateway, then followed to the end.
+    const seen: string[] = [];
+    for await (const e of east.resubscribeTask({ tenant: "", id: taskId })) {
+      seen.push(e.payload?.$case ?? "?");
+      if (seen.length === 1) release();
+    }
+    expect(seen[0]).toBe("task");
+    expect(seen).toContain("artifactUpdate");
+    const final = await west.getTask({ tenant: "", id: taskId, historyLength: undefined });
+    expect(final.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    expect(final.artifacts[0]!.parts[0]!.content).toEqual({ $case: "text", value: "done in east" });
+    // The monitor of either gateway: the same stored events, with the same sequences.
+    const events = async (url: string) => ((await (await fetch(`${url}/v1/tasks/${taskId}`)).json()) as { task: { metadata: Record<string, unknown> }; events: Array<{ sequence: number }> });
+    const [fromEast, fromWest] = [await events(eastUrl), await events(westUrl)];
+    expect(fromWest.task.metadata.region).toBe("east");
+    expect(fromWest.events.map((e) => e.sequence)).toEqual(fromEast.events.map((e) => e.sequence));
+    expect(fromWest.events.length).toBeGreaterThanOrEqual(3);
+    // The topology, from west: both regions, east's agent, the link up.
+    await eventually(async () => {
+      const t = (await (await fetch(`${westUrl}/v1/topology`)).json()) as { region: string; regions: Array<{ name: string; local: boolean; agents: number; link?: { up: boolean } }> };
+      return t.region === "west" && t.regions.find((r) => r.name === "east")?.agents === 1 && t.regions.find((r) => r.name === "east")?.link?.up === true;
+    }, 10_000, 100);
+  }, 90_000);
+});
