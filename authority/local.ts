@@ -57,6 +57,11 @@ export class AuthorityState {
       t = { name, ...(regions?.length && { regions }) };
       this.#tenants = [...this.#tenants, t];
       this.#save();
+    } else if (regions?.length && JSON.stringify(t.regions ?? []) !== JSON.stringify(regions)) {
+      // Federated now (or across other regions): its identities' permissions name these regions.
+      t = { ...t, regions };
+      this.#tenants = this.#tenants.map((x) => (x.name === name ? t! : x));
+      this.#save();
     }
     return t;
   }

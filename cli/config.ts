@@ -21,8 +21,15 @@ export interface UpConfig {
     port?: number;
   };
   tenant: string;
-  /** The region every connection of `agentbus up` says it runs in (see `ConnectOptions.region`). */
+  /** The region every connection of `agentbus up` says it runs in (see `ConnectOptions.region`); with `regions`, the gateway's (default the first). */
   region?: string;
+  /**
+   * Every region of a federated bus (see `ConnectOptions.regions`): the
+   * gateway and every connection are federated. Embedded: a supercluster
+   * of one cluster per region (one node each, joined by gateways, the
+   * tenants' accounts on every node), the demo agents running in each.
+   */
+  regions?: string[];
   /** Directory of an embedded server's data and of the gateway's identity. */
   dataDir: string;
   /** nkey seed file of the gateway's identity (default `<dataDir>/gateway.seed`, created on first start). */
@@ -74,6 +81,7 @@ export const upConfigSchema = {
     },
     tenant: { type: "string", pattern: "^[a-z0-9_-]+$" },
     region: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" },
+    regions: { type: "array", minItems: 1, uniqueItems: true, items: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" } },
     dataDir: { type: "string", minLength: 1 },
     seedFile: { type: "string", minLength: 1 },
     logLevel: { enum: LOG_LEVELS },
@@ -120,6 +128,8 @@ export interface UpFlags {
   nats?: string;
   tenant?: string;
   region?: string;
+  /** Comma-separated regions (`--regions`). */
+  regions?: string;
   port?: string;
   host?: string;
   open?: boolean;
@@ -163,8 +173,14 @@ export function loadUpConfig(flags: UpFlags, env: NodeJS.ProcessEnv = process.en
   if (problems.length === 0 && !gateway.open && !gateway.keysFile && !gateway.oidc && !config.demo) {
     problems.push("/gateway give keysFile (API keys), oidc (bearer JWTs) or open: true (local use only); the gateway refuses to run without authentication by accident");
   }
+  const regions = config.regions as string[] | undefined;
+  if (problems.length === 0 && regions && config.region !== undefined && !regions.includes(config.region as string)) {
+    problems.push(`/region ${String(config.region)} is not one of /regions (${regions.join(", ")})`);
+  }
   if (problems.length) throw new ConfigError(source, problems);
   const valid = config as unknown as UpConfig;
+  // Federated: the gateway's region is the first unless one is given.
+  if (valid.regions && valid.region === undefined) valid.region = valid.regions[0];
   // The demo is for a newcomer's machine: open unless keys or OIDC are given.
   if (valid.demo && !valid.gateway.keysFile && !valid.gateway.oidc) valid.gateway.open = true;
   // Without authentication, only this machine may reach the gateway.
@@ -216,6 +232,7 @@ function fromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
     nats: { url: env.NATS_URL || undefined },
     tenant: env.AGENTBUS_TENANT,
     region: env.AGENTBUS_REGION || undefined,
+    regions: list(env.AGENTBUS_REGIONS || undefined),
     dataDir: env.AGENTBUS_DATA_DIR,
     seedFile: env.AGENTBUS_SEED_FILE,
     logLevel: env.AGENTBUS_LOG_LEVEL,
@@ -246,6 +263,7 @@ function fromFlags(f: UpFlags): Record<string, unknown> {
     nats: { url: f.nats },
     tenant: f.tenant,
     region: f.region,
+    regions: list(f.regions),
     dataDir: f.dataDir,
     seedFile: f.seed,
     logLevel: f.logLevel,

@@ -10,6 +10,7 @@ interface SendOptions extends CommonOptions {
   delay?: string;
   at?: string;
   priority?: string;
+  region?: string;
 }
 
 /** `agentbus send <cap> <input>`: a durable task, its events streamed as they arrive. */
@@ -24,6 +25,7 @@ export function send(): Command {
     .option("--delay <ms>", "run the task this many ms from now (nats-server 2.12+)")
     .option("--at <time>", "run the task at this time, e.g. 2026-12-24T18:00:00Z (nats-server 2.12+)")
     .option("--priority <level>", "high, normal or low: workers take the highest waiting first (default normal)")
+    .option("--region <name>", "federated bus (AGENTBUS_REGIONS): keep and run the task in this region only, waiting for a provider there")
     .addHelpText(
       "after",
       `
@@ -64,6 +66,7 @@ async function sendAndFollow(bus: Bus, cap: string, input: string, o: SendOption
       ...(o.delay !== undefined && { delayMs: Number(o.delay) }),
       ...(o.at !== undefined && { runAt: new Date(o.at) }),
       ...(o.priority !== undefined && { priority: o.priority as TaskPriority }),
+      ...(o.region !== undefined && { region: o.region }),
     });
   } catch (err) {
     p.stop();
@@ -72,7 +75,7 @@ async function sendAndFollow(bus: Bus, cap: string, input: string, o: SendOption
   const submitted = handle.submitted ?? (await handle.get());
   const runAt = typeof submitted.metadata.runAt === "number" ? new Date(submitted.metadata.runAt).toISOString() : undefined;
   if (o.json) process.stdout.write(`${JSON.stringify({ task: submitted })}\n`);
-  else p.out(`task ${handle.id} → ${cap}${runAt ? ` (runs at ${runAt})` : ""}\n`);
+  else p.out(`task ${handle.id} → ${cap}${typeof submitted.metadata.region === "string" ? ` in ${submitted.metadata.region}${submitted.metadata.pinned ? " (pinned)" : ""}` : ""}${runAt ? ` (runs at ${runAt})` : ""}\n`);
   if (!o.wait) {
     p.stop();
     return Exit.ok;

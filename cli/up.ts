@@ -42,6 +42,8 @@ const DEMO = [
 /** The NATS `up` runs on. */
 interface UpNats {
   url: string;
+  /** Federated and embedded: the URLs of each region's nodes. */
+  regionUrls?: Record<string, string[]>;
   source: "given" | "local" | "embedded";
   /** The embedded server, when one was started. */
   server?: NatsServer;
@@ -57,6 +59,7 @@ export function up(): Command {
     .option("--nats <url>", "NATS server to use (env NATS_URL); default: a JetStream server on nats://127.0.0.1:4222, else an embedded one")
     .option("--tenant <tenant>", "tenant (env AGENTBUS_TENANT)")
     .option("--region <name>", "the region this gateway and its agents run in (env AGENTBUS_REGION): shown in discovery; calls prefer it")
+    .option("--regions <list>", "comma-separated regions of a federated bus (env AGENTBUS_REGIONS); embedded: a supercluster with one cluster per region, the demo agents in each")
     .option("--port <port>", "HTTP port (env AGENTBUS_PORT; default 8080)")
     .option("--host <host>", "listen address (env AGENTBUS_HOST; default 127.0.0.1)")
     .option("--keys <file>", "API keys file (env AGENTBUS_KEYS_FILE)")
@@ -125,8 +128,12 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     // Every connection authenticates with its identity's key: on the
     // secured embedded server the authority places it in its tenant's
     // account with its role's permissions; an open server ignores the key.
-    const open = (o: { name: string; identity?: Identity }) =>
-      connect({ servers: nats.url, tenant: config.tenant, region: config.region, name: `agentbus-up-${o.name}`, identity: o.identity, auth: { nkey: true }, logger: log.child({ component: o.name }), drainTimeoutMs: config.gateway.drainTimeoutMs, observer });
+    // Federated: every connection says its region among the regions; with `region`, it connects to that region's nodes.
+    const open = (o: { name: string; identity?: Identity; region?: string }) =>
+      connect({
+        servers: (o.region && nats.regionUrls?.[o.region]) || nats.url, tenant: config.tenant, region: o.region ?? config.region, regions: config.regions,
+        name: `agentbus-up-${o.name}`, identity: o.identity, auth: { nkey: true }, logger: log.child({ component: o.name }), drainTimeoutMs: config.gateway.drainTimeoutMs, observer,
+      });
     // On the secured embedded server each identity is issued first: its tenant and role.
     const authority = nats.secure?.authority;
     const issue = async (identity: Identity, role: IdentityRole, name: string, extra: { tenant?: string; serves?: string[] } = {}) => {
@@ -156,7 +163,7 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
       keys.map(async (k) => {
         const identity = k.seedFile ? Identity.fromFile(k.seedFile) : kept(keySeedFile(config.dataDir, k.name), `API key ${k.name}`, log);
         await issue(identity, "bridge", `API key ${k.name}`, { tenant: k.tenant ?? config.tenant });
-        const keyBus = await connect({ servers: nats.url, tenant: k.tenant ?? config.tenant, region: config.region, identity, auth: { nkey: true }, name: `agentbus-up-key-${k.name}`, logger: log });
+        const keyBus = await connect({ servers: nats.url, tenant: k.tenant ?? config.tenant, region: config.region, regions: config.regions, identity, auth: { nkey: true }, name: `agentbus-up-key-${k.name}`, logger: log });
         stops.push(() => keyBus.close());
         return { name: k.name, sha256: k.sha256, bus: keyBus };
       }),
@@ -191,10 +198,13 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
       demoAdmin = await open({ name: "admin", identity: adminIdentity });
       const revision = await grantDemo(demoAdmin, [...demoAgents.map((d) => d.identity.id), bus.id, user.id]);
       if (authority && revision !== undefined) await (await authority.tenant(config.tenant)).acl.applied(revision);
-      for (const demo of demoAgents) {
-        const agentBus = await open({ name: demo.name, identity: demo.identity });
-        agentBuses.push(agentBus);
-        await demo.start(agentBus);
+      // Federated: one instance of each demo agent in every region.
+      for (const region of config.regions ?? [undefined]) {
+        for (const demo of demoAgents) {
+          const agentBus = await open({ name: region ? `${demo.name}@${region}` : demo.name, identity: demo.identity, region });
+          agentBuses.push(agentBus);
+          await demo.start(agentBus);
+        }
       }
     }
     for (const module of config.agents) {
@@ -230,7 +240,7 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     const base = config.gateway.baseUrl ?? url;
     if (json) {
       const callers = { keys: Object.fromEntries(apiKeys.map((k) => [k.name, k.bus.id])), ...(oidc && { oidc: oidc.bus.id }) };
-      process.stdout.write(`${JSON.stringify({ ready: true, url, nats: nats.url, natsSource: nats.source, secure: Boolean(nats.secure), tenant: config.tenant, gateway: bus.id, demo: config.demo, open: config.gateway.open, ...(nats.secure && { authority: nats.secure.state.dir, admin: adminIdentity.id }), ...callers })}\n`);
+      process.stdout.write(`${JSON.stringify({ ready: true, url, nats: nats.url, ...(config.regions && { region: config.region, regions: nats.regionUrls ?? config.regions }), natsSource: nats.source, secure: Boolean(nats.secure), tenant: config.tenant, gateway: bus.id, demo: config.demo, open: config.gateway.open, ...(nats.secure && { authority: nats.secure.state.dir, admin: adminIdentity.id }), ...callers })}\n`);
     } else {
       process.stdout.write(summary(base, nats, config));
     }
@@ -297,9 +307,16 @@ async function chooseUpNats(config: UpConfig, gateway: Identity, tenants: string
     return { url, source: "given", stop: none };
   }
   const localUrl = config.nats.localUrl;
-  if (await probe({ url: localUrl, auth, jetstream: true, timeoutMs: 1_000 }).then(() => true, () => false)) return { url: localUrl, source: "local", stop: none };
+  // Federated without a server given: a supercluster of its own (a single local server has no regions).
+  if (!config.regions && await probe({ url: localUrl, auth, jetstream: true, timeoutMs: 1_000 }).then(() => true, () => false)) return { url: localUrl, source: "local", stop: none };
   const server = { storeDir: join(config.dataDir, "nats"), port: config.nats.port, stopsItself: true };
   const dir = join(config.dataDir, "authority");
+  if (config.regions) {
+    // A supercluster on this machine: one single-node cluster per region, every node with the tenants' accounts.
+    const secure = await startSecureNats({ dir, tenants, regions: config.regions, logger: log });
+    const regionUrls = Object.fromEntries(config.regions.map((r) => [r, secure.supercluster!.clusters[r]!.urls]));
+    return { url: regionUrls[config.region ?? config.regions[0]!]![0]!, regionUrls, source: "embedded", server: secure.server, secure, stop: () => secure.stop() };
+  }
   try {
     const secure = await startSecureNats({ dir, tenants, server, logger: log });
     const pid = secure.server.pid;
@@ -392,6 +409,7 @@ function summary(base: string, nats: UpNats, config: UpConfig): string {
     ``,
     `agentbus is up (tenant ${config.tenant}, ${natsSentence(nats)})`,
     ``,
+    ...(config.regions ? [`  regions     ${config.regions.map((r) => `${r}${r === config.region ? " (gateway)" : ""} ${nats.regionUrls?.[r]?.join(",") ?? ""}`.trim()).join("   ")}`, ``] : []),
     `  monitor     ${base}/monitor/`,
     `  A2A         ${base}/.well-known/agent-card.json   (per agent: ${base}/a2a/<agent>)`,
     `  MCP         ${base}/mcp`,

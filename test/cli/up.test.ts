@@ -11,8 +11,8 @@ import { Role, TaskState, type Task as SdkTask } from "@a2a-js/sdk";
 import { SignJWT, exportJWK, generateKeyPair } from "jose";
 import { afterEach, describe, expect, it } from "vitest";
 import { connect as natsConnect } from "@nats-io/transport-node";
-import { connect, Identity, textOf } from "../../core/index.js";
-import { freePort } from "../../nats/index.js";
+import { compareVersions, connect, Identity, textOf } from "../../core/index.js";
+import { findNatsServer, freePort, natsServerVersion } from "../../nats/index.js";
 import { probe } from "../../nats/ready.js";
 import { hashApiKey } from "../../bridges/a2a/index.js";
 import { adminFor, eventually, grant, quietLogger, useBuses } from "../helpers/bus.js";
@@ -112,6 +112,31 @@ describe("agentbus up", () => {
     await expect(probe({ url: info.nats, jetstream: false, timeoutMs: 500 })).rejects.toThrow();
     expect(existsSync(join(up.dir, ".agentbus", "authority", "server.json"))).toBe(false);
   }, 90_000);
+
+  it("--regions: an embedded supercluster with the tenant's accounts on every node, the demo agents in each region; a task pinned to the other region runs there; SIGTERM stops it all", async () => {
+    if (compareVersions(natsServerVersion(findNatsServer()), "2.10.0") < 0) return;
+    const up = startUp(["--demo", "--regions", "east,west"]);
+    const info = (await ready(up)) as Awaited<ReturnType<typeof ready>> & { region: string; regions: Record<string, string[]> };
+    expect(info).toMatchObject({ natsSource: "embedded", secure: true, region: "east" });
+    expect(Object.keys(info.regions)).toEqual(["east", "west"]);
+    expect(info.nats).toBe(info.regions.east![0]);
+    // The monitor's topology: both regions, the demo's four agents live in each.
+    await eventually(async () => {
+      const t = (await (await fetch(`${info.url}/v1/topology`)).json()) as { regions: Array<{ name: string; agents: number; link?: { up: boolean } }> };
+      return t.regions.map((r) => `${r.name}:${r.agents}`).join() === "east:4,west:4" && t.regions[1]!.link?.up === true;
+    }, 20_000, 200);
+    // The demo user from west, federated by configuration; pinned to east, the task runs there.
+    const user = await connect({ servers: info.regions.west!, identity: Identity.fromFile(join(up.dir, ".agentbus", "demo-user.seed")), auth: { nkey: true }, region: "west", regions: ["east", "west"], logger: quietLogger });
+    try {
+      expect((await (await user.submit("echo", "stay", { region: "east" })).result({ timeout: 20_000 })).metadata).toMatchObject({ region: "east", pinned: true });
+      expect((await (await user.submit("echo", "here")).result({ timeout: 20_000 })).metadata.region).toBe("west");
+    } finally {
+      await user.close();
+    }
+    up.child.kill("SIGTERM");
+    expect(await up.exited).toBe(0);
+    for (const url of Object.values(info.regions).flat()) await expect(probe({ url, jetstream: false, timeoutMs: 500 })).rejects.toThrow();
+  }, 120_000);
 
   it("uses the NATS it is given; SIGTERM lets a running task finish before exiting 0", async () => {
     const up = startUp(["--demo", "--nats", nats.server.url, "--tenant", "uptenant"]);

@@ -4,7 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
-import { useNatsServer } from "../helpers/nats.js";
+import { useNatsServer, useNatsSupercluster } from "../helpers/nats.js";
+import { compareVersions } from "../../core/index.js";
 
 const readme = readFileSync(fileURLToPath(new URL("../../README.md", import.meta.url)), "utf8");
 const core = pathToFileURL(fileURLToPath(new URL("../../core/index.ts", import.meta.url))).href;
@@ -34,6 +35,7 @@ function exampleAfter(marker: string): string {
 
 describe("README.md", () => {
   const nats = useNatsServer();
+  const federation = useNatsSupercluster({ regions: ["east", "west"], nodesPerRegion: 1 });
 
   it("the library example runs as written (against a test server)", async () => {
     const code = exampleAfter("An agent and a caller, in one file:")
@@ -60,6 +62,18 @@ describe("README.md", () => {
       expect.stringMatching(/^nightly runs next at \d{4}-\d\d-\d\dT0[01]:30:00\.000Z$/),
     ]);
   }, 60_000);
+
+  it("the federation example runs as written (against a test supercluster)", async () => {
+    if (compareVersions(federation.supercluster.servers[0]!.version, "2.10.0") < 0) return; // a registry per region needs 2.10
+    const code = exampleAfter("## Federation: one bus across regions")
+      .replace('from "agentbus"', `from ${JSON.stringify(core)}`)
+      .replace('"nats://127.0.0.1:4222"', JSON.stringify(federation.supercluster.clusters["east"]!.urls[0]))
+      .replace('"nats://127.0.0.1:5222"', JSON.stringify(federation.supercluster.clusters["west"]!.urls[0]))
+      .replaceAll("insecureAllowAll: true", `insecureAllowAll: true, auth: ${JSON.stringify(federation.supercluster.auth)}`);
+    const { exit, stdout, stderr } = await runExample(code);
+    expect(exit, stderr).toBe(0);
+    expect(stdout.split("\n").filter((l) => !l.startsWith("{")).slice(0, 3)).toEqual(["west ran in west", "TASK_STATE_SUBMITTED", "east:0 west:1"]);
+  }, 90_000);
 
   it("the testing example runs as written and prints what its comments say", async () => {
     const code = exampleAfter("### Testing a handler without NATS").replace('from "agentbus/testing"', `from ${JSON.stringify(testing)}`);
