@@ -17,8 +17,9 @@ import { call } from "./client/call.js";
 import { Schedules } from "./client/schedules.js";
 import { readWorkload, type Workload } from "./store/workload.js";
 import { readTopology, type Topology } from "./store/topology.js";
+import { Forwarder } from "./client/outbox.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./client/inbox.js";
-import { TaskHandle, listTasks, submitTask, submitterOf, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
+import { TaskHandle, listTasks, submit, submitTask, submitterOf, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
 import { ensureLimitsBucket, ensurePushBucket, ensureCoreInfra, ensureRegionalRegistry, ensureReplayBucket, type CoreBuckets } from "./infra/jetstream.js";
 import { federationOf, resolveOptions, type AttachOptions, type BusObserver, type CallOptions, type ConnectOptions, type NatsAuth, type SendOptions } from "./options.js";
 import { Runtime } from "./runtime.js";
@@ -168,6 +169,8 @@ export class Bus {
   readonly #revokedListeners = new Set<(id: string, revocation: Revocation) => void>();
   readonly #agents = new Set<Agent>();
   #closing?: Promise<void>;
+  /** At an edge site: forwards this identity's stored tasks to the hub. */
+  #forwarder?: Forwarder;
   #ownsConnection = true;
   /** Disconnected and not (yet) reconnected. */
   #away = false;
@@ -274,6 +277,11 @@ export class Bus {
       log.warn("INSECURE: ACL DISABLED (insecureAllowAll). Any signed sender may invoke any capability of agents on this connection. Never use this outside local development.");
     }
     void bus.#watchStatus();
+    // At an edge site: this identity's stored tasks go to the hub whenever it answers.
+    if (bus.#rt.options.hub) {
+      const rt = bus.#rt;
+      bus.#forwarder = await Forwarder.start(rt, (hub, cap, message, o) => submit({ rt, durable: hub }, cap, message, o as SubmitOptions, rt.id));
+    }
     log.info({ server: bus.server.version }, "connected");
     if (!bus.server.replicatedCas && agentsStatus.replicas > 1) {
       log.warn(
@@ -599,6 +607,7 @@ export class Bus {
     this.#closing ??= (async () => {
       const timeout = this.#rt.options.drainTimeoutMs;
       await Promise.all([...this.#agents].map((a) => a.stop(timeout)));
+      await this.#forwarder?.stop();
       this.registry.stop();
       this.acl.stop();
       this.#rt.revocations.stop();

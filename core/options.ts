@@ -134,6 +134,19 @@ export interface ConnectOptions {
    * and one task plane.
    */
   regions?: string[];
+  /**
+   * This connection runs at an edge site: its server is a leaf node with
+   * its own JetStream domain, linked to a hub (a supercluster, or a
+   * server) whose JetStream domain is `domain` (default
+   * `AGENTBUS_HUB_DOMAIN`). The edge keeps its own registry and task plane,
+   * so its agents serve its work whether the link is up or not; a task for
+   * a capability with no provider at the edge is stored in the edge's
+   * outbox and forwarded to the hub (in order, once) by the submitter's
+   * connection while the link is up, into the plane of the hub's `region`
+   * (default `AGENTBUS_HUB_REGION`; a federated hub) or its tenant's
+   * single plane. Not with `regions`.
+   */
+  hub?: { domain: string; region?: string };
   /** Replicas for streams and buckets (default 1; 3 on a 3-node cluster). */
   replicas?: number;
   /** An agent unheard for this long is offline, ms (default 15 000). */
@@ -214,6 +227,8 @@ export interface ResolvedOptions {
   readonly region?: string;
   /** Every region of the federation (`ConnectOptions.regions`), nearest first after this one's; absent when the bus is not federated. */
   readonly regions?: readonly string[];
+  /** At an edge site: the hub work is forwarded to (`ConnectOptions.hub`). */
+  readonly hub?: { readonly domain: string; readonly region?: string };
 }
 
 /** Applies the defaults of {@link ConnectOptions}; `presenceMaxAgeMs` is the presence bucket's. */
@@ -233,6 +248,7 @@ export function resolveOptions(o: ConnectOptions, presenceMaxAgeMs: number): Res
     observer: o.observer,
     region: regionOf(o.region ?? (process.env.AGENTBUS_REGION || undefined)),
     regions: federationOf(o)?.regions,
+    hub: hubOf(o),
   };
 }
 
@@ -249,6 +265,20 @@ export function federationOf(o: Pick<ConnectOptions, "region" | "regions">): { r
   for (const r of regions) regionOf(r);
   if (region === undefined || !regions.includes(region)) throw new AgentBusError("INVALID_INPUT", `region ${JSON.stringify(region)} is not one of the regions ${regions.join(", ")}`);
   return { region, regions: [...new Set(regions)] };
+}
+
+/**
+ * The hub of an edge site (`ConnectOptions.hub`, else `AGENTBUS_HUB_DOMAIN`
+ * and `AGENTBUS_HUB_REGION`); undefined when the connection is not at an
+ * edge. `INVALID_INPUT` for a bad domain or region, or with `regions`.
+ */
+export function hubOf(o: Pick<ConnectOptions, "hub" | "regions">): { domain: string; region?: string } | undefined {
+  const hub = o.hub ?? (process.env.AGENTBUS_HUB_DOMAIN ? { domain: process.env.AGENTBUS_HUB_DOMAIN, region: process.env.AGENTBUS_HUB_REGION || undefined } : undefined);
+  if (hub === undefined) return undefined;
+  if (typeof hub.domain !== "string" || !REGION.test(hub.domain)) throw new AgentBusError("INVALID_INPUT", `invalid hub domain ${JSON.stringify(hub.domain)}: letters, digits, - and _, at most 64`);
+  regionOf(hub.region);
+  if (o.regions !== undefined || process.env.AGENTBUS_REGIONS) throw new AgentBusError("INVALID_INPUT", "an edge site's connection (hub) is not one of the regions: give hub or regions, not both");
+  return { domain: hub.domain, ...(hub.region !== undefined && { region: hub.region }) };
 }
 
 /** A region name as given, checked (`INVALID_INPUT` when it is not a name). */

@@ -13,7 +13,7 @@ import type { Envelope, Envelopes } from "./security/envelope.js";
 import type { Identity } from "./security/identity.js";
 import type { AclStore } from "./store/aclstore.js";
 import type { Auditor } from "./store/audit.js";
-import type { Registry } from "./store/registry.js";
+import { verifyRecord, type AgentRecord, type Registry } from "./store/registry.js";
 import type { Revocation, Revocations } from "./store/revocations.js";
 import { BLOB_MEDIA_TYPE, DEFAULT_INLINE_BYTES, partsBytes, type BlobOwner } from "./store/blobs.js";
 import { Sessions, type Session } from "./store/session.js";
@@ -101,7 +101,33 @@ export class Runtime {
     let plane = this.#planes.get(key);
     if (plane) return plane;
     if (key !== "" && !this.options.regions?.includes(key)) return Promise.reject(new AgentBusError("INVALID_INPUT", `region ${JSON.stringify(region)} is not one of this bus's regions (${this.options.regions?.join(", ") ?? "none: the bus is not federated"})`));
-    plane = Durable.open(this.nc, this.subjects.inRegion(key === "" ? this.subjects.region : key), this.envelopes, {
+    plane = this.#open(this.subjects.inRegion(key === "" ? this.subjects.region : key));
+    this.#planes.set(key, plane);
+    plane.catch(() => this.#planes.delete(key));
+    return plane;
+  }
+
+  /**
+   * At an edge site (`ConnectOptions.hub`): the hub's task plane, in the
+   * hub's JetStream domain through the leaf link (the plane of the hub's
+   * region when it names one), opened on first use; rejected while the
+   * link is down, and tried again on the next call.
+   */
+  hubTasks(): Promise<Durable> {
+    const hub = this.options.hub;
+    if (!hub) return Promise.reject(new AgentBusError("MISUSE", "this connection is not at an edge site (ConnectOptions.hub)"));
+    let plane = this.#planes.get("@hub");
+    if (plane) return plane;
+    plane = this.#open(this.subjects.inRegion(hub.region), hub.domain);
+    this.#planes.set("@hub", plane);
+    plane.catch(() => this.#planes.delete("@hub"));
+    return plane;
+  }
+
+  /** Opens the task plane named by `subjects` (in JetStream domain `domain`, else the connection's own). */
+  #open(subjects: Subjects, domain?: string): Promise<Durable> {
+    return Durable.open(this.nc, subjects, this.envelopes, {
+      domain,
       replicas: this.options.replicas,
       eventsMaxAgeMs: this.options.eventsMaxAgeMs,
       duplicateWindowMs: this.options.duplicateWindowMs,
@@ -111,12 +137,37 @@ export class Runtime {
       maxTaskBytes: this.options.maxTaskBytes,
       inlineBytes: this.options.inlineBytes,
     }, {
-      writers: (task, writer) => this.#mayWrite(task, writer),
+      // The hub's plane: its agents are in the hub's registry, not in this edge's.
+      writers: domain === undefined
+        ? (task, writer) => this.#mayWrite(task, writer)
+        : async (task, writer) => (await this.#mayWrite(task, writer)) || (typeof task.metadata.capability === "string" && this.#providesAtHub(subjects, domain, writer, task.metadata.capability)),
       onForged: (taskId, from, reason) => this.audit("forged_snapshot", { code: "BAD_SIGNATURE", task: taskId, from, reason }),
     });
-    this.#planes.set(key, plane);
-    plane.catch(() => this.#planes.delete(key));
-    return plane;
+  }
+
+  /** Registrations read from the hub's registry, by agent id (a minute each). */
+  readonly #hubAgents = new Map<string, { until: number; record: Promise<AgentRecord | undefined> }>();
+
+  /**
+   * At an edge site: whether `agent` is registered in the hub's registry
+   * (its region's view when the hub is federated) as serving `cap`, its
+   * registration signed by its own key. Read once a minute per agent.
+   */
+  async #providesAtHub(s: Subjects, domain: string, agent: string, cap: string): Promise<boolean> {
+    let cached = this.#hubAgents.get(agent);
+    if (!cached || cached.until < Date.now()) {
+      const bucket = s.region === undefined ? s.bucket("agents") : `${s.bucket("agents")}_${s.region}_view`;
+      const record = (async () => {
+        const kv = await new Kvm(jetstream(this.nc, { domain })).open(bucket);
+        const entry = await kv.get(agent);
+        return entry && entry.operation === "PUT" ? verifyRecord(agent, entry.json()) : undefined;
+      })().catch(() => undefined);
+      cached = { until: Date.now() + 60_000, record };
+      if (this.#hubAgents.size > 1_000) this.#hubAgents.clear();
+      this.#hubAgents.set(agent, cached);
+    }
+    const record = await cached.record;
+    return record !== undefined && record.card.skills.some((skill) => skill.id === cap);
   }
 
   /**

@@ -12,6 +12,7 @@ import { TASK_PRIORITIES, TASK_STATES, isFinal, isTerminal, newTaskId, priorityO
 import { page, type Snapshot, type TaskPage, type TaskQuery } from "../store/task-snapshots.js";
 import { exchange } from "./call.js";
 import { TaskWatch } from "./task-watch.js";
+import { forwardTask } from "./outbox.js";
 import type { Runtime } from "../runtime.js";
 import { SpanAttr, SpanKind, activeTracer, busSpan, endSpan, traceOf, traced, type TraceContext } from "../wire/trace.js";
 
@@ -228,7 +229,43 @@ export class TaskHandle {
    * identity comes opened; the rest stays encrypted parts.
    */
   async get(): Promise<Task> {
-    return readTask(this.submitter, (await this.#read()).task);
+    const { task } = await this.#read();
+    // At an edge site, a task forwarded to the hub is read there (as stored at the edge while the hub does not answer).
+    const hub = await this.#atHub(task).catch(() => undefined);
+    if (hub) return hub.get().catch(() => readTask(this.submitter, task));
+    return readTask(this.submitter, task);
+  }
+
+  /**
+   * At an edge site (`ConnectOptions.hub`): for a task stored at the edge
+   * for the hub (`metadata.forward`), the handle on its copy in the hub's
+   * plane once it was forwarded (`metadata.forwarded`); undefined for any
+   * other task, or one not forwarded yet. Rejected while the hub does not
+   * answer.
+   */
+  async #atHub(task: Task): Promise<TaskHandle | undefined> {
+    const { rt } = this.submitter;
+    if (!rt.options.hub || task.metadata.forward === undefined || task.metadata.forwarded === undefined) return undefined;
+    return new TaskHandle(this.id, { rt, durable: await rt.hubTasks() }, { caller: this.caller });
+  }
+
+  /** At an edge site, for a task stored there for the hub: waits until it is forwarded (its hub handle) or ends at the edge (undefined). */
+  async #forwarded(options: { timeout?: number; signal?: AbortSignal }): Promise<TaskHandle | undefined> {
+    const deadline = Date.now() + (options.timeout ?? 300_000);
+    for (;;) {
+      if (options.signal?.aborted) throw new AgentBusError("CANCELLED", "wait aborted", { cause: options.signal.reason });
+      const { task } = await this.#read();
+      if (isFinal(task.status.state)) return undefined;
+      const hub = await this.#atHub(task).catch(() => undefined);
+      if (hub) return hub;
+      if (Date.now() >= deadline) throw new AgentBusError("TIMEOUT", `task ${this.id} was not forwarded to the hub in time`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  /** At an edge site: whether `task` (this handle's, as submitted) is one stored there for the hub. */
+  #isForward(task?: Task): boolean {
+    return this.submitter.rt.options.hub !== undefined && task?.metadata.forward !== undefined;
   }
 
   /**
@@ -238,8 +275,17 @@ export class TaskHandle {
    * read) for a task this identity may not see.
    */
   events(options: { fromSequence?: number } = {}): AsyncGenerator<StoredEvent> {
+    if (this.submitter.rt.options.hub) return this.#edgeEvents(options);
     // A handle from `submit` knows the task already: no snapshot read.
     return this.submitter.durable.events(this.id, options.fromSequence, (t) => this.#may(t), this.submitted);
+  }
+
+  /** {@link events} at an edge site: a task stored there for the hub has its events in the hub, once forwarded. */
+  async *#edgeEvents(options: { fromSequence?: number }): AsyncGenerator<StoredEvent> {
+    const task = this.submitted ?? (await this.#read()).task;
+    if (!this.#isForward(task)) return yield* this.submitter.durable.events(this.id, options.fromSequence, (t) => this.#may(t), this.submitted);
+    const hub = await this.#forwarded({});
+    if (hub) yield* hub.events(options);
   }
 
   /**
@@ -248,7 +294,9 @@ export class TaskHandle {
    * next, e.g. the turn a follow-up message starts.
    */
   async lastSequence(): Promise<number | undefined> {
-    return this.submitter.durable.lastSequence((await this.#read()).task);
+    const { task } = await this.#read();
+    if (this.#isForward(task)) return (await this.#atHub(task))?.lastSequence();
+    return this.submitter.durable.lastSequence(task);
   }
 
   /**
@@ -260,6 +308,13 @@ export class TaskHandle {
    * to every 500 ms.
    */
   async result(options: { timeout?: number; signal?: AbortSignal } = {}): Promise<Task> {
+    if (this.#isForward(this.submitted ?? (this.submitter.rt.options.hub ? (await this.#read()).task : undefined))) {
+      // Stored at the edge for the hub: its result comes from the hub once it is forwarded.
+      const started = Date.now();
+      const hub = await this.#forwarded(options);
+      if (!hub) return readTask(this.submitter, (await this.#read()).task);
+      return hub.result({ ...options, ...(options.timeout !== undefined && { timeout: Math.max(1, options.timeout - (Date.now() - started)) }) });
+    }
     // Waiting for a task with a deadline that no worker took by then: the submitter ends it FAILED.
     const deadline = this.submitted ? deadlineOf(this.submitted) : undefined;
     const timer = deadline === undefined ? undefined : setTimeout(() => void this.#expire(deadline).catch(() => {}), Math.max(0, deadline - Date.now()) + 20);
@@ -383,6 +438,18 @@ export class TaskHandle {
 
   async #cancel(timeout: number | undefined, trace: TraceContext): Promise<Task> {
     const { rt, durable } = this.submitter;
+    if (rt.options.hub) {
+      // At an edge site: a task stored there for the hub is canceled there until it leaves, in the hub after.
+      const stored = await this.#read(true);
+      if (this.#isForward(stored.task)) {
+        const hub = await this.#atHub(stored.task);
+        if (hub) return hub.cancel({ timeout, trace });
+        if (isTerminal(stored.task.status.state)) throw new AgentBusError("NOT_CANCELABLE", `task ${this.id} is already ${stored.task.status.state}`);
+        const ended = await markEnded(durable, stored, "TASK_STATE_CANCELED", "task canceled before it was forwarded to the hub", trace, (t) => t.metadata.forwarded !== undefined);
+        if (ended) return ended;
+        return this.#cancel(timeout, trace); // forwarded meanwhile: cancel it in the hub
+      }
+    }
     const subject = durable.subjects.taskCancel(this.id);
     const body = Buffer.from("{}");
     const sealFor = (agent: string) => durable.envelopes.seal(subject, body, { task: this.id, trace }, [agent]);
@@ -479,6 +546,10 @@ async function submitterFor(rt: Runtime, cap: string, input: Input, options: Sub
  * (the work item carries its context).
  */
 export async function submitTask(rt: Runtime, cap: string, input: Input, options: SubmitOptions = {}): Promise<TaskHandle> {
+  if (rt.options.hub) {
+    const edge = await edgeSubmit(rt, cap, input, options);
+    if (edge) return edge;
+  }
   const tracer = activeTracer();
   const span = tracer && busSpan(tracer, "submit", cap, rt.subjects.work(cap), rt.subjects.tenant, options.trace, undefined, options.taskId);
   const withTrace = { ...options, trace: traceOf(span, options.trace) };
@@ -493,6 +564,25 @@ export async function submitTask(rt: Runtime, cap: string, input: Input, options
     endSpan(span, err);
     throw err;
   }
+}
+
+/**
+ * A submit at an edge site (`ConnectOptions.hub`) for a capability with no
+ * live provider at the edge: stored there and forwarded to the hub (see
+ * `core/client/outbox.ts`); a later turn of a task forwarded already goes
+ * to the hub at once. Undefined when the edge serves it (or the id is of a
+ * task kept at the edge): submitted here as anywhere.
+ */
+async function edgeSubmit(rt: Runtime, cap: string, input: Input, options: SubmitOptions): Promise<TaskHandle | undefined> {
+  const local = await submitterOf(rt);
+  const taskId = options.taskId ?? toMessage(input).taskId;
+  const existing = taskId === undefined ? undefined : await local.durable.store.get(checkId(taskId, "task id"), rt.id);
+  if (existing && existing.task.metadata.forward === undefined) return undefined;
+  if (existing?.task.metadata.forwarded !== undefined) return submit({ rt, durable: await rt.hubTasks() }, cap, input, options, rt.id);
+  const served = rt.registry.providers(cap).some((agent) => !rt.isRevoked(agent) && rt.registry.instances(agent).length > 0);
+  if (served && !existing) return undefined;
+  const task = await forwardTask(rt, cap, input, { ...options, taskId: taskId ?? options.taskId }, rt.id);
+  return new TaskHandle(task.id, local, { submitted: task, caller: options.caller });
 }
 
 /**

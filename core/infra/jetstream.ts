@@ -1,4 +1,4 @@
-import { DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, type ConsumerConfig, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
+import { AckPolicy, DiscardPolicy, JetStreamApiCodes, JetStreamApiError, RetentionPolicy, type ConsumerConfig, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
 import { Kvm, type KV, type KvOptions } from "@nats-io/kv";
 import { Objm, type ObjectStore } from "@nats-io/obj";
 import { AgentBusError } from "../wire/errors.js";
@@ -465,4 +465,20 @@ export async function ensureScheduleInfra(jsm: JetStreamManager, kvm: Kvm, s: Su
  */
 export async function ensureLimitsBucket(kvm: Kvm, s: Subjects, o: Pick<TaskInfraOptions, "replicas"> = {}): Promise<KV> {
   return ensureBucket(kvm, s.bucket("limits"), { history: 1, replicas: o.replicas ?? 1 }, insisted(o.replicas));
+}
+
+/**
+ * An edge site's outbox (`MESH_<T>_OUTBOX`, `<root>.<t>.outbox.>`, a work
+ * queue in the edge's own JetStream domain): tasks for capabilities with no
+ * provider at the edge, kept until their submitter's connection forwards
+ * them to the hub; with its durable consumer for identity `id`
+ * (`outbox_<id>`, its own entries, one at a time so they go in order).
+ * Returns the consumer's name.
+ */
+export async function ensureOutbox(jsm: JetStreamManager, s: Subjects, id: string, o: Pick<TaskInfraOptions, "replicas">): Promise<string> {
+  const stream = s.stream("OUTBOX");
+  await ensureStream(jsm, { name: stream, subjects: [`${s.prefix}.outbox.>`], retention: RetentionPolicy.Workqueue, num_replicas: o.replicas ?? 1, duplicate_window: 10 * 60_000 * 1_000_000 }, o.replicas !== undefined);
+  const name = `outbox_${id}`;
+  await ensureConsumer(jsm, stream, { durable_name: name, filter_subject: `${s.prefix}.outbox.${id}.*`, ack_policy: AckPolicy.Explicit, max_ack_pending: 1, ack_wait: 60_000_000_000 });
+  return name;
 }

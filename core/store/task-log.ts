@@ -33,6 +33,8 @@ const HEADER_ROOM = 8 * 1024;
 
 /** Settings of the durable side: the task infrastructure's, and the limits of task content. */
 export interface DurableOptions extends TaskInfraOptions {
+  /** The JetStream domain the plane is in (an edge site's hub, reached through its leaf link); default the connection's own. */
+  domain?: string;
   /** Parts with more bytes of content go to the blob store (default 256 KiB, at most half a message). */
   inlineBytes?: number;
   /** Most bytes of content per task (default 128 MiB). */
@@ -76,18 +78,19 @@ export class Durable {
 
   /** `trust`: who may have written a task's snapshot (see {@link TaskStore}); its envelopes are `envelopes`. */
   static async open(nc: NatsConnection, subjects: Subjects, envelopes: Envelopes, options: DurableOptions, trust: Omit<SnapshotTrust, "envelopes">): Promise<Durable> {
-    const kvm = new Kvm(nc);
-    const jsm = await jetstreamManager(nc);
+    const domain = options.domain === undefined ? {} : { domain: options.domain };
+    const js = jetstream(nc, domain);
+    const kvm = new Kvm(js);
+    const jsm = await jetstreamManager(nc, domain);
     const [{ tasks: kv, delayable }, owners, objects] = await Promise.all([
       ensureTaskInfra(jsm, kvm, subjects, options),
       ensureOwnersBucket(kvm, subjects, options),
-      ensureBlobStore(new Objm(nc), subjects, options),
+      ensureBlobStore(new Objm(js), subjects, options),
     ]);
-    const js = jetstream(nc);
     const direct = kv instanceof Bucket && kv.direct;
     const maxPayload = nc.info?.max_payload ?? 1024 * 1024;
     const maxBytes = maxPayload - HEADER_ROOM;
-    const store = new TaskStore(kv, js, owners, subjects.bucket("tasks"), jsm, direct, { ...trust, envelopes }, maxBytes);
+    const store = new TaskStore(kv, js, owners, subjects.bucket("tasks"), jsm, direct, { ...trust, envelopes }, maxBytes, options.domain);
     const blobs = new Blobs(objects, subjects.bucket("blobs"), {
       // A part left inline must fit an event with room to spare.
       inlineBytes: Math.min(options.inlineBytes ?? DEFAULT_INLINE_BYTES, Math.floor(maxBytes / 2)),

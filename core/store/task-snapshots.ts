@@ -138,10 +138,19 @@ export class TaskStore {
     readonly trust: SnapshotTrust,
     /** Largest stored snapshot in bytes: the server's `max_payload` less room for headers (absent: unchecked). */
     readonly maxBytes?: number,
+    /**
+     * The bucket is in another JetStream domain (an edge site's hub):
+     * writes go through its API prefix (`$JS.<domain>.API.$KV.…`, which the
+     * leaf link carries), sealed for the subject they are stored under.
+     */
+    domain?: string,
   ) {
     this.#stream = `KV_${bucket}`;
     this.#prefix = `$KV.${bucket}.`;
+    this.#writePrefix = domain === undefined ? "" : `$JS.${domain}.API.`;
   }
+
+  readonly #writePrefix: string;
 
   /**
    * The task's snapshot; undefined when there is none (or this connection
@@ -232,7 +241,7 @@ export class TaskStore {
     const parties = new Set([submitter, agent, ...macFor].filter((p): p is string => typeof p === "string" && p !== me));
     // Signed for any reader; MACed for the parties, who check the cheaper MAC.
     const headers = this.trust.envelopes.seal(subject, body, { task: task.id }, [...parties].slice(0, 8), { sign: true });
-    const ack = await retryJs(() => this.js.publish(subject, body, { headers, expect: { lastSubjectSequence: expected } })).catch((err: unknown) => {
+    const ack = await retryJs(() => this.js.publish(`${this.#writePrefix}${subject}`, body, { headers, expect: { lastSubjectSequence: expected } })).catch((err: unknown) => {
       throw typedPayloadError(err, `the snapshot of task ${task.id} (${body.length} bytes)`);
     });
     return ack.seq;

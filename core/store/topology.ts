@@ -21,7 +21,9 @@ export interface RegionView {
    * from it (its presence origin as a source of the view). `up` while it
    * heard within three heartbeat periods; `lastHeardMs` since it last did
    * (absent when it never did); `lag` messages not sourced yet; `error`
-   * as the server reports it.
+   * as the server reports it. When the view's state cannot be read
+   * (JetStream without a meta leader, as when the lost region held it),
+   * `up` while instances there heartbeat, and `error` says so.
    */
   link?: { up: boolean; lastHeardMs?: number; lag: number; error?: string };
 }
@@ -64,7 +66,9 @@ export async function readTopology(jsm: JetStreamManager, t: TopologySource): Pr
   }
   const names = t.regions ? [...t.regions] : [...new Set([...(t.region === undefined ? [] : [t.region]), ...[...count.keys()].sort()])];
   let sources: StreamSourceInfo[] = [];
-  if (t.regions && t.presenceView) sources = (await jsm.streams.info(t.presenceView)).sources ?? [];
+  // Without the view's info (JetStream without a meta leader, as when the other region held it), the links are judged by heartbeats.
+  let unread: string | undefined;
+  if (t.regions && t.presenceView) sources = await jsm.streams.info(t.presenceView).then((i) => i.sources ?? [], (err: unknown) => ((unread = (err as Error).message), []));
   const heartbeatMs = t.presenceMaxAgeMs / 3;
   return {
     ...(t.region !== undefined && { region: t.region }),
@@ -73,6 +77,7 @@ export async function readTopology(jsm: JetStreamManager, t: TopologySource): Pr
       const local = name === t.region;
       const view: RegionView = { name, local, agents: count.get(name)?.agents ?? 0, instances: count.get(name)?.instances ?? 0 };
       if (!t.regions || local) return view;
+      if (unread !== undefined) return { ...view, link: { up: view.instances > 0, lag: 0, error: `link not read (${unread}): judged by the region's heartbeats` } };
       const source = sources.find((s) => s.name.endsWith(`_presence_${name}`));
       if (!source) return { ...view, link: { up: false, lag: 0, error: "not sourced" } };
       // `active` is nanoseconds since the source was last heard from (-1: never).

@@ -155,13 +155,21 @@ export class Subjects {
   ticks(cap: string): string {
     return `${this.prefix}.tick.${checkCapability(cap)}.*`;
   }
+  /**
+   * At an edge site: a task stored in the edge's outbox until its
+   * submitter's connection forwards it to the hub (see
+   * `ConnectOptions.hub`), under the submitter's id.
+   */
+  outbox(submitter: string, task: string): string {
+    return `${this.prefix}.outbox.${checkId(submitter, "submitter id")}.${checkId(task, "task id")}`;
+  }
   /** Audit records of one kind (`denied`, `bad_signature`, ...). */
   audit(kind: string): string {
     return `${this.prefix}.audit.${check(TOKEN, kind, "audit kind")}`;
   }
 
   /** Stream name: `MESH_<T>_<KIND>`, with `_<REGION>` for a region's work, events and dead letters. */
-  stream(kind: "WORK" | "INBOX" | "EVENTS" | "DLQ" | "AUDIT" | "SCHEDULES"): string {
+  stream(kind: "WORK" | "INBOX" | "EVENTS" | "DLQ" | "AUDIT" | "SCHEDULES" | "OUTBOX"): string {
     const name = `${this.root}_${this.tenant}_${kind}`;
     return (this.region !== undefined && REGIONAL_STREAMS.has(kind) ? `${name}_${this.region}` : name).toUpperCase();
   }

@@ -265,3 +265,77 @@ describe("federation: losing a region", () => {
     }
   }, 300_000);
 });
+
+describe("federation: an edge site", () => {
+  const nats = useNatsSupercluster({ regions: REGIONS, nodesPerRegion: 1, edges: ["shop"] });
+  const open: Bus[] = [];
+  const hubBus = async (region: string): Promise<Bus> => {
+    const b = await connect({ servers: nats.supercluster.clusters[region]!.urls, auth: nats.supercluster.auth, tenant: "edge", region, regions: REGIONS, insecureAllowAll: true, presenceMaxAgeMs: 3000, logger: quietLogger });
+    open.push(b);
+    return b;
+  };
+  const edgeBus = async (extra: Partial<ConnectOptions> = {}): Promise<Bus> => {
+    const b = await connect({ servers: nats.supercluster.edges["shop"]!.server.url, auth: nats.supercluster.auth, tenant: "edge", region: "shop", hub: { domain: "hub", region: "east" }, insecureAllowAll: true, presenceMaxAgeMs: 3000, logger: quietLogger, ...extra });
+    open.push(b);
+    return b;
+  };
+
+  it("with its link down, the edge serves its own work, and stores tasks for the hub's capabilities; when the link is back they are forwarded in order, run once, and their results reach the edge", async () => {
+    if (compareVersions(nats.supercluster.servers[0]!.version, "2.10.0") < 0) return;
+    const edge = nats.supercluster.edges["shop"]!;
+    try {
+      // The hub serves `far` (one worker, so it runs what it takes in order); the edge serves `near`.
+      const hub = await hubBus("east");
+      const ranAtHub: string[] = [];
+      await hub.agent({ name: "far", skills: [{ id: "far" }] }, { far: (ctx) => (ranAtHub.push(ctx.text), `far: ${ctx.text}`) }, { tasks: { concurrency: 1 } });
+      const edgeAgent = await edgeBus();
+      await edgeAgent.agent({ name: "near", skills: [{ id: "near" }] }, { near: (ctx) => `near: ${ctx.text}` });
+      const caller = await edgeBus();
+      await eventually(() => caller.discover({ capability: "near", online: true }).length === 1, 15_000, 100);
+
+      // Linked: a task for the hub goes there and its result comes back.
+      const first = await (await caller.submit("far", "linked")).result({ timeout: 30_000 });
+      expect(first.status.state).toBe("TASK_STATE_COMPLETED");
+      expect(first.artifacts[0]!.parts[0]!.text).toBe("far: linked");
+      expect(first.metadata.region).toBe("east");
+
+      // The link is cut: the edge's own work runs on; work for the hub is stored at the edge.
+      edge.link.cut();
+      await eventually(async () => (await caller.nc.request("$JS.hub.API.INFO", "", { timeout: 500 }).then(() => false, () => true)), 10_000, 100);
+      expect((await (await caller.submit("near", "offline")).result({ timeout: 20_000 })).artifacts[0]!.parts[0]!.text).toBe("near: offline");
+      const stored = [];
+      for (let i = 1; i <= 5; i++) stored.push(await caller.submit("far", `order ${i}`));
+      await new Promise((r) => setTimeout(r, 1_000));
+      for (const h of stored) {
+        const t = await h.get();
+        expect(t.status.state).toBe("TASK_STATE_SUBMITTED");
+        expect(t.metadata.forward).toMatchObject({ domain: "hub", region: "east" });
+        expect(t.metadata.forwarded).toBeUndefined();
+      }
+      // One canceled while it waits at the edge never leaves.
+      const canceled = await caller.submit("far", "never");
+      expect((await canceled.cancel()).status.state).toBe("TASK_STATE_CANCELED");
+      expect(ranAtHub).toEqual(["linked"]);
+
+      // The link is back: forwarded in order, each once; results reach the edge.
+      edge.link.restore();
+      await edge.linked(30_000);
+      const done = await Promise.all(stored.map((h) => h.result({ timeout: 60_000 })));
+      expect(done.map((t) => t.status.state)).toEqual(Array(5).fill("TASK_STATE_COMPLETED"));
+      expect(done.map((t) => t.artifacts[0]!.parts[0]!.text)).toEqual([1, 2, 3, 4, 5].map((i) => `far: order ${i}`));
+      expect(ranAtHub).toEqual(["linked", ...[1, 2, 3, 4, 5].map((i) => `order ${i}`)]);
+      // The events too, from the edge, through a handle made there.
+      const states: string[] = [];
+      for await (const { event } of (await caller.taskHandle(stored[2]!.id)).events()) if ("statusUpdate" in event) states.push(event.statusUpdate.status.state);
+      expect(states.at(-1)).toBe("TASK_STATE_COMPLETED");
+      // The hub holds each once (its work stream drained), the canceled one never.
+      const hubJsm = await jetstreamManager(hub.nc);
+      await eventually(async () => (await hubJsm.streams.info("MESH_EDGE_WORK_EAST")).state.messages === 0, 10_000, 100);
+      await expect(hub.task(canceled.id)).rejects.toMatchObject({ code: "TASK_NOT_FOUND" });
+      expect((await (await jetstreamManager(caller.nc)).streams.info("MESH_EDGE_OUTBOX")).state.messages).toBe(0);
+    } finally {
+      edge.link.restore();
+      await Promise.all(open.splice(0).map((b) => b.close().catch(() => {})));
+    }
+  }, 180_000);
+});
