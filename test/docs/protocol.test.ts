@@ -34,11 +34,11 @@ const placeholders = (subject: string) =>
 const subjectPatterns = [
   s.cap("capx"), s.agentCall("agentx"), s.instanceCall("agentx", "instancex"), s.work("capx"), s.inbox("agentx"), s.taskEvents("taskx"), s.taskEventLog("submitterx", "taskx"),
   s.taskCancel("taskx"), s.presence("agentx"), s.audit("kindx"), s.dlq("capx"), s.delayedWork("submitterx", "taskx"),
-  s.work("capx", "high"), s.work("capx", "low"), s.schedule("creatorx", "idx"), s.tick("capx", "idx"), s.ticks("capx"),
+  s.work("capx", "high"), s.work("capx", "low"), s.schedule("creatorx", "idx"), s.tick("capx", "idx"), s.ticks("capx"), s.outbox("submitterx", "taskx"),
   // A federated bus's region planes.
   ...[s.inRegion("regionx")].flatMap((r) => [r.work("capx"), r.work("capx", "high"), r.work("capx", "low"), r.taskEventLog("submitterx", "taskx"), r.dlq("capx"), r.delayedWork("submitterx", "taskx")]),
 ].map(placeholders);
-const streams = (["WORK", "INBOX", "EVENTS", "DLQ", "AUDIT", "SCHEDULES"] as const).map((k) => `MESH_<T>_${k}`);
+const streams = (["WORK", "INBOX", "EVENTS", "DLQ", "AUDIT", "SCHEDULES", "OUTBOX"] as const).map((k) => `MESH_<T>_${k}`);
 const buckets = (["agents", "presence", "tasks", "sessions", "acl", "revoked", "push", "replay", "owners", "blobs", "schedules", "limits"] as const).map((k) => `mesh_<t>_${k}`);
 
 describe("docs/PROTOCOL.md matches the code", () => {
