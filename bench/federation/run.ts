@@ -5,10 +5,12 @@
  * - fast call p50/p99 to an agent in the caller's own region vs one in the
  *   other region (`CallOptions.region`), the echo agents in both regions
  *   being the same code with another `region` setting;
- * - durable task p50/p99 from a submitter in the region the task streams
- *   live in vs one in the other region (the bus keeps one JetStream domain
- *   so far: the streams are placed in the first region and reached from
- *   the other through the gateway);
+ * - durable task p50/p99 in the submitter's own region (each region keeps
+ *   its own task plane) vs a task pinned to the other region
+ *   (`SubmitOptions.region`: queued, stored and run there, followed
+ *   through the gateway);
+ * - registry propagation: from an agent's start in west to the moment a
+ *   caller in east discovers it online through its region's view;
  * - failover: a caller connected to west (with east's servers to fall back
  *   on) prefers its own region; every node of west is killed; `failover_s`
  *   is the time from the kill to the first call answered (by the east
@@ -34,7 +36,7 @@ let sc: NatsSupercluster | undefined;
 const buses: Bus[] = [];
 
 async function bus(servers: string[], region: string): Promise<Bus> {
-  const b = await connect({ servers, auth: sc!.auth, tenant: TENANT, region, insecureAllowAll: true, presenceMaxAgeMs: 3000, logger });
+  const b = await connect({ servers, auth: sc!.auth, tenant: TENANT, region, regions: ["east", "west"], insecureAllowAll: true, presenceMaxAgeMs: 3000, logger });
   buses.push(b);
   return b;
 }
@@ -63,9 +65,7 @@ async function main(): Promise<void> {
   const east = sc.clusters["east"]!.urls;
   const west = sc.clusters["west"]!.urls;
   progress(`supercluster up: east ${east.join(",")}, west ${west.join(",")}; nats-server ${sc.servers[0]!.version}`);
-  // The task streams are made from east: they live there.
   const eastAgent = await bus(east, "east");
-  await eastAgent.ensureTasks();
   const westAgent = await bus(west, "west");
   for (const b of [eastAgent, westAgent]) await b.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => ctx.text });
   const eastCaller = await bus(east, "east");
@@ -85,12 +85,26 @@ async function main(): Promise<void> {
   progress(`fast calls: ${CALLS} local, ${CALLS} across the gateway`);
   const [callLocal, callCross] = await timedPair(CALLS, () => eastCaller.call("echo", "x", { region: "east" }), () => eastCaller.call("echo", "x", { region: "west" }));
 
-  progress(`durable tasks: ${TASKS} from the streams' region, ${TASKS} from the other`);
-  const task = (b: Bus) => async () => {
-    const t = await (await b.submit("echo", "x")).result({ timeout: 30_000 });
-    if (t.status.state !== "TASK_STATE_COMPLETED") throw new Error(`task ${t.id} ended ${t.status.state}`);
+  progress(`durable tasks: ${TASKS} in the submitter's region, ${TASKS} pinned to the other`);
+  const task = (b: Bus, region: string) => async () => {
+    const t = await (await b.submit("echo", "x", { region })).result({ timeout: 30_000 });
+    if (t.status.state !== "TASK_STATE_COMPLETED" || t.metadata.region !== region) throw new Error(`task ${t.id} ended ${t.status.state} in ${String(t.metadata.region)}`);
   };
-  const [taskLocal, taskCross] = await timedPair(TASKS, task(eastCaller), task(westCaller));
+  const [taskLocal, taskCross] = await timedPair(TASKS, task(eastCaller, "east"), task(eastCaller, "west"));
+
+  progress("registry propagation: 10 agents started in west, discovered from east");
+  const propagation: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const cap = `probe${i}`;
+    const agent = await bus(west, "west");
+    const t0 = now();
+    await agent.agent({ name: cap, skills: [{ id: cap }] }, { [cap]: () => "ok" });
+    while (eastCaller.discover({ capability: cap, online: true }).length === 0) {
+      if (now() - t0 > 15_000) throw new Error(`${cap} never appeared in east's view`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    propagation.push(now() - t0);
+  }
 
   progress("failover: killing every node of west");
   // West's caller prefers its own region until west is gone.
@@ -117,11 +131,12 @@ async function main(): Promise<void> {
     bench: "federation",
     server: sc.servers[0]!.version,
     node: process.version,
-    topology: { regions: ["east", "west"], nodesPerRegion: 1, taskStreams: "east" },
+    topology: { regions: ["east", "west"], nodesPerRegion: 1, taskPlanes: "per region" },
     calls: CALLS,
     tasks: TASKS,
     call,
     task: tasks,
+    registry_propagation_ms: pick(propagation),
     failover_s: round(failoverMs / 1000, 3),
     failover: { callerClusterBefore: "west", callerClusterAfter: after },
     ratios: {
