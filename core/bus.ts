@@ -420,7 +420,8 @@ export class Bus {
    */
   async topology(): Promise<Topology> {
     const o = this.#rt.options;
-    return readTopology(await jetstreamManager(this.nc), {
+    // No API check: the topology is read (from heartbeats) when JetStream has no meta leader too.
+    return readTopology(await jetstreamManager(this.nc, { checkAPI: false }), {
       registry: this.registry,
       region: o.region,
       regions: o.regions,

@@ -123,21 +123,31 @@ export function gatewayBlock({ name, gatewayPort, regions }: GatewayBlockInput):
 
 interface Gatewayz {
   outbound_gateways?: Record<string, unknown>;
-  inbound_gateways?: Record<string, unknown>;
+  inbound_gateways?: Record<string, unknown[]>;
 }
 
-/** Waits until every node has outbound and inbound gateway links to every other region. */
+/**
+ * Waits until every node has its outbound gateway link to every other
+ * region, and every region has taken the inbound links of every node of
+ * each other region (each node dials one node of each other region, so a
+ * node of a region of several may have none from a given region).
+ */
 async function waitForGateways(clusters: NatsCluster[], timeoutMs: number): Promise<void> {
   const servers = clusters.flatMap((c) => c.servers);
   await pollUntil(
     async () => {
       assertAllRunning(servers);
       for (const cluster of clusters) {
-        const others = clusters.filter((c) => c !== cluster).map((c) => c.name);
+        const others = clusters.filter((c) => c !== cluster);
+        const inbound = new Map<string, number>();
         for (const s of cluster.servers) {
           const gw = await monitorJson<Gatewayz>(s.monitorUrl, "/gatewayz");
-          const missing = others.filter((r) => !gw.outbound_gateways?.[r] || !gw.inbound_gateways?.[r]);
+          const missing = others.filter((r) => !gw.outbound_gateways?.[r.name]).map((r) => r.name);
           if (missing.length) throw new Error(`${s.name} lacks gateway links to ${missing.join(", ")}`);
+          for (const r of others) inbound.set(r.name, (inbound.get(r.name) ?? 0) + (gw.inbound_gateways?.[r.name]?.length ?? 0));
+        }
+        for (const r of others) {
+          if ((inbound.get(r.name) ?? 0) < r.servers.length) throw new Error(`${cluster.name} has ${inbound.get(r.name) ?? 0} of the ${r.servers.length} inbound gateway links from ${r.name}`);
         }
       }
       return true;
