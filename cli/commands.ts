@@ -45,8 +45,9 @@ export function ls(): Command {
     .action(async (o: CommonOptions & { capability?: string; tag?: string; online?: boolean; region?: string; topology?: boolean }) => {
       await withBus(o, async (bus) => {
         const topology = await bus.topology();
+        const hubLine = topology.hub && `hub ${topology.hub.domain}${topology.hub.region ? ` (${topology.hub.region})` : ""}: link ${topology.hub.up ? "up" : "down"}, ${topology.hub.waiting} task${topology.hub.waiting === 1 ? "" : "s"} of this identity waiting at the edge`;
         if (o.topology) {
-          print(o, topology, topology.regions.map(regionLine).join("\n"));
+          print(o, topology, [...topology.regions.map(regionLine), ...(hubLine ? [hubLine] : [])].join("\n"));
           return;
         }
         const agents = bus.discover({ capability: o.capability, tag: o.tag, online: o.online ? true : undefined, region: o.region });
@@ -54,6 +55,7 @@ export function ls(): Command {
         else {
           // The regions first, when there are any to tell apart.
           if (topology.federated || topology.regions.length > 1) for (const r of topology.regions) process.stdout.write(`${regionLine(r)}\n`);
+          if (hubLine) process.stdout.write(`${hubLine}\n`);
           for (const a of agents) process.stdout.write(`${a.online ? "●" : "○"} ${a.name}  ${a.id}  [${a.capabilities.join(", ")}]  instances=${a.instances}${a.regions.length ? `  regions=${a.regions.join(",")}` : ""}\n`);
         }
       });

@@ -427,6 +427,16 @@ export class Bus {
       regions: o.regions,
       presenceView: o.regions && o.region !== undefined ? `KV_${this.subjects.bucket("presence")}_${o.region}_view` : undefined,
       presenceMaxAgeMs: o.presenceMaxAgeMs,
+      ...(o.hub && {
+        hub: {
+          ...o.hub,
+          reachable: () => this.nc.request(`$JS.${o.hub!.domain}.API.INFO`, "", { timeout: 1_000 }).then(() => true, () => false),
+          waiting: async () => {
+            const info = await (await jetstreamManager(this.nc, { checkAPI: false })).streams.info(this.subjects.stream("OUTBOX"), { subjects_filter: `${this.subjects.prefix}.outbox.${this.id}.*` });
+            return Object.values(info.state.subjects ?? {}).reduce((a, b) => a + b, 0);
+          },
+        },
+      }),
     });
   }
 

@@ -180,7 +180,8 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
         config,
         nodeConfig: (i) => ({
           ...gatewayBlock({ name: region, gatewayPort: gatewayPorts[region]![i]!, regions: gatewayPorts }),
-          ...(region === regions[0] && leafPorts.length > 0 && { leafnodes: { listen: `${HOST}:${leafPorts[i]}` } }),
+          // Not advertised: an edge reaches the hub only through its link (else it learns the leaf port and goes around a cut link).
+          ...(region === regions[0] && leafPorts.length > 0 && { leafnodes: { listen: `${HOST}:${leafPorts[i]}`, no_advertise: true } }),
         }),
         auth,
         readyTimeoutMs: timeoutMs,

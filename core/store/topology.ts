@@ -36,6 +36,12 @@ export interface Topology {
   federated: boolean;
   /** Every region: the federation's, else those the registry shows instances in (and this connection's). */
   regions: RegionView[];
+  /**
+   * At an edge site (`ConnectOptions.hub`): the hub, and whether its
+   * JetStream answers through the leaf link now (`up`), with the entries
+   * this identity has waiting in the edge's outbox.
+   */
+  hub?: { domain: string; region?: string; up: boolean; waiting: number };
 }
 
 /** What {@link readTopology} reads. */
@@ -47,6 +53,8 @@ export interface TopologySource {
   presenceView?: string;
   /** The presence max age, ms: heartbeats come every third of it. */
   presenceMaxAgeMs: number;
+  /** At an edge site: the hub, a probe of its JetStream through the leaf link, and this identity's outbox count. */
+  hub?: { domain: string; region?: string; reachable: () => Promise<boolean>; waiting: () => Promise<number> };
 }
 
 /**
@@ -70,8 +78,10 @@ export async function readTopology(jsm: JetStreamManager, t: TopologySource): Pr
   let unread: string | undefined;
   if (t.regions && t.presenceView) sources = await jsm.streams.info(t.presenceView).then((i) => i.sources ?? [], (err: unknown) => ((unread = (err as Error).message), []));
   const heartbeatMs = t.presenceMaxAgeMs / 3;
+  const hub = t.hub && { domain: t.hub.domain, ...(t.hub.region !== undefined && { region: t.hub.region }), up: await t.hub.reachable(), waiting: await t.hub.waiting().catch(() => 0) };
   return {
     ...(t.region !== undefined && { region: t.region }),
+    ...(hub && { hub }),
     federated: t.regions !== undefined,
     regions: names.map((name) => {
       const local = name === t.region;

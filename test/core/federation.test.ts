@@ -321,6 +321,8 @@ describe("federation: an edge site", () => {
         expect(t.metadata.forward).toMatchObject({ domain: "hub", region: "east" });
         expect(t.metadata.forwarded).toBeUndefined();
       }
+      // The edge's topology: the hub's link down, this identity's five tasks waiting.
+      expect((await caller.topology()).hub).toEqual({ domain: "hub", region: "east", up: false, waiting: 5 });
       // One canceled while it waits at the edge never leaves.
       const canceled = await caller.submit("far", "never");
       expect((await canceled.cancel()).status.state).toBe("TASK_STATE_CANCELED");
@@ -342,6 +344,7 @@ describe("federation: an edge site", () => {
       await eventually(async () => (await hubJsm.streams.info("MESH_EDGE_WORK_EAST")).state.messages === 0, 10_000, 100);
       await expect(hub.task(canceled.id)).rejects.toMatchObject({ code: "TASK_NOT_FOUND" });
       expect((await (await jetstreamManager(caller.nc)).streams.info("MESH_EDGE_OUTBOX")).state.messages).toBe(0);
+      expect((await caller.topology()).hub).toEqual({ domain: "hub", region: "east", up: true, waiting: 0 });
     } finally {
       edge.link.restore();
       await Promise.all(open.splice(0).map((b) => b.close().catch(() => {})));

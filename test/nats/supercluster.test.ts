@@ -76,6 +76,9 @@ describe("startSupercluster with an edge site", () => {
       // Link down: the edge serves itself (its stream takes writes), the regions are out of reach.
       edge.link.cut();
       await eventually(async () => (await local.request("hq.ping", "", { timeout: 500 }).then(() => false, () => true)), 10_000, 100);
+      // It stays out of reach: the edge knows no way to the hub but its link (the hub's leaf port is not advertised).
+      await new Promise((r) => setTimeout(r, 3_000));
+      await expect(local.request("hq.ping", "", { timeout: 500 })).rejects.toThrow();
       await edgeJsm.jetstream().publish("till.sale", "2");
       expect((await edgeJsm.streams.info("TILL")).state.messages).toBe(2);
 
