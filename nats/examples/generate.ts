@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { clusterBlock } from "../cluster.js";
 import { mergeConfig } from "../config.js";
 import { configFileText, serverConfig } from "../server.js";
-import { accountsBlock, gatewayBlock } from "../supercluster.js";
+import { HUB_DOMAIN, accountsBlock, edgeBlock, gatewayBlock } from "../supercluster.js";
 
 /** File name → contents of every example config. */
 export function exampleConfigs(): Record<string, string> {
@@ -31,6 +31,10 @@ export function exampleConfigs(): Record<string, string> {
     jetstream: true,
     config: clusterBlock({ name: "agentbus", routePort: 6222, peerRoutePorts: [6223, 6224] }),
   });
+  const gatewayConfig = mergeConfig(
+    mergeConfig(clusterBlock({ name: "east", routePort: 6222, peerRoutePorts: [] }), accountsBlock(true)),
+    gatewayBlock({ name: "east", gatewayPort: 7222, regions: { east: [7222], west: [7223] } }),
+  );
   // The single node of region "east" in a two-region supercluster.
   const gatewayNode = serverConfig({
     name: "east-n1",
@@ -38,15 +42,32 @@ export function exampleConfigs(): Record<string, string> {
     httpPort: 8222,
     storeDir: "/tmp/agentbus-nats/east-n1",
     jetstream: true,
-    config: mergeConfig(
-      mergeConfig(clusterBlock({ name: "east", routePort: 6222, peerRoutePorts: [] }), accountsBlock(true)),
-      gatewayBlock({ name: "east", gatewayPort: 7222, regions: { east: [7222], west: [7223] } }),
-    ),
+    config: gatewayConfig,
+  });
+  // The same node as the hub of an edge site: JetStream domain "hub", and a leaf node port edges dial (not advertised: edges come through their own link).
+  const hubNode = serverConfig({
+    name: "east-n1",
+    port: 4222,
+    httpPort: 8222,
+    storeDir: "/tmp/agentbus-nats/east-n1",
+    jetstream: true,
+    config: mergeConfig(gatewayConfig, { jetstream: { domain: HUB_DOMAIN }, leafnodes: { listen: "127.0.0.1:7422", no_advertise: true } }),
+  });
+  // An edge site "shop": a leaf node with its own JetStream domain, linked to the hub's leaf port.
+  const edgeNode = serverConfig({
+    name: "shop-n1",
+    port: 4232,
+    httpPort: 8232,
+    storeDir: "/tmp/agentbus-nats/shop-n1",
+    jetstream: true,
+    config: mergeConfig(accountsBlock(true), edgeBlock("shop", 7422, true)),
   });
   return {
     "single.conf": configFileText(single),
     "cluster-node.conf": configFileText(clusterNode),
     "gateway-node.conf": configFileText(gatewayNode),
+    "hub-node.conf": configFileText(hubNode),
+    "edge-node.conf": configFileText(edgeNode),
   };
 }
 
