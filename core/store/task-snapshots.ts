@@ -366,6 +366,10 @@ export class TaskStore {
     // messages, delivered first (writes landing meanwhile come after them,
     // and keep `pending` above zero under steady writes).
     const latest = (await consumer.info()).num_pending;
+    // The stream's last sequence once the consumer exists. A key written between the consumer's
+    // creation and this read loses its old value from the consumer's list (history 1), and the
+    // consumer's pending count need not include the new one: the pass reads up to here at least.
+    const endSeq = latest > 0 ? (await retryJs(() => this.jsm.streams.info(streamInfo.config.name))).state.last_seq : 0;
     // Per key, the newest value read: a key written again while the pass
     // runs may come twice, or (its value as of the start replaced before it
     // was delivered: the bucket keeps one per key) only after the others.
@@ -385,10 +389,10 @@ export class TaskStore {
           const t = deleted(m.headers) ? undefined : (await this.#verify(m)).snapshot?.task;
           byKey.set(m.subject, t && matches(t, query) && visible(t) ? t : undefined);
           read++;
-          // Done once every message is read, or once as many keys as there
-          // were at the start are (writes landing meanwhile keep `pending`
+          // Done once every message up to the stream's end as of the start is
+          // read and nothing is pending (writes landing meanwhile keep `pending`
           // above zero; a bound keeps the pass finite under steady writes).
-          if (m.info.pending === 0 || (read >= latest && byKey.size >= latest) || read >= 2 * latest + 100) break;
+          if ((m.seq >= endSeq && m.info.pending === 0) || read >= 2 * latest + 100) break;
         }
       } finally {
         clearTimeout(idle);
