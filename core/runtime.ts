@@ -20,7 +20,7 @@ import { Sessions, type Session } from "./store/session.js";
 import { Durable } from "./store/task-log.js";
 import type { Snapshot } from "./store/task-snapshots.js";
 import { ScheduleStore } from "./store/schedules.js";
-import { ensureLimitsBucket, ensureScheduleInfra } from "./infra/jetstream.js";
+import { ensureLimitsBucket, ensureScheduleInfra, withinMs } from "./infra/jetstream.js";
 import { CapabilityLimiter, checkLimits, type CapabilityLimits } from "./store/limits.js";
 import type { KV } from "@nats-io/kv";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -199,8 +199,7 @@ export class Runtime {
       if (!snapshot) throw new Error("not there");
       return { durable, snapshot };
     };
-    const bounded = (region: string) => Promise.race([probe(region), new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no answer")), waitMs).unref())]);
-    return Promise.any(others.map(bounded)).catch(() => ({ durable: local }));
+    return Promise.any(others.map((region) => withinMs(probe(region), waitMs))).catch(() => ({ durable: local }));
   }
 
   /**
@@ -285,6 +284,11 @@ export class Runtime {
   /** Writes a signed audit record (refusals rate-limited per kind and sender). */
   audit(kind: string, record: Record<string, unknown>): void {
     this.auditor.write(kind, record);
+  }
+
+  /** Whether a provider of `cap` that is not revoked has an instance heartbeating now (with `region`, there). */
+  serves(cap: string, region?: string): boolean {
+    return this.providers(cap).some((agent) => !this.isRevoked(agent) && this.registry.instances(agent, region).length > 0);
   }
 
   /** Online agents offering `cap` (from the registry cache). */

@@ -5,7 +5,7 @@ import { deadlineMissed, deadlineOf, markEnded, taskKey, type Durable, type Stor
 import { AgentBusError, isAgentBusError, typedPayloadError } from "../wire/errors.js";
 import { E2E_SCHEME, taskBinding } from "../security/e2e.js";
 import type { EnvelopeMeta } from "../security/envelope.js";
-import { retryJs } from "../infra/jetstream.js";
+import { retryJs, withinMs } from "../infra/jetstream.js";
 import { toMessage, utf8, type Input } from "../wire/message.js";
 import { checkCapability, checkId } from "../wire/subjects.js";
 import { TASK_PRIORITIES, TASK_STATES, isFinal, isTerminal, newTaskId, priorityOf, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent, type TaskPriority } from "../wire/task.js";
@@ -166,12 +166,6 @@ export async function listTasks(s: Submitter, query: TaskQuery = {}): Promise<Ta
 /** How long a federated read waits for another region's plane before going on without it. */
 const REGION_WAIT_MS = 3_000;
 
-/** `p`, or `UNAVAILABLE` after `ms`. */
-function withinMs<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new AgentBusError("UNAVAILABLE", `no answer in ${ms} ms`)), ms)));
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
 
 /** `task` with what is encrypted for `s`'s identity opened (as is when not encrypted). */
 const openTask = (s: Pick<Submitter, "durable">, task: Task): Task => (task.metadata.encrypted ? s.durable.envelopes.e2e.openTask(task) : task);
@@ -231,7 +225,7 @@ export class TaskHandle {
   async get(): Promise<Task> {
     const { task } = await this.#read();
     // At an edge site, a task forwarded to the hub is read there (as stored at the edge while the hub does not answer).
-    const hub = await this.#atHub(task).catch(() => undefined);
+    const hub = this.#isForward(task) ? await this.#atHub(task).catch(() => undefined) : undefined;
     if (hub) return hub.get().catch(() => readTask(this.submitter, task));
     return readTask(this.submitter, task);
   }
@@ -535,8 +529,7 @@ async function submitterFor(rt: Runtime, cap: string, input: Input, options: Sub
     return submitterOf(rt, pin);
   }
   const home = rt.subjects.region!;
-  const served = (region: string) => rt.registry.providers(cap).some((agent) => !rt.isRevoked(agent) && rt.registry.instances(agent, region).length > 0);
-  const region = [home, ...regions.filter((r) => r !== home)].find(served) ?? home;
+  const region = [home, ...regions.filter((r) => r !== home)].find((r) => rt.serves(cap, r)) ?? home;
   return submitterOf(rt, region);
 }
 
@@ -579,8 +572,7 @@ async function edgeSubmit(rt: Runtime, cap: string, input: Input, options: Submi
   const existing = taskId === undefined ? undefined : await local.durable.store.get(checkId(taskId, "task id"), rt.id);
   if (existing && existing.task.metadata.forward === undefined) return undefined;
   if (existing?.task.metadata.forwarded !== undefined) return submit({ rt, durable: await rt.hubTasks() }, cap, input, options, rt.id);
-  const served = rt.registry.providers(cap).some((agent) => !rt.isRevoked(agent) && rt.registry.instances(agent).length > 0);
-  if (served && !existing) return undefined;
+  if (!existing && rt.serves(cap)) return undefined;
   const task = await forwardTask(rt, cap, input, { ...options, taskId: taskId ?? options.taskId }, rt.id);
   return new TaskHandle(task.id, local, { submitted: task, caller: options.caller });
 }

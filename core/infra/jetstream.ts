@@ -5,6 +5,13 @@ import { AgentBusError } from "../wire/errors.js";
 import { replayMaxAgeMs } from "../security/replay.js";
 import type { Subjects } from "../wire/subjects.js";
 
+/** `p`, or `UNAVAILABLE` after `ms` (what `p` does after that is left to it). */
+export function withinMs<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new AgentBusError("UNAVAILABLE", `no answer in ${ms} ms`)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 /** True for errors a JetStream call gives while a leader is being elected or a node is away. */
 function isTransient(err: unknown): boolean {
   for (let e = err as { message?: string; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
@@ -226,7 +233,7 @@ export async function ensureRegionalRegistry(kvm: Kvm, s: Subjects, f: Federatio
   const config = (kind: "agents" | "presence", region: string) => ({ ...base, ...(kind === "presence" ? { ttl: presenceTtl } : {}), placement: { cluster: region, tags: [] as string[] } });
   const [agents, presence] = await Promise.all(kinds.map((kind) => ensureBucket(kvm, origin(kind, f.region), config(kind, f.region), [])));
   const others = f.regions.filter((r) => r !== f.region).flatMap((r) => kinds.map((kind) => ensureBucket(kvm, origin(kind, r), config(kind, r), []).catch(() => undefined)));
-  await Promise.race([Promise.all(others), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
+  await withinMs(Promise.all(others), 2_000).catch(() => undefined);
   const [agentsView, presenceView] = await Promise.all(kinds.map((kind) =>
     ensureBucket(kvm, `${origin(kind, f.region)}_view`, { ...config(kind, f.region), sources: f.regions.map((r) => ({ name: origin(kind, r) })) }, []),
   ));
