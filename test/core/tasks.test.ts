@@ -115,9 +115,20 @@ describe("durable tasks", () => {
   it("resubmitting the same task id does not enqueue it twice", async () => {
     const { agentBus, client } = await pair();
     let runs = 0;
-    await agentBus.agent({ name: "count", skills: [{ id: "count" }] }, { count: () => `run ${++runs}` });
+    // Held until the retry is in: a retry of a task still queued or running is the same task.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await agentBus.agent({ name: "count", skills: [{ id: "count" }] }, {
+      count: async () => {
+        runs++;
+        await gate;
+        return `run ${runs}`;
+      },
+    });
     const first = await client.submit("count", "x", { taskId: "same-id" });
-    await client.submit("count", "x", { taskId: "same-id" });
+    const retry = await client.submit("count", "x", { taskId: "same-id" });
+    expect(retry.id).toBe(first.id);
+    release();
     await first.result();
     await rejectsWith(client.submit("count", "x", { taskId: "same-id" }), "TASK_FINISHED");
     await new Promise((r) => setTimeout(r, 300));
