@@ -52,10 +52,14 @@ export class Directory {
 
   /**
    * Opens (creating when missing) the directory over a connection in the
-   * `AUTH` account. `onChange` hears every change (revocations included).
+   * `AUTH` account; with `hub` (an edge site's authority: the hub's
+   * JetStream domain), a mirror of the hub's directory. `onChange` hears
+   * every change (revocations included).
    */
-  static async open(nc: NatsConnection, options: { replicas?: number; onChange?: (id: string, now: IdentityRecord | undefined, before: IdentityRecord | undefined) => void } = {}): Promise<Directory> {
-    const kv = await ensureBucket(new Kvm(nc), DIRECTORY_BUCKET, { history: 1, replicas: options.replicas ?? 1 }, ["history"]);
+  static async open(nc: NatsConnection, options: { replicas?: number; hub?: string; onChange?: (id: string, now: IdentityRecord | undefined, before: IdentityRecord | undefined) => void } = {}): Promise<Directory> {
+    // At an edge site: a mirror of the hub's, so the edge authenticates its clients while its link is down (and writes go to the hub).
+    const ofHub = options.hub === undefined ? {} : { mirror: { name: DIRECTORY_BUCKET, domain: options.hub } };
+    const kv = await ensureBucket(new Kvm(nc), DIRECTORY_BUCKET, { history: 1, replicas: options.replicas ?? 1, ...ofHub }, ["history"]);
     const mirror = await KvMirror.start<IdentityRecord>(
       kv,
       (e) => checkRecord(e.json<IdentityRecord>()),

@@ -7,9 +7,10 @@
  */
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { randomBytes } from "node:crypto";
 import { AgentBusError, Identity, connect, type Logger, type IdentityRole } from "../core/index.js";
-import { mergeConfig, natsServerVersion, findNatsServer, startServer, startSupercluster, type NatsServer, type NatsSupercluster, type ServerOptions } from "../nats/index.js";
-import { authorityConfig, loadAuthorityKeys, type AuthorityKeys, type TenantSpec } from "./config.js";
+import { HUB_DOMAIN, edgeBlock, mergeConfig, natsServerVersion, findNatsServer, startServer, startSupercluster, type NatsServer, type NatsSupercluster, type ServerOptions } from "../nats/index.js";
+import { AUTH_ACCOUNT, authorityConfig, loadAuthorityKeys, type AuthorityKeys, type TenantSpec } from "./config.js";
 import { Authority } from "./service.js";
 
 /** The authority's state on disk: keys, its identity, the tenants (the accounts the server is configured with). */
@@ -18,6 +19,11 @@ export class AuthorityState {
   readonly keys: AuthorityKeys;
   /** The authority's own identity (admin of every tenant). */
   readonly identity: Identity;
+  /**
+   * The password edge sites' leaf connections sign in with at the hub
+   * (`leaf.secret`, made on first use), checked by the authority.
+   */
+  readonly leafPassword: string;
   #tenants: TenantSpec[] = [];
   /** Modification time and size of `tenants.json` when last read. */
   #read = "";
@@ -27,6 +33,9 @@ export class AuthorityState {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.keys = loadAuthorityKeys(dir);
     this.identity = Identity.fromFileOrCreate(join(dir, "authority.seed"));
+    const secret = join(dir, "leaf.secret");
+    if (!existsSync(secret)) writeFileSync(secret, `${randomBytes(24).toString("base64url")}\n`, { mode: 0o600, flag: "wx" });
+    this.leafPassword = readFileSync(secret, "utf8").trim();
     this.#refresh();
   }
 
@@ -127,6 +136,14 @@ export interface SecureNatsOptions {
   regions?: string[];
   /** Nodes per region (default 1). */
   nodesPerRegion?: number;
+  /**
+   * Edge sites (with `regions`): a leaf node each, with its own JetStream
+   * domain (its name), the tenants' accounts linked to the first region
+   * (the hub, domain `hub`), and its own authority answering its clients
+   * from a mirror of the directory, so the edge authenticates while its
+   * link is down. Edge work goes to the first region.
+   */
+  edges?: string[];
   root?: string;
   logger?: Logger;
 }
@@ -137,9 +154,11 @@ export interface SecureNats {
   readonly server: NatsServer;
   /** With regions: the supercluster. */
   readonly supercluster?: NatsSupercluster;
-  /** Client URLs of every node. */
+  /** Client URLs of every node (of the regions; not the edges'). */
   readonly urls: string[];
   readonly authority: Authority;
+  /** Each edge site's authority, by edge name. */
+  readonly edgeAuthorities: Record<string, Authority>;
   readonly state: AuthorityState;
   /**
    * Creates a tenant: an account on the server (config reload), its
@@ -171,33 +190,53 @@ export async function startSecureNats(o: SecureNatsOptions): Promise<SecureNats>
   }
   const state = new AuthorityState(o.dir);
   for (const t of o.tenants ?? ["default"]) state.addTenant(t, o.regions);
+  if (o.edges?.length && !o.regions?.length) throw new AgentBusError("INVALID_INPUT", "edge sites link to a hub: give the hub's regions too");
   const auth = { nkeySeed: new TextDecoder().decode(state.keys.service.getSeed()) };
+  // The accounts an edge links to the hub: the tenants', and the one holding the directory its authority mirrors.
+  const linked = () => [AUTH_ACCOUNT, ...state.tenants().map((t) => t.name)];
   const supercluster = o.regions?.length
-    ? await startSupercluster({ regions: o.regions, nodesPerRegion: o.nodesPerRegion, bin, accounts: { config: state.serverConfig(o.root), auth } })
+    ? await startSupercluster({ regions: o.regions, nodesPerRegion: o.nodesPerRegion, bin, edges: o.edges, edgesUnlinked: true, accounts: { config: state.serverConfig(o.root), auth, links: { accounts: linked(), password: state.leafPassword } } })
     : undefined;
   const servers = supercluster?.servers ?? [await startServer({ ...o.server, bin, config: state.serverConfig(o.root), auth })];
   const server = servers[0]!;
   const urls = servers.map((s) => s.url);
-  const cleanup = () => (supercluster ? supercluster.cleanup() : server.cleanup());
+  const edges = Object.values(supercluster?.edges ?? {});
+  const hub = { domain: HUB_DOMAIN, region: o.regions?.[0] ?? "" };
+  const edgeAuthorities: Record<string, Authority> = {};
+  const stopAll = async () => {
+    await Promise.all(Object.values(edgeAuthorities).map((a) => a.stop()));
+    await (supercluster ? supercluster.cleanup() : server.cleanup());
+  };
   let authority: Authority;
   try {
-    authority = await Authority.start({
-      servers: urls, keys: state.keys, identity: state.identity, tenants: () => state.tenants(), root: o.root, logger: o.logger,
-      trustRoot: (tenant) => admins(state.dir, tenant),
-    });
+    const common = {
+      keys: state.keys, identity: state.identity, tenants: () => state.tenants(), root: o.root, logger: o.logger, trustRoot: (tenant: string) => admins(state.dir, tenant), leafPassword: state.leafPassword,
+    };
+    authority = await Authority.start({ servers: urls, ...common });
+    // The hub's authority answers the edges' leaf connections; each edge's answers its own clients.
+    for (const e of edges) await e.linked();
+    for (const e of edges) edgeAuthorities[e.name] = await Authority.start({ servers: e.server.url, hub, ...common });
   } catch (err) {
-    await cleanup();
+    await stopAll();
     throw err;
   }
   // A node of a supercluster keeps its cluster and gateway blocks: the accounts are merged into what it runs with.
+  // Edges get a leaf connection for each new account (nats-server 2.14+ adds leaf remotes on a reload), the hub a leaf user.
   const reload = async () => {
-    for (const s of servers) await s.reconfigure(supercluster ? mergeConfig(s.config, state.serverConfig(o.root)) : state.serverConfig(o.root));
+    const links = supercluster?.links && { ...supercluster.links, accounts: linked() };
+    const accounts = state.serverConfig(o.root);
+    for (const s of servers) await s.reconfigure(supercluster ? mergeConfig(s.config, accounts) : accounts);
+    for (const e of edges) {
+      await e.server.reconfigure(mergeConfig(mergeConfig(e.server.config, accounts), edgeBlock(e.name, e.link.port, true, links)));
+      await e.linked();
+    }
   };
   const secure: SecureNats = {
     server,
     ...(supercluster && { supercluster }),
     urls,
     authority,
+    edgeAuthorities,
     state,
     async createTenant(name, admin) {
       const known = state.tenants().some((t) => t.name === name);
@@ -205,6 +244,8 @@ export async function startSecureNats(o: SecureNatsOptions): Promise<SecureNats>
       if (!known) await reload();
       const identity = admin ?? Identity.fromFileOrCreate(join(state.dir, `${name}-admin.seed`));
       await setUpTenant({ authority, state, servers: urls, tenant: name, admin: identity, root: o.root, logger: o.logger });
+      // Each edge: its plane, registry, outbox and policy mirrors, in its own domain.
+      for (const a of Object.values(edgeAuthorities)) await (await a.tenant(name)).provision();
       return identity;
     },
     async issue(tenant, role, options = {}) {
@@ -218,7 +259,7 @@ export async function startSecureNats(o: SecureNatsOptions): Promise<SecureNats>
     },
     async stop() {
       await authority.stop();
-      await cleanup();
+      await stopAll();
     },
   };
   return secure;

@@ -26,7 +26,9 @@ import {
   type Logger,
   type NatsPermissions,
 } from "../core/index.js";
-import { importsOf, type AuthorityKeys, type TenantSpec } from "./config.js";
+import { AUTH_ACCOUNT, importsOf, type AuthorityKeys, type TenantSpec } from "./config.js";
+import { timingSafeEqual } from "node:crypto";
+import { leafUser } from "../nats/index.js";
 import { Directory, type IdentityRecord } from "./directory.js";
 
 const enc = new TextEncoder();
@@ -52,10 +54,27 @@ export interface AuthorityOptions {
   root?: string;
   /** Replicas of the directory bucket (default 1). */
   replicas?: number;
+  /**
+   * The authority of an edge site's server: the hub's JetStream domain and
+   * the region edge work goes to. Its directory is a mirror of the hub's,
+   * its tenant connections are the edge's (`ConnectOptions.hub`), and the
+   * permissions it grants are an edge's (`hub` of {@link rolePermissions}).
+   */
+  hub?: { domain: string; region: string };
+  /**
+   * The password of edge sites' leaf connections: a leaf connection signing
+   * in as `leaf-<account>` with it is put in that account (the tenants' or
+   * `AUTH`) with every right, as a leaf connection only; the edge's own
+   * server confines its clients. Absent: leaf connections are refused.
+   */
+  leafPassword?: string;
   /** Trust root pinned for every tenant (admins' ids), passed to the tenant connections. */
   trustRoot?: (tenant: string) => string[] | undefined;
   logger?: Logger;
 }
+
+/** The prefix of an edge's leaf users (see {@link leafUser}). */
+const LEAF_USER_PREFIX = leafUser("");
 
 /** Why a connection was refused, as told to nats-server (and so to its log). */
 class Refusal extends Error {}
@@ -128,6 +147,7 @@ export class Authority {
     try {
       directory = await Directory.open(auth, {
         replicas: o.replicas,
+        hub: o.hub?.domain,
         onChange: watch
           ? (id, now, before) => {
               if (now?.revokedAt && !before?.revokedAt) void authority?.disconnect(id);
@@ -238,7 +258,7 @@ export class Authority {
       bus = connect({
         servers: this.#o.servers,
         tenant,
-        ...(regions?.length && { region: regions[0], regions }),
+        ...(this.#o.hub ? { hub: this.#o.hub } : regions?.length && { region: regions[0], regions }),
         root: this.#o.root,
         identity: this.#o.identity,
         auth: { nkey: true, user: tenant },
@@ -269,8 +289,10 @@ export class Authority {
     const issuer = this.#o.keys.issuer;
     let response: string;
     try {
-      const { account, permissions, id } = await this.#decide(request);
-      const user: Partial<User> = { pub: permissions.pub, sub: permissions.sub, ...(permissions.resp ? { resp: permissions.resp } : {}) };
+      const { account, permissions, id, leaf } = this.#leaf(request) ?? await this.#decide(request);
+      const user: Partial<User> = {
+        pub: permissions.pub, sub: permissions.sub, ...(permissions.resp ? { resp: permissions.resp } : {}), ...(leaf && { allowed_connection_types: ["LEAFNODE"] }),
+      };
       const jwt = await encodeUser(id, userKey, issuer, user, { aud: account });
       response = await encodeAuthorizationResponse(userKey, serverKey, issuer, { jwt }, {});
     } catch (err) {
@@ -281,7 +303,26 @@ export class Authority {
     msg.respond(enc.encode(response));
   }
 
-  async #decide(r: AuthRequest): Promise<{ account: string; permissions: NatsPermissions; id: string }> {
+  /**
+   * An edge site's leaf connection (user `leaf-<account>` with the leaf
+   * password): the account, every right, and a claim valid for leaf
+   * connections only; undefined for anything else.
+   */
+  #leaf(r: AuthRequest): { account: string; permissions: NatsPermissions; id: string; leaf: true } | undefined {
+    const user = r.connect_opts?.user;
+    if (!user?.startsWith(LEAF_USER_PREFIX)) return undefined;
+    const account = user.slice(LEAF_USER_PREFIX.length);
+    const expected = this.#o.leafPassword;
+    const given = r.connect_opts?.pass ?? "";
+    if (expected === undefined || given.length !== expected.length || !timingSafeEqual(Buffer.from(given), Buffer.from(expected))) throw new Refusal(`leaf connection ${user}: wrong password`);
+    if (account !== AUTH_ACCOUNT && !this.#o.tenants().some((t) => t.name === account)) throw new Refusal(`leaf connection ${user}: no account ${account}`);
+    // The server says what connects; a client with the password is still not a leaf node.
+    if (r.client_info?.kind?.toLowerCase() !== "leafnode") throw new Refusal(`${user} signs in as a leaf node only, not as ${r.client_info?.kind ?? "an unknown kind"}`);
+    const all = { allow: [">"], deny: [] };
+    return { account, id: r.user_nkey, permissions: { pub: all, sub: all }, leaf: true };
+  }
+
+  async #decide(r: AuthRequest): Promise<{ account: string; permissions: NatsPermissions; id: string; leaf?: true }> {
     const id = r.connect_opts?.nkey;
     const sig = r.connect_opts?.sig;
     const nonce = r.client_info?.nonce;
@@ -314,7 +355,8 @@ export class Authority {
       account: record.tenant,
       id,
       permissions: rolePermissions({
-        root: this.#o.root, tenant: record.tenant, id, role: record.role, serves: record.serves, invokes, imports: importsOf(tenants, record.tenant), regions: spec.regions,
+        root: this.#o.root, tenant: record.tenant, id, role: record.role, serves: record.serves, invokes, imports: importsOf(tenants, record.tenant),
+        ...(this.#o.hub ? { hub: this.#o.hub } : { regions: spec.regions }),
       }),
     };
   }
@@ -324,6 +366,6 @@ export class Authority {
 interface AuthRequest {
   server_id: { id: string; name?: string };
   user_nkey: string;
-  client_info?: { nonce?: string; host?: string; name?: string };
-  connect_opts?: { nkey?: string; sig?: string; user?: string; name?: string };
+  client_info?: { nonce?: string; host?: string; name?: string; kind?: string };
+  connect_opts?: { nkey?: string; sig?: string; user?: string; pass?: string; name?: string };
 }

@@ -21,7 +21,7 @@ import { Forwarder } from "./client/outbox.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./client/inbox.js";
 import { TaskHandle, listTasks, submit, submitTask, submitterOf, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
 import { ensureLimitsBucket, ensurePushBucket, ensureCoreInfra, ensureRegionalRegistry, ensureReplayBucket, type CoreBuckets } from "./infra/jetstream.js";
-import { federationOf, resolveOptions, type AttachOptions, type BusObserver, type CallOptions, type ConnectOptions, type NatsAuth, type SendOptions } from "./options.js";
+import { federationOf, hubOf, resolveOptions, type AttachOptions, type BusObserver, type CallOptions, type ConnectOptions, type NatsAuth, type SendOptions } from "./options.js";
 import { Runtime } from "./runtime.js";
 import { Envelopes, type Envelope } from "./security/envelope.js";
 import { Identity } from "./security/identity.js";
@@ -221,6 +221,7 @@ export class Bus {
     }
     const buckets = await ensureCoreInfra(await jetstreamManager(nc), new Kvm(nc), subjects, {
       federation,
+      hub: hubOf(options)?.domain,
       replicas: options.replicas,
       presenceMaxAgeMs: options.presenceMaxAgeMs,
       auditMaxAgeMs: options.auditMaxAgeMs ?? AUDIT_DEFAULTS.maxAgeMs,

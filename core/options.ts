@@ -143,10 +143,12 @@ export interface ConnectOptions {
    * a capability with no provider at the edge is stored in the edge's
    * outbox and forwarded to the hub (in order, once) by the submitter's
    * connection while the link is up, into the plane of the hub's `region`
-   * (default `AGENTBUS_HUB_REGION`; a federated hub) or its tenant's
-   * single plane. Not with `regions`.
+   * (default `AGENTBUS_HUB_REGION`): the hub's tenant is federated (one
+   * region or more). The tenant's ACL and revocation list at the edge are
+   * mirrors of the hub's (read at the edge while the link is down, written
+   * to the hub). Not with `regions`.
    */
-  hub?: { domain: string; region?: string };
+  hub?: { domain: string; region: string };
   /** Replicas for streams and buckets (default 1; 3 on a 3-node cluster). */
   replicas?: number;
   /** An agent unheard for this long is offline, ms (default 15 000). */
@@ -228,7 +230,7 @@ export interface ResolvedOptions {
   /** Every region of the federation (`ConnectOptions.regions`), nearest first after this one's; absent when the bus is not federated. */
   readonly regions?: readonly string[];
   /** At an edge site: the hub work is forwarded to (`ConnectOptions.hub`). */
-  readonly hub?: { readonly domain: string; readonly region?: string };
+  readonly hub?: { readonly domain: string; readonly region: string };
 }
 
 /** Applies the defaults of {@link ConnectOptions}; `presenceMaxAgeMs` is the presence bucket's. */
@@ -270,15 +272,17 @@ export function federationOf(o: Pick<ConnectOptions, "region" | "regions">): { r
 /**
  * The hub of an edge site (`ConnectOptions.hub`, else `AGENTBUS_HUB_DOMAIN`
  * and `AGENTBUS_HUB_REGION`); undefined when the connection is not at an
- * edge. `INVALID_INPUT` for a bad domain or region, or with `regions`.
+ * edge. `INVALID_INPUT` for a bad or missing domain or region, or with
+ * `regions`.
  */
-export function hubOf(o: Pick<ConnectOptions, "hub" | "regions">): { domain: string; region?: string } | undefined {
-  const hub = o.hub ?? (process.env.AGENTBUS_HUB_DOMAIN ? { domain: process.env.AGENTBUS_HUB_DOMAIN, region: process.env.AGENTBUS_HUB_REGION || undefined } : undefined);
+export function hubOf(o: Pick<ConnectOptions, "hub" | "regions">): { domain: string; region: string } | undefined {
+  const hub = o.hub ?? (process.env.AGENTBUS_HUB_DOMAIN ? { domain: process.env.AGENTBUS_HUB_DOMAIN, region: process.env.AGENTBUS_HUB_REGION ?? "" } : undefined);
   if (hub === undefined) return undefined;
   if (typeof hub.domain !== "string" || !REGION.test(hub.domain)) throw new AgentBusError("INVALID_INPUT", `invalid hub domain ${JSON.stringify(hub.domain)}: letters, digits, - and _, at most 64`);
+  if (hub.region === undefined || hub.region === "") throw new AgentBusError("INVALID_INPUT", "an edge site's hub names the region its work goes to (hub.region, AGENTBUS_HUB_REGION)");
   regionOf(hub.region);
   if (o.regions !== undefined || process.env.AGENTBUS_REGIONS) throw new AgentBusError("INVALID_INPUT", "an edge site's connection (hub) is not one of the regions: give hub or regions, not both");
-  return { domain: hub.domain, ...(hub.region !== undefined && { region: hub.region }) };
+  return { domain: hub.domain, region: hub.region };
 }
 
 /** A region name as given, checked (`INVALID_INPUT` when it is not a name). */

@@ -158,7 +158,8 @@ export class Runtime {
     if (!cached || cached.until < Date.now()) {
       const bucket = s.region === undefined ? s.bucket("agents") : `${s.bucket("agents")}_${s.region}_view`;
       const record = (async () => {
-        const kv = await new Kvm(jetstream(this.nc, { domain })).open(bucket);
+        // A direct read (which a permission can name by key), not a stream message read.
+        const kv = await new Kvm(jetstream(this.nc, { domain })).open(bucket, { allow_direct: true });
         const entry = await kv.get(agent);
         return entry && entry.operation === "PUT" ? verifyRecord(agent, entry.json()) : undefined;
       })().catch(() => undefined);

@@ -29,13 +29,17 @@ export {
 } from "./cluster.js";
 export {
   APP_USER,
+  EDGE_LOCAL_SUBJECTS,
   HUB_DOMAIN,
   SYS_USER,
   accountsBlock,
   edgeBlock,
   gatewayBlock,
+  hubLeafBlock,
+  leafUser,
   startSupercluster,
   type GatewayBlockInput,
+  type LeafLinks,
   type NatsEdge,
   type NatsSupercluster,
   type SuperclusterOptions,

@@ -223,7 +223,10 @@ class LaunchedServer implements NatsServer {
       port: this.port, httpPort: this.httpPort, storeDir: this.storeDir, jetstream: this.opts.jetstream ?? true, name: this.opts.name, config,
     })));
     process.kill(this.pid, "SIGHUP");
-    await pollUntil(async () => ((await loaded()) !== before ? true : undefined), { timeoutMs: 10_000, what: `nats-server on ${this.url} to reload its config` });
+    await pollUntil(async () => ((await loaded()) !== before ? true : undefined), { timeoutMs: 10_000, what: `nats-server on ${this.url} to reload its config` }).catch((err: unknown) => {
+      // The server says why it refused the new config in its log.
+      throw new NatsServerStartError(String(err instanceof Error ? err.message : err), this.logTail());
+    });
   }
 
   async cleanup(): Promise<void> {

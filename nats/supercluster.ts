@@ -10,7 +10,7 @@ import { monitorJson } from "./monitor.js";
 import { pollUntil } from "./poll.js";
 import { HOST, PortInUseError, freePorts, retryOnPortClash } from "./ports.js";
 import type { UserPassword as UserPass, UserPass as ProbeAuth } from "./ready.js";
-import { startServer, type NatsServer } from "./server.js";
+import { NatsServerStartError, startServer, type NatsServer } from "./server.js";
 import { startLink, type Link } from "./link.js";
 
 /** Credentials of the application account clients use. */
@@ -44,9 +44,28 @@ export interface SuperclusterOptions {
    * the default `SYS` and `APP` accounts (a secured supercluster: one
    * account per tenant and the auth callout, see `startSecureNats`), with
    * the credentials readiness probes use. It must name a system account.
-   * Not with `edges` (their leaf links use the `APP` account).
+   * With `edges`, `links` says how each edge links to the hub; an edge
+   * runs the same `config`, so it authenticates its own clients while its
+   * link is down.
    */
-  accounts?: { config: Record<string, unknown>; auth: ProbeAuth };
+  accounts?: { config: Record<string, unknown>; auth: ProbeAuth; links?: LeafLinks };
+  /**
+   * Resolve once the edges' nodes run, without waiting for their links
+   * (default false): when what authorizes the links (an auth callout)
+   * starts after the servers. {@link NatsEdge.linked} waits for them.
+   */
+  edgesUnlinked?: boolean;
+}
+
+/**
+ * The leaf links of a secured supercluster: the accounts an edge links to
+ * the hub (one leaf connection each: the tenants', and the one holding
+ * what an edge mirrors), each signing in as the account's leaf user
+ * ({@link leafUser}) with `password`, which the hub's auth callout checks.
+ */
+export interface LeafLinks {
+  accounts: readonly string[];
+  password: string;
 }
 
 /** An edge site of a supercluster: a leaf node with its own JetStream domain. */
@@ -57,7 +76,7 @@ export interface NatsEdge {
   readonly server: NatsServer;
   /** Its leaf node link to the hub region. */
   readonly link: Link;
-  /** Resolves once its leaf connection to the hub is up. */
+  /** Resolves once its leaf connections to the hub are up (one per linked account). */
   linked(timeoutMs?: number): Promise<void>;
 }
 
@@ -78,6 +97,8 @@ export interface NatsSupercluster {
   readonly edges: Record<string, NatsEdge>;
   /** The supercluster's JetStream domain when it has edges (`hub`). */
   readonly domain?: string;
+  /** A secured supercluster with edges: its leaf links (see {@link edgeBlock} to change them on a reload). */
+  readonly links?: LeafLinks;
   stop(): Promise<void>;
   cleanup(): Promise<void>;
 }
@@ -162,7 +183,8 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
   const jetstream = options.jetstream ?? true;
   const timeoutMs = options.readyTimeoutMs ?? 90_000;
   const edgeNames = options.edges ?? [];
-  if (options.accounts && edgeNames.length > 0) throw new Error("startSupercluster: edges join the APP account; they cannot be combined with accounts");
+  if (options.accounts && edgeNames.length > 0 && !options.accounts.links?.accounts.length) throw new Error("startSupercluster: edges of a secured supercluster need accounts.links, how they link to the hub");
+  const links = edgeNames.length > 0 ? options.accounts?.links : undefined;
   const ports = await freePorts(regions.length * perRegion + (edgeNames.length > 0 ? perRegion : 0));
   const gatewayPorts = Object.fromEntries(regions.map((r, i) => [r, ports.slice(i * perRegion, (i + 1) * perRegion)]));
   // Edges join the first region's nodes as leaf nodes; the supercluster is then JetStream domain `hub`.
@@ -181,7 +203,7 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
         nodeConfig: (i) => ({
           ...gatewayBlock({ name: region, gatewayPort: gatewayPorts[region]![i]!, regions: gatewayPorts }),
           // Not advertised: an edge reaches the hub only through its link (else it learns the leaf port and goes around a cut link).
-          ...(region === regions[0] && leafPorts.length > 0 && { leafnodes: { listen: `${HOST}:${leafPorts[i]}`, no_advertise: true } }),
+          ...(region === regions[0] && leafPorts.length > 0 && hubLeafBlock(leafPorts[i]!)),
         }),
         auth,
         readyTimeoutMs: timeoutMs,
@@ -201,7 +223,7 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
     const servers = clusters.flatMap((c) => c.servers);
     await waitForGateways(clusters, timeoutMs);
     if (jetstream) await waitForMetaLeader(servers, timeoutMs);
-    for (const name of edgeNames) edges.push(await startEdge(name, leafPorts[0]!, jetstream, options, timeoutMs));
+    for (const name of edgeNames) edges.push(await startEdge(name, leafPorts[0]!, jetstream, options, timeoutMs, links));
     return {
       regions,
       clusters: Object.fromEntries(clusters.map((c) => [c.name, c])),
@@ -211,6 +233,7 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
       systemAuth: SYS_USER,
       edges: Object.fromEntries(edges.map((e) => [e.name, e])),
       ...(domain && { domain }),
+      ...(links && { links }),
       stop: async () => {
         await Promise.all([...clusters.map((c) => c.stop()), ...edges.map((e) => e.server.stop())]);
       },
@@ -225,11 +248,49 @@ async function attempt(options: SuperclusterOptions): Promise<NatsSupercluster> 
 /** The supercluster's JetStream domain when it has edge sites. */
 export const HUB_DOMAIN = "hub";
 
-/** The `leafnodes` and `jetstream` blocks of an edge site's node: its own domain, and a leaf connection to the hub through `linkPort`. */
-export function edgeBlock(name: string, linkPort: number, jetstream: boolean): Record<string, unknown> {
+/**
+ * Subjects that stay on their side of an edge's leaf link, both ways: what
+ * the bus stores (KV and object store writes, and the tenant's work,
+ * events, dead letters, inbox, audit, schedules and outbox subjects of
+ * its single plane), so that a stream of the edge's domain and one of the
+ * hub's, made with the same subjects, never both store one message. What
+ * an edge writes into the hub goes through the hub's API prefix
+ * (`$JS.<domain>.API.$KV.…`) or to the subjects of a region's plane
+ * (`<root>.<t>.region.<region>.…`), which cross.
+ */
+export const EDGE_LOCAL_SUBJECTS: readonly string[] = ["$KV.>", "$O.>", ...["work", "delayed", "events", "dlq", "inbox", "audit", "schedule", "tick", "outbox"].map((k) => `*.*.${k}.>`)];
+
+/** The user an edge's leaf connection of `account` signs in as at the hub (see {@link LeafLinks}). */
+export const leafUser = (account: string): string => `leaf-${account}`;
+
+/**
+ * The `leafnodes` block of a hub node that edges link to: its leaf port,
+ * not advertised (an edge reaches the hub only through its link, else it
+ * learns the port and goes around a cut link). On a secured supercluster
+ * its leaf connections are authorized as clients are, by the auth callout
+ * (see {@link LeafLinks}).
+ */
+export function hubLeafBlock(port: number): Record<string, unknown> {
+  return { leafnodes: { listen: `${HOST}:${port}`, no_advertise: true } };
+}
+
+/**
+ * The `leafnodes` and `jetstream` blocks of an edge site's node: its own
+ * domain, and leaf connections to the hub through `linkPort`: the `APP`
+ * account's, or with `links` one per linked account. Stored subjects stay
+ * on their side ({@link EDGE_LOCAL_SUBJECTS}), and so do authorization
+ * requests (an edge's own authority answers its clients).
+ */
+export function edgeBlock(name: string, linkPort: number, jetstream: boolean, links?: LeafLinks): Record<string, unknown> {
+  const local = [...EDGE_LOCAL_SUBJECTS, "$SYS.REQ.USER.AUTH"];
+  const remote = (account: string, credentials: string) => ({ urls: [`nats://${credentials}@${HOST}:${linkPort}`], account, deny_imports: local, deny_exports: local });
   return {
     ...(jetstream && { jetstream: { domain: name } }),
-    leafnodes: { remotes: [{ urls: [`nats://${APP_USER.user}:${APP_USER.pass}@${HOST}:${linkPort}`], account: "APP" }] },
+    leafnodes: {
+      remotes: links
+        ? links.accounts.map((a) => remote(a, `${encodeURIComponent(leafUser(a))}:${encodeURIComponent(links.password)}`))
+        : [remote("APP", `${APP_USER.user}:${APP_USER.pass}`)],
+    },
   };
 }
 
@@ -237,14 +298,14 @@ interface Leafz {
   leafnodes?: number;
 }
 
-async function startEdge(name: string, hubLeafPort: number, jetstream: boolean, options: SuperclusterOptions, timeoutMs: number): Promise<NatsEdge> {
+async function startEdge(name: string, hubLeafPort: number, jetstream: boolean, options: SuperclusterOptions, timeoutMs: number, links?: LeafLinks): Promise<NatsEdge> {
   const link = await startLink(hubLeafPort);
   try {
     const server = await startServer({
       name: `${name}-n1`,
       jetstream,
-      config: mergeConfig(mergeConfig(accountsBlock(jetstream), edgeBlock(name, link.port, jetstream)), options.config),
-      auth: APP_USER,
+      config: mergeConfig(mergeConfig(options.accounts?.config ?? accountsBlock(jetstream), edgeBlock(name, link.port, jetstream, links)), options.config),
+      auth: options.accounts?.auth ?? APP_USER,
       readyTimeoutMs: timeoutMs,
       ...(options.debug !== undefined && { debug: options.debug }),
       ...(options.bin !== undefined && { bin: options.bin }),
@@ -258,13 +319,18 @@ async function startEdge(name: string, hubLeafPort: number, jetstream: boolean, 
         pollUntil(
           async () => {
             const l = await monitorJson<Leafz>(server.monitorUrl, "/leafz");
-            if (!l.leafnodes) throw new Error(`edge ${name} has no leaf connection to the hub`);
+            // As many as the config in force has remotes (a reload may have added some).
+            const want = ((server.config.leafnodes as { remotes?: unknown[] } | undefined)?.remotes?.length) ?? 1;
+            if ((l.leafnodes ?? 0) < want) throw new Error(`edge ${name} has ${l.leafnodes ?? 0} of its ${want} leaf connections to the hub`);
             return true;
           },
           { timeoutMs: ms, intervalMs: 100, what: `edge ${name}'s leaf connection` },
-        ).then(() => undefined),
+        ).then(() => undefined, (err: unknown) => {
+          // The edge's log says why the hub refused it.
+          throw new NatsServerStartError(err instanceof Error ? err.message : String(err), server.logTail());
+        }),
     };
-    await edge.linked();
+    if (!options.edgesUnlinked) await edge.linked();
     return edge;
   } catch (err) {
     await link.close();

@@ -179,6 +179,13 @@ export interface InfraOptions {
    * registry is then kept per region (see {@link CoreBuckets.agentsView}).
    */
   federation?: Federation;
+  /**
+   * At an edge site: the hub's JetStream domain. The tenant's ACL and
+   * revocation list are then mirrors of the hub's (made when missing):
+   * read at the edge, kept while the link is down, and written through to
+   * the hub (the KV client sends a mirror's writes to its origin).
+   */
+  hub?: string;
   /** How long audit records are kept, ms. */
   auditMaxAgeMs: number;
   /** Most bytes the audit stream keeps (the oldest records go first). */
@@ -254,6 +261,11 @@ export async function ensureReplayBucket(kvm: Kvm, s: Subjects, replicas: number
   return kv;
 }
 
+/** A policy bucket's options: at an edge site (`hub`, the hub's domain), a mirror of the hub's bucket of the same name. */
+function policyBucket(name: string, base: { replicas: number; history: number }, hub: string | undefined): Partial<KvOptions> {
+  return hub === undefined ? base : { ...base, mirror: { name, domain: hub } };
+}
+
 /**
  * Creates (idempotently) the buckets, the replay memory and the bounded audit
  * stream of one tenant; with regions, the registry buckets of this
@@ -269,8 +281,8 @@ export async function ensureCoreInfra(jsm: JetStreamManager, kvm: Kvm, s: Subjec
         ensureBucket(kvm, s.bucket("agents"), base, insist),
         ensureBucket(kvm, s.bucket("presence"), { ...base, ttl: o.presenceMaxAgeMs ?? 15_000 }, o.presenceMaxAgeMs === undefined ? insist : [...insist, "ttl"]),
       ]).then(([agents, presence]) => ({ agents, presence })),
-    ensureBucket(kvm, s.bucket("acl"), base, insist),
-    ensureBucket(kvm, s.bucket("revoked"), base, insist),
+    ensureBucket(kvm, s.bucket("acl"), policyBucket(s.bucket("acl"), base, o.hub), insist),
+    ensureBucket(kvm, s.bucket("revoked"), policyBucket(s.bucket("revoked"), base, o.hub), insist),
     // A longer max age (another process's larger window) is fine; a shorter one would forget claims too early.
     // On file, though memory-backed claims measured ~1.5× the rate at a ~20% lower median: a memory
     // bucket vanishes with a single server's restart, and then every call is refused until someone

@@ -59,6 +59,14 @@ export interface PermissionInput {
    * each region are named instead of the tenant's single ones.
    */
   regions?: readonly string[];
+  /**
+   * An identity connecting at an edge site (its buses connect with
+   * `hub`): the tenant's single plane and registry in the edge's own
+   * JetStream domain, its own outbox entries, and the same rights in the
+   * plane of the hub's `region`, whose JetStream API and KV writes go
+   * through the hub's API prefix (`$JS.<domain>.API.…`). Not with `regions`.
+   */
+  hub?: { domain: string; region: string };
 }
 
 /** The inbox prefix of an identity: replies and JetStream deliveries to it go under `_INBOX.<id>.`. */
@@ -115,6 +123,7 @@ export function rolePermissions(input: PermissionInput): NatsPermissions {
   // A federated tenant: the same rights in each region's plane (the tenant-wide ones come out the same each time).
   const planes = input.regions && input.regions.length > 0 ? input.regions.map((r) => tenant.inRegion(r)) : [tenant];
   for (const s of planes) planePermissions(input, s, pub, sub);
+  if (input.hub) edgePermissions(input, input.hub, tenant, pub, sub);
   return {
     pub: { allow: [...pub].sort(), deny: [] },
     sub: { allow: [...sub].sort(), deny: [] },
@@ -297,4 +306,30 @@ function planePermissions(input: PermissionInput, s: Subjects, pub: Set<string>,
     for (const api of ["CREATE", "DELETE", "MSG.NEXT"]) pub.add(`$JS.API.CONSUMER.${api}.${s.stream("AUDIT")}.${api === "CREATE" ? ">" : "*"}`);
     pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("push")}.>`);
   }
+}
+
+/**
+ * An edge site's extra rights (see {@link PermissionInput.hub}): its own
+ * outbox entries and their consumer, and the rights of the hub region's
+ * plane with JetStream API requests and KV writes addressed to the hub's
+ * domain. Work items, events and calls are plain subjects the leaf link
+ * carries; reads and consumers of the hub's streams are API requests.
+ */
+function edgePermissions(input: PermissionInput, hub: { domain: string; region: string }, tenant: Subjects, pub: Set<string>, sub: Set<string>): void {
+  const hubPub = new Set<string>();
+  planePermissions(input, tenant.inRegion(hub.region), hubPub, sub);
+  const api = `$JS.${hub.domain}.API.`;
+  for (const subject of hubPub) {
+    if (subject.startsWith("$JS.API.")) pub.add(`${api}${subject.slice("$JS.API.".length)}`);
+    else if (subject.startsWith("$KV.")) pub.add(`${api}${subject}`);
+    else if (!subject.startsWith("$O.")) pub.add(subject); // the edge's blobs stay at the edge
+  }
+  const outbox = tenant.stream("OUTBOX");
+  const consumer = `outbox_${input.id}`;
+  pub.add(`${tenant.prefix}.outbox.${input.id}.*`);
+  pub.add(`$JS.API.CONSUMER.CREATE.${outbox}.${consumer}.${tenant.prefix}.outbox.${input.id}.*`);
+  pub.add(`$JS.API.CONSUMER.DURABLE.CREATE.${outbox}.${consumer}`);
+  pub.add(`$JS.API.CONSUMER.MSG.NEXT.${outbox}.${consumer}`);
+  // Acknowledgements of its entries (any form of the ack subject).
+  pub.add("$JS.ACK.>");
 }

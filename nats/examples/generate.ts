@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { clusterBlock } from "../cluster.js";
 import { mergeConfig } from "../config.js";
 import { configFileText, serverConfig } from "../server.js";
-import { HUB_DOMAIN, accountsBlock, edgeBlock, gatewayBlock } from "../supercluster.js";
+import { HUB_DOMAIN, accountsBlock, edgeBlock, gatewayBlock, hubLeafBlock } from "../supercluster.js";
 
 /** File name → contents of every example config. */
 export function exampleConfigs(): Record<string, string> {
@@ -51,9 +51,9 @@ export function exampleConfigs(): Record<string, string> {
     httpPort: 8222,
     storeDir: "/tmp/agentbus-nats/east-n1",
     jetstream: true,
-    config: mergeConfig(gatewayConfig, { jetstream: { domain: HUB_DOMAIN }, leafnodes: { listen: "127.0.0.1:7422", no_advertise: true } }),
+    config: mergeConfig(mergeConfig(gatewayConfig, { jetstream: { domain: HUB_DOMAIN } }), hubLeafBlock(7422)),
   });
-  // An edge site "shop": a leaf node with its own JetStream domain, linked to the hub's leaf port.
+  // An edge site "shop": a leaf node with its own JetStream domain, linked to the hub's leaf port; what the bus stores stays on each side of the link.
   const edgeNode = serverConfig({
     name: "shop-n1",
     port: 4232,

@@ -111,3 +111,116 @@ describe.skipIf(minor! < 10)("a federated tenant under accounts and the auth cal
     await expect((await jetstream(agentRaw).jetstreamManager()).consumers.add("MESH_ACME_WORK_EAST", { durable_name: "cap_other", filter_subject: "mesh.acme.region.east.work.other" })).rejects.toThrow();
   }, 120_000);
 });
+
+describe.skipIf(minor! < 14)("an edge site under tenant accounts", () => {
+  let dir: string;
+  let nats: SecureNats;
+  let admin: Identity;
+  const open: Array<Bus | NatsConnection> = [];
+  const edgeUrl = () => nats.supercluster!.edges["shop"]!.server.url;
+  const hub = { domain: "hub", region: "east" };
+
+  const hubBus = async (identity: Identity): Promise<Bus> => {
+    const b = await connect({ servers: nats.supercluster!.clusters["east"]!.urls, tenant: "acme", identity, auth: { nkey: true }, region: "east", regions: REGIONS, presenceMaxAgeMs: 3000, logger: quietLogger });
+    open.push(b);
+    return b;
+  };
+  const edgeBus = async (identity: Identity): Promise<Bus> => {
+    const b = await connect({ servers: edgeUrl(), tenant: "acme", identity, auth: { nkey: true }, hub, logger: quietLogger });
+    open.push(b);
+    return b;
+  };
+  const raw = async (identity: Identity): Promise<NatsConnection> => {
+    const nc = await natsConnect({ servers: edgeUrl(), authenticator: nkeyAuthenticator(enc.encode(identity.exportSeed())), inboxPrefix: `_INBOX.${identity.id}`, reconnect: false });
+    open.push(nc);
+    return nc;
+  };
+  const refused = async (nc: NatsConnection, subject: string, data = "x"): Promise<boolean> => {
+    const errors: string[] = [];
+    void (async () => {
+      for await (const s of nc.status()) if (s.type === "error") errors.push(String(s.error));
+    })();
+    nc.publish(subject, enc.encode(data));
+    await nc.flush();
+    await new Promise((r) => setTimeout(r, 150));
+    return errors.some((e) => /permission/i.test(e) && e.includes(subject));
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "agentbus-edge-"));
+    nats = await startSecureNats({ dir, tenants: [], regions: REGIONS, edges: ["shop"], logger: quietLogger });
+    admin = await nats.createTenant("acme");
+  }, 180_000);
+
+  afterAll(async () => {
+    await Promise.all(open.map((c) => c.close().catch(() => {})));
+    await nats?.stop();
+    await rm(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  it("the edge authenticates its clients itself, takes the hub's policy, keeps its own work when the link is cut and forwards the rest; raw clients stay in their rights on both sides of the link", async () => {
+    const edge = nats.supercluster!.edges["shop"]!;
+    const hubAgentId = await nats.issue("acme", "agent", { serves: ["far"] });
+    const edgeAgentId = await nats.issue("acme", "agent", { serves: ["near"] });
+    const callerId = await nats.issue("acme", "caller");
+    const intruder = await nats.issue("acme", "caller");
+    // Policy is written once, at the hub; the edge reads it from its mirror.
+    const adminBus = await hubBus(admin);
+    const rev = await adminBus.acl.putRule("callers", { source: callerId.id, target: "*", capabilities: ["near", "far"] });
+    const hubAgent = await hubBus(hubAgentId);
+    await hubAgent.agent({ name: "far", skills: [{ id: "far" }] }, { far: (ctx) => `far: ${ctx.text}` }, { tasks: { concurrency: 1 } });
+    const edgeAgent = await edgeBus(edgeAgentId);
+    await edgeAgent.agent({ name: "near", skills: [{ id: "near" }] }, { near: (ctx) => `near: ${ctx.text}` });
+    const caller = await edgeBus(callerId);
+    expect(await caller.acl.applied(rev, 15_000)).toBe(true);
+    await eventually(() => caller.discover({ capability: "near", online: true }).length === 1, 15_000, 100);
+    expect(textOf(await caller.call("near", "hi"))).toBe("near: hi");
+    // Linked: a task for the hub's capability runs there, its result read at the edge.
+    const linked = await caller.submit("far", "one");
+    expect((await linked.result({ timeout: 30_000 })).artifacts[0]!.parts[0]!.text).toBe("far: one");
+
+    // Raw clients at the edge: another caller reads nothing of the caller's tasks (here or at the hub), writes no policy (here or at the hub), takes no work.
+    const nc = await raw(intruder);
+    const js = jetstream(nc);
+    const hubJsm = await jetstream(nc, { domain: "hub" }).jetstreamManager();
+    await expect(hubJsm.direct.getMessage("KV_mesh_acme_tasks_east", { last_by_subj: `$KV.mesh_acme_tasks_east.${callerId.id}.${linked.id}` })).rejects.toThrow();
+    await expect((await js.jetstreamManager()).consumers.add("MESH_ACME_OUTBOX", { name: "steal", filter_subject: `mesh.acme.outbox.${callerId.id}.*` })).rejects.toThrow();
+    expect(await refused(nc, "$KV.mesh_acme_acl.rule.grant-all", "{}")).toBe(true);
+    expect(await refused(nc, "$JS.hub.API.$KV.mesh_acme_acl.rule.grant-all", "{}")).toBe(true);
+    expect(await refused(nc, `$JS.hub.API.$KV.mesh_acme_tasks_east.${callerId.id}.${linked.id}`, "{}")).toBe(true);
+    expect(await refused(nc, `mesh.acme.outbox.${callerId.id}.forged`, "{}")).toBe(true);
+    expect(await refused(nc, "mesh.acme.region.east.work.far")).toBe(true);
+    // As a control, what the caller itself may do: read its task at the hub, write its own outbox and owner entries.
+    const callerRaw = await raw(callerId);
+    const own = await (await jetstream(callerRaw, { domain: "hub" }).jetstreamManager()).direct.getMessage("KV_mesh_acme_tasks_east", { last_by_subj: `$KV.mesh_acme_tasks_east.${callerId.id}.${linked.id}` });
+    expect(own?.subject).toBe(`$KV.mesh_acme_tasks_east.${callerId.id}.${linked.id}`);
+    expect(await refused(callerRaw, `mesh.acme.region.east.work.far`)).toBe(false);
+
+    // The link is cut: a new connection is still authenticated at the edge, its work runs, the hub's is stored.
+    edge.link.cut();
+    await eventually(async () => caller.nc.request("$JS.hub.API.INFO", "", { timeout: 500 }).then(() => false, () => true), 15_000, 100);
+    const late = await edgeBus(callerId);
+    expect(textOf(await late.call("near", "offline"))).toBe("near: offline");
+    const stored = await late.submit("far", "two");
+    expect((await late.task(stored.id)).metadata.forward).toMatchObject(hub);
+    // The link is back: forwarded, run at the hub, its result at the edge.
+    edge.link.restore();
+    await edge.linked(30_000);
+    expect((await stored.result({ timeout: 60_000 })).artifacts[0]!.parts[0]!.text).toBe("far: two");
+
+    // A revocation at the hub reaches the edge: the intruder's edge connection is closed and its next one refused.
+    await nats.authority.revoke(intruder.id, "test");
+    await eventually(() => nc.isClosed(), 15_000, 100);
+    await expect(raw(intruder)).rejects.toThrow();
+  }, 180_000);
+
+  it("a leaf user of the hub signs in only as a leaf connection, and only with the leaf password", async () => {
+    const hubUrls = nats.supercluster!.clusters["east"]!.urls;
+    // The password is right, but a client is not a leaf node.
+    await expect(natsConnect({ servers: hubUrls, user: "leaf-acme", pass: nats.state.leafPassword, reconnect: false })).rejects.toThrow();
+    await expect(natsConnect({ servers: hubUrls, user: "leaf-acme", pass: "guess", reconnect: false })).rejects.toThrow();
+    // The edge's link of the tenant's account is up (the same password, as a leaf node).
+    const leafz = await (await fetch(`${nats.supercluster!.edges["shop"]!.server.monitorUrl}/leafz`)).json() as { leafs?: Array<{ account: string }> };
+    expect(leafz.leafs?.map((l) => l.account).sort()).toEqual(["AUTH", "acme"]);
+  });
+});

@@ -91,4 +91,42 @@ describe("startSupercluster with an edge site", () => {
       await Promise.all([west.close(), local.close()]);
     }
   }, 90_000);
+
+  it("what the bus stores stays on its side of the link: streams of the same subjects at the edge and in the hub each keep their own writes; a region's plane and the hub's API prefix cross", async () => {
+    const { supercluster } = nats;
+    const edge = supercluster.edges["shop"]!;
+    const hub = await connect({ servers: supercluster.clusters["east"]!.urls, ...supercluster.auth });
+    const local = await connect({ servers: edge.server.url, ...supercluster.auth });
+    try {
+      const [hubJsm, edgeJsm] = await Promise.all([jetstreamManager(hub), jetstreamManager(local)]);
+      // The tenant's single plane at both; a region's plane in the hub only.
+      await hubJsm.streams.add({ name: "PLANE", subjects: ["mesh.t.work.>", "mesh.t.region.east.work.>"] });
+      await edgeJsm.streams.add({ name: "PLANE", subjects: ["mesh.t.work.>"] });
+      for (const jsm of [hubJsm, edgeJsm]) await jsm.streams.add({ name: "KV_b", subjects: ["$KV.b.>"] });
+      await new Promise((r) => setTimeout(r, 500));
+      await edgeJsm.jetstream().publish("mesh.t.work.cap", "edge");
+      await hubJsm.jetstream().publish("mesh.t.work.cap", "hub");
+      await edgeJsm.jetstream().publish("$KV.b.key", "edge");
+      // Into the hub on purpose: a region's plane, and a KV write through the hub's API prefix.
+      local.publish("mesh.t.region.east.work.cap", "to the region");
+      await (await jetstreamManager(local, { domain: "hub" })).jetstream().publish("$JS.hub.API.$KV.b.key", "through the prefix");
+      await local.flush();
+      await eventually(async () => (await hubJsm.streams.info("PLANE")).state.messages === 2, 10_000, 100);
+      const subjects = async (jsm: typeof hubJsm, stream: string) => {
+        const n = (await jsm.streams.info(stream)).state.last_seq;
+        const out: string[] = [];
+        for (let seq = 1; seq <= n; seq++) {
+          const m = await jsm.streams.getMessage(stream, { seq });
+          out.push(`${m!.subject}=${m!.string()}`);
+        }
+        return out;
+      };
+      expect(await subjects(edgeJsm, "PLANE")).toEqual(["mesh.t.work.cap=edge"]);
+      expect(await subjects(hubJsm, "PLANE")).toEqual(["mesh.t.work.cap=hub", "mesh.t.region.east.work.cap=to the region"]);
+      expect(await subjects(edgeJsm, "KV_b")).toEqual(["$KV.b.key=edge"]);
+      expect(await subjects(hubJsm, "KV_b")).toEqual(["$KV.b.key=through the prefix"]);
+    } finally {
+      await Promise.all([hub.close(), local.close()]);
+    }
+  }, 60_000);
 });
