@@ -1,6 +1,6 @@
 import { Command } from "commander";
 import { existsSync } from "node:fs";
-import { AgentBusError, Identity, isAgentBusError, proveRotation, type ConnectOptions, type RegionView, type Task, type TaskState } from "../core/index.js";
+import { AgentBusError, Identity, isAgentBusError, proveRotation, type ConnectOptions, type EdgeView, type RegionView, type Task, type Topology, type TaskState } from "../core/index.js";
 import { busFrom, Exit, parseInput, print, progress, trustRootFromEnv, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
 import { partsText } from "./render.js";
 import { agentCmd, agentHttp } from "./adapters.js";
@@ -41,20 +41,20 @@ export function ls(): Command {
     .option("--tag <tag>", "only agents with a skill tagged so")
     .option("--online", "only online agents")
     .option("--region <name>", "only agents with an instance running in this region")
-    .option("--topology", "print the regions instead: live agents and instances in each and, federated, whether this region hears from each other one")
+    .option("--topology", "print the regions instead: live agents and instances in each and, federated, whether this region hears from each other one and from each edge site")
     .action(async (o: CommonOptions & { capability?: string; tag?: string; online?: boolean; region?: string; topology?: boolean }) => {
       await withBus(o, async (bus) => {
         const topology = await bus.topology();
         const hubLine = topology.hub && `hub ${topology.hub.domain}${topology.hub.region ? ` (${topology.hub.region})` : ""}: link ${topology.hub.up ? "up" : "down"}, ${topology.hub.waiting} task${topology.hub.waiting === 1 ? "" : "s"} of this identity waiting at the edge`;
         if (o.topology) {
-          print(o, topology, [...topology.regions.map(regionLine), ...(hubLine ? [hubLine] : [])].join("\n"));
+          print(o, topology, [...siteLines(topology), ...(hubLine ? [hubLine] : [])].join("\n"));
           return;
         }
         const agents = bus.discover({ capability: o.capability, tag: o.tag, online: o.online ? true : undefined, region: o.region });
         if (o.json) print(o, agents.map(({ card: _c, ...a }) => a), "");
         else {
           // The regions first, when there are any to tell apart.
-          if (topology.federated || topology.regions.length > 1) for (const r of topology.regions) process.stdout.write(`${regionLine(r)}\n`);
+          if (topology.federated || topology.regions.length > 1) for (const line of siteLines(topology)) process.stdout.write(`${line}\n`);
           if (hubLine) process.stdout.write(`${hubLine}\n`);
           for (const a of agents) process.stdout.write(`${a.online ? "●" : "○"} ${a.name}  ${a.id}  [${a.capabilities.join(", ")}]  instances=${a.instances}${a.regions.length ? `  regions=${a.regions.join(",")}` : ""}\n`);
         }
@@ -62,10 +62,15 @@ export function ls(): Command {
     });
 }
 
-/** One region of `agentbus ls`: `region west: 2 agents, 3 instances, link up (heard 0.4 s ago)`. */
-function regionLine(r: RegionView): string {
+/** One region (or edge site) of `agentbus ls`: `region west: 2 agents, 3 instances, link up (heard 0.4 s ago)`. */
+function regionLine(r: RegionView | EdgeView, kind = "region"): string {
   const link = r.link === undefined ? "" : `, link ${r.link.up ? "up" : "down"}${r.link.lastHeardMs === undefined ? " (never heard)" : ` (heard ${(r.link.lastHeardMs / 1000).toFixed(1)} s ago${r.link.lag ? `, ${r.link.lag} behind` : ""})`}${r.link.error ? `: ${r.link.error}` : ""}`;
-  return `region ${r.name}${r.local ? " (here)" : ""}: ${r.agents} agent${r.agents === 1 ? "" : "s"}, ${r.instances} instance${r.instances === 1 ? "" : "s"}${link}`;
+  return `${kind} ${r.name}${"local" in r && r.local ? " (here)" : ""}: ${r.agents} agent${r.agents === 1 ? "" : "s"}, ${r.instances} instance${r.instances === 1 ? "" : "s"}${link}`;
+}
+
+/** The regions, then the edge sites heard from, of `agentbus ls`. */
+function siteLines(t: Topology): string[] {
+  return [...t.regions.map((r) => regionLine(r)), ...(t.edges ?? []).map((e) => regionLine(e, "edge"))];
 }
 
 /** `agentbus call <cap> <input>`: one fast call. */

@@ -30,6 +30,12 @@ export interface UpConfig {
    * tenants' accounts on every node), the demo agents running in each.
    */
   regions?: string[];
+  /**
+   * Edge sites (with `regions`, embedded): a leaf node each, with its own
+   * JetStream domain (its name) and authority, linked to the first region
+   * (the hub, domain `hub`); the demo's echo agent runs at each.
+   */
+  edges?: string[];
   /** Directory of an embedded server's data and of the gateway's identity. */
   dataDir: string;
   /** nkey seed file of the gateway's identity (default `<dataDir>/gateway.seed`, created on first start). */
@@ -82,6 +88,7 @@ export const upConfigSchema = {
     tenant: { type: "string", pattern: "^[a-z0-9_-]+$" },
     region: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" },
     regions: { type: "array", minItems: 1, uniqueItems: true, items: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" } },
+    edges: { type: "array", minItems: 1, uniqueItems: true, items: { type: "string", pattern: "^[A-Za-z0-9_-]{1,64}$" } },
     dataDir: { type: "string", minLength: 1 },
     seedFile: { type: "string", minLength: 1 },
     logLevel: { enum: LOG_LEVELS },
@@ -130,6 +137,8 @@ export interface UpFlags {
   region?: string;
   /** Comma-separated regions (`--regions`). */
   regions?: string;
+  /** Comma-separated edge sites (`--edges`). */
+  edges?: string;
   port?: string;
   host?: string;
   open?: boolean;
@@ -176,6 +185,11 @@ export function loadUpConfig(flags: UpFlags, env: NodeJS.ProcessEnv = process.en
   const regions = config.regions as string[] | undefined;
   if (problems.length === 0 && regions && config.region !== undefined && !regions.includes(config.region as string)) {
     problems.push(`/region ${String(config.region)} is not one of /regions (${regions.join(", ")})`);
+  }
+  const edges = config.edges as string[] | undefined;
+  if (problems.length === 0 && edges && !regions) problems.push("/edges edge sites link to a hub: give /regions too");
+  if (problems.length === 0 && edges && regions) {
+    for (const e of edges) if (regions.includes(e) || e === "hub") problems.push(`/edges ${e} is the name of a region or of the hub's domain`);
   }
   if (problems.length) throw new ConfigError(source, problems);
   const valid = config as unknown as UpConfig;
@@ -233,6 +247,7 @@ function fromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
     tenant: env.AGENTBUS_TENANT,
     region: env.AGENTBUS_REGION || undefined,
     regions: list(env.AGENTBUS_REGIONS || undefined),
+    edges: list(env.AGENTBUS_EDGES || undefined),
     dataDir: env.AGENTBUS_DATA_DIR,
     seedFile: env.AGENTBUS_SEED_FILE,
     logLevel: env.AGENTBUS_LOG_LEVEL,
@@ -264,6 +279,7 @@ function fromFlags(f: UpFlags): Record<string, unknown> {
     tenant: f.tenant,
     region: f.region,
     regions: list(f.regions),
+    edges: list(f.edges),
     dataDir: f.dataDir,
     seedFile: f.seed,
     logLevel: f.logLevel,

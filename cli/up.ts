@@ -11,7 +11,7 @@ import { basename, join } from "node:path";
 import { Command } from "commander";
 import pretty from "pino-pretty";
 import { AgentBusError, connect, createLogger, Identity, isAgentBusError, type Bus, type IdentityRole, type Logger } from "../core/index.js";
-import { startServer, type NatsServer } from "../nats/index.js";
+import { HUB_DOMAIN, startServer, type NatsServer } from "../nats/index.js";
 import { probe } from "../nats/ready.js";
 import { Authority, forgetServer, recordServer, startSecureNats, type SecureNats } from "../authority/index.js";
 import { createGateway } from "../bridges/gateway/index.js";
@@ -44,6 +44,8 @@ interface UpNats {
   url: string;
   /** Federated and embedded: the URLs of each region's nodes. */
   regionUrls?: Record<string, string[]>;
+  /** Embedded edge sites: the URL of each one's node. */
+  edgeUrls?: Record<string, string>;
   source: "given" | "local" | "embedded";
   /** The embedded server, when one was started. */
   server?: NatsServer;
@@ -60,6 +62,7 @@ export function up(): Command {
     .option("--tenant <tenant>", "tenant (env AGENTBUS_TENANT)")
     .option("--region <name>", "the region this gateway and its agents run in (env AGENTBUS_REGION): shown in discovery; calls prefer it")
     .option("--regions <list>", "comma-separated regions of a federated bus (env AGENTBUS_REGIONS); embedded: a supercluster with one cluster per region, the demo agents in each")
+    .option("--edges <list>", "with --regions, embedded: comma-separated edge sites (env AGENTBUS_EDGES), leaf nodes with their own JetStream domain linked to the first region, the demo's echo at each")
     .option("--port <port>", "HTTP port (env AGENTBUS_PORT; default 8080)")
     .option("--host <host>", "listen address (env AGENTBUS_HOST; default 127.0.0.1)")
     .option("--keys <file>", "API keys file (env AGENTBUS_KEYS_FILE)")
@@ -129,9 +132,12 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     // secured embedded server the authority places it in its tenant's
     // account with its role's permissions; an open server ignores the key.
     // Federated: every connection says its region among the regions; with `region`, it connects to that region's nodes.
-    const open = (o: { name: string; identity?: Identity; region?: string }) =>
+    // At an edge site (`edge`): the edge's node, its hub the first region.
+    const open = (o: { name: string; identity?: Identity; region?: string; edge?: string }) =>
       connect({
-        servers: (o.region && nats.regionUrls?.[o.region]) || nats.url, tenant: config.tenant, region: o.region ?? config.region, regions: config.regions,
+        ...(o.edge
+          ? { servers: nats.edgeUrls![o.edge]!, tenant: config.tenant, hub: { domain: HUB_DOMAIN, region: config.regions![0]! } }
+          : { servers: (o.region && nats.regionUrls?.[o.region]) || nats.url, tenant: config.tenant, region: o.region ?? config.region, regions: config.regions }),
         name: `agentbus-up-${o.name}`, identity: o.identity, auth: { nkey: true }, logger: log.child({ component: o.name }), drainTimeoutMs: config.gateway.drainTimeoutMs, observer,
       });
     // On the secured embedded server each identity is issued first: its tenant and role.
@@ -206,6 +212,13 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
           await demo.start(agentBus);
         }
       }
+      // Each edge site: its own echo, which serves the edge's echo work whether its link is up or not.
+      for (const edge of config.edges ?? []) {
+        const echo = demoAgents.find((d) => d.name === "echo")!;
+        const agentBus = await open({ name: `echo@${edge}`, identity: echo.identity, edge });
+        agentBuses.push(agentBus);
+        await echo.start(agentBus);
+      }
     }
     for (const module of config.agents) {
       const entry = await loadAgentModule(module);
@@ -240,7 +253,7 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     const base = config.gateway.baseUrl ?? url;
     if (json) {
       const callers = { keys: Object.fromEntries(apiKeys.map((k) => [k.name, k.bus.id])), ...(oidc && { oidc: oidc.bus.id }) };
-      process.stdout.write(`${JSON.stringify({ ready: true, url, nats: nats.url, ...(config.regions && { region: config.region, regions: nats.regionUrls ?? config.regions }), natsSource: nats.source, secure: Boolean(nats.secure), tenant: config.tenant, gateway: bus.id, demo: config.demo, open: config.gateway.open, ...(nats.secure && { authority: nats.secure.state.dir, admin: adminIdentity.id }), ...callers })}\n`);
+      process.stdout.write(`${JSON.stringify({ ready: true, url, nats: nats.url, ...(config.regions && { region: config.region, regions: nats.regionUrls ?? config.regions }), ...(nats.edgeUrls && { edges: nats.edgeUrls }), natsSource: nats.source, secure: Boolean(nats.secure), tenant: config.tenant, gateway: bus.id, demo: config.demo, open: config.gateway.open, ...(nats.secure && { authority: nats.secure.state.dir, admin: adminIdentity.id }), ...callers })}\n`);
     } else {
       process.stdout.write(summary(base, nats, config));
     }
@@ -313,9 +326,11 @@ async function chooseUpNats(config: UpConfig, gateway: Identity, tenants: string
   const dir = join(config.dataDir, "authority");
   if (config.regions) {
     // A supercluster on this machine: one single-node cluster per region, every node with the tenants' accounts.
-    const secure = await startSecureNats({ dir, tenants, regions: config.regions, logger: log });
+    // Edge sites link to the first region, the hub, each with its own authority.
+    const secure = await startSecureNats({ dir, tenants, regions: config.regions, edges: config.edges, logger: log });
     const regionUrls = Object.fromEntries(config.regions.map((r) => [r, secure.supercluster!.clusters[r]!.urls]));
-    return { url: regionUrls[config.region ?? config.regions[0]!]![0]!, regionUrls, source: "embedded", server: secure.server, secure, stop: () => secure.stop() };
+    const edgeUrls = config.edges && Object.fromEntries(config.edges.map((e) => [e, secure.supercluster!.edges[e]!.server.url]));
+    return { url: regionUrls[config.region ?? config.regions[0]!]![0]!, regionUrls, ...(edgeUrls && { edgeUrls }), source: "embedded", server: secure.server, secure, stop: () => secure.stop() };
   }
   try {
     const secure = await startSecureNats({ dir, tenants, server, logger: log });
@@ -410,6 +425,7 @@ function summary(base: string, nats: UpNats, config: UpConfig): string {
     `agentbus is up (tenant ${config.tenant}, ${natsSentence(nats)})`,
     ``,
     ...(config.regions ? [`  regions     ${config.regions.map((r) => `${r}${r === config.region ? " (gateway)" : ""} ${nats.regionUrls?.[r]?.join(",") ?? ""}`.trim()).join("   ")}`, ``] : []),
+    ...(nats.edgeUrls ? [`  edges       ${Object.entries(nats.edgeUrls).map(([e, u]) => `${e} ${u}`).join("   ")}   (AGENTBUS_HUB_DOMAIN=${HUB_DOMAIN} AGENTBUS_HUB_REGION=${config.regions![0]})`, ``] : []),
     `  monitor     ${base}/monitor/`,
     `  A2A         ${base}/.well-known/agent-card.json   (per agent: ${base}/a2a/<agent>)`,
     `  MCP         ${base}/mcp`,

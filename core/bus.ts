@@ -7,7 +7,7 @@ import {
   type ConnectionOptions,
   type NatsConnection,
 } from "@nats-io/nats-core";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { readFileSync } from "node:fs";
 import type { AgentExecutor } from "@a2a-js/sdk/server";
@@ -20,7 +20,7 @@ import { readTopology, type Topology } from "./store/topology.js";
 import { Forwarder } from "./client/outbox.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./client/inbox.js";
 import { TaskHandle, listTasks, submit, submitTask, submitterOf, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
-import { ensureLimitsBucket, ensurePushBucket, ensureCoreInfra, ensureRegionalRegistry, ensureReplayBucket, type CoreBuckets } from "./infra/jetstream.js";
+import { ensureLimitsBucket, ensurePushBucket, ensureCoreInfra, ensureRegionalRegistry, ensureReplayBucket, joinHubRegistry, type CoreBuckets } from "./infra/jetstream.js";
 import { federationOf, hubOf, resolveOptions, type AttachOptions, type BusObserver, type CallOptions, type ConnectOptions, type NatsAuth, type SendOptions } from "./options.js";
 import { Runtime } from "./runtime.js";
 import { Envelopes, type Envelope } from "./security/envelope.js";
@@ -213,8 +213,10 @@ export class Bus {
   }
 
   /** @internal used by {@link connect}. */
-  static async open(nc: NatsConnection, identity: Identity, subjects: Subjects, log: Logger, options: ConnectOptions, ownsConnection = true): Promise<Bus> {
-    const federation = federationOf(options);
+  static async open(nc: NatsConnection, identity: Identity, subjects: Subjects, log: Logger, given: ConnectOptions, ownsConnection = true): Promise<Bus> {
+    const federation = federationOf(given);
+    // At an edge site, a connection that names no region is in the edge's own (its JetStream domain): the hub's regions see its agents there.
+    const options = hubOf(given) && given.region === undefined && !process.env.AGENTBUS_REGION ? { ...given, region: await edgeDomain(nc) } : given;
     // Views source every region's buckets with a subject transform (nats-server 2.10+).
     if (federation && !featuresOf(nc.info?.version ?? "0.0.0").republish) {
       throw new AgentBusError("SERVER_TOO_OLD", `a registry per region needs nats-server 2.10 or later (stream sources with subject transforms); this server is ${nc.info?.version}`);
@@ -400,6 +402,11 @@ export class Bus {
       ]),
       this.session("provision").then(() => undefined),
       ensurePushBucket(new Kvm(this.nc), this.subjects, { replicas: this.#rt.options.replicas }),
+      // At an edge site: the hub's regions source its registry.
+      ...(o.hub ? [edgeDomain(this.nc).then(async (edge) => {
+        const domain = { domain: o.hub!.domain };
+        await joinHubRegistry(await jetstreamManager(this.nc, domain), new Kvm(jetstream(this.nc, domain)), this.subjects, o.hub!.region, edge);
+      })] : []),
       ensureLimitsBucket(new Kvm(this.nc), this.subjects, { replicas: this.#rt.options.replicas }),
       ...(this.server.cron ? [this.#rt.schedules().then(() => undefined)] : []),
     ]);
@@ -661,4 +668,11 @@ export class Bus {
       else if (s.type === "error") this.log.error({ status: s.type, err: String(s.error) }, "NATS error");
     }
   }
+}
+
+/** The JetStream domain of the server `nc` is connected to (an edge site's own); `MISUSE` when it has none. */
+async function edgeDomain(nc: NatsConnection): Promise<string> {
+  const { domain } = await (await jetstreamManager(nc)).getAccountInfo();
+  if (!domain) throw new AgentBusError("MISUSE", "a connection at an edge site (hub) needs a server with its own JetStream domain (jetstream { domain: <edge> })");
+  return domain;
 }

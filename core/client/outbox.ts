@@ -177,7 +177,7 @@ export class Forwarder {
     try {
       const o = entry.options;
       await this.submitToHub(hub, entry.capability, entry.message, {
-        taskId, contextId: o.contextId, metadata: { ...o.metadata, forwardedFrom: rt.subjects.tenant }, priority: o.priority, caller: o.caller, parent: o.parent, depth: o.depth,
+        taskId, contextId: o.contextId, metadata: { ...o.metadata, ...(rt.options.region !== undefined && { forwardedFrom: rt.options.region }) }, priority: o.priority, caller: o.caller, parent: o.parent, depth: o.depth,
         ...(o.runAt !== undefined && o.runAt > Date.now() && { runAt: o.runAt }),
         ...(o.deadline !== undefined && { deadline: o.deadline }),
       });

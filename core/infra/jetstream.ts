@@ -248,6 +248,37 @@ export async function ensureRegionalRegistry(kvm: Kvm, s: Subjects, f: Federatio
 }
 
 /**
+ * At an edge site: makes the edge's registry (its `mesh_<t>_agents` and
+ * `mesh_<t>_presence`, in JetStream domain `edge`) a source of every hub
+ * region's registry views, so the hub's regions discover the edge's agents
+ * (and call them through the leaf link) and see whether the edge is heard
+ * from. `hubJsm` speaks to the hub's domain; the regions are those the
+ * views of `hubRegion` source. Idempotent; the view streams are updated,
+ * which needs the right to (a tenant admin).
+ */
+export async function joinHubRegistry(hubJsm: JetStreamManager, hubKvm: Kvm, s: Subjects, hubRegion: string, edge: string): Promise<void> {
+  const kinds = ["agents", "presence"] as const;
+  const view = (kind: "agents" | "presence", region: string) => `KV_${s.bucket(kind)}_${region}_view`;
+  const [own, presence] = await Promise.all([retryJs(() => hubJsm.streams.info(view("agents", hubRegion))), retryJs(() => hubJsm.streams.info(view("presence", hubRegion)))]);
+  // The hub's regions: the origins its view sources (the edges' sources name a domain).
+  const prefix = `KV_${s.bucket("agents")}_`;
+  const regions = (own.config.sources ?? []).filter((src) => !src.external && src.name.startsWith(prefix)).map((src) => src.name.slice(prefix.length));
+  // A region none of whose buses has connected yet has no views: made as its buses would make them.
+  const base = { replicas: own.config.num_replicas, history: 1 };
+  await Promise.all(regions.map((region) => ensureRegionalRegistry(hubKvm, s, { region, regions }, base, presence.config.max_age / 1_000_000)));
+  for (const region of regions.length > 0 ? regions : [hubRegion]) {
+    for (const kind of kinds) {
+      const info = await retryJs(() => hubJsm.streams.info(view(kind, region)));
+      const api = `$JS.${edge}.API`;
+      if ((info.config.sources ?? []).some((src) => src.external?.api === api)) continue;
+      const origin = s.bucket(kind);
+      const source = { name: `KV_${origin}`, external: { api, deliver: "" }, subject_transforms: [{ src: `$KV.${origin}.>`, dest: `$KV.${view(kind, region).slice(3)}.>` }] };
+      await retryJs(() => hubJsm.streams.update(info.config.name, { ...info.config, sources: [...(info.config.sources ?? []), source] }));
+    }
+  }
+}
+
+/**
  * The shared replay memory of fast calls (`mesh_<t>_replay`, a region's own
  * on a federated bus), created when missing: its max age is at least twice
  * the envelope window `windowMs` (a longer one, another process's larger

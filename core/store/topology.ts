@@ -1,7 +1,8 @@
 /**
  * The topology as one connection sees it: the regions of its bus, how many
  * agents and instances run in each, and, on a federated bus, how its
- * region hears from each other one (the sources of its registry view).
+ * region hears from each other one and from the edge sites that joined it
+ * (the sources of its registry view).
  * For operators (`agentbus ls`, the monitor).
  */
 import type { JetStreamManager, StreamSourceInfo } from "@nats-io/jetstream";
@@ -28,6 +29,19 @@ export interface RegionView {
   link?: { up: boolean; lastHeardMs?: number; lag: number; error?: string };
 }
 
+/**
+ * An edge site whose registry this region's view sources (it joined the
+ * hub at its set-up): its agents and instances live here, named by their
+ * region (the edge's domain), and its link as a region's.
+ */
+export interface EdgeView {
+  /** The edge's JetStream domain. */
+  name: string;
+  agents: number;
+  instances: number;
+  link: { up: boolean; lastHeardMs?: number; lag: number; error?: string };
+}
+
 /** What {@link readTopology} returns. */
 export interface Topology {
   /** This connection's region, when it has one. */
@@ -42,7 +56,12 @@ export interface Topology {
    * this identity has waiting in the edge's outbox.
    */
   hub?: { domain: string; region?: string; up: boolean; waiting: number };
+  /** Federated: the edge sites this region hears from (empty when none joined). */
+  edges?: EdgeView[];
 }
+
+/** A source's state as the server reports it, with the API prefix of a source in another JetStream domain (which the client's type leaves out). */
+type SourceState = StreamSourceInfo & { external?: { api?: string } };
 
 /** What {@link readTopology} reads. */
 export interface TopologySource {
@@ -73,27 +92,36 @@ export async function readTopology(jsm: JetStreamManager, t: TopologySource): Pr
     }
   }
   const names = t.regions ? [...t.regions] : [...new Set([...(t.region === undefined ? [] : [t.region]), ...[...count.keys()].sort()])];
-  let sources: StreamSourceInfo[] = [];
+  let sources: SourceState[] = [];
   // Without the view's info (JetStream without a meta leader, as when the other region held it), the links are judged by heartbeats.
   let unread: string | undefined;
   if (t.regions && t.presenceView) sources = await jsm.streams.info(t.presenceView).then((i) => i.sources ?? [], (err: unknown) => ((unread = (err as Error).message), []));
   const heartbeatMs = t.presenceMaxAgeMs / 3;
   const hub = t.hub && { domain: t.hub.domain, ...(t.hub.region !== undefined && { region: t.hub.region }), up: await t.hub.reachable(), waiting: await t.hub.waiting().catch(() => 0) };
+  // `active` is nanoseconds since the source was last heard from (-1: never).
+  const linkOf = (source: SourceState) => {
+    const lastHeardMs = source.active >= 0 ? Math.round(source.active / 1_000_000) : undefined;
+    const error = source.error?.description;
+    return { up: lastHeardMs !== undefined && lastHeardMs <= 3 * heartbeatMs && !error, ...(lastHeardMs !== undefined && { lastHeardMs }), lag: source.lag, ...(error && { error }) };
+  };
+  // Edge sites: sources in another JetStream domain (`$JS.<edge>.API`).
+  const edges = sources.flatMap((source) => {
+    const name = /^\$JS\.(.+)\.API$/.exec(source.external?.api ?? "")?.[1];
+    return name === undefined ? [] : [{ name, agents: count.get(name)?.agents ?? 0, instances: count.get(name)?.instances ?? 0, link: linkOf(source) }];
+  });
   return {
     ...(t.region !== undefined && { region: t.region }),
     ...(hub && { hub }),
+    ...(t.regions && { edges }),
     federated: t.regions !== undefined,
     regions: names.map((name) => {
       const local = name === t.region;
       const view: RegionView = { name, local, agents: count.get(name)?.agents ?? 0, instances: count.get(name)?.instances ?? 0 };
       if (!t.regions || local) return view;
       if (unread !== undefined) return { ...view, link: { up: view.instances > 0, lag: 0, error: `link not read (${unread}): judged by the region's heartbeats` } };
-      const source = sources.find((s) => s.name.endsWith(`_presence_${name}`));
+      const source = sources.find((s) => !s.external && s.name.endsWith(`_presence_${name}`));
       if (!source) return { ...view, link: { up: false, lag: 0, error: "not sourced" } };
-      // `active` is nanoseconds since the source was last heard from (-1: never).
-      const lastHeardMs = source.active >= 0 ? Math.round(source.active / 1_000_000) : undefined;
-      const error = source.error?.description;
-      return { ...view, link: { up: lastHeardMs !== undefined && lastHeardMs <= 3 * heartbeatMs && !error, ...(lastHeardMs !== undefined && { lastHeardMs }), lag: source.lag, ...(error && { error }) } };
+      return { ...view, link: linkOf(source) };
     }),
   };
 }

@@ -113,18 +113,32 @@ describe("agentbus up", () => {
     expect(existsSync(join(up.dir, ".agentbus", "authority", "server.json"))).toBe(false);
   }, 90_000);
 
-  it("--regions: an embedded supercluster with the tenant's accounts on every node, the demo agents in each region; a task pinned to the other region runs there; SIGTERM stops it all", async () => {
+  it("--regions and --edges: an embedded supercluster and an edge site with the tenant's accounts on every node, the demo agents in each region and echo at the edge; a task pinned to the other region runs there, one from the edge for a hub capability is forwarded; SIGTERM stops it all", async () => {
     if (compareVersions(natsServerVersion(findNatsServer()), "2.10.0") < 0) return;
-    const up = startUp(["--demo", "--regions", "east,west"]);
-    const info = (await ready(up)) as Awaited<ReturnType<typeof ready>> & { region: string; regions: Record<string, string[]> };
+    const up = startUp(["--demo", "--regions", "east,west", "--edges", "shop"]);
+    const info = (await ready(up)) as Awaited<ReturnType<typeof ready>> & { region: string; regions: Record<string, string[]>; edges: Record<string, string> };
     expect(info).toMatchObject({ natsSource: "embedded", secure: true, region: "east" });
     expect(Object.keys(info.regions)).toEqual(["east", "west"]);
+    expect(Object.keys(info.edges)).toEqual(["shop"]);
     expect(info.nats).toBe(info.regions.east![0]);
-    // The monitor's topology: both regions, the demo's four agents live in each.
+    // The monitor's topology: both regions, the demo's four agents live in each; the edge with its echo, heard from.
     await eventually(async () => {
-      const t = (await (await fetch(`${info.url}/v1/topology`)).json()) as { regions: Array<{ name: string; agents: number; link?: { up: boolean } }> };
-      return t.regions.map((r) => `${r.name}:${r.agents}`).join() === "east:4,west:4" && t.regions[1]!.link?.up === true;
-    }, 20_000, 200);
+      const t = (await (await fetch(`${info.url}/v1/topology`)).json()) as { regions: Array<{ name: string; agents: number; link?: { up: boolean } }>; edges?: Array<{ name: string; agents: number; link: { up: boolean } }> };
+      return t.regions.map((r) => `${r.name}:${r.agents}`).join() === "east:4,west:4" && t.regions[1]!.link?.up === true && t.edges?.map((e) => `${e.name}:${e.agents}:${e.link.up}`).join() === "shop:1:true";
+    }, 30_000, 200);
+    // The demo user at the edge, by configuration: echo runs there, write (served by the hub only) is forwarded to east.
+    const atEdge = await connect({ servers: info.edges.shop!, identity: Identity.fromFile(join(up.dir, ".agentbus", "demo-user.seed")), auth: { nkey: true }, hub: { domain: "hub", region: "east" }, logger: quietLogger });
+    try {
+      const local = await (await atEdge.submit("echo", "at the edge")).result({ timeout: 20_000 });
+      expect(local.status.state).toBe("TASK_STATE_COMPLETED");
+      expect(local.metadata.forward).toBeUndefined();
+      const far = await (await atEdge.submit("write", "the sea")).result({ timeout: 30_000 });
+      expect(far.status.state).toBe("TASK_STATE_COMPLETED");
+      // Run in east, from the edge site (its region is its domain).
+      expect(far.metadata).toMatchObject({ region: "east", forwardedFrom: "shop" });
+    } finally {
+      await atEdge.close();
+    }
     // The demo user from west, federated by configuration; pinned to east, the task runs there.
     const user = await connect({ servers: info.regions.west!, identity: Identity.fromFile(join(up.dir, ".agentbus", "demo-user.seed")), auth: { nkey: true }, region: "west", regions: ["east", "west"], logger: quietLogger });
     try {
@@ -135,8 +149,8 @@ describe("agentbus up", () => {
     }
     up.child.kill("SIGTERM");
     expect(await up.exited).toBe(0);
-    for (const url of Object.values(info.regions).flat()) await expect(probe({ url, jetstream: false, timeoutMs: 500 })).rejects.toThrow();
-  }, 120_000);
+    for (const url of [...Object.values(info.regions).flat(), ...Object.values(info.edges)]) await expect(probe({ url, jetstream: false, timeoutMs: 500 })).rejects.toThrow();
+  }, 150_000);
 
   it("uses the NATS it is given; SIGTERM lets a running task finish before exiting 0", async () => {
     const up = startUp(["--demo", "--nats", nats.server.url, "--tenant", "uptenant"]);

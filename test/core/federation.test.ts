@@ -1,6 +1,6 @@
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
-import { compareVersions, connect, type Bus, type ConnectOptions, type Task, type TaskEvent } from "../../core/index.js";
+import { compareVersions, connect, textOf, type Bus, type ConnectOptions, type Task, type TaskEvent } from "../../core/index.js";
 import { codeOf, eventually, quietLogger } from "../helpers/bus.js";
 import { useNatsSupercluster } from "../helpers/nats.js";
 import { findNatsServer, natsServerVersion } from "../../nats/index.js";
@@ -283,12 +283,12 @@ describe.skipIf(!federates)("federation: an edge site", () => {
     return b;
   };
   const edgeBus = async (extra: Partial<ConnectOptions> = {}): Promise<Bus> => {
-    const b = await connect({ servers: nats.supercluster.edges["shop"]!.server.url, auth: nats.supercluster.auth, tenant: "edge", region: "shop", hub: { domain: "hub", region: "east" }, insecureAllowAll: true, presenceMaxAgeMs: 3000, logger: quietLogger, ...extra });
+    const b = await connect({ servers: nats.supercluster.edges["shop"]!.server.url, auth: nats.supercluster.auth, tenant: "edge", hub: { domain: "hub", region: "east" }, insecureAllowAll: true, presenceMaxAgeMs: 3000, logger: quietLogger, ...extra });
     open.push(b);
     return b;
   };
 
-  it("with its link down, the edge serves its own work, and stores tasks for the hub's capabilities; when the link is back they are forwarded in order, run once, and their results reach the edge", async () => {
+  it("the hub's regions discover and call the edge's agents; with its link down, the edge serves its own work, and stores tasks for the hub's capabilities; when the link is back they are forwarded in order, run once, and their results reach the edge", async () => {
     const edge = nats.supercluster.edges["shop"]!;
     try {
       // The hub serves `far` (one worker, so it runs what it takes in order); the edge serves `near`.
@@ -299,6 +299,19 @@ describe.skipIf(!federates)("federation: an edge site", () => {
       await edgeAgent.agent({ name: "near", skills: [{ id: "near" }] }, { near: (ctx) => `near: ${ctx.text}` });
       const caller = await edgeBus();
       await eventually(() => caller.discover({ capability: "near", online: true }).length === 1, 15_000, 100);
+      // Its connections are in the edge's region (its domain, named by no option).
+      expect(caller.region).toBe("shop");
+      expect(caller.discover({ capability: "near" })[0]!.regions).toEqual(["shop"]);
+      // The edge's set-up joins the hub: every region discovers its agents, calls them through the link, and hears from it.
+      await edgeAgent.provision();
+      const west = await hubBus("west");
+      for (const b of [hub, west]) {
+        await eventually(() => b.discover({ capability: "near", online: true }).length === 1, 15_000, 100);
+        expect(b.discover({ capability: "near" })[0]!.regions).toEqual(["shop"]);
+        await eventually(async () => (await b.topology()).edges?.[0]?.link.up === true, 15_000, 100);
+        expect((await b.topology()).edges).toMatchObject([{ name: "shop", agents: 1, instances: 1 }]);
+      }
+      expect(textOf(await west.call("near", "from west"))).toBe("near: from west");
 
       // Linked: a task for the hub goes there and its result comes back.
       const first = await (await caller.submit("far", "linked")).result({ timeout: 30_000 });
@@ -319,8 +332,9 @@ describe.skipIf(!federates)("federation: an edge site", () => {
         expect(t.metadata.forward).toMatchObject({ domain: "hub", region: "east" });
         expect(t.metadata.forwarded).toBeUndefined();
       }
-      // The edge's topology: the hub's link down, this identity's five tasks waiting.
+      // The edge's topology: the hub's link down, this identity's five tasks waiting; the hub's: the edge not heard from.
       expect((await caller.topology()).hub).toEqual({ domain: "hub", region: "east", up: false, waiting: 5 });
+      await eventually(async () => (await hub.topology()).edges?.[0]?.link.up === false, 15_000, 200);
       // One canceled while it waits at the edge never leaves.
       const canceled = await caller.submit("far", "never");
       expect((await canceled.cancel()).status.state).toBe("TASK_STATE_CANCELED");
@@ -343,6 +357,7 @@ describe.skipIf(!federates)("federation: an edge site", () => {
       await expect(hub.task(canceled.id)).rejects.toMatchObject({ code: "TASK_NOT_FOUND" });
       expect((await (await jetstreamManager(caller.nc)).streams.info("MESH_EDGE_OUTBOX")).state.messages).toBe(0);
       expect((await caller.topology()).hub).toEqual({ domain: "hub", region: "east", up: true, waiting: 0 });
+      await eventually(async () => (await hub.topology()).edges?.[0]?.link.up === true, 15_000, 200);
     } finally {
       edge.link.restore();
       await Promise.all(open.splice(0).map((b) => b.close().catch(() => {})));

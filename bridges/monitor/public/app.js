@@ -98,18 +98,21 @@ async function loadAgents() {
 
 /** The regions, shown once there is more than one (or the bus is federated): agents, instances and the link to each. */
 async function loadTopology() {
-  const { federated, regions, hub } = await (await request("topology")).json();
+  const { federated, regions, hub, edges = [] } = await (await request("topology")).json();
   $("regions-section").hidden = !federated && regions.length < 2 && !hub;
   $("hub").hidden = !hub;
   if (hub) $("hub").textContent = `Edge site: hub ${hub.domain}${hub.region ? ` (${hub.region})` : ""}, link ${hub.up ? "up" : "down"}; ${hub.waiting} task${hub.waiting === 1 ? "" : "s"} waiting to be forwarded`;
-  $("regions").replaceChildren(...regions.map((r) => {
+  // The regions, then the edge sites this region hears from.
+  const sites = [...regions, ...edges.map((e) => ({ ...e, edge: true }))];
+  $("regions").replaceChildren(...sites.map((r) => {
     const link = r.link === undefined ? (r.local ? "here" : "–") : `${r.link.up ? "up" : "down"}${r.link.lastHeardMs === undefined ? "" : ` · heard ${(r.link.lastHeardMs / 1000).toFixed(1)} s ago`}${r.link.error ? ` · ${r.link.error}` : ""}`;
     const row = el("tr", {},
-      el("td", { textContent: r.local ? `${r.name} (here)` : r.name }),
+      el("td", { textContent: r.local ? `${r.name} (here)` : r.edge ? `${r.name} (edge site)` : r.name }),
       el("td", { textContent: String(r.agents) }),
       el("td", { textContent: String(r.instances) }),
       el("td", { className: r.link === undefined ? "" : r.link.up ? "online" : "offline", textContent: link }));
     row.dataset.region = r.name;
+    if (r.edge) row.dataset.edge = "true";
     return row;
   }));
 }
