@@ -16,6 +16,9 @@
  *   is the time from the kill to the first call answered (by the east
  *   agent, after the client reconnected to east).
  *
+ * - baseline: raw NATS request/reply from a client in east to a responder
+ *   in east and one in west (what the gateway costs without the bus).
+ *
  * Each pair of cases runs alternately, one call or task of each in turn.
  *
  * Prints one JSON line with `ratios.cross_region_call_p50`,
@@ -23,6 +26,7 @@
  *
  *   npm run bench:federation        (BENCH_FED_N calls/tasks per case, default 500 / 200)
  */
+import { connect as natsConnect } from "@nats-io/transport-node";
 import { connect, createLogger, type Bus } from "../../core/index.js";
 import { startSupercluster, type NatsSupercluster } from "../../nats/index.js";
 import { emit, now, progress, ratio, round, runBench, summarize } from "../lib.js";
@@ -85,6 +89,14 @@ async function main(): Promise<void> {
   progress(`fast calls: ${CALLS} local, ${CALLS} across the gateway`);
   const [callLocal, callCross] = await timedPair(CALLS, () => eastCaller.call("echo", "x", { region: "east" }), () => eastCaller.call("echo", "x", { region: "west" }));
 
+  // The baseline of the same run: raw NATS request/reply to a responder in each region, from a raw client in east.
+  progress(`raw NATS baseline: ${CALLS} requests local, ${CALLS} across the gateway`);
+  const [rawEast, rawWest, rawCaller] = await Promise.all([natsConnect({ servers: east, ...sc.auth }), natsConnect({ servers: west, ...sc.auth }), natsConnect({ servers: east, ...sc.auth })]);
+  for (const [nc, region] of [[rawEast, "east"], [rawWest, "west"]] as const) nc.subscribe(`raw.echo.${region}`, { callback: (_err, m) => void m.respond(m.data) });
+  await Promise.all([rawEast.flush(), rawWest.flush()]);
+  const [rawLocal, rawCross] = await timedPair(CALLS, () => rawCaller.request("raw.echo.east", "x"), () => rawCaller.request("raw.echo.west", "x"));
+  await Promise.all([rawEast.close(), rawWest.close(), rawCaller.close()]);
+
   progress(`durable tasks: ${TASKS} in the submitter's region, ${TASKS} pinned to the other`);
   const task = (b: Bus, region: string) => async () => {
     const t = await (await b.submit("echo", "x", { region })).result({ timeout: 30_000 });
@@ -126,6 +138,7 @@ async function main(): Promise<void> {
   const after = westCaller.nc.info?.cluster;
 
   const call = { local: pick(callLocal), cross_region: pick(callCross) };
+  const raw = { local: pick(rawLocal), cross_region: pick(rawCross) };
   const tasks = { local: pick(taskLocal), cross_region: pick(taskCross) };
   emit({
     bench: "federation",
@@ -136,13 +149,20 @@ async function main(): Promise<void> {
     tasks: TASKS,
     call,
     task: tasks,
+    baseline: { raw_nats_request: raw },
     registry_propagation_ms: pick(propagation),
     failover_s: round(failoverMs / 1000, 3),
     failover: { callerClusterBefore: "west", callerClusterAfter: after },
     ratios: {
       cross_region_call_p50: ratio(call.cross_region.p50, call.local.p50),
       cross_region_task_p50: ratio(tasks.cross_region.p50, tasks.local.p50),
+      // What the gateway costs a raw request, and the bus's call over raw NATS on each path.
+      raw_cross_region_request_p50: ratio(raw.cross_region.p50, raw.local.p50),
+      call_vs_raw_local_p50: ratio(call.local.p50, raw.local.p50),
+      call_vs_raw_cross_region_p50: ratio(call.cross_region.p50, raw.cross_region.p50),
     },
+    // Milliseconds the gateway adds at p50: to a raw request, and to a bus call.
+    gateway_added_p50_ms: { raw: round(raw.cross_region.p50 - raw.local.p50), call: round(call.cross_region.p50 - call.local.p50) },
     targets: { cross_region_call_p50: 1.2, cross_region_task_p50: 1.2 },
   });
 }
