@@ -15,7 +15,7 @@ import type { AclStore } from "./store/aclstore.js";
 import type { Auditor } from "./store/audit.js";
 import { verifyRecord, type AgentRecord, type Registry } from "./store/registry.js";
 import type { Revocation, Revocations } from "./store/revocations.js";
-import { BLOB_MEDIA_TYPE, DEFAULT_INLINE_BYTES, partsBytes, type BlobOwner } from "./store/blobs.js";
+import { DEFAULT_INLINE_BYTES, blobRefOf, partsBytes, type BlobOwner } from "./store/blobs.js";
 import { Sessions, type Session } from "./store/session.js";
 import { Durable } from "./store/task-log.js";
 import type { Snapshot } from "./store/task-snapshots.js";
@@ -239,7 +239,8 @@ export class Runtime {
   /**
    * A fast call's input or reply, ready to send: parts over the inline
    * threshold (all of them when the message would not fit one NATS
-   * message) stored as blobs in `mesh_<t>_blobs` and carried as references,
+   * message) stored as blobs in `mesh_<t>_blobs` (federated: this region's)
+   * and carried as references,
    * as a durable task's are; `PAYLOAD_TOO_LARGE` past `maxTaskBytes`. A
    * small message is returned as it is, without opening the store.
    */
@@ -252,10 +253,17 @@ export class Runtime {
     return tasks.blobs.externalizeMessage(message, owner, !fits);
   }
 
-  /** A received fast-call message with its blob references read back (checked against their digests). */
+  /**
+   * A received fast-call message with its blob references read back
+   * (checked against their digests); on a federated bus from the store of
+   * the sender's region, which its references name.
+   */
   async uncarry(message: Message): Promise<Message> {
-    if (!message.parts.some((p) => p.mediaType === BLOB_MEDIA_TYPE)) return message;
-    return (await this.tasks()).blobs.resolveMessage(message);
+    const ref = message.parts.map(blobRefOf).find((r) => r !== undefined);
+    if (!ref) return message;
+    const home = this.subjects.bucket("blobs");
+    const region = ref.bucket === home ? undefined : this.options.regions?.find((r) => this.subjects.inRegion(r).bucket("blobs") === ref.bucket);
+    return (await this.tasks(region)).blobs.resolveMessage(message);
   }
 
   /**

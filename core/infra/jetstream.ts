@@ -446,14 +446,16 @@ export async function ensurePushBucket(kvm: Kvm, s: Subjects, o: Pick<TaskInfraO
 
 /**
  * The tenant's object store for large task content (`mesh_<t>_blobs`,
- * stream `OBJ_mesh_<t>_blobs`), created on first use beside the tasks
+ * stream `OBJ_mesh_<t>_blobs`; on a federated bus each region's own,
+ * `mesh_<t>_blobs_<region>`, placed in it, so a task's content stays in
+ * its region), created on first use beside the tasks
  * bucket with its max age (a blob goes when its task's snapshot and events
  * do) and the tenant's replicas. An existing one with another max age, or
  * other replicas when they were asked for, is `CONFIG_MISMATCH`.
  */
 export async function ensureBlobStore(objm: Objm, s: Subjects, o: Pick<TaskInfraOptions, "replicas" | "eventsMaxAgeMs">): Promise<ObjectStore> {
   const name = s.bucket("blobs");
-  const store = await createRacing(`object store ${name}`, () => objm.create(name, { replicas: o.replicas ?? 1, ttl: o.eventsMaxAgeMs * 1_000_000 }));
+  const store = await createRacing(`object store ${name}`, () => objm.create(name, { replicas: o.replicas ?? 1, ttl: o.eventsMaxAgeMs * 1_000_000, ...placedIn(s) }));
   const { config } = (await justCreated(() => store.status())).streamInfo;
   const differs: string[] = [];
   if (config.max_age !== o.eventsMaxAgeMs * 1_000_000) differs.push(`max age ${config.max_age / 1_000_000} ms (wanted ${o.eventsMaxAgeMs})`);

@@ -183,4 +183,4 @@ export class Subjects {
 /** The streams each region of a federated bus has its own of. */
 const REGIONAL_STREAMS: ReadonlySet<string> = new Set(["WORK", "EVENTS", "DLQ"]);
 /** The buckets each region of a federated bus has its own of. */
-const REGIONAL_BUCKETS: ReadonlySet<string> = new Set(["tasks", "owners", "replay"]);
+const REGIONAL_BUCKETS: ReadonlySet<string> = new Set(["tasks", "owners", "replay", "blobs"]);

@@ -126,6 +126,36 @@ describe.skipIf(!federates)("federation: a task plane per region", () => {
       await Promise.all(open.splice(0).map((b) => b.close().catch(() => {})));
     }
   }, 90_000);
+
+  it("large content stays in its task's region: a pinned task's blobs are in that region's store, and a call across regions carries its large input and reply through each side's own store", async () => {
+    const tenant = `fed${++tenants}`;
+    try {
+      const west = await bus("west", tenant);
+      const big = "w".repeat(300_000);
+      await west.agent({ name: "size", skills: [{ id: "size" }] }, { size: (ctx) => `${ctx.text.length} bytes in ${west.region}; ${big}` });
+      const east = await bus("east", tenant);
+      await eventually(() => east.discover({ capability: "size", online: true }).length === 1, 15_000, 100);
+      const input = "e".repeat(400_000);
+      // Pinned to west: its input (and its result) stored in west's object store, placed in west; none in east's.
+      const done = await (await east.submit("size", input, { region: "west" })).result({ timeout: 30_000 });
+      expect(done.status.state).toBe("TASK_STATE_COMPLETED");
+      expect(text(done)).toBe(`400000 bytes in west; ${big}`);
+      const jsm = await jetstreamManager(east.nc);
+      const T = tenant;
+      const westStore = await jsm.streams.info(`OBJ_mesh_${T}_blobs_west`);
+      expect(westStore.cluster?.name).toBe("west");
+      expect(westStore.state.messages).toBeGreaterThan(0);
+      const eastStored = async () => (await jsm.streams.info(`OBJ_mesh_${T}_blobs_east`).catch(() => undefined))?.state.messages ?? 0;
+      expect(await eastStored()).toBe(0);
+      // A fast call from east to west: the input carried through east's store, the reply through west's.
+      const reply = await east.call("size", input, { region: "west", timeout: 30_000 });
+      expect(textOf(reply)).toBe(`400000 bytes in west; ${big}`);
+      expect((await jsm.streams.info(`OBJ_mesh_${T}_blobs_east`)).cluster?.name).toBe("east");
+      expect(await eastStored()).toBeGreaterThan(0);
+    } finally {
+      await Promise.all(open.splice(0).map((b) => b.close().catch(() => {})));
+    }
+  }, 90_000);
 });
 
 // Regions of one node each, and of three (every stream and bucket of a region replicated on its three nodes).
