@@ -223,6 +223,9 @@ export async function startSecureNats(o: SecureNatsOptions): Promise<SecureNats>
   // A node of a supercluster keeps its cluster and gateway blocks: the accounts are merged into what it runs with.
   // Edges get a leaf connection for each new account (nats-server 2.14+ adds leaf remotes on a reload), the hub a leaf user.
   const reload = async () => {
+    if (edges.length > 0 && (major! < 2 || (major === 2 && minor! < 14))) {
+      throw new AgentBusError("SERVER_TOO_OLD", `nats-server ${version} cannot add a leaf connection on a reload (2.14+): list the tenant when the edge sites start`);
+    }
     const links = supercluster?.links && { ...supercluster.links, accounts: linked() };
     const accounts = state.serverConfig(o.root);
     for (const s of servers) await s.reconfigure(supercluster ? mergeConfig(s.config, accounts) : accounts);

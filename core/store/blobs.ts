@@ -92,6 +92,13 @@ export interface BlobLimits {
   maxTaskBytes: number;
   /** Bytes per stored chunk (at most the server's `max_payload`). */
   chunkBytes: number;
+  /**
+   * The store is in another JetStream domain (an edge site's hub): it is
+   * read, but nothing is written to it (a leaf link carries no object
+   * store writes), so content stays inline and what would need a blob is
+   * `PAYLOAD_TOO_LARGE`.
+   */
+  readOnly?: boolean;
 }
 
 /**
@@ -132,6 +139,7 @@ export class Blobs {
    * threshold, or all of them (largest first) when `force` is set.
    */
   needsBlobs(parts: readonly Part[], force = false): boolean {
+    if (this.limits.readOnly && !force) return false;
     return parts.some((p) => blobRefOf(p) === undefined && (force ? partBytes(p) > 0 : partBytes(p) > this.limits.inlineBytes));
   }
 
@@ -143,6 +151,7 @@ export class Blobs {
    */
   async externalize(parts: Part[], owner: BlobOwner, force = false): Promise<Part[]> {
     if (!this.needsBlobs(parts, force)) return parts;
+    if (this.limits.readOnly) throw new AgentBusError("PAYLOAD_TOO_LARGE", `task ${owner.task}: its content does not fit one message, and the blob store ${this.bucket} is in another JetStream domain (read only from here)`);
     const out: Part[] = [];
     for (const p of parts) {
       const bytes = partBytes(p);

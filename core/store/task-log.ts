@@ -96,6 +96,7 @@ export class Durable {
       inlineBytes: Math.min(options.inlineBytes ?? DEFAULT_INLINE_BYTES, Math.floor(maxBytes / 2)),
       maxTaskBytes: options.maxTaskBytes ?? DEFAULT_MAX_TASK_BYTES,
       chunkBytes: maxPayload,
+      readOnly: options.domain !== undefined,
     });
     return new Durable(js, store, subjects, envelopes, blobs, maxBytes, delayable);
   }

@@ -348,6 +348,10 @@ describe.skipIf(!federates)("federation: an edge site", () => {
       expect(first.status.state).toBe("TASK_STATE_COMPLETED");
       expect(first.artifacts[0]!.parts[0]!.text).toBe("far: linked");
       expect(first.metadata.region).toBe("east");
+      // Content over the inline size is forwarded in the task (the edge's blobs stay at the edge, the link carries no object store writes).
+      const bulky = await (await caller.submit("far", "b".repeat(300_000))).result({ timeout: 30_000 });
+      expect(bulky.status.state).toBe("TASK_STATE_COMPLETED");
+      expect(bulky.artifacts[0]!.parts[0]!.text).toBe(`far: ${"b".repeat(300_000)}`);
 
       // The link is cut: the edge's own work runs on; work for the hub is stored at the edge.
       edge.link.cut();
@@ -368,7 +372,7 @@ describe.skipIf(!federates)("federation: an edge site", () => {
       // One canceled while it waits at the edge never leaves.
       const canceled = await caller.submit("far", "never");
       expect((await canceled.cancel()).status.state).toBe("TASK_STATE_CANCELED");
-      expect(ranAtHub).toEqual(["linked"]);
+      expect(ranAtHub).toEqual(["linked", "b".repeat(300_000)]);
 
       // The link is back: forwarded in order, each once; results reach the edge.
       edge.link.restore();
@@ -376,7 +380,7 @@ describe.skipIf(!federates)("federation: an edge site", () => {
       const done = await Promise.all(stored.map((h) => h.result({ timeout: 60_000 })));
       expect(done.map((t) => t.status.state)).toEqual(Array(5).fill("TASK_STATE_COMPLETED"));
       expect(done.map((t) => t.artifacts[0]!.parts[0]!.text)).toEqual([1, 2, 3, 4, 5].map((i) => `far: order ${i}`));
-      expect(ranAtHub).toEqual(["linked", ...[1, 2, 3, 4, 5].map((i) => `order ${i}`)]);
+      expect(ranAtHub).toEqual(["linked", "b".repeat(300_000), ...[1, 2, 3, 4, 5].map((i) => `order ${i}`)]);
       // The events too, from the edge, through a handle made there.
       const states: string[] = [];
       for await (const { event } of (await caller.taskHandle(stored[2]!.id)).events()) if ("statusUpdate" in event) states.push(event.statusUpdate.status.state);
