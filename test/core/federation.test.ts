@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { compareVersions, connect, textOf, type Bus, type ConnectOptions, type Task, type TaskEvent } from "../../core/index.js";
 import { codeOf, eventually, quietLogger } from "../helpers/bus.js";
 import { useNatsSupercluster } from "../helpers/nats.js";
-import { findNatsServer, natsServerVersion } from "../../nats/index.js";
+import { findNatsServer, natsServerVersion, waitForMetaLeader } from "../../nats/index.js";
 
 const REGIONS = ["east", "west"];
 // A registry per region needs nats-server 2.10 (test/core/regions.test.ts checks the refusal before it): no supercluster is started on older ones.
@@ -397,4 +397,37 @@ describe.skipIf(!federates)("federation: an edge site", () => {
       await Promise.all(open.splice(0).map((b) => b.close().catch(() => {})));
     }
   }, 180_000);
+});
+
+// Two regions and a third site running JetStream only (a cluster of the supercluster that is not one of the bus's regions).
+describe.skipIf(!federates)("federation: two regions and a witness site", () => {
+  const nats = useNatsSupercluster({ regions: [...REGIONS, "witness"], nodesPerRegion: 1 });
+
+  it("when one region is lost the JetStream meta group keeps its majority: in the other, a new agent makes its work consumer, tasks run, and listings answer", async () => {
+    const open: Bus[] = [];
+    const bus = async (region: string): Promise<Bus> => {
+      const b = await connect({ servers: nats.supercluster.clusters[region]!.urls, auth: nats.supercluster.auth, tenant: "wit", region, regions: REGIONS, insecureAllowAll: true, presenceMaxAgeMs: 3000, logger: quietLogger });
+      open.push(b);
+      return b;
+    };
+    try {
+      // Both regions' planes exist before the loss (the set-up of a federated tenant).
+      await (await bus("east")).provision();
+      const caller = await bus("east");
+      await Promise.all(nats.supercluster.clusters["west"]!.servers.map((s) => s.stop("SIGKILL")));
+      // East and the witness elect a meta leader between them (when west held it: seconds).
+      const left = [...nats.supercluster.clusters["east"]!.servers, ...nats.supercluster.clusters["witness"]!.servers];
+      await waitForMetaLeader(left, 30_000);
+      // A new agent in east, after the loss: its consumer is made, its work runs, the listing answers.
+      const agent = await bus("east");
+      await agent.agent({ name: "late", skills: [{ id: "late" }] }, { late: (ctx) => `late: ${ctx.text}` });
+      await eventually(() => caller.discover({ capability: "late", online: true }).length === 1, 15_000, 100);
+      const done = await (await caller.submit("late", "x")).result({ timeout: 30_000 });
+      expect(done.status.state).toBe("TASK_STATE_COMPLETED");
+      expect(done.metadata.region).toBe("east");
+      expect((await caller.tasks()).tasks.map((t) => t.id)).toContain(done.id);
+    } finally {
+      await Promise.all(open.map((b) => b.close().catch(() => {})));
+    }
+  }, 120_000);
 });
