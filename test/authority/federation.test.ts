@@ -14,6 +14,7 @@ import { startSecureNats, type SecureNats } from "../../authority/index.js";
 import { connect, textOf, type Bus, type ConnectOptions, type Identity } from "../../core/index.js";
 import { natsServerVersion, findNatsServer } from "../../nats/index.js";
 import { eventually, quietLogger } from "../helpers/bus.js";
+import { publishRefused } from "../helpers/nats.js";
 
 const enc = new TextEncoder();
 const [, minor] = natsServerVersion(findNatsServer()).split(".").map(Number);
@@ -35,17 +36,6 @@ describe.skipIf(minor! < 10)("a federated tenant under accounts and the auth cal
     const nc = await natsConnect({ servers: urls(region), authenticator: nkeyAuthenticator(enc.encode(identity.exportSeed())), inboxPrefix: `_INBOX.${identity.id}`, reconnect: false });
     open.push(nc);
     return nc;
-  };
-  /** Publishes and reports whether the server refused it (a permissions violation arrives asynchronously). */
-  const refused = async (nc: NatsConnection, subject: string, data = "x"): Promise<boolean> => {
-    const errors: string[] = [];
-    void (async () => {
-      for await (const s of nc.status()) if (s.type === "error") errors.push(String(s.error));
-    })();
-    nc.publish(subject, enc.encode(data));
-    await nc.flush();
-    await new Promise((r) => setTimeout(r, 150));
-    return errors.some((e) => /permission/i.test(e) && e.includes(subject));
   };
 
   beforeAll(async () => {
@@ -98,14 +88,14 @@ describe.skipIf(minor! < 10)("a federated tenant under accounts and the auth cal
     await expect(kvm.getMessage("KV_mesh_acme_tasks_west", { last_by_subj: `$KV.mesh_acme_tasks_west.${callerId.id}.${task.id}` })).rejects.toThrow();
     await expect((await js.jetstreamManager()).consumers.add("MESH_ACME_EVENTS_WEST", { name: "all" })).rejects.toThrow();
     await expect((await js.jetstreamManager()).consumers.add("MESH_ACME_WORK_WEST", { name: "steal", filter_subject: "mesh.acme.region.west.work.echo" })).rejects.toThrow();
-    expect(await refused(nc, `$KV.mesh_acme_agents_west.${agentId.id}`, "{}")).toBe(true);
-    expect(await refused(nc, `$KV.mesh_acme_tasks_west.${callerId.id}.${task.id}`, "{}")).toBe(true);
-    expect(await refused(nc, "mesh.acme.region.west.work.echo")).toBe(true);
+    expect(await publishRefused(nc, `$KV.mesh_acme_agents_west.${agentId.id}`, "{}")).toBe(true);
+    expect(await publishRefused(nc, `$KV.mesh_acme_tasks_west.${callerId.id}.${task.id}`, "{}")).toBe(true);
+    expect(await publishRefused(nc, "mesh.acme.region.west.work.echo")).toBe(true);
     // What the caller itself may do there, as a control: its own owner-index keys in west, its own delayed work items.
     const callerRaw = await raw("east", callerId);
-    expect(await refused(callerRaw, `$KV.mesh_acme_owners_west.${callerId.id}.region.probe`, "west")).toBe(false);
-    expect(await refused(callerRaw, `mesh.acme.region.west.delayed.${callerId.id}.probe`)).toBe(false);
-    expect(await refused(callerRaw, `mesh.acme.region.west.delayed.${intruder.id}.probe`)).toBe(true);
+    expect(await publishRefused(callerRaw, `$KV.mesh_acme_owners_west.${callerId.id}.region.probe`, "west")).toBe(false);
+    expect(await publishRefused(callerRaw, `mesh.acme.region.west.delayed.${callerId.id}.probe`)).toBe(false);
+    expect(await publishRefused(callerRaw, `mesh.acme.region.west.delayed.${intruder.id}.probe`)).toBe(true);
     // The agent may not serve what it was not issued for, in any region.
     const agentRaw = await raw("west", agentId);
     await expect((await jetstream(agentRaw).jetstreamManager()).consumers.add("MESH_ACME_WORK_EAST", { durable_name: "cap_other", filter_subject: "mesh.acme.region.east.work.other" })).rejects.toThrow();
@@ -134,16 +124,6 @@ describe.skipIf(minor! < 14)("an edge site under tenant accounts", () => {
     const nc = await natsConnect({ servers: edgeUrl(), authenticator: nkeyAuthenticator(enc.encode(identity.exportSeed())), inboxPrefix: `_INBOX.${identity.id}`, reconnect: false });
     open.push(nc);
     return nc;
-  };
-  const refused = async (nc: NatsConnection, subject: string, data = "x"): Promise<boolean> => {
-    const errors: string[] = [];
-    void (async () => {
-      for await (const s of nc.status()) if (s.type === "error") errors.push(String(s.error));
-    })();
-    nc.publish(subject, enc.encode(data));
-    await nc.flush();
-    await new Promise((r) => setTimeout(r, 150));
-    return errors.some((e) => /permission/i.test(e) && e.includes(subject));
   };
 
   beforeAll(async () => {
@@ -185,16 +165,16 @@ describe.skipIf(minor! < 14)("an edge site under tenant accounts", () => {
     const hubJsm = await jetstream(nc, { domain: "hub" }).jetstreamManager();
     await expect(hubJsm.direct.getMessage("KV_mesh_acme_tasks_east", { last_by_subj: `$KV.mesh_acme_tasks_east.${callerId.id}.${linked.id}` })).rejects.toThrow();
     await expect((await js.jetstreamManager()).consumers.add("MESH_ACME_OUTBOX", { name: "steal", filter_subject: `mesh.acme.outbox.${callerId.id}.*` })).rejects.toThrow();
-    expect(await refused(nc, "$KV.mesh_acme_acl.rule.grant-all", "{}")).toBe(true);
-    expect(await refused(nc, "$JS.hub.API.$KV.mesh_acme_acl.rule.grant-all", "{}")).toBe(true);
-    expect(await refused(nc, `$JS.hub.API.$KV.mesh_acme_tasks_east.${callerId.id}.${linked.id}`, "{}")).toBe(true);
-    expect(await refused(nc, `mesh.acme.outbox.${callerId.id}.forged`, "{}")).toBe(true);
-    expect(await refused(nc, "mesh.acme.region.east.work.far")).toBe(true);
+    expect(await publishRefused(nc, "$KV.mesh_acme_acl.rule.grant-all", "{}")).toBe(true);
+    expect(await publishRefused(nc, "$JS.hub.API.$KV.mesh_acme_acl.rule.grant-all", "{}")).toBe(true);
+    expect(await publishRefused(nc, `$JS.hub.API.$KV.mesh_acme_tasks_east.${callerId.id}.${linked.id}`, "{}")).toBe(true);
+    expect(await publishRefused(nc, `mesh.acme.outbox.${callerId.id}.forged`, "{}")).toBe(true);
+    expect(await publishRefused(nc, "mesh.acme.region.east.work.far")).toBe(true);
     // As a control, what the caller itself may do: read its task at the hub, write its own outbox and owner entries.
     const callerRaw = await raw(callerId);
     const own = await (await jetstream(callerRaw, { domain: "hub" }).jetstreamManager()).direct.getMessage("KV_mesh_acme_tasks_east", { last_by_subj: `$KV.mesh_acme_tasks_east.${callerId.id}.${linked.id}` });
     expect(own?.subject).toBe(`$KV.mesh_acme_tasks_east.${callerId.id}.${linked.id}`);
-    expect(await refused(callerRaw, `mesh.acme.region.east.work.far`)).toBe(false);
+    expect(await publishRefused(callerRaw, `mesh.acme.region.east.work.far`)).toBe(false);
 
     // The link is cut: a new connection is still authenticated at the edge, its work runs, the hub's is stored.
     edge.link.cut();

@@ -15,6 +15,7 @@ import { startSecureNats, type SecureNats } from "../../authority/index.js";
 import { connect, Envelopes, Identity, isAgentBusError, readAudit, textOf, type AuditEntry, type Bus, type ConnectOptions, type Task } from "../../core/index.js";
 import { natsServerVersion, findNatsServer } from "../../nats/index.js";
 import { eventually, quietLogger } from "../helpers/bus.js";
+import { publishRefused } from "../helpers/nats.js";
 
 const enc = new TextEncoder();
 const [, minor] = natsServerVersion(findNatsServer()).split(".").map(Number);
@@ -37,18 +38,6 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     const nc = await natsConnect({ servers: nats.server.url, authenticator: nkeyAuthenticator(enc.encode(identity.exportSeed())), inboxPrefix, reconnect: false });
     open.push(nc);
     return nc;
-  };
-  /** Publishes and reports whether the server refused it (a permissions violation arrives asynchronously). */
-  const refused = async (nc: NatsConnection, subject: string, data = "x"): Promise<boolean> => {
-    const errors: string[] = [];
-    const watch = (async () => {
-      for await (const s of nc.status()) if (s.type === "error") errors.push(String(s.error));
-    })();
-    nc.publish(subject, enc.encode(data));
-    await nc.flush();
-    await new Promise((r) => setTimeout(r, 150));
-    void watch;
-    return errors.some((e) => /permission/i.test(e) && e.includes(subject));
   };
 
   beforeAll(async () => {
@@ -121,8 +110,8 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     expect(task.status.state).toBe("TASK_STATE_COMPLETED");
     expect(ranAt).toBeGreaterThanOrEqual(runAt);
     const nc = await raw(callerId);
-    expect(await refused(nc, `mesh.acme.delayed.${agentId.id}.x`)).toBe(true);
-    expect(await refused(nc, `mesh.acme.delayed.${callerId.id}.x`)).toBe(false);
+    expect(await publishRefused(nc, `mesh.acme.delayed.${agentId.id}.x`)).toBe(true);
+    expect(await publishRefused(nc, `mesh.acme.delayed.${callerId.id}.x`)).toBe(false);
   });
 
   it("recurring schedules under the role permissions: a raw caller writes only its own, and a tick another schedule aims at a victim's runs nothing", async () => {
@@ -152,10 +141,10 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
 
     // Another caller, raw: cannot touch the first one's schedule message or record, nor publish ticks.
     const nc = await raw(otherId);
-    expect(await refused(nc, `mesh.acme.schedule.${callerId.id}.mine`)).toBe(true);
-    expect(await refused(nc, `$KV.mesh_acme_schedules.${callerId.id}.mine`)).toBe(true);
-    expect(await refused(nc, "mesh.acme.tick.digest.mine")).toBe(true);
-    expect(await refused(nc, `$JS.API.DIRECT.GET.KV_mesh_acme_schedules.$KV.mesh_acme_schedules.${callerId.id}.mine`)).toBe(true);
+    expect(await publishRefused(nc, `mesh.acme.schedule.${callerId.id}.mine`)).toBe(true);
+    expect(await publishRefused(nc, `$KV.mesh_acme_schedules.${callerId.id}.mine`)).toBe(true);
+    expect(await publishRefused(nc, "mesh.acme.tick.digest.mine")).toBe(true);
+    expect(await publishRefused(nc, `$JS.API.DIRECT.GET.KV_mesh_acme_schedules.$KV.mesh_acme_schedules.${callerId.id}.mine`)).toBe(true);
     // Its own schedule, aimed by hand at the first caller's tick subject: the tick names its real schedule, so the worker refuses it.
     const js = jetstream(nc);
     const h = natsHeaders();
@@ -202,8 +191,8 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     const tasks = await Promise.all([0, 1, 2].map((i) => caller.submit("metered", `m${i}`)));
     for (const t of tasks) expect((await t.result({ timeout: 20_000 })).status.state).toBe("TASK_STATE_COMPLETED");
     expect(most).toBe(1);
-    expect(await refused(await raw(callerId), "$KV.mesh_acme_limits.metered", "{}")).toBe(true);
-    expect(await refused(await raw(otherAgentId), "$KV.mesh_acme_limits.metered", "{}")).toBe(true);
+    expect(await publishRefused(await raw(callerId), "$KV.mesh_acme_limits.metered", "{}")).toBe(true);
+    expect(await publishRefused(await raw(otherAgentId), "$KV.mesh_acme_limits.metered", "{}")).toBe(true);
   });
 
   it("a flow under the role permissions: the parent's agent fans out to another agent's capability and is resumed when the children end", async () => {
@@ -254,10 +243,10 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     const sniffCaller = await nats.issue("acme", "caller");
     await admin.acl.putRule("sniffed", { source: sniffCaller.id, target: "*", capabilities: ["sniffed"] });
     const nc = await raw(callerId);
-    expect(await refused(nc, `$KV.mesh_acme_acl.rule.mine`, JSON.stringify({ source: callerId.id, target: "*", capabilities: [">"] }))).toBe(true);
-    expect(await refused(nc, `$KV.mesh_acme_revoked.${callerId.id}`)).toBe(true);
-    expect(await refused(nc, `$KV.mesh_acme_agents.${agentId.id}`)).toBe(true);
-    expect(await refused(nc, `$KV.mesh_acme_presence.${agentId.id}.x`)).toBe(true);
+    expect(await publishRefused(nc, `$KV.mesh_acme_acl.rule.mine`, JSON.stringify({ source: callerId.id, target: "*", capabilities: [">"] }))).toBe(true);
+    expect(await publishRefused(nc, `$KV.mesh_acme_revoked.${callerId.id}`)).toBe(true);
+    expect(await publishRefused(nc, `$KV.mesh_acme_agents.${agentId.id}`)).toBe(true);
+    expect(await publishRefused(nc, `$KV.mesh_acme_presence.${agentId.id}.x`)).toBe(true);
     // Nothing landed in the policy bucket.
     const kv = await new Kvm(admin.nc).open("mesh_acme_acl");
     expect(await kv.get("rule.mine")).toBeNull();
@@ -277,8 +266,8 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     const agentId = await nats.issue("acme", "agent", { serves: ["mine"] });
     const victim = await nats.issue("acme", "agent", { serves: ["theirs"] });
     const nc = await raw(agentId);
-    expect(await refused(nc, `$KV.mesh_acme_agents.${victim.id}`)).toBe(true);
-    expect(await refused(nc, `$KV.mesh_acme_agents.${agentId.id}`, "{}")).toBe(false);
+    expect(await publishRefused(nc, `$KV.mesh_acme_agents.${victim.id}`)).toBe(true);
+    expect(await publishRefused(nc, `$KV.mesh_acme_agents.${agentId.id}`, "{}")).toBe(false);
     const js = jetstream(nc);
     await expect(js.jetstreamManager().then((m) => m.consumers.add("MESH_ACME_WORK", { durable_name: "steal", filter_subject: "mesh.acme.work.theirs" }))).rejects.toThrow();
   });
@@ -359,7 +348,7 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
     await expect(jsm.consumers.add("MESH_ACME_EVENTS", { name: "peek", filter_subject: `mesh.acme.events.${callerId.id}.*` })).rejects.toThrow();
     await expect(jsm.consumers.add("MESH_ACME_EVENTS", { name: "peek2", filter_subject: "mesh.acme.events.*.*" })).rejects.toThrow();
     await expect(js.publish(own, enc.encode("{}"))).rejects.toThrow(/permission/i);
-    expect(await refused(nc, `mesh.acme.events.${callerId.id}.${task.id}`)).toBe(true);
+    expect(await publishRefused(nc, `mesh.acme.events.${callerId.id}.${task.id}`)).toBe(true);
     const seen: string[] = [];
     for (const subject of ["mesh.acme.events.>", "mesh.acme.task.*.events"]) nc.subscribe(subject, { callback: (e, m) => void (e ? undefined : seen.push(m.subject)) });
     // Through the library the same: not found.

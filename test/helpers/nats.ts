@@ -9,6 +9,7 @@
  * });
  */
 import { afterAll, beforeAll } from "vitest";
+import type { NatsConnection } from "@nats-io/nats-core";
 import {
   startCluster,
   startServer,
@@ -88,4 +89,20 @@ export function useNatsSupercluster(options?: SuperclusterOptions): NatsSuperclu
       return get();
     },
   };
+}
+
+/**
+ * Publishes `data` on `subject` from a raw client and reports whether the
+ * server refused it (a permissions violation arrives asynchronously, as a
+ * status error naming the subject).
+ */
+export async function publishRefused(nc: NatsConnection, subject: string, data = "x"): Promise<boolean> {
+  const errors: string[] = [];
+  void (async () => {
+    for await (const s of nc.status()) if (s.type === "error") errors.push(String(s.error));
+  })();
+  nc.publish(subject, new TextEncoder().encode(data));
+  await nc.flush();
+  await new Promise((r) => setTimeout(r, 150));
+  return errors.some((e) => /permission/i.test(e) && e.includes(subject));
 }
