@@ -24,14 +24,28 @@ import {
   ListTaskPushNotificationConfigsResponse as PushConfigListCodec,
 } from "@a2a-js/sdk";
 import type { PushConfig, PushNotifications } from "./push.js";
-import { ExtendedAgentCardNotConfiguredError, PushNotificationNotSupportedError, RequestMalformedError, TaskNotCancelableError, TaskNotFoundError } from "@a2a-js/sdk/errors";
+import { ExtendedAgentCardNotConfiguredError, PushNotificationNotSupportedError, RequestMalformedError, TaskNotCancelableError, TaskNotFoundError, UnsupportedOperationError } from "@a2a-js/sdk/errors";
 import type { A2ARequestHandler } from "@a2a-js/sdk/server";
-import { isAgentBusError, isFinal, SpanAttr, type AgentCard, type Bus, type Message, type StoredEvent, type Task, type TaskHandle, type TaskState, type Traced } from "../../core/internal.js";
+import { TASK_STATES, checkId, isAgentBusError, isTerminal, SpanAttr, type AgentCard, type Bus, type Message, type StoredEvent, type Task, type TaskHandle, type TaskState, type Traced } from "../../core/internal.js";
+
+/** The task with its last `n` messages of history (all when `n` is absent, none for 0), as `historyLength` asks. */
+function withHistory(task: Task, n: number | undefined): Task {
+  return n === undefined ? task : { ...task, history: n === 0 ? [] : task.history.slice(-n) };
+}
 
 /** Bus internals that A2A callers need not see. */
 function toSdkTask(task: Task): SdkTask {
   const { submitter: _s, agent: _a, caller: _c, ...metadata } = task.metadata;
   return TaskCodec.fromJSON({ ...task, metadata });
+}
+
+/** `TaskNotFoundError` for an id no task can have (the bus's ids are subject tokens), before any read. */
+function checkTaskId(id: string | undefined): string {
+  try {
+    return checkId(id ?? "", "task id");
+  } catch {
+    throw new TaskNotFoundError(`task ${JSON.stringify(id ?? "")} not found`);
+  }
 }
 
 /** Bus errors as the SDK's A2A errors (the transport maps those to JSON-RPC codes). */
@@ -66,6 +80,8 @@ export class BusRequestHandler implements A2ARequestHandler {
     private readonly op?: Traced,
     /** Who the request comes from, behind the bus identity (see the class comment). */
     private readonly caller?: string,
+    /** Aborted when the client of a stream goes away: the relay's consumer stops at once. */
+    private readonly signal?: AbortSignal,
   ) {}
 
   async getAgentCard(): Promise<SdkAgentCard> {
@@ -95,11 +111,14 @@ export class BusRequestHandler implements A2ARequestHandler {
     const metadata = params.metadata as Record<string, unknown> | undefined;
     let cap = this.#capability(message, metadata);
     const caller = this.caller;
+    if (message.taskId) checkTaskId(message.taskId);
     if (!cap && message.taskId) cap = ((await this.bus.task(message.taskId, { caller }).catch((e: unknown) => Promise.reject(a2aError(e, message.taskId)))).metadata.capability);
     let handle: TaskHandle;
     try {
       handle = await this.bus.submit(cap!, message, { taskId: message.taskId || undefined, contextId: message.contextId || undefined, trace: this.op?.trace, caller });
     } catch (err) {
+      // A message to a task that has ended: the spec's UnsupportedOperationError.
+      if (isAgentBusError(err, "TASK_FINISHED")) throw new UnsupportedOperationError(`${err.message}: a task in a terminal state takes no more messages`);
       throw a2aError(err, message.taskId);
     }
     this.op?.span?.setAttributes({ [SpanAttr.capability]: cap!, [SpanAttr.task]: handle.id });
@@ -122,7 +141,7 @@ export class BusRequestHandler implements A2ARequestHandler {
     const handle = await this.#submit(params);
     // A blocking send waits for a terminal or interrupted state.
     const task = params.configuration?.returnImmediately ? (handle.submitted ?? (await handle.get())) : await handle.result();
-    return toSdkTask(task);
+    return toSdkTask(withHistory(task, params.configuration?.historyLength));
   }
 
   /**
@@ -136,7 +155,7 @@ export class BusRequestHandler implements A2ARequestHandler {
     const before = taskId ? await this.#lastSequence(taskId) : undefined;
     const handle = await this.#submit(params);
     yield StreamResponseCodec.fromJSON({ task: TaskCodec.toJSON(toSdkTask(handle.submitted ?? (await handle.get()))) });
-    for await (const { event } of handle.events({ fromSequence: before === undefined ? undefined : before + 1 })) yield StreamResponseCodec.fromJSON(event);
+    for await (const { event } of handle.events({ fromSequence: before === undefined ? undefined : before + 1, signal: this.signal })) yield StreamResponseCodec.fromJSON(event);
   }
 
   /** The last event stored for a task this caller continues; undefined for none (or a new id the caller chose). */
@@ -151,18 +170,26 @@ export class BusRequestHandler implements A2ARequestHandler {
 
   async getTask(params: GetTaskRequest): Promise<SdkTask> {
     try {
-      const task = await this.bus.task(params.id, { caller: this.caller });
-      const n = params.historyLength;
-      return toSdkTask(n === undefined ? task : { ...task, history: n === 0 ? [] : task.history.slice(-n) });
+      const task = await this.bus.task(checkTaskId(params.id), { caller: this.caller });
+      return toSdkTask(withHistory(task, params.historyLength));
     } catch (err) {
       throw a2aError(err, params.id);
     }
   }
 
   async listTasks(params: ListTasksRequest): Promise<ListTasksResponse> {
-    const q = ListTasksRequestCodec.toJSON(params) as { contextId?: string; status?: TaskState; pageSize?: number; pageToken?: string };
+    const q = ListTasksRequestCodec.toJSON(params) as { contextId?: string; status?: string; pageSize?: number; pageToken?: string };
+    // No filter: absent, TASK_STATE_UNSPECIFIED, or what the SDK's client sends for none (UNRECOGNIZED; the route refuses other names that are no state).
+    const status = q.status !== undefined && (TASK_STATES as readonly string[]).includes(q.status) ? q.status : undefined;
+    if (q.pageSize !== undefined && (!Number.isInteger(q.pageSize) || q.pageSize < 0)) throw new RequestMalformedError(`pageSize ${q.pageSize} is not a count`);
     // Only this caller's tasks (the bus lists them from its owner index).
-    const page = await this.bus.tasks({ contextId: q.contextId || undefined, state: q.status, pageSize: q.pageSize, pageToken: q.pageToken || undefined, caller: this.caller });
+    let page;
+    try {
+      page = await this.bus.tasks({ contextId: q.contextId || undefined, state: status as TaskState | undefined, pageSize: q.pageSize || undefined, pageToken: q.pageToken || undefined, caller: this.caller });
+    } catch (err) {
+      if (isAgentBusError(err, "INVALID_INPUT") || !isAgentBusError(err)) throw new RequestMalformedError(`invalid list request: ${(err as Error).message}`);
+      throw err;
+    }
     return ListTasksResponseCodec.fromJSON({
       tasks: page.tasks.map((t) => TaskCodec.toJSON(toSdkTask(t))),
       nextPageToken: page.nextPageToken ?? "",
@@ -173,27 +200,31 @@ export class BusRequestHandler implements A2ARequestHandler {
 
   async cancelTask(params: CancelTaskRequest): Promise<SdkTask> {
     try {
-      return toSdkTask(await (await this.bus.taskHandle(params.id, { caller: this.caller })).cancel({ trace: this.op?.trace }));
+      return toSdkTask(await (await this.bus.taskHandle(checkTaskId(params.id), { caller: this.caller })).cancel({ trace: this.op?.trace }));
     } catch (err) {
       throw a2aError(err, params.id);
     }
   }
 
-  /** The task as it is now, then its events from there on. */
+  /**
+   * The task as it is now, then its events from there on until it ends: a
+   * task waiting for input is followed through its next turns. A task in a
+   * terminal state is `UnsupportedOperationError`, as the spec says.
+   */
   async *resubscribe(params: SubscribeToTaskRequest): AsyncGenerator<StreamResponse> {
-    const handle = await this.bus.taskHandle(params.id, { caller: this.caller });
     let events: AsyncGenerator<StoredEvent>;
     let task: Task;
     try {
+      const handle = await this.bus.taskHandle(checkTaskId(params.id), { caller: this.caller });
       // Locate the last stored event before reading the snapshot: nothing can fall in
       // between (an event may show twice, in the snapshot and after it, never be lost).
-      events = handle.events({ fromSequence: ((await handle.lastSequence()) ?? 0) + 1 });
+      events = handle.events({ fromSequence: ((await handle.lastSequence()) ?? 0) + 1, untilTerminal: true, signal: this.signal });
       task = await handle.get();
     } catch (err) {
       throw a2aError(err, params.id);
     }
+    if (isTerminal(task.status.state)) throw new UnsupportedOperationError(`task ${task.id} is ${task.status.state}: a task in a terminal state cannot be subscribed to`);
     yield StreamResponseCodec.fromJSON({ task: TaskCodec.toJSON(toSdkTask(task)) });
-    if (isFinal(task.status.state)) return;
     for await (const { event } of events) yield StreamResponseCodec.fromJSON(event);
   }
 

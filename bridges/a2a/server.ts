@@ -1,9 +1,9 @@
 import { AgentCard as AgentCardCodec, type AgentCard as SdkAgentCard, A2A_VERSION_HEADER, SSE_HEADERS, formatSSEErrorEvent, formatSSEEvent } from "@a2a-js/sdk";
-import { ContentTypeNotSupportedError } from "@a2a-js/sdk/errors";
+import { ContentTypeNotSupportedError, RequestMalformedError } from "@a2a-js/sdk/errors";
 import { JsonRpcTransportHandler, ServerCallContext, validateVersion } from "@a2a-js/sdk/server";
 import { LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server";
-import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { SpanKind, traced, traceFromHeaders, type AgentCard, type Bus, type Traced } from "../../core/internal.js";
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { SpanKind, TASK_STATES, traced, traceFromHeaders, type AgentCard, type Bus, type Traced } from "../../core/internal.js";
 import { LEGACY_PROTOCOL_VERSION, agentCard, etagOf, gatewayCard, legacyCard } from "./cards.js";
 import { BusRequestHandler } from "./handler.js";
 import { securityOf } from "./auth.js";
@@ -36,7 +36,25 @@ export interface A2ABridgeOptions extends BridgeEdgeOptions {
   maxBodyBytes?: number;
 }
 
-const JSON_RPC_ERRORS = { parse: -32700, invalidRequest: -32600 } as const;
+const JSON_RPC_ERRORS = { parse: -32700, invalidRequest: -32600, methodNotFound: -32601 } as const;
+
+/** What ListTasks takes as `status`: a task state, or none (unspecified, or UNRECOGNIZED as the SDK's client sends for none). */
+const LIST_STATUSES: ReadonlySet<string> = new Set([...TASK_STATES, "TASK_STATE_UNSPECIFIED", "UNRECOGNIZED"]);
+
+/** How deep a request's JSON may nest (arrays and objects): A2A requests need a handful of levels, metadata a few more. */
+const MAX_DEPTH = 64;
+
+/** Whether `value` nests arrays and objects deeper than `max` levels (walked without recursion). */
+function nestedDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== "object" || v === null) continue;
+    if (depth > max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) if (typeof child === "object" && child !== null) stack.push([child, depth + 1]);
+  }
+  return false;
+}
 
 /** JSON-RPC methods of A2A v1.0 and v0.3: span names (`A2A <method>`) come only from these. */
 const A2A_METHODS = new Set([
@@ -141,6 +159,7 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     if (typeof request !== "object" || request === null || Array.isArray(request) || request.jsonrpc !== "2.0" || typeof request.method !== "string") {
       return reply.send(rpcError(id, JSON_RPC_ERRORS.invalidRequest, "not a JSON-RPC 2.0 request"));
     }
+    if (nestedDeeperThan(body, MAX_DEPTH)) return reply.send(rpcError(id, JSON_RPC_ERRORS.invalidRequest, `the request is nested deeper than ${MAX_DEPTH} levels`));
     // A SERVER span continuing the caller's `traceparent`; the task, its work item and the agent continue it in turn.
     const method = A2A_METHODS.has(request.method) ? request.method : "unknown";
     const op = traced(`A2A ${method}`, SpanKind.SERVER, traceFromHeaders(req.headers), {
@@ -163,12 +182,24 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   };
 
   const answer = async (req: FastifyRequest, reply: FastifyReply, body: unknown, id: unknown, on: Bus, card: AgentCard, op: Traced) => {
-    const handler = new BusRequestHandler(on, card, push, op, req.caller?.name);
+    // A stream's client going away ends the relay's event consumer at once (not at the task's next event).
+    const gone = new AbortController();
+    const handler = new BusRequestHandler(on, card, push, op, req.caller?.name, gone.signal);
     const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
     // As the SDK does: a request without A2A-Version is a v0.3 request.
     const version = typeof header === "string" && header !== "" ? header : LEGACY_PROTOCOL_VERSION;
     const legacy = version === LEGACY_PROTOCOL_VERSION;
     const mapError = legacy ? LegacyJsonRpcTransportHandler.mapToLegacyJSONRPCError : JsonRpcTransportHandler.mapToJSONRPCError;
+    // A v1.0 method without the header that says so: v0.3 has no such method, and the caller is told why.
+    const method = (body as { method: string }).method;
+    // A status filter that names no state (the SDK's parser would make it UNRECOGNIZED, which its own client sends for none).
+    const status = (body as { params?: { status?: unknown } }).params?.status;
+    if (method === "ListTasks" && typeof status === "string" && !LIST_STATUSES.has(status)) {
+      return reply.send({ jsonrpc: "2.0", id: id ?? null, error: mapError(new RequestMalformedError(`status ${JSON.stringify(status)} is not a task state`)) });
+    }
+    if (legacy && A2A_METHODS.has(method) && !method.includes("/")) {
+      return reply.send(rpcError(id, JSON_RPC_ERRORS.methodNotFound, `${method} is an A2A 1.0 method: send the header ${A2A_VERSION_HEADER}: 1.0 (a request without it is A2A 0.3)`));
+    }
     const context = new ServerCallContext({ requestedVersion: version });
     let result;
     try {
@@ -185,28 +216,41 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
       if (typeof code === "number") op.span?.setAttribute("rpc.jsonrpc.error_code", code);
       return reply.send(result);
     }
-    return streamSse(req, reply, result as AsyncGenerator<unknown>, id, options.keepAliveMs ?? 15_000, mapError, { traceresponse: op.trace.traceparent });
+    return streamSse(reply, result as AsyncGenerator<unknown>, id, options.keepAliveMs ?? 15_000, mapError, { traceresponse: op.trace.traceparent }, gone);
   };
   // Large inputs (files, data) arrive base64-encoded in the JSON body; the bus stores them as blobs.
   const bodyLimit = options.maxBodyBytes ?? Math.ceil((bus.maxTaskBytes * 4) / 3) + 1024 * 1024;
-  const limited = { bodyLimit, config: { rateLimit: {}, edge: { errors: "jsonrpc" as const } } };
+  // What fastify refuses before the handler (a body over the limit, a media type it has no parser for) is a JSON-RPC error too.
+  const errorHandler = (err: FastifyError, _req: FastifyRequest, reply: FastifyReply) => {
+    const status = err.statusCode ?? 500;
+    if (status === 415) {
+      return reply.code(415).send({ jsonrpc: "2.0", id: null, error: JsonRpcTransportHandler.mapToJSONRPCError(new ContentTypeNotSupportedError(`unsupported Content-Type; expected application/json`)) });
+    }
+    if (status === 413) return reply.code(413).send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, `the request body is larger than ${bodyLimit} bytes`));
+    if (err.code?.startsWith("FST_ERR_CTP_")) return reply.code(status).send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, err.message));
+    // The rate limit's refusal is a JSON-RPC body already (its builder's): sent as it is.
+    if (!(err instanceof Error)) return reply.code(status).send(err);
+    throw err;
+  };
+  const limited = { bodyLimit, errorHandler, config: { rateLimit: {}, edge: { errors: "jsonrpc" as const } } };
   app.post("/a2a", limited, (req, reply) => rpc(req, reply));
   app.post<{ Params: { agent: string } }>("/a2a/:agent", limited, (req, reply) => rpc(req, reply, req.params.agent));
 }
 
 /**
  * Relays a JSON-RPC stream as SSE on the raw socket, with keep-alive
- * comments. A client that goes away stops the relay (its iterator is
- * closed, which closes the event consumer); the task itself runs on.
+ * comments. A client that goes away (the response closes) stops the relay:
+ * `gone` is aborted, which stops the event consumer at once, and the
+ * iterator is closed; the task itself runs on.
  */
 async function streamSse(
-  req: FastifyRequest,
   reply: FastifyReply,
   stream: AsyncGenerator<unknown>,
   id: unknown,
   keepAliveMs: number,
   mapError: (err: unknown) => unknown,
   headers: Record<string, string>,
+  gone: AbortController,
 ): Promise<void> {
   const iterator = stream[Symbol.asyncIterator]();
   let first: IteratorResult<unknown>;
@@ -220,9 +264,11 @@ async function streamSse(
   res.writeHead(200, { ...SSE_HEADERS, ...headers });
   let closed = false;
   const keepAlive = setInterval(() => res.write(": keep-alive\n\n"), keepAliveMs);
-  req.raw.on("close", () => {
+  // The response's close: the client went away (the request's fires once its body has been read).
+  res.on("close", () => {
     closed = true;
     clearInterval(keepAlive);
+    gone.abort();
     void iterator.return?.(undefined);
   });
   try {

@@ -265,19 +265,22 @@ export class TaskHandle {
   /**
    * Every event of the task from the start (or from `fromSequence`, a stream
    * sequence from an earlier event), then live; ends at a terminal state, or
-   * at an interrupted one once caught up. `TASK_NOT_FOUND` (at the first
-   * read) for a task this identity may not see.
+   * at an interrupted one once caught up (with `untilTerminal`, follows an
+   * interrupted task on through its next turns until it ends). Aborting
+   * `signal` ends it at once, even while no event comes (a relay whose
+   * client went away). `TASK_NOT_FOUND` (at the first read) for a task this
+   * identity may not see.
    */
-  events(options: { fromSequence?: number } = {}): AsyncGenerator<StoredEvent> {
+  events(options: { fromSequence?: number; untilTerminal?: boolean; signal?: AbortSignal } = {}): AsyncGenerator<StoredEvent> {
     if (this.submitter.rt.options.hub) return this.#edgeEvents(options);
     // A handle from `submit` knows the task already: no snapshot read.
-    return this.submitter.durable.events(this.id, options.fromSequence, (t) => this.#may(t), this.submitted);
+    return this.submitter.durable.events(this.id, { ...options, may: (t) => this.#may(t), known: this.submitted });
   }
 
   /** {@link events} at an edge site: a task stored there for the hub has its events in the hub, once forwarded. */
-  async *#edgeEvents(options: { fromSequence?: number }): AsyncGenerator<StoredEvent> {
+  async *#edgeEvents(options: { fromSequence?: number; untilTerminal?: boolean; signal?: AbortSignal }): AsyncGenerator<StoredEvent> {
     const task = this.submitted ?? (await this.#read()).task;
-    if (!this.#isForward(task)) return yield* this.submitter.durable.events(this.id, options.fromSequence, (t) => this.#may(t), this.submitted);
+    if (!this.#isForward(task)) return yield* this.submitter.durable.events(this.id, { ...options, may: (t) => this.#may(t), known: this.submitted });
     const hub = await this.#forwarded({});
     if (hub) yield* hub.events(options);
   }

@@ -57,6 +57,20 @@ export interface StoredEvent {
   verified: boolean;
 }
 
+/** Options of {@link Durable.events}. */
+export interface EventsOptions {
+  /** A stream sequence from an earlier event: follow from there. */
+  fromSequence?: number;
+  /** Whether the reader may see the task (else `TASK_NOT_FOUND`). */
+  may?: (task: Task) => boolean | Promise<boolean>;
+  /** The task as this process just wrote it (its submit). */
+  known?: Task;
+  /** Follow an interrupted task on until it ends. */
+  untilTerminal?: boolean;
+  /** Ends the follow when aborted. */
+  signal?: AbortSignal;
+}
+
 /**
  * The durable side of a bus connection, set up on first use: the work,
  * inbox, events and dead-letter streams, the tasks and owners buckets, and the event
@@ -160,15 +174,19 @@ export class Durable {
    * stored as blobs come back as their content. `known`: the task as this
    * process just wrote it (its submit), used instead of a snapshot read
    * when following from the start (from a sequence, the current state
-   * tells whether anything is left).
+   * tells whether anything is left). `untilTerminal`: an interrupted task
+   * is followed on through its next turns. `signal`: aborting it ends the
+   * follow at once (its consumer stopped), even while no event comes.
    */
-  async *events(taskId: string, fromSequence?: number, may?: (task: Task) => boolean | Promise<boolean>, known?: Task): AsyncGenerator<StoredEvent> {
+  async *events(taskId: string, o: EventsOptions = {}): AsyncGenerator<StoredEvent> {
+    const { fromSequence, may, known, untilTerminal = false, signal } = o;
+    if (signal?.aborted) return;
     const snapshot = known && fromSequence === undefined ? { task: known } : await this.store.get(taskId, this.envelopes.identity.id);
     if (may && (!snapshot || !(await may(snapshot.task)))) throw new AgentBusError("TASK_NOT_FOUND", `task ${taskId} not found`);
     const submitter = snapshot?.task.metadata.submitter;
     const lenient = submitter !== undefined && submitter !== this.envelopes.identity.id;
     const e2e = snapshot?.task.metadata.encrypted ? this.envelopes.e2e : undefined;
-    if (snapshot && isFinal(snapshot.task.status.state) && fromSequence !== undefined) {
+    if (snapshot && (untilTerminal ? isTerminal : isFinal)(snapshot.task.status.state) && fromSequence !== undefined) {
       // Nothing left to follow once the log holds the state the (verified)
       // snapshot ends in and the cursor is past it. A final state is stored
       // in the snapshot first and published right after: until its event is
@@ -189,6 +207,8 @@ export class Durable {
         }),
       );
       const iter = await consumer.consume();
+      const abort = () => iter.stop();
+      signal?.addEventListener("abort", abort, { once: true });
       // In a cluster a consumer just created may not be reachable yet from
       // this connection's server: its first pull finds no responders, and
       // the client would only retry after missing heartbeats (~45 s). Start
@@ -211,12 +231,15 @@ export class Durable {
           const { event, from, verified } = lenient ? this.#readEvent(m) : { ...this.decodeEvent(m), verified: true };
           // Blob references come back as their content (for an encrypted task: those sealed for this identity).
           yield { sequence: m.seq, event: await this.blobs.resolveEvent(e2e ? e2e.openEvent(event, taskId) : event), from, verified };
-          if (endsFollow(event, m.info.pending)) return;
+          if (untilTerminal ? isTerminal(stateOf(event) ?? "TASK_STATE_WORKING") : endsFollow(event, m.info.pending)) return;
         }
       } finally {
+        signal?.removeEventListener("abort", abort);
         iter.stop();
+        // Gone from the server now, not after the ordered consumer's inactivity threshold (5 minutes).
+        void consumer.delete().catch(() => {});
       }
-      if (!lost) return;
+      if (!lost || signal?.aborted) return;
       await new Promise((r) => setTimeout(r, 50));
     }
   }

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import Fastify, { type FastifyInstance } from "fastify";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { ClientFactory } from "@a2a-js/sdk/client";
 import { Role, TaskState, type Message as SdkMessage, type StreamResponse, type Task as SdkTask } from "@a2a-js/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -157,10 +158,36 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     const final = await client.getTask({ tenant: "", id: taskId, historyLength: undefined });
     expect(artifactText(final)).toBe("Hello Ada!");
 
-    const again: StreamResponse[] = [];
-    for await (const e of client.resubscribeTask({ tenant: "", id: taskId })) again.push(e);
-    expect(again).toHaveLength(1);
-    expect(again[0]!.payload?.$case === "task" && again[0]!.payload.value.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    // A task in a terminal state: SubscribeToTask is UnsupportedOperationError (-32004), an immediate JSON-RPC error, not a stream.
+    await expect((async () => {
+      for await (const _ of client.resubscribeTask({ tenant: "", id: taskId })) { /* nothing */ }
+    })()).rejects.toThrow();
+    const ended = await rpc(`${baseUrl}/a2a/waiter`, JSON.stringify({ jsonrpc: "2.0", id: 3, method: "SubscribeToTask", params: { id: taskId } }));
+    expect(ended.error?.code).toBe(-32004);
+    // So is a message to it (SendMessage to a task in a terminal state).
+    const late = await rpc(`${baseUrl}/a2a/waiter`, JSON.stringify({ jsonrpc: "2.0", id: 4, method: "SendMessage", params: { message: { messageId: "late", role: "ROLE_USER", taskId, parts: [{ text: "more" }] } } }));
+    expect(late.error?.code).toBe(-32004);
+  }, 30_000);
+
+  it("SubscribeToTask on a task waiting for input follows it through the next turn to its end; historyLength applies to SendMessage", async () => {
+    await agents();
+    const client = await new ClientFactory().createFromUrl(`${baseUrl}/a2a/waiter/.well-known/agent-card.json`, "");
+    const asked = (await client.sendMessage(send("hi", { metadata: { skill: "ask" } }))) as SdkTask;
+    expect(asked.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
+    const seen: StreamResponse[] = [];
+    const following = (async () => {
+      for await (const e of client.resubscribeTask({ tenant: "", id: asked.id })) seen.push(e);
+    })();
+    // The subscription is open (its first response is the task as it is) before the answer goes in.
+    for (let i = 0; i < 100 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(seen[0]!.payload?.$case === "task" && seen[0]!.payload.value.status?.state).toBe(TaskState.TASK_STATE_INPUT_REQUIRED);
+    const answered = (await client.sendMessage({ ...send("Ada", { taskId: asked.id }), configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, historyLength: 1, returnImmediately: false } })) as SdkTask;
+    expect(answered.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    expect(answered.history).toHaveLength(1); // the last message only, as historyLength asked
+    await following;
+    const last = seen.at(-1)!.payload;
+    expect(last?.$case === "statusUpdate" && last.value.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    expect(seen.some((e) => e.payload?.$case === "artifactUpdate")).toBe(true);
   }, 30_000);
 
   it("v0.3 clients: message/send, tasks/get, tasks/cancel, message/stream on the same endpoint, and a v0.3 card", async () => {
@@ -203,6 +230,39 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     const routed = await rpc(`${baseUrl}/a2a`, JSON.stringify({ jsonrpc: "2.0", id: 5, method: "SendMessage", params: { message: { messageId: "y", role: "ROLE_USER", parts: [{ text: "hi" }], metadata: { skill: "echo" } } } }));
     expect(JSON.stringify(routed.result)).toContain("echo: hi");
     expect((await rpc(url, JSON.stringify({ jsonrpc: "2.0", id: 3, method: "GetTask", params: { id: "x" } }), { "A2A-Version": "9.9" })).error?.code).toBe(-32009);
+  });
+
+  it("answers what is not a task, not a page and not a request with the spec's errors, never -32603", async () => {
+    await agents();
+    const url = `${baseUrl}/a2a/echo`;
+    const call = (method: string, params: unknown, headers: Record<string, string> = {}) => rpc(url, JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }), headers);
+    // Ids no task can have: not found, whatever the operation.
+    for (const id of ["a.b", "x y", "*", ">", ""]) {
+      expect((await call("GetTask", { id })).error?.code, `GetTask ${id}`).toBe(-32001);
+      expect((await call("CancelTask", { id })).error?.code, `CancelTask ${id}`).toBe(-32001);
+      expect((await call("SubscribeToTask", { id })).error?.code, `SubscribeToTask ${id}`).toBe(-32001);
+    }
+    // A page token the bridge did not give, a status that is not a task state, a negative page size: invalid params.
+    expect((await call("ListTasks", { pageToken: "not-a-token" })).error?.code).toBe(-32602);
+    expect((await call("ListTasks", { status: "TASK_STATE_SLEEPING" })).error?.code).toBe(-32602);
+    expect((await call("ListTasks", { pageSize: -1 })).error?.code).toBe(-32602);
+    // The official client's list with no status (it sends UNRECOGNIZED for none) lists.
+    const client = await new ClientFactory().createFromUrl(`${url}/.well-known/agent-card.json`, "");
+    await client.sendMessage(send("listed"));
+    const listed = await client.listTasks({ pageSize: 3 } as never);
+    expect(listed.tasks.length).toBeGreaterThan(0);
+    // 10 000 levels of nesting: an invalid request.
+    const deep = `{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":"x","metadata":${"[".repeat(10_000)}${"]".repeat(10_000)}}}`;
+    expect((await rpc(url, deep)).error?.code).toBe(-32600);
+    // A media type fastify has no parser for: HTTP 415 with the JSON-RPC error.
+    const xml = await fetch(url, { method: "POST", body: "<x/>", headers: { "content-type": "application/xml", "A2A-Version": "1.0" } });
+    expect(xml.status).toBe(415);
+    expect(((await xml.json()) as { error: { code: number } }).error.code).toBe(-32005);
+    // A v1.0 method without A2A-Version (so an A2A 0.3 request): the error says why.
+    const unversioned = await fetch(url, { method: "POST", body: JSON.stringify({ jsonrpc: "2.0", id: 5, method: "GetTask", params: { id: "x" } }), headers: { "content-type": "application/json" } });
+    const body = (await unversioned.json()) as { error: { code: number; message: string } };
+    expect(body.error.code).toBe(-32601);
+    expect(body.error.message).toContain("A2A-Version");
   });
 });
 
@@ -256,6 +316,8 @@ describe("A2A bridge: large files and data through the bus's object store", () =
       // Past the bridge's body limit: refused before it is read.
       const big = await fetch(`${baseUrl}/a2a/files`, { method: "POST", headers: { "content-type": "application/json", "A2A-Version": "1.0" }, body: "x".repeat(64 * MB + 1) });
       expect(big.status).toBe(413);
+      // A JSON-RPC error, as every answer of the endpoint is.
+      expect(((await big.json()) as { jsonrpc: string; error: { code: number } })).toMatchObject({ jsonrpc: "2.0", error: { code: -32600 } });
     } finally {
       await app.close();
       await bridgeBus.close();
@@ -450,8 +512,17 @@ describe("A2A bridge SSE", () => {
       let text = "";
       while (!text.includes(": keep-alive")) text += new TextDecoder().decode((await reader.read()).value);
       const taskId = /"id":"([0-9a-f]{48})"/.exec(text)![1]!;
+      // The relay's event consumer is there while the client reads…
+      const jsm = await jetstreamManager(bridgeBus.nc);
+      const consumers = async () => (await jsm.streams.info("MESH_SSE_EVENTS")).state.consumer_count;
+      const reading = await consumers();
+      expect(reading).toBeGreaterThan(0);
       abort.abort();
       await reader.cancel().catch(() => {});
+      // …and gone within a second of the client leaving, while the task still waits (no event to wake the relay).
+      const left = Date.now();
+      while ((await consumers()) >= reading && Date.now() - left < 1_000) await new Promise((r) => setTimeout(r, 20));
+      expect(await consumers()).toBeLessThan(reading);
       release();
       const done = await (await bridgeBus.taskHandle(taskId)).result({ timeout: 10_000 });
       expect(done.status.state).toBe("TASK_STATE_COMPLETED");
