@@ -62,5 +62,27 @@ export function legacyCard(card: AgentCard): Record<string, unknown> {
     defaultInputModes: card.defaultInputModes,
     defaultOutputModes: card.defaultOutputModes,
     skills: card.skills.map((s) => ({ id: s.id, name: s.name, description: s.description, tags: s.tags, ...(s.examples && { examples: s.examples }) })),
+    ...legacySecurity(card as AgentCard & V1Security),
   };
+}
+
+/** The security part of a v1.0 card (`securitySchemes` keyed by scheme kind, `securityRequirements`). */
+interface V1Security {
+  securitySchemes?: Record<string, Record<string, Record<string, unknown>>>;
+  securityRequirements?: Array<{ schemes: Record<string, { list: string[] }> }>;
+}
+
+/** A v1.0 card's security in v0.3 form: `securitySchemes` with a `type`, and `security` (scheme name → scopes). */
+function legacySecurity(card: V1Security): Record<string, unknown> {
+  if (!card.securitySchemes) return {};
+  const schemes: Record<string, unknown> = {};
+  for (const [name, wrapped] of Object.entries(card.securitySchemes)) {
+    const [kind, scheme] = Object.entries(wrapped)[0] ?? [];
+    if (!scheme) continue;
+    if (kind === "apiKeySecurityScheme") schemes[name] = { type: "apiKey", in: scheme.location, name: scheme.name, description: scheme.description };
+    else if (kind === "httpAuthSecurityScheme") schemes[name] = { type: "http", scheme: scheme.scheme, bearerFormat: scheme.bearerFormat, description: scheme.description };
+    else if (kind === "openIdConnectSecurityScheme") schemes[name] = { type: "openIdConnect", openIdConnectUrl: scheme.openIdConnectUrl, description: scheme.description };
+  }
+  const security = (card.securityRequirements ?? []).map((r) => Object.fromEntries(Object.entries(r.schemes).map(([k, v]) => [k, v.list])));
+  return { securitySchemes: schemes, ...(security.length > 0 && { security }) };
 }

@@ -121,12 +121,30 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   // JSON-RPC bodies are parsed here, not by fastify, to answer -32700 ourselves.
   app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => done(null, body));
 
+  // When this process first served each route's current card (its Last-Modified), by route and shape.
+  const firstServed = new Map<string, { etag: string; since: Date }>();
+  /**
+   * A card in the shape the client speaks: v1.0 for a request saying
+   * `A2A-Version` 1.0 or later (the SDK's resolver does), else v0.3 (a
+   * client that predates the header), as the SDK's own card handler
+   * decides; `legacy` forces v0.3 (the `/v0.3/` paths).
+   */
   const sendCard = (req: FastifyRequest, reply: FastifyReply, card: AgentCard | undefined, legacy = false) => {
     if (!card) return reply.code(404).send({ error: "no such agent" });
-    const json = JSON.stringify(legacy ? legacyCard(card) : AgentCardCodec.toJSON(AgentCardCodec.fromJSON(card)));
+    const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
+    const v0 = legacy || typeof header !== "string" || header === "" || Number.parseFloat(header) < 1;
+    const json = JSON.stringify(v0 ? legacyCard(card) : AgentCardCodec.toJSON(AgentCardCodec.fromJSON(card)));
     const etag = etagOf(json);
-    reply.header("ETag", etag).header("Cache-Control", "public, max-age=30");
-    if (req.headers["if-none-match"] === etag) return reply.code(304).send();
+    const key = `${req.url.split("?", 1)[0]}|${v0 ? "0.3" : "1.0"}`;
+    let served = firstServed.get(key);
+    if (served?.etag !== etag) {
+      if (firstServed.size >= 10_000) firstServed.clear();
+      firstServed.set(key, (served = { etag, since: new Date(Math.floor(Date.now() / 1000) * 1000) }));
+    }
+    reply.header("ETag", etag).header("Last-Modified", served.since.toUTCString()).header("Vary", A2A_VERSION_HEADER).header("Cache-Control", "public, max-age=30");
+    const since = req.headers["if-modified-since"];
+    const unchanged = req.headers["if-none-match"] !== undefined ? req.headers["if-none-match"] === etag : since !== undefined && Date.parse(since) >= served.since.getTime();
+    if (unchanged) return reply.code(304).send();
     return reply.type("application/json").send(json);
   };
   // Cards are public; their refusals (Host, Origin) are JSON-RPC errors under /a2a.
@@ -134,7 +152,7 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   const agentCardRoute = { config: { edge: { public: true, errors: "jsonrpc" as const } } };
   app.get("/.well-known/agent-card.json", card, (req, reply) => sendCard(req, reply, cardFor(req)));
   app.get<{ Params: { agent: string } }>("/a2a/:agent/.well-known/agent-card.json", agentCardRoute, (req, reply) => sendCard(req, reply, cardFor(req, req.params.agent)));
-  // v0.3-shaped cards for clients that predate v1.0 (their requests carry no A2A-Version).
+  // v0.3-shaped cards at paths of their own too, whatever the request says.
   app.get("/v0.3/.well-known/agent-card.json", card, (req, reply) => sendCard(req, reply, cardFor(req), true));
   app.get<{ Params: { agent: string } }>("/a2a/:agent/v0.3/.well-known/agent-card.json", agentCardRoute, (req, reply) => sendCard(req, reply, cardFor(req, req.params.agent), true));
 

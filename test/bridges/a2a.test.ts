@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import Fastify, { type FastifyInstance } from "fastify";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { ClientFactory } from "@a2a-js/sdk/client";
+import { LegacyJsonRpcTransport, isLegacyAgentCard, parseLegacyAgentCard } from "@a2a-js/sdk/compat/v0_3/client";
 import { Role, TaskState, type Message as SdkMessage, type StreamResponse, type Task as SdkTask } from "@a2a-js/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { traceIdOf, type Bus } from "../../core/index.js";
@@ -70,7 +71,7 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
 
   it("serves agent and gateway cards in the spec's JSON form, with ETag", async () => {
     await agents();
-    const res = await fetch(`${baseUrl}/a2a/echo/.well-known/agent-card.json`);
+    const res = await fetch(`${baseUrl}/a2a/echo/.well-known/agent-card.json`, { headers: { "A2A-Version": "1.0" } });
     expect(res.status).toBe(200);
     const card = (await res.json()) as { name: string; skills: Array<{ id: string }>; supportedInterfaces: Array<{ url: string; protocolBinding: string; protocolVersion: string }>; capabilities: { streaming: boolean } };
     expect(card.name).toBe("echo");
@@ -81,10 +82,22 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     ]);
     expect(card.capabilities.streaming).toBe(true);
     const etag = res.headers.get("etag")!;
-    expect((await fetch(`${baseUrl}/a2a/echo/.well-known/agent-card.json`, { headers: { "if-none-match": etag } })).status).toBe(304);
-    const gateway = (await (await fetch(`${baseUrl}/.well-known/agent-card.json`)).json()) as { skills: Array<{ id: string }> };
+    const v1 = { "A2A-Version": "1.0" };
+    expect((await fetch(`${baseUrl}/a2a/echo/.well-known/agent-card.json`, { headers: { ...v1, "if-none-match": etag } })).status).toBe(304);
+    // Last-Modified too, and the representation varies with A2A-Version.
+    const modified = res.headers.get("last-modified")!;
+    expect(Number.isNaN(Date.parse(modified))).toBe(false);
+    expect(res.headers.get("vary")).toMatch(/A2A-Version/i);
+    expect((await fetch(`${baseUrl}/a2a/echo/.well-known/agent-card.json`, { headers: { ...v1, "if-modified-since": modified } })).status).toBe(304);
+    const gateway = (await (await fetch(`${baseUrl}/.well-known/agent-card.json`, { headers: v1 })).json()) as { skills: Array<{ id: string }> };
     expect(gateway.skills.map((s) => s.id)).toEqual(["ask", "echo", "wait"]);
     expect((await fetch(`${baseUrl}/a2a/nobody/.well-known/agent-card.json`)).status).toBe(404);
+    // A client that predates A2A-Version (v0.3) discovers at the same well-known paths, host root and per agent, and gets a card it reads.
+    for (const [path, url] of [["/.well-known/agent-card.json", `${baseUrl}/a2a`], ["/a2a/echo/.well-known/agent-card.json", `${baseUrl}/a2a/echo`]] as const) {
+      const old = (await (await fetch(`${baseUrl}${path}`)).json()) as Record<string, unknown>;
+      expect(old, path).toMatchObject({ protocolVersion: "0.3.0", url, preferredTransport: "JSONRPC" });
+      expect(old).not.toHaveProperty("supportedInterfaces");
+    }
   });
 
   it("SendMessage (blocking), GetTask, ListTasks", async () => {
@@ -216,6 +229,25 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     expect(card).toMatchObject({ protocolVersion: "0.3.0", url, preferredTransport: "JSONRPC" });
   });
 
+  it("a v0.3 client, from discovery at the well-known path to cancel: the SDK's v0.3 card parser and transport", async () => {
+    await agents();
+    // Discovery as a v0.3 client does it: no A2A-Version header.
+    const raw = await (await fetch(`${baseUrl}/a2a/waiter/.well-known/agent-card.json`)).json();
+    expect(isLegacyAgentCard(raw)).toBe(true);
+    const card = parseLegacyAgentCard(raw);
+    const endpoint = card.supportedInterfaces[0]!.url;
+    expect(endpoint).toBe(`${baseUrl}/a2a/waiter`);
+    const transport = new LegacyJsonRpcTransport({ endpoint });
+    const submitted = (await transport.sendMessage(send("x", { metadata: { skill: "wait" } }, true))) as SdkTask;
+    for (let i = 0; i < 100; i++) {
+      if ((await transport.getTask({ tenant: "", id: submitted.id, historyLength: undefined })).status?.state === TaskState.TASK_STATE_WORKING) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const canceled = await transport.cancelTask({ tenant: "", id: submitted.id, metadata: undefined } as never);
+    expect(canceled.status?.state).toBe(TaskState.TASK_STATE_CANCELED);
+    expect((await transport.getTask({ tenant: "", id: submitted.id, historyLength: undefined })).status?.state).toBe(TaskState.TASK_STATE_CANCELED);
+  });
+
   it("answers each protocol error with its JSON-RPC code", async () => {
     await agents();
     const url = `${baseUrl}/a2a/echo`;
@@ -340,8 +372,11 @@ describe("A2A bridge authentication and rate limits", () => {
     await app.register(a2aBridge, { bus: bridgeBus, apiKeys: [{ name: "team-a", sha256: hashApiKey("s3cret"), bus: keyBus }], rateLimit: { max: 3, timeWindowMs: 60_000 } });
     const base = await app.listen({ port: 0, host: "127.0.0.1" });
     try {
-      const card = (await (await fetch(`${base}/a2a/echo/.well-known/agent-card.json`)).json()) as { securitySchemes: Record<string, unknown> };
+      const card = (await (await fetch(`${base}/a2a/echo/.well-known/agent-card.json`, { headers: { "A2A-Version": "1.0" } })).json()) as { securitySchemes: Record<string, unknown> };
       expect(card.securitySchemes).toEqual({ apiKey: { apiKeySecurityScheme: { location: "header", name: "X-API-Key", description: "agentbus API key" } } });
+      // The same scheme in v0.3 form for a client that predates A2A-Version.
+      const old = (await (await fetch(`${base}/a2a/echo/.well-known/agent-card.json`)).json()) as { securitySchemes: Record<string, unknown>; security: unknown };
+      expect(old).toMatchObject({ securitySchemes: { apiKey: { type: "apiKey", in: "header", name: "X-API-Key" } }, security: [{ apiKey: [] }] });
 
       const body = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "SendMessage", params: { message: { messageId: "a1", role: "ROLE_USER", parts: [{ text: "hi" }] } } });
       const post = (headers: Record<string, string>) => fetch(`${base}/a2a/echo`, { method: "POST", body, headers: { "content-type": "application/json", "A2A-Version": "1.0", ...headers } });

@@ -309,7 +309,7 @@ describe("HTTP edge: bearer JWTs (OpenID Connect)", () => {
     expect(none.status).toBe(401);
     expect(String(none.headers["www-authenticate"])).toMatch(/^Bearer realm="agentbus", ApiKey header="X-API-Key"$/);
     // The card declares both schemes.
-    const card = (await raw(url, { path: "/a2a/echo/.well-known/agent-card.json" })).json() as { securitySchemes: Record<string, unknown> };
+    const card = (await raw(url, { path: "/a2a/echo/.well-known/agent-card.json", headers: { "a2a-version": "1.0" } })).json() as { securitySchemes: Record<string, unknown> };
     expect(card.securitySchemes).toMatchObject({ apiKey: {}, oidc: { openIdConnectSecurityScheme: { openIdConnectUrl: `${idp.iss}/.well-known/openid-configuration` } } });
   });
 
