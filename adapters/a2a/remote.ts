@@ -4,7 +4,7 @@ import {
   Message as MessageCodec,
   StreamResponse as StreamResponseCodec,
 } from "@a2a-js/sdk";
-import { ClientFactory, type Client } from "@a2a-js/sdk/client";
+import { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory, RestTransportFactory, type Client } from "@a2a-js/sdk/client";
 import { AgentBusError, SpanAttr, SpanKind, traced, traceHeaders, type Agent, type AgentCard, type AgentContext, type Bus, type Handler, type Message, type Task, type TaskEvent, type WorkerOptions } from "../../core/internal.js";
 
 /** Options of {@link joinRemoteAgent}. */
@@ -43,13 +43,17 @@ type Streamed = TaskEvent | { task: Task };
  * breaker's threshold calls fail at once until the remote may be back.
  */
 export async function joinRemoteAgent(options: RemoteA2AOptions): Promise<RemoteAgent> {
-  const res = await fetch(options.cardUrl).catch((cause: unknown) => {
-    throw new AgentBusError("UNAVAILABLE", `cannot fetch the agent card at ${options.cardUrl}`, { cause });
+  // The SDK's resolver (it says A2A-Version 1.0) and transports, each able to speak to an A2A 0.3 agent too.
+  const legacyCompat = { enabled: true };
+  const cardResolver = new DefaultAgentCardResolver({ legacyCompat });
+  const sdkCard = await cardResolver.resolve(options.cardUrl, "").catch((cause: unknown) => {
+    throw new AgentBusError("UNAVAILABLE", `cannot read the agent card at ${options.cardUrl}: ${(cause as Error).message}`, { cause });
   });
-  if (!res.ok) throw new AgentBusError("UNAVAILABLE", `agent card at ${options.cardUrl}: HTTP ${res.status}`);
-  const sdkCard = AgentCardCodec.fromJSON(await res.json());
   const card = AgentCardCodec.toJSON(sdkCard) as AgentCard;
-  const client = await new ClientFactory().createFromAgentCard(sdkCard);
+  const client = await new ClientFactory(ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+    cardResolver,
+    transports: [new JsonRpcTransportFactory({ legacyCompat }), new RestTransportFactory({ legacyCompat })],
+  })).createFromAgentCard(sdkCard);
   const streaming = card.capabilities?.streaming === true;
 
   const server = new URL(options.cardUrl);

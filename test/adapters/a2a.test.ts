@@ -71,6 +71,29 @@ describe("remote A2A agents joined onto the bus", () => {
     }
   }, 60_000);
 
+  it("a remote agent that speaks A2A 0.3 (its card in the 0.3 shape): joined through the SDK's compatibility transports", async () => {
+    // The remote: an agent behind a bridge, whose 0.3-shaped card the adapter is given.
+    const agentBus = await open({ tenant: "v03src", insecureAllowAll: true });
+    await agentBus.agent({ name: "old", skills: [{ id: "old" }] }, { old: (ctx) => `old: ${ctx.text}` });
+    const bridgeBus = await open({ tenant: "v03src" });
+    await eventually(() => bridgeBus.discover({ name: "old", online: true }).length === 1);
+    const app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
+    try {
+      await app.register(a2aBridge, { bus: bridgeBus, open: true, push: false });
+      const url = await app.listen({ port: 0, host: "127.0.0.1" });
+      const adapterBus = await open({ tenant: "v03dst", insecureAllowAll: true });
+      const joined = await joinRemoteAgent({ bus: adapterBus, cardUrl: `${url}/a2a/old/v0.3/.well-known/agent-card.json` });
+      expect(joined.card.supportedInterfaces[0]).toMatchObject({ url: `${url}/a2a/old`, protocolVersion: "0.3.0" });
+      const client = await open({ tenant: "v03dst" });
+      await eventually(() => client.discover({ capability: "old", online: true }).length === 1);
+      const done = await (await client.submit("old", "still here")).result({ timeout: 20_000 });
+      expect(done.status.state).toBe("TASK_STATE_COMPLETED");
+      expect(artifactText(done)).toBe("old: still here");
+    } finally {
+      await app.close();
+    }
+  }, 60_000);
+
   it("a remote that is down fails the task with a clear reason after retries; the breaker opens", async () => {
     const remote = await startFixture("remote-a2a-agent", []);
     const adapterBus = await open({ tenant: "down", insecureAllowAll: true });
