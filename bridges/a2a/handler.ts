@@ -28,6 +28,20 @@ import { ExtendedAgentCardNotConfiguredError, PushNotificationNotSupportedError,
 import type { A2ARequestHandler } from "@a2a-js/sdk/server";
 import { TASK_STATES, checkId, isAgentBusError, isTerminal, SpanAttr, type AgentCard, type Bus, type Message, type StoredEvent, type Task, type TaskHandle, type TaskState, type Traced } from "../../core/internal.js";
 
+/**
+ * The metadata key of a streamed response's cursor: the JetStream sequence
+ * of the event in the task's events stream (of a task response, the last
+ * event it includes), also the SSE event's `id`. A reconnecting client
+ * gives it back as `Last-Event-ID` to resume after it.
+ */
+export const CURSOR_KEY = "agentbus.cursor";
+
+/** A stream response (task event JSON, or `{task}`) with its cursor in its payload's metadata. */
+function withCursor(response: Record<string, unknown>, sequence: number): StreamResponse {
+  const [kind, payload] = Object.entries(response)[0] as [string, { metadata?: Record<string, unknown> }];
+  return StreamResponseCodec.fromJSON({ [kind]: { ...payload, metadata: { ...payload.metadata, [CURSOR_KEY]: String(sequence) } } });
+}
+
 /** The task with its last `n` messages of history (all when `n` is absent, none for 0), as `historyLength` asks. */
 function withHistory(task: Task, n: number | undefined): Task {
   return n === undefined ? task : { ...task, history: n === 0 ? [] : task.history.slice(-n) };
@@ -82,6 +96,8 @@ export class BusRequestHandler implements A2ARequestHandler {
     private readonly caller?: string,
     /** Aborted when the client of a stream goes away: the relay's consumer stops at once. */
     private readonly signal?: AbortSignal,
+    /** A reconnecting stream's `Last-Event-ID`: the cursor to resume after. */
+    private readonly resumeAfter?: number,
   ) {}
 
   async getAgentCard(): Promise<SdkAgentCard> {
@@ -154,8 +170,9 @@ export class BusRequestHandler implements A2ARequestHandler {
     const taskId = params.message?.taskId;
     const before = taskId ? await this.#lastSequence(taskId) : undefined;
     const handle = await this.#submit(params);
-    yield StreamResponseCodec.fromJSON({ task: TaskCodec.toJSON(toSdkTask(handle.submitted ?? (await handle.get()))) });
-    for await (const { event } of handle.events({ fromSequence: before === undefined ? undefined : before + 1, signal: this.signal })) yield StreamResponseCodec.fromJSON(event);
+    // The task's cursor: the last event it includes (0 for none yet: every event comes after it).
+    yield withCursor({ task: TaskCodec.toJSON(toSdkTask(handle.submitted ?? (await handle.get()))) }, before ?? 0);
+    for await (const { event, sequence } of handle.events({ fromSequence: before === undefined ? undefined : before + 1, signal: this.signal })) yield withCursor(event, sequence);
   }
 
   /** The last event stored for a task this caller continues; undefined for none (or a new id the caller chose). */
@@ -213,19 +230,28 @@ export class BusRequestHandler implements A2ARequestHandler {
    */
   async *resubscribe(params: SubscribeToTaskRequest): AsyncGenerator<StreamResponse> {
     let events: AsyncGenerator<StoredEvent>;
-    let task: Task;
+    let task: Task | undefined;
+    let last: number | undefined;
     try {
       const handle = await this.bus.taskHandle(checkTaskId(params.id), { caller: this.caller });
-      // Locate the last stored event before reading the snapshot: nothing can fall in
-      // between (an event may show twice, in the snapshot and after it, never be lost).
-      events = handle.events({ fromSequence: ((await handle.lastSequence()) ?? 0) + 1, untilTerminal: true, signal: this.signal });
-      task = await handle.get();
+      if (this.resumeAfter !== undefined) {
+        // A reconnecting stream: every event after its cursor, and nothing before (the task as it was is the client's already).
+        events = handle.events({ fromSequence: this.resumeAfter + 1, untilTerminal: true, signal: this.signal });
+      } else {
+        // Locate the last stored event before reading the snapshot: nothing can fall in
+        // between (an event may show twice, in the snapshot and after it, never be lost).
+        last = await handle.lastSequence();
+        events = handle.events({ fromSequence: (last ?? 0) + 1, untilTerminal: true, signal: this.signal });
+        task = await handle.get();
+      }
     } catch (err) {
       throw a2aError(err, params.id);
     }
-    if (isTerminal(task.status.state)) throw new UnsupportedOperationError(`task ${task.id} is ${task.status.state}: a task in a terminal state cannot be subscribed to`);
-    yield StreamResponseCodec.fromJSON({ task: TaskCodec.toJSON(toSdkTask(task)) });
-    for await (const { event } of events) yield StreamResponseCodec.fromJSON(event);
+    if (task) {
+      if (isTerminal(task.status.state)) throw new UnsupportedOperationError(`task ${task.id} is ${task.status.state}: a task in a terminal state cannot be subscribed to`);
+      yield withCursor({ task: TaskCodec.toJSON(toSdkTask(task)) }, last ?? 0);
+    }
+    for await (const { event, sequence } of events) yield withCursor(event, sequence);
   }
 
   async createTaskPushNotificationConfig(params: TaskPushNotificationConfig): Promise<TaskPushNotificationConfig> {

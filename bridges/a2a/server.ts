@@ -5,7 +5,7 @@ import { LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { SpanKind, TASK_STATES, traced, traceFromHeaders, type AgentCard, type Bus, type Traced } from "../../core/internal.js";
 import { LEGACY_PROTOCOL_VERSION, agentCard, etagOf, gatewayCard, legacyCard } from "./cards.js";
-import { BusRequestHandler } from "./handler.js";
+import { BusRequestHandler, CURSOR_KEY } from "./handler.js";
 import { securityOf } from "./auth.js";
 import { callerOf, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import rateLimit from "@fastify/rate-limit";
@@ -202,7 +202,10 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   const answer = async (req: FastifyRequest, reply: FastifyReply, body: unknown, id: unknown, on: Bus, card: AgentCard, op: Traced) => {
     // A stream's client going away ends the relay's event consumer at once (not at the task's next event).
     const gone = new AbortController();
-    const handler = new BusRequestHandler(on, card, push, op, req.caller?.name, gone.signal);
+    // A reconnecting SSE client's cursor (SubscribeToTask resumes after it).
+    const lastEventId = req.headers["last-event-id"];
+    const resumeAfter = typeof lastEventId === "string" && /^\d{1,15}$/.test(lastEventId.trim()) ? Number(lastEventId.trim()) : undefined;
+    const handler = new BusRequestHandler(on, card, push, op, req.caller?.name, gone.signal, resumeAfter);
     const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
     // As the SDK does: a request without A2A-Version is a v0.3 request.
     const version = typeof header === "string" && header !== "" ? header : LEGACY_PROTOCOL_VERSION;
@@ -289,12 +292,17 @@ async function streamSse(
     gone.abort();
     void iterator.return?.(undefined);
   });
+  // Each event's cursor as its SSE id, so a client reconnecting with Last-Event-ID resumes after it.
+  const write = (value: unknown) => {
+    const cursor = cursorOf(value);
+    res.write(`${cursor === undefined ? "" : `id: ${cursor}\n`}${formatSSEEvent(value)}`);
+  };
   try {
-    if (!first.done) res.write(formatSSEEvent(first.value));
+    if (!first.done) write(first.value);
     while (!closed) {
       const next = await iterator.next();
       if (next.done) break;
-      res.write(formatSSEEvent(next.value));
+      write(next.value);
     }
   } catch (err) {
     if (!closed) res.write(formatSSEErrorEvent({ jsonrpc: "2.0", id: id ?? null, error: mapError(err) }));
@@ -302,4 +310,17 @@ async function streamSse(
     clearInterval(keepAlive);
     if (!res.writableEnded) res.end();
   }
+}
+
+/** The cursor a streamed JSON-RPC response carries in its payload's metadata (v1.0: `result.<kind>.metadata`; v0.3: `result.metadata`). */
+function cursorOf(value: unknown): string | undefined {
+  const result = (value as { result?: Record<string, unknown> } | undefined)?.result;
+  if (!result) return undefined;
+  const direct = (result.metadata as Record<string, unknown> | undefined)?.[CURSOR_KEY];
+  if (typeof direct === "string") return direct;
+  for (const payload of Object.values(result)) {
+    const cursor = ((payload as { metadata?: Record<string, unknown> } | null)?.metadata)?.[CURSOR_KEY];
+    if (typeof cursor === "string") return cursor;
+  }
+  return undefined;
 }

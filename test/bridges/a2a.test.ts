@@ -567,6 +567,86 @@ describe("A2A bridge SSE", () => {
   });
 });
 
+describe("A2A bridge: resumable streams", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
+
+  /** The SSE events of a response as `{id, data}`, read until the stream ends or `until` says so. */
+  async function sse(res: Response, until?: (events: Array<{ id?: string; data: string }>) => boolean) {
+    const reader = res.body!.getReader();
+    const events: Array<{ id?: string; data: string }> = [];
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += new TextDecoder().decode(value);
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const id = /^id: (.*)$/m.exec(block)?.[1];
+        const data = /^data: (.*)$/m.exec(block)?.[1];
+        if (data !== undefined) events.push({ ...(id !== undefined && { id }), data });
+      }
+      if (until?.(events)) {
+        await reader.cancel().catch(() => {});
+        break;
+      }
+    }
+    return events;
+  }
+
+  it("every streamed event carries its cursor as the SSE id and in its metadata; SubscribeToTask with Last-Event-ID resumes after it with no gap and no duplicate", async () => {
+    const agentBus = await open({ tenant: "resume", insecureAllowAll: true });
+    const gates = [0, 1, 2].map(() => { let open!: () => void; const p = new Promise<void>((r) => (open = r)); return { p, open }; });
+    await agentBus.agent({ name: "steps", skills: [{ id: "steps" }] }, {
+      steps: async (ctx) => {
+        await gates[0]!.p;
+        await ctx.status("step 1");
+        await gates[1]!.p;
+        await ctx.artifact("part", { artifactId: "a" });
+        await gates[2]!.p;
+        return "done";
+      },
+    });
+    const bridgeBus = await open({ tenant: "resume" });
+    for (let i = 0; i < 100 && bridgeBus.discover({ online: true }).length < 1; i++) await new Promise((r) => setTimeout(r, 50));
+    const app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
+    await app.register(a2aBridge, { bus: bridgeBus, open: true, push: false });
+    const url = await app.listen({ port: 0, host: "127.0.0.1" });
+    const post = (method: string, params: unknown, headers: Record<string, string> = {}) =>
+      fetch(`${url}/a2a/steps`, { method: "POST", headers: { "content-type": "application/json", "A2A-Version": "1.0", ...headers }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }) });
+    try {
+      const handle = await bridgeBus.submit("steps", "go");
+      // Followed from before the first step until "step 1", then dropped.
+      const subscribed = await post("SubscribeToTask", { id: handle.id });
+      gates[0]!.open();
+      const before = await sse(subscribed, (ev) => ev.some((e) => e.data.includes("statusUpdate") && e.data.includes("step 1")));
+      expect(before.every((e) => e.id !== undefined && /^\d+$/.test(e.id))).toBe(true);
+      // The cursor is in the event's metadata too.
+      const step = before.at(-1)!;
+      const stepEvent = JSON.parse(step.data) as { result: { statusUpdate: { metadata: Record<string, string> } } };
+      expect(stepEvent.result.statusUpdate.metadata["agentbus.cursor"]).toBe(step.id);
+      const cursor = step.id!;
+      // While no one listens, the task goes on to its end.
+      gates[1]!.open();
+      gates[2]!.open();
+      await handle.result({ timeout: 10_000 });
+      // Resumed: exactly what came after the cursor, to the end.
+      const after = await sse(await post("SubscribeToTask", { id: handle.id }, { "Last-Event-ID": cursor }));
+      const all: number[] = [];
+      for await (const { sequence } of handle.events()) all.push(sequence);
+      expect(after.map((e) => Number(e.id))).toEqual(all.filter((seq) => seq > Number(cursor)));
+      expect(after.some((e) => e.data.includes("artifactUpdate"))).toBe(true);
+      expect(after.at(-1)!.data).toContain("TASK_STATE_COMPLETED");
+      // Without a cursor, a task that has ended is not subscribed to (UnsupportedOperationError).
+      expect(((await (await post("SubscribeToTask", { id: handle.id })).json()) as { error: { code: number } }).error.code).toBe(-32004);
+    } finally {
+      await app.close();
+    }
+  }, 30_000);
+});
+
 describe("A2A bridge process in front of an agent process", () => {
   const nats = useNatsServer();
 
