@@ -211,15 +211,15 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     const version = typeof header === "string" && header !== "" ? header : LEGACY_PROTOCOL_VERSION;
     const legacy = version === LEGACY_PROTOCOL_VERSION;
     const mapError = legacy ? LegacyJsonRpcTransportHandler.mapToLegacyJSONRPCError : JsonRpcTransportHandler.mapToJSONRPCError;
-    // A v1.0 method without the header that says so: v0.3 has no such method, and the caller is told why.
     const method = (body as { method: string }).method;
+    // A v1.0 method without the header that says so: v0.3 has no such method, and the caller is told why.
+    if (legacy && A2A_METHODS.has(method) && !method.includes("/")) {
+      return reply.send(rpcError(id, JSON_RPC_ERRORS.methodNotFound, `${method} is an A2A 1.0 method: send the header ${A2A_VERSION_HEADER}: 1.0 (a request without it is A2A 0.3)`));
+    }
     // A status filter that names no state (the SDK's parser would make it UNRECOGNIZED, which its own client sends for none).
     const status = (body as { params?: { status?: unknown } }).params?.status;
     if (method === "ListTasks" && typeof status === "string" && !LIST_STATUSES.has(status)) {
       return reply.send({ jsonrpc: "2.0", id: id ?? null, error: mapError(new RequestMalformedError(`status ${JSON.stringify(status)} is not a task state`)) });
-    }
-    if (legacy && A2A_METHODS.has(method) && !method.includes("/")) {
-      return reply.send(rpcError(id, JSON_RPC_ERRORS.methodNotFound, `${method} is an A2A 1.0 method: send the header ${A2A_VERSION_HEADER}: 1.0 (a request without it is A2A 0.3)`));
     }
     const context = new ServerCallContext({ requestedVersion: version });
     let result;
