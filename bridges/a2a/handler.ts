@@ -42,6 +42,17 @@ function withCursor(response: Record<string, unknown>, sequence: number): Stream
   return StreamResponseCodec.fromJSON({ [kind]: { ...payload, metadata: { ...payload.metadata, [CURSOR_KEY]: String(sequence) } } });
 }
 
+/**
+ * The agent's message when a completed task is nothing but that answer:
+ * no artifact, no status message, and the last message of its history the
+ * agent's (`ctx.message`, or a remote agent that answered with a Message).
+ */
+function bareReply(task: Task): Message | undefined {
+  if (task.status.state !== "TASK_STATE_COMPLETED" || task.artifacts.length > 0 || task.status.message) return undefined;
+  const last = task.history.at(-1);
+  return last?.role === "ROLE_AGENT" ? { ...last, taskId: task.id, contextId: task.contextId } : undefined;
+}
+
 /** The task with its last `n` messages of history (all when `n` is absent, none for 0), as `historyLength` asks. */
 function withHistory(task: Task, n: number | undefined): Task {
   return n === undefined ? task : { ...task, history: n === 0 ? [] : task.history.slice(-n) };
@@ -157,6 +168,9 @@ export class BusRequestHandler implements A2ARequestHandler {
     const handle = await this.#submit(params);
     // A blocking send waits for a terminal or interrupted state.
     const task = params.configuration?.returnImmediately ? (handle.submitted ?? (await handle.get())) : await handle.result();
+    // An agent that answered with a message alone (no artifact, no status message): the reply is that Message, as the spec allows.
+    const reply = bareReply(task);
+    if (reply) return MessageCodec.fromJSON(reply);
     return toSdkTask(withHistory(task, params.configuration?.historyLength));
   }
 

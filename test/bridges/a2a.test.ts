@@ -128,6 +128,26 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
 
   }, 30_000);
 
+  it("an agent that answers with a message alone: SendMessage returns that Message (its task id set), and the task stays readable", async () => {
+    const agentBus = await open({ tenant: "a2a", insecureAllowAll: true });
+    await agentBus.agent({ name: "talker", skills: [{ id: "talk" }] }, {
+      talk: async (ctx) => {
+        await ctx.message(`you said ${ctx.text}`);
+      },
+    });
+    for (let i = 0; i < 100 && bridgeBus.discover({ name: "talker", online: true }).length < 1; i++) await new Promise((r) => setTimeout(r, 50));
+    const client = await new ClientFactory().createFromUrl(`${baseUrl}/a2a/talker/.well-known/agent-card.json`, "");
+    const reply = (await client.sendMessage(send("hello"))) as SdkMessage;
+    expect(reply.role).toBe(Role.ROLE_AGENT);
+    expect(reply.parts[0]!.content).toEqual({ $case: "text", value: "you said hello" });
+    const task = await client.getTask({ tenant: "", id: reply.taskId, historyLength: undefined });
+    expect(task.status?.state).toBe(TaskState.TASK_STATE_COMPLETED);
+    // An agent that produces an artifact is answered with its Task, as before.
+    await agents();
+    const echo = await new ClientFactory().createFromUrl(`${baseUrl}/a2a/echo/.well-known/agent-card.json`, "");
+    expect(((await echo.sendMessage(send("x"))) as SdkTask).artifacts).toHaveLength(1);
+  }, 30_000);
+
   it("returnImmediately returns the submitted task; CancelTask ends it; a finished task is not cancelable", async () => {
     await agents();
     const waiter = await new ClientFactory().createFromUrl(`${baseUrl}/a2a/waiter/.well-known/agent-card.json`, "");
