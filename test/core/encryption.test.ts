@@ -33,7 +33,7 @@ const hintOf = (id: string) => id.slice(1, 13);
  */
 class Sniffer {
   readonly #chunks: string[] = [];
-  readonly headers: Array<{ subject: string; enc?: string; to?: string }> = [];
+  readonly #headers: Array<{ subject: string; enc?: string; to?: string }> = [];
 
   private constructor(readonly nc: NatsConnection) {}
 
@@ -44,11 +44,17 @@ class Sniffer {
         let head = "";
         for (const [k, v] of (m.headers as MsgHdrsImpl | undefined) ?? []) head += `${k}: ${v.join(",")}\n`;
         s.#chunks.push(`${m.subject}\n${head}\n${Buffer.from(m.data).toString("latin1")}`);
-        s.headers.push({ subject: m.subject, enc: m.headers?.get(Header.enc) || undefined, to: m.headers?.get(Header.to) || undefined });
+        s.#headers.push({ subject: m.subject, enc: m.headers?.get(Header.enc) || undefined, to: m.headers?.get(Header.to) || undefined });
       },
     });
     await s.nc.flush();
     return s;
+  }
+
+  /** The envelope headers of everything seen so far, once the server has delivered what came before. */
+  async headers(): Promise<Array<{ subject: string; enc?: string; to?: string }>> {
+    await this.nc.flush();
+    return this.#headers;
   }
 
   /** Everything seen so far, once the server has delivered what came before. */
@@ -124,7 +130,7 @@ describe("end-to-end encryption", () => {
       expect(seen).not.toContain("INPUT-MARK-2");
       expect(seen).not.toContain("2-KRAM-TUPNI");
       // Request and reply both carry Mesh-Enc and a Mesh-To.
-      const encrypted = sniff.headers.filter((h) => h.enc === E2E_SCHEME);
+      const encrypted = (await sniff.headers()).filter((h) => h.enc === E2E_SCHEME);
       expect(encrypted.length).toBe(2);
       expect(encrypted.every((h) => h.to && h.to.length > 0)).toBe(true);
     } finally {
@@ -172,10 +178,10 @@ describe("end-to-end encryption", () => {
       // On the wire: the work item and every event, without plaintext.
       const seen = await sniff.text();
       for (const mark of ["TASK-MARK-3", "3-KRAM-KSAT", "STATUS-MARK"]) expect(seen).not.toContain(mark);
-      const work = sniff.headers.find((h) => h.subject === caller.subjects.work("secret"));
+      const work = (await sniff.headers()).find((h) => h.subject === caller.subjects.work("secret"));
       expect(work?.enc).toBe(E2E_SCHEME);
       expect(work?.to).toContain(hintOf(agentBus.id));
-      expect(sniff.headers.some((h) => h.subject === caller.subjects.taskEventLog(caller.id, handle.id))).toBe(true);
+      expect((await sniff.headers()).some((h) => h.subject === caller.subjects.taskEventLog(caller.id, handle.id))).toBe(true);
 
       // In the tasks bucket: encrypted parts, marked as such.
       const raw = await rawSnapshot(nats.server.url, caller, handle.id);
@@ -293,8 +299,8 @@ describe("end-to-end encryption", () => {
       const first = await caller.submit("relay", "R1", { encrypt: true });
       expect(textOf((await first.result({ timeout: 20_000 })).history[0]!)).toBe("R1");
       // The work item as published, and as delivered to the worker (same subject).
-      const work = () => sniff.headers.filter((h) => h.subject === caller.subjects.work("relay"));
-      const firstItems = work();
+      const work = async () => (await sniff.headers()).filter((h) => h.subject === caller.subjects.work("relay"));
+      const firstItems = await work();
       expect(firstItems.length).toBeGreaterThan(0);
       for (const item of firstItems) {
         expect(item.to).toContain(hintOf(online.id));
@@ -308,7 +314,7 @@ describe("end-to-end encryption", () => {
       // An encrypted fast call is for the online providers only, not the revoked one.
       await caller.call("relay", "R2", { encrypt: true });
       // Addressed to the online provider's running instance, and encrypted for it alone.
-      const call = sniff.headers.find((h) => h.subject.startsWith(`${caller.subjects.agentCall(online.id)}.`));
+      const call = (await sniff.headers()).find((h) => h.subject.startsWith(`${caller.subjects.agentCall(online.id)}.`));
       expect(call?.to).toContain(hintOf(online.id));
       expect(call?.to).not.toContain(hintOf(revoked.id));
 
@@ -318,7 +324,7 @@ describe("end-to-end encryption", () => {
       await eventually(() => caller.discover({ capability: "relay" }).length === 4);
       const second = await caller.submit("relay", "R3", { encrypt: true });
       await second.result({ timeout: 20_000 });
-      const secondItems = work().slice(firstItems.length);
+      const secondItems = (await work()).slice(firstItems.length);
       expect(secondItems.length).toBeGreaterThan(0);
       for (const item of secondItems) {
         expect(item.to).toContain(hintOf(later.id));
