@@ -20,7 +20,7 @@ export type { AgentContext, ArtifactOptions, ChildTask } from "./agent/context.j
 export type { WorkerOptions } from "./agent/worker.js";
 export { TaskHandle, type SubmitOptions, type TaskAccessOptions } from "./client/task-handle.js";
 export { workSubjectOf, type Workload, type CapabilityWork } from "./store/workload.js";
-export type { EdgeView, Topology, RegionView } from "./store/topology.js";
+export type { EdgeView, LinkState, Topology, RegionView } from "./store/topology.js";
 export { Schedules, type Schedule, type ScheduleSpec, type ScheduleTiming, type ScheduleQuery } from "./client/schedules.js";
 export type { TaskPage, TaskQuery } from "./store/task-snapshots.js";
 export type { StoredEvent } from "./store/task-log.js";

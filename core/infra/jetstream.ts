@@ -266,10 +266,10 @@ export async function joinHubRegistry(hubJsm: JetStreamManager, hubKvm: Kvm, s: 
   // A region none of whose buses has connected yet has no views: made as its buses would make them.
   const base = { replicas: own.config.num_replicas, history: 1 };
   await Promise.all(regions.map((region) => ensureRegionalRegistry(hubKvm, s, { region, regions }, base, presence.config.max_age / 1_000_000)));
+  const api = `$JS.${edge}.API`;
   for (const region of regions.length > 0 ? regions : [hubRegion]) {
     for (const kind of kinds) {
       const info = await retryJs(() => hubJsm.streams.info(view(kind, region)));
-      const api = `$JS.${edge}.API`;
       if ((info.config.sources ?? []).some((src) => src.external?.api === api)) continue;
       const origin = s.bucket(kind);
       const source = { name: `KV_${origin}`, external: { api, deliver: "" }, subject_transforms: [{ src: `$KV.${origin}.>`, dest: `$KV.${view(kind, region).slice(3)}.>` }] };

@@ -231,7 +231,7 @@ export class Durable {
           const { event, from, verified } = lenient ? this.#readEvent(m) : { ...this.decodeEvent(m), verified: true };
           // Blob references come back as their content (for an encrypted task: those sealed for this identity).
           yield { sequence: m.seq, event: await this.blobs.resolveEvent(e2e ? e2e.openEvent(event, taskId) : event), from, verified };
-          if (untilTerminal ? isTerminal(stateOf(event) ?? "TASK_STATE_WORKING") : endsFollow(event, m.info.pending)) return;
+          if (endsFollow(event, m.info.pending, untilTerminal)) return;
         }
       } finally {
         signal?.removeEventListener("abort", abort);

@@ -8,6 +8,19 @@
 import type { JetStreamManager, StreamSourceInfo } from "@nats-io/jetstream";
 import type { Registry } from "./registry.js";
 
+/**
+ * How this region's registry view hears from another region or an edge
+ * site (one of its sources): `up` while it heard within three heartbeat
+ * periods; `lastHeardMs` since it last did (absent when it never did);
+ * `lag` messages not sourced yet; `error` as the server reports it.
+ */
+export interface LinkState {
+  up: boolean;
+  lastHeardMs?: number;
+  lag: number;
+  error?: string;
+}
+
 /** One region as this connection sees it. */
 export interface RegionView {
   name: string;
@@ -19,14 +32,12 @@ export interface RegionView {
   instances: number;
   /**
    * Federated, for another region: how this region's registry view hears
-   * from it (its presence origin as a source of the view). `up` while it
-   * heard within three heartbeat periods; `lastHeardMs` since it last did
-   * (absent when it never did); `lag` messages not sourced yet; `error`
-   * as the server reports it. When the view's state cannot be read
-   * (JetStream without a meta leader, as when the lost region held it),
-   * `up` while instances there heartbeat, and `error` says so.
+   * from it (its presence origin as a source of the view). When the view's
+   * state cannot be read (JetStream without a meta leader, as when the
+   * lost region held it), `up` while instances there heartbeat, and
+   * `error` says so.
    */
-  link?: { up: boolean; lastHeardMs?: number; lag: number; error?: string };
+  link?: LinkState;
 }
 
 /**
@@ -39,7 +50,7 @@ export interface EdgeView {
   name: string;
   agents: number;
   instances: number;
-  link: { up: boolean; lastHeardMs?: number; lag: number; error?: string };
+  link: LinkState;
 }
 
 /** What {@link readTopology} returns. */
@@ -99,7 +110,7 @@ export async function readTopology(jsm: JetStreamManager, t: TopologySource): Pr
   const heartbeatMs = t.presenceMaxAgeMs / 3;
   const hub = t.hub && { domain: t.hub.domain, ...(t.hub.region !== undefined && { region: t.hub.region }), up: await t.hub.reachable(), waiting: await t.hub.waiting().catch(() => 0) };
   // `active` is nanoseconds since the source was last heard from (-1: never).
-  const linkOf = (source: SourceState) => {
+  const linkOf = (source: SourceState): LinkState => {
     const lastHeardMs = source.active >= 0 ? Math.round(source.active / 1_000_000) : undefined;
     const error = source.error?.description;
     return { up: lastHeardMs !== undefined && lastHeardMs <= 3 * heartbeatMs && !error, ...(lastHeardMs !== undefined && { lastHeardMs }), lag: source.lag, ...(error && { error }) };

@@ -159,11 +159,12 @@ export const stateOf = (event: TaskEvent): TaskState | undefined => ("statusUpda
 /**
  * Where a reader following one task's events stops: at a terminal state, or
  * at an interrupted one once it has caught up (`pending` later events: 0),
- * since a resumed task goes on past its earlier interruptions.
+ * since a resumed task goes on past its earlier interruptions; with
+ * `untilTerminal`, only at a terminal state (it follows the next turns).
  */
-export const endsFollow = (event: TaskEvent, pending: number): boolean => {
+export const endsFollow = (event: TaskEvent, pending: number, untilTerminal = false): boolean => {
   const state = stateOf(event);
-  return state !== undefined && (isTerminal(state) || (isInterrupted(state) && pending === 0));
+  return state !== undefined && (isTerminal(state) || (!untilTerminal && isInterrupted(state) && pending === 0));
 };
 
 /**

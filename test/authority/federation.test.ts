@@ -8,15 +8,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect as natsConnect, nkeyAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { connect as natsConnect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { startSecureNats, type SecureNats } from "../../authority/index.js";
 import { connect, textOf, type Bus, type ConnectOptions, type Identity } from "../../core/index.js";
 import { natsServerVersion, findNatsServer } from "../../nats/index.js";
 import { eventually, quietLogger } from "../helpers/bus.js";
-import { publishRefused } from "../helpers/nats.js";
+import { connectRaw, publishRefused } from "../helpers/nats.js";
 
-const enc = new TextEncoder();
 const [, minor] = natsServerVersion(findNatsServer()).split(".").map(Number);
 const REGIONS = ["east", "west"];
 
@@ -33,7 +32,7 @@ describe.skipIf(minor! < 10)("a federated tenant under accounts and the auth cal
     return b;
   };
   const raw = async (region: string, identity: Identity): Promise<NatsConnection> => {
-    const nc = await natsConnect({ servers: urls(region), authenticator: nkeyAuthenticator(enc.encode(identity.exportSeed())), inboxPrefix: `_INBOX.${identity.id}`, reconnect: false });
+    const nc = await connectRaw(urls(region), identity);
     open.push(nc);
     return nc;
   };
@@ -121,7 +120,7 @@ describe.skipIf(minor! < 14)("an edge site under tenant accounts", () => {
     return b;
   };
   const raw = async (identity: Identity): Promise<NatsConnection> => {
-    const nc = await natsConnect({ servers: edgeUrl(), authenticator: nkeyAuthenticator(enc.encode(identity.exportSeed())), inboxPrefix: `_INBOX.${identity.id}`, reconnect: false });
+    const nc = await connectRaw(edgeUrl(), identity);
     open.push(nc);
     return nc;
   };

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect as natsConnect, headers as natsHeaders, nkeyAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { createUser } from "@nats-io/nkeys";
@@ -15,7 +15,7 @@ import { startSecureNats, type SecureNats } from "../../authority/index.js";
 import { connect, Envelopes, Identity, isAgentBusError, readAudit, textOf, type AuditEntry, type Bus, type ConnectOptions, type Task } from "../../core/index.js";
 import { natsServerVersion, findNatsServer } from "../../nats/index.js";
 import { eventually, quietLogger } from "../helpers/bus.js";
-import { publishRefused } from "../helpers/nats.js";
+import { connectRaw, publishRefused } from "../helpers/nats.js";
 
 const enc = new TextEncoder();
 const [, minor] = natsServerVersion(findNatsServer()).split(".").map(Number);
@@ -35,7 +35,7 @@ describe.skipIf(!calloutServer)("tenants as accounts, permissions by role (auth 
   };
   /** A raw NATS client authenticated with an identity's key: no library checks at all. */
   const raw = async (identity: Identity, inboxPrefix = `_INBOX.${identity.id}`): Promise<NatsConnection> => {
-    const nc = await natsConnect({ servers: nats.server.url, authenticator: nkeyAuthenticator(enc.encode(identity.exportSeed())), inboxPrefix, reconnect: false });
+    const nc = await connectRaw(nats.server.url, identity, inboxPrefix);
     open.push(nc);
     return nc;
   };

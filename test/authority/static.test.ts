@@ -15,6 +15,7 @@ import { Authority, AuthorityState, authorityIn, staticServerConfig } from "../.
 import { connect, Identity, textOf, type Bus } from "../../core/index.js";
 import { startServer, type NatsServer } from "../../nats/index.js";
 import { eventually, quietLogger } from "../helpers/bus.js";
+import { connectRaw } from "../helpers/nats.js";
 
 const enc = new TextEncoder();
 
@@ -78,7 +79,7 @@ describe("tenants as accounts with static permissions (any server version)", () 
   });
 
   it("a raw caller cannot write the policy buckets or sniff the tenant; another tenant sees nothing", async () => {
-    const nc = await natsConnect({ servers: server.url, authenticator: nkeyAuthenticator(enc.encode(callerId.exportSeed())), inboxPrefix: `_INBOX.${callerId.id}`, reconnect: false });
+    const nc = await connectRaw(server.url, callerId);
     open.push(nc);
     const errors: string[] = [];
     void (async () => {
@@ -109,7 +110,7 @@ describe("tenants as accounts with static permissions (any server version)", () 
     try {
       await authority.issue({ id: doomed.id, tenant: "acme", role: "caller" });
       await server.reconfigure(await staticServerConfig({ state, servers: server.url }));
-      const nc = await natsConnect({ servers: server.url, authenticator: nkeyAuthenticator(enc.encode(doomed.exportSeed())), inboxPrefix: `_INBOX.${doomed.id}`, reconnect: false });
+      const nc = await connectRaw(server.url, doomed);
       open.push(nc);
       await authority.directory.revoke(doomed.id, "lost");
       await server.reconfigure(await staticServerConfig({ state, servers: server.url }));

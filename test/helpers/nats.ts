@@ -10,6 +10,7 @@
  */
 import { afterAll, beforeAll } from "vitest";
 import type { NatsConnection } from "@nats-io/nats-core";
+import { connect as natsConnect, nkeyAuthenticator } from "@nats-io/transport-node";
 import {
   startCluster,
   startServer,
@@ -105,4 +106,13 @@ export async function publishRefused(nc: NatsConnection, subject: string, data =
   await nc.flush();
   await new Promise((r) => setTimeout(r, 150));
   return errors.some((e) => /permission/i.test(e) && e.includes(subject));
+}
+
+/**
+ * A raw NATS client signed in with an identity's key (the nkey challenge
+ * the authority checks), no library in between: what an attacker holding
+ * the key would have. Replies under `_INBOX.<id>` unless told otherwise.
+ */
+export function connectRaw(servers: string | string[], identity: { id: string; exportSeed(): string }, inboxPrefix = `_INBOX.${identity.id}`): Promise<NatsConnection> {
+  return natsConnect({ servers, authenticator: nkeyAuthenticator(new TextEncoder().encode(identity.exportSeed())), inboxPrefix, reconnect: false });
 }
