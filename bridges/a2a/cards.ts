@@ -9,13 +9,15 @@ export const LEGACY_PROTOCOL_VERSION = "0.3";
 
 /**
  * The HTTP face of one agent's card: its JSON-RPC URL (for v1.0, and the
- * same URL for v0.3 clients) and what the bridge supports.
+ * same URL for v0.3 clients), its HTTP+JSON URL (`<url>/rest`, v1.0) and
+ * what the bridge supports.
  */
 function served(card: AgentCard, url: string): AgentCard {
   return {
     ...card,
     supportedInterfaces: [
       { url, protocolBinding: "JSONRPC", protocolVersion: PROTOCOL_VERSION },
+      { url: `${url}/rest`, protocolBinding: "HTTP+JSON", protocolVersion: PROTOCOL_VERSION },
       { url, protocolBinding: "JSONRPC", protocolVersion: LEGACY_PROTOCOL_VERSION },
     ],
     capabilities: { ...card.capabilities, streaming: true, pushNotifications: false },

@@ -209,20 +209,32 @@ export class BusRequestHandler implements A2ARequestHandler {
   }
 
   async listTasks(params: ListTasksRequest): Promise<ListTasksResponse> {
-    const q = ListTasksRequestCodec.toJSON(params) as { contextId?: string; status?: string; pageSize?: number; pageToken?: string };
-    // No filter: absent, TASK_STATE_UNSPECIFIED, or what the SDK's client sends for none (UNRECOGNIZED; the route refuses other names that are no state).
+    const q = ListTasksRequestCodec.toJSON(params) as {
+      contextId?: string; status?: string; pageSize?: number; pageToken?: string; historyLength?: number; statusTimestampAfter?: string; includeArtifacts?: boolean;
+    };
+    // No filter: absent, TASK_STATE_UNSPECIFIED, or what the SDK's client sends for none (UNRECOGNIZED; the routes refuse other names that are no state).
     const status = q.status !== undefined && (TASK_STATES as readonly string[]).includes(q.status) ? q.status : undefined;
-    if (q.pageSize !== undefined && (!Number.isInteger(q.pageSize) || q.pageSize < 0)) throw new RequestMalformedError(`pageSize ${q.pageSize} is not a count`);
+    if (q.pageSize !== undefined && (!Number.isInteger(q.pageSize) || q.pageSize < 0 || q.pageSize > 100)) throw new RequestMalformedError(`pageSize ${q.pageSize} is not between 1 and 100`);
+    if (q.historyLength !== undefined && (!Number.isInteger(q.historyLength) || q.historyLength < 0)) throw new RequestMalformedError(`historyLength ${q.historyLength} is not a count`);
     // Only this caller's tasks (the bus lists them from its owner index).
     let page;
     try {
-      page = await this.bus.tasks({ contextId: q.contextId || undefined, state: status as TaskState | undefined, pageSize: q.pageSize || undefined, pageToken: q.pageToken || undefined, caller: this.caller });
+      page = await this.bus.tasks({
+        contextId: q.contextId || undefined,
+        state: status as TaskState | undefined,
+        pageSize: q.pageSize || undefined,
+        pageToken: q.pageToken || undefined,
+        statusTimestampAfter: q.statusTimestampAfter || undefined,
+        caller: this.caller,
+      });
     } catch (err) {
       if (isAgentBusError(err, "INVALID_INPUT") || !isAgentBusError(err)) throw new RequestMalformedError(`invalid list request: ${(err as Error).message}`);
       throw err;
     }
+    // Artifacts only when asked for (the spec's default is without), history as long as asked.
+    const listed = (t: Task): Task => withHistory(q.includeArtifacts ? t : { ...t, artifacts: [] }, q.historyLength);
     return ListTasksResponseCodec.fromJSON({
-      tasks: page.tasks.map((t) => TaskCodec.toJSON(toSdkTask(t))),
+      tasks: page.tasks.map((t) => TaskCodec.toJSON(toSdkTask(listed(t)))),
       nextPageToken: page.nextPageToken ?? "",
       pageSize: page.tasks.length,
       totalSize: page.totalSize,

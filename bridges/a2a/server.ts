@@ -1,11 +1,14 @@
-import { AgentCard as AgentCardCodec, type AgentCard as SdkAgentCard, A2A_VERSION_HEADER, SSE_HEADERS, formatSSEErrorEvent, formatSSEEvent } from "@a2a-js/sdk";
-import { ContentTypeNotSupportedError, RequestMalformedError } from "@a2a-js/sdk/errors";
+import { AgentCard as AgentCardCodec, A2A_CONTENT_TYPE, A2A_VERSION_HEADER } from "@a2a-js/sdk";
+import { ContentTypeNotSupportedError, RequestMalformedError, toRestErrorBody } from "@a2a-js/sdk/errors";
 import { JsonRpcTransportHandler, ServerCallContext, validateVersion } from "@a2a-js/sdk/server";
 import { LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { SpanKind, TASK_STATES, traced, traceFromHeaders, type AgentCard, type Bus, type Traced } from "../../core/internal.js";
+import { SpanKind, traced, traceFromHeaders, type AgentCard, type Bus } from "../../core/internal.js";
 import { LEGACY_PROTOCOL_VERSION, agentCard, etagOf, gatewayCard, legacyCard } from "./cards.js";
-import { BusRequestHandler, CURSOR_KEY } from "./handler.js";
+import { BusRequestHandler } from "./handler.js";
+import { A2A_METHODS, LIST_STATUSES, MAX_DEPTH, nestedDeeperThan, sdkCard, type A2ARoute, type OpenRequest } from "./routes.js";
+import { restRoutes } from "./rest.js";
+import { streamSse, type SseFormat } from "./sse.js";
 import { securityOf } from "./auth.js";
 import { callerOf, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import rateLimit from "@fastify/rate-limit";
@@ -37,40 +40,6 @@ export interface A2ABridgeOptions extends BridgeEdgeOptions {
 }
 
 const JSON_RPC_ERRORS = { parse: -32700, invalidRequest: -32600, methodNotFound: -32601 } as const;
-
-/** What ListTasks takes as `status`: a task state, or none (unspecified, or UNRECOGNIZED as the SDK's client sends for none). */
-const LIST_STATUSES: ReadonlySet<string> = new Set([...TASK_STATES, "TASK_STATE_UNSPECIFIED", "UNRECOGNIZED"]);
-
-/** How deep a request's JSON may nest (arrays and objects): A2A requests need a handful of levels, metadata a few more. */
-const MAX_DEPTH = 64;
-
-/** Whether `value` nests arrays and objects deeper than `max` levels (walked without recursion). */
-function nestedDeeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 1]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop()!;
-    if (typeof v !== "object" || v === null) continue;
-    if (depth > max) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) if (typeof child === "object" && child !== null) stack.push([child, depth + 1]);
-  }
-  return false;
-}
-
-/** JSON-RPC methods of A2A v1.0 and v0.3: span names (`A2A <method>`) come only from these. */
-const A2A_METHODS = new Set([
-  "SendMessage", "SendStreamingMessage", "GetTask", "ListTasks", "CancelTask", "SubscribeToTask", "GetExtendedAgentCard",
-  "CreateTaskPushNotificationConfig", "GetTaskPushNotificationConfig", "ListTaskPushNotificationConfigs", "DeleteTaskPushNotificationConfig",
-  "message/send", "message/stream", "tasks/get", "tasks/cancel", "tasks/resubscribe", "agent/getAuthenticatedExtendedCard",
-  "tasks/pushNotificationConfig/set", "tasks/pushNotificationConfig/get", "tasks/pushNotificationConfig/list", "tasks/pushNotificationConfig/delete",
-]);
-
-/** A card in the SDK's form (what its version check reads), decoded once per served card. */
-const sdkCards = new WeakMap<AgentCard, SdkAgentCard>();
-function sdkCard(card: AgentCard): SdkAgentCard {
-  let sdk = sdkCards.get(card);
-  if (!sdk) sdkCards.set(card, (sdk = AgentCardCodec.fromJSON(card)));
-  return sdk;
-}
 
 function rpcError(id: unknown, code: number, message: string) {
   return { jsonrpc: "2.0", id: id ?? null, error: { code, message } };
@@ -118,8 +87,8 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     return card;
   };
 
-  // JSON-RPC bodies are parsed here, not by fastify, to answer -32700 ourselves.
-  app.addContentTypeParser("application/json", { parseAs: "string" }, (_req, body, done) => done(null, body));
+  // Request bodies are parsed here, not by fastify, to answer malformed JSON as each binding says (-32700, 400).
+  app.addContentTypeParser(["application/json", A2A_CONTENT_TYPE], { parseAs: "string" }, (_req, body, done) => done(null, body));
 
   // When this process first served each route's current card (its Last-Modified), by route and shape.
   const firstServed = new Map<string, { etag: string; since: Date }>();
@@ -156,11 +125,36 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   app.get("/v0.3/.well-known/agent-card.json", card, (req, reply) => sendCard(req, reply, cardFor(req), true));
   app.get<{ Params: { agent: string } }>("/a2a/:agent/v0.3/.well-known/agent-card.json", agentCardRoute, (req, reply) => sendCard(req, reply, cardFor(req, req.params.agent), true));
 
-  const rpc = async (req: FastifyRequest, reply: FastifyReply, agent?: string) => {
+  /**
+   * Opens one request on any HTTP binding: the caller's connection, the
+   * route's card (resolved once for the whole request), a SERVER span
+   * continuing the caller's `traceparent` (the task, its work item and the
+   * agent continue it in turn), and the handler.
+   */
+  const open: OpenRequest = (req, reply, agent, method, binding) => {
     const caller = callerOf(req);
-    // The route's card, resolved once for the whole request.
     const card = cardFor(req, agent, caller.bus);
-    if (!card) return reply.code(404).send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, `no agent named ${agent}`));
+    if (!card) return undefined;
+    const name = A2A_METHODS.has(method) ? method : "unknown";
+    const op = traced(`A2A ${name}`, SpanKind.SERVER, traceFromHeaders(req.headers), {
+      ...(binding === "JSONRPC" ? { "rpc.system": "jsonrpc", "rpc.method": name } : { "rpc.method": name }),
+      "a2a.protocol_binding": binding,
+      "http.request.method": req.method,
+      "http.route": req.routeOptions.url ?? "",
+      "agentbus.tenant": caller.bus.subjects.tenant,
+      ...(agent !== undefined && { "agentbus.agent.name": agent }),
+    });
+    void reply.header("traceresponse", op.trace.traceparent);
+    // A stream's client going away ends the relay's event consumer at once (not at the task's next event).
+    const gone = new AbortController();
+    // A reconnecting SSE client's cursor (SubscribeToTask resumes after it).
+    const lastEventId = req.headers["last-event-id"];
+    const resumeAfter = typeof lastEventId === "string" && /^\d{1,15}$/.test(lastEventId.trim()) ? Number(lastEventId.trim()) : undefined;
+    const handler = new BusRequestHandler(caller.bus, card, push, op, req.caller?.name, gone.signal, resumeAfter);
+    return { handler, card, op, gone };
+  };
+
+  const rpc = async (req: FastifyRequest, reply: FastifyReply, agent?: string) => {
     const contentType = (req.headers["content-type"] ?? "").split(";", 1)[0]!.trim().toLowerCase();
     if (contentType !== "application/json") {
       const err = JsonRpcTransportHandler.mapToJSONRPCError(new ContentTypeNotSupportedError(`unsupported Content-Type "${contentType}"; expected application/json`));
@@ -178,34 +172,19 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
       return reply.send(rpcError(id, JSON_RPC_ERRORS.invalidRequest, "not a JSON-RPC 2.0 request"));
     }
     if (nestedDeeperThan(body, MAX_DEPTH)) return reply.send(rpcError(id, JSON_RPC_ERRORS.invalidRequest, `the request is nested deeper than ${MAX_DEPTH} levels`));
-    // A SERVER span continuing the caller's `traceparent`; the task, its work item and the agent continue it in turn.
-    const method = A2A_METHODS.has(request.method) ? request.method : "unknown";
-    const op = traced(`A2A ${method}`, SpanKind.SERVER, traceFromHeaders(req.headers), {
-      "rpc.system": "jsonrpc",
-      "rpc.method": method,
-      "http.request.method": "POST",
-      "http.route": agent === undefined ? "/a2a" : "/a2a/:agent",
-      "agentbus.tenant": caller.bus.subjects.tenant,
-      ...(agent !== undefined && { "agentbus.agent.name": agent }),
-    });
-    void reply.header("traceresponse", op.trace.traceparent);
+    const route = open(req, reply, agent, request.method, "JSONRPC");
+    if (!route) return reply.code(404).send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, `no agent named ${agent}`));
     try {
-      const streamed = await answer(req, reply, body, id, caller.bus, card, op);
-      op.end();
+      const streamed = await answer(req, reply, body, id, route);
+      route.op.end();
       return streamed;
     } catch (err) {
-      op.end(err);
+      route.op.end(err);
       throw err;
     }
   };
 
-  const answer = async (req: FastifyRequest, reply: FastifyReply, body: unknown, id: unknown, on: Bus, card: AgentCard, op: Traced) => {
-    // A stream's client going away ends the relay's event consumer at once (not at the task's next event).
-    const gone = new AbortController();
-    // A reconnecting SSE client's cursor (SubscribeToTask resumes after it).
-    const lastEventId = req.headers["last-event-id"];
-    const resumeAfter = typeof lastEventId === "string" && /^\d{1,15}$/.test(lastEventId.trim()) ? Number(lastEventId.trim()) : undefined;
-    const handler = new BusRequestHandler(on, card, push, op, req.caller?.name, gone.signal, resumeAfter);
+  const answer = async (req: FastifyRequest, reply: FastifyReply, body: unknown, id: unknown, { handler, card, op, gone }: A2ARoute) => {
     const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
     // As the SDK does: a request without A2A-Version is a v0.3 request.
     const version = typeof header === "string" && header !== "" ? header : LEGACY_PROTOCOL_VERSION;
@@ -237,7 +216,12 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
       if (typeof code === "number") op.span?.setAttribute("rpc.jsonrpc.error_code", code);
       return reply.send(result);
     }
-    return streamSse(reply, result as AsyncGenerator<unknown>, id, options.keepAliveMs ?? 15_000, mapError, { traceresponse: op.trace.traceparent }, gone);
+    const format: SseFormat = {
+      event: (value) => value,
+      refuse: (r, err) => r.send({ jsonrpc: "2.0", id: id ?? null, error: mapError(err) }),
+      error: (err) => ({ jsonrpc: "2.0", id: id ?? null, error: mapError(err) }),
+    };
+    return streamSse(reply, result as AsyncGenerator<unknown>, format, options.keepAliveMs ?? 15_000, { traceresponse: op.trace.traceparent }, gone);
   };
   // Large inputs (files, data) arrive base64-encoded in the JSON body; the bus stores them as blobs.
   const bodyLimit = options.maxBodyBytes ?? Math.ceil((bus.maxTaskBytes * 4) / 3) + 1024 * 1024;
@@ -256,71 +240,15 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   const limited = { bodyLimit, errorHandler, config: { rateLimit: {}, edge: { errors: "jsonrpc" as const } } };
   app.post("/a2a", limited, (req, reply) => rpc(req, reply));
   app.post<{ Params: { agent: string } }>("/a2a/:agent", limited, (req, reply) => rpc(req, reply, req.params.agent));
-}
 
-/**
- * Relays a JSON-RPC stream as SSE on the raw socket, with keep-alive
- * comments. A client that goes away (the response closes) stops the relay:
- * `gone` is aborted, which stops the event consumer at once, and the
- * iterator is closed; the task itself runs on.
- */
-async function streamSse(
-  reply: FastifyReply,
-  stream: AsyncGenerator<unknown>,
-  id: unknown,
-  keepAliveMs: number,
-  mapError: (err: unknown) => unknown,
-  headers: Record<string, string>,
-  gone: AbortController,
-): Promise<void> {
-  const iterator = stream[Symbol.asyncIterator]();
-  let first: IteratorResult<unknown>;
-  try {
-    first = await iterator.next();
-  } catch (err) {
-    return reply.send({ jsonrpc: "2.0", id: id ?? null, error: mapError(err) });
-  }
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, { ...SSE_HEADERS, ...headers });
-  let closed = false;
-  const keepAlive = setInterval(() => res.write(": keep-alive\n\n"), keepAliveMs);
-  // The response's close: the client went away (the request's fires once its body has been read).
-  res.on("close", () => {
-    closed = true;
-    clearInterval(keepAlive);
-    gone.abort();
-    void iterator.return?.(undefined);
-  });
-  // Each event's cursor as its SSE id, so a client reconnecting with Last-Event-ID resumes after it.
-  const write = (value: unknown) => {
-    const cursor = cursorOf(value);
-    res.write(`${cursor === undefined ? "" : `id: ${cursor}\n`}${formatSSEEvent(value)}`);
+  // The HTTP+JSON binding: fastify's refusals (size, media type) as its error bodies.
+  const restErrorHandler = (err: FastifyError, _req: FastifyRequest, reply: FastifyReply) => {
+    const status = err.statusCode ?? 500;
+    if (status === 415) return reply.code(415).type(A2A_CONTENT_TYPE).send(toRestErrorBody(new ContentTypeNotSupportedError(`unsupported Content-Type; expected ${A2A_CONTENT_TYPE} or application/json`), 415));
+    if (status === 413) return reply.code(413).type(A2A_CONTENT_TYPE).send(toRestErrorBody(new RequestMalformedError(`the request body is larger than ${bodyLimit} bytes`), 413));
+    if (err.code?.startsWith("FST_ERR_CTP_")) return reply.code(status).type(A2A_CONTENT_TYPE).send(toRestErrorBody(new RequestMalformedError(err.message), status));
+    if (!(err instanceof Error)) return reply.code(status).send(err);
+    throw err;
   };
-  try {
-    if (!first.done) write(first.value);
-    while (!closed) {
-      const next = await iterator.next();
-      if (next.done) break;
-      write(next.value);
-    }
-  } catch (err) {
-    if (!closed) res.write(formatSSEErrorEvent({ jsonrpc: "2.0", id: id ?? null, error: mapError(err) }));
-  } finally {
-    clearInterval(keepAlive);
-    if (!res.writableEnded) res.end();
-  }
-}
-
-/** The cursor a streamed JSON-RPC response carries in its payload's metadata (v1.0: `result.<kind>.metadata`; v0.3: `result.metadata`). */
-function cursorOf(value: unknown): string | undefined {
-  const result = (value as { result?: Record<string, unknown> } | undefined)?.result;
-  if (!result) return undefined;
-  const direct = (result.metadata as Record<string, unknown> | undefined)?.[CURSOR_KEY];
-  if (typeof direct === "string") return direct;
-  for (const payload of Object.values(result)) {
-    const cursor = ((payload as { metadata?: Record<string, unknown> } | null)?.metadata)?.[CURSOR_KEY];
-    if (typeof cursor === "string") return cursor;
-  }
-  return undefined;
+  restRoutes(app, open, { bodyLimit, errorHandler: restErrorHandler, config: { rateLimit: {}, edge: { errors: "json" as const } } }, options.keepAliveMs ?? 15_000);
 }

@@ -154,6 +154,9 @@ export async function listTasks(s: Submitter, query: TaskQuery = {}): Promise<Ta
   if (query.state !== undefined && !TASK_STATES.includes(query.state)) {
     throw new AgentBusError("INVALID_INPUT", `unknown task state ${String(query.state)}; one of ${TASK_STATES.join(", ")}`);
   }
+  if (query.statusTimestampAfter !== undefined && Number.isNaN(Date.parse(query.statusTimestampAfter))) {
+    throw new AgentBusError("INVALID_INPUT", `statusTimestampAfter ${JSON.stringify(query.statusTimestampAfter)} is not an ISO 8601 time`);
+  }
   const owned = query.caller !== undefined || !s.rt.observes();
   const find = (durable: Durable) => (owned ? durable.store.owned(s.rt.id, query.caller, query) : durable.store.matching(query, (t) => mayAccess(s, t)));
   // Federated: every region's tasks, a region that does not answer in time left out.

@@ -49,6 +49,8 @@ export interface TaskQuery {
   pageSize?: number;
   /** Opaque token from the previous page's `nextPageToken`. */
   pageToken?: string;
+  /** Only tasks whose status changed after this time (ISO 8601). */
+  statusTimestampAfter?: string;
 }
 
 export interface TaskPage {
@@ -87,7 +89,10 @@ export function page(all: Task[], query: TaskQuery): TaskPage {
   return { tasks, nextPageToken: next, totalSize: all.length };
 }
 
-const matches = (t: Task, query: TaskQuery) => (!query.contextId || t.contextId === query.contextId) && (!query.state || t.status.state === query.state);
+const matches = (t: Task, query: TaskQuery) =>
+  (!query.contextId || t.contextId === query.contextId) &&
+  (!query.state || t.status.state === query.state) &&
+  (!query.statusTimestampAfter || Date.parse(t.status.timestamp) > Date.parse(query.statusTimestampAfter));
 
 const decode = (v: Uint8Array): Task => JSON.parse(Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("utf8")) as Task;
 
