@@ -8,44 +8,73 @@ export const PROTOCOL_VERSION = "1.0";
 export const LEGACY_PROTOCOL_VERSION = "0.3";
 
 /**
- * The HTTP face of one agent's card: its JSON-RPC URL (for v1.0, and the
- * same URL for v0.3 clients), its HTTP+JSON URL (`<url>/rest`, v1.0) and
- * what the bridge supports.
+ * The `protocolBinding` of A2A over NATS: A2A's operations carried on the
+ * bus's own subjects (docs/PROTOCOL.md, "A2A over NATS"). An interface with
+ * it has the URL `nats://<server>/<tenant>[/<agent>]`.
  */
-function served(card: AgentCard, url: string): AgentCard {
+export const NATS_BINDING = "urn:agentbus:a2a:binding:nats";
+
+/** The NATS interface URL of `agent` (the tenant's gateway without one): a server (`host:port`) and the tenant. */
+export function natsInterfaceUrl(server: string, tenant: string, agent?: string): string {
+  return `nats://${server.replace(/^[a-z]+:\/\//, "")}/${tenant}${agent === undefined ? "" : `/${encodeURIComponent(agent)}`}`;
+}
+
+/** Where the bridge serves the bindings that have no URL of their own per agent. */
+export interface ServedBindings {
+  /** The gRPC binding's `host:port`, if it runs. */
+  grpc?: string;
+  /** The NATS server (`host:port`) A2A over NATS clients connect to. */
+  nats: string;
+}
+
+/** `card` with `interfaces` as its supported interfaces. */
+export function withInterfaces(card: AgentCard, interfaces: AgentCard["supportedInterfaces"]): AgentCard {
+  return { ...card, supportedInterfaces: interfaces };
+}
+
+/**
+ * The served face of one agent's card: its JSON-RPC URL (for v1.0, and the
+ * same URL for v0.3 clients), its HTTP+JSON URL (`<url>/rest`, v1.0), the
+ * gRPC address with the agent's name as the interface's `tenant` (none for
+ * the gateway), A2A over NATS, and what the bridge supports.
+ */
+function served(card: AgentCard, url: string, bindings: ServedBindings, tenant: string, agent?: string): AgentCard {
   return {
-    ...card,
-    supportedInterfaces: [
+    ...withInterfaces(card, [
       { url, protocolBinding: "JSONRPC", protocolVersion: PROTOCOL_VERSION },
       { url: `${url}/rest`, protocolBinding: "HTTP+JSON", protocolVersion: PROTOCOL_VERSION },
+      ...(bindings.grpc ? [{ url: bindings.grpc, protocolBinding: "GRPC", protocolVersion: PROTOCOL_VERSION, ...(agent !== undefined && { tenant: agent }) }] : []),
+      { url: natsInterfaceUrl(bindings.nats, tenant, agent), protocolBinding: NATS_BINDING, protocolVersion: PROTOCOL_VERSION },
       { url, protocolBinding: "JSONRPC", protocolVersion: LEGACY_PROTOCOL_VERSION },
-    ],
+    ]),
     capabilities: { ...card.capabilities, streaming: true, pushNotifications: false },
   };
 }
 
 /** Card of one registered agent, as served at `/a2a/<agent>/.well-known/agent-card.json`. */
-export function agentCard(agent: AgentInfo, baseUrl: string): AgentCard {
-  return served(agent.card, `${baseUrl}/a2a/${encodeURIComponent(agent.name)}`);
+export function agentCard(agent: AgentInfo, baseUrl: string, bindings: ServedBindings, tenant: string): AgentCard {
+  return served(agent.card, `${baseUrl}/a2a/${encodeURIComponent(agent.name)}`, bindings, tenant, agent.name);
+}
+
+/** The gateway card's content: every capability of the tenant as a skill, routed by skill id (no interfaces). */
+export function gatewaySkills(bus: Bus): AgentCard {
+  const skills = new Map<string, AgentCard["skills"][number]>();
+  for (const a of bus.discover()) for (const s of a.card.skills) if (!skills.has(s.id)) skills.set(s.id, s);
+  return {
+    name: `agentbus ${bus.subjects.tenant}`,
+    description: `Every agent of tenant ${bus.subjects.tenant}; name a skill in message.metadata.skill`,
+    version: "1.0.0",
+    supportedInterfaces: [],
+    capabilities: {},
+    defaultInputModes: ["text/plain", "application/json"],
+    defaultOutputModes: ["text/plain", "application/json"],
+    skills: [...skills.values()].sort((a, b) => a.id.localeCompare(b.id)),
+  };
 }
 
 /** The gateway card: every capability of the tenant as a skill, routed by skill id. */
-export function gatewayCard(bus: Bus, baseUrl: string): AgentCard {
-  const skills = new Map<string, AgentCard["skills"][number]>();
-  for (const a of bus.discover()) for (const s of a.card.skills) if (!skills.has(s.id)) skills.set(s.id, s);
-  return served(
-    {
-      name: `agentbus ${bus.subjects.tenant}`,
-      description: `Every agent of tenant ${bus.subjects.tenant}; name a skill in message.metadata.skill`,
-      version: "1.0.0",
-      supportedInterfaces: [],
-      capabilities: {},
-      defaultInputModes: ["text/plain", "application/json"],
-      defaultOutputModes: ["text/plain", "application/json"],
-      skills: [...skills.values()].sort((a, b) => a.id.localeCompare(b.id)),
-    },
-    `${baseUrl}/a2a`,
-  );
+export function gatewayCard(bus: Bus, baseUrl: string, bindings: ServedBindings): AgentCard {
+  return served(gatewaySkills(bus), `${baseUrl}/a2a`, bindings, bus.subjects.tenant);
 }
 
 /** A strong ETag for a serialized card. */

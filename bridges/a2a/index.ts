@@ -17,3 +17,6 @@ export { readApiKeys, type ApiKeyConfig } from "./keys.js";
 export { hashApiKey, API_KEY_HEADER, type ApiKeyEntry } from "./auth.js";
 export { httpEdge, type Caller, type EdgeOptions, type OidcAuthOptions } from "../http/index.js";
 export { agentCard, gatewayCard, PROTOCOL_VERSION } from "./cards.js";
+export { NATS_BINDING } from "./cards.js";
+export { NatsTransport, NatsTransportFactory, natsAgentCard } from "./transport.js";
+export type { A2AGrpcOptions } from "./grpc.js";

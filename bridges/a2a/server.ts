@@ -13,6 +13,7 @@ import { securityOf } from "./auth.js";
 import { callerOf, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import rateLimit from "@fastify/rate-limit";
 import { PushNotifications, type PushOptions } from "./push.js";
+import { startA2AGrpc, type A2AGrpcOptions } from "./grpc.js";
 
 /**
  * Options of {@link a2aBridge}. Without an HTTP edge on the app (the
@@ -29,6 +30,13 @@ export interface A2ABridgeOptions extends BridgeEdgeOptions {
   baseUrl?: string;
   /** Interval of SSE keep-alive comments, ms (default 15 000). */
   keepAliveMs?: number;
+  /**
+   * The NATS server A2A over NATS clients connect to, as cards advertise it
+   * (`host:port`; default: the server this bridge's connection is on).
+   */
+  natsServer?: string;
+  /** The gRPC binding on a port of its own (default: none), listed in every card. */
+  grpc?: A2AGrpcOptions;
   /** Push notification delivery (default on); `false` turns the push methods off. */
   push?: PushOptions | false;
   /**
@@ -70,22 +78,26 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   app.addHook("onClose", async () => push?.stop());
   const security = securityOf(edge);
   const secured = (card: AgentCard): AgentCard => ({ ...card, capabilities: { ...card.capabilities, pushNotifications: push !== undefined }, ...security });
+  // The gRPC binding first: every card lists its address.
+  const grpc = options.grpc ? await startA2AGrpc(options.grpc, edge.auth, { bus, push, cardFor: (agent, on) => cardAt(options.baseUrl ?? "", agent, on) }) : undefined;
+  app.addHook("onClose", async () => grpc?.close());
+  const bindings = () => ({ grpc: grpc?.address, nats: options.natsServer ?? bus.nc.getServer() });
   // An agent's served card, per registration (the registry replaces the card object when it changes) and base URL.
   const agentCards = new WeakMap<AgentCard, Map<string, AgentCard>>();
-  const cardFor = (req: FastifyRequest, agent?: string, on: Bus = bus): AgentCard | undefined => {
-    if (agent === undefined) return secured(gatewayCard(on, base(req)));
+  const cardAt = (url: string, agent?: string, on: Bus = bus): AgentCard | undefined => {
+    if (agent === undefined) return secured(gatewayCard(on, url, bindings()));
     const info = on.discover({ name: agent }).sort((a, b) => Number(b.online) - Number(a.online))[0];
     if (!info) return undefined;
-    const url = base(req);
     let byUrl = agentCards.get(info.card);
     if (!byUrl) agentCards.set(info.card, (byUrl = new Map()));
     let card = byUrl.get(url);
     if (!card) {
       if (byUrl.size >= 16) byUrl.clear(); // base URLs come from allowed Host headers: a few
-      byUrl.set(url, (card = secured(agentCard(info, url))));
+      byUrl.set(url, (card = secured(agentCard(info, url, bindings(), on.subjects.tenant))));
     }
     return card;
   };
+  const cardFor = (req: FastifyRequest, agent?: string, on: Bus = bus): AgentCard | undefined => cardAt(base(req), agent, on);
 
   // Request bodies are parsed here, not by fastify, to answer malformed JSON as each binding says (-32700, 400).
   app.addContentTypeParser(["application/json", A2A_CONTENT_TYPE], { parseAs: "string" }, (_req, body, done) => done(null, body));

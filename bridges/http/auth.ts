@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { FastifyRequest } from "fastify";
+import type { IncomingHttpHeaders } from "node:http";
 import { AgentBusError, type Bus } from "../../core/index.js";
 import { OidcError, OidcVerifier, looksLikeJwt, type OidcConfig } from "./oidc.js";
 
@@ -41,6 +41,15 @@ export interface AuthOptions {
   oidc?: OidcAuthOptions;
 }
 
+/**
+ * What authentication reads of a request: its headers (an HTTP request's,
+ * or a gRPC call's metadata as headers) and where to log a refused token.
+ */
+export interface AuthRequest {
+  headers: IncomingHttpHeaders;
+  log: { info(obj: object, msg: string): void; error(obj: object, msg: string): void };
+}
+
 /** What {@link Authenticator.authenticate} found: a caller, or why there is none. */
 export type AuthResult = { caller: Caller } | { refused: "missing" | "invalid" | "unavailable"; reason: string };
 
@@ -51,14 +60,14 @@ export const hashApiKey = (key: string): string => createHash("sha256").update(k
 export const API_KEY_HEADER = "X-API-Key";
 
 /** The key a request presents, if any: `X-API-Key`, else a bearer token. */
-export function presentedKey(req: FastifyRequest): string | undefined {
+export function presentedKey(req: Pick<AuthRequest, "headers">): string | undefined {
   const direct = req.headers[API_KEY_HEADER.toLowerCase()];
   if (typeof direct === "string" && direct) return direct;
   return bearerToken(req);
 }
 
 /** The token of `Authorization: Bearer <token>`, if any. */
-export function bearerToken(req: FastifyRequest): string | undefined {
+export function bearerToken(req: Pick<AuthRequest, "headers">): string | undefined {
   const auth = req.headers.authorization;
   return auth !== undefined && /^bearer /i.test(auth) ? auth.slice(7).trim() || undefined : undefined;
 }
@@ -116,7 +125,7 @@ export class Authenticator {
   }
 
   /** The request's caller, or why it has none. */
-  async authenticate(req: FastifyRequest): Promise<AuthResult> {
+  async authenticate(req: AuthRequest): Promise<AuthResult> {
     if (this.open) return { caller: { bus: this.#bus } };
     const presented = presentedKey(req);
     if (!presented) return { refused: "missing", reason: this.#verifier ? "missing API key or bearer token" : "missing or invalid API key" };

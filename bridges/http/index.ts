@@ -16,6 +16,6 @@
  */
 export { httpEdge, edgeFor, callerOf, edgeErrorBody, type Edge, type EdgeOptions, type EdgeRouteConfig, type EdgeErrorCode, type BridgeEdgeOptions } from "./edge.js";
 export { HostPolicy, isLoopbackHost, isLoopbackAddress, parseHost, LOOPBACK_NAMES, type HostPolicyOptions } from "./hosts.js";
-export { Authenticator, hashApiKey, findKey, presentedKey, bearerToken, API_KEY_HEADER, type ApiKeyEntry, type AuthOptions, type AuthResult, type Caller, type OidcAuthOptions } from "./auth.js";
+export { Authenticator, hashApiKey, findKey, presentedKey, bearerToken, API_KEY_HEADER, type ApiKeyEntry, type AuthOptions, type AuthRequest, type AuthResult, type Caller, type OidcAuthOptions } from "./auth.js";
 export { OidcVerifier, OidcError, discoveryUrl, looksLikeJwt, type OidcConfig, type VerifiedToken } from "./oidc.js";
 export { persistentIdentity, keySeedFile, oidcSeedFile } from "./identities.js";
