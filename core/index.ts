@@ -46,7 +46,9 @@ export { toMessage, textOf, dataOf, structuredInput, type Input } from "./wire/m
 export { childTrace, traceFromHeaders, traceHeaders, traceIdOf, type TraceContext } from "./wire/trace.js";
 export { featuresOf, compareVersions, type ServerFeatures } from "./wire/features.js";
 export { createLogger, type Logger } from "./wire/log.js";
-export type { Message, Part, Role, AgentCard, AgentSkill, AgentCapabilities, AgentInterface, AgentExtension } from "./wire/protocol.js";
+export type { Message, Part, Role, AgentCard, AgentCardSignature, AgentSkill, AgentCapabilities, AgentInterface, AgentExtension } from "./wire/protocol.js";
+export { NATS_BINDING, A2A_VERSION, natsInterface } from "./wire/protocol.js";
+export { cardKey, type CardKey } from "./security/cardsig.js";
 export type { JsonSchema } from "./wire/schema.js";
 export type { Mirrored } from "./infra/kvmirror.js";
 

@@ -16,5 +16,6 @@ export * from "./index.js";
 export { SpanAttr, SpanKind, traced, type Traced } from "./wire/trace.js";
 export { validatorFor, schemaErrors } from "./wire/schema.js";
 export { checkId } from "./wire/subjects.js";
+export { cardSignature, signCard } from "./security/cardsig.js";
 export { ensureBucket, ensureStream, ensureConsumer, ensurePushBucket, retryJs } from "./infra/jetstream.js";
 export { KvMirror, KvWatch, type Mirrored, type MirrorListener } from "./infra/kvmirror.js";

@@ -1,30 +1,16 @@
 import { createHash } from "node:crypto";
-import type { AgentCard, AgentInfo, Bus } from "../../core/index.js";
+import { A2A_VERSION, natsInterface, type AgentCard, type AgentInfo, type Bus } from "../../core/index.js";
 
 /** The A2A protocol version the bridge speaks. */
-export const PROTOCOL_VERSION = "1.0";
+export const PROTOCOL_VERSION = A2A_VERSION;
 
 /** The older protocol version v0.3 clients speak (requests without `A2A-Version`). */
 export const LEGACY_PROTOCOL_VERSION = "0.3";
-
-/**
- * The `protocolBinding` of A2A over NATS: A2A's operations carried on the
- * bus's own subjects (docs/PROTOCOL.md, "A2A over NATS"). An interface with
- * it has the URL `nats://<server>/<tenant>[/<agent>]`.
- */
-export const NATS_BINDING = "urn:agentbus:a2a:binding:nats";
-
-/** The NATS interface URL of `agent` (the tenant's gateway without one): a server (`host:port`) and the tenant. */
-export function natsInterfaceUrl(server: string, tenant: string, agent?: string): string {
-  return `nats://${server.replace(/^[a-z]+:\/\//, "")}/${tenant}${agent === undefined ? "" : `/${encodeURIComponent(agent)}`}`;
-}
 
 /** Where the bridge serves the bindings that have no URL of their own per agent. */
 export interface ServedBindings {
   /** The gRPC binding's `host:port`, if it runs. */
   grpc?: string;
-  /** The NATS server (`host:port`) A2A over NATS clients connect to. */
-  nats: string;
 }
 
 /** `card` with `interfaces` as its supported interfaces. */
@@ -39,12 +25,14 @@ export function withInterfaces(card: AgentCard, interfaces: AgentCard["supported
  * the gateway), A2A over NATS, and what the bridge supports.
  */
 function served(card: AgentCard, url: string, bindings: ServedBindings, tenant: string, agent?: string): AgentCard {
+  // The agent's signature covers the card it registered, not this one: the bridge signs what it serves.
+  const { signatures: _registered, ...unsigned } = card;
   return {
-    ...withInterfaces(card, [
+    ...withInterfaces(unsigned, [
       { url, protocolBinding: "JSONRPC", protocolVersion: PROTOCOL_VERSION },
       { url: `${url}/rest`, protocolBinding: "HTTP+JSON", protocolVersion: PROTOCOL_VERSION },
       ...(bindings.grpc ? [{ url: bindings.grpc, protocolBinding: "GRPC", protocolVersion: PROTOCOL_VERSION, ...(agent !== undefined && { tenant: agent }) }] : []),
-      { url: natsInterfaceUrl(bindings.nats, tenant, agent), protocolBinding: NATS_BINDING, protocolVersion: PROTOCOL_VERSION },
+      natsInterface(tenant, agent),
       { url, protocolBinding: "JSONRPC", protocolVersion: LEGACY_PROTOCOL_VERSION },
     ]),
     capabilities: { ...card.capabilities, streaming: true, pushNotifications: false },

@@ -17,6 +17,7 @@ export { readApiKeys, type ApiKeyConfig } from "./keys.js";
 export { hashApiKey, API_KEY_HEADER, type ApiKeyEntry } from "./auth.js";
 export { httpEdge, type Caller, type EdgeOptions, type OidcAuthOptions } from "../http/index.js";
 export { agentCard, gatewayCard, PROTOCOL_VERSION } from "./cards.js";
-export { NATS_BINDING } from "./cards.js";
+export { NATS_BINDING } from "../../core/index.js";
 export { NatsTransport, NatsTransportFactory, natsAgentCard } from "./transport.js";
 export type { A2AGrpcOptions } from "./grpc.js";
+export { cardVerifier, type CardVerifierOptions } from "./signing.js";

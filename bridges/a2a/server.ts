@@ -3,7 +3,7 @@ import { ContentTypeNotSupportedError, RequestMalformedError, toRestErrorBody } 
 import { JsonRpcTransportHandler, ServerCallContext, validateVersion } from "@a2a-js/sdk/server";
 import { LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { SpanKind, traced, traceFromHeaders, type AgentCard, type Bus } from "../../core/internal.js";
+import { SpanKind, cardKey, traced, traceFromHeaders, type AgentCard, type Bus } from "../../core/internal.js";
 import { LEGACY_PROTOCOL_VERSION, agentCard, etagOf, gatewayCard, legacyCard } from "./cards.js";
 import { BusRequestHandler } from "./handler.js";
 import { A2A_METHODS, LIST_STATUSES, MAX_DEPTH, nestedDeeperThan, sdkCard, type A2ARoute, type OpenRequest } from "./routes.js";
@@ -14,6 +14,10 @@ import { callerOf, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import rateLimit from "@fastify/rate-limit";
 import { PushNotifications, type PushOptions } from "./push.js";
 import { startA2AGrpc, type A2AGrpcOptions } from "./grpc.js";
+import { CardSigner } from "./signing.js";
+
+/** Where the bridge serves its JWK set: the keys its cards are signed with. */
+const JWKS_PATH = "/.well-known/jwks.json";
 
 /**
  * Options of {@link a2aBridge}. Without an HTTP edge on the app (the
@@ -30,11 +34,6 @@ export interface A2ABridgeOptions extends BridgeEdgeOptions {
   baseUrl?: string;
   /** Interval of SSE keep-alive comments, ms (default 15 000). */
   keepAliveMs?: number;
-  /**
-   * The NATS server A2A over NATS clients connect to, as cards advertise it
-   * (`host:port`; default: the server this bridge's connection is on).
-   */
-  natsServer?: string;
   /** The gRPC binding on a port of its own (default: none), listed in every card. */
   grpc?: A2AGrpcOptions;
   /** Push notification delivery (default on); `false` turns the push methods off. */
@@ -77,15 +76,16 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   const push = options.push === false ? undefined : await PushNotifications.start(bus, edge.auth.buses().filter((b) => b !== bus), options.push);
   app.addHook("onClose", async () => push?.stop());
   const security = securityOf(edge);
+  const signer = new CardSigner(bus.identity);
   const secured = (card: AgentCard): AgentCard => ({ ...card, capabilities: { ...card.capabilities, pushNotifications: push !== undefined }, ...security });
   // The gRPC binding first: every card lists its address.
   const grpc = options.grpc ? await startA2AGrpc(options.grpc, edge.auth, { bus, push, cardFor: (agent, on) => cardAt(options.baseUrl ?? "", agent, on) }) : undefined;
   app.addHook("onClose", async () => grpc?.close());
-  const bindings = () => ({ grpc: grpc?.address, nats: options.natsServer ?? bus.nc.getServer() });
+  const bindings = { grpc: grpc?.address };
   // An agent's served card, per registration (the registry replaces the card object when it changes) and base URL.
   const agentCards = new WeakMap<AgentCard, Map<string, AgentCard>>();
   const cardAt = (url: string, agent?: string, on: Bus = bus): AgentCard | undefined => {
-    if (agent === undefined) return secured(gatewayCard(on, url, bindings()));
+    if (agent === undefined) return secured(gatewayCard(on, url, bindings));
     const info = on.discover({ name: agent }).sort((a, b) => Number(b.online) - Number(a.online))[0];
     if (!info) return undefined;
     let byUrl = agentCards.get(info.card);
@@ -93,7 +93,7 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     let card = byUrl.get(url);
     if (!card) {
       if (byUrl.size >= 16) byUrl.clear(); // base URLs come from allowed Host headers: a few
-      byUrl.set(url, (card = secured(agentCard(info, url, bindings(), on.subjects.tenant))));
+      byUrl.set(url, (card = secured(agentCard(info, url, bindings, on.subjects.tenant))));
     }
     return card;
   };
@@ -114,7 +114,8 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     if (!card) return reply.code(404).send({ error: "no such agent" });
     const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
     const v0 = legacy || typeof header !== "string" || header === "" || Number.parseFloat(header) < 1;
-    const json = JSON.stringify(v0 ? legacyCard(card) : AgentCardCodec.toJSON(AgentCardCodec.fromJSON(card)));
+    // v1.0 cards are signed by the bridge's identity, its key in the JWK set.
+    const json = JSON.stringify(v0 ? legacyCard(card) : AgentCardCodec.toJSON(AgentCardCodec.fromJSON(signer.sign(card, `${base(req)}${JWKS_PATH}`))));
     const etag = etagOf(json);
     const key = `${req.url.split("?", 1)[0]}|${v0 ? "0.3" : "1.0"}`;
     let served = firstServed.get(key);
@@ -128,6 +129,10 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     if (unchanged) return reply.code(304).send();
     return reply.type("application/json").send(json);
   };
+  // The keys of the bridge (its cards' signer) and of every agent (their registered cards' signers), as a JWK set.
+  app.get(JWKS_PATH, { config: { edge: { public: true } } }, (_req, reply) =>
+    reply.header("Cache-Control", "public, max-age=300").send({ keys: [...new Set([bus.id, ...bus.discover().map((a) => a.id)])].map(cardKey) }),
+  );
   // Cards are public; their refusals (Host, Origin) are JSON-RPC errors under /a2a.
   const card = { config: { edge: { public: true } } };
   const agentCardRoute = { config: { edge: { public: true, errors: "jsonrpc" as const } } };

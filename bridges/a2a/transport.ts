@@ -17,8 +17,8 @@ import {
 } from "@a2a-js/sdk";
 import type { RequestOptions, Transport, TransportFactory } from "@a2a-js/sdk/client";
 import type { SendMessageResult } from "@a2a-js/sdk";
-import { AgentBusError, checkId, type AgentCard, type Bus } from "../../core/internal.js";
-import { NATS_BINDING, PROTOCOL_VERSION, gatewaySkills, natsInterfaceUrl, withInterfaces } from "./cards.js";
+import { A2A_VERSION, AgentBusError, NATS_BINDING, checkId, natsInterface, type AgentCard, type Bus } from "../../core/internal.js";
+import { gatewaySkills, withInterfaces } from "./cards.js";
 import { BusRequestHandler } from "./handler.js";
 
 /** Where a NATS interface URL points: its tenant, and its agent (none: the gateway). */
@@ -30,23 +30,29 @@ function parseInterfaceUrl(url: string): { tenant: string; agent?: string } {
     throw new AgentBusError("INVALID_INPUT", `not a NATS interface URL: ${JSON.stringify(url)}`);
   }
   const [tenant, agent, ...rest] = parsed.pathname.split("/").filter(Boolean).map(decodeURIComponent);
-  if (parsed.protocol !== "nats:" || !tenant || rest.length > 0) throw new AgentBusError("INVALID_INPUT", `not a NATS interface URL (nats://<server>/<tenant>[/<agent>]): ${JSON.stringify(url)}`);
+  if (parsed.protocol !== "nats:" || !tenant || rest.length > 0) throw new AgentBusError("INVALID_INPUT", `not a NATS interface URL (nats:///<tenant>[/<agent>]): ${JSON.stringify(url)}`);
   return { tenant, agent: agent === undefined ? undefined : checkId(agent, "agent name") };
 }
 
 /**
- * An agent's A2A card as the bus's registry holds it (the tenant's gateway
- * card without `agent`), with the NATS interface only: what an A2A client
- * inside the network builds its client from, no HTTP involved.
+ * An agent's A2A card as the bus's registry holds it, with its A2A over
+ * NATS interface, signed with the agent's own key (see {@link cardVerifier});
+ * without `agent`, the tenant's gateway card (every skill, routed by skill
+ * id), which no agent signs. What an A2A client inside the network builds
+ * its client from, no HTTP involved.
  *
  * @throws {AgentBusError} `INVALID_INPUT` when no agent of that name is registered.
  */
 export function natsAgentCard(bus: Bus, agent?: string): SdkAgentCard {
   const card = cardOf(bus, agent);
-  const url = natsInterfaceUrl(bus.nc.getServer(), bus.subjects.tenant, agent);
-  return AgentCardCodec.fromJSON(withInterfaces({ ...card, capabilities: { ...card.capabilities, streaming: true, pushNotifications: false } }, [{ url, protocolBinding: NATS_BINDING, protocolVersion: PROTOCOL_VERSION }]));
+  const nats = natsInterface(bus.subjects.tenant, agent);
+  // An agent registers its card with this interface and signs it; a gateway card (or an older agent's) gets it here, unsigned.
+  if (card.supportedInterfaces.some((i) => i.protocolBinding === NATS_BINDING && i.url === nats.url)) return AgentCardCodec.fromJSON(card);
+  const { signatures: _s, ...unsigned } = card;
+  return AgentCardCodec.fromJSON(withInterfaces({ ...unsigned, capabilities: { ...card.capabilities, streaming: true, pushNotifications: false } }, [nats]));
 }
 
+/** The card of `agent` in the registry (the tenant's gateway card without one). */
 function cardOf(bus: Bus, agent: string | undefined): AgentCard {
   if (agent === undefined) return gatewaySkills(bus);
   const info = bus.discover({ name: agent }).sort((a, b) => Number(b.online) - Number(a.online))[0];
@@ -77,7 +83,7 @@ export class NatsTransport implements Transport {
   }
 
   get protocolVersion(): string {
-    return PROTOCOL_VERSION;
+    return A2A_VERSION;
   }
 
   /** A handler for one request, on the card as the registry has it now. */

@@ -11,7 +11,8 @@ import { signRecord, type CapabilitySchemas, type PresenceBeat } from "../store/
 import { AgentBusError, isAgentBusError } from "../wire/errors.js";
 import type { Logger } from "../wire/log.js";
 import { parseMessage, structuredInput, toMessage } from "../wire/message.js";
-import type { AgentCard, Message, Part } from "../wire/protocol.js";
+import { natsInterface, type AgentCard, type Message, type Part } from "../wire/protocol.js";
+import { signCard } from "../security/cardsig.js";
 import { validatorFor, type JsonSchema } from "../wire/schema.js";
 import { checkCapability } from "../wire/subjects.js";
 import type { Task, TaskState } from "../wire/task.js";
@@ -77,7 +78,7 @@ const enc = new TextEncoder();
 const CALL_LIMIT_WAIT_MS = 30_000;
 const SERVICE_NAME = /[^A-Za-z0-9_-]/g;
 
-/** Builds the A2A card for a spec (the bus is the transport; bridges add HTTP interfaces). */
+/** Builds the A2A card for a spec, without interfaces (the agent adds its A2A over NATS one; bridges add HTTP interfaces). */
 export function cardOf(spec: AgentSpec): AgentCard {
   return {
     name: spec.name,
@@ -112,7 +113,11 @@ export class Agent {
   readonly id: string;
   /** This run's instance id: new on every start, so calls addressed to an earlier run never reach this one. */
   readonly instance = randomUUID().replaceAll("-", "").slice(0, 16);
-  readonly card: AgentCard;
+  /** The agent's A2A card as registered: its A2A over NATS interface, signed with this identity's key. */
+  get card(): AgentCard {
+    return this.#card;
+  }
+  #card: AgentCard;
   readonly #rt: Runtime;
   readonly #onStopped: (agent: Agent) => void;
   readonly #handlers: Map<string, { handler: Handler; validate?: (v: unknown) => void; limiter?: CapabilityLimiter }>;
@@ -132,7 +137,7 @@ export class Agent {
     this.#rt = rt;
     this.#onStopped = onStopped;
     this.id = rt.id;
-    this.card = cardOf(spec);
+    this.#card = { ...cardOf(spec), supportedInterfaces: [natsInterface(rt.subjects.tenant, spec.name)] };
     this.#log = rt.log.child({ agent: this.id, agentName: spec.name });
     this.#handlers = new Map();
     for (const skill of spec.skills) {
@@ -161,7 +166,10 @@ export class Agent {
     }
     const schemas: Record<string, CapabilitySchemas> = {};
     for (const s of spec.skills) if (s.inputSchema || s.outputSchema) schemas[s.id] = { input: s.inputSchema, output: s.outputSchema };
-    await rt.buckets.agents.put(agent.id, JSON.stringify(signRecord(rt.identity, agent.card, schemas)));
+    // Signed as A2A cards are (JWS over the SDK's canonical form): a client reading it from the registry checks it came from this key.
+    const { AgentCard: Codec, canonicalizeAgentCard } = await import("@a2a-js/sdk");
+    agent.#card = signCard(rt.identity, agent.#card, (c) => canonicalizeAgentCard(Codec.fromJSON(c)));
+    await rt.buckets.agents.put(agent.id, JSON.stringify(signRecord(rt.identity, agent.#card, schemas)));
     await agent.#serve(spec);
     if (options.tasks !== false) await agent.#startWorkers(options.tasks === true ? {} : (options.tasks ?? {}));
     if (options.inbox) {

@@ -61,6 +61,19 @@ export interface AgentCapabilities {
   extensions?: AgentExtension[];
 }
 
+/**
+ * One signature of an agent card (A2A §8.4): a JWS in flattened JSON form
+ * (RFC 7515) over the card's canonical JSON (RFC 8785, `signatures` left
+ * out), `alg`, `kid` and `typ` in its protected header.
+ */
+export interface AgentCardSignature {
+  /** base64url of the protected header's JSON. */
+  protected: string;
+  /** base64url of the signature. */
+  signature: string;
+  header?: Record<string, unknown>;
+}
+
 export interface AgentCard {
   name: string;
   description: string;
@@ -75,4 +88,23 @@ export interface AgentCard {
   iconUrl?: string;
   securitySchemes?: Record<string, unknown>;
   securityRequirements?: unknown[];
+  signatures?: AgentCardSignature[];
+}
+
+/**
+ * The `protocolBinding` of A2A over NATS: A2A's operations carried on the
+ * bus's own subjects (docs/PROTOCOL.md, "A2A over NATS").
+ */
+export const NATS_BINDING = "urn:agentbus:a2a:binding:nats";
+
+/** The A2A version the bus's agents and bridges speak. */
+export const A2A_VERSION = "1.0";
+
+/**
+ * The A2A over NATS interface of `agent` in `tenant` (of the tenant's
+ * gateway without one): `nats:///<tenant>[/<agent>]`. No server: a client
+ * reaches it on its own connection, wherever that is.
+ */
+export function natsInterface(tenant: string, agent?: string): AgentInterface {
+  return { url: `nats:///${tenant}${agent === undefined ? "" : `/${encodeURIComponent(agent)}`}`, protocolBinding: NATS_BINDING, protocolVersion: A2A_VERSION };
 }

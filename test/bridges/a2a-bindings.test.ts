@@ -2,10 +2,10 @@ import Fastify, { type FastifyInstance } from "fastify";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { ClientFactory, JsonRpcTransportFactory, RestTransportFactory, type CallInterceptor, type Client } from "@a2a-js/sdk/client";
 import { GrpcTransportFactory } from "@a2a-js/sdk/client/grpc";
-import { Role, TaskState, type Message as SdkMessage, type StreamResponse, type Task as SdkTask } from "@a2a-js/sdk";
+import { AgentCard as AgentCardCodec, Role, TaskState, type Message as SdkMessage, type StreamResponse, type Task as SdkTask } from "@a2a-js/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, Identity, type Bus, type ConnectOptions } from "../../core/index.js";
-import { NATS_BINDING, NatsTransportFactory, a2aBridge, hashApiKey, natsAgentCard } from "../../bridges/a2a/index.js";
+import { NATS_BINDING, NatsTransportFactory, a2aBridge, cardVerifier, hashApiKey, natsAgentCard } from "../../bridges/a2a/index.js";
 import { quietLogger } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
@@ -65,12 +65,13 @@ describe("A2A bindings: JSON-RPC, HTTP+JSON, gRPC and NATS with the official @a2
   let keyBus: Bus;
   let natsClientBus: Bus;
   let release!: () => void;
+  let echoBus: Bus;
 
   beforeAll(async () => {
     bridgeBus = await open({ tenant: "bind" });
     keyBus = await open({ tenant: "bind" });
     natsClientBus = await open({ tenant: "bind" });
-    const agentBus = await open({ tenant: "bind", insecureAllowAll: true });
+    const agentBus = (echoBus = await open({ tenant: "bind", insecureAllowAll: true }));
     let gate = new Promise<void>((r) => (release = r));
     await agentBus.agent({ name: "echo", skills: [{ id: "echo", description: "echo the text" }] }, { echo: (ctx) => `echo: ${ctx.text}` });
     const waiterBus = await open({ tenant: "bind", insecureAllowAll: true });
@@ -121,7 +122,7 @@ describe("A2A bindings: JSON-RPC, HTTP+JSON, gRPC and NATS with the official @a2
     expect(card.supportedInterfaces[1]!.url).toBe(`${baseUrl}/a2a/echo/rest`);
     expect(grpc).toMatchObject({ tenant: "echo" });
     expect(grpc.url).toMatch(/^127\.0\.0\.1:\d+$/);
-    expect(card.supportedInterfaces[3]!.url).toMatch(/^nats:\/\/127\.0\.0\.1:\d+\/bind\/echo$/);
+    expect(card.supportedInterfaces[3]!.url).toBe("nats:///bind/echo");
     const gateway = (await (await fetch(`${baseUrl}/.well-known/agent-card.json`, { headers: { "A2A-Version": "1.0" } })).json()) as { supportedInterfaces: Array<Record<string, string>> };
     expect(gateway.supportedInterfaces.find((i) => i.protocolBinding === "GRPC")).not.toHaveProperty("tenant");
     expect(gateway.supportedInterfaces.find((i) => i.protocolBinding === "HTTP+JSON")!.url).toBe(`${baseUrl}/a2a/rest`);
@@ -246,6 +247,29 @@ describe("A2A bindings: JSON-RPC, HTTP+JSON, gRPC and NATS with the official @a2
     const other = natsAgentCard(natsClientBus, "echo");
     other.supportedInterfaces[0]!.url = other.supportedInterfaces[0]!.url.replace("/bind/", "/other/");
     await expect(factory.createFromAgentCard(other)).rejects.toMatchObject({ code: "INVALID_INPUT" });
+  });
+
+  it("signed cards: served cards by the bridge's identity, registered cards by the agent's own key; a changed card fails the client's check", async () => {
+    for (const path of ["/a2a/echo/.well-known/agent-card.json", "/.well-known/agent-card.json"]) {
+      const client = await new ClientFactory({ transports: [new JsonRpcTransportFactory()] }).createFromUrl(`${baseUrl}${path}`, "");
+      const served = await client.getAgentCard(undefined, cardVerifier({ trusted: [bridgeBus.id] }));
+      const header = JSON.parse(Buffer.from(served.signatures[0]!.protected, "base64url").toString()) as Record<string, string>;
+      expect(header).toEqual({ alg: "EdDSA", kid: bridgeBus.id, typ: "JOSE", jku: `${baseUrl}/.well-known/jwks.json` });
+      // Another signer is not trusted; a card changed after signing fails.
+      await expect(client.getAgentCard(undefined, cardVerifier({ trusted: [echoBus.id] }))).rejects.toThrow(/No valid signatures/);
+      const json = AgentCardCodec.toJSON(served) as { supportedInterfaces: Array<{ url: string }> };
+      json.supportedInterfaces[0]!.url = "https://attacker.example/a2a";
+      await expect(cardVerifier()(AgentCardCodec.fromJSON(json))).rejects.toThrow(/No valid signatures/);
+    }
+    // The JWK set names the bridge's key (and each agent's).
+    const jwks = (await (await fetch(`${baseUrl}/.well-known/jwks.json`)).json()) as { keys: Array<{ kid: string; kty: string; crv: string }> };
+    expect(jwks.keys.map((k) => k.kid)).toEqual(expect.arrayContaining([bridgeBus.id, echoBus.id]));
+    expect(jwks.keys[0]).toMatchObject({ kty: "OKP", crv: "Ed25519" });
+    // The registered card, read over NATS, is the agent's own: signed with its key, and only its key.
+    const registered = natsAgentCard(natsClientBus, "echo");
+    await cardVerifier({ trusted: [echoBus.id] })(registered);
+    await expect(cardVerifier({ trusted: [bridgeBus.id] })(registered)).rejects.toThrow(/No valid signatures/);
+    await expect(cardVerifier()({ ...registered, description: "something else" })).rejects.toThrow(/No valid signatures/);
   });
 
   it("refuses calls without a valid key on HTTP+JSON (401) and gRPC (UNAUTHENTICATED)", async () => {
