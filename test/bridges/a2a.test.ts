@@ -79,7 +79,7 @@ describe("A2A bridge with the official @a2a-js/sdk client", () => {
     expect(card.supportedInterfaces).toEqual([
       { url: `${baseUrl}/a2a/echo`, protocolBinding: "JSONRPC", protocolVersion: "1.0" },
       { url: `${baseUrl}/a2a/echo/rest`, protocolBinding: "HTTP+JSON", protocolVersion: "1.0" },
-      { url: `nats://${bridgeBus.nc.getServer()}/a2a/echo`, protocolBinding: "urn:agentbus:a2a:binding:nats", protocolVersion: "1.0" },
+      { url: "nats:///a2a/echo", protocolBinding: "urn:agentbus:a2a:binding:nats", protocolVersion: "1.0" },
       { url: `${baseUrl}/a2a/echo`, protocolBinding: "JSONRPC", protocolVersion: "0.3" },
     ]);
     expect(card.capabilities.streaming).toBe(true);
