@@ -378,14 +378,15 @@ export function bridge(): Command {
   const cmd = new Command("bridge").description("serve the bus to the outside");
   cmd.addCommand(
     withCommon(new Command("a2a"))
-      .description("A2A v1.0 JSON-RPC + SSE (and v0.3) for every agent of the tenant")
+      .description("A2A v1.0 (JSON-RPC, HTTP+JSON and, with --grpc-port, gRPC; v0.3 JSON-RPC too) for every agent of the tenant")
       .option("--port <port>", "HTTP port", "8080")
+      .option("--grpc-port <port>", "serve the gRPC binding on this port too")
       .option("--host <host>", "listen address", "127.0.0.1")
       .option("--base-url <url>", "public base URL for the cards (default: from the Host header)")
       .option("--keys <file>", "API keys file: JSON [{name, sha256, tenant?, seedFile?}]")
       .option("--open", "no authentication (local use only)")
       .option("--data-dir <dir>", "where keys without seedFile keep their identity (<dir>/keys/<name>.seed)", ".agentbus")
-      .action(async (o: CommonOptions & { port: string; host: string; baseUrl?: string; keys?: string; open?: boolean; dataDir: string }) => {
+      .action(async (o: CommonOptions & { port: string; grpcPort?: string; host: string; baseUrl?: string; keys?: string; open?: boolean; dataDir: string }) => {
         if (!o.open === !o.keys) throw new AgentBusError("INVALID_INPUT", "give --keys <file> or --open");
         const keys = o.keys ? readApiKeys(o.keys) : [];
         const bus = await busFrom(o);
@@ -404,6 +405,7 @@ export function bridge(): Command {
           baseUrl: o.baseUrl,
           open: o.open,
           apiKeys: o.open ? undefined : keys.map((k, i) => ({ name: k.name, sha256: k.sha256, bus: keyBuses[i]! })),
+          ...(o.grpcPort !== undefined && { grpc: { port: Number(o.grpcPort), host: o.host } }),
         });
         const url = await app.listen({ port: Number(o.port), host: o.host });
         print(o, { url }, `A2A bridge on ${url} (cards: ${url}/a2a/<agent>/.well-known/agent-card.json); Ctrl-C to stop`);

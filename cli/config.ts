@@ -44,6 +44,8 @@ export interface UpConfig {
   gateway: {
     host: string;
     port: number;
+    /** Port of the A2A gRPC binding (on `host`); absent: no gRPC. */
+    grpcPort?: number;
     /** No authentication: every caller acts as the gateway (local use; `host` must be a loopback address). */
     open: boolean;
     /** API keys file (`[{name, sha256, tenant?, seedFile?}]`); a key without `seedFile` acts as `<dataDir>/keys/<name>.seed`, created once. */
@@ -99,6 +101,7 @@ export const upConfigSchema = {
       properties: {
         host: { type: "string", minLength: 1 },
         port: { type: "integer", minimum: 0, maximum: 65535 },
+        grpcPort: { type: "integer", minimum: 0, maximum: 65535 },
         open: { type: "boolean" },
         keysFile: { type: "string", minLength: 1 },
         oidc: {
@@ -140,6 +143,7 @@ export interface UpFlags {
   /** Comma-separated edge sites (`--edges`). */
   edges?: string;
   port?: string;
+  grpcPort?: string;
   host?: string;
   open?: boolean;
   keys?: string;
@@ -254,6 +258,7 @@ function fromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
     gateway: {
       host: env.AGENTBUS_HOST,
       port: num(env.AGENTBUS_PORT),
+      grpcPort: num(env.AGENTBUS_GRPC_PORT),
       open: bool(env.AGENTBUS_OPEN),
       keysFile: env.AGENTBUS_KEYS_FILE,
       baseUrl: env.AGENTBUS_BASE_URL,
@@ -283,7 +288,7 @@ function fromFlags(f: UpFlags): Record<string, unknown> {
     dataDir: f.dataDir,
     seedFile: f.seed,
     logLevel: f.logLevel,
-    gateway: { host: f.host, port: num(f.port), open: f.open, keysFile: f.keys, allowedHosts: list(f.allowedHosts), allowedOrigins: list(f.allowedOrigins) },
+    gateway: { host: f.host, port: num(f.port), grpcPort: num(f.grpcPort), open: f.open, keysFile: f.keys, allowedHosts: list(f.allowedHosts), allowedOrigins: list(f.allowedOrigins) },
     demo: f.demo,
   };
 }

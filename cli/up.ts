@@ -65,6 +65,7 @@ export function up(): Command {
     .option("--edges <list>", "with --regions, embedded: comma-separated edge sites (env AGENTBUS_EDGES), leaf nodes with their own JetStream domain linked to the first region, the demo's echo at each")
     .option("--port <port>", "HTTP port (env AGENTBUS_PORT; default 8080)")
     .option("--host <host>", "listen address (env AGENTBUS_HOST; default 127.0.0.1)")
+    .option("--grpc-port <port>", "serve the A2A gRPC binding on this port too, on the same address (env AGENTBUS_GRPC_PORT)")
     .option("--keys <file>", "API keys file (env AGENTBUS_KEYS_FILE)")
     .option("--open", "no authentication on the gateway (local use only: loopback addresses)")
     .option("--allowed-hosts <list>", "comma-separated Host names to serve besides loopback and the base URL's (env AGENTBUS_ALLOWED_HOSTS; name, name:port, *.domain or *)")
@@ -247,6 +248,7 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
       allowedOrigins: config.gateway.allowedOrigins,
       baseUrl: config.gateway.baseUrl,
       rateLimit: config.gateway.rateLimit,
+      ...(config.gateway.grpcPort !== undefined && { grpc: { port: config.gateway.grpcPort, host: config.gateway.host } }),
     });
     const url = await app.listen({ host: config.gateway.host, port: config.gateway.port });
     stops.push(() => closeWithin(app, config.gateway.drainTimeoutMs, log));

@@ -23,7 +23,7 @@ import {
   TaskPushNotificationConfig as PushConfigCodec,
   ListTaskPushNotificationConfigsResponse as PushConfigListCodec,
 } from "@a2a-js/sdk";
-import type { PushConfig, PushNotifications } from "./push.js";
+import { PUSH_METADATA_KEY, type PushConfig, type PushNotifications } from "./push.js";
 import { ExtendedAgentCardNotConfiguredError, PushNotificationNotSupportedError, RequestMalformedError, TaskNotCancelableError, TaskNotFoundError, UnsupportedOperationError } from "@a2a-js/sdk/errors";
 import type { A2ARequestHandler } from "@a2a-js/sdk/server";
 import { TASK_STATES, checkId, isAgentBusError, isTerminal, SpanAttr, type AgentCard, type Bus, type Message, type StoredEvent, type Task, type TaskHandle, type TaskState, type Traced } from "../../core/internal.js";
@@ -111,6 +111,12 @@ export class BusRequestHandler implements A2ARequestHandler {
     private readonly resumeAfter?: number,
   ) {}
 
+  /** A task as A2A callers see it: without the bus's own metadata, with its push deliveries (`agentbus.push`) when it has any. */
+  #sdk(task: Task): SdkTask {
+    const deliveries = this.push?.deliveriesOf(task.id);
+    return toSdkTask(deliveries ? { ...task, metadata: { ...task.metadata, [PUSH_METADATA_KEY]: deliveries } } : task);
+  }
+
   async getAgentCard(): Promise<SdkAgentCard> {
     return AgentCardCodec.fromJSON(this.card);
   }
@@ -171,7 +177,7 @@ export class BusRequestHandler implements A2ARequestHandler {
     // An agent that answered with a message alone (no artifact, no status message): the reply is that Message, as the spec allows.
     const reply = bareReply(task);
     if (reply) return MessageCodec.fromJSON(reply);
-    return toSdkTask(withHistory(task, params.configuration?.historyLength));
+    return this.#sdk(withHistory(task, params.configuration?.historyLength));
   }
 
   /**
@@ -185,7 +191,7 @@ export class BusRequestHandler implements A2ARequestHandler {
     const before = taskId ? await this.#lastSequence(taskId) : undefined;
     const handle = await this.#submit(params);
     // The task's cursor: the last event it includes (0 for none yet: every event comes after it).
-    yield withCursor({ task: TaskCodec.toJSON(toSdkTask(handle.submitted ?? (await handle.get()))) }, before ?? 0);
+    yield withCursor({ task: TaskCodec.toJSON(this.#sdk(handle.submitted ?? (await handle.get()))) }, before ?? 0);
     for await (const { event, sequence } of handle.events({ fromSequence: before === undefined ? undefined : before + 1, signal: this.signal })) yield withCursor(event, sequence);
   }
 
@@ -202,7 +208,7 @@ export class BusRequestHandler implements A2ARequestHandler {
   async getTask(params: GetTaskRequest): Promise<SdkTask> {
     try {
       const task = await this.bus.task(checkTaskId(params.id), { caller: this.caller });
-      return toSdkTask(withHistory(task, params.historyLength));
+      return this.#sdk(withHistory(task, params.historyLength));
     } catch (err) {
       throw a2aError(err, params.id);
     }
@@ -234,7 +240,7 @@ export class BusRequestHandler implements A2ARequestHandler {
     // Artifacts only when asked for (the spec's default is without), history as long as asked.
     const listed = (t: Task): Task => withHistory(q.includeArtifacts ? t : { ...t, artifacts: [] }, q.historyLength);
     return ListTasksResponseCodec.fromJSON({
-      tasks: page.tasks.map((t) => TaskCodec.toJSON(toSdkTask(listed(t)))),
+      tasks: page.tasks.map((t) => TaskCodec.toJSON(this.#sdk(listed(t)))),
       nextPageToken: page.nextPageToken ?? "",
       pageSize: page.tasks.length,
       totalSize: page.totalSize,
@@ -243,7 +249,7 @@ export class BusRequestHandler implements A2ARequestHandler {
 
   async cancelTask(params: CancelTaskRequest): Promise<SdkTask> {
     try {
-      return toSdkTask(await (await this.bus.taskHandle(checkTaskId(params.id), { caller: this.caller })).cancel({ trace: this.op?.trace }));
+      return this.#sdk(await (await this.bus.taskHandle(checkTaskId(params.id), { caller: this.caller })).cancel({ trace: this.op?.trace }));
     } catch (err) {
       throw a2aError(err, params.id);
     }
@@ -275,7 +281,7 @@ export class BusRequestHandler implements A2ARequestHandler {
     }
     if (task) {
       if (isTerminal(task.status.state)) throw new UnsupportedOperationError(`task ${task.id} is ${task.status.state}: a task in a terminal state cannot be subscribed to`);
-      yield withCursor({ task: TaskCodec.toJSON(toSdkTask(task)) }, last ?? 0);
+      yield withCursor({ task: TaskCodec.toJSON(this.#sdk(task)) }, last ?? 0);
     }
     for await (const { event, sequence } of events) yield withCursor(event, sequence);
   }

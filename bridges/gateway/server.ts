@@ -1,7 +1,7 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import Fastify, { type FastifyInstance } from "fastify";
 import type { Bus } from "../../core/index.js";
-import { a2aBridge } from "../a2a/index.js";
+import { a2aBridge, type A2AGrpcOptions } from "../a2a/index.js";
 import { httpEdge, type ApiKeyEntry, type OidcAuthOptions } from "../http/index.js";
 import { mcpHttp } from "../mcp/index.js";
 import { monitor } from "../monitor/index.js";
@@ -26,6 +26,8 @@ export interface GatewayOptions {
   baseUrl?: string;
   /** A2A requests per key (or address) per window. */
   rateLimit?: { max: number; timeWindowMs: number };
+  /** The A2A gRPC binding on a port of its own (default: none). */
+  grpc?: A2AGrpcOptions;
   /** SSE keep-alive interval, ms. */
   keepAliveMs?: number;
   /** Registry of `/metrics` (default: a new one); pass the one the buses' `callObserver` writes to. */
@@ -35,7 +37,8 @@ export interface GatewayOptions {
 /**
  * The HTTP gateway: one fastify app with the HTTP edge in front of every
  * route (`Host` and `Origin` allow-lists, authentication: see `httpEdge`),
- * the A2A bridge (`/a2a`, cards under `/.well-known` and
+ * the A2A bridge (JSON-RPC at `/a2a`, HTTP+JSON at `/a2a/rest`, gRPC on its
+ * own port when `grpc` is given; cards under `/.well-known` and
  * `/a2a/<agent>/.well-known`), MCP at `/mcp`, the monitor (`/v1/*`, page at
  * `/monitor/`), Prometheus `/metrics` (with authentication: a key or token
  * as bearer), `/health` (the process answers) and `/ready` (NATS connected
@@ -56,7 +59,7 @@ export async function createGateway(options: GatewayOptions): Promise<FastifyIns
   });
   // Next: its request hook must cover every route registered after it.
   await app.register(metrics, { bus, registry: options.registry });
-  await app.register(a2aBridge, { bus, baseUrl: options.baseUrl, rateLimit: options.rateLimit, keepAliveMs: options.keepAliveMs });
+  await app.register(a2aBridge, { bus, baseUrl: options.baseUrl, rateLimit: options.rateLimit, keepAliveMs: options.keepAliveMs, grpc: options.grpc });
   await app.register(mcpHttp, { bus });
   await app.register(monitor, { bus, keepAliveMs: options.keepAliveMs });
 

@@ -198,7 +198,7 @@ describe("A2A bindings: JSON-RPC, HTTP+JSON, gRPC and NATS with the official @a2
     it(binding === NATS_BINDING ? "push notification configs are the gateway's: PushNotificationNotSupportedError" : "push notification configs: create, get, list, delete", async () => {
       const client = await clientOver(binding, "echo");
       const task = (await client.sendMessage(send("push"))) as SdkTask;
-      const config = { tenant: "", id: "", taskId: task.id, url: "http://127.0.0.1:9/hook", token: "t", authentication: undefined };
+      const config = { tenant: "", id: "", taskId: task.id, url: "https://hooks.example.com/a2a", token: "t", authentication: undefined };
       if (binding === NATS_BINDING) {
         await expect(client.createTaskPushNotificationConfig(config)).rejects.toMatchObject({ name: "PushNotificationNotSupportedError" });
         return;

@@ -6,7 +6,7 @@ import { LegacyJsonRpcTransport, isLegacyAgentCard, parseLegacyAgentCard } from 
 import { Role, TaskState, type Message as SdkMessage, type StreamResponse, type Task as SdkTask } from "@a2a-js/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { traceIdOf, type Bus } from "../../core/index.js";
-import { a2aBridge } from "../../bridges/a2a/index.js";
+import { PushNotifications, a2aBridge } from "../../bridges/a2a/index.js";
 import { quietLogger, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
@@ -501,7 +501,7 @@ describe("A2A push notifications", () => {
     for (let i = 0; i < 100 && bridgeBus.discover({ online: true }).length < 1; i++) await new Promise((r) => setTimeout(r, 50));
     const startBridge = async () => {
       const app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
-      await app.register(a2aBridge, { bus: bridgeBus, open: true, push: { backoffMs: 50 } });
+      await app.register(a2aBridge, { bus: bridgeBus, open: true, push: { backoffMs: 50, allowPrivateNetworks: true } });
       return { app, url: await app.listen({ port: 0, host: "127.0.0.1" }) };
     };
     const first = await startBridge();
@@ -534,10 +534,85 @@ describe("A2A push notifications", () => {
         // Each POST continues the task's trace (the bridge's SendMessage started it).
         const traceIds = new Set(received.map((r) => traceIdOf(r.traceparent)));
         expect([...traceIds]).toEqual([expect.stringMatching(/^[0-9a-f]{32}$/)]);
+        // The task shows its deliveries: the two failed attempts (retried) and every event delivered.
+        const reader = await new ClientFactory().createFromUrl(`${second.url}/a2a/slow/.well-known/agent-card.json`, "");
+        const shown = (await reader.getTask({ tenant: "", id: task.id, historyLength: undefined })).metadata as Record<string, Record<string, { delivered: number; failedAttempts: number; dropped: number; lastError?: string }>>;
+        const delivery = Object.values(shown["agentbus.push"]!)[0]!;
+        expect(delivery).toMatchObject({ failedAttempts: 2, dropped: 0, lastError: "webhook answered 500" });
+        expect(delivery.delivered).toBe(received.length);
       } finally {
         await second.app.close();
       }
     } finally {
+      hook.close();
+    }
+  }, 60_000);
+});
+
+describe("A2A push notifications: what a webhook may be", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
+
+  it("refuses non-public addresses, URLs with credentials, and authentication that is no HTTP scheme; a stored private address is not called", async () => {
+    const agentBus = await open({ tenant: "hooks", insecureAllowAll: true });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await agentBus.agent({ name: "echo", skills: [{ id: "echo" }, { id: "slow" }] }, { echo: (ctx) => `echo: ${ctx.text}`, slow: async () => (await gate, "late") });
+    const bridgeBus = await open({ tenant: "hooks" });
+    for (let i = 0; i < 100 && bridgeBus.discover({ online: true }).length < 1; i++) await new Promise((r) => setTimeout(r, 50));
+    let called = 0;
+    const { createServer } = await import("node:http");
+    const hook = createServer((_req, res) => (called++, res.writeHead(200).end()));
+    await new Promise<void>((r) => hook.listen(0, "127.0.0.1", r));
+    const hookUrl = `http://127.0.0.1:${(hook.address() as { port: number }).port}/hook`;
+    const start = async (allowPrivateNetworks: boolean) => {
+      const app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
+      await app.register(a2aBridge, { bus: bridgeBus, open: true, push: { backoffMs: 20, allowPrivateNetworks } });
+      const url = await app.listen({ port: 0, host: "127.0.0.1" });
+      return { app, client: await new ClientFactory().createFromUrl(`${url}/a2a/echo/.well-known/agent-card.json`, "") };
+    };
+    const strict = await start(false);
+    try {
+      const task = (await strict.client.sendMessage(send("x", { metadata: { skill: "echo" } }))) as SdkTask;
+      const config = (url: string, authentication?: { scheme: string; credentials: string }) => ({ tenant: "", id: "", taskId: task.id, url, token: "", authentication });
+      for (const [url, auth] of [
+        [hookUrl],
+        ["http://localhost:9/hook"],
+        ["http://[::1]:9/hook"],
+        ["http://169.254.169.254/latest/meta-data"],
+        ["http://10.1.2.3/hook"],
+        ["ftp://example.com/hook"],
+        ["https://user:pw@example.com/hook"],
+        ["https://example.com/hook", { scheme: "Bearer token", credentials: "x" }],
+        ["https://example.com/hook", { scheme: "Bearer", credentials: "a\r\nX-Injected: 1" }],
+      ] as Array<[string, { scheme: string; credentials: string }?]>) {
+        await expect(strict.client.createTaskPushNotificationConfig(config(url, auth)), url).rejects.toMatchObject({ name: "RequestMalformedError" });
+      }
+      // Public addresses with an HTTP scheme are taken.
+      const ok = await strict.client.createTaskPushNotificationConfig(config("https://hooks.example.com/a2a", { scheme: "Basic", credentials: Buffer.from("u:p").toString("base64") }));
+      expect(ok.authentication?.scheme).toBe("Basic");
+    } finally {
+      await strict.app.close();
+    }
+    // A config stored where private addresses are allowed is not called by a replica where they are not: dropped at once, and shown.
+    const again = await start(false);
+    try {
+      const taskId = ((await again.client.sendMessage(send("go", { metadata: { skill: "slow" } }, true))) as SdkTask).id;
+      const lax = await PushNotifications.start(bridgeBus, [], { allowPrivateNetworks: true });
+      await lax.set({ id: "local", taskId, url: hookUrl });
+      await lax.stop();
+      release();
+      await (await bridgeBus.taskHandle(taskId)).result();
+      let shown: Record<string, { dropped: number; lastError?: string }> | undefined;
+      for (let i = 0; i < 100 && !shown; i++) {
+          shown = ((await again.client.getTask({ tenant: "", id: taskId, historyLength: undefined })).metadata as Record<string, typeof shown>)?.["agentbus.push"];
+        if (!shown) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(shown?.local).toMatchObject({ delivered: 0, lastError: expect.stringMatching(/not public/) });
+      expect(shown!.local!.dropped).toBeGreaterThan(0);
+      expect(called).toBe(0);
+    } finally {
+      await again.app.close();
       hook.close();
     }
   }, 60_000);
