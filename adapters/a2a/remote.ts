@@ -1,10 +1,12 @@
 import CircuitBreaker from "opossum";
 import {
   AgentCard as AgentCardCodec,
+  type AgentCard as SdkAgentCard,
   Message as MessageCodec,
   StreamResponse as StreamResponseCodec,
 } from "@a2a-js/sdk";
 import { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory, RestTransportFactory, type Client } from "@a2a-js/sdk/client";
+import { GrpcTransportFactory } from "@a2a-js/sdk/client/grpc";
 import { AgentBusError, SpanAttr, SpanKind, traced, traceHeaders, type Agent, type AgentCard, type AgentContext, type Bus, type Handler, type Message, type Task, type TaskEvent, type WorkerOptions } from "../../core/internal.js";
 
 /** Options of {@link joinRemoteAgent}. */
@@ -17,6 +19,12 @@ export interface RemoteA2AOptions {
   name?: string;
   /** Durable-task settings of the local agent (retries of a failing remote: `maxDeliver`, `backoffMs`). */
   tasks?: WorkerOptions;
+  /**
+   * Checks the card's signatures before joining (e.g. `cardVerifier({
+   * trusted })` of `agentbus/bridges/a2a`): a card that is unsigned, changed
+   * after signing or signed by an untrusted key is refused.
+   */
+  verifyCard?: (card: SdkAgentCard) => Promise<void>;
   /** Circuit breaker: stop calling a remote that keeps failing, try again after `resetTimeoutMs`. */
   breaker?: { errorThresholdPercentage?: number; volumeThreshold?: number; resetTimeoutMs?: number };
 }
@@ -34,7 +42,7 @@ export interface RemoteAgent {
 type Streamed = TaskEvent | { task: Task };
 
 /**
- * Fetches a remote agent's card, registers its skills as bus capabilities
+ * Fetches a remote agent's card (checks its signatures with `verifyCard`), registers its skills as bus capabilities
  * under a local identity, and forwards every call and task to it with the
  * `@a2a-js/sdk` client (streaming when the card says so), mapping its events
  * onto the task's events. A bus cancel cancels the remote task; follow-up
@@ -49,10 +57,16 @@ export async function joinRemoteAgent(options: RemoteA2AOptions): Promise<Remote
   const sdkCard = await cardResolver.resolve(options.cardUrl, "").catch((cause: unknown) => {
     throw new AgentBusError("UNAVAILABLE", `cannot read the agent card at ${options.cardUrl}: ${(cause as Error).message}`, { cause });
   });
+  if (options.verifyCard) {
+    await options.verifyCard(sdkCard).catch((cause: unknown) => {
+      throw new AgentBusError("BAD_SIGNATURE", `the agent card at ${options.cardUrl} is not signed by a trusted key: ${(cause as Error).message}`, { cause });
+    });
+  }
   const card = AgentCardCodec.toJSON(sdkCard) as AgentCard;
   const client = await new ClientFactory(ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
     cardResolver,
-    transports: [new JsonRpcTransportFactory({ legacyCompat }), new RestTransportFactory({ legacyCompat })],
+    // Every binding of A2A: the client speaks the first one the card lists (the agent's preferred).
+    transports: [new JsonRpcTransportFactory({ legacyCompat }), new RestTransportFactory({ legacyCompat }), new GrpcTransportFactory({ legacyCompat })],
   })).createFromAgentCard(sdkCard);
   const streaming = card.capabilities?.streaming === true;
 

@@ -4,7 +4,7 @@ import { Role, TaskState, type Task as SdkTask } from "@a2a-js/sdk";
 import { describe, expect, it } from "vitest";
 import { AgentBusError, textOf, type Task } from "../../core/index.js";
 import { joinRemoteAgent } from "../../adapters/a2a/index.js";
-import { a2aBridge } from "../../bridges/a2a/index.js";
+import { a2aBridge, cardVerifier } from "../../bridges/a2a/index.js";
 import { eventually, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 import { startFixture } from "../helpers/process.js";
@@ -46,12 +46,37 @@ describe("remote A2A agents joined onto the bus", () => {
     }
   }, 60_000);
 
+  it.each(["HTTP+JSON", "GRPC"])("a remote whose card offers only %s: joined over that binding, tasks, multi-turn and cancel", async (binding) => {
+    const remote = await startFixture("remote-a2a-agent", [binding]);
+    try {
+      const adapterBus = await open({ tenant: `remote${binding === "GRPC" ? "grpc" : "rest"}`, insecureAllowAll: true });
+      const joined = await joinRemoteAgent({ bus: adapterBus, cardUrl: `${remote.hello.url as string}/.well-known/agent-card.json` });
+      expect(joined.card.supportedInterfaces.map((i) => i.protocolBinding)).toEqual([binding]);
+      const client = await open({ tenant: adapterBus.subjects.tenant });
+      await eventually(() => client.discover({ capability: "remote.echo", online: true }).length === 1);
+      const done = await (await client.submit("remote.echo", "hi")).result();
+      expect(done.status.state).toBe("TASK_STATE_COMPLETED");
+      expect(artifactText(done)).toBe("echo: hi");
+      const asking = await client.submit("remote.echo", "ask");
+      expect((await asking.result()).status.state).toBe("TASK_STATE_INPUT_REQUIRED");
+      await client.submit("remote.echo", { messageId: `t2-${binding}`, role: "ROLE_USER", parts: [{ text: "Ada" }], taskId: asking.id });
+      expect(artifactText(await asking.result())).toBe("hello Ada");
+      const running = await client.submit("remote.echo", "wait");
+      await eventually(async () => JSON.stringify((await running.get()).history).includes("working on it"));
+      expect((await running.cancel()).status.state).toBe("TASK_STATE_CANCELED");
+    } finally {
+      await remote.kill();
+    }
+  }, 60_000);
+
   it("end to end: A2A client → bridge → bus → adapter → remote A2A agent", async () => {
     const remote = await startFixture("remote-a2a-agent", []);
     const adapterBus = await open({ tenant: "e2e", insecureAllowAll: true });
     const bridgeBus = await open({ tenant: "e2e" });
     const app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
     try {
+      // The SDK server's card is not signed: refused when signatures are required.
+      await expect(joinRemoteAgent({ bus: adapterBus, cardUrl: `${remote.hello.url as string}/.well-known/agent-card.json`, verifyCard: cardVerifier() })).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
       await joinRemoteAgent({ bus: adapterBus, cardUrl: `${remote.hello.url as string}/.well-known/agent-card.json`, name: "proxied" });
       await eventually(() => bridgeBus.discover({ name: "proxied", online: true }).length === 1);
       await app.register(a2aBridge, { bus: bridgeBus, open: true, push: false });
@@ -83,6 +108,12 @@ describe("remote A2A agents joined onto the bus", () => {
       const url = await app.listen({ port: 0, host: "127.0.0.1" });
       const adapterBus = await open({ tenant: "v03dst", insecureAllowAll: true });
       const joined = await joinRemoteAgent({ bus: adapterBus, cardUrl: `${url}/a2a/old/v0.3/.well-known/agent-card.json` });
+      // The bridge's v1.0 card is signed by the bridge: joined when its key is trusted, refused when another's is.
+      const signedBus = await open({ tenant: "v03dst2", insecureAllowAll: true });
+      const v1 = `${url}/a2a/old/.well-known/agent-card.json`;
+      await expect(joinRemoteAgent({ bus: signedBus, cardUrl: v1, name: "signed", verifyCard: cardVerifier({ trusted: [signedBus.id] }) })).rejects.toMatchObject({ code: "BAD_SIGNATURE" });
+      const signed = await joinRemoteAgent({ bus: signedBus, cardUrl: v1, name: "signed", verifyCard: cardVerifier({ trusted: [bridgeBus.id] }) });
+      await signed.stop();
       expect(joined.card.supportedInterfaces[0]).toMatchObject({ url: `${url}/a2a/old`, protocolVersion: "0.3.0" });
       const client = await open({ tenant: "v03dst" });
       await eventually(() => client.discover({ capability: "old", online: true }).length === 1);
