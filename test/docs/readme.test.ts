@@ -9,6 +9,7 @@ import { compareVersions } from "../../core/index.js";
 
 const readme = readFileSync(fileURLToPath(new URL("../../README.md", import.meta.url)), "utf8");
 const core = pathToFileURL(fileURLToPath(new URL("../../core/index.ts", import.meta.url))).href;
+const a2a = pathToFileURL(fileURLToPath(new URL("../../bridges/a2a/index.ts", import.meta.url))).href;
 const testing = pathToFileURL(fileURLToPath(new URL("../../core/testing.ts", import.meta.url))).href;
 
 /** Runs TypeScript source as a file of its own (tsx); its exit code and output. */
@@ -74,6 +75,17 @@ describe("README.md", () => {
     expect(exit, stderr).toBe(0);
     expect(stdout.split("\n").filter((l) => !l.startsWith("{")).slice(0, 3)).toEqual(["west ran in west", "TASK_STATE_SUBMITTED", "east:0 west:1"]);
   }, 90_000);
+
+  it("the A2A over NATS example runs as written: a verified card, a task through the SDK client", async () => {
+    const code = exampleAfter("A2A over NATS: an A2A client inside the network")
+      .replace('from "agentbus"', `from ${JSON.stringify(core)}`)
+      .replace('from "agentbus/bridges/a2a"', `from ${JSON.stringify(a2a)}`)
+      .replace('from "@a2a-js/sdk/client"', `from ${JSON.stringify(import.meta.resolve("@a2a-js/sdk/client"))}`)
+      .replaceAll('"nats://127.0.0.1:4222"', JSON.stringify(nats.server.url));
+    const { exit, stdout, stderr } = await runExample(code);
+    expect(exit, stderr).toBe(0);
+    expect(stdout.split("\n").filter((l) => !l.startsWith("{"))[0]).toBe("true");
+  }, 60_000);
 
   it("the testing example runs as written and prints what its comments say", async () => {
     const code = exampleAfter("### Testing a handler without NATS").replace('from "agentbus/testing"', `from ${JSON.stringify(testing)}`);
