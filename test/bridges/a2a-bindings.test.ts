@@ -2,32 +2,17 @@ import Fastify, { type FastifyInstance } from "fastify";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { ClientFactory, JsonRpcTransportFactory, RestTransportFactory, type CallInterceptor, type Client } from "@a2a-js/sdk/client";
 import { GrpcTransportFactory } from "@a2a-js/sdk/client/grpc";
-import { AgentCard as AgentCardCodec, Role, TaskState, type Message as SdkMessage, type StreamResponse, type Task as SdkTask } from "@a2a-js/sdk";
+import { AgentCard as AgentCardCodec, TaskState, type StreamResponse, type Task as SdkTask } from "@a2a-js/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, Identity, type Bus, type ConnectOptions } from "../../core/index.js";
 import { NATS_BINDING, NatsTransportFactory, a2aBridge, cardVerifier, hashApiKey, natsAgentCard } from "../../bridges/a2a/index.js";
 import { quietLogger } from "../helpers/bus.js";
+import { artifactText, sendRequest } from "../helpers/a2a.js";
 import { useNatsServer } from "../helpers/nats.js";
 
 const KEY = "bindings-key";
 
-const userMessage = (text: string, extra: Partial<SdkMessage> = {}): SdkMessage => ({
-  messageId: `m-${Math.random().toString(36).slice(2)}`,
-  contextId: "",
-  taskId: "",
-  role: Role.ROLE_USER,
-  parts: [{ content: { $case: "text", value: text }, metadata: undefined, filename: "", mediaType: "" }],
-  metadata: undefined,
-  extensions: [],
-  referenceTaskIds: [],
-  ...extra,
-});
-const send = (text: string, extra: Partial<SdkMessage> = {}, configuration: { returnImmediately?: boolean; historyLength?: number } = {}) => ({
-  tenant: "",
-  message: userMessage(text, extra),
-  configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, historyLength: configuration.historyLength, returnImmediately: configuration.returnImmediately ?? false },
-  metadata: undefined,
-});
+const send = sendRequest;
 const list = (extra: { contextId?: string; includeArtifacts?: boolean; historyLength?: number } = {}) => ({
   tenant: "",
   contextId: extra.contextId ?? "",
@@ -38,7 +23,6 @@ const list = (extra: { contextId?: string; includeArtifacts?: boolean; historyLe
   statusTimestampAfter: undefined,
   includeArtifacts: extra.includeArtifacts,
 });
-const artifactText = (t: SdkTask) => t.artifacts.flatMap((a) => a.parts.map((p) => (p.content?.$case === "text" ? p.content.value : ""))).join("");
 const stateOf = (e: StreamResponse): TaskState | undefined =>
   e.payload?.$case === "task" ? e.payload.value.status?.state : e.payload?.$case === "statusUpdate" ? e.payload.value.status?.state : undefined;
 

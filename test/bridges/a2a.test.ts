@@ -9,25 +9,9 @@ import { traceIdOf, type Bus } from "../../core/index.js";
 import { PushNotifications, a2aBridge } from "../../bridges/a2a/index.js";
 import { quietLogger, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
+import { artifactText, sendRequest, userMessage } from "../helpers/a2a.js";
 
-const userMessage = (text: string, extra: Partial<SdkMessage> = {}): SdkMessage => ({
-  messageId: `m-${Math.random().toString(36).slice(2)}`,
-  contextId: "",
-  taskId: "",
-  role: Role.ROLE_USER,
-  parts: [{ content: { $case: "text", value: text }, metadata: undefined, filename: "", mediaType: "" }],
-  metadata: undefined,
-  extensions: [],
-  referenceTaskIds: [],
-  ...extra,
-});
-const send = (text: string, extra: Partial<SdkMessage> = {}, returnImmediately = false) => ({
-  tenant: "",
-  message: userMessage(text, extra),
-  configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, historyLength: undefined, returnImmediately },
-  metadata: undefined,
-});
-const artifactText = (t: SdkTask) => t.artifacts.flatMap((a) => a.parts.map((p) => (p.content?.$case === "text" ? p.content.value : ""))).join("");
+const send = (text: string, extra: Partial<SdkMessage> = {}, returnImmediately = false) => sendRequest(text, extra, { returnImmediately });
 
 async function rpc(url: string, body: string, headers: Record<string, string> = {}) {
   const res = await fetch(url, { method: "POST", body, headers: { "content-type": "application/json", "A2A-Version": "1.0", ...headers } });

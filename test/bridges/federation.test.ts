@@ -6,7 +6,8 @@
  */
 import type { FastifyInstance } from "fastify";
 import { ClientFactory } from "@a2a-js/sdk/client";
-import { Role, TaskState, type Message as SdkMessage } from "@a2a-js/sdk";
+import { TaskState } from "@a2a-js/sdk";
+import { userMessage } from "../helpers/a2a.js";
 import { afterAll, describe, expect, it } from "vitest";
 import { compareVersions, connect, Identity, type Bus } from "../../core/index.js";
 import { createGateway } from "../../bridges/gateway/index.js";
@@ -14,11 +15,6 @@ import { eventually, quietLogger } from "../helpers/bus.js";
 import { useNatsSupercluster } from "../helpers/nats.js";
 
 const REGIONS = ["east", "west"];
-const userMessage = (text: string): SdkMessage => ({
-  messageId: `m-${Math.random().toString(36).slice(2)}`, contextId: "", taskId: "", role: Role.ROLE_USER,
-  parts: [{ content: { $case: "text", value: text }, metadata: undefined, filename: "", mediaType: "" }],
-  metadata: undefined, extensions: [], referenceTaskIds: [],
-});
 
 describe("gateways of a federated bus, one per region", () => {
   const nats = useNatsSupercluster({ regions: REGIONS, nodesPerRegion: 1 });

@@ -4,7 +4,7 @@
  * official SDK client), the monitor's `/v1` routes and MCP.
  */
 import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory, type Client } from "@a2a-js/sdk/client";
-import { Role, TaskState, type Message as SdkMessage, type StreamResponse } from "@a2a-js/sdk";
+import { TaskState, type StreamResponse } from "@a2a-js/sdk";
 import { Client as McpClient } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
@@ -15,24 +15,9 @@ import { hashApiKey } from "../../bridges/a2a/index.js";
 import { createGateway } from "../../bridges/gateway/index.js";
 import { eventually, quietLogger, testAdmin } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
+import { sendRequest, userMessage } from "../helpers/a2a.js";
 
-const userMessage = (text: string, skill: string, extra: Partial<SdkMessage> = {}): SdkMessage => ({
-  messageId: `m-${Math.random().toString(36).slice(2)}`,
-  contextId: "",
-  taskId: "",
-  role: Role.ROLE_USER,
-  parts: [{ content: { $case: "text", value: text }, metadata: undefined, filename: "", mediaType: "" }],
-  metadata: { skill },
-  extensions: [],
-  referenceTaskIds: [],
-  ...extra,
-});
-const send = (text: string, skill: string, returnImmediately = false) => ({
-  tenant: "",
-  message: userMessage(text, skill),
-  configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, historyLength: undefined, returnImmediately },
-  metadata: undefined,
-});
+const send = (text: string, skill: string, returnImmediately = false) => sendRequest(text, { metadata: { skill } }, { returnImmediately });
 const listQuery = { tenant: "", contextId: "", status: TaskState.TASK_STATE_UNSPECIFIED, pageSize: 100, pageToken: "", historyLength: undefined, statusTimestampAfter: undefined, includeArtifacts: undefined } as never;
 
 /** The JSON-RPC code of an A2A client call's refusal (the SDK client's error keeps it as `envelopeCode`). */
@@ -130,7 +115,7 @@ describe("task ownership behind the HTTP gateway", () => {
         expect(await rpcCode(other.listTaskPushNotificationConfig({ tenant: "", taskId: id, pageSize: 10, pageToken: "" } as never))).toBe(-32001);
       }
       // A message continuing key 1's task.
-      expect(await rpcCode(other.sendMessage({ ...send("hijack", "hold"), message: userMessage("hijack", "hold", { taskId: held.id }) }))).toBe(-32001);
+      expect(await rpcCode(other.sendMessage({ ...send("hijack", "hold"), message: userMessage("hijack", { metadata: { skill: "hold" }, taskId: held.id }) }))).toBe(-32001);
     }
     // The task is untouched: still running, not cancelled, no foreign message.
     const still = await shared.task(held.id);
