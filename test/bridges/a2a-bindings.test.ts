@@ -195,6 +195,32 @@ describe("A2A bindings: JSON-RPC, HTTP+JSON, gRPC and NATS with the official @a2
       expect((await client.listTaskPushNotificationConfig({ tenant: "", taskId: task.id, pageSize: 10, pageToken: "" })).configs).toHaveLength(0);
     });
 
+    it("SubscribeToTask with Last-Event-ID resumes after the cursor: every later event, no gap, no duplicate", async () => {
+      const client = await clientOver(binding, "waiter");
+      const gated = (await client.sendMessage(send("x", { metadata: { skill: "gated" } }, { returnImmediately: true }))) as SdkTask;
+      const cursorOf = (e: StreamResponse) => Number((e.payload?.value as { metadata?: Record<string, unknown> } | undefined)?.metadata?.["agentbus.cursor"]);
+      // The task as it is now, with its cursor; then the client goes away.
+      const abort = new AbortController();
+      const first = client.resubscribeTask({ tenant: "", id: gated.id }, { signal: abort.signal });
+      const snapshot = (await first.next()).value as StreamResponse;
+      expect(snapshot.payload?.$case).toBe("task");
+      const cursor = cursorOf(snapshot);
+      expect(Number.isInteger(cursor)).toBe(true);
+      abort.abort();
+      await first.return(undefined).catch(() => {});
+      // The task finishes while the client is away; it comes back with its cursor.
+      release();
+      await (await ownerOf(binding).taskHandle(gated.id)).result({ timeout: 10_000 });
+      const resumed: StreamResponse[] = [];
+      for await (const e of client.resubscribeTask({ tenant: "", id: gated.id }, { serviceParameters: { "x-api-key": KEY, "Last-Event-ID": String(cursor) } })) resumed.push(e);
+      const stored: number[] = [];
+      for await (const { sequence } of (await ownerOf(binding).taskHandle(gated.id)).events({ fromSequence: cursor + 1, untilTerminal: true })) stored.push(sequence);
+      expect(resumed.map((e) => e.payload?.$case)).not.toContain("task");
+      expect(resumed.map(cursorOf)).toEqual(stored);
+      expect(stored.length).toBeGreaterThan(0);
+      expect(stateOf(resumed.at(-1)!)).toBe(TaskState.TASK_STATE_COMPLETED);
+    });
+
     it("a client that drops a stream stops the relay's consumer within a second; the task runs on", async () => {
       const client = await clientOver(binding, "waiter");
       const jsm = await jetstreamManager(bridgeBus.nc);
