@@ -1,4 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
+import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type {
   AgentCard as SdkAgentCard,
   CancelTaskRequest,
@@ -169,14 +170,17 @@ export interface A2AGrpcServer {
  * bearer JWT; open mode answers loopback peers only), then served by the
  * same request handler as the HTTP bindings. A refused call is
  * `UNAUTHENTICATED` (`UNAVAILABLE` when the token issuer cannot be read,
- * `PERMISSION_DENIED` for a peer off loopback in open mode).
+ * `PERMISSION_DENIED` for a peer off loopback in open mode); past
+ * `rateLimit` calls per caller in a window, `RESOURCE_EXHAUSTED`.
  */
-export async function startA2AGrpc(options: A2AGrpcOptions, auth: Authenticator, routes: GrpcRoutes): Promise<A2AGrpcServer> {
+export async function startA2AGrpc(options: A2AGrpcOptions, auth: Authenticator, routes: GrpcRoutes, rateLimit: { max: number; timeWindowMs: number }): Promise<A2AGrpcServer> {
   const host = options.host ?? "127.0.0.1";
   if (auth.open && !["127.0.0.1", "::1", "localhost"].includes(host)) {
     throw new AgentBusError("INVALID_INPUT", `gRPC binding: open mode (no authentication) binds loopback only, not ${host}`);
   }
   const callers = new WeakMap<object, GrpcCaller>();
+  // Calls per caller (per peer address in open mode) per window, as the HTTP routes count requests (a budget of its own).
+  const limiter = new RateLimiterMemory({ points: rateLimit.max, duration: rateLimit.timeWindowMs / 1000 });
   const service = grpcService({
     requestHandler: new GrpcRequestHandler(routes),
     userBuilder: async (call) => callers.get(call)!,
@@ -194,6 +198,12 @@ export async function startA2AGrpc(options: A2AGrpcOptions, auth: Authenticator,
       if (auth.open && !isLoopbackAddress(peerAddress(call.getPeer()))) return refuse(grpc.status.PERMISSION_DENIED, "this server runs without authentication and answers loopback clients only");
       const result = await auth.authenticate({ headers, log: routes.bus.log });
       if (!("caller" in result)) return refuse(result.refused === "unavailable" ? grpc.status.UNAVAILABLE : grpc.status.UNAUTHENTICATED, result.reason);
+      try {
+        await limiter.consume(result.caller.name ?? peerAddress(call.getPeer()));
+      } catch (err) {
+        if (!(err instanceof RateLimiterRes)) throw err;
+        return refuse(grpc.status.RESOURCE_EXHAUSTED, `rate limit exceeded: ${rateLimit.max} calls per ${rateLimit.timeWindowMs} ms; retry in ${err.msBeforeNext} ms`);
+      }
       const gone = new AbortController();
       call.on("cancelled", () => gone.abort());
       callers.set(call, new GrpcCaller(result.caller, headers, gone));

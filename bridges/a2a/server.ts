@@ -28,7 +28,7 @@ const JWKS_PATH = "/.well-known/jwks.json";
 export interface A2ABridgeOptions extends BridgeEdgeOptions {
   /** The bridge's own connection: cards, and every call in open mode. */
   bus: Bus;
-  /** Requests per key (or per address in open mode) per window (default 600 a minute). */
+  /** Requests per key (or per address in open mode) per window (default 600 a minute); gRPC calls have a budget of their own, as large. */
   rateLimit?: { max: number; timeWindowMs: number };
   /** Public base URL the cards advertise (e.g. `https://agents.example.com`); default: from the request's Host. */
   baseUrl?: string;
@@ -64,10 +64,11 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   // Authentication, Host and Origin: the app's HTTP edge, which attaches `request.caller`.
   const edge = await edgeFor(app, options, "a2aBridge");
   if (edge.open) bus.log.warn("INSECURE: A2A bridge in open mode: no authentication, every caller acts as this bridge's identity. Local use only.");
+  const limit = { max: options.rateLimit?.max ?? 600, timeWindowMs: options.rateLimit?.timeWindowMs ?? 60_000 };
   await app.register(rateLimit, {
     global: false,
-    max: options.rateLimit?.max ?? 600,
-    timeWindow: options.rateLimit?.timeWindowMs ?? 60_000,
+    max: limit.max,
+    timeWindow: limit.timeWindowMs,
     // Per caller; per address in open mode. Runs after the edge's hook: the caller is known.
     keyGenerator: (req) => req.caller?.name ?? req.ip,
     errorResponseBuilder: (_req, ctx) => ({ statusCode: 429, jsonrpc: "2.0", id: null, error: { code: -32000, message: `rate limit exceeded: ${ctx.max} requests per ${ctx.after}` } }),
@@ -79,7 +80,7 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   const signer = new CardSigner(bus.identity);
   const secured = (card: AgentCard): AgentCard => ({ ...card, capabilities: { ...card.capabilities, pushNotifications: push !== undefined }, ...security });
   // The gRPC binding first: every card lists its address.
-  const grpc = options.grpc ? await startA2AGrpc(options.grpc, edge.auth, { bus, push, cardFor: (agent, on) => cardAt(options.baseUrl ?? "", agent, on) }) : undefined;
+  const grpc = options.grpc ? await startA2AGrpc(options.grpc, edge.auth, { bus, push, cardFor: (agent, on) => cardAt(options.baseUrl ?? "", agent, on) }, limit) : undefined;
   app.addHook("onClose", async () => grpc?.close());
   const bindings = { grpc: grpc?.address };
   // An agent's served card, per registration (the registry replaces the card object when it changes) and base URL.

@@ -282,6 +282,21 @@ describe("A2A bindings: JSON-RPC, HTTP+JSON, gRPC and NATS with the official @a2
     await expect(cardVerifier()({ ...registered, description: "something else" })).rejects.toThrow(/No valid signatures/);
   });
 
+  it("gRPC calls are rate-limited per caller: RESOURCE_EXHAUSTED past the limit", async () => {
+    const limited = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
+    await limited.register(a2aBridge, { bus: bridgeBus, open: true, push: false, grpc: { port: 0 }, rateLimit: { max: 2, timeWindowMs: 60_000 } });
+    const url = await limited.listen({ port: 0, host: "127.0.0.1" });
+    try {
+      const client = await new ClientFactory({ transports: [new GrpcTransportFactory()], preferredTransports: ["GRPC"] }).createFromUrl(`${url}/a2a/echo/.well-known/agent-card.json`, "");
+      const get = () => client.getTask({ tenant: "", id: "no-such-task", historyLength: undefined });
+      await expect(get()).rejects.toMatchObject({ name: "TaskNotFoundError" });
+      await expect(get()).rejects.toMatchObject({ name: "TaskNotFoundError" });
+      await expect(get()).rejects.toThrow(/RESOURCE_EXHAUSTED|rate limit exceeded/);
+    } finally {
+      await limited.close();
+    }
+  });
+
   it("refuses calls without a valid key on HTTP+JSON (401) and gRPC (UNAUTHENTICATED)", async () => {
     const rest = await fetch(`${baseUrl}/a2a/echo/rest/tasks`, { headers: { "A2A-Version": "1.0" } });
     expect(rest.status).toBe(401);
