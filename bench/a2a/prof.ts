@@ -16,29 +16,43 @@ import { join } from "node:path";
 export function profileOnSignal(name: string): void {
   const dir = process.env.BENCH_A2A_PROF_DIR;
   if (!dir) return;
-  const session = new Session();
-  session.connect();
-  let on = false;
+  let stop: (() => Promise<string>) | undefined;
   let busy = Promise.resolve();
   process.on("SIGUSR2", () => {
     busy = busy.then(async () => {
-      if (!on) {
-        on = true;
-        await session.post("Profiler.enable");
-        await session.post("Profiler.setSamplingInterval", { interval: Number(process.env.BENCH_CPU_PROF_INTERVAL_US ?? 1000) });
-        await session.post("Profiler.start");
+      if (!stop) {
+        stop = await startProfiler(name, dir);
         return;
       }
-      on = false;
-      const { profile } = await session.post("Profiler.stop");
-      for (const node of profile.nodes) toSource(node.callFrame);
-      const path = join(dir, `${name}-${process.pid}.cpuprofile`);
-      writeFileSync(path, JSON.stringify(profile));
+      const path = await stop();
+      stop = undefined;
       process.stdout.write(`PROFILED ${path}\n`);
     }).catch((err: unknown) => {
       process.stderr.write(`${name}: profiler: ${String(err)}\n`);
     });
   });
+}
+
+/**
+ * Starts the V8 sampling profiler in this process now; the function it
+ * returns stops it, writes `<dir>/<name>-<pid>.cpuprofile` (positions
+ * mapped to the .ts lines) and returns the path. For a process that
+ * profiles itself (bench/a2a/bindings.ts profiles its own load runs).
+ */
+export async function startProfiler(name: string, dir: string): Promise<() => Promise<string>> {
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.setSamplingInterval", { interval: Number(process.env.BENCH_CPU_PROF_INTERVAL_US ?? 1000) });
+  await session.post("Profiler.start");
+  return async () => {
+    const { profile } = await session.post("Profiler.stop");
+    session.disconnect();
+    for (const node of profile.nodes) toSource(node.callFrame);
+    const path = join(dir, `${name}-${process.pid}.cpuprofile`);
+    writeFileSync(path, JSON.stringify(profile));
+    return path;
+  };
 }
 
 /** Maps a frame's 0-based line/column to the original source, where a source map says so. */

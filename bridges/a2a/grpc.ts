@@ -205,9 +205,13 @@ export async function startA2AGrpc(options: A2AGrpcOptions, auth: Authenticator,
         return refuse(grpc.status.RESOURCE_EXHAUSTED, `rate limit exceeded: ${rateLimit.max} calls per ${rateLimit.timeWindowMs} ms; retry in ${err.msBeforeNext} ms`);
       }
       const gone = new AbortController();
-      call.on("cancelled", () => gone.abort());
+      // grpc-js says "cancelled" when any call's stream closes, answered or not: only one that closes unanswered is a client gone.
+      let answered = false;
+      const answer: grpc.sendUnaryData<unknown> | undefined = callback && ((err, value) => ((answered = true), callback(err, value)));
+      call.on("finish", () => (answered = true));
+      call.on("cancelled", () => answered || gone.abort());
       callers.set(call, new GrpcCaller(result.caller, headers, gone));
-      method(call, callback);
+      method(call, answer);
     }) as never;
   }
   const server = new grpc.Server();
