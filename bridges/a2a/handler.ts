@@ -10,6 +10,7 @@ import {
   type CancelTaskRequest,
   type ListTasksRequest,
   type ListTasksResponse,
+  Role,
   type Message as SdkMessage,
   type SendMessageRequest,
   type StreamResponse,
@@ -53,9 +54,30 @@ function bareReply(task: Task): Message | undefined {
   return last?.role === "ROLE_AGENT" ? { ...last, taskId: task.id, contextId: task.contextId } : undefined;
 }
 
+/** `historyLength` as given: absent, or a count (RequestMalformedError otherwise). */
+function checkHistoryLength(n: number | undefined): number | undefined {
+  if (n !== undefined && (!Number.isInteger(n) || n < 0)) throw new RequestMalformedError(`historyLength ${n} is not a count`);
+  return n;
+}
+
 /** The task with its last `n` messages of history (all when `n` is absent, none for 0), as `historyLength` asks. */
 function withHistory(task: Task, n: number | undefined): Task {
   return n === undefined ? task : { ...task, history: n === 0 ? [] : task.history.slice(-n) };
+}
+
+/**
+ * A message as A2A requires it (a2a.proto: `message_id`, `role` and
+ * `parts` REQUIRED, at least one part, each with content), or
+ * RequestMalformedError saying what is missing.
+ */
+function checkMessage(message: SdkMessage | undefined): SdkMessage {
+  if (!message) throw new RequestMalformedError("message is required");
+  if (!message.messageId) throw new RequestMalformedError("message.messageId is required");
+  if (message.role !== Role.ROLE_USER && message.role !== Role.ROLE_AGENT) throw new RequestMalformedError("message.role must be ROLE_USER or ROLE_AGENT");
+  if (!Array.isArray(message.parts) || message.parts.length === 0) throw new RequestMalformedError("message.parts must hold at least one part");
+  const empty = message.parts.findIndex((p) => !p?.content);
+  if (empty >= 0) throw new RequestMalformedError(`message.parts[${empty}] has no content (text, raw, url or data)`);
+  return message;
 }
 
 /** Bus internals that A2A callers need not see. */
@@ -139,8 +161,8 @@ export class BusRequestHandler implements A2ARequestHandler {
   }
 
   async #submit(params: SendMessageRequest): Promise<TaskHandle> {
-    if (!params.message) throw new RequestMalformedError("params.message is required");
-    const message = MessageCodec.toJSON(params.message) as Message;
+    checkHistoryLength(params.configuration?.historyLength);
+    const message = MessageCodec.toJSON(checkMessage(params.message)) as Message;
     const metadata = params.metadata as Record<string, unknown> | undefined;
     let cap = this.#capability(message, metadata);
     const caller = this.caller;
@@ -208,7 +230,7 @@ export class BusRequestHandler implements A2ARequestHandler {
   async getTask(params: GetTaskRequest): Promise<SdkTask> {
     try {
       const task = await this.bus.task(checkTaskId(params.id), { caller: this.caller });
-      return this.#sdk(withHistory(task, params.historyLength));
+      return this.#sdk(withHistory(task, checkHistoryLength(params.historyLength)));
     } catch (err) {
       throw a2aError(err, params.id);
     }
@@ -220,15 +242,15 @@ export class BusRequestHandler implements A2ARequestHandler {
     };
     // No filter: absent, TASK_STATE_UNSPECIFIED, or what the SDK's client sends for none (UNRECOGNIZED; the routes refuse other names that are no state).
     const status = q.status !== undefined && (TASK_STATES as readonly string[]).includes(q.status) ? q.status : undefined;
-    if (q.pageSize !== undefined && (!Number.isInteger(q.pageSize) || q.pageSize < 0 || q.pageSize > 100)) throw new RequestMalformedError(`pageSize ${q.pageSize} is not between 1 and 100`);
-    if (q.historyLength !== undefined && (!Number.isInteger(q.historyLength) || q.historyLength < 0)) throw new RequestMalformedError(`historyLength ${q.historyLength} is not a count`);
+    if (q.pageSize !== undefined && (!Number.isInteger(q.pageSize) || q.pageSize < 1 || q.pageSize > 100)) throw new RequestMalformedError(`pageSize ${q.pageSize} is not between 1 and 100`);
+    checkHistoryLength(q.historyLength);
     // Only this caller's tasks (the bus lists them from its owner index).
     let page;
     try {
       page = await this.bus.tasks({
         contextId: q.contextId || undefined,
         state: status as TaskState | undefined,
-        pageSize: q.pageSize || undefined,
+        pageSize: q.pageSize,
         pageToken: q.pageToken || undefined,
         statusTimestampAfter: q.statusTimestampAfter || undefined,
         caller: this.caller,

@@ -1,6 +1,5 @@
 import {
   A2A_CONTENT_TYPE,
-  A2A_VERSION_HEADER,
   AgentCard as AgentCardCodec,
   ListTasksRequest as ListTasksRequestCodec,
   ListTasksResponse as ListTasksResponseCodec,
@@ -18,7 +17,7 @@ import { A2AError, RequestMalformedError, restStatusFor, toRestErrorBody } from 
 import { ServerCallContext, validateVersion } from "@a2a-js/sdk/server";
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteShorthandOptions } from "fastify";
 import type { A2ARoute, OpenRequest } from "./routes.js";
-import { LIST_STATUSES, MAX_DEPTH, nestedDeeperThan, sdkCard } from "./routes.js";
+import { LIST_STATUSES, MAX_DEPTH, nestedDeeperThan, requestedVersion, sdkCard } from "./routes.js";
 import { streamSse, type SseFormat } from "./sse.js";
 
 /** Path params of the HTTP+JSON routes. */
@@ -64,13 +63,11 @@ function bodyOf(req: Request): Record<string, unknown> {
   return body as Record<string, unknown>;
 }
 
-/** A SendMessage request: the message and its id are required (as the SDK's own REST handler checks). */
-function sendRequest(req: Request): SendMessageRequest {
-  const params = SendMessageRequestCodec.fromJSON(bodyOf(req));
-  if (!params.message) throw new RequestMalformedError("message is required");
-  if (!params.message.messageId) throw new RequestMalformedError("message.messageId is required");
-  return params;
-}
+/** A SendMessage request (the handler checks the message). */
+const sendRequest = (req: Request): SendMessageRequest => SendMessageRequestCodec.fromJSON(bodyOf(req));
+
+/** A ListTasks response with every field, also those at their defaults (an empty page is `{tasks: [], …}`, not `{}`). */
+const listResponse = (response: Parameters<typeof ListTasksResponseCodec.toJSON>[0]): unknown => ({ tasks: [], nextPageToken: "", pageSize: 0, totalSize: 0, ...(ListTasksResponseCodec.toJSON(response) as object) });
 
 /** A SendMessage result as the binding's `SendMessageResponse` (`{task}` or `{message}`). */
 function sendResponse(result: SdkMessage | SdkTask): unknown {
@@ -126,8 +123,7 @@ export function restRoutes(app: FastifyInstance, open: OpenRequest, route: Route
     if (!opened) return reply.code(404).type(A2A_CONTENT_TYPE).send(toRestErrorBody(new Error(`no agent named ${agent}`), 404));
     const { op } = opened;
     try {
-      const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
-      const context = new ServerCallContext({ requestedVersion: typeof header === "string" && header !== "" ? header : undefined });
+      const context = new ServerCallContext({ requestedVersion: requestedVersion(req) });
       validateVersion(context.requestedVersion, sdkCard(opened.card), "HTTP+JSON");
       const outcome = await act(opened);
       if ("stream" in outcome) {
@@ -154,7 +150,7 @@ export function restRoutes(app: FastifyInstance, open: OpenRequest, route: Route
       serve(req as Request, reply, "SendStreamingMessage", async ({ handler }) => ({ stream: handler.sendMessageStream(sendRequest(req as Request)) })),
     );
     app.get<{ Params: Params }>(`${prefix}/tasks`, route, (req, reply) =>
-      serve(req as Request, reply, "ListTasks", async ({ handler }) => ({ status: 200, body: ListTasksResponseCodec.toJSON(await handler.listTasks(listRequest(req as Request))) })),
+      serve(req as Request, reply, "ListTasks", async ({ handler }) => ({ status: 200, body: listResponse(await handler.listTasks(listRequest(req as Request))) })),
     );
     // GET tasks/<id> (GetTask), GET tasks/<id>:subscribe; POST tasks/<id>:cancel, POST tasks/<id>:subscribe.
     const task = (post: boolean) => (req: Request, reply: FastifyReply) => {

@@ -1,4 +1,4 @@
-import { AgentCard as AgentCardCodec, type AgentCard as SdkAgentCard } from "@a2a-js/sdk";
+import { A2A_VERSION_HEADER, AgentCard as AgentCardCodec, type AgentCard as SdkAgentCard } from "@a2a-js/sdk";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { TASK_STATES, type AgentCard, type Traced } from "../../core/internal.js";
 import type { BusRequestHandler } from "./handler.js";
@@ -46,6 +46,18 @@ export const A2A_METHODS: ReadonlySet<string> = new Set([
   "message/send", "message/stream", "tasks/get", "tasks/cancel", "tasks/resubscribe", "agent/getAuthenticatedExtendedCard",
   "tasks/pushNotificationConfig/set", "tasks/pushNotificationConfig/get", "tasks/pushNotificationConfig/list", "tasks/pushNotificationConfig/delete",
 ]);
+
+/**
+ * The A2A version a request asks for: its `A2A-Version` header, else its
+ * `A2A-Version` query parameter (which the specification allows instead),
+ * else none (a v0.3 request).
+ */
+export function requestedVersion(req: FastifyRequest): string | undefined {
+  const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
+  if (typeof header === "string" && header !== "") return header;
+  const param = (req.query as Record<string, unknown> | undefined)?.[A2A_VERSION_HEADER];
+  return typeof param === "string" && param !== "" ? param : undefined;
+}
 
 /** A card in the SDK's form (what its version check reads), decoded once per served card. */
 const sdkCards = new WeakMap<AgentCard, SdkAgentCard>();

@@ -6,7 +6,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import { SpanKind, cardKey, traced, traceFromHeaders, type AgentCard, type Bus } from "../../core/internal.js";
 import { LEGACY_PROTOCOL_VERSION, agentCard, etagOf, gatewayCard, legacyCard } from "./cards.js";
 import { BusRequestHandler } from "./handler.js";
-import { A2A_METHODS, LIST_STATUSES, MAX_DEPTH, nestedDeeperThan, sdkCard, type A2ARoute, type OpenRequest } from "./routes.js";
+import { A2A_METHODS, LIST_STATUSES, MAX_DEPTH, nestedDeeperThan, requestedVersion, sdkCard, type A2ARoute, type OpenRequest } from "./routes.js";
 import { restRoutes } from "./rest.js";
 import { streamSse, type SseFormat } from "./sse.js";
 import { securityOf } from "./auth.js";
@@ -113,8 +113,8 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
    */
   const sendCard = (req: FastifyRequest, reply: FastifyReply, card: AgentCard | undefined, legacy = false) => {
     if (!card) return reply.code(404).send({ error: "no such agent" });
-    const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
-    const v0 = legacy || typeof header !== "string" || header === "" || Number.parseFloat(header) < 1;
+    const version = requestedVersion(req);
+    const v0 = legacy || version === undefined || Number.parseFloat(version) < 1;
     // v1.0 cards are signed by the bridge's identity, its key in the JWK set.
     const json = JSON.stringify(v0 ? legacyCard(card) : AgentCardCodec.toJSON(AgentCardCodec.fromJSON(signer.sign(card, `${base(req)}${JWKS_PATH}`))));
     const etag = etagOf(json);
@@ -186,6 +186,10 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
     }
     const request = body as { jsonrpc?: unknown; method?: unknown; id?: unknown } | null;
     const id = request?.id;
+    // An id that is not a string, a number or null makes the request invalid, and is not echoed (JSON-RPC 2.0 §4, §5).
+    if (id !== undefined && id !== null && typeof id !== "string" && typeof id !== "number") {
+      return reply.send(rpcError(null, JSON_RPC_ERRORS.invalidRequest, "the request's id must be a string, a number or null"));
+    }
     if (typeof request !== "object" || request === null || Array.isArray(request) || request.jsonrpc !== "2.0" || typeof request.method !== "string") {
       return reply.send(rpcError(id, JSON_RPC_ERRORS.invalidRequest, "not a JSON-RPC 2.0 request"));
     }
@@ -203,9 +207,8 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   };
 
   const answer = async (req: FastifyRequest, reply: FastifyReply, body: unknown, id: unknown, { handler, card, op, gone }: A2ARoute) => {
-    const header = req.headers[A2A_VERSION_HEADER.toLowerCase()];
     // As the SDK does: a request without A2A-Version is a v0.3 request.
-    const version = typeof header === "string" && header !== "" ? header : LEGACY_PROTOCOL_VERSION;
+    const version = requestedVersion(req) ?? LEGACY_PROTOCOL_VERSION;
     const legacy = version === LEGACY_PROTOCOL_VERSION;
     const mapError = legacy ? LegacyJsonRpcTransportHandler.mapToLegacyJSONRPCError : JsonRpcTransportHandler.mapToJSONRPCError;
     const method = (body as { method: string }).method;

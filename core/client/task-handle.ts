@@ -154,7 +154,7 @@ export async function listTasks(s: Submitter, query: TaskQuery = {}): Promise<Ta
   if (query.state !== undefined && !TASK_STATES.includes(query.state)) {
     throw new AgentBusError("INVALID_INPUT", `unknown task state ${String(query.state)}; one of ${TASK_STATES.join(", ")}`);
   }
-  if (query.statusTimestampAfter !== undefined && Number.isNaN(Date.parse(query.statusTimestampAfter))) {
+  if (query.statusTimestampAfter !== undefined && !(ISO_TIME.test(query.statusTimestampAfter) && !Number.isNaN(Date.parse(query.statusTimestampAfter)))) {
     throw new AgentBusError("INVALID_INPUT", `statusTimestampAfter ${JSON.stringify(query.statusTimestampAfter)} is not an ISO 8601 time`);
   }
   const owned = query.caller !== undefined || !s.rt.observes();
@@ -165,6 +165,9 @@ export async function listTasks(s: Submitter, query: TaskQuery = {}): Promise<Ta
   const p = page(found.flat(), query);
   return { ...p, tasks: p.tasks.map((t) => openTask(s, t)) };
 }
+
+/** An ISO 8601 date or date-time (RFC 3339 profile): `2026-12-05`, `2026-12-05T10:00:00Z`, with fractions or an offset. */
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?$/;
 
 /** How long a federated read waits for another region's plane before going on without it. */
 const REGION_WAIT_MS = 3_000;
