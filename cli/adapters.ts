@@ -8,7 +8,7 @@ import { parse as parseYaml } from "yaml";
 import { AgentBusError } from "../core/index.js";
 import { serveHttp } from "../adapters/http/index.js";
 import { serveCommand } from "../adapters/cli/index.js";
-import { parseMcpGatewayConfig, startMcpGateway } from "../adapters/mcp/index.js";
+import { parseMcpGatewayConfig, startMcpGateway, type McpGatewayConfig } from "../adapters/mcp/index.js";
 import { print, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
 
 const integer = (name: string) => (value: string) => {
@@ -76,9 +76,11 @@ export function gateway(): Command {
       .requiredOption("--config <file>", "JSON or YAML: {servers: {<name>: {command, args?, env?} | {url, headers?}}, breaker?, restart?}")
       .action(async (o: CommonOptions & { config: string }) => {
         const text = readFileSync(o.config, "utf8");
-        const config = parseMcpGatewayConfig(o.config.endsWith(".json") ? JSON.parse(text) : parseYaml(text));
+        const raw = (o.config.endsWith(".json") ? JSON.parse(text) : parseYaml(text)) as McpGatewayConfig;
+        // Checked (and its ${VAR}s resolved) before connecting: a bad file is a usage error; the gateway expands the file as it is, once.
+        parseMcpGatewayConfig(raw);
         await withBus(o, async (bus) => {
-          const running = await startMcpGateway({ bus, ...config });
+          const running = await startMcpGateway({ bus, ...raw });
           const tools = running.tools().map((t) => t.capability);
           print(o, { id: bus.id, tools }, `MCP gateway (${bus.id}) serves ${tools.length} tools: ${tools.join(", ")}; Ctrl-C to stop`);
           await untilSignal();

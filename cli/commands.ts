@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import { existsSync } from "node:fs";
+import { PassThrough } from "node:stream";
 import { AgentBusError, Identity, isAgentBusError, proveRotation, type ConnectOptions, type EdgeView, type RegionView, type Task, type Topology, type TaskState } from "../core/index.js";
 import { busFrom, Exit, parseInput, print, progress, trustRootFromEnv, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
 import { partsText } from "./render.js";
@@ -420,17 +421,29 @@ export function bridge(): Command {
 /** `agentbus mcp`: the tenant's capabilities as MCP tools on stdio (for a client that spawns it). */
 export function mcp(): Command {
   return withCommon(new Command("mcp"))
-    .description("MCP server on stdio: every capability of the tenant is a tool (logs go to stderr)")
+    .description("MCP server on stdio: every capability of the tenant is a tool (logs go to stderr); exits within 2 s of its stdin closing or SIGTERM")
     .action(async (o: CommonOptions) => {
+      // stdin is read from the start (into a buffer the MCP transport reads later), so its end is seen even while NATS is still being reached.
+      const input = new PassThrough();
+      process.stdin.pipe(input);
+      const gone = new Promise<void>((resolve) => {
+        process.stdin.once("end", resolve);
+        for (const signal of ["SIGTERM", "SIGINT"] as const) process.once(signal, resolve);
+      });
+      // Whatever NATS is doing (reconnecting, draining), the process is gone within 2 s of its client.
+      void gone.then(() => setTimeout(() => process.exit(Exit.ok), STDIO_EXIT_MS).unref());
       await withBus(o, async (bus) => {
         const server = createMcpServer(bus);
-        const transport = new StdioServerTransport();
+        const transport = new StdioServerTransport(input, process.stdout);
         const closed = new Promise<void>((resolve) => (transport.onclose = resolve));
         await server.connect(transport);
-        await Promise.race([closed, new Promise<void>((resolve) => process.stdin.once("end", resolve))]);
+        await Promise.race([closed, gone]);
       });
     });
 }
+
+/** How long `agentbus mcp` takes at most to exit once its client is gone: a clean close first, then a hard exit. */
+const STDIO_EXIT_MS = 1_000;
 
 /** Maps an error to the documented exit code. */
 export function exitCodeOf(err: unknown): number {

@@ -40,7 +40,11 @@ export interface McpRestartOptions {
   maxDelayMs?: number;
 }
 
-/** The gateway's configuration: what `agentbus gateway mcp --config <file>` reads (JSON). */
+/**
+ * The gateway's configuration: what `agentbus gateway mcp --config <file>`
+ * reads (JSON or YAML). In server entries, `${NAME}` is the environment
+ * variable's value (`$${` a literal `${`).
+ */
 export interface McpGatewayConfig {
   /** Servers by name; the name is the second token of each capability (`mcp.<server>.<tool>`): `[a-z0-9_-]+`. */
   servers: Record<string, McpServerConfig>;
@@ -94,15 +98,48 @@ export const mcpGatewayConfigSchema = {
 
 const validate = validatorFor(mcpGatewayConfigSchema);
 
-/** Checks a configuration (e.g. parsed from a file); `INVALID_INPUT` says what is wrong. */
-export function parseMcpGatewayConfig(value: unknown): McpGatewayConfig {
+/** `${NAME}` in a configuration string; `$${` is a literal `${`. */
+const VARIABLE = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+/**
+ * Every string of a server entry (`command`, `args`, `env`, `cwd`, `url`,
+ * `headers`) with `${NAME}` replaced by the environment variable's value,
+ * so secrets stay out of the file.
+ *
+ * @throws {AgentBusError} `INVALID_INPUT` naming the variable and where it is used, when it is not set.
+ */
+function expandServers(config: McpGatewayConfig, env: NodeJS.ProcessEnv): McpGatewayConfig {
+  const expand = (text: string, where: string): string =>
+    text.replace(VARIABLE, (match, name: string | undefined) => {
+      if (name === undefined) return "${"; // `$${`
+      const value = env[name];
+      if (value === undefined) throw new AgentBusError("INVALID_INPUT", `invalid MCP gateway configuration: ${where} uses \${${name}}, which is not set in the environment`);
+      return value;
+    });
+  const map = (m: Record<string, string> | undefined, where: string) => m && Object.fromEntries(Object.entries(m).map(([k, v]) => [k, expand(v, `${where}.${k}`)]));
+  const servers: Record<string, McpServerConfig> = {};
+  for (const [name, c] of Object.entries(config.servers)) {
+    const at = `servers.${name}`;
+    servers[name] = isStdio(c)
+      ? { ...c, command: expand(c.command, `${at}.command`), ...(c.args && { args: c.args.map((a, i) => expand(a, `${at}.args[${i}]`)) }), ...(c.env && { env: map(c.env, `${at}.env`) }), ...(c.cwd !== undefined && { cwd: expand(c.cwd, `${at}.cwd`) }) }
+      : { ...c, url: expand(c.url, `${at}.url`), ...(c.headers && { headers: map(c.headers, `${at}.headers`) }) };
+  }
+  return { ...config, servers };
+}
+
+/**
+ * Checks a configuration (e.g. parsed from a file) and expands `${NAME}`
+ * in its server entries from `env` (default: the process's environment);
+ * `INVALID_INPUT` says what is wrong.
+ */
+export function parseMcpGatewayConfig(value: unknown, env: NodeJS.ProcessEnv = process.env): McpGatewayConfig {
   try {
     validate(value);
   } catch (err) {
     // The schema validator speaks of "input"; this is the gateway's configuration.
     throw new AgentBusError("INVALID_INPUT", `invalid MCP gateway configuration: ${(err as Error).message.replace(/^input does not match the schema: /, "")}`);
   }
-  return value as McpGatewayConfig;
+  return expandServers(value as McpGatewayConfig, env);
 }
 
 /** True for a stdio server entry. */

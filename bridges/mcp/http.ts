@@ -49,8 +49,12 @@ export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Pr
     // A session belongs to the caller that opened it.
     if (session && session.caller !== caller.name) return unauthorized(reply);
     if (!session) {
+      // A session id this server does not know (ended, expired, another replica's before a restart): 404, so the client starts a new session, as MCP requires.
+      if (typeof id === "string") {
+        return reply.code(404).send({ jsonrpc: "2.0", id: null, error: { code: -32001, message: "MCP session not found: initialize a new one" } });
+      }
       if (req.method !== "POST" || !isInitializeRequest(req.body)) {
-        return reply.code(400).send({ jsonrpc: "2.0", id: null, error: { code: -32000, message: "no valid MCP session: initialize first" } });
+        return reply.code(400).send({ jsonrpc: "2.0", id: null, error: { code: -32000, message: "no MCP session: initialize first" } });
       }
       const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),

@@ -1,7 +1,7 @@
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
 import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError, type CallToolResult, type ServerNotification, type ServerRequest, type Tool } from "@modelcontextprotocol/sdk/types.js";
-import { isAgentBusError, isFinal, SpanAttr, SpanKind, textOf, traced, traceFromHeaders, validatorFor, type AgentInfo, type Bus, type JsonSchema, type Logger, type Message, type Task, type TaskHandle, type TraceContext } from "../../core/internal.js";
+import { isAgentBusError, isFinal, SpanAttr, SpanKind, textOf, traced, traceFromHeaders, validatorFor, type AgentInfo, type Bus, type JsonSchema, type Logger, type Message, type Part, type Task, type TaskHandle, type TraceContext } from "../../core/internal.js";
 
 /** The input schema of a capability that declares none: one text argument. */
 export const DEFAULT_INPUT_SCHEMA = { type: "object", properties: { text: { type: "string", description: "the request, in words" } }, required: ["text"] } as const;
@@ -63,10 +63,41 @@ async function callInboxTool(bus: Bus, name: string, args: Record<string, unknow
   return { content: [{ type: "text", text: `sent (sequence ${receipt.sequence})` }] };
 }
 
-/** The tool result of a finished task: artifacts as text, data parts as structured content; failures flagged. */
+type ContentBlock = CallToolResult["content"][number];
+
+/**
+ * One part of a task's artifact as MCP content, the inverse of what the MCP
+ * gateway adapter maps (it keeps `metadata.mcpType` and `metadata.uri`):
+ * text → text (an embedded text resource when it was one); `raw` with an
+ * image or audio media type → image or audio; other `raw` → an embedded
+ * blob resource; `url` → a resource link; `data` → its JSON as text (and
+ * the result's `structuredContent`). A resource without a URI of its own
+ * gets `agentbus://tasks/<task>/artifacts/<artifact>/<part>`.
+ */
+function contentOf(part: Part, uri: string): ContentBlock {
+  const meta = part.metadata ?? {};
+  const own = typeof meta.uri === "string" ? meta.uri : uri;
+  const mimeType = part.mediaType;
+  if (part.text !== undefined) {
+    if (meta.mcpType === "resource") return { type: "resource", resource: { uri: own, text: part.text, ...(mimeType && { mimeType }) } };
+    return { type: "text", text: part.text };
+  }
+  if (part.raw !== undefined) {
+    const kind = meta.mcpType === "resource" ? undefined : mimeType?.startsWith("image/") ? "image" : mimeType?.startsWith("audio/") ? "audio" : undefined;
+    if (kind && mimeType) return { type: kind, data: part.raw, mimeType };
+    return { type: "resource", resource: { uri: own, blob: part.raw, mimeType: mimeType ?? "application/octet-stream" } };
+  }
+  if (part.url !== undefined) {
+    const name = part.filename ?? (new URL(part.url, "agentbus://x/").pathname.split("/").filter(Boolean).at(-1) || part.url);
+    return { type: "resource_link", uri: part.url, name, ...(mimeType && { mimeType }), ...(typeof meta.description === "string" && { description: meta.description }) };
+  }
+  return { type: "text", text: JSON.stringify(part.data ?? null) };
+}
+
+/** The tool result of a finished task: its artifacts' parts as MCP content, a data object as structured content; failures flagged. */
 function resultOf(task: Task): CallToolResult {
+  const content = task.artifacts.flatMap((a) => a.parts.map((p, i) => contentOf(p, `agentbus://tasks/${task.id}/artifacts/${encodeURIComponent(a.artifactId)}/${i}`)));
   const parts = task.artifacts.flatMap((a) => a.parts);
-  const content = parts.map((p) => ({ type: "text" as const, text: p.text ?? JSON.stringify(p.data ?? p.url ?? p.raw) }));
   const data = parts.find((p) => "data" in p)?.data;
   const state = task.status.state;
   if (state === "TASK_STATE_COMPLETED") {

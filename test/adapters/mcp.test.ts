@@ -290,6 +290,13 @@ describe("MCP gateway adapter", () => {
     expect(() => parseMcpGatewayConfig({ servers: { a: { command: "x", headers: {} } } })).toThrow(/must NOT have additional properties/);
     expect(() => parseMcpGatewayConfig({ servers: {} })).toThrow(/must NOT have fewer than 1 properties/);
     expect(parseMcpGatewayConfig({ servers: { a: { command: "x", env: { K: "v" } }, b: { url: "https://x/mcp", headers: { h: "v" } } } }).servers.b).toEqual({ url: "https://x/mcp", headers: { h: "v" } });
+    // ${NAME} comes from the environment (secrets stay out of the file); $${ is a literal ${; an unset variable is named.
+    const env = { TOKEN: "t0k", BIN: "/usr/bin/tool" };
+    expect(parseMcpGatewayConfig({ servers: { s: { url: "https://x/mcp", headers: { authorization: "Bearer ${TOKEN}" } }, c: { command: "${BIN}", args: ["--k=$${LIT}"], env: { K: "${TOKEN}" } } } }, env).servers).toEqual({
+      s: { url: "https://x/mcp", headers: { authorization: "Bearer t0k" } },
+      c: { command: "/usr/bin/tool", args: ["--k=${LIT}"], env: { K: "t0k" } },
+    });
+    expect(() => parseMcpGatewayConfig({ servers: { s: { url: "https://x/${NOPE}" } } }, env)).toThrow(/servers\.s\.url uses \$\{NOPE\}, which is not set/);
     const bus = await open({ tenant: "cfg" });
     await expect(startMcpGateway({ bus, servers: { "a.b": { command: "x" } } })).rejects.toThrow(AgentBusError);
 

@@ -6,6 +6,7 @@ import { describe, expect, it, onTestFailed } from "vitest";
 import { textOf, type Bus, type ConnectOptions } from "../../core/index.js";
 import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
+import { startServer } from "../../nats/index.js";
 
 const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
 const text = (r: CallToolResult) => r.content.map((c) => (c.type === "text" ? c.text : "")).join("");
@@ -128,6 +129,32 @@ describe("agentbus mcp (stdio) with the official MCP client", () => {
   }, 60_000);
 });
 
+describe("agentbus mcp (stdio): its lifecycle follows its client's", () => {
+  it.each(["stdin closes", "SIGTERM"])("exits within 2 s when %s, also with NATS gone (reconnecting)", async (how) => {
+    const server = await startServer();
+    try {
+      const transport = new StdioClientTransport({ command: process.execPath, args: ["--import", "tsx", main, "mcp", "--nats", server.url, "--tenant", "mcpexit"], stderr: "pipe" });
+      transport.stderr?.on("data", () => {});
+      const client = new Client({ name: "test", version: "1.0.0" });
+      await client.connect(transport);
+      await client.listTools();
+      const child = (transport as unknown as { _process: import("node:child_process").ChildProcess })._process;
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      // NATS goes away: the server's connection is reconnecting, forever.
+      await server.stop("SIGKILL");
+      await new Promise((r) => setTimeout(r, 300));
+      const start = Date.now();
+      if (how === "SIGTERM") child.kill("SIGTERM");
+      else child.stdin!.end();
+      expect(await exited).toBe(0);
+      expect(Date.now() - start).toBeLessThan(2_000);
+      await client.close().catch(() => {});
+    } finally {
+      await server.cleanup();
+    }
+  }, 30_000);
+});
+
 describe("MCP over Streamable HTTP at /mcp", () => {
   const nats = useNatsServer();
   const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
@@ -153,6 +180,50 @@ describe("MCP over Streamable HTTP at /mcp", () => {
     }
   }, 60_000);
 
+  it("maps a result's parts to MCP content: text, image, audio, embedded resources, resource links, structured content", async () => {
+    const Fastify = (await import("fastify")).default;
+    const { mcpHttp } = await import("../../bridges/mcp/index.js");
+    const { StreamableHTTPClientTransport } = await import("@modelcontextprotocol/sdk/client/streamableHttp.js");
+    const png = Buffer.from("89504e470d0a1a0a", "hex").toString("base64");
+    const wav = Buffer.from("RIFF....WAVE").toString("base64");
+    const pdf = Buffer.from("%PDF-1.7").toString("base64");
+    const agentBus = await open({ tenant: "mcpmedia", insecureAllowAll: true });
+    await agentBus.agent({ name: "media", skills: [{ id: "media" }, { id: "figures" }] }, {
+      media: () => [
+        { text: "caption" },
+        { raw: png, mediaType: "image/png" },
+        { raw: wav, mediaType: "audio/wav" },
+        { raw: pdf, mediaType: "application/pdf", filename: "doc.pdf" },
+        { url: "https://example.com/files/report.pdf", mediaType: "application/pdf", filename: "report.pdf" },
+        { text: "# notes", mediaType: "text/markdown", metadata: { mcpType: "resource", uri: "file:///notes.md" } },
+      ],
+      figures: () => ({ total: 3, unit: "apples" }),
+    });
+    const app = Fastify({ forceCloseConnections: true });
+    await app.register(mcpHttp, { bus: await open({ tenant: "mcpmedia" }), open: true });
+    const url = await app.listen({ port: 0, host: "127.0.0.1" });
+    const client = new Client({ name: "media-test", version: "1.0.0" });
+    try {
+      await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
+      await eventually(async () => (await client.listTools()).tools.some((t) => t.name === "media"));
+      const result = (await client.callTool({ name: "media", arguments: { text: "show" } })) as CallToolResult;
+      expect(result.isError).toBeFalsy();
+      const [caption, image, audio, blob, link, notes] = result.content;
+      expect(caption).toEqual({ type: "text", text: "caption" });
+      expect(image).toEqual({ type: "image", data: png, mimeType: "image/png" });
+      expect(audio).toEqual({ type: "audio", data: wav, mimeType: "audio/wav" });
+      expect(blob).toMatchObject({ type: "resource", resource: { blob: pdf, mimeType: "application/pdf", uri: expect.stringMatching(/^agentbus:\/\/tasks\/[A-Za-z0-9_-]+\/artifacts\/.+\/3$/) } });
+      expect(link).toEqual({ type: "resource_link", uri: "https://example.com/files/report.pdf", name: "report.pdf", mimeType: "application/pdf" });
+      expect(notes).toEqual({ type: "resource", resource: { uri: "file:///notes.md", text: "# notes", mimeType: "text/markdown" } });
+      const figures = (await client.callTool({ name: "figures", arguments: { text: "count" } })) as CallToolResult;
+      expect(figures.structuredContent).toEqual({ total: 3, unit: "apples" });
+      expect(JSON.parse(text(figures))).toEqual({ total: 3, unit: "apples" });
+    } finally {
+      await client.close();
+      await app.close();
+    }
+  }, 60_000);
+
   it("serves tools to an authenticated MCP client; refuses a missing key", async () => {
     const Fastify = (await import("fastify")).default;
     const { mcpHttp } = await import("../../bridges/mcp/index.js");
@@ -169,6 +240,12 @@ describe("MCP over Streamable HTTP at /mcp", () => {
     try {
       const denied = await fetch(`${url}/mcp`, { method: "POST", headers: { "content-type": "application/json", accept: "application/json, text/event-stream" }, body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "x", version: "1" } } }) });
       expect(denied.status).toBe(401);
+
+      // An unknown (ended, another replica's) session is 404, so clients start a new one; no session at all is 400.
+      const list = (headers: Record<string, string>) =>
+        fetch(`${url}/mcp`, { method: "POST", headers: { "content-type": "application/json", accept: "application/json, text/event-stream", authorization: "Bearer mcp-key", ...headers }, body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/list" }) });
+      expect((await list({ "mcp-session-id": "no-such-session" })).status).toBe(404);
+      expect((await list({})).status).toBe(400);
 
       const client = new Client({ name: "http-test", version: "1.0.0" });
       await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`), { requestInit: { headers: { authorization: "Bearer mcp-key" } } }));
