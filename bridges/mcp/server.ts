@@ -1,6 +1,6 @@
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
-import { CallToolRequestSchema, ErrorCode, ListToolsRequestSchema, McpError, type CallToolResult, type ServerNotification, type ServerRequest, type Tool } from "@modelcontextprotocol/sdk/types.js";
+import { CallToolRequestSchema, ElicitResultSchema, ErrorCode, ListToolsRequestSchema, McpError, type CallToolResult, type ServerNotification, type ServerRequest, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import { isAgentBusError, isFinal, SpanAttr, SpanKind, textOf, traced, traceFromHeaders, validatorFor, type AgentInfo, type Bus, type JsonSchema, type Logger, type Message, type Part, type Task, type TaskHandle, type TraceContext } from "../../core/internal.js";
 
 /** The input schema of a capability that declares none: one text argument. */
@@ -110,6 +110,30 @@ function resultOf(task: Task): CallToolResult {
 type Extra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
 /**
+ * What the client answers a task that waits for input, through an
+ * elicitation request on the call (`elicitation/create`, form mode): the
+ * task's question as the message, and as the requested schema the object
+ * schema of a data part of its status message when it has one (the answer
+ * is then that data), else one string field `answer` (the answer is its
+ * text). A client without the elicitation capability, or one that declines
+ * or cancels, is a refusal.
+ */
+async function askClient(server: Server, task: Task, extra: Extra): Promise<{ answer: string | Record<string, unknown> } | { refused: string }> {
+  if (!server.getClientCapabilities()?.elicitation) return { refused: "the task needs more input and this client cannot be asked (it has no elicitation capability)" };
+  const status = task.status.message;
+  const question = (status && textOf(status)) || "The task needs more input.";
+  const declared = status?.parts.find((p) => isObjectSchema(p.data))?.data as Record<string, unknown> | undefined;
+  const requestedSchema = declared ?? { type: "object", properties: { answer: { type: "string", title: "Answer", description: question } }, required: ["answer"] };
+  const result = await extra.sendRequest({ method: "elicitation/create", params: { mode: "form", message: question, requestedSchema } } as ServerRequest, ElicitResultSchema, { signal: extra.signal });
+  if (result.action !== "accept") return { refused: `the user chose to ${result.action}` };
+  const content = (result.content ?? {}) as Record<string, unknown>;
+  return { answer: declared ? content : String(content.answer ?? "") };
+}
+
+/** A flat object schema, as MCP elicitation takes (`{type: "object", properties}`). */
+const isObjectSchema = (v: unknown): boolean => typeof v === "object" && v !== null && (v as { type?: unknown }).type === "object" && typeof (v as { properties?: unknown }).properties === "object";
+
+/**
  * Sends one progress notification per status update (its text) and artifact
  * chunk until the task's event log reaches a final or interrupted state.
  * Sent one at a time, in event order; a notification the client no longer
@@ -141,8 +165,10 @@ async function relayProgress(handle: TaskHandle, progressToken: string | number,
 /**
  * An MCP server whose tools are the bus's capabilities. `tools/call` is a
  * durable bus task: an MCP cancellation cancels the task, its artifacts
- * become the result and, when the client sent a progress token, each status
- * update and artifact chunk is a progress notification; bus errors become
+ * become the result, a turn that needs input is asked of the client
+ * (elicitation) and its answer continues the task, and, when the client
+ * sent a progress token, each status update and artifact chunk is a
+ * progress notification; bus errors become
  * `isError` results with the code, protocol misuse becomes JSON-RPC errors. Tells clients when
  * agents come and go (`notifications/tools/list_changed`).
  *
@@ -209,7 +235,19 @@ export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0
     const token = req.params._meta?.progressToken;
     const progress = token === undefined ? Promise.resolve() : relayProgress(handle, token, extra, bus.log);
     try {
-      const task = await handle.result({ signal: extra.signal });
+      let task = await handle.result({ signal: extra.signal });
+      // A task waiting for input asks the client (elicitation); the answer continues the same task.
+      while (task.status.state === "TASK_STATE_INPUT_REQUIRED") {
+        const asked = await askClient(server, task, extra);
+        if ("refused" in asked) {
+          await handle.cancel({ trace: op.trace }).catch(() => {});
+          await progress;
+          op.end();
+          return { content: [{ type: "text", text: `INPUT_REQUIRED: ${asked.refused}; the task was cancelled` }], isError: true };
+        }
+        const next = await bus.submit(tool.name, asked.answer, { taskId: handle.id, trace: op.trace, caller: options.caller });
+        task = await next.result({ signal: extra.signal });
+      }
       // Progress must reach the client before the result: after the result the token is unknown to it.
       await progress;
       op.span?.setAttribute(SpanAttr.taskState, task.status.state);

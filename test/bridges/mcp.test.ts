@@ -224,6 +224,60 @@ describe("MCP over Streamable HTTP at /mcp", () => {
     }
   }, 60_000);
 
+  it("a task that needs input asks the client (elicitation) and goes on with its answer; a client that cannot answer or declines cancels it", async () => {
+    const Fastify = (await import("fastify")).default;
+    const { mcpHttp } = await import("../../bridges/mcp/index.js");
+    const { StreamableHTTPClientTransport } = await import("@modelcontextprotocol/sdk/client/streamableHttp.js");
+    const { ElicitRequestSchema } = await import("@modelcontextprotocol/sdk/types.js");
+    const agentBus = await open({ tenant: "mcpask", insecureAllowAll: true });
+    await agentBus.agent({ name: "asker", skills: [{ id: "ask" }, { id: "form" }] }, {
+      ask: (ctx) => (ctx.history.length < 2 ? ctx.inputRequired("What is your name?") : `hello ${ctx.text}`),
+      form: (ctx) =>
+        ctx.history.length < 2
+          ? ctx.inputRequired([{ text: "Pick a size" }, { data: { type: "object", properties: { size: { type: "string", enum: ["S", "M", "L"] }, count: { type: "integer" } }, required: ["size"] } }])
+          : `${(ctx.input as { count?: number }).count ?? 1} × ${(ctx.input as { size: string }).size}`,
+    });
+    const bridgeBus = await open({ tenant: "mcpask" });
+    const app = Fastify({ forceCloseConnections: true });
+    await app.register(mcpHttp, { bus: bridgeBus, open: true });
+    const url = await app.listen({ port: 0, host: "127.0.0.1" });
+    const asked: Array<{ message: string; requestedSchema: unknown }> = [];
+    let reply: (req: { params: { message: string; requestedSchema: unknown } }) => Record<string, unknown> = () => ({ action: "accept", content: { answer: "Ada" } });
+    const client = new Client({ name: "elicit-test", version: "1.0.0" }, { capabilities: { elicitation: { form: {} } } });
+    client.setRequestHandler(ElicitRequestSchema, async (req) => {
+      const params = req.params as { message: string; requestedSchema: unknown };
+      asked.push(params);
+      return reply({ params }) as never;
+    });
+    const plain = new Client({ name: "no-elicitation", version: "1.0.0" });
+    try {
+      await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
+      await plain.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
+      await eventually(async () => (await client.listTools()).tools.some((t) => t.name === "ask"));
+      expect(text((await client.callTool({ name: "ask", arguments: { text: "hi" } })) as CallToolResult)).toBe("hello Ada");
+      expect(asked[0]).toMatchObject({ message: "What is your name?", requestedSchema: { type: "object", properties: { answer: { type: "string" } }, required: ["answer"] } });
+      // The agent's own form schema is what the client is asked to fill; the answer reaches the agent as data.
+      reply = () => ({ action: "accept", content: { size: "M", count: 2 } });
+      expect(text((await client.callTool({ name: "form", arguments: { text: "order" } })) as CallToolResult)).toBe("2 × M");
+      expect(asked[1]).toMatchObject({ message: "Pick a size", requestedSchema: { properties: { size: { enum: ["S", "M", "L"] } } } });
+      // Declined: the task is cancelled and the call says why.
+      reply = () => ({ action: "decline" });
+      const declined = (await client.callTool({ name: "ask", arguments: { text: "hi" } })) as CallToolResult;
+      expect(declined.isError).toBe(true);
+      expect(text(declined)).toMatch(/decline.*cancelled/);
+      // A client without the elicitation capability cannot be asked: the task is cancelled, not left waiting.
+      const cannot = (await plain.callTool({ name: "ask", arguments: { text: "hi" } })) as CallToolResult;
+      expect(cannot.isError).toBe(true);
+      expect(text(cannot)).toMatch(/no elicitation capability/);
+      await eventually(async () => (await bridgeBus.tasks({ state: "TASK_STATE_CANCELED" })).tasks.length === 2);
+      expect((await bridgeBus.tasks({ state: "TASK_STATE_INPUT_REQUIRED" })).tasks).toHaveLength(0);
+    } finally {
+      await client.close();
+      await plain.close();
+      await app.close();
+    }
+  }, 60_000);
+
   it("serves tools to an authenticated MCP client; refuses a missing key", async () => {
     const Fastify = (await import("fastify")).default;
     const { mcpHttp } = await import("../../bridges/mcp/index.js");
