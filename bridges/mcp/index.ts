@@ -7,5 +7,6 @@
  * await createMcpServer(bus).connect(new StdioServerTransport());
  * ```
  */
-export { createMcpServer, toolsOf, DEFAULT_INPUT_SCHEMA } from "./server.js";
+export { createMcpServer } from "./server.js";
+export { toolsOf, DEFAULT_INPUT_SCHEMA } from "./tools.js";
 export { mcpHttp, type McpHttpOptions } from "./http.js";
