@@ -5,6 +5,9 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Bus } from "../../core/index.js";
 import { callerOf, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import { createMcpServer } from "./server.js";
+import { isLegacyRequest } from "@modelcontextprotocol/server";
+import { toNodeHandler, toWebRequest } from "@modelcontextprotocol/node";
+import { authInfoOf, modernHandler } from "./modern.js";
 
 /**
  * Options of {@link mcpHttp}. As for the A2A bridge: behind the app's HTTP
@@ -34,9 +37,14 @@ export interface McpHttpOptions extends BridgeEdgeOptions {
  */
 export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Promise<void> {
   await edgeFor(app, options, "mcpHttp");
+  const bodyLimit = options.maxBodyBytes ?? Math.ceil((options.bus.maxTaskBytes * 4) / 3) + 1024 * 1024;
   const sessions = new Map<string, { transport: StreamableHTTPServerTransport; caller?: string }>();
+  // 2026-07-28 requests: stateless, answered by the SDK v2 handler.
+  const modern = modernHandler(options.bus, bodyLimit);
+  const serveModern = toNodeHandler(modern, { maxRequestBodySize: bodyLimit });
   app.addHook("onClose", async () => {
     await Promise.all([...sessions.values()].map((s) => s.transport.close()));
+    await modern.close();
   });
 
   const unauthorized = (reply: FastifyReply) =>
@@ -44,6 +52,13 @@ export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Pr
 
   const handle = async (req: FastifyRequest, reply: FastifyReply) => {
     const caller = callerOf(req);
+    // A request of the 2026-07-28 revision (its `_meta` envelope says so) is stateless: the v2 handler answers it, acting as the caller.
+    if (!(await isLegacyRequest(await toWebRequest(req.raw, req.body), req.body))) {
+      (req.raw as { auth?: unknown }).auth = authInfoOf(caller);
+      reply.hijack();
+      await serveModern(req.raw, reply.raw, req.body);
+      return;
+    }
     const id = req.headers["mcp-session-id"];
     let session = typeof id === "string" ? sessions.get(id) : undefined;
     // A session belongs to the caller that opened it.
@@ -69,7 +84,6 @@ export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Pr
     reply.hijack();
     await session.transport.handleRequest(req.raw, reply.raw, req.body);
   };
-  const bodyLimit = options.maxBodyBytes ?? Math.ceil((options.bus.maxTaskBytes * 4) / 3) + 1024 * 1024;
   const route = { bodyLimit, config: { edge: { errors: "jsonrpc" as const, challenge: "Bearer" as const } } };
   app.post("/mcp", route, handle);
   app.get("/mcp", route, handle);

@@ -278,6 +278,46 @@ describe("MCP over Streamable HTTP at /mcp", () => {
     }
   }, 60_000);
 
+  it("serves the 2026-07-28 revision statelessly on the same endpoint (SDK v2 client): discover, tools with cache hints, calls with progress, structured content; 2025-11-25 clients as before", async () => {
+    const Fastify = (await import("fastify")).default;
+    const { mcpHttp } = await import("../../bridges/mcp/index.js");
+    const v2 = await import("@modelcontextprotocol/client");
+    const { StreamableHTTPClientTransport } = await import("@modelcontextprotocol/sdk/client/streamableHttp.js");
+    const agents = await startAgents(open, "mcpmodern");
+    const app = Fastify({ forceCloseConnections: true });
+    await app.register(mcpHttp, { bus: await open({ tenant: "mcpmodern" }), open: true });
+    const url = await app.listen({ port: 0, host: "127.0.0.1" });
+    const modern = new v2.Client({ name: "modern", version: "1.0.0" }, { versionNegotiation: { mode: { pin: "2026-07-28" } } });
+    const legacy = new Client({ name: "legacy", version: "1.0.0" });
+    try {
+      await modern.connect(new v2.StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
+      expect(modern.getNegotiatedProtocolVersion()).toBe("2026-07-28");
+      const listed = (await eventually(async () => {
+        const r = await modern.listTools();
+        return r.tools.some((t) => t.name === "math.steps") ? r : undefined;
+      }))!;
+      expect(listed.tools.map((t) => t.name)).toContain("echo");
+      expect(listed).toMatchObject({ ttlMs: 5000, cacheScope: "private" });
+      const echoed = await modern.callTool({ name: "echo", arguments: { text: "stateless" } });
+      expect((echoed.content as Array<{ text?: string }>)[0]?.text).toBe("echo: stateless");
+      expect((await modern.callTool({ name: "math.add", arguments: { a: 2, b: 3 } })).structuredContent).toEqual({ sum: 5 });
+      const seen: string[] = [];
+      const stepped = await modern.callTool({ name: "math.steps", arguments: { text: "go" } }, { onprogress: (p: { message?: string }) => void seen.push(p.message ?? "") });
+      expect((stepped.content as Array<{ text?: string }>)[0]?.text).toBe("stepped");
+      expect(seen.filter((m) => ["one", "two", "three"].includes(m))).toEqual(["one", "two", "three"]);
+      await expect(modern.callTool({ name: "math.add", arguments: { a: "two" } })).rejects.toThrow(/must have required property|must be number/);
+      // No session on this revision: nothing for the server to keep.
+      await legacy.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
+      expect(legacy.getServerVersion()?.name).toBe("agentbus");
+      expect(((await legacy.callTool({ name: "echo", arguments: { text: "sessionful" } })) as CallToolResult).content[0]).toEqual({ type: "text", text: "echo: sessionful" });
+      void agents;
+    } finally {
+      await modern.close();
+      await legacy.close();
+      await app.close();
+    }
+  }, 60_000);
+
   it("serves tools to an authenticated MCP client; refuses a missing key", async () => {
     const Fastify = (await import("fastify")).default;
     const { mcpHttp } = await import("../../bridges/mcp/index.js");

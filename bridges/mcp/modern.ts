@@ -1,0 +1,78 @@
+import { ProtocolError, ProtocolErrorCode, Server, createMcpHandler, type AuthInfo, type CallToolResult, type McpHttpHandler, type ListToolsResult } from "@modelcontextprotocol/server";
+import { traceFromHeaders, type Bus } from "../../core/internal.js";
+import type { Caller } from "../http/index.js";
+import { ToolRequestError, callTool, listTools } from "./tools.js";
+
+/** Server info of the bridge on every revision. */
+export const SERVER_INFO = { name: "agentbus", version: "0.1.0" };
+
+/** How long a 2026-07-28 client may cache the tool list: agents come and go, and list changes are announced. */
+const TOOLS_TTL_MS = 5_000;
+
+/** The caller a request acts as, carried to the per-request server through the SDK's pass-through auth info. */
+export function authInfoOf(caller: Caller): AuthInfo {
+  return { token: "", clientId: caller.name ?? "", scopes: [], extra: { caller } };
+}
+
+const invalidParams = (err: unknown): unknown => (err instanceof ToolRequestError ? new ProtocolError(ProtocolErrorCode.InvalidParams, err.message) : err);
+
+/**
+ * An MCP server (SDK v2) for one 2026-07-28 request: the bus's tools for the
+ * request's caller. Stateless: the tool list and every call come from the
+ * bus, so any replica answers any request.
+ */
+function modernServer(caller: Caller): Server {
+  const { bus } = caller;
+  const server = new Server(SERVER_INFO, {
+    capabilities: { tools: { listChanged: true } },
+    // Cacheable for a few seconds, by this client only (the list depends on the caller's tenant).
+    cacheHints: { "tools/list": { ttlMs: TOOLS_TTL_MS, cacheScope: "private" } },
+  });
+  server.setRequestHandler("tools/list", async (request) => {
+    try {
+      return listTools(bus, request.params?.cursor) as ListToolsResult;
+    } catch (err) {
+      throw invalidParams(err);
+    }
+  });
+  server.setRequestHandler("tools/call", async (request, ctx) => {
+    const params = request.params;
+    try {
+      return (await callTool(bus, params.name, (params.arguments ?? {}) as Record<string, unknown>, {
+        caller: caller.name,
+        // The caller's trace: `_meta.traceparent` (MCP's convention), else the HTTP request's header.
+        trace: traceFromHeaders(params._meta as Record<string, unknown> | undefined) ?? traceFromHeaders(headersOf(ctx.http)),
+        signal: ctx.mcpReq.signal,
+        progressToken: params._meta?.progressToken as string | number | undefined,
+        notify: (n) => ctx.mcpReq.notify(n),
+      })) as CallToolResult;
+    } catch (err) {
+      throw invalidParams(err);
+    }
+  });
+  return server;
+}
+
+/** The HTTP request's headers as a record (for trace context), when the request is HTTP. */
+function headersOf(http: { req?: Request } | undefined): Record<string, string> | undefined {
+  const headers = http?.req?.headers;
+  return headers ? Object.fromEntries(headers.entries()) : undefined;
+}
+
+/**
+ * The 2026-07-28 face of `/mcp` (the SDK's `createMcpHandler`): stateless
+ * requests, each answered by a fresh server for the request's caller, which
+ * the route passes as auth info ({@link authInfoOf}). 2025-era requests are
+ * not its: the route sends them to the sessionful server.
+ */
+export function modernHandler(bus: Bus, maxRequestBodySize: number): McpHttpHandler {
+  return createMcpHandler(
+    (ctx) => {
+      const caller = (ctx.authInfo?.extra as { caller?: Caller } | undefined)?.caller;
+      // The route authenticates every request first: a request without its caller never gets a server.
+      if (!caller) throw new Error("MCP request without an authenticated caller");
+      return modernServer(caller);
+    },
+    { legacy: "reject", maxRequestBodySize, onerror: (err) => bus.log.warn({ err: err.message }, "MCP request failed") },
+  );
+}
