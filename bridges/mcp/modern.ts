@@ -1,7 +1,28 @@
-import { ProtocolError, ProtocolErrorCode, Server, createMcpHandler, type AuthInfo, type CallToolResult, type McpHttpHandler, type ListToolsResult } from "@modelcontextprotocol/server";
+import {
+  ProtocolError,
+  ProtocolErrorCode,
+  Server,
+  createMcpHandler,
+  createRequestStateCodec,
+  inputRequired,
+  type AuthInfo,
+  type CallToolResult,
+  type ListToolsResult,
+  type McpHttpHandler,
+  type RequestStateCodec,
+} from "@modelcontextprotocol/server";
 import { traceFromHeaders, type Bus } from "../../core/internal.js";
 import type { Caller } from "../http/index.js";
-import { ToolRequestError, callTool, listTools } from "./tools.js";
+import { ToolRequestError, callTool, listTools, type ToolAnswer } from "./tools.js";
+
+/** What an input-required result's `requestState` carries (signed, bound to the caller): the task that waits, and its tool. */
+interface PendingInput {
+  task: string;
+  tool: string;
+}
+
+/** The key of the input-required `requestState` in `inputRequests` / `inputResponses`. */
+const ANSWER = "answer";
 
 /** Server info of the bridge on every revision. */
 export const SERVER_INFO = { name: "agentbus", version: "0.1.0" };
@@ -21,12 +42,14 @@ const invalidParams = (err: unknown): unknown => (err instanceof ToolRequestErro
  * request's caller. Stateless: the tool list and every call come from the
  * bus, so any replica answers any request.
  */
-function modernServer(caller: Caller): Server {
+function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): Server {
   const { bus } = caller;
   const server = new Server(SERVER_INFO, {
     capabilities: { tools: { listChanged: true } },
     // Cacheable for a few seconds, by this client only (the list depends on the caller's tenant).
     cacheHints: { "tools/list": { ttlMs: TOOLS_TTL_MS, cacheScope: "private" } },
+    // An echoed requestState is checked (HMAC, expiry, the same caller) before the handler runs.
+    requestState: { verify: states.verify },
   });
   server.setRequestHandler("tools/list", async (request) => {
     try {
@@ -37,15 +60,28 @@ function modernServer(caller: Caller): Server {
   });
   server.setRequestHandler("tools/call", async (request, ctx) => {
     const params = request.params;
+    // A retry of a call whose task asked for input: its (verified) state names the task, its input responses carry the answer.
+    const pending = ctx.mcpReq.requestState<PendingInput>();
+    if (pending && (typeof pending !== "object" || pending.tool !== params.name)) throw new ProtocolError(ProtocolErrorCode.InvalidParams, "requestState belongs to another call");
+    const answer = ctx.mcpReq.inputResponses?.[ANSWER] as ToolAnswer | undefined;
     try {
-      return (await callTool(bus, params.name, (params.arguments ?? {}) as Record<string, unknown>, {
+      const outcome = await callTool(bus, params.name, (params.arguments ?? {}) as Record<string, unknown>, {
         caller: caller.name,
         // The caller's trace: `_meta.traceparent` (MCP's convention), else the HTTP request's header.
         trace: traceFromHeaders(params._meta as Record<string, unknown> | undefined) ?? traceFromHeaders(headersOf(ctx.http)),
         signal: ctx.mcpReq.signal,
         progressToken: params._meta?.progressToken as string | number | undefined,
         notify: (n) => ctx.mcpReq.notify(n),
-      })) as CallToolResult;
+        // A task that needs input ends this request with an input-required result; the task waits for the retry.
+        defer: true,
+        ...(pending && answer && { resume: { taskId: pending.task, answer } }),
+      });
+      if (!("needsInput" in outcome)) return outcome as CallToolResult;
+      const { taskId, question } = outcome.needsInput;
+      return inputRequired({
+        inputRequests: { [ANSWER]: inputRequired.elicit({ message: question.message, requestedSchema: question.requestedSchema as never }) },
+        requestState: await states.mint({ task: taskId, tool: params.name }, ctx),
+      }) as never;
     } catch (err) {
       throw invalidParams(err);
     }
@@ -66,12 +102,16 @@ function headersOf(http: { req?: Request } | undefined): Record<string, string> 
  * not its: the route sends them to the sessionful server.
  */
 export function modernHandler(bus: Bus, maxRequestBodySize: number): McpHttpHandler {
+  // Signed with a key only this bridge identity (and its replicas) can derive: a deterministic Ed25519 signature is a secret of the key.
+  const key = bus.identity.derive("mcp request state").sign(new TextEncoder().encode("agentbus mcp requestState key v1"));
+  // Bound to the caller (the API key's name, or none in open mode) and the method: another caller's state is refused.
+  const states = createRequestStateCodec<PendingInput>({ key, ttlSeconds: 3_600, bind: (ctx) => `${ctx.mcpReq.method}\0${ctx.http?.authInfo?.clientId ?? ""}` });
   return createMcpHandler(
     (ctx) => {
       const caller = (ctx.authInfo?.extra as { caller?: Caller } | undefined)?.caller;
       // The route authenticates every request first: a request without its caller never gets a server.
       if (!caller) throw new Error("MCP request without an authenticated caller");
-      return modernServer(caller);
+      return modernServer(caller, states);
     },
     { legacy: "reject", maxRequestBodySize, onerror: (err) => bus.log.warn({ err: err.message }, "MCP request failed") },
   );

@@ -1,4 +1,4 @@
-import { isAgentBusError, isFinal, SpanAttr, SpanKind, textOf, traced, validatorFor, type AgentInfo, type Bus, type JsonSchema, type Logger, type Message, type Part, type Task, type TaskHandle, type TraceContext } from "../../core/internal.js";
+import { isAgentBusError, isFinal, isInterrupted, SpanAttr, SpanKind, textOf, traced, validatorFor, type AgentInfo, type Bus, type JsonSchema, type Logger, type Message, type Part, type Task, type TaskHandle, type TraceContext } from "../../core/internal.js";
 
 /**
  * The MCP tools of a bus, independent of the SDK that serves them (the
@@ -56,8 +56,21 @@ export interface ToolCallOptions {
   /** The client's progress token: status updates and artifact chunks become progress notifications. */
   progressToken?: string | number;
   notify(notification: { method: "notifications/progress"; params: { progressToken: string | number; progress: number; message: string } }): Promise<void>;
-  /** Asks the client for a waiting task's input; absent when this client cannot be asked (the task is then cancelled). */
+  /** Asks the client for a waiting task's input; absent when this client cannot be asked (the task is then cancelled, unless `defer`). */
   ask?: (question: ToolQuestion) => Promise<ToolAnswer>;
+  /**
+   * A task that waits for input is not asked about here: the call ends with
+   * {@link NeedsInput} and the task waits (MCP 2026-07-28's input-required
+   * result; the client's retry continues it with `resume`).
+   */
+  defer?: boolean;
+  /** Continue this task, which waits for input, with the client's answer instead of submitting a new one. */
+  resume?: { taskId: string; answer: ToolAnswer };
+}
+
+/** A call whose task waits for input (with `defer`): the task, and what to ask. */
+export interface NeedsInput {
+  needsInput: { taskId: string; question: ToolQuestion };
 }
 
 /** The input schema of a capability that declares none: one text argument. */
@@ -187,13 +200,13 @@ const isObjectSchema = (v: unknown): boolean => typeof v === "object" && v !== n
  * Sent one at a time, in event order; a notification the client no longer
  * takes (it went away) ends the relay, not the call.
  */
-async function relayProgress(handle: TaskHandle, progressToken: string | number, call: ToolCallOptions, log: Logger): Promise<void> {
+async function relayProgress(handle: TaskHandle, progressToken: string | number, call: ToolCallOptions, log: Logger, fromSequence?: number): Promise<void> {
   let progress = 0;
   try {
-    for await (const { event } of handle.events()) {
+    for await (const { event } of handle.events({ fromSequence })) {
       if (call.signal.aborted) return;
-      // The final state is the result itself.
-      if ("statusUpdate" in event && isFinal(event.statusUpdate.status.state)) break;
+      // The final state is the result itself; with `defer`, so is a wait for input (the call ends there).
+      if ("statusUpdate" in event && (isFinal(event.statusUpdate.status.state) || (call.defer && isInterrupted(event.statusUpdate.status.state)))) break;
       const message = "statusUpdate" in event ? event.statusUpdate.status.message : "artifactUpdate" in event ? { parts: event.artifactUpdate.artifact.parts } : event.message;
       const text = message ? textOf(message as Message) : "";
       const state = "statusUpdate" in event ? event.statusUpdate.status.state.replace("TASK_STATE_", "").toLowerCase() : undefined;
@@ -229,7 +242,9 @@ export function listTools(bus: Bus, cursor?: string): { tools: McpTool[]; nextCu
  * (`call.ask`) and its answer continues the same task; a client that
  * declines or cannot be asked cancels it. Bus errors are `isError` results.
  */
-export async function callTool(bus: Bus, name: string, args: Record<string, unknown>, call: ToolCallOptions): Promise<McpToolResult> {
+export async function callTool(bus: Bus, name: string, args: Record<string, unknown>, call: ToolCallOptions & { defer: true }): Promise<McpToolResult | NeedsInput>;
+export async function callTool(bus: Bus, name: string, args: Record<string, unknown>, call: ToolCallOptions): Promise<McpToolResult>;
+export async function callTool(bus: Bus, name: string, args: Record<string, unknown>, call: ToolCallOptions): Promise<McpToolResult | NeedsInput> {
   const own = inboxTools(bus).find((t) => t.name === name);
   const tool = own ?? toolsOf(bus).find((t) => t.name === name);
   if (!tool) throw new ToolRequestError(`unknown tool ${name}`);
@@ -248,8 +263,22 @@ export async function callTool(bus: Bus, name: string, args: Record<string, unkn
     [SpanAttr.tenant]: bus.subjects.tenant,
   });
   let handle: TaskHandle;
+  // A continued task's progress is what follows the turn it continues.
+  let after: number | undefined;
   try {
-    handle = await bus.submit(tool.name, input, { trace: op.trace, caller: call.caller });
+    if (call.resume) {
+      // A retry with the client's answer: the task it asked for, still waiting, continues (or is cancelled on a refusal).
+      const waiting = await bus.taskHandle(call.resume.taskId, { caller: call.caller });
+      if (call.resume.answer.action !== "accept") {
+        await waiting.cancel({ trace: op.trace }).catch(() => {});
+        op.end();
+        return { content: [{ type: "text", text: `INPUT_REQUIRED: the user chose to ${call.resume.answer.action}; the task was cancelled` }], isError: true };
+      }
+      after = await waiting.lastSequence();
+      handle = await bus.submit(tool.name, questionOf(await waiting.get()).answerOf(call.resume.answer.content ?? {}), { taskId: waiting.id, trace: op.trace, caller: call.caller });
+    } else {
+      handle = await bus.submit(tool.name, input, { trace: op.trace, caller: call.caller });
+    }
   } catch (err) {
     op.end(err);
     return failure(err);
@@ -257,11 +286,17 @@ export async function callTool(bus: Bus, name: string, args: Record<string, unkn
   op.span?.setAttribute(SpanAttr.task, handle.id);
   const onAbort = () => void handle.cancel({ trace: op.trace }).catch(() => {});
   call.signal.addEventListener("abort", onAbort, { once: true });
-  const progress = call.progressToken === undefined ? Promise.resolve() : relayProgress(handle, call.progressToken, call, bus.log);
+  const progress = call.progressToken === undefined ? Promise.resolve() : relayProgress(handle, call.progressToken, call, bus.log, after === undefined ? undefined : after + 1);
   try {
     let task = await handle.result({ signal: call.signal });
     while (task.status.state === "TASK_STATE_INPUT_REQUIRED") {
       const question = questionOf(task);
+      if (call.defer) {
+        await progress;
+        op.span?.setAttribute(SpanAttr.taskState, task.status.state);
+        op.end();
+        return { needsInput: { taskId: handle.id, question } };
+      }
       const answer = call.ask ? await call.ask(question) : undefined;
       if (answer?.action !== "accept") {
         const why = answer ? `the user chose to ${answer.action}` : "the task needs more input and this client cannot be asked (it has no elicitation capability)";

@@ -318,6 +318,50 @@ describe("MCP over Streamable HTTP at /mcp", () => {
     }
   }, 60_000);
 
+  it("2026-07-28: a task that needs input ends the request with an input-required result; the client's retry with its answer continues the same task", async () => {
+    const Fastify = (await import("fastify")).default;
+    const { mcpHttp } = await import("../../bridges/mcp/index.js");
+    const v2 = await import("@modelcontextprotocol/client");
+    const agentBus = await open({ tenant: "mcpmrtr", insecureAllowAll: true });
+    await agentBus.agent({ name: "asker", skills: [{ id: "ask" }, { id: "form" }] }, {
+      ask: (ctx) => (ctx.history.length < 2 ? ctx.inputRequired("What is your name?") : `hello ${ctx.text}`),
+      form: (ctx) =>
+        ctx.history.length < 2
+          ? ctx.inputRequired([{ text: "Pick a size" }, { data: { type: "object", properties: { size: { type: "string", enum: ["S", "M", "L"] } }, required: ["size"] } }])
+          : `size ${(ctx.input as { size: string }).size}`,
+    });
+    const bridgeBus = await open({ tenant: "mcpmrtr" });
+    const app = Fastify({ forceCloseConnections: true });
+    await app.register(mcpHttp, { bus: bridgeBus, open: true });
+    const url = await app.listen({ port: 0, host: "127.0.0.1" });
+    const asked: Array<{ message: string; requestedSchema: unknown }> = [];
+    let reply: () => Record<string, unknown> = () => ({ action: "accept", content: { answer: "Ada" } });
+    const client = new v2.Client({ name: "modern-elicit", version: "1.0.0" }, { capabilities: { elicitation: { form: {} } }, versionNegotiation: { mode: { pin: "2026-07-28" } } });
+    client.setRequestHandler("elicitation/create", async (req) => {
+      asked.push(req.params as { message: string; requestedSchema: unknown });
+      return reply() as never;
+    });
+    try {
+      await client.connect(new v2.StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
+      await eventually(async () => (await client.listTools()).tools.some((t) => t.name === "ask"));
+      const hello = await client.callTool({ name: "ask", arguments: { text: "hi" } });
+      expect((hello.content as Array<{ text?: string }>)[0]?.text).toBe("hello Ada");
+      expect(asked[0]).toMatchObject({ message: "What is your name?", requestedSchema: { properties: { answer: { type: "string" } } } });
+      reply = () => ({ action: "accept", content: { size: "L" } });
+      const sized = await client.callTool({ name: "form", arguments: { text: "order" } });
+      expect((sized.content as Array<{ text?: string }>)[0]?.text).toBe("size L");
+      // One task per call, continued, not a new task per round: two calls, two tasks, both completed.
+      expect((await bridgeBus.tasks({ state: "TASK_STATE_COMPLETED" })).tasks).toHaveLength(2);
+      reply = () => ({ action: "decline" });
+      const declined = await client.callTool({ name: "ask", arguments: { text: "hi" } });
+      expect(declined.isError).toBe(true);
+      await eventually(async () => (await bridgeBus.tasks({ state: "TASK_STATE_CANCELED" })).tasks.length === 1);
+    } finally {
+      await client.close();
+      await app.close();
+    }
+  }, 60_000);
+
   it("serves tools to an authenticated MCP client; refuses a missing key", async () => {
     const Fastify = (await import("fastify")).default;
     const { mcpHttp } = await import("../../bridges/mcp/index.js");
