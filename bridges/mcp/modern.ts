@@ -14,6 +14,7 @@ import {
 import { traceFromHeaders, type Bus } from "../../core/internal.js";
 import type { Caller } from "../http/index.js";
 import { ToolRequestError, callTool, listTools, type ToolAnswer } from "./tools.js";
+import { CREATED_AT_KEY, DETACH_AFTER_MS, TASKS_EXTENSION, createTaskResult, declaresTasks, serveTasks } from "./tasks.js";
 
 /** What an input-required result's `requestState` carries (signed, bound to the caller): the task that waits, and its tool. */
 interface PendingInput {
@@ -45,7 +46,7 @@ const invalidParams = (err: unknown): unknown => (err instanceof ToolRequestErro
 function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): Server {
   const { bus } = caller;
   const server = new Server(SERVER_INFO, {
-    capabilities: { tools: { listChanged: true } },
+    capabilities: { tools: { listChanged: true }, extensions: { [TASKS_EXTENSION]: {} } } as never,
     // Cacheable for a few seconds, by this client only (the list depends on the caller's tenant).
     cacheHints: { "tools/list": { ttlMs: TOOLS_TTL_MS, cacheScope: "private" } },
     // An echoed requestState is checked (HMAC, expiry, the same caller) before the handler runs.
@@ -75,7 +76,10 @@ function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): 
         // A task that needs input ends this request with an input-required result; the task waits for the retry.
         defer: true,
         ...(pending && answer && { resume: { taskId: pending.task, answer } }),
+        // A client of the tasks extension gets the task itself when it does not end quickly, and polls it.
+        ...(declaresTasks(server) && { detachAfterMs: DETACH_AFTER_MS, metadata: { [CREATED_AT_KEY]: new Date().toISOString() } }),
       });
+      if ("detached" in outcome) return createTaskResult(outcome.detached) as never;
       if (!("needsInput" in outcome)) return outcome as CallToolResult;
       const { taskId, question } = outcome.needsInput;
       return inputRequired({
@@ -86,6 +90,7 @@ function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): 
       throw invalidParams(err);
     }
   });
+  serveTasks(server, bus, caller.name);
   return server;
 }
 

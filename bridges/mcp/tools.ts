@@ -66,6 +66,19 @@ export interface ToolCallOptions {
   defer?: boolean;
   /** Continue this task, which waits for input, with the client's answer instead of submitting a new one. */
   resume?: { taskId: string; answer: ToolAnswer };
+  /**
+   * A task still running after this long is left to run: the call ends with
+   * {@link Detached} (MCP's tasks extension: the client polls it). Progress
+   * stops then; a cancelled call no longer cancels it.
+   */
+  detachAfterMs?: number;
+  /** Stored with a new task (`SubmitOptions.metadata`). */
+  metadata?: Record<string, unknown>;
+}
+
+/** A call whose task runs on (with `detachAfterMs`): the task as it is now. */
+export interface Detached {
+  detached: Task;
 }
 
 /** A call whose task waits for input (with `defer`): the task, and what to ask. */
@@ -164,7 +177,7 @@ function contentOf(part: Part, uri: string): McpContent {
 }
 
 /** The tool result of a finished task: its artifacts' parts as MCP content, a data object as structured content; failures flagged. */
-function resultOf(task: Task): McpToolResult {
+export function resultOf(task: Task): McpToolResult {
   const content = task.artifacts.flatMap((a) => a.parts.map((p, i) => contentOf(p, `agentbus://tasks/${task.id}/artifacts/${encodeURIComponent(a.artifactId)}/${i}`)));
   const parts = task.artifacts.flatMap((a) => a.parts);
   const data = parts.find((p) => "data" in p)?.data;
@@ -203,7 +216,7 @@ const isObjectSchema = (v: unknown): boolean => typeof v === "object" && v !== n
 async function relayProgress(handle: TaskHandle, progressToken: string | number, call: ToolCallOptions, log: Logger, fromSequence?: number): Promise<void> {
   let progress = 0;
   try {
-    for await (const { event } of handle.events({ fromSequence })) {
+    for await (const { event } of handle.events({ fromSequence, signal: call.signal })) {
       if (call.signal.aborted) return;
       // The final state is the result itself; with `defer`, so is a wait for input (the call ends there).
       if ("statusUpdate" in event && (isFinal(event.statusUpdate.status.state) || (call.defer && isInterrupted(event.statusUpdate.status.state)))) break;
@@ -242,9 +255,9 @@ export function listTools(bus: Bus, cursor?: string): { tools: McpTool[]; nextCu
  * (`call.ask`) and its answer continues the same task; a client that
  * declines or cannot be asked cancels it. Bus errors are `isError` results.
  */
-export async function callTool(bus: Bus, name: string, args: Record<string, unknown>, call: ToolCallOptions & { defer: true }): Promise<McpToolResult | NeedsInput>;
+export async function callTool(bus: Bus, name: string, args: Record<string, unknown>, call: ToolCallOptions & { defer: true }): Promise<McpToolResult | NeedsInput | Detached>;
 export async function callTool(bus: Bus, name: string, args: Record<string, unknown>, call: ToolCallOptions): Promise<McpToolResult>;
-export async function callTool(bus: Bus, name: string, args: Record<string, unknown>, call: ToolCallOptions): Promise<McpToolResult | NeedsInput> {
+export async function callTool(bus: Bus, name: string, args: Record<string, unknown>, call: ToolCallOptions): Promise<McpToolResult | NeedsInput | Detached> {
   const own = inboxTools(bus).find((t) => t.name === name);
   const tool = own ?? toolsOf(bus).find((t) => t.name === name);
   if (!tool) throw new ToolRequestError(`unknown tool ${name}`);
@@ -277,7 +290,7 @@ export async function callTool(bus: Bus, name: string, args: Record<string, unkn
       after = await waiting.lastSequence();
       handle = await bus.submit(tool.name, questionOf(await waiting.get()).answerOf(call.resume.answer.content ?? {}), { taskId: waiting.id, trace: op.trace, caller: call.caller });
     } else {
-      handle = await bus.submit(tool.name, input, { trace: op.trace, caller: call.caller });
+      handle = await bus.submit(tool.name, input, { trace: op.trace, caller: call.caller, metadata: call.metadata });
     }
   } catch (err) {
     op.end(err);
@@ -286,9 +299,27 @@ export async function callTool(bus: Bus, name: string, args: Record<string, unkn
   op.span?.setAttribute(SpanAttr.task, handle.id);
   const onAbort = () => void handle.cancel({ trace: op.trace }).catch(() => {});
   call.signal.addEventListener("abort", onAbort, { once: true });
-  const progress = call.progressToken === undefined ? Promise.resolve() : relayProgress(handle, call.progressToken, call, bus.log, after === undefined ? undefined : after + 1);
+  // Ends the call's own waiting (the result, the progress relay) when the task is left to run.
+  const detach = new AbortController();
+  const waiting = AbortSignal.any([call.signal, detach.signal]);
+  const progress = call.progressToken === undefined ? Promise.resolve() : relayProgress(handle, call.progressToken, { ...call, signal: waiting }, bus.log, after === undefined ? undefined : after + 1);
   try {
-    let task = await handle.result({ signal: call.signal });
+    let task: Task;
+    if (call.detachAfterMs === undefined) task = await handle.result({ signal: call.signal });
+    else {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), call.detachAfterMs)));
+      const ended = await Promise.race([handle.result({ signal: waiting }).catch((err: unknown) => (detach.signal.aborted ? undefined : Promise.reject(err))), late]);
+      clearTimeout(timer);
+      if (ended === undefined) {
+        detach.abort();
+        call.signal.removeEventListener("abort", onAbort);
+        await progress;
+        op.end();
+        return { detached: await handle.get() };
+      }
+      task = ended;
+    }
     while (task.status.state === "TASK_STATE_INPUT_REQUIRED") {
       const question = questionOf(task);
       if (call.defer) {

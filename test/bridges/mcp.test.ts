@@ -362,6 +362,119 @@ describe("MCP over Streamable HTTP at /mcp", () => {
     }
   }, 60_000);
 
+  it("2026-07-28 tasks extension: a call that does not end quickly answers with its bus task; tasks/get, tasks/update and tasks/cancel follow it, from any replica", async () => {
+    const Fastify = (await import("fastify")).default;
+    const { mcpHttp } = await import("../../bridges/mcp/index.js");
+    const agentBus = await open({ tenant: "mcptasks", insecureAllowAll: true });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    await agentBus.agent({ name: "jobs", skills: [{ id: "quick" }, { id: "slow" }, { id: "fails" }, { id: "asks" }, { id: "hangs" }] }, {
+      quick: (ctx) => `quick ${ctx.text}`,
+      slow: async (ctx) => (await gate, `slow ${ctx.text}`),
+      fails: async () => {
+        await new Promise((r) => setTimeout(r, 1_300));
+        throw new Error("broken on purpose");
+      },
+      asks: async (ctx) => {
+        if (ctx.history.length < 2) {
+          await new Promise((r) => setTimeout(r, 1_300));
+          return ctx.inputRequired("Which colour?");
+        }
+        return `colour ${ctx.text}`;
+      },
+      hangs: (ctx) => new Promise((_r, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason))),
+    }, { tasks: { maxDeliver: 1 } });
+    // Two replicas of one gateway: one identity (its seed), two processes' worth of connections.
+    const { Identity } = await import("../../core/index.js");
+    const gateway = Identity.generate();
+    const replicas = await Promise.all([0, 1].map(async () => {
+      const app = Fastify({ forceCloseConnections: true });
+      await app.register(mcpHttp, { bus: await open({ tenant: "mcptasks", identity: gateway }), open: true });
+      return { app, url: await app.listen({ port: 0, host: "127.0.0.1" }) };
+    }));
+    /** A 2026-07-28 client by hand (the SDK's client does not speak the tasks extension): the per-request envelope, the routing headers. */
+    const connect = (url: string, tasks: boolean) => {
+      let id = 0;
+      const request = async (method: string, params: Record<string, unknown>): Promise<Record<string, any>> => {
+        const capabilities = { elicitation: { form: {} }, ...(tasks && { extensions: { "io.modelcontextprotocol/tasks": {} } }) };
+        const _meta = { "io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": capabilities, "io.modelcontextprotocol/clientInfo": { name: "tasks-test", version: "1.0.0" } };
+        const name = typeof params.name === "string" ? params.name : typeof params.taskId === "string" ? params.taskId : undefined;
+        const res = await fetch(`${url}/mcp`, {
+          method: "POST",
+          headers: { "content-type": "application/json", accept: "application/json, text/event-stream", "mcp-protocol-version": "2026-07-28", "mcp-method": method, ...(name !== undefined && { "mcp-name": name }) },
+          body: JSON.stringify({ jsonrpc: "2.0", id: ++id, method, params: { ...params, _meta } }),
+        });
+        const text = await res.text();
+        // JSON, or an SSE stream whose last data line is the response.
+        const body = JSON.parse(res.headers.get("content-type")?.includes("event-stream") ? text.split("\n").filter((l) => l.startsWith("data: ")).at(-1)!.slice(6) : text) as { result?: Record<string, any>; error?: { code: number; message: string } };
+        if (body.error) throw Object.assign(new Error(body.error.message), { code: body.error.code });
+        return body.result!;
+      };
+      return { request, client: { close: async () => {} } };
+    };
+    const [a, b] = [connect(replicas[0]!.url, true), connect(replicas[1]!.url, true)];
+    /** A result without the `_meta` every 2026-07-28 result carries (the server's info). */
+    const bare = ({ _meta: _m, ...rest }: Record<string, unknown>) => rest;
+    const plain = connect(replicas[0]!.url, false);
+    try {
+      await eventually(async () => ((await a.request("tools/list", {})).tools as Array<{ name: string }>).some((t) => t.name === "hangs"));
+      // Quick: a plain result, no task.
+      const quick = await a.request("tools/call", { name: "quick", arguments: { text: "one" } });
+      expect(quick.resultType).not.toBe("task");
+      expect(quick.taskId).toBeUndefined();
+      expect(quick.content[0].text).toBe("quick one");
+      // Slow: the task, flat; polled on the other replica until it completes with the tool result inlined.
+      const created = await a.request("tools/call", { name: "slow", arguments: { text: "two" } });
+      expect(created).toMatchObject({ resultType: "task", status: "working", ttlMs: expect.any(Number), pollIntervalMs: expect.any(Number) });
+      expect(created).not.toHaveProperty("result");
+      expect(Date.parse(created.createdAt)).not.toBeNaN();
+      expect((await b.request("tasks/get", { taskId: created.taskId })).status).toBe("working");
+      release();
+      const done = await eventually(async () => {
+        const t = await b.request("tasks/get", { taskId: created.taskId });
+        return t.status === "completed" ? t : undefined;
+      });
+      expect(done).toMatchObject({ resultType: "complete", status: "completed", result: { content: [{ type: "text", text: "slow two" }] } });
+      // A tool that failed: completed, with an error result (failed is for JSON-RPC errors).
+      const failing = await a.request("tools/call", { name: "fails", arguments: { text: "x" } });
+      const failed = await eventually(async () => {
+        const t = await a.request("tasks/get", { taskId: failing.taskId });
+        return t.status === "completed" ? t : undefined;
+      });
+      expect(failed!.result.isError).toBe(true);
+      // A task that asks later: input_required with its request; tasks/update answers it (an unknown key is ignored).
+      const asking = await a.request("tools/call", { name: "asks", arguments: { text: "x" } });
+      expect(asking.resultType).toBe("task");
+      const waiting = await eventually(async () => {
+        const t = await b.request("tasks/get", { taskId: asking.taskId });
+        return t.status === "input_required" ? t : undefined;
+      });
+      const [key, asked] = Object.entries(waiting!.inputRequests as Record<string, { method: string; params: { message: string } }>)[0]!;
+      expect(asked).toMatchObject({ method: "elicitation/create", params: { message: "Which colour?" } });
+      expect(bare(await b.request("tasks/update", { taskId: asking.taskId, inputResponses: { "never-asked": { action: "accept", content: { answer: "no" } } } }))).toEqual({ resultType: "complete" });
+      expect(bare(await b.request("tasks/update", { taskId: asking.taskId, inputResponses: { [key]: { action: "accept", content: { answer: "teal" } } } }))).toEqual({ resultType: "complete" });
+      const answered = await eventually(async () => {
+        const t = await a.request("tasks/get", { taskId: asking.taskId });
+        return t.status === "completed" ? t : undefined;
+      });
+      expect(answered!.result.content[0].text).toBe("colour teal");
+      // Cancel: an empty ack, then cancelled; again on an ended task: the same ack.
+      const hanging = await a.request("tools/call", { name: "hangs", arguments: { text: "x" } });
+      expect(bare(await b.request("tasks/cancel", { taskId: hanging.taskId }))).toEqual({ resultType: "complete" });
+      await eventually(async () => (await a.request("tasks/get", { taskId: hanging.taskId })).status === "cancelled");
+      expect(bare(await a.request("tasks/cancel", { taskId: hanging.taskId }))).toEqual({ resultType: "complete" });
+      // Unknown task: -32602; a client that did not declare the extension: -32021, and never a task.
+      await expect(a.request("tasks/get", { taskId: "no-such-task" })).rejects.toMatchObject({ code: -32602 });
+      await expect(plain.request("tasks/get", { taskId: created.taskId })).rejects.toMatchObject({ code: -32021 });
+      const undeclared = await plain.request("tools/call", { name: "slow", arguments: { text: "three" } });
+      expect(undeclared.resultType).not.toBe("task");
+      expect(undeclared.content[0].text).toBe("slow three");
+    } finally {
+      for (const c of [a, b, plain]) await c.client.close();
+      for (const r of replicas) await r.app.close();
+    }
+  }, 60_000);
+
   it("serves tools to an authenticated MCP client; refuses a missing key", async () => {
     const Fastify = (await import("fastify")).default;
     const { mcpHttp } = await import("../../bridges/mcp/index.js");
