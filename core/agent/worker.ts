@@ -514,8 +514,10 @@ export class TaskWorker {
       // Parts stored as blobs are fetched back (and checked) before the input is validated.
       const blobs = new Map<string, Promise<Part>>();
       const userMessage = await durable.blobs.resolveMessage(parseMessage(env.enc === undefined ? m.data : durable.envelopes.decrypt(env, m.data)), blobs);
-      const input = this.#validate ? structuredInput(userMessage) : undefined;
-      this.#validate?.(input);
+      // The capability's input schema is its first turn's: a later turn answers the agent's question, which has a shape of its own.
+      const firstTurn = run.task.history.filter((h) => h.role === "ROLE_USER").length <= 1;
+      const input = this.#validate && firstTurn ? structuredInput(userMessage) : undefined;
+      if (firstTurn) this.#validate?.(input);
       // The handler sees the history in plain (what is encrypted for this identity), blobs fetched back.
       const opened = encrypted ? durable.envelopes.e2e.openTask(run.task) : run.task;
       run.bytes = taskBytes(opened);

@@ -1,6 +1,9 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
-import { AgentBusError, stateOf, textOf, type Bus, type StoredEvent, type Task } from "../../core/index.js";
+import { AgentBusError, stateOf, textOf, type Bus, type Message, type StoredEvent, type Task } from "../../core/index.js";
+
+/** The data a message carries (its first data part). */
+const structured = (m: Message): unknown => m.parts.find((p) => "data" in p)?.data;
 import { eventually, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
@@ -262,6 +265,24 @@ describe("durable tasks", () => {
     expect(artifactText(done)).toBe('Hello Ada, you first said "hi"');
     expect(done.history.map(textOf)).toEqual(["hi", "What is your name?", "Ada"]);
     expect(kinds(await collect(handle.events())).at(-1)).toBe("COMPLETED");
+  });
+
+  it("multi-turn with an input schema: the first turn is checked against it, the answer to the agent's question is not", async () => {
+    const { agentBus, client } = await pair();
+    const schema = { type: "object", required: ["order"], properties: { order: { type: "string" } } };
+    await agentBus.agent({ name: "shop", skills: [{ id: "buy", inputSchema: schema }] }, {
+      buy: async (ctx) => {
+        if (ctx.history.length < 2) return ctx.inputRequired("Which size?");
+        return `${(structured(ctx.history[0]!) as { order: string }).order} in ${ctx.text}`;
+      },
+    });
+    await rejectsWith(client.call("buy", { size: "M" }), "INVALID_INPUT");
+    const handle = await client.submit("buy", { order: "tea" });
+    expect((await handle.result()).status.state).toBe("TASK_STATE_INPUT_REQUIRED");
+    await client.submit("buy", { messageId: "size", role: "ROLE_USER", parts: [{ text: "M" }], taskId: handle.id });
+    const done = await handle.result();
+    expect(done.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(artifactText(done)).toBe("tea in M");
   });
 
   it("agent-to-agent tasks carry context, parent and depth; past the limit DEPTH_EXCEEDED", async () => {
