@@ -36,13 +36,16 @@ export interface McpHttpOptions extends BridgeEdgeOptions {
  * DELETE ends the session.
  */
 export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Promise<void> {
-  await edgeFor(app, options, "mcpHttp");
+  const edge = await edgeFor(app, options, "mcpHttp");
   const bodyLimit = options.maxBodyBytes ?? Math.ceil((options.bus.maxTaskBytes * 4) / 3) + 1024 * 1024;
   const sessions = new Map<string, { transport: StreamableHTTPServerTransport; caller?: string }>();
   // 2026-07-28 requests: stateless, answered by the SDK v2 handler.
   const modern = modernHandler(options.bus, bodyLimit);
   const serveModern = toNodeHandler(modern, { maxRequestBodySize: bodyLimit });
+  // Agents coming, going or changing change the tool list: 2026-07-28 clients listening (`subscriptions/listen`) are told.
+  const offs = edge.auth.buses().map((b) => b.onAgent(() => modern.notify.toolsChanged()));
   app.addHook("onClose", async () => {
+    for (const off of offs) off();
     await Promise.all([...sessions.values()].map((s) => s.transport.close()));
     await modern.close();
   });
@@ -65,11 +68,14 @@ export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Pr
     if (session && session.caller !== caller.name) return unauthorized(reply);
     if (!session) {
       // A session id this server does not know (ended, expired, another replica's before a restart): 404, so the client starts a new session, as MCP requires.
+      // The request's id when it has one (JSON-RPC: null only when it cannot be read).
+      const requestId = (req.body as { id?: unknown } | undefined)?.id;
+      const rid = typeof requestId === "string" || typeof requestId === "number" ? requestId : null;
       if (typeof id === "string") {
-        return reply.code(404).send({ jsonrpc: "2.0", id: null, error: { code: -32001, message: "MCP session not found: initialize a new one" } });
+        return reply.code(404).send({ jsonrpc: "2.0", id: rid, error: { code: -32001, message: "MCP session not found: initialize a new one" } });
       }
       if (req.method !== "POST" || !isInitializeRequest(req.body)) {
-        return reply.code(400).send({ jsonrpc: "2.0", id: null, error: { code: -32000, message: "no MCP session: initialize first" } });
+        return reply.code(400).send({ jsonrpc: "2.0", id: rid, error: { code: -32000, message: "no MCP session: initialize first" } });
       }
       const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),

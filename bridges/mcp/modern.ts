@@ -13,13 +13,18 @@ import {
 } from "@modelcontextprotocol/server";
 import { traceFromHeaders, type Bus } from "../../core/internal.js";
 import type { Caller } from "../http/index.js";
-import { ToolRequestError, callTool, listTools, type ToolAnswer } from "./tools.js";
+import { ToolRequestError, callTool, listTools, questionOf, type ToolAnswer } from "./tools.js";
 import { CREATED_AT_KEY, DETACH_AFTER_MS, TASKS_EXTENSION, createTaskResult, declaresTasks, serveTasks } from "./tasks.js";
 
-/** What an input-required result's `requestState` carries (signed, bound to the caller): the task that waits, and its tool. */
+/**
+ * What an input-required result's `requestState` carries (signed, bound to
+ * the caller): the task that waits, its tool, and the event that asked (so
+ * each round's state is its own, and an old one cannot answer a new question).
+ */
 interface PendingInput {
   task: string;
   tool: string;
+  seq?: number;
 }
 
 /** The key of the input-required `requestState` in `inputRequests` / `inputResponses`. */
@@ -65,6 +70,18 @@ function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): 
     const pending = ctx.mcpReq.requestState<PendingInput>();
     if (pending && (typeof pending !== "object" || pending.tool !== params.name)) throw new ProtocolError(ProtocolErrorCode.InvalidParams, "requestState belongs to another call");
     const answer = ctx.mcpReq.inputResponses?.[ANSWER] as ToolAnswer | undefined;
+    // A retry with the task's state but without the answer: the same question again, for the same task (no new task).
+    if (pending && !answer) {
+      const waiting = await bus.taskHandle(pending.task, { caller: caller.name }).catch(() => undefined);
+      const task = await waiting?.get().catch(() => undefined);
+      if (waiting && task?.status.state === "TASK_STATE_INPUT_REQUIRED") {
+        const question = questionOf(task);
+        return inputRequired({
+          inputRequests: { [ANSWER]: inputRequired.elicit({ message: question.message, requestedSchema: question.requestedSchema as never }) },
+          requestState: await states.mint({ task: task.id, tool: params.name, seq: await waiting.lastSequence() }, ctx),
+        }) as never;
+      }
+    }
     try {
       const outcome = await callTool(bus, params.name, (params.arguments ?? {}) as Record<string, unknown>, {
         caller: caller.name,
@@ -75,16 +92,16 @@ function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): 
         notify: (n) => ctx.mcpReq.notify(n),
         // A task that needs input ends this request with an input-required result; the task waits for the retry.
         defer: true,
-        ...(pending && answer && { resume: { taskId: pending.task, answer } }),
+        ...(pending && answer && { resume: { taskId: pending.task, answer, sequence: pending.seq } }),
         // A client of the tasks extension gets the task itself when it does not end quickly, and polls it.
         ...(declaresTasks(server) && { detachAfterMs: DETACH_AFTER_MS, metadata: { [CREATED_AT_KEY]: new Date().toISOString() } }),
       });
       if ("detached" in outcome) return createTaskResult(outcome.detached) as never;
       if (!("needsInput" in outcome)) return outcome as CallToolResult;
-      const { taskId, question } = outcome.needsInput;
+      const { taskId, question, sequence } = outcome.needsInput;
       return inputRequired({
         inputRequests: { [ANSWER]: inputRequired.elicit({ message: question.message, requestedSchema: question.requestedSchema as never }) },
-        requestState: await states.mint({ task: taskId, tool: params.name }, ctx),
+        requestState: await states.mint({ task: taskId, tool: params.name, seq: sequence }, ctx),
       }) as never;
     } catch (err) {
       throw invalidParams(err);

@@ -64,8 +64,12 @@ export interface ToolCallOptions {
    * result; the client's retry continues it with `resume`).
    */
   defer?: boolean;
-  /** Continue this task, which waits for input, with the client's answer instead of submitting a new one. */
-  resume?: { taskId: string; answer: ToolAnswer };
+  /**
+   * Continue this task, which waits for input, with the client's answer
+   * instead of submitting a new one. `sequence`: the event that asked (an
+   * answer to an earlier question of the task is refused).
+   */
+  resume?: { taskId: string; answer: ToolAnswer; sequence?: number };
   /**
    * A task still running after this long is left to run: the call ends with
    * {@link Detached} (MCP's tasks extension: the client polls it). Progress
@@ -81,9 +85,9 @@ export interface Detached {
   detached: Task;
 }
 
-/** A call whose task waits for input (with `defer`): the task, and what to ask. */
+/** A call whose task waits for input (with `defer`): the task, what to ask, and the sequence of the event that asked. */
 export interface NeedsInput {
-  needsInput: { taskId: string; question: ToolQuestion };
+  needsInput: { taskId: string; question: ToolQuestion; sequence?: number };
 }
 
 /** The input schema of a capability that declares none: one text argument. */
@@ -282,6 +286,9 @@ export async function callTool(bus: Bus, name: string, args: Record<string, unkn
     if (call.resume) {
       // A retry with the client's answer: the task it asked for, still waiting, continues (or is cancelled on a refusal).
       const waiting = await bus.taskHandle(call.resume.taskId, { caller: call.caller });
+      if (call.resume.sequence !== undefined && (await waiting.lastSequence()) !== call.resume.sequence) {
+        throw new ToolRequestError("this answer is for an earlier question of the task: it has moved on");
+      }
       if (call.resume.answer.action !== "accept") {
         await waiting.cancel({ trace: op.trace }).catch(() => {});
         op.end();
@@ -326,7 +333,7 @@ export async function callTool(bus: Bus, name: string, args: Record<string, unkn
         await progress;
         op.span?.setAttribute(SpanAttr.taskState, task.status.state);
         op.end();
-        return { needsInput: { taskId: handle.id, question } };
+        return { needsInput: { taskId: handle.id, question, sequence: await handle.lastSequence() } };
       }
       const answer = call.ask ? await call.ask(question) : undefined;
       if (answer?.action !== "accept") {
