@@ -43,7 +43,12 @@ export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Pr
   const modern = modernHandler(options.bus, bodyLimit);
   const serveModern = toNodeHandler(modern, { maxRequestBodySize: bodyLimit });
   // Agents coming, going or changing change the tool list: 2026-07-28 clients listening (`subscriptions/listen`) are told.
-  const offs = edge.auth.buses().map((b) => b.onAgent(() => modern.notify.toolsChanged()));
+  const offs = edge.auth.buses().map((b) =>
+    b.onAgent(() => {
+      modern.notify.toolsChanged();
+      modern.notify.resourcesChanged();
+    }),
+  );
   app.addHook("onClose", async () => {
     for (const off of offs) off();
     await Promise.all([...sessions.values()].map((s) => s.transport.close()));

@@ -9,11 +9,14 @@ import {
   type CallToolResult,
   type ListToolsResult,
   type McpHttpHandler,
+  type ReadResourceResult,
+  ResourceNotFoundError,
   type RequestStateCodec,
 } from "@modelcontextprotocol/server";
 import { traceFromHeaders, type Bus } from "../../core/internal.js";
 import type { Caller } from "../http/index.js";
 import { ToolRequestError, callTool, listTools, questionOf, type ToolAnswer } from "./tools.js";
+import { RESOURCE_TEMPLATES, ResourceNotFound, listResources, readResource } from "./resources.js";
 import { CREATED_AT_KEY, DETACH_AFTER_MS, TASKS_EXTENSION, createTaskResult, declaresTasks, serveTasks } from "./tasks.js";
 
 /**
@@ -51,9 +54,15 @@ const invalidParams = (err: unknown): unknown => (err instanceof ToolRequestErro
 function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): Server {
   const { bus } = caller;
   const server = new Server(SERVER_INFO, {
-    capabilities: { tools: { listChanged: true }, extensions: { [TASKS_EXTENSION]: {} } } as never,
+    capabilities: { tools: { listChanged: true }, resources: { listChanged: true }, extensions: { [TASKS_EXTENSION]: {} } } as never,
     // Cacheable for a few seconds, by this client only (the list depends on the caller's tenant).
-    cacheHints: { "tools/list": { ttlMs: TOOLS_TTL_MS, cacheScope: "private" } },
+    cacheHints: {
+      "tools/list": { ttlMs: TOOLS_TTL_MS, cacheScope: "private" },
+      "resources/list": { ttlMs: TOOLS_TTL_MS, cacheScope: "private" },
+      "resources/templates/list": { ttlMs: 3_600_000, cacheScope: "public" },
+      // A task's content changes as it runs: read afresh.
+      "resources/read": { ttlMs: 0, cacheScope: "private" },
+    },
     // An echoed requestState is checked (HMAC, expiry, the same caller) before the handler runs.
     requestState: { verify: states.verify },
   });
@@ -105,6 +114,15 @@ function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): 
       }) as never;
     } catch (err) {
       throw invalidParams(err);
+    }
+  });
+  server.setRequestHandler("resources/list", async () => ({ resources: listResources(bus) }));
+  server.setRequestHandler("resources/templates/list", async () => ({ resourceTemplates: [...RESOURCE_TEMPLATES] }));
+  server.setRequestHandler("resources/read", async (request) => {
+    try {
+      return { contents: await readResource(bus, request.params.uri, caller.name) } as ReadResourceResult;
+    } catch (err) {
+      throw err instanceof ResourceNotFound ? new ResourceNotFoundError(err.uri) : err;
     }
   });
   serveTasks(server, bus, caller.name);

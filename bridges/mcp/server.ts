@@ -1,5 +1,22 @@
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
-import { CallToolRequestSchema, ElicitResultSchema, ErrorCode, ListToolsRequestSchema, McpError, type CallToolResult, type ListToolsResult, type ServerRequest } from "@modelcontextprotocol/sdk/types.js";
+import {
+  CallToolRequestSchema,
+  ElicitResultSchema,
+  ErrorCode,
+  ListResourceTemplatesRequestSchema,
+  ListResourcesRequestSchema,
+  ListToolsRequestSchema,
+  McpError,
+  ReadResourceRequestSchema,
+  type CallToolResult,
+  type ListToolsResult,
+  type ReadResourceResult,
+  type ServerRequest,
+} from "@modelcontextprotocol/sdk/types.js";
+import { RESOURCE_TEMPLATES, ResourceNotFound, listResources, readResource } from "./resources.js";
+
+/** MCP's error code of a resource that does not exist (2025-11-25). */
+const RESOURCE_NOT_FOUND = -32002;
 import { traceFromHeaders, type Bus } from "../../core/internal.js";
 import { ToolRequestError, callTool, listTools, type ToolAnswer } from "./tools.js";
 
@@ -11,7 +28,8 @@ import { ToolRequestError, callTool, listTools, type ToolAnswer } from "./tools.
  * sent a progress token, each status update and artifact chunk is a
  * progress notification; bus errors become
  * `isError` results with the code, protocol misuse becomes JSON-RPC errors. Tells clients when
- * agents come and go (`notifications/tools/list_changed`).
+ * agents come and go (`notifications/tools/list_changed`). Agent cards,
+ * tasks and their artifacts' parts are resources (`agentbus://…`).
  *
  * `options.caller` names who the session acts for behind the bus identity
  * (the API key's name, `oidc:<sub>`): its tasks are submitted with it, so
@@ -20,7 +38,19 @@ import { ToolRequestError, callTool, listTools, type ToolAnswer } from "./tools.
  * result).
  */
 export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0.1.0" }, options: { caller?: string } = {}): Server {
-  const server = new Server(info, { capabilities: { tools: { listChanged: true } } });
+  const server = new Server(info, { capabilities: { tools: { listChanged: true }, resources: { listChanged: true } } });
+
+  // Agent cards, tasks and their artifacts' parts as resources.
+  server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: listResources(bus) }));
+  server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: [...RESOURCE_TEMPLATES] }));
+  server.setRequestHandler(ReadResourceRequestSchema, async (req) => {
+    try {
+      return { contents: await readResource(bus, req.params.uri, options.caller) } as ReadResourceResult;
+    } catch (err) {
+      // MCP's "resource not found", with the URI.
+      throw err instanceof ResourceNotFound ? new McpError(RESOURCE_NOT_FOUND, err.message, { uri: err.uri }) : err;
+    }
+  });
 
   server.setRequestHandler(ListToolsRequestSchema, async (req) => {
     try {
@@ -50,7 +80,10 @@ export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0
   });
 
   // Agents coming, going or changing change the tool list (until this session closes).
-  const off = bus.onAgent(() => void server.sendToolListChanged().catch(() => {}));
+  const off = bus.onAgent(() => {
+    void server.sendToolListChanged().catch(() => {});
+    void server.sendResourceListChanged().catch(() => {});
+  });
   server.onclose = off;
   return server;
 }

@@ -218,6 +218,19 @@ describe("MCP over Streamable HTTP at /mcp", () => {
       const figures = (await client.callTool({ name: "figures", arguments: { text: "count" } })) as CallToolResult;
       expect(figures.structuredContent).toEqual({ total: 3, unit: "apples" });
       expect(JSON.parse(text(figures))).toEqual({ total: 3, unit: "apples" });
+
+      // Resources: the agents' cards, and the task's content by the URIs its result gave.
+      const { resources } = await client.listResources();
+      expect(resources.map((r) => r.uri)).toContain("agentbus://agents/media");
+      const card = await client.readResource({ uri: "agentbus://agents/media" });
+      expect(JSON.parse((card.contents[0] as { text: string }).text)).toMatchObject({ name: "media", skills: [{ id: "media" }, { id: "figures" }] });
+      expect((await client.listResourceTemplates()).resourceTemplates.map((t) => t.uriTemplate)).toEqual(["agentbus://tasks/{taskId}", "agentbus://tasks/{taskId}/artifacts/{artifactId}/{part}"]);
+      const embedded = (blob as { resource: { uri: string } }).resource.uri;
+      expect((await client.readResource({ uri: embedded })).contents[0]).toEqual({ uri: embedded, blob: pdf, mimeType: "application/pdf" });
+      const taskUri = embedded.split("/artifacts/")[0]!;
+      expect(JSON.parse(((await client.readResource({ uri: taskUri })).contents[0] as { text: string }).text)).toMatchObject({ status: { state: "TASK_STATE_COMPLETED" } });
+      await expect(client.readResource({ uri: "agentbus://tasks/no-such-task" })).rejects.toMatchObject({ code: -32002 });
+      await expect(client.readResource({ uri: "file:///etc/passwd" })).rejects.toMatchObject({ code: -32002 });
     } finally {
       await client.close();
       await app.close();
@@ -306,6 +319,10 @@ describe("MCP over Streamable HTTP at /mcp", () => {
       expect((stepped.content as Array<{ text?: string }>)[0]?.text).toBe("stepped");
       expect(seen.filter((m) => ["one", "two", "three"].includes(m))).toEqual(["one", "two", "three"]);
       await expect(modern.callTool({ name: "math.add", arguments: { a: "two" } })).rejects.toThrow(/must have required property|must be number/);
+      // Resources on this revision too: a card, and an unknown URI as the revision's not-found error (-32602, with the URI).
+      expect((await modern.listResources()).resources.map((r) => r.uri)).toContain("agentbus://agents/echo");
+      expect(JSON.parse(((await modern.readResource({ uri: "agentbus://agents/echo" })).contents[0] as { text: string }).text)).toMatchObject({ name: "echo" });
+      await expect(modern.readResource({ uri: "agentbus://tasks/no-such-task" })).rejects.toMatchObject({ code: -32602 });
       // No session on this revision: nothing for the server to keep.
       await legacy.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
       expect(legacy.getServerVersion()?.name).toBe("agentbus");
