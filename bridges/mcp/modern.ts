@@ -5,6 +5,7 @@ import {
   createMcpHandler,
   createRequestStateCodec,
   inputRequired,
+  LOG_LEVEL_META_KEY,
   type AuthInfo,
   type CallToolResult,
   type ListToolsResult,
@@ -99,6 +100,8 @@ function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): 
         signal: ctx.mcpReq.signal,
         progressToken: params._meta?.progressToken as string | number | undefined,
         notify: (n) => ctx.mcpReq.notify(n),
+        // Only for a request that asks for logs (a log level in its `_meta`); the SDK applies the level.
+        ...(params._meta?.[LOG_LEVEL_META_KEY] !== undefined && { log: (level: "info" | "warning" | "error", data: Record<string, unknown>) => ctx.mcpReq.log(level, data, "agentbus") }),
         // A task that needs input ends this request with an input-required result; the task waits for the retry.
         defer: true,
         ...(pending && answer && { resume: { taskId: pending.task, answer, sequence: pending.seq } }),

@@ -8,12 +8,17 @@ import {
   ListToolsRequestSchema,
   McpError,
   ReadResourceRequestSchema,
+  SetLevelRequestSchema,
   type CallToolResult,
+  type LoggingLevel,
   type ListToolsResult,
   type ReadResourceResult,
   type ServerRequest,
 } from "@modelcontextprotocol/sdk/types.js";
 import { RESOURCE_TEMPLATES, ResourceNotFound, listResources, readResource } from "./resources.js";
+
+/** MCP's log levels, least severe first (RFC 5424's, as MCP names them). */
+const LOG_LEVELS: readonly LoggingLevel[] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
 
 /** MCP's error code of a resource that does not exist (2025-11-25). */
 const RESOURCE_NOT_FOUND = -32002;
@@ -38,7 +43,13 @@ import { ToolRequestError, callTool, listTools, type ToolAnswer } from "./tools.
  * result).
  */
 export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0.1.0" }, options: { caller?: string } = {}): Server {
-  const server = new Server(info, { capabilities: { tools: { listChanged: true }, resources: { listChanged: true } } });
+  const server = new Server(info, { capabilities: { tools: { listChanged: true }, resources: { listChanged: true }, logging: {} } });
+  // The session's log level (`logging/setLevel`): once the client set one, tasks' status updates are logged at info, sent when at or above it.
+  let logLevel: LoggingLevel | undefined;
+  server.setRequestHandler(SetLevelRequestSchema, async (req) => {
+    logLevel = req.params.level;
+    return {};
+  });
 
   // Agent cards, tasks and their artifacts' parts as resources.
   server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: listResources(bus) }));
@@ -69,6 +80,12 @@ export function createMcpServer(bus: Bus, info = { name: "agentbus", version: "0
         signal: extra.signal,
         progressToken: req.params._meta?.progressToken,
         notify: (n) => extra.sendNotification(n),
+        // On the call's own stream (Streamable HTTP: the POST's), as its progress; only for a client that asked for logs.
+        ...(logLevel && {
+          log: async (level: LoggingLevel, data: Record<string, unknown>) => {
+            if (LOG_LEVELS.indexOf(level) >= LOG_LEVELS.indexOf(logLevel!)) await extra.sendNotification({ method: "notifications/message", params: { level, logger: "agentbus", data } });
+          },
+        }),
         // Asked on the call (elicitation/create), when the client said it can be.
         ...(server.getClientCapabilities()?.elicitation && {
           ask: ({ message, requestedSchema }) => extra.sendRequest({ method: "elicitation/create", params: { mode: "form", message, requestedSchema } } as ServerRequest, ElicitResultSchema, { signal: extra.signal }) as Promise<ToolAnswer>,

@@ -56,6 +56,8 @@ export interface ToolCallOptions {
   /** The client's progress token: status updates and artifact chunks become progress notifications. */
   progressToken?: string | number;
   notify(notification: { method: "notifications/progress"; params: { progressToken: string | number; progress: number; message: string } }): Promise<void>;
+  /** Sends a log message to the client (MCP logging; the caller applies the client's level): each status update of the task, at `info`. */
+  log?: (level: "info" | "warning" | "error", data: Record<string, unknown>) => Promise<void>;
   /** Asks the client for a waiting task's input; absent when this client cannot be asked (the task is then cancelled, unless `defer`). */
   ask?: (question: ToolQuestion) => Promise<ToolAnswer>;
   /**
@@ -213,11 +215,12 @@ const isObjectSchema = (v: unknown): boolean => typeof v === "object" && v !== n
 
 /**
  * Sends one progress notification per status update (its text) and artifact
- * chunk until the task's event log reaches a final or interrupted state.
+ * chunk, and a log message per status update, until the task's event log
+ * reaches a final state (with `defer`, an interrupted one too).
  * Sent one at a time, in event order; a notification the client no longer
  * takes (it went away) ends the relay, not the call.
  */
-async function relayProgress(handle: TaskHandle, progressToken: string | number, call: ToolCallOptions, log: Logger, fromSequence?: number): Promise<void> {
+async function relayProgress(handle: TaskHandle, progressToken: string | number | undefined, call: ToolCallOptions, log: Logger, fromSequence?: number): Promise<void> {
   let progress = 0;
   try {
     for await (const { event } of handle.events({ fromSequence, signal: call.signal })) {
@@ -227,7 +230,8 @@ async function relayProgress(handle: TaskHandle, progressToken: string | number,
       const message = "statusUpdate" in event ? event.statusUpdate.status.message : "artifactUpdate" in event ? { parts: event.artifactUpdate.artifact.parts } : event.message;
       const text = message ? textOf(message as Message) : "";
       const state = "statusUpdate" in event ? event.statusUpdate.status.state.replace("TASK_STATE_", "").toLowerCase() : undefined;
-      await call.notify({ method: "notifications/progress", params: { progressToken, progress: ++progress, message: text || state || "working" } });
+      if (progressToken !== undefined) await call.notify({ method: "notifications/progress", params: { progressToken, progress: ++progress, message: text || state || "working" } });
+      if (call.log && "statusUpdate" in event) await call.log("info", { taskId: handle.id, state, ...(text && { message: text }) });
     }
     // The SDK client handles notifications a microtask after the read that
     // brought them but responses at once: a notification that arrives in the
@@ -309,7 +313,7 @@ export async function callTool(bus: Bus, name: string, args: Record<string, unkn
   // Ends the call's own waiting (the result, the progress relay) when the task is left to run.
   const detach = new AbortController();
   const waiting = AbortSignal.any([call.signal, detach.signal]);
-  const progress = call.progressToken === undefined ? Promise.resolve() : relayProgress(handle, call.progressToken, { ...call, signal: waiting }, bus.log, after === undefined ? undefined : after + 1);
+  const progress = call.progressToken === undefined && !call.log ? Promise.resolve() : relayProgress(handle, call.progressToken, { ...call, signal: waiting }, bus.log, after === undefined ? undefined : after + 1);
   try {
     let task: Task;
     if (call.detachAfterMs === undefined) task = await handle.result({ signal: call.signal });

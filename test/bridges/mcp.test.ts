@@ -1,7 +1,7 @@
 import { fileURLToPath } from "node:url";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
-import { ToolListChangedNotificationSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { LoggingMessageNotificationSchema, ToolListChangedNotificationSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { describe, expect, it, onTestFailed } from "vitest";
 import { textOf, type Bus, type ConnectOptions } from "../../core/index.js";
 import { eventually, grant, useBuses } from "../helpers/bus.js";
@@ -81,6 +81,19 @@ async function exercise(client: Client, open: (o: Partial<ConnectOptions>) => Pr
     expect(seen.filter((m) => ["one", "two", "three"].includes(m))).toEqual(["one", "two", "three"]);
   }
   expect(text((await client.callTool({ name: "math.steps", arguments: { text: "go" } })) as CallToolResult)).toBe("stepped");
+
+  // Logging: once the client sets a level, each status update of its calls' tasks is a log message (info).
+  expect(client.getServerCapabilities()?.logging).toBeDefined();
+  const logs: Array<{ level: string; data: { message?: string } }> = [];
+  client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => void logs.push(n.params as never));
+  await client.setLoggingLevel("info");
+  expect(text((await client.callTool({ name: "math.steps", arguments: { text: "go" } })) as CallToolResult)).toBe("stepped");
+  await eventually(() => logs.filter((l) => ["one", "two", "three"].includes(l.data.message ?? "")).length === 3);
+  expect(logs.every((l) => l.level === "info")).toBe(true);
+  await client.setLoggingLevel("warning");
+  const logged = logs.length;
+  await client.callTool({ name: "math.steps", arguments: { text: "go" } });
+  expect(logs.length).toBe(logged);
 
   // An MCP cancellation cancels the bus task.
   const abort = new AbortController();
