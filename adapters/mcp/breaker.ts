@@ -1,5 +1,5 @@
 import CircuitBreaker from "opossum";
-import type { CallToolResult, Progress } from "@modelcontextprotocol/sdk/types.js";
+import type { CallToolResult, Progress } from "@modelcontextprotocol/client";
 import type { McpBreakerOptions } from "./config.js";
 import { countsAgainstServer } from "./failures.js";
 

@@ -1,7 +1,7 @@
-import type { Progress } from "@modelcontextprotocol/sdk/types.js";
+import type { Progress } from "@modelcontextprotocol/client";
 import { AgentBusError, SpanAttr, SpanKind, traced, type Bus, type Handler } from "../../core/internal.js";
 import type { ServerBreaker } from "./breaker.js";
-import { describe, failureKind, type FailureKind } from "./failures.js";
+import { describe, failureKind, mcpCodeOf, type FailureKind } from "./failures.js";
 import { withCallTrace, type ServerLink } from "./link.js";
 import type { MappedTool } from "./names.js";
 import { errorTextOf, partsOf } from "./results.js";
@@ -77,7 +77,7 @@ export function toolHandler(bus: Bus, mapped: MappedTool, server: ServerHandle):
     } catch (err) {
       const kind = failureKind(err);
       op.end({ code: kind });
-      audit(kind, kind === "mcp_error" ? (err as { code?: number }).code : undefined);
+      audit(kind, kind === "mcp_error" ? mcpCodeOf(err) : undefined);
       switch (kind) {
         case "mcp_error":
           return ctx.fail(`${where} refused ${tool}: ${describe(err)}`);

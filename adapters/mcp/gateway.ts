@@ -17,6 +17,13 @@ export interface McpServerStatus {
   connected: boolean;
   /** The stdio server's process id while it runs. */
   pid?: number;
+  /**
+   * The MCP revision negotiated with the server (`2026-07-28`: stateless,
+   * `server/discover`; `2025-11-25` or older: an `initialize`d session), on
+   * the current connection or, while it is down, the last one. Absent until
+   * the first connection.
+   */
+  protocolVersion?: string;
   circuit: CircuitState;
   /** Tools on the server's last list. */
   tools: number;
@@ -42,7 +49,8 @@ const DEFAULT_NAME = "mcp-gateway";
 
 /**
  * Starts an MCP gateway: connects to each configured MCP server (stdio or
- * Streamable HTTP) and registers one bus agent whose capabilities are the
+ * Streamable HTTP; of the 2026-07-28 revision or a 2025-era one, whichever
+ * it speaks: the client negotiates) and registers one bus agent whose capabilities are the
  * servers' tools, `mcp.<server>.<tool>`, with their input and output
  * schemas. Bus callers reach the tools with `bus.call` / `bus.submit`; the
  * ACL decides per capability, that is per tool. Replicas started with the
@@ -158,7 +166,14 @@ export async function startMcpGateway(options: McpGatewayOptions): Promise<McpGa
       Object.fromEntries(
         [...servers].map(([server, { link, breaker }]) => [
           server,
-          { transport: link.kind, connected: link.connected, ...(link.pid !== undefined && { pid: link.pid }), circuit: circuitState(breaker), tools: link.tools.length },
+          {
+            transport: link.kind,
+            connected: link.connected,
+            ...(link.pid !== undefined && { pid: link.pid }),
+            ...(link.protocolVersion !== undefined && { protocolVersion: link.protocolVersion }),
+            circuit: circuitState(breaker),
+            tools: link.tools.length,
+          },
         ]),
       ),
     settled: () => queue,

@@ -1,6 +1,7 @@
 /**
  * The MCP gateway adapter: tools of external MCP servers (stdio or
- * Streamable HTTP) as bus capabilities `mcp.<server>.<tool>`.
+ * Streamable HTTP, speaking the 2026-07-28 revision or a 2025-era one) as
+ * bus capabilities `mcp.<server>.<tool>`.
  *
  * @example
  * ```ts

@@ -1,4 +1,4 @@
-import type { Tool } from "@modelcontextprotocol/sdk/types.js";
+import type { Tool } from "@modelcontextprotocol/client";
 import { validatorFor, type JsonSchema } from "../../core/internal.js";
 
 /** A server's tool as a bus capability. */

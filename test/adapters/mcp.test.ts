@@ -14,6 +14,12 @@ import { startFixture, type FixtureProcess } from "../helpers/process.js";
 
 const EVERYTHING = fileURLToPath(new URL("../../node_modules/@modelcontextprotocol/server-everything/dist/index.js", import.meta.url));
 const everything = { command: process.execPath, args: [EVERYTHING] };
+/** A 2026-07-28-only server (SDK v2, `legacy: 'reject'`): over HTTP as a fixture process, over stdio as the gateway's child. */
+const MODERN = fileURLToPath(new URL("../fixtures/mcp-modern-server.ts", import.meta.url));
+const modernStdio = { command: process.execPath, args: ["--import", "tsx", MODERN, "stdio"] };
+/** The revisions: the one the modern fixture speaks; the one the 2025-era servers (SDK v1: server-everything, the HTTP fixture) settle on. */
+const MODERN_REVISION = "2026-07-28";
+const LEGACY_REVISION = "2025-11-25";
 
 const partsOf = (t: Task): Part[] => t.artifacts.flatMap((a) => a.parts);
 const reason = (t: Task) => (t.status.message ? textOf(t.status.message) : "");
@@ -48,8 +54,8 @@ describe("MCP gateway adapter", () => {
     gateways.push(g);
     return g;
   };
-  const fixture = async (args: string[]) => {
-    const f = await startFixture("mcp-http-server", args);
+  const fixture = async (args: string[], name = "mcp-http-server") => {
+    const f = await startFixture(name, args);
     fixtures.push(f);
     return f;
   };
@@ -64,6 +70,8 @@ describe("MCP gateway adapter", () => {
     });
     const client = await open({ tenant: "stdio" });
     await eventually(() => client.discover({ capability: "mcp.everything.echo", online: true }).length === 1);
+    // A 2025-era server: the `server/discover` probe (on a sibling process) fails, and the `initialize` handshake follows.
+    expect(gateway.servers().everything).toMatchObject({ transport: "stdio", connected: true, protocolVersion: LEGACY_REVISION });
 
     const [info] = client.discover({ capability: "mcp.everything.get-sum" });
     expect(info!.name).toBe("mcp-gateway");
@@ -172,7 +180,7 @@ describe("MCP gateway adapter", () => {
     const config = { servers: { web: { url, headers: { authorization: "Bearer fixture-token" }, timeoutMs: 1000 } }, tasks: { maxDeliver: 2, backoffMs: 50 } };
     const gatewayBus = await open({ tenant: "http", insecureAllowAll: true });
     const gateway = await start({ bus: gatewayBus, ...config });
-    expect(gateway.servers().web).toMatchObject({ transport: "http", connected: true, circuit: "closed", tools: 5 });
+    expect(gateway.servers().web).toMatchObject({ transport: "http", connected: true, protocolVersion: LEGACY_REVISION, circuit: "closed", tools: 5 });
     const client = await open({ tenant: "http" });
     await eventually(() => client.discover({ capability: "mcp.web.shout", online: true }).length === 1);
 
@@ -209,6 +217,104 @@ describe("MCP gateway adapter", () => {
     expect(records).toContainEqual(expect.objectContaining({ tool: "boom", outcome: "tool_error" }));
     expect(records).toContainEqual(expect.objectContaining({ tool: "slow", outcome: "timeout" }));
     expect(JSON.stringify(records)).not.toMatch(/fixture-token|hello|authorization/i);
+  }, 60_000);
+
+  it("a 2026-07-28-only server over Streamable HTTP: negotiated statelessly; tools as capabilities; calls and tasks, structured results, progress, tool errors, cancel; list changes heard on subscriptions/listen; a restart needs no session", async () => {
+    const server = await fixture(["http", "0"], "mcp-modern-server");
+    const url = server.hello.url as string;
+    const gatewayBus = await open({ tenant: "modern", insecureAllowAll: true });
+    const gateway = await start({ bus: gatewayBus, servers: { next: { url, timeoutMs: 5000 } }, tasks: { maxDeliver: 2, backoffMs: 100 } });
+    // The server refuses `initialize`: only the 2026-07-28 revision joins it.
+    expect(gateway.servers().next).toMatchObject({ transport: "http", connected: true, protocolVersion: MODERN_REVISION, circuit: "closed", tools: 8 });
+    const client = await open({ tenant: "modern" });
+    await eventually(() => client.discover({ capability: "mcp.next.greet", online: true }).length === 1);
+
+    const [info] = client.discover({ capability: "mcp.next.forecast" });
+    expect(info!.name).toBe("mcp-gateway");
+    expect(info!.capabilities).toEqual(expect.arrayContaining(["mcp.next.greet", "mcp.next.forecast", "mcp.next.countdown", "mcp.next.revision", "mcp.next.fail"]));
+    expect(info!.schemas["mcp.next.forecast"]!.input).toMatchObject({ type: "object", required: ["city"] });
+    expect(info!.schemas["mcp.next.forecast"]!.output).toMatchObject({ required: ["city", "temperature", "conditions"] });
+    expect(gateway.tools().find((t) => t.capability === "mcp.next.forecast")).toMatchObject({ server: "next", tool: "forecast", title: "Weather forecast" });
+
+    // A fast call; each request carries the revision's `_meta` envelope (the server reads the revision from it).
+    expect(textOf(await client.call("mcp.next.greet", { name: "Ada" }))).toBe("Hello, Ada!");
+    expect((await client.call("mcp.next.revision", {})).parts).toContainEqual({ data: { revision: MODERN_REVISION } });
+
+    // A durable task with a structured result: the text block and a data part.
+    const forecast = await (await client.submit("mcp.next.forecast", { city: "Lisbon" })).result();
+    expect(forecast.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(partsOf(forecast)).toContainEqual({ data: { city: "Lisbon", temperature: 21.5, conditions: "sunny" } });
+
+    // Progress (on the request's own SSE stream in this revision) → the task's status updates.
+    const countdown = await (await client.submit("mcp.next.countdown", { steps: 3, ms: 150 })).result();
+    expect(countdown.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(partsOf(countdown).map((p) => p.text)).toEqual(["liftoff after 3 steps"]);
+    expect(countdown.history.map(textOf)).toEqual(expect.arrayContaining(["counting: 1/3", "counting: 2/3"]));
+
+    // isError → FAILED with the tool's text; invalid input refused by the bus first.
+    const failed = await (await client.submit("mcp.next.fail", {})).result();
+    expect(failed.status.state).toBe("TASK_STATE_FAILED");
+    expect(reason(failed)).toMatch(/fail \(MCP server next\) failed: the modern tool broke/);
+    expect((await failure(client.call("mcp.next.greet", {}))).code).toBe("INVALID_INPUT");
+    // A tool that needs the user's input (an elicitation): the gateway has no one to ask and declares no such capability, so the
+    // server refuses and the call fails at once, with the reason (not retried, not held against the server).
+    const asked = await (await client.submit("mcp.next.ask", {})).result();
+    expect(asked.status.state).toBe("TASK_STATE_FAILED");
+    expect(reason(asked)).toMatch(/MCP server next refused ask: .*elicitation/);
+
+    // A bus cancel cancels the MCP request (this revision: the request's stream is closed).
+    const long = await client.submit("mcp.next.countdown", { steps: 100, ms: 200 });
+    await eventually(async () => (await long.get()).status.state === "TASK_STATE_WORKING");
+    expect((await long.cancel()).status.state).toBe("TASK_STATE_CANCELED");
+
+    // A tool added at run time: announced on the `subscriptions/listen` stream, offered on the bus.
+    expect(textOf(await client.call("mcp.next.add-tool", { name: "Late/Comer" }))).toBe("added Late/Comer");
+    await eventually(() => client.discover({ capability: "mcp.next.late_comer", online: true }).length === 1);
+    expect(textOf(await client.call("mcp.next.late_comer", {}))).toBe("Late/Comer ran");
+    await eventually(() => gateway.servers().next!.tools === 9);
+
+    // Restarted on the same port: stateless, so nothing to resume; the next call reconnects (probe, list, listen) and goes through.
+    const port = new URL(url).port;
+    await server.kill("SIGKILL");
+    await eventually(() => !gateway.servers().next!.connected, 10_000);
+    expect(gateway.servers().next!.protocolVersion).toBe(MODERN_REVISION);
+    const restarted = await fixture(["http", port], "mcp-modern-server");
+    expect(textOf(await client.call("mcp.next.whoami", {}))).toBe(String(restarted.child.pid));
+    expect(gateway.servers().next).toMatchObject({ connected: true, protocolVersion: MODERN_REVISION, circuit: "closed", tools: 8 });
+    // The restarted server's own list (without the tool added to the old one) is what the bus offers.
+    await eventually(() => client.discover({ capability: "mcp.next.late_comer", online: true }).length === 0);
+
+    const records = (await eventually(async () => {
+      const r = await auditRecords(client);
+      return r.some((x) => x.tool === "whoami") && r.some((x) => x.task === long.id) ? r : undefined;
+    }))!;
+    expect(records).toContainEqual(expect.objectContaining({ caller: client.id, capability: "mcp.next.greet", server: "next", tool: "greet", outcome: "ok" }));
+    expect(records).toContainEqual(expect.objectContaining({ capability: "mcp.next.forecast", outcome: "ok", task: forecast.id }));
+    expect(records).toContainEqual(expect.objectContaining({ tool: "fail", outcome: "tool_error" }));
+    expect(records).toContainEqual(expect.objectContaining({ tool: "ask", outcome: "mcp_error", task: asked.id }));
+    expect(records).toContainEqual(expect.objectContaining({ task: long.id, outcome: "canceled" }));
+    expect(JSON.stringify(records)).not.toMatch(/Ada|Lisbon/);
+  }, 60_000);
+
+  it("a 2026-07-28-only server over stdio: the revision negotiated (the probe on a sibling process), calls and progress, restarted after SIGKILL in the same revision", async () => {
+    const gatewayBus = await open({ tenant: "modern-stdio", insecureAllowAll: true });
+    const gateway = await start({ bus: gatewayBus, servers: { local: modernStdio }, restart: { minDelayMs: 100 } });
+    expect(gateway.servers().local).toMatchObject({ transport: "stdio", connected: true, protocolVersion: MODERN_REVISION, tools: 8 });
+    const client = await open({ tenant: "modern-stdio" });
+    await eventually(() => client.discover({ capability: "mcp.local.greet", online: true }).length === 1);
+
+    expect(textOf(await client.call("mcp.local.greet", { name: "Grace" }))).toBe("Hello, Grace!");
+    expect((await client.call("mcp.local.revision", {})).parts).toContainEqual({ data: { revision: MODERN_REVISION } });
+    const countdown = await (await client.submit("mcp.local.countdown", { steps: 3, ms: 150 })).result();
+    expect(countdown.status.state).toBe("TASK_STATE_COMPLETED");
+    expect(countdown.history.map(textOf)).toEqual(expect.arrayContaining(["counting: 1/3", "counting: 2/3"]));
+
+    const pid = gateway.servers().local!.pid!;
+    expect(textOf(await client.call("mcp.local.whoami", {}))).toBe(String(pid));
+    process.kill(pid, "SIGKILL");
+    await eventually(() => gateway.servers().local!.connected && gateway.servers().local!.pid !== pid, 20_000);
+    expect(gateway.servers().local!.protocolVersion).toBe(MODERN_REVISION);
+    expect(textOf(await client.call("mcp.local.whoami", {}))).toBe(String(gateway.servers().local!.pid));
   }, 60_000);
 
   it("Streamable HTTP server down: the circuit opens and calls fail fast; the half-open probe recovers when it is back", async () => {
