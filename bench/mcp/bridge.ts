@@ -8,12 +8,14 @@
  * Waits until the `echo` agent is online in discovery (so the first
  * `tools/list` already shows it), then listens on a free loopback port and
  * writes `READY <base-url>` on stdout (MCP endpoint `<base-url>/mcp`); exits
- * on stdin close or SIGTERM.
+ * on stdin close or SIGTERM. With BENCH_A2A_PROF_DIR set, SIGUSR2 starts/stops
+ * a CPU profile (bench/a2a/prof.ts; bench/mcp/revisions.ts drives it).
  */
 import Fastify from "fastify";
 import { connect, createLogger } from "../../core/index.js";
 import { mcpHttp } from "../../bridges/mcp/index.js";
 import { exitWithParent } from "../lib.js";
+import { profileOnSignal } from "../a2a/prof.js";
 
 const [url, tenant = "bench"] = process.argv.slice(2);
 if (!url) {
@@ -21,6 +23,7 @@ if (!url) {
   process.exit(2);
 }
 
+profileOnSignal("bridge");
 const bus = await connect({ servers: url, tenant, name: "bench-mcp-bridge", logger: createLogger({ level: "error" }) });
 const app = Fastify({ logger: false });
 exitWithParent(async () => {

@@ -5,8 +5,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Bus } from "../../core/index.js";
 import { callerOf, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import { createMcpServer } from "./server.js";
-import { isLegacyRequest } from "@modelcontextprotocol/server";
-import { toNodeHandler, toWebRequest } from "@modelcontextprotocol/node";
+import { classifyInboundRequest } from "@modelcontextprotocol/server";
+import { toNodeHandler } from "@modelcontextprotocol/node";
 import { authInfoOf, modernHandler } from "./modern.js";
 
 /**
@@ -61,7 +61,10 @@ export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Pr
   const handle = async (req: FastifyRequest, reply: FastifyReply) => {
     const caller = callerOf(req);
     // A request of the 2026-07-28 revision (its `_meta` envelope says so) is stateless: the v2 handler answers it, acting as the caller.
-    if (!(await isLegacyRequest(await toWebRequest(req.raw, req.body), req.body))) {
+    // Classified by the SDK from the parsed body and the headers, without building a web Request for it (the v2 handler builds its own).
+    const header = (name: string) => (typeof req.headers[name] === "string" ? (req.headers[name] as string) : undefined);
+    const route = classifyInboundRequest({ httpMethod: req.method, protocolVersionHeader: header("mcp-protocol-version"), mcpMethodHeader: header("mcp-method"), mcpNameHeader: header("mcp-name"), body: req.body });
+    if (route.kind !== "legacy") {
       (req.raw as { auth?: unknown }).auth = authInfoOf(caller);
       reply.hijack();
       await serveModern(req.raw, reply.raw, req.body);
