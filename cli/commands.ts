@@ -11,8 +11,8 @@ import { a2aBridge } from "../bridges/a2a/index.js";
 import { keySeedFile, persistentIdentity } from "../bridges/http/index.js";
 import { readApiKeys } from "../bridges/a2a/keys.js";
 import Fastify from "fastify";
-import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
-import { createMcpServer } from "../bridges/mcp/index.js";
+import { StdioServerTransport, serveStdio } from "@modelcontextprotocol/server/stdio";
+import { mcpServer, requestStates } from "../bridges/mcp/modern.js";
 import { AuthorityState } from "../authority/index.js";
 import { DEFAULT_AUTHORITY_DIR, rotateInDirectory } from "./authority.js";
 
@@ -433,11 +433,13 @@ export function mcp(): Command {
       // Whatever NATS is doing (reconnecting, draining), the process is gone within 2 s of its client.
       void gone.then(() => setTimeout(() => process.exit(Exit.ok), STDIO_EXIT_MS).unref());
       await withBus(o, async (bus) => {
-        const server = createMcpServer(bus);
+        // Both revisions: the client's first message decides the connection's (2025-11-25 initialize, or 2026-07-28 requests).
+        const states = requestStates(bus);
         const transport = new StdioServerTransport(input, process.stdout);
         const closed = new Promise<void>((resolve) => (transport.onclose = resolve));
-        await server.connect(transport);
+        const served = serveStdio((ctx) => mcpServer({ bus }, states, ctx.era), { transport, onerror: (err) => bus.log.warn({ err: err.message }, "MCP stdio") });
         await Promise.race([closed, gone]);
+        await served.close();
       });
     });
 }

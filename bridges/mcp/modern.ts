@@ -16,7 +16,7 @@ import {
 } from "@modelcontextprotocol/server";
 import { traceFromHeaders, type Bus } from "../../core/internal.js";
 import type { Caller } from "../http/index.js";
-import { ToolRequestError, callTool, listTools, questionOf, type ToolAnswer } from "./tools.js";
+import { ToolRequestError, callTool, listTools, questionOf, type ToolAnswer, type ToolCallOptions } from "./tools.js";
 import { RESOURCE_TEMPLATES, ResourceNotFound, listResources, readResource } from "./resources.js";
 import { CREATED_AT_KEY, DETACH_AFTER_MS, TASKS_EXTENSION, createTaskResult, declaresTasks, serveTasks } from "./tasks.js";
 
@@ -30,6 +30,9 @@ interface PendingInput {
   tool: string;
   seq?: number;
 }
+
+/** MCP's log levels, least severe first. */
+const LOG_LEVELS = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
 
 /** The key of the input-required `requestState` in `inputRequests` / `inputResponses`. */
 const ANSWER = "answer";
@@ -52,10 +55,16 @@ const invalidParams = (err: unknown): unknown => (err instanceof ToolRequestErro
  * request's caller. Stateless: the tool list and every call come from the
  * bus, so any replica answers any request.
  */
-function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): Server {
+export function mcpServer(caller: Caller, states: RequestStateCodec<PendingInput>, era: "legacy" | "modern" = "modern"): Server {
   const { bus } = caller;
+  const legacy = era === "legacy";
   const server = new Server(SERVER_INFO, {
-    capabilities: { tools: { listChanged: true }, resources: { listChanged: true }, extensions: { [TASKS_EXTENSION]: {} } } as never,
+    capabilities: {
+      tools: { listChanged: true },
+      resources: { listChanged: true },
+      // Logging is the 2025 era's (deprecated on 2026-07-28, where a request's `_meta` asks for it); the tasks extension is 2026-07-28's.
+      ...(legacy ? { logging: {} } : { extensions: { [TASKS_EXTENSION]: {} } }),
+    } as never,
     // Cacheable for a few seconds, by this client only (the list depends on the caller's tenant).
     cacheHints: {
       "tools/list": { ttlMs: TOOLS_TTL_MS, cacheScope: "private" },
@@ -67,6 +76,20 @@ function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): 
     // An echoed requestState is checked (HMAC, expiry, the same caller) before the handler runs.
     requestState: { verify: states.verify },
   });
+  // A 2025-era connection's log level (`logging/setLevel`): once set, its calls' task status updates are logged at info.
+  let logLevel: string | undefined;
+  if (legacy) {
+    server.setRequestHandler("logging/setLevel", async (request) => {
+      logLevel = request.params.level;
+      return {};
+    });
+    // Agents coming, going or changing change the lists: a 2025-era connection is told (2026-07-28 listeners hear it through the handler's event bus).
+    const off = bus.onAgent(() => {
+      void server.sendToolListChanged().catch(() => {});
+      void server.sendResourceListChanged().catch(() => {});
+    });
+    server.onclose = off;
+  }
   server.setRequestHandler("tools/list", async (request) => {
     try {
       return listTools(bus, request.params?.cursor) as ListToolsResult;
@@ -100,16 +123,32 @@ function modernServer(caller: Caller, states: RequestStateCodec<PendingInput>): 
         signal: ctx.mcpReq.signal,
         progressToken: params._meta?.progressToken as string | number | undefined,
         notify: (n) => ctx.mcpReq.notify(n),
-        // Only for a request that asks for logs (a log level in its `_meta`); the SDK applies the level.
-        ...(params._meta?.[LOG_LEVEL_META_KEY] !== undefined && { log: (level: "info" | "warning" | "error", data: Record<string, unknown>) => ctx.mcpReq.log(level, data, "agentbus") }),
-        // A task that needs input ends this request with an input-required result; the task waits for the retry.
-        defer: true,
+        ...(legacy
+          ? {
+              // Logs once the connection set a level, at or above it; a task that needs input is asked on the call (elicitation), when the client can be.
+              ...(logLevel && {
+                log: async (level: "info" | "warning" | "error", data: Record<string, unknown>) => {
+                  if (LOG_LEVELS.indexOf(level) >= LOG_LEVELS.indexOf(logLevel!)) await ctx.mcpReq.notify({ method: "notifications/message", params: { level, logger: "agentbus", data } });
+                },
+              }),
+              ...(server.getClientCapabilities()?.elicitation && {
+                ask: ({ message, requestedSchema }: { message: string; requestedSchema: Record<string, unknown> }) => ctx.mcpReq.elicitInput({ mode: "form", message, requestedSchema: requestedSchema as never }) as Promise<ToolAnswer>,
+              }),
+            }
+          : {
+              // Only for a request that asks for logs (a log level in its `_meta`); the SDK applies the level.
+              ...(params._meta?.[LOG_LEVEL_META_KEY] !== undefined && { log: (level: "info" | "warning" | "error", data: Record<string, unknown>) => ctx.mcpReq.log(level, data, "agentbus") }),
+              // A task that needs input ends this request with an input-required result; the task waits for the retry.
+              defer: true as const,
+            }),
         ...(pending && answer && { resume: { taskId: pending.task, answer, sequence: pending.seq } }),
         // A client of the tasks extension gets the task itself when it does not end quickly, and polls it.
         ...(declaresTasks(server) && { detachAfterMs: DETACH_AFTER_MS, metadata: { [CREATED_AT_KEY]: new Date().toISOString() } }),
-      });
+        // (Typed as deferring: a 2025-era call simply never gets that answer.)
+      } as ToolCallOptions & { defer: true });
       if ("detached" in outcome) return createTaskResult(outcome.detached) as never;
       if (!("needsInput" in outcome)) return outcome as CallToolResult;
+      if (legacy) throw new Error("a 2025-era call never defers its input");
       const { taskId, question, sequence } = outcome.needsInput;
       return inputRequired({
         inputRequests: { [ANSWER]: inputRequired.elicit({ message: question.message, requestedSchema: question.requestedSchema as never }) },
@@ -144,17 +183,25 @@ function headersOf(http: { req?: Request } | undefined): Record<string, string> 
  * the route passes as auth info ({@link authInfoOf}). 2025-era requests are
  * not its: the route sends them to the sessionful server.
  */
-export function modernHandler(bus: Bus, maxRequestBodySize: number): McpHttpHandler {
-  // Signed with a key only this bridge identity (and its replicas) can derive: a deterministic Ed25519 signature is a secret of the key.
+/**
+ * The codec of input-required `requestState`s: HMAC with a key only this
+ * bridge identity (and its replicas) can derive (a deterministic Ed25519
+ * signature is a secret of the key), bound to the method and the caller
+ * (the API key's name, or none in open mode), valid an hour.
+ */
+export function requestStates(bus: Bus): RequestStateCodec<PendingInput> {
   const key = bus.identity.derive("mcp request state").sign(new TextEncoder().encode("agentbus mcp requestState key v1"));
-  // Bound to the caller (the API key's name, or none in open mode) and the method: another caller's state is refused.
-  const states = createRequestStateCodec<PendingInput>({ key, ttlSeconds: 3_600, bind: (ctx) => `${ctx.mcpReq.method}\0${ctx.http?.authInfo?.clientId ?? ""}` });
+  return createRequestStateCodec<PendingInput>({ key, ttlSeconds: 3_600, bind: (ctx) => `${ctx.mcpReq.method}\0${ctx.http?.authInfo?.clientId ?? ""}` });
+}
+
+export function modernHandler(bus: Bus, maxRequestBodySize: number): McpHttpHandler {
+  const states = requestStates(bus);
   return createMcpHandler(
     (ctx) => {
       const caller = (ctx.authInfo?.extra as { caller?: Caller } | undefined)?.caller;
       // The route authenticates every request first: a request without its caller never gets a server.
       if (!caller) throw new Error("MCP request without an authenticated caller");
-      return modernServer(caller, states);
+      return mcpServer(caller, states);
     },
     { legacy: "reject", maxRequestBodySize, onerror: (err) => bus.log.warn({ err: err.message }, "MCP request failed") },
   );

@@ -142,6 +142,36 @@ describe("agentbus mcp (stdio) with the official MCP client", () => {
   }, 60_000);
 });
 
+describe("agentbus mcp (stdio) at 2026-07-28 (SDK v2 client)", () => {
+  const nats = useNatsServer();
+  const open = useBuses(() => nats.server.url, { drainTimeoutMs: 300 });
+
+  it("a 2026-07-28 client over stdio: tools, calls with progress, input required, resources", async () => {
+    const v2 = await import("@modelcontextprotocol/client");
+    const { StdioClientTransport: V2Stdio } = await import("@modelcontextprotocol/client/stdio");
+    const agents = await startAgents(open, "mcpstdio26");
+    const askBus = await open({ tenant: "mcpstdio26", insecureAllowAll: true });
+    await askBus.agent({ name: "asker", skills: [{ id: "ask" }] }, { ask: (ctx) => (ctx.history.length < 2 ? ctx.inputRequired("Your name?") : `hello ${ctx.text}`) });
+    const transport = new V2Stdio({ command: process.execPath, args: ["--import", "tsx", main, "mcp", "--nats", nats.server.url, "--tenant", "mcpstdio26"], stderr: "pipe" });
+    const client = new v2.Client({ name: "stdio-modern", version: "1.0.0" }, { capabilities: { elicitation: { form: {} } }, versionNegotiation: { mode: { pin: "2026-07-28" } } });
+    client.setRequestHandler("elicitation/create", async () => ({ action: "accept", content: { answer: "Ada" } }) as never);
+    await client.connect(transport);
+    try {
+      expect(client.getNegotiatedProtocolVersion()).toBe("2026-07-28");
+      await eventually(async () => (await client.listTools()).tools.some((t) => t.name === "ask"));
+      expect(((await client.callTool({ name: "echo", arguments: { text: "piped" } })).content as Array<{ text?: string }>)[0]?.text).toBe("echo: piped");
+      const seen: string[] = [];
+      await client.callTool({ name: "math.steps", arguments: { text: "go" } }, { onprogress: (p: { message?: string }) => void seen.push(p.message ?? "") });
+      expect(seen.filter((m) => ["one", "two", "three"].includes(m))).toEqual(["one", "two", "three"]);
+      expect(((await client.callTool({ name: "ask", arguments: { text: "hi" } })).content as Array<{ text?: string }>)[0]?.text).toBe("hello Ada");
+      expect((await client.listResources()).resources.map((r) => r.uri)).toContain("agentbus://agents/asker");
+      void agents;
+    } finally {
+      await client.close();
+    }
+  }, 60_000);
+});
+
 describe("agentbus mcp (stdio): its lifecycle follows its client's", () => {
   it.each(["stdin closes", "SIGTERM"])("exits within 2 s when %s, also with NATS gone (reconnecting)", async (how) => {
     const server = await startServer();
