@@ -1,13 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { classifyInboundRequest, isInitializeRequest } from "@modelcontextprotocol/server";
+import { NodeStreamableHTTPServerTransport, toNodeHandler } from "@modelcontextprotocol/node";
 import type { Bus } from "../../core/index.js";
 import { callerOf, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
-import { createMcpServer } from "./server.js";
-import { classifyInboundRequest } from "@modelcontextprotocol/server";
-import { toNodeHandler } from "@modelcontextprotocol/node";
-import { authInfoOf, modernHandler } from "./modern.js";
+import { authInfoOf, mcpServer, modernHandler, requestStates } from "./modern.js";
 
 /**
  * Options of {@link mcpHttp}. As for the A2A bridge: behind the app's HTTP
@@ -38,7 +35,9 @@ export interface McpHttpOptions extends BridgeEdgeOptions {
 export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Promise<void> {
   const edge = await edgeFor(app, options, "mcpHttp");
   const bodyLimit = options.maxBodyBytes ?? Math.ceil((options.bus.maxTaskBytes * 4) / 3) + 1024 * 1024;
-  const sessions = new Map<string, { transport: StreamableHTTPServerTransport; caller?: string }>();
+  const sessions = new Map<string, { transport: NodeStreamableHTTPServerTransport; caller?: string }>();
+  // 2025-11-25 sessions: the same v2 server, in that era, one per session.
+  const states = requestStates(options.bus);
   // 2026-07-28 requests: stateless, answered by the SDK v2 handler.
   const modern = modernHandler(options.bus, bodyLimit);
   const serveModern = toNodeHandler(modern, { maxRequestBodySize: bodyLimit });
@@ -85,14 +84,14 @@ export async function mcpHttp(app: FastifyInstance, options: McpHttpOptions): Pr
       if (req.method !== "POST" || !isInitializeRequest(req.body)) {
         return reply.code(400).send({ jsonrpc: "2.0", id: rid, error: { code: -32000, message: "no MCP session: initialize first" } });
       }
-      const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+      const transport: NodeStreamableHTTPServerTransport = new NodeStreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),
         onsessioninitialized: (sid) => void sessions.set(sid, { transport, caller: caller.name }),
       });
       transport.onclose = () => {
         if (transport.sessionId) sessions.delete(transport.sessionId);
       };
-      await createMcpServer(caller.bus, undefined, { caller: caller.name }).connect(transport);
+      await mcpServer(caller, states, "legacy").connect(transport);
       session = { transport, caller: caller.name };
     }
     reply.hijack();

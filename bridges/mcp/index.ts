@@ -3,10 +3,10 @@
  *
  * @example
  * ```ts
- * import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+ * import { StdioServerTransport } from "@modelcontextprotocol/server/stdio";
  * await createMcpServer(bus).connect(new StdioServerTransport());
  * ```
  */
-export { createMcpServer } from "./server.js";
+export { createMcpServer, type McpServerOptions } from "./server.js";
 export { toolsOf, DEFAULT_INPUT_SCHEMA } from "./tools.js";
 export { mcpHttp, type McpHttpOptions } from "./http.js";

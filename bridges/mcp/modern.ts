@@ -51,9 +51,12 @@ export function authInfoOf(caller: Caller): AuthInfo {
 const invalidParams = (err: unknown): unknown => (err instanceof ToolRequestError ? new ProtocolError(ProtocolErrorCode.InvalidParams, err.message) : err);
 
 /**
- * An MCP server (SDK v2) for one 2026-07-28 request: the bus's tools for the
- * request's caller. Stateless: the tool list and every call come from the
- * bus, so any replica answers any request.
+ * The bridge's MCP server (SDK v2) for `caller`: the bus's tools and
+ * resources. `era` is what it serves: `modern` (2026-07-28) one request,
+ * statelessly (input-required results, the tasks extension, cache hints);
+ * `legacy` (2025-11-25) a connection or session (logging, elicitation on
+ * the call, list-change notifications until it closes). Every state is the
+ * bus's, so any replica serves any request.
  */
 export function mcpServer(caller: Caller, states: RequestStateCodec<PendingInput>, era: "legacy" | "modern" = "modern"): Server {
   const { bus } = caller;
@@ -164,6 +167,7 @@ export function mcpServer(caller: Caller, states: RequestStateCodec<PendingInput
     try {
       return { contents: await readResource(bus, request.params.uri, caller.name) } as ReadResourceResult;
     } catch (err) {
+      // -32602 with the URI (SEP-2164), as the SDK answers it on both revisions.
       throw err instanceof ResourceNotFound ? new ResourceNotFoundError(err.uri) : err;
     }
   });

@@ -272,8 +272,9 @@ describe("MCP over Streamable HTTP at /mcp", () => {
       expect((await client.readResource({ uri: embedded })).contents[0]).toEqual({ uri: embedded, blob: pdf, mimeType: "application/pdf" });
       const taskUri = embedded.split("/artifacts/")[0]!;
       expect(JSON.parse(((await client.readResource({ uri: taskUri })).contents[0] as { text: string }).text)).toMatchObject({ status: { state: "TASK_STATE_COMPLETED" } });
-      await expect(client.readResource({ uri: "agentbus://tasks/no-such-task" })).rejects.toMatchObject({ code: -32002 });
-      await expect(client.readResource({ uri: "file:///etc/passwd" })).rejects.toMatchObject({ code: -32002 });
+      // Not found: -32602 with the URI (SEP-2164), as the SDK answers it.
+      await expect(client.readResource({ uri: "agentbus://tasks/no-such-task" })).rejects.toMatchObject({ code: -32602 });
+      await expect(client.readResource({ uri: "file:///etc/passwd" })).rejects.toMatchObject({ code: -32602 });
     } finally {
       await client.close();
       await app.close();
