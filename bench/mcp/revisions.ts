@@ -39,6 +39,7 @@
  *
  * Prints one JSON line on stdout; progress on stderr.
  */
+import { busTaskCall } from "./bus-task.js";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, readFileSync, renameSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -47,7 +48,7 @@ import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { setMaxListeners } from "node:events";
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
-import { connect, createLogger, textOf, type Bus } from "../../core/index.js";
+import type { Bus } from "../../core/index.js";
 import { monitorJson, startServer, type NatsServer } from "../../nats/index.js";
 import { bounded, runBench, cpuMeter, emit, now, progress, ratio, round, stopChild, summarize } from "../lib.js";
 
@@ -201,21 +202,8 @@ async function setup(): Promise<Target[]> {
     );
   }
   if (WANT_BUS) {
-    const bus = await connect({ servers: server.url, tenant: TENANT, name: "bench-mcp-direct", logger: createLogger({ level: "error" }) });
+    const { bus, call } = await busTaskCall(server.url, TENANT, TEXT, TIMEOUT);
     direct = bus;
-    const deadline = Date.now() + 15_000;
-    while (bus.discover({ capability: "echo", online: true }).length === 0) {
-      if (Date.now() > deadline) throw new Error("bus_task: echo agent never appeared in discovery");
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    // What the bridge's tools/call does for a capability without a schema (bridges/mcp/tools.ts `callTool`).
-    const call = async (): Promise<void> => {
-      const task = await (await bus.submit("echo", TEXT)).result({ timeout: TIMEOUT });
-      const text = task.artifacts.flatMap((a) => a.parts).map((p) => p.text ?? "").join("");
-      if (task.status.state !== "TASK_STATE_COMPLETED" || text !== TEXT) throw new Error(`bus_task: ${task.status.state} ${text} ${task.status.message ? textOf(task.status.message) : ""}`);
-    };
-    await call();
-    progress(`bus_task: one task echoed "${TEXT}"`);
     targets.push({ key: "bus_task", system: "bus", call, children: ["agent"], nats: true, meter: cpuMeter(() => ({ client: "self", agent: pid("agent")(), natsServer: natsPid })) });
   }
   return targets;

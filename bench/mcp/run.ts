@@ -29,6 +29,7 @@
  *
  * Prints one JSON line on stdout; progress on stderr.
  */
+import { busTaskCall } from "./bus-task.js";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -38,7 +39,7 @@ import { createInterface } from "node:readline";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { connect, createLogger, textOf, type Bus } from "../../core/index.js";
+import type { Bus } from "../../core/index.js";
 import { monitorJson, startServer, type NatsServer } from "../../nats/index.js";
 import { bounded, runBench, cpuMeter, emit, now, progress, ratio, round, stopChild, summarize } from "../lib.js";
 
@@ -182,21 +183,8 @@ async function setup(): Promise<Target[]> {
   }
 
   if (WANT.has("bus")) {
-    const bus = await connect({ servers: server.url, tenant: TENANT, name: "bench-mcp-direct", logger: createLogger({ level: "error" }) });
+    const { bus, call } = await busTaskCall(server.url, TENANT, TEXT, TIMEOUT);
     direct = bus;
-    const deadline = Date.now() + 15_000;
-    while (bus.discover({ capability: "echo", online: true }).length === 0) {
-      if (Date.now() > deadline) throw new Error("bus_task: echo agent never appeared in discovery");
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    // What the bridge's tools/call does for a capability without a schema (bridges/mcp/server.ts).
-    const call = async (): Promise<void> => {
-      const task = await (await bus.submit("echo", TEXT)).result({ timeout: TIMEOUT });
-      const text = task.artifacts.flatMap((a) => a.parts).map((p) => p.text ?? "").join("");
-      if (task.status.state !== "TASK_STATE_COMPLETED" || text !== TEXT) throw new Error(`bus_task: ${task.status.state} ${text} ${task.status.message ? textOf(task.status.message) : ""}`);
-    };
-    await call();
-    progress(`bus_task: one task echoed "${TEXT}"`);
     targets.push({ key: "bus_task", transport: "bus", system: "agentbus", call, nats: true, meter: cpuMeter(() => ({ client: "self", agent: agentPid(), natsServer: natsPid })) });
   }
   return targets;
