@@ -17,5 +17,6 @@ export { SpanAttr, SpanKind, traced, type Traced } from "./wire/trace.js";
 export { validatorFor, schemaErrors } from "./wire/schema.js";
 export { checkId } from "./wire/subjects.js";
 export { cardSignature, signCard } from "./security/cardsig.js";
+export { preferOnline } from "./store/registry.js";
 export { ensureBucket, ensureStream, ensureConsumer, ensurePushBucket, retryJs } from "./infra/jetstream.js";
 export { KvMirror, KvWatch, type Mirrored, type MirrorListener } from "./infra/kvmirror.js";

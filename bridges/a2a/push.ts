@@ -95,6 +95,27 @@ function configProblem(config: Pick<PushConfig, "url" | "authentication" | "toke
   return undefined;
 }
 
+/** A task's push configs and delivery records, by config id. */
+interface TaskPush {
+  configs: Map<string, PushConfig>;
+  deliveries: Map<string, PushDelivery>;
+}
+
+/** Keeps `byTask` in step with one entry of the push bucket (`value` undefined: deleted). */
+function indexEntry(byTask: Map<string, TaskPush>, key: string, value: PushConfig | PushDelivery | undefined): void {
+  const delivery = key.startsWith("=delivery.");
+  // A task id has no dot; a config id may.
+  const rest = delivery ? key.slice("=delivery.".length) : key;
+  const taskId = rest.slice(0, rest.indexOf("."));
+  const id = rest.slice(taskId.length + 1);
+  let entry = byTask.get(taskId);
+  if (!entry) byTask.set(taskId, (entry = { configs: new Map(), deliveries: new Map() }));
+  const map: Map<string, PushConfig | PushDelivery> = delivery ? entry.deliveries : entry.configs;
+  if (value === undefined) map.delete(id);
+  else map.set(id, value);
+  if (entry.configs.size === 0 && entry.deliveries.size === 0) byTask.delete(taskId);
+}
+
 /** The KV key of a webhook's delivery record: `=` is in no task id, so config listings by `<task>.` never see it. */
 const deliveryKey = (taskId: string, id: string) => `=delivery.${taskId}.${id}`;
 
@@ -119,6 +140,8 @@ export class PushNotifications {
     private readonly kv: KV,
     /** Configs and delivery records. */
     private readonly entries: KvMirror<PushConfig | PushDelivery>,
+    /** The same, by task. */
+    private readonly byTask: Map<string, TaskPush>,
     /** Connections whose identity may verify events (the bridge's, and each API key's). */
     private readonly verifiers: Map<string, Bus>,
     private readonly o: Required<PushOptions>,
@@ -126,10 +149,12 @@ export class PushNotifications {
 
   static async start(bus: Bus, verifiers: Bus[], options: PushOptions = {}): Promise<PushNotifications> {
     const kv = await ensurePushBucket(new Kvm(bus.nc), bus.subjects);
-    // Configs under `<task>.<id>`, delivery records under `=delivery.<task>.<id>`: one watch for both.
-    const entries = await KvMirror.start(kv, (e) => e.json<PushConfig | PushDelivery>());
+    // Configs under `<task>.<id>`, delivery records under `=delivery.<task>.<id>`: one watch for both, indexed by task
+    // (every event of the tenant asks for its task's configs; every task read through the bridge for its deliveries).
+    const byTask = new Map<string, TaskPush>();
+    const entries = await KvMirror.start(kv, (e) => e.json<PushConfig | PushDelivery>(), (key, next) => indexEntry(byTask, key, next?.value));
     const o = { maxDeliver: options.maxDeliver ?? 8, backoffMs: options.backoffMs ?? 500, timeoutMs: options.timeoutMs ?? 10_000, allowPrivateNetworks: options.allowPrivateNetworks ?? false };
-    const p = new PushNotifications(bus, kv, entries, new Map([bus, ...verifiers].map((b) => [b.id, b])), o);
+    const p = new PushNotifications(bus, kv, entries, byTask, new Map([bus, ...verifiers].map((b) => [b.id, b])), o);
     // The events stream exists once any task was submitted; make sure it does.
     await bus.tasks({ pageSize: 1 });
     const stream = bus.subjects.stream("EVENTS");
@@ -165,19 +190,17 @@ export class PushNotifications {
   }
 
   get(taskId: string, id: string): PushConfig | undefined {
-    return this.entries.get(`${taskId}.${id}`) as PushConfig | undefined;
+    return this.byTask.get(taskId)?.configs.get(id);
   }
 
   list(taskId: string): PushConfig[] {
-    return [...this.entries.entries].filter(([k]) => k.startsWith(`${taskId}.`)).map(([, v]) => v.value as PushConfig);
+    return [...(this.byTask.get(taskId)?.configs.values() ?? [])];
   }
 
   /** What delivery has done for each webhook of a task, by config id (none before its first attempt). */
   deliveriesOf(taskId: string): Record<string, PushDelivery> | undefined {
-    const prefix = `=delivery.${taskId}.`;
-    let found: Record<string, PushDelivery> | undefined;
-    for (const [key, { value }] of this.entries.entries) if (key.startsWith(prefix)) (found ??= {})[key.slice(prefix.length)] = value as PushDelivery;
-    return found;
+    const deliveries = this.byTask.get(taskId)?.deliveries;
+    return deliveries && deliveries.size > 0 ? Object.fromEntries(deliveries) : undefined;
   }
 
   async delete(taskId: string, id: string): Promise<void> {

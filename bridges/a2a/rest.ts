@@ -153,7 +153,7 @@ export function restRoutes(app: FastifyInstance, open: OpenRequest, route: Route
       serve(req as Request, reply, "ListTasks", async ({ handler }) => ({ status: 200, body: listResponse(await handler.listTasks(listRequest(req as Request))) })),
     );
     // GET tasks/<id> (GetTask), GET tasks/<id>:subscribe; POST tasks/<id>:cancel, POST tasks/<id>:subscribe.
-    const task = (post: boolean) => (req: Request, reply: FastifyReply) => {
+    const task = (req: Request, reply: FastifyReply, post: boolean) => {
       const { id, verb } = taskPath(req.params.task);
       if (verb === "subscribe") return serve(req, reply, "SubscribeToTask", async ({ handler }) => ({ stream: handler.resubscribe({ id, tenant: "" }) }));
       if (post && verb === "cancel") {
@@ -167,8 +167,8 @@ export function restRoutes(app: FastifyInstance, open: OpenRequest, route: Route
       }
       return reply.code(404).type(A2A_CONTENT_TYPE).send(toRestErrorBody(new Error(`no method ${req.method} tasks/{id}${verb ? `:${verb}` : ""}`), 404));
     };
-    app.get<{ Params: Params }>(`${prefix}/tasks/:task`, route, (req, reply) => task(false)(req as Request, reply));
-    app.post<{ Params: Params }>(`${prefix}/tasks/:task`, route, (req, reply) => task(true)(req as Request, reply));
+    app.get<{ Params: Params }>(`${prefix}/tasks/:task`, route, (req, reply) => task(req as Request, reply, false));
+    app.post<{ Params: Params }>(`${prefix}/tasks/:task`, route, (req, reply) => task(req as Request, reply, true));
     const configs = `${prefix}/tasks/:task/pushNotificationConfigs`;
     app.post<{ Params: Params }>(configs, route, (req, reply) =>
       serve(req as Request, reply, "CreateTaskPushNotificationConfig", async ({ handler }) => ({

@@ -3,7 +3,7 @@ import { ContentTypeNotSupportedError, RequestMalformedError, toRestErrorBody } 
 import { JsonRpcTransportHandler, ServerCallContext, validateVersion } from "@a2a-js/sdk/server";
 import { LegacyJsonRpcTransportHandler } from "@a2a-js/sdk/compat/v0_3/server";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { SpanKind, cardKey, traced, traceFromHeaders, type AgentCard, type Bus } from "../../core/internal.js";
+import { SpanKind, cardKey, preferOnline, traced, traceFromHeaders, type AgentCard, type Bus } from "../../core/internal.js";
 import { LEGACY_PROTOCOL_VERSION, agentCard, etagOf, gatewayCard, legacyCard } from "./cards.js";
 import { BusRequestHandler } from "./handler.js";
 import { A2A_METHODS, LIST_STATUSES, MAX_DEPTH, nestedDeeperThan, requestedVersion, sdkCard, type A2ARoute, type OpenRequest } from "./routes.js";
@@ -87,7 +87,7 @@ export async function a2aBridge(app: FastifyInstance, options: A2ABridgeOptions)
   const agentCards = new WeakMap<AgentCard, Map<string, AgentCard>>();
   const cardAt = (url: string, agent?: string, on: Bus = bus): AgentCard | undefined => {
     if (agent === undefined) return secured(gatewayCard(on, url, bindings));
-    const info = on.discover({ name: agent }).sort((a, b) => Number(b.online) - Number(a.online))[0];
+    const info = preferOnline(on.discover({ name: agent }));
     if (!info) return undefined;
     let byUrl = agentCards.get(info.card);
     if (!byUrl) agentCards.set(info.card, (byUrl = new Map()));

@@ -17,7 +17,7 @@ import {
 } from "@a2a-js/sdk";
 import type { RequestOptions, Transport, TransportFactory } from "@a2a-js/sdk/client";
 import type { SendMessageResult } from "@a2a-js/sdk";
-import { A2A_VERSION, AgentBusError, NATS_BINDING, checkId, natsInterface, type AgentCard, type Bus } from "../../core/internal.js";
+import { A2A_VERSION, AgentBusError, NATS_BINDING, checkId, natsInterface, preferOnline, type AgentCard, type Bus } from "../../core/internal.js";
 import { gatewaySkills, withInterfaces } from "./cards.js";
 import { BusRequestHandler } from "./handler.js";
 
@@ -55,7 +55,7 @@ export function natsAgentCard(bus: Bus, agent?: string): SdkAgentCard {
 /** The card of `agent` in the registry (the tenant's gateway card without one). */
 function cardOf(bus: Bus, agent: string | undefined): AgentCard {
   if (agent === undefined) return gatewaySkills(bus);
-  const info = bus.discover({ name: agent }).sort((a, b) => Number(b.online) - Number(a.online))[0];
+  const info = preferOnline(bus.discover({ name: agent }));
   if (!info) throw new AgentBusError("INVALID_INPUT", `no agent named ${agent} in tenant ${bus.subjects.tenant}`);
   return info.card;
 }

@@ -16,9 +16,9 @@ import {
 } from "@modelcontextprotocol/server";
 import { traceFromHeaders, type Bus } from "../../core/internal.js";
 import type { Caller } from "../http/index.js";
-import { ToolRequestError, callTool, listTools, questionOf, type ToolAnswer, type ToolCallOptions } from "./tools.js";
+import { ToolRequestError, callTool, listTools, questionOf, type NeedsInput, type ToolAnswer, type ToolCallOptions } from "./tools.js";
 import { RESOURCE_TEMPLATES, ResourceNotFound, listResources, readResource } from "./resources.js";
-import { CREATED_AT_KEY, DETACH_AFTER_MS, TASKS_EXTENSION, createTaskResult, declaresTasks, serveTasks } from "./tasks.js";
+import { CREATED_AT_KEY, DETACH_AFTER_MS, TASKS_EXTENSION, createTaskResult, declaresTasks, elicitationOf, serveTasks } from "./tasks.js";
 
 /**
  * What an input-required result's `requestState` carries (signed, bound to
@@ -106,17 +106,17 @@ export function mcpServer(caller: Caller, states: RequestStateCodec<PendingInput
     const pending = ctx.mcpReq.requestState<PendingInput>();
     if (pending && (typeof pending !== "object" || pending.tool !== params.name)) throw new ProtocolError(ProtocolErrorCode.InvalidParams, "requestState belongs to another call");
     const answer = ctx.mcpReq.inputResponses?.[ANSWER] as ToolAnswer | undefined;
+    // The input-required result for a task that waits: its question, and the state that names it and this round.
+    const inputRequiredFor = async ({ taskId, question, sequence }: NeedsInput["needsInput"]) =>
+      inputRequired({
+        inputRequests: { [ANSWER]: elicitationOf(question) },
+        requestState: await states.mint({ task: taskId, tool: params.name, seq: sequence }, ctx),
+      }) as never;
     // A retry with the task's state but without the answer: the same question again, for the same task (no new task).
     if (pending && !answer) {
       const waiting = await bus.taskHandle(pending.task, { caller: caller.name }).catch(() => undefined);
       const task = await waiting?.get().catch(() => undefined);
-      if (waiting && task?.status.state === "TASK_STATE_INPUT_REQUIRED") {
-        const question = questionOf(task);
-        return inputRequired({
-          inputRequests: { [ANSWER]: inputRequired.elicit({ message: question.message, requestedSchema: question.requestedSchema as never }) },
-          requestState: await states.mint({ task: task.id, tool: params.name, seq: await waiting.lastSequence() }, ctx),
-        }) as never;
-      }
+      if (waiting && task?.status.state === "TASK_STATE_INPUT_REQUIRED") return inputRequiredFor({ taskId: task.id, question: questionOf(task), sequence: await waiting.lastSequence() });
     }
     try {
       const outcome = await callTool(bus, params.name, (params.arguments ?? {}) as Record<string, unknown>, {
@@ -152,11 +152,7 @@ export function mcpServer(caller: Caller, states: RequestStateCodec<PendingInput
       if ("detached" in outcome) return createTaskResult(outcome.detached) as never;
       if (!("needsInput" in outcome)) return outcome as CallToolResult;
       if (legacy) throw new Error("a 2025-era call never defers its input");
-      const { taskId, question, sequence } = outcome.needsInput;
-      return inputRequired({
-        inputRequests: { [ANSWER]: inputRequired.elicit({ message: question.message, requestedSchema: question.requestedSchema as never }) },
-        requestState: await states.mint({ task: taskId, tool: params.name, seq: sequence }, ctx),
-      }) as never;
+      return inputRequiredFor(outcome.needsInput);
     } catch (err) {
       throw invalidParams(err);
     }

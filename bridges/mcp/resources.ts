@@ -1,4 +1,4 @@
-import { isAgentBusError, type Bus, type Part, type Task } from "../../core/internal.js";
+import { isAgentBusError, preferOnline, type Bus, type Part, type Task } from "../../core/internal.js";
 
 /**
  * The bus as MCP resources, independent of the SDK that serves them: each
@@ -79,10 +79,10 @@ export async function readResource(bus: Bus, uri: string, caller?: string): Prom
   const agent = /^agentbus:\/\/agents\/([^/]+)$/.exec(uri);
   if (agent) {
     const name = decodeURIComponent(agent[1]!);
-    const info = bus.discover({ name }).sort((a, b) => Number(b.online) - Number(a.online))[0];
+    const info = preferOnline(bus.discover({ name }));
     if (!info) throw new ResourceNotFound(uri);
-    const { signatures, ...card } = info.card;
-    return [{ uri, mimeType: JSON_TYPE, text: JSON.stringify({ ...card, ...(signatures && { signatures }) }) }];
+    // As registered: signed with the agent's own key.
+    return [{ uri, mimeType: JSON_TYPE, text: JSON.stringify(info.card) }];
   }
   const task = /^agentbus:\/\/tasks\/([A-Za-z0-9_-]+)(?:\/artifacts\/([^/]+)\/(\d+))?$/.exec(uri);
   if (!task) throw new ResourceNotFound(uri);

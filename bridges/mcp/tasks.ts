@@ -1,6 +1,6 @@
-import { MissingRequiredClientCapabilityError, ProtocolError, ProtocolErrorCode, inputRequired, type Server, type ServerContext } from "@modelcontextprotocol/server";
+import { MissingRequiredClientCapabilityError, ProtocolError, ProtocolErrorCode, inputRequired, type InputRequest, type Server, type ServerContext } from "@modelcontextprotocol/server";
 import { isAgentBusError, isFinal, type Bus, type Task, type TaskState } from "../../core/internal.js";
-import { questionOf, resultOf, type ToolAnswer } from "./tools.js";
+import { questionOf, resultOf, type ToolAnswer, type ToolQuestion } from "./tools.js";
 
 /**
  * MCP's tasks extension (`io.modelcontextprotocol/tasks`, 2026-07-28) on
@@ -58,6 +58,9 @@ export function createTaskResult(task: Task): Record<string, unknown> {
   return { resultType: "task", ...taskInfo(task) };
 }
 
+/** The elicitation request (form mode) that asks a task's question, in an input-required result or a waiting task. */
+export const elicitationOf = (question: ToolQuestion): InputRequest => inputRequired.elicit({ message: question.message, requestedSchema: question.requestedSchema as never });
+
 /** The key of the request a task waiting for input asks: unique per turn (the sequence of the event that asked). */
 const inputKey = (sequence: number | undefined) => `input-${sequence ?? 0}`;
 
@@ -92,9 +95,7 @@ export function serveTasks(server: Server, bus: Bus, caller: string | undefined)
     const info = taskInfo(task);
     if (info.status === "completed") return { resultType: "complete", ...info, result: resultOf(task) };
     if (info.status === "input_required") {
-      const question = questionOf(task);
-      const asked = inputRequired.elicit({ message: question.message, requestedSchema: question.requestedSchema as never });
-      return { resultType: "complete", ...info, inputRequests: { [inputKey(await handle.lastSequence())]: asked } };
+      return { resultType: "complete", ...info, inputRequests: { [inputKey(await handle.lastSequence())]: elicitationOf(questionOf(task)) } };
     }
     return { resultType: "complete", ...info };
   }) as never);

@@ -515,9 +515,10 @@ export class TaskWorker {
       const blobs = new Map<string, Promise<Part>>();
       const userMessage = await durable.blobs.resolveMessage(parseMessage(env.enc === undefined ? m.data : durable.envelopes.decrypt(env, m.data)), blobs);
       // The capability's input schema is its first turn's: a later turn answers the agent's question, which has a shape of its own.
-      const firstTurn = run.task.history.filter((h) => h.role === "ROLE_USER").length <= 1;
-      const input = this.#validate && firstTurn ? structuredInput(userMessage) : undefined;
-      if (firstTurn) this.#validate?.(input);
+      const validate = this.#validate && run.task.history.filter((h) => h.role === "ROLE_USER").length <= 1 ? this.#validate : undefined;
+      // Structured once for the check and the handler's `ctx.input` (which otherwise structures it when read).
+      const input = validate ? structuredInput(userMessage) : undefined;
+      validate?.(input);
       // The handler sees the history in plain (what is encrypted for this identity), blobs fetched back.
       const opened = encrypted ? durable.envelopes.e2e.openTask(run.task) : run.task;
       run.bytes = taskBytes(opened);

@@ -70,6 +70,11 @@ const enc = new TextEncoder();
 const unsigned = (r: Omit<AgentRecord, "sig">): Uint8Array =>
   enc.encode(JSON.stringify({ id: r.id, card: r.card, schemas: r.schemas, registeredAt: r.registeredAt }));
 
+/** The one to show of the agents a name query found: an online one before an offline copy. */
+export function preferOnline(agents: readonly AgentInfo[]): AgentInfo | undefined {
+  return agents.find((a) => a.online) ?? agents[0];
+}
+
 /** Builds and signs a registration record. */
 export function signRecord(identity: Identity, card: AgentCard, schemas: Record<string, CapabilitySchemas>): AgentRecord {
   const r = { id: identity.id, card, schemas, registeredAt: Date.now() };
