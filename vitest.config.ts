@@ -5,7 +5,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
-    globalSetup: ["test/setup/nats-binary.ts"],
+    globalSetup: ["test/setup/nats-binary.ts", "test/setup/build.ts"],
     pool: "forks",
     maxWorkers: 2,
     testTimeout: 30_000,

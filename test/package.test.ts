@@ -14,9 +14,9 @@ const pkg = JSON.parse(readFileSync(`${root}/package.json`, "utf8")) as {
   scripts: Record<string, string>;
 };
 
-/** What `npm pack` would publish: runs `prepare` (the build), as publishing does. */
+/** What `npm pack` would publish, of the `dist/` the test run built (test/setup/build.ts; publishing builds it with `prepare`). */
 async function packList(): Promise<string[]> {
-  const { stdout } = await run("npm", ["pack", "--dry-run", "--json"], { cwd: root, maxBuffer: 64 * 1024 * 1024 });
+  const { stdout } = await run("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: root, maxBuffer: 64 * 1024 * 1024 });
   const [report] = JSON.parse(stdout.slice(stdout.indexOf("["))) as [{ files: { path: string }[] }];
   return report.files.map((f) => f.path);
 }
@@ -44,6 +44,11 @@ describe("the npm package", () => {
     expect(pkg.scripts.prepare).toBe("npm run build");
     expect(readFileSync(`${root}/LICENSE`, "utf8")).toContain("Apache License");
     expect(pkg.files).toEqual(["dist/", "README.md", "LICENSE"]);
+  });
+
+  it("imports itself by its name in this checkout, as the README's examples do", async () => {
+    const { stdout } = await run(process.execPath, ["--input-type=module", "-e", 'const m = await import("agentbus-nats"); const t = await import("agentbus-nats/testing"); console.log(typeof m.connect, typeof t.testHandler)'], { cwd: root });
+    expect(stdout.trim()).toBe("function function");
   });
 
   it("keeps key files out of git", async () => {

@@ -1,62 +1,211 @@
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+/**
+ * Every code block of README.md runs here, as written. A block names its
+ * runner in the comment line above it (`<!-- readme-test: <name> -->`); a
+ * block without one, or a runner without its block, fails the first test.
+ *
+ * What the runners change, and only that: the addresses a reader's machine
+ * has and a test machine must not use (`nats://127.0.0.1:4222`, the port
+ * 8080, fixed listen ports) become the test's own servers and free ports;
+ * `<placeholders>` are filled in from what the commands before them printed;
+ * a block that continues an earlier one ("with the agent and caller above")
+ * runs inside it. TypeScript blocks run from `.agentbus/readme/` in this
+ * checkout, so `agentbus-nats` imports the package itself (`dist/`, built by
+ * test/setup/build.ts as `npm ci` builds it); shell blocks run in bash with
+ * `agentbus` on the PATH (the package's bin, `dist/cli/main.js`).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
-import { describe, expect, it } from "vitest";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useNatsServer, useNatsSupercluster } from "../helpers/nats.js";
-import { compareVersions } from "../../core/index.js";
+import { compareVersions, connect, type Bus } from "../../core/index.js";
 
-const readme = readFileSync(fileURLToPath(new URL("../../README.md", import.meta.url)), "utf8");
-const core = pathToFileURL(fileURLToPath(new URL("../../core/index.ts", import.meta.url))).href;
-const a2a = pathToFileURL(fileURLToPath(new URL("../../bridges/a2a/index.ts", import.meta.url))).href;
-const testing = pathToFileURL(fileURLToPath(new URL("../../core/testing.ts", import.meta.url))).href;
+const root = fileURLToPath(new URL("../../", import.meta.url));
+const readme = readFileSync(join(root, "README.md"), "utf8");
+const LOCAL_NATS = "nats://127.0.0.1:4222";
 
-/** Runs TypeScript source as a file of its own (tsx); its exit code and output. */
-async function runExample(code: string): Promise<{ exit: number | null; stdout: string; stderr: string }> {
-  const file = join(mkdtempSync(join(tmpdir(), "agentbus-readme-")), "example.mts");
+/** One fenced block with a language. */
+interface Block {
+  name: string;
+  lang: string;
+  code: string;
+  line: number;
+}
+
+/** The README's code blocks (fences with a language; a fence without one is a figure), each with its runner's name. */
+function parseBlocks(md: string): Block[] {
+  const lines = md.split("\n");
+  const out: Block[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const open = /^```(\S*)\s*$/.exec(lines[i]!);
+    if (!open) continue;
+    const end = lines.findIndex((l, j) => j > i && l.startsWith("```"));
+    if (!open[1]) {
+      i = end;
+      continue;
+    }
+    const marker = /^<!-- readme-test: ([a-z0-9-]+) -->$/.exec(lines[i - 1] ?? "");
+    out.push({ name: marker?.[1] ?? `(unnamed, line ${i + 1})`, lang: open[1], code: lines.slice(i + 1, end).join("\n") + "\n", line: i + 1 });
+    i = end;
+  }
+  return out;
+}
+
+const blocks = parseBlocks(readme);
+const block = (name: string): string => {
+  const found = blocks.filter((b) => b.name === name);
+  if (found.length !== 1) throw new Error(`README.md has ${found.length} blocks named ${name}`);
+  return found[0]!.code;
+};
+
+/** A free loopback TCP port. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+/** A process started by a runner, with its output so far; stopped (with its process group) at the end of the file. */
+interface Started {
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  exited: Promise<number | null>;
+}
+const running = new Set<ChildProcess>();
+function start(command: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv; stdin?: string }): Started {
+  const child = spawn(command, args, { cwd: options.cwd, env: { ...process.env, ...options.env }, detached: true, stdio: ["pipe", "pipe", "pipe"] });
+  running.add(child);
+  let out = "";
+  let err = "";
+  child.stdout!.on("data", (d) => (out += String(d)));
+  child.stderr!.on("data", (d) => (err += String(d)));
+  child.stdin!.end(options.stdin ?? "");
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => {
+    running.delete(child);
+    resolve(code);
+  }));
+  return { child, stdout: () => out, stderr: () => err, exited };
+}
+const stopGroup = (child: ChildProcess, signal: NodeJS.Signals = "SIGTERM") => {
+  try {
+    process.kill(-child.pid!, signal);
+  } catch {
+    /* gone */
+  }
+};
+afterAll(async () => {
+  for (const child of running) stopGroup(child);
+  await new Promise((r) => setTimeout(r, 500));
+  for (const child of running) stopGroup(child, "SIGKILL");
+});
+
+/** Resolves once `test` holds for the output, or fails with the output so far. */
+async function waitFor(p: Started, test: (out: string) => boolean, what: string, timeoutMs = 60_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!test(p.stdout())) {
+    if (Date.now() > until || p.child.exitCode !== null) throw new Error(`no ${what}: exit ${p.child.exitCode}\nstdout: ${p.stdout()}\nstderr: ${p.stderr()}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Runs TypeScript as a module of this checkout (it imports `agentbus-nats` by name); its exit code and output. */
+async function runTs(name: string, code: string, env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<{ exit: number | null; stdout: string; stderr: string }> {
+  const p = startTs(name, code, env);
+  const timer = setTimeout(() => stopGroup(p.child, "SIGKILL"), timeoutMs);
+  const exit = await p.exited;
+  clearTimeout(timer);
+  return { exit, stdout: p.stdout(), stderr: p.stderr() };
+}
+function startTs(name: string, code: string, env: NodeJS.ProcessEnv = {}): Started {
+  const dir = join(root, ".agentbus", "readme");
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${name}-${process.pid}.mts`);
   writeFileSync(file, code);
-  const child = spawn(process.execPath, ["--import", import.meta.resolve("tsx"), file], { env: { ...process.env, AGENTBUS_LOG_LEVEL: "warn" } });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += String(d)));
-  child.stderr.on("data", (d) => (stderr += String(d)));
-  const exit = await new Promise<number | null>((resolve) => child.on("exit", resolve));
-  return { exit, stdout, stderr };
+  return start(process.execPath, ["--import", "tsx", file], { cwd: root, env });
 }
 
-/** The first TypeScript block after `marker` in README.md. */
-function exampleAfter(marker: string): string {
-  const at = readme.indexOf(marker);
-  if (at < 0) throw new Error(`README.md has no "${marker}"`);
-  const match = /```ts\n([\s\S]*?)```/.exec(readme.slice(at));
-  if (!match) throw new Error(`no ts block after "${marker}"`);
-  return match[1]!;
+/** A directory with `agentbus` (this checkout's bin) first on the PATH. */
+function binDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "agentbus-bin-"));
+  writeFileSync(join(dir, "agentbus"), `#!/bin/sh\nexec "${process.execPath}" "${join(root, "dist/cli/main.js")}" "$@"\n`);
+  chmodSync(join(dir, "agentbus"), 0o755);
+  return dir;
+}
+const PATH = `${binDir()}:${join(root, ".agentbus/bin")}:${process.env.PATH}`;
+
+/** Runs a shell block in bash (errors stop it), `agentbus` on the PATH. */
+async function runSh(code: string, cwd: string, env: NodeJS.ProcessEnv = {}, timeoutMs = 120_000): Promise<{ exit: number | null; stdout: string; stderr: string }> {
+  const p = start("bash", ["-e", "-c", code], { cwd, env: { PATH, ...env } });
+  const timer = setTimeout(() => stopGroup(p.child, "SIGKILL"), timeoutMs);
+  const exit = await p.exited;
+  clearTimeout(timer);
+  return { exit, stdout: p.stdout(), stderr: p.stderr() };
 }
 
-describe("README.md", () => {
-  const nats = useNatsServer();
+/** The library block with `extra` run before its last line (the closes): a block that continues it. */
+function insideLibrary(extra: string): string {
+  const lib = block("library");
+  const closing = lib.indexOf("await Promise.all([caller.close()");
+  return lib.slice(0, closing) + extra + lib.slice(closing);
+}
+
+/** Output lines that are the example's own (the library logs JSON to stderr, never to stdout). */
+const lines = (stdout: string) => stdout.split("\n").filter(Boolean);
+
+describe("README.md code blocks", () => {
+  const lib = useNatsServer();
   const federation = useNatsSupercluster({ regions: ["east", "west"], nodesPerRegion: 1 });
 
-  it("the library example runs as written (against a test server)", async () => {
-    const code = exampleAfter("An agent and a caller, in one file:")
-      .replace('from "agentbus"', `from ${JSON.stringify(core)}`)
-      .replace('"nats://127.0.0.1:4222"', JSON.stringify(nats.server.url));
-    const { exit, stdout, stderr } = await runExample(code);
+  it("every code block names its runner here, and every runner its block", () => {
+    expect(blocks.filter((b) => b.name.startsWith("(unnamed")).map((b) => `${b.name} ${b.lang}`)).toEqual([]);
+    expect(blocks.map((b) => b.name).sort()).toEqual([...RUNNERS].sort());
+  });
+
+  it("library: an agent and a caller, in one file; the library's logs stay off stdout", async () => {
+    const { exit, stdout, stderr } = await runTs("library", block("library").replaceAll(JSON.stringify(LOCAL_NATS), JSON.stringify(lib.server.url)));
     expect(exit, stderr).toBe(0);
-    expect(stdout).toContain("hello, Ada");
-    expect(stdout).toContain("hello, Grace");
-    expect(stdout).toContain("TASK_STATE_COMPLETED");
+    const out = lines(stdout);
+    expect(out[0]).toBe("hello, Ada");
+    expect(out.some((l) => l.includes("hello, Grace"))).toBe(true);
+    expect(out.at(-1)).toContain("TASK_STATE_COMPLETED");
+    expect(out.filter((l) => l.startsWith('{"level"'))).toEqual([]);
   }, 60_000);
 
-  it("the scheduling example runs as written", async () => {
-    const code = exampleAfter("### Scheduling work")
-      .replace('from "agentbus"', `from ${JSON.stringify(core)}`)
-      .replace('"nats://127.0.0.1:4222"', JSON.stringify(nats.server.url));
-    const { exit, stdout, stderr } = await runExample(code);
+  it("library-schemas: schemas, discovery and errors, with the agent and caller of the first block", async () => {
+    // The fragment's caller is granted math.add like the first block grants greet.
+    const grant = `await agent.acl.applied(await policy.acl.putRule("caller-math", { source: caller.id, target: "*", capabilities: ["math.add"] }));\n`;
+    const { exit, stdout, stderr } = await runTs("library-schemas", insideLibrary(grant + block("library-schemas")).replaceAll(JSON.stringify(LOCAL_NATS), JSON.stringify(lib.server.url)));
     expect(exit, stderr).toBe(0);
-    // (The library's warnings are JSON lines on stdout: not the example's output.)
-    expect(stdout.split("\n").filter((l) => !l.startsWith("{")).slice(0, 4)).toEqual([
+    const out = lines(stdout);
+    expect(out.slice(-3)).toEqual(["{ sum: 5 }", "[ 'math' ]", "INVALID_INPUT"]);
+  }, 60_000);
+
+  it("library-tasks: a durable multi-turn task, replayed, listed", async () => {
+    const grant = `await agent.acl.applied(await policy.acl.putRule("caller-write", { source: caller.id, target: "*", capabilities: ["write"] }));\n`;
+    const { exit, stdout, stderr } = await runTs("library-tasks", insideLibrary(grant + block("library-tasks")).replaceAll(JSON.stringify(LOCAL_NATS), JSON.stringify(lib.server.url)));
+    expect(exit, stderr).toBe(0);
+    const out = lines(stdout);
+    const at = out.indexOf("TASK_STATE_INPUT_REQUIRED");
+    expect(at, stdout).toBeGreaterThan(0);
+    // Every event of the story, replayed from its first (stream sequences, rising): its states, its chunks, the result.
+    expect(out[at + 1]).toBe("TASK_STATE_COMPLETED");
+    const events = out.slice(at + 2, -1).map((l) => l.split(" "));
+    expect(events.map(([, kind]) => kind), stdout).toEqual(["statusUpdate", "statusUpdate", "statusUpdate", "artifactUpdate", "artifactUpdate", "artifactUpdate", "artifactUpdate", "statusUpdate"]);
+    const sequences = events.map(([seq]) => Number(seq));
+    expect(sequences).toEqual([...sequences].sort((a, b) => a - b));
+    expect(out.at(-1)).toBe("2");
+  }, 60_000);
+
+  it("scheduling: priorities, delays, fan-out, a recurring task", async () => {
+    const { exit, stdout, stderr } = await runTs("scheduling", block("scheduling").replaceAll(JSON.stringify(LOCAL_NATS), JSON.stringify(lib.server.url)));
+    expect(exit, stderr).toBe(0);
+    expect(lines(stdout)).toEqual([
       "report on outage",
       "report on weekly",
       "report on red; report on blue",
@@ -64,34 +213,64 @@ describe("README.md", () => {
     ]);
   }, 60_000);
 
-  it("the federation example runs as written (against a test supercluster)", async () => {
-    if (compareVersions(federation.supercluster.servers[0]!.version, "2.10.0") < 0) return; // a registry per region needs 2.10
-    const code = exampleAfter("## Federation: one bus across regions")
-      .replace('from "agentbus"', `from ${JSON.stringify(core)}`)
-      .replace('"nats://127.0.0.1:4222"', JSON.stringify(federation.supercluster.clusters["east"]!.urls[0]))
-      .replace('"nats://127.0.0.1:5222"', JSON.stringify(federation.supercluster.clusters["west"]!.urls[0]))
-      .replaceAll("insecureAllowAll: true", `insecureAllowAll: true, auth: ${JSON.stringify(federation.supercluster.auth)}`);
-    const { exit, stdout, stderr } = await runExample(code);
+  it("testing: a handler without NATS prints what its comments say", async () => {
+    const { exit, stdout, stderr } = await runTs("testing", block("testing"));
     expect(exit, stderr).toBe(0);
-    expect(stdout.split("\n").filter((l) => !l.startsWith("{")).slice(0, 3)).toEqual(["west ran in west", "TASK_STATE_SUBMITTED", "east:0 west:1"]);
+    expect(lines(stdout)).toEqual(["TASK_STATE_COMPLETED summary of dragons: 3 facts about dragons", "3 [ 'lookup' ]"]);
+  }, 60_000);
+
+  it("a2a-bridge and a2a-bridge-curl: the bridge with an API key, called with curl", async () => {
+    const port = await freePort();
+    // The block's `bus` and `teamABus`, and an echo agent team A is granted.
+    const prelude = `
+import { connect as connectBus, Identity } from "agentbus-nats";
+const admin = Identity.generate();
+const tenant = { servers: ${JSON.stringify(lib.server.url)}, tenant: "bridge-demo", trustRoot: [admin.id] };
+const [bus, teamABus, echoBus, policy] = await Promise.all([connectBus(tenant), connectBus(tenant), connectBus(tenant), connectBus({ ...tenant, identity: admin })]);
+await echoBus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => \`echo: \${ctx.text}\` });
+await echoBus.acl.applied(await policy.acl.putRule("team-a", { source: teamABus.id, target: "*", capabilities: ["echo"] }));
+while (bus.discover({ name: "echo", online: true }).length === 0) await new Promise((r) => setTimeout(r, 50));
+`;
+    const server = startTs("a2a-bridge", prelude + block("a2a-bridge").replace("port: 8080", `port: ${port}`) + `console.log("listening");\n`, { TEAM_A_KEY: "team-a-secret" });
+    await waitFor(server, (o) => o.includes("listening"), "bridge");
+    const card = (await (await fetch(`http://127.0.0.1:${port}/a2a/echo/.well-known/agent-card.json`, { headers: { "A2A-Version": "1.0" } })).json()) as { name: string; signatures?: unknown[] };
+    expect(card.name).toBe("echo");
+    expect(card.signatures?.length).toBe(1);
+    const curl = await runSh(block("a2a-bridge-curl").replace("localhost:8080", `localhost:${port}`), root, { TEAM_A_KEY: "team-a-secret" });
+    expect(curl.exit, curl.stderr).toBe(0);
+    expect(curl.stdout).toContain("echo: hi");
+    const refused = await runSh(block("a2a-bridge-curl").replace("localhost:8080", `localhost:${port}`), root, { TEAM_A_KEY: "wrong" });
+    expect(refused.stdout).not.toContain("echo: hi");
+    stopGroup(server.child);
   }, 90_000);
 
-  it("the A2A over NATS example runs as written: a verified card, a task through the SDK client", async () => {
-    const code = exampleAfter("A2A over NATS: an A2A client inside the network")
-      .replace('from "agentbus"', `from ${JSON.stringify(core)}`)
-      .replace('from "agentbus/bridges/a2a"', `from ${JSON.stringify(a2a)}`)
-      .replace('from "@a2a-js/sdk/client"', `from ${JSON.stringify(import.meta.resolve("@a2a-js/sdk/client"))}`)
-      .replaceAll('"nats://127.0.0.1:4222"', JSON.stringify(nats.server.url));
-    const { exit, stdout, stderr } = await runExample(code);
+  it("a2a-over-nats: a verified card, a task through the SDK client", async () => {
+    const { exit, stdout, stderr } = await runTs("a2a-over-nats", block("a2a-over-nats").replaceAll(JSON.stringify(LOCAL_NATS), JSON.stringify(lib.server.url)));
     expect(exit, stderr).toBe(0);
-    expect(stdout.split("\n").filter((l) => !l.startsWith("{"))[0]).toBe("true");
+    expect(lines(stdout)).toEqual(["true"]);
   }, 60_000);
 
-  it("the testing example runs as written and prints what its comments say", async () => {
-    const code = exampleAfter("### Testing a handler without NATS").replace('from "agentbus/testing"', `from ${JSON.stringify(testing)}`);
-    const { exit, stdout, stderr } = await runExample(code);
+  it("federation-library: one bus across two regions", async () => {
+    if (compareVersions(federation.supercluster.servers[0]!.version, "2.10.0") < 0) return; // a registry per region needs 2.10
+    const code = block("federation-library")
+      .replace(JSON.stringify(LOCAL_NATS), JSON.stringify(federation.supercluster.clusters["east"]!.urls[0]))
+      .replace('"nats://127.0.0.1:5222"', JSON.stringify(federation.supercluster.clusters["west"]!.urls[0]))
+      .replaceAll("insecureAllowAll: true", `insecureAllowAll: true, auth: ${JSON.stringify(federation.supercluster.auth)}`);
+    const { exit, stdout, stderr } = await runTs("federation-library", code, {}, 90_000);
     expect(exit, stderr).toBe(0);
-    expect(stdout).toContain("TASK_STATE_COMPLETED summary of dragons: 3 facts about dragons");
-    expect(stdout).toContain("3 [ 'lookup' ]");
-  }, 60_000);
+    expect(lines(stdout)).toEqual(["west ran in west", "TASK_STATE_SUBMITTED", "east:0 west:1"]);
+  }, 90_000);
 });
+
+/** The runners above and below, by block name. */
+const RUNNERS = [
+  "library",
+  "library-schemas",
+  "library-tasks",
+  "scheduling",
+  "testing",
+  "a2a-bridge",
+  "a2a-bridge-curl",
+  "a2a-over-nats",
+  "federation-library",
+];
