@@ -250,6 +250,122 @@ while (bus.discover({ name: "echo", online: true }).length === 0) await new Prom
     expect(lines(stdout)).toEqual(["true"]);
   }, 60_000);
 
+  // `npm start` as written (`npm ci` is what this run was installed with), on a test server, in a data dir and on a port of its own.
+  const demoNats = useNatsServer();
+  let demo: { up: Started; port: number; dataDir: string } | undefined;
+  const demoEnv = () => ({ AGENTBUS_DATA_DIR: demo!.dataDir });
+  const at8080 = (code: string) => code.replaceAll(":8080", `:${demo!.port}`);
+
+  it("start: npm start runs agentbus up with the demo and records where its NATS is; ci: .ci/run runs the test command", async () => {
+    expect(block("start")).toBe("npm ci && npm start\n");
+    expect(readFileSync(join(root, ".ci/run"), "utf8")).toContain(`\n${block("ci")}`);
+    const port = await freePort();
+    const dataDir = join(mkdtempSync(join(tmpdir(), "agentbus-readme-")), ".agentbus");
+    const up = start("npm", ["start"], { cwd: root, env: { NATS_URL: demoNats.server.url, AGENTBUS_DATA_DIR: dataDir, AGENTBUS_PORT: String(port) } });
+    demo = { up, port, dataDir };
+    await waitFor(up, (o) => o.includes("agentbus is up"), "agentbus up", 90_000);
+    expect(up.stdout()).toContain(`http://127.0.0.1:${port}/monitor/`);
+    const record = JSON.parse(readFileSync(join(dataDir, "up.json"), "utf8")) as { nats: string; tenant: string; demo?: { id: string } };
+    expect(record).toMatchObject({ nats: demoNats.server.url, tenant: "default" });
+    expect(record.demo?.id).toMatch(/^U[A-Z0-9]{55}$/);
+  }, 120_000);
+
+  it("try: the curl and the CLI's send against npm start", async () => {
+    const { exit, stdout, stderr } = await runSh(at8080(block("try")), root, demoEnv());
+    expect(exit, stderr).toBe(0);
+    // curl prints the JSON-RPC answer without a newline; send's output follows it.
+    const end = [...stdout.matchAll(/}/g)].map((m) => m.index! + 1).find((i) => {
+      try {
+        JSON.parse(stdout.slice(0, i));
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    const reply = JSON.parse(stdout.slice(0, end)) as object;
+    expect(reply).toMatchObject({ jsonrpc: "2.0", id: 1, result: { task: { status: { state: "TASK_STATE_COMPLETED" } } } });
+    expect(JSON.stringify(reply)).toContain('"text":"hello"');
+    expect(stdout.slice(end)).toContain("the sea");
+  }, 90_000);
+
+  it("a2a-client: the official A2A client streams a task from npm start's gateway", async () => {
+    const { exit, stdout, stderr } = await runTs("a2a-client", at8080(block("a2a-client")));
+    expect(exit, stderr).toBe(0);
+    expect(stdout).toContain("artifactUpdate");
+    expect(stdout).toContain("statusUpdate");
+  }, 60_000);
+
+  it("mcp-client: the official MCP client calls a tool with progress", async () => {
+    const { exit, stdout, stderr } = await runTs("mcp-client", at8080(block("mcp-client")));
+    expect(exit, stderr).toBe(0);
+    expect(lines(stdout).length).toBeGreaterThan(0);
+  }, 60_000);
+
+  it("nats-cli: what each nats CLI command shows is there (the nats CLI has no Debian package: nats.js does each)", async () => {
+    const commands = block("nats-cli").split("\n").filter(Boolean).map((l) => l.split("#")[0]!.trim());
+    expect(commands).toEqual([
+      "nats sub 'mesh.default.>'",
+      "nats micro ls",
+      "nats kv ls",
+      "nats kv ls mesh_default_agents",
+      "nats kv get mesh_default_tasks <submitter-id>.<task-id>",
+      "nats stream view MESH_DEFAULT_EVENTS",
+      "nats stream view MESH_DEFAULT_AUDIT",
+      "nats consumer ls MESH_DEFAULT_WORK",
+    ]);
+    const { connect: natsConnect } = await import("@nats-io/transport-node");
+    const { jetstreamManager } = await import("@nats-io/jetstream");
+    const { Kvm } = await import("@nats-io/kv");
+    const { Svcm } = await import("@nats-io/services");
+    const nc = await natsConnect({ servers: demoNats.server.url });
+    try {
+      // nats sub 'mesh.default.>': a call's traffic is on it.
+      const seen: string[] = [];
+      const sub = nc.subscribe("mesh.default.>", { callback: (_e, m) => seen.push(m.subject) });
+      const call = await runSh("agentbus call echo hi", root, demoEnv());
+      expect(call.stdout).toBe("hi\n");
+      await nc.flush();
+      sub.unsubscribe();
+      expect(seen.some((s) => /^mesh\.default\.agent\.U[A-Z0-9]+\.call\./.test(s)), seen.join(" ")).toBe(true);
+      // nats micro ls: the demo agents as services, one endpoint per capability.
+      const names: string[] = [];
+      for await (const info of await new Svcm(nc).client().info()) names.push(info.name);
+      expect(names).toEqual(expect.arrayContaining(["echo", "writer", "orchestrator"]));
+      // nats kv ls, nats kv ls mesh_default_agents, nats kv get mesh_default_tasks <submitter-id>.<task-id>
+      const kvm = new Kvm(nc);
+      const buckets: string[] = [];
+      for await (const b of kvm.list()) buckets.push(b.bucket);
+      // The buckets its comment names: mesh_default_agents, _presence, …
+      const named = /the buckets: (mesh_default_\w+(?:, _\w+)*)/.exec(block("nats-cli"))![1]!.split(", ").map((b) => (b.startsWith("_") ? `mesh_default${b}` : b));
+      expect(named.length).toBeGreaterThanOrEqual(6);
+      expect(buckets).toEqual(expect.arrayContaining(named));
+      const agents = await kvm.open("mesh_default_agents");
+      expect((await agents.keys().then(async (it) => { const k: string[] = []; for await (const x of it) k.push(x); return k; })).length).toBeGreaterThanOrEqual(4);
+      const sent = await runSh('agentbus send echo "kept" --json --no-wait', root, demoEnv());
+      const task = JSON.parse(lines(sent.stdout).at(-1)!) as { task?: { id: string }; id?: string };
+      const taskId = task.task?.id ?? task.id!;
+      const record = JSON.parse(readFileSync(join(demo!.dataDir, "up.json"), "utf8")) as { demo: { id: string } };
+      const tasks = await kvm.open("mesh_default_tasks");
+      expect((await tasks.get(`${record.demo.id}.${taskId}`))?.value.length).toBeGreaterThan(0);
+      // nats stream view MESH_DEFAULT_EVENTS / MESH_DEFAULT_AUDIT, nats consumer ls MESH_DEFAULT_WORK
+      const jsm = await jetstreamManager(nc);
+      expect((await jsm.streams.info("MESH_DEFAULT_EVENTS")).state.messages).toBeGreaterThan(0);
+      expect((await jsm.streams.info("MESH_DEFAULT_AUDIT")).config.name).toBe("MESH_DEFAULT_AUDIT");
+      const consumers: string[] = [];
+      for await (const c of jsm.consumers.list("MESH_DEFAULT_WORK")) consumers.push(c.name);
+      expect(consumers).toEqual(expect.arrayContaining(["cap_echo", "cap_write"]));
+    } finally {
+      await nc.close();
+    }
+  }, 90_000);
+
+  it("npm start stops on Ctrl-C and removes its record", async () => {
+    stopGroup(demo!.up.child, "SIGINT");
+    await demo!.up.exited;
+    expect(demo!.up.stdout() + demo!.up.stderr()).not.toMatch(/error/i);
+    expect(() => readFileSync(join(demo!.dataDir, "up.json"))).toThrow();
+  }, 60_000);
+
   it("federation-library: one bus across two regions", async () => {
     if (compareVersions(federation.supercluster.servers[0]!.version, "2.10.0") < 0) return; // a registry per region needs 2.10
     const code = block("federation-library")
@@ -273,4 +389,10 @@ const RUNNERS = [
   "a2a-bridge-curl",
   "a2a-over-nats",
   "federation-library",
+  "start",
+  "try",
+  "ci",
+  "a2a-client",
+  "mcp-client",
+  "nats-cli",
 ];
