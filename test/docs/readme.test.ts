@@ -14,7 +14,7 @@
  * `agentbus` on the PATH (the package's bin, `dist/cli/main.js`).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync as stat, symlinkSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -366,6 +366,107 @@ while (bus.discover({ name: "echo", online: true }).length === 0) await new Prom
     expect(() => readFileSync(join(demo!.dataDir, "up.json"))).toThrow();
   }, 60_000);
 
+  it("mcp-stdio-config: an MCP client spawns agentbus mcp as its config says, and lists the tenant's capabilities as tools", async () => {
+    const config = JSON.parse(block("mcp-stdio-config").split("\n").filter((l) => !l.trim().startsWith("//")).join("\n")) as { mcpServers: { agentbus: { command: string; args: string[] } } };
+    const { command, args } = config.mcpServers.agentbus;
+    const dir = mkdtempSync(join(tmpdir(), "agentbus-readme-mcp-"));
+    const env = { PATH, NATS_URL: lib.server.url };
+    expect((await runSh("agentbus keygen me.nk", dir, env)).exit).toBe(0);
+    const agentBus = await connect({ servers: lib.server.url, tenant: "acme", insecureAllowAll: true });
+    await agentBus.agent({ name: "greeter-mcp", skills: [{ id: "greet.mcp" }] }, { "greet.mcp": (ctx) => `hello, ${ctx.text}` });
+    const { Client } = await import("@modelcontextprotocol/sdk/client/index.js");
+    const { StdioClientTransport } = await import("@modelcontextprotocol/sdk/client/stdio.js");
+    const client = new Client({ name: "readme", version: "1.0.0" });
+    try {
+      await client.connect(new StdioClientTransport({ command, args, cwd: dir, env: { ...process.env, ...env } as Record<string, string>, stderr: "ignore" }));
+      const until = Date.now() + 20_000;
+      let tools: string[] = [];
+      while (!tools.includes("greet.mcp") && Date.now() < until) {
+        tools = (await client.listTools()).tools.map((t) => t.name);
+        if (!tools.includes("greet.mcp")) await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(tools).toContain("greet.mcp");
+    } finally {
+      await client.close();
+      await agentBus.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it("mcp-gateway-config: agentbus gateway mcp joins the configured servers' tools as capabilities; an unreachable one does not stop it", async () => {
+    const yaml = block("mcp-gateway-config");
+    const command = /^# gateway\.yaml — (agentbus gateway mcp --config gateway\.yaml)/.exec(yaml)![1]!;
+    const dir = mkdtempSync(join(tmpdir(), "agentbus-readme-gw-"));
+    writeFileSync(join(dir, "gateway.yaml"), yaml);
+    // Run from this checkout, where `npx -y @modelcontextprotocol/server-everything` finds the installed package.
+    const gateway = start("bash", ["-c", command.replace("gateway.yaml", join(dir, "gateway.yaml"))], { cwd: root, env: { PATH, NATS_URL: lib.server.url, SEARCH_TOKEN: "token" } });
+    const bus = await connect({ servers: lib.server.url });
+    try {
+      const until = Date.now() + 60_000;
+      while (bus.discover({ capability: "mcp.everything.echo", online: true }).length === 0) {
+        if (Date.now() > until || gateway.child.exitCode !== null) throw new Error(`no mcp.everything.echo: ${gateway.stderr()}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      await bus.close();
+      stopGroup(gateway.child);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
+
+  // `agentbus up --demo` in a project directory of its own: the embedded, secured server (no NATS given, none local).
+  let project: { dir: string; up: Started } | undefined;
+  it("cli-session: the CLI against up --demo on its embedded, secured server, from the same directory", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "agentbus-readme-project-"));
+    writeFileSync(join(dir, "agentbus.config.json"), JSON.stringify({ nats: { localUrl: "nats://127.0.0.1:1" } }));
+    const port = await freePort();
+    const up = start("bash", ["-c", "agentbus up --demo"], { cwd: dir, env: { PATH, AGENTBUS_PORT: String(port) } });
+    project = { dir, up };
+    await waitFor(up, (o) => o.includes("agentbus is up"), "agentbus up", 120_000);
+    expect(up.stdout()).toMatch(/embedded/);
+    const { exit, stdout, stderr } = await runSh(block("cli-session"), dir);
+    expect(exit, stderr).toBe(0);
+    const version = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
+    const out = stdout.split("\n");
+    expect(out[0]).toBe(version);
+    for (const agent of ["echo", "writer", "orchestrator", "coder"]) expect(stdout).toContain(agent);
+    expect(out).toContain("hi");
+    expect(stdout).toMatch(/echo: hello\s*\n\s*write: /); // the orchestrator's combined answer
+    expect(stderr).toContain("NO_RESPONDERS");
+    expect(out).toContain("exit 1");
+    expect(stdout).toContain("it is me");
+    expect(stat(join(dir, "me.nk")).mode & 0o777).toBe(0o600);
+  }, 180_000);
+
+  it("http-and-command-agents: an HTTP endpoint and a program as capabilities, next to up --demo", async () => {
+    // The HTTP endpoint the block names, on a free port.
+    const { createServer: createHttpServer } = await import("node:http");
+    const seen: string[] = [];
+    const http = createHttpServer((req, res) => {
+      let body = "";
+      req.on("data", (d) => (body += String(d)));
+      req.on("end", () => {
+        seen.push(`${req.headers.authorization} ${body}`);
+        res.setHeader("content-type", "application/json");
+        res.end(JSON.stringify({ summary: "short" }));
+      });
+    });
+    await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
+    const port = (http.address() as AddressInfo).port;
+    try {
+      const { exit, stdout, stderr } = await runSh(block("http-and-command-agents").replace("127.0.0.1:9000", `127.0.0.1:${port}`) + "kill $(jobs -p)\n", project!.dir, { T: "secret-t" });
+      expect(exit, stderr).toBe(0);
+      expect(stdout).toContain("HELLO");
+      expect(stdout).toContain("short");
+      expect(seen[0]).toMatch(/^Bearer secret-t /);
+      expect(seen[0]).toContain("a long text");
+    } finally {
+      http.close();
+      stopGroup(project!.up.child, "SIGINT");
+      await project!.up.exited;
+    }
+  }, 120_000);
+
   it("federation-library: one bus across two regions", async () => {
     if (compareVersions(federation.supercluster.servers[0]!.version, "2.10.0") < 0) return; // a registry per region needs 2.10
     const code = block("federation-library")
@@ -395,4 +496,8 @@ const RUNNERS = [
   "a2a-client",
   "mcp-client",
   "nats-cli",
+  "mcp-stdio-config",
+  "mcp-gateway-config",
+  "cli-session",
+  "http-and-command-agents",
 ];
