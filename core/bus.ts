@@ -15,7 +15,8 @@ import { Agent, type AgentOptions, type AgentSpec } from "./agent/agent.js";
 import type { Handler } from "./agent/context.js";
 import { call } from "./client/call.js";
 import { Schedules } from "./client/schedules.js";
-import { readWorkload, type Workload } from "./store/workload.js";
+import { DeadLetters } from "./client/dead-letters.js";
+import { readWorkload, type Workload, type WorkloadOptions } from "./store/workload.js";
 import { readTopology, type Topology } from "./store/topology.js";
 import { Forwarder } from "./client/outbox.js";
 import { INBOX_CAPABILITY, receiveDirect, sendDirect, type InboxMessage, type SendReceipt } from "./client/inbox.js";
@@ -164,6 +165,14 @@ export class Bus {
    * ordinary tasks. nats-server 2.14+; `SERVER_TOO_OLD` before.
    */
   readonly schedules: Schedules;
+  /**
+   * The tenant's dead letters (work items that failed for good, and direct
+   * messages an inbox handler could not take): list them, submit one again
+   * as a new task (`metadata.retryOf` = the dead task), remove one. Under
+   * the role permissions bridges and admins may; others get `DENIED`. On a
+   * federated bus, this region's unless a call names another.
+   */
+  readonly deadLetters: DeadLetters;
   /** What this bus shares with its agents, workers and task handles. */
   readonly #rt: Runtime;
   readonly #revokedListeners = new Set<(id: string, revocation: Revocation) => void>();
@@ -210,6 +219,7 @@ export class Bus {
       auditor: new Auditor(init.nc, init.subjects, this.envelopes, init.log, init.options.auditRate),
     });
     this.schedules = new Schedules(this.#rt);
+    this.deadLetters = new DeadLetters(this.#rt);
   }
 
   /** @internal used by {@link connect}. */
@@ -415,10 +425,12 @@ export class Bus {
   /**
    * The tenant's queued work: per capability, work items waiting by
    * priority and held by workers, and how many delayed tasks wait for their
-   * time, read from the work stream and its consumers.
+   * time, read from the work stream and its consumers; with
+   * `options.workers`, also the workers pulling each capability's work
+   * (see `CapabilityWork.workers`).
    */
-  async workload(): Promise<Workload> {
-    return readWorkload(await jetstreamManager(this.nc), this.subjects);
+  async workload(options: WorkloadOptions = {}): Promise<Workload> {
+    return readWorkload(await jetstreamManager(this.nc), this.subjects, options);
   }
 
   /**

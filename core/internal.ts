@@ -20,3 +20,4 @@ export { cardSignature, signCard } from "./security/cardsig.js";
 export { preferOnline } from "./store/registry.js";
 export { ensureBucket, ensureStream, ensureConsumer, ensurePushBucket, retryJs } from "./infra/jetstream.js";
 export { KvMirror, KvWatch, type Mirrored, type MirrorListener } from "./infra/kvmirror.js";
+export { readNewest, type StreamRecord } from "./client/dead-letters.js";

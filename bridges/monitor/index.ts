@@ -12,4 +12,6 @@
  * ```
  */
 export { monitor, type MonitorOptions, type MonitorError, type MonitorErrorCode } from "./server.js";
+export type { TaskView, ViewedTask, TreeNode } from "./tasks.js";
+export type { Stats, StatsPoint } from "./stats.js";
 export { EventReader, type MonitorEvent, type EventFilter, type Feed } from "../events/index.js";

@@ -1,11 +1,16 @@
-import { existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, extname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { AgentBusError, isAgentBusError, TASK_STATES, SpanAttr, SpanKind, traced, traceFromHeaders, type AgentInfo, type Bus, type ErrorCode, type Input, type ScheduleSpec, type TaskState } from "../../core/internal.js";
+import { AgentBusError, isAgentBusError, SpanAttr, SpanKind, traced, traceFromHeaders, type AgentInfo, type Bus, type ErrorCode, type Input, type ScheduleSpec } from "../../core/internal.js";
 import { API_KEY_HEADER, edgeFor, type BridgeEdgeOptions } from "../http/index.js";
 import { EventReader, type Feed } from "../events/index.js";
 import { relaySse, type SseSource } from "./sse.js";
+import { MonitorStats } from "./stats.js";
+import { listOf, parseInteger, parseStates, TASK_ID, taskRoutes } from "./tasks.js";
+import { deadLetterRoutes } from "./dead-letters.js";
+import { auditRoutes } from "./audit.js";
 
 /**
  * Options of {@link monitor}. As for the A2A bridge: behind the app's HTTP
@@ -30,8 +35,6 @@ export interface MonitorError {
   code: MonitorErrorCode;
   message: string;
 }
-
-const TASK_ID = /^[A-Za-z0-9_-]+$/;
 
 /** HTTP status of each bus error code the monitor may meet (others: 500). */
 const STATUS: Partial<Record<MonitorErrorCode, number>> = {
@@ -65,24 +68,6 @@ function errorBody(err: unknown): { status: number; body: MonitorError } {
   return { status: 500, body: { code: "INTERNAL", message: "internal error" } };
 }
 
-/** The list of a comma-separated query parameter, if given. */
-const listOf = (v: string | undefined): string[] | undefined => (v ? v.split(",").map((s) => s.trim()).filter(Boolean) : undefined);
-
-function parseStates(v: string | undefined): TaskState[] | undefined {
-  const states = listOf(v);
-  for (const s of states ?? []) {
-    if (!TASK_STATES.includes(s as TaskState)) throw new AgentBusError("INVALID_INPUT", `unknown state ${s}; one of ${TASK_STATES.join(", ")}`);
-  }
-  return states as TaskState[] | undefined;
-}
-
-function parseInteger(v: string | undefined, what: string, min: number, max: number): number | undefined {
-  if (v === undefined || v === "") return undefined;
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new AgentBusError("INVALID_INPUT", `${what} must be an integer from ${min} to ${max}`);
-  return n;
-}
-
 /** An agent as `/v1/agents` lists it. */
 function agentView(a: AgentInfo) {
   return {
@@ -97,21 +82,50 @@ function agentView(a: AgentInfo) {
     regions: a.regions,
     lastSeen: a.lastSeen?.toISOString(),
     card: a.card,
+    inFlight: a.inFlight,
   };
 }
 
-const PAGE_FILES: Record<string, string> = {
-  "index.html": "text/html; charset=utf-8",
-  "app.js": "text/javascript; charset=utf-8",
-  "style.css": "text/css; charset=utf-8",
+/** The content type of each kind of page file served; files of other kinds are not. */
+const PAGE_TYPES: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".svg": "image/svg+xml",
 };
 
-/** The page's files, read once: next to this module, or in the source tree when running from `dist/`. */
-function readPage(dir?: string): Map<string, Buffer> {
+/** A page file as served: its bytes and content type. */
+interface PageFile {
+  body: Buffer;
+  type: string;
+}
+
+/**
+ * The page's files, read once: every `.html`, `.js`, `.css` and `.svg`
+ * file directly in the folder (subfolders are not served), next to this
+ * module or in the source tree when running from `dist/`.
+ */
+function readPage(dir?: string): Map<string, PageFile> {
   const here = dirname(fileURLToPath(import.meta.url));
   const folder = dir ?? [join(here, "public"), join(here, "../../../bridges/monitor/public")].find((d) => existsSync(join(d, "index.html")));
   if (!folder) throw new Error(`monitor: the web page's files are missing next to ${here}; pass publicDir`);
-  return new Map(Object.keys(PAGE_FILES).map((name) => [name, readFileSync(join(folder, name))]));
+  const files = new Map<string, PageFile>();
+  for (const name of readdirSync(folder)) {
+    const type = PAGE_TYPES[extname(name)];
+    if (type && statSync(join(folder, name)).isFile()) files.set(name, { body: readFileSync(join(folder, name)), type });
+  }
+  if (!files.has("index.html")) throw new Error(`monitor: no index.html in ${folder}`);
+  return files;
+}
+
+/** The chart library's files the page loads from `vendor/`, read once from the installed `uplot` package. */
+function readVendor(): Map<string, PageFile> {
+  const require = createRequire(import.meta.url);
+  const files = new Map<string, PageFile>();
+  for (const name of ["uPlot.esm.js", "uPlot.min.css"]) {
+    files.set(name, { body: readFileSync(require.resolve(`uplot/dist/${name}`)), type: PAGE_TYPES[extname(name)]! });
+  }
+  return files;
 }
 
 /**
@@ -189,13 +203,16 @@ function parseSchedule(body: unknown): ScheduleSpec {
  * The monitor as a fastify plugin: what is on the bus, for people and
  * dashboards. REST and SSE under `/v1`, a small web page at `/monitor/`.
  *
- * - `GET /v1/agents` — cards and liveness (`?capability`, `?name`, `?tag`, `?online=true|false`)
- * - `GET /v1/tasks` — the caller's task snapshots, newest first (`?state`, `?contextId`, `?pageSize`, `?pageToken`)
- * - `GET /v1/tasks/:id` — `{task, events}`: the snapshot and every stored event
+ * - `GET /v1/agents` — cards, liveness and load (`inFlight`: handlers running, summed over live instances as of their last heartbeat) (`?capability`, `?name`, `?tag`, `?online=true|false`)
+ * - `GET /v1/tasks` — the caller's task snapshots, newest first, each with a `view` (`?state` (comma list), `?capability`, `?agent`, `?parent`, `?q`, `?contextId`, `?pageSize`, `?pageToken`; see {@link taskRoutes})
+ * - `GET /v1/tasks/:id` — `{task, events}`: the snapshot (with its `view`) and every stored event
+ * - `GET /v1/tasks/:id/tree` — `{root, nodes}`: the task and its sub-tasks, depth first, with their events
+ * - `POST /v1/tasks/:id/cancel` — `{task}`: cancels it; `POST /v1/tasks/:id/retry` — 201 `{task}`: submits its input again as a new task (`metadata.retryOf`)
+ * - `GET /v1/stats` — `{bucketMs, now, capabilities}`: per capability, 10 s points over the last `?minutes` (1..1440, default 60) of tasks ended, their latency percentiles, queued and running work and dead letters (see `TenantStats` in `stats.ts`)
  * - `GET /v1/events` — SSE: task events live, of the tasks the caller may see (`?capability`, `?task`, `?state`, comma lists; `?from` = a stream sequence to replay from)
  * - `POST /v1/send` — `{capability, text | input, contextId?, taskId?}`: submits a durable task and streams it as SSE (`{task}` first, then its events, until it is final)
  * - `GET /v1/topology` — the regions with the agents and instances live in each and, federated, whether this region hears from each other one (`bus.topology()`)
- * - `GET /v1/work` — queued work by capability and priority, delayed tasks, every schedule with its next run, and `me` (the identity requests act as)
+ * - `GET /v1/work` — queued work by capability and priority with the workers pulling it (`workers`: their open pull requests, see `CapabilityWork.workers`), delayed tasks, every schedule with its next run, and `me` (the identity requests act as)
  * - `POST /v1/schedules` — creates (or replaces) a schedule of the identity requests act as; `POST /v1/schedules/:id/pause`, `…/resume`; `DELETE /v1/schedules/:id`
  *
  * Task routes are scoped to the caller: behind an API key or a bearer
@@ -205,13 +222,23 @@ function parseSchedule(body: unknown): ScheduleSpec {
  * submitted, served, or is granted in the ACL (an operator who wants every
  * task of the tenant here grants that identity `task.>` on `*`).
  *
+ * `/v1/stats` is not scoped to the caller: it shows aggregates of the
+ * caller's whole tenant (counts of tasks ended and their latencies per
+ * capability, queue depths, dead-letter counts; no task content, ids or
+ * submitters), collected by this monitor from its start (and the events
+ * stored in the hour before) for each tenant among its connections, and
+ * stopped when the app closes.
+ *
  * Each request acts as the bus connection of its API key (`X-API-Key` or
  * `Authorization: Bearer`), so it sees that key's tenant; in open mode, as
  * `bus`. Errors are `{code, message}` with an HTTP status (401
  * `UNAUTHORIZED`, 400 `INVALID_INPUT`, 404 `TASK_NOT_FOUND`, ...). Events
  * are read from the events stream as operator data: see {@link EventReader}
  * for what `verified` means. The page itself holds no data and is served
- * without a key; it asks for one when the API answers 401. Its URLs are
+ * without a key; it asks for one when the API answers 401: every `.html`,
+ * `.js`, `.css` and `.svg` file of the page's folder at `/monitor/<file>`
+ * (read once at start), and the chart library at `/monitor/vendor/uPlot.esm.js`
+ * and `/monitor/vendor/uPlot.min.css` (the installed `uplot` package). Its URLs are
  * relative, so the plugin can be registered under a fastify `prefix`.
  * Open streams end when the server closes.
  */
@@ -223,6 +250,10 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
   const keepAliveMs = options.keepAliveMs ?? 15_000;
   const reader = new EventReader(edge.auth.buses());
   const page = readPage(options.publicDir);
+  const vendor = readVendor();
+  // Charts of each tenant served, collected from now (and the last hour's events) until the app closes.
+  const stats = await MonitorStats.start([...new Set([bus, ...edge.auth.buses()])]);
+  app.addHook("onClose", () => stats.stop());
 
   /** The connection a request acts as (the edge's caller); answers 401 and returns undefined without one. */
   const callerOf = (req: FastifyRequest, reply: FastifyReply): Bus | undefined => {
@@ -263,13 +294,14 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
     return { agents: agents.map(agentView) };
   });
 
-  app.get<{ Querystring: { state?: string; contextId?: string; pageSize?: string; pageToken?: string } }>("/v1/tasks", async (req, reply) => {
+  taskRoutes(app, { callerOf, reader });
+  deadLetterRoutes(app, { callerOf });
+  auditRoutes(app, { callerOf });
+
+  app.get<{ Querystring: { minutes?: string } }>("/v1/stats", async (req, reply) => {
     const on = callerOf(req, reply);
     if (!on) return reply;
-    const { state, contextId, pageSize, pageToken } = req.query;
-    const states = parseStates(state);
-    if (states && states.length > 1) throw new AgentBusError("INVALID_INPUT", "give one state");
-    return on.tasks({ state: states?.[0], contextId: contextId || undefined, pageSize: parseInteger(pageSize, "pageSize", 1, 1000), pageToken: pageToken || undefined, caller: req.caller?.name });
+    return stats.read(on, parseInteger(req.query.minutes, "minutes", 1, 1440) ?? 60);
   });
 
   app.get("/v1/topology", async (req, reply) => {
@@ -282,7 +314,7 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
     const on = callerOf(req, reply);
     if (!on) return reply;
     // Queued work by capability and priority, delayed tasks, and (nats-server 2.14+) every schedule with its next run.
-    const [workload, schedules] = await Promise.all([on.workload(), on.server.cron ? on.schedules.list({ creator: "*" }) : Promise.resolve(undefined)]);
+    const [workload, schedules] = await Promise.all([on.workload({ workers: true }), on.server.cron ? on.schedules.list({ creator: "*" }) : Promise.resolve(undefined)]);
     return { ...workload, ...(schedules && { schedules }), me: on.id };
   });
 
@@ -304,15 +336,6 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
     if (!on) return reply;
     if (!(await on.schedules.delete(req.params.id))) throw new AgentBusError("SCHEDULE_NOT_FOUND", `schedule ${req.params.id} not found`);
     return reply.code(204).send();
-  });
-
-  app.get<{ Params: { id: string } }>("/v1/tasks/:id", async (req, reply) => {
-    const on = callerOf(req, reply);
-    if (!on) return reply;
-    const { id } = req.params;
-    if (!TASK_ID.test(id)) throw new AgentBusError("TASK_NOT_FOUND", `task ${id} not found`);
-    const task = await on.task(id, { caller: req.caller?.name });
-    return { task, events: await reader.log(on, id, task.metadata.capability) };
   });
 
   app.get<{ Querystring: { capability?: string; task?: string; state?: string; from?: string } }>("/v1/events", async (req, reply) => {
@@ -364,25 +387,31 @@ export async function monitor(app: FastifyInstance, options: MonitorOptions): Pr
     }
   });
 
-  // The web page: a few known files, no directory reads per request.
-  const sendFile = (reply: FastifyReply, name: string) =>
+  // The web page: the files read at start, no directory reads per request.
+  const sendFile = (reply: FastifyReply, file: PageFile) =>
     reply
-      .type(PAGE_FILES[name]!)
+      .type(file.type)
       .header("Cache-Control", "no-cache")
       .header("Content-Security-Policy", "default-src 'self'; img-src 'self' data:")
       .header("X-Content-Type-Options", "nosniff")
-      .send(page.get(name));
+      .send(file.body);
+  const notFound = (reply: FastifyReply, file: string) => reply.code(404).send({ code: "NOT_FOUND", message: `no file ${file}` } satisfies MonitorError);
   // The page holds no data: served without a key.
   const publicRoute = { config: { edge: { public: true } } };
   app.get("/monitor/", publicRoute, (req, reply) => {
     // Relative URLs in the page need the trailing slash (also under a prefix).
     if (!req.url.split("?", 1)[0]!.endsWith("/")) return reply.redirect("monitor/");
-    return sendFile(reply, "index.html");
+    return sendFile(reply, page.get("index.html")!);
   });
   if (!app.hasRoute({ method: "GET", url: `${app.prefix}/monitor` })) app.get("/monitor", publicRoute, (_req, reply) => reply.redirect("monitor/"));
   app.get<{ Params: { file: string } }>("/monitor/:file", publicRoute, (req, reply) => {
     const { file } = req.params;
-    if (!PAGE_FILES[file]) return reply.code(404).send({ code: "NOT_FOUND", message: `no file ${file}` } satisfies MonitorError);
-    return sendFile(reply, file);
+    const found = page.get(file);
+    return found ? sendFile(reply, found) : notFound(reply, file);
+  });
+  app.get<{ Params: { file: string } }>("/monitor/vendor/:file", publicRoute, (req, reply) => {
+    const { file } = req.params;
+    const found = vendor.get(file);
+    return found ? sendFile(reply, found) : notFound(reply, `vendor/${file}`);
   });
 }

@@ -214,13 +214,23 @@ export class Agent {
 
   async #beat(): Promise<void> {
     const region = this.#rt.options.region;
-    const beat: PresenceBeat = { agent: this.id, instance: this.instance, ts: Date.now(), ...(region !== undefined && { region }) };
+    const beat: PresenceBeat = { agent: this.id, instance: this.instance, ts: Date.now(), ...(region !== undefined && { region }), inFlight: this.inFlight };
     const body = JSON.stringify(beat);
     await this.#rt.buckets.presence.put(`${this.id}.${this.instance}`, body);
     // A copy on the presence subject lets operators watch heartbeats with `nats sub`.
     const subject = this.#rt.subjects.presence(this.id);
     const data = enc.encode(body);
     this.#rt.nc.publish(subject, data, { headers: this.#rt.envelopes.seal(subject, data) });
+  }
+
+  /**
+   * Handlers this instance runs now: durable task runs (see
+   * `TaskWorker.running`) plus fast calls being handled. Each presence
+   * heartbeat carries it (`PresenceBeat.inFlight`), so discovery shows it as
+   * of the last beat (every third of the presence max age).
+   */
+  get inFlight(): number {
+    return this.#inflight.size + this.#workers.reduce((n, w) => n + w.running, 0);
   }
 
   #track(msg: ServiceMsg, cap: string | undefined, addressed = false): void {

@@ -395,6 +395,7 @@ export class TaskWorker {
             depth: 0,
             schedule: source.id,
             scheduledAt: at,
+            createdAt: Date.now(),
             ...(schedule.ttlMs !== undefined && { deadline: at + schedule.ttlMs }),
             ...(schedule.priority !== undefined && { priority: schedule.priority }),
           },
@@ -658,7 +659,11 @@ export class TaskWorker {
   async #deadLetter(m: JsMsg, reason: string): Promise<void> {
     const headers = new MsgHdrsImpl();
     for (const [k, v] of (m.headers as MsgHdrsImpl | undefined) ?? []) headers.headers.set(k, [...v]);
-    headers.headers.delete(Header.id); // the DLQ keeps every copy
+    // The DLQ keeps every copy: the id moves to a header of its own, with the work subject, so the copy verifies as sealed.
+    const id = headers.headers.get(Header.id)?.[0];
+    headers.headers.delete(Header.id);
+    if (id) headers.headers.set(Header.dlqMsgId, [id]);
+    headers.headers.set(Header.dlqSubject, [m.subject]);
     headers.headers.set(Header.dlqReason, [reason.replace(/[^\x20-\x7e]/g, "?").slice(0, 1000)]);
     headers.headers.set(Header.dlqDeliveries, [String(m.info.deliveryCount)]);
     await retryJs(() => this.#host.durable.js.publish(this.#host.durable.subjects.dlq(this.#cap), m.data, { headers }));
@@ -681,6 +686,16 @@ export class TaskWorker {
       for (const run of this.#runs) run.abort.abort(new AgentBusError("CLOSED", "agent stopped"));
       await Promise.race([all, new Promise((r) => setTimeout(r, 1000).unref())]);
     }
+  }
+
+  /**
+   * Runs of this worker in progress: each from the moment a verified work
+   * item of a task not yet ended starts a run until the run settles (its
+   * handler running, or the task waiting for its turn under the
+   * capability's limits).
+   */
+  get running(): number {
+    return this.#runs.size;
   }
 
   get host(): WorkerHost {

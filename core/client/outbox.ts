@@ -33,7 +33,7 @@ import { randomUUID } from "node:crypto";
 interface OutboxEntry {
   capability: string;
   message: Message;
-  options: { contextId: string; metadata?: Record<string, unknown>; priority?: TaskPriority; runAt?: number; deadline?: number; caller?: string; parent?: string; depth?: number };
+  options: { contextId: string; metadata?: Record<string, unknown>; priority?: TaskPriority; runAt?: number; deadline?: number; caller?: string; parent?: string; depth?: number; retryOf?: string };
 }
 
 /** The options of a forwarded submit (see {@link forwardTask}). */
@@ -50,6 +50,7 @@ export interface ForwardOptions {
   parent?: string;
   depth?: number;
   encrypt?: boolean;
+  retryOf?: string;
 }
 
 /** What `metadata.forward` says of a task stored at the edge for the hub. */
@@ -80,7 +81,7 @@ export async function forwardTask(rt: Runtime, cap: string, input: Input, o: For
   const entry: OutboxEntry = {
     capability: cap,
     message,
-    options: { contextId, metadata: o.metadata, priority: o.priority, runAt: at(o.runAt, o.delayMs), deadline: at(o.deadline, o.ttlMs), caller: o.caller, parent: o.parent, depth: o.depth },
+    options: { contextId, metadata: o.metadata, priority: o.priority, runAt: at(o.runAt, o.delayMs), deadline: at(o.deadline, o.ttlMs), caller: o.caller, parent: o.parent, depth: o.depth, ...(o.retryOf !== undefined && { retryOf: checkId(o.retryOf, "retryOf") }) },
   };
   const body = Buffer.from(JSON.stringify(entry));
   if (local.maxEventBytes !== undefined && body.length > local.maxEventBytes) {
@@ -92,7 +93,7 @@ export async function forwardTask(rt: Runtime, cap: string, input: Input, o: For
     status: statusNow("TASK_STATE_SUBMITTED"),
     artifacts: [],
     history: [message],
-    metadata: { ...o.metadata, capability: cap, submitter: me, caller: o.caller, parent: o.parent, depth: o.depth ?? 0, forward: { domain: hub.domain, ...(hub.region !== undefined && { region: hub.region }) } satisfies ForwardMark },
+    metadata: { ...o.metadata, capability: cap, submitter: me, caller: o.caller, parent: o.parent, depth: o.depth ?? 0, createdAt: Date.now(), ...(entry.options.retryOf !== undefined && { retryOf: entry.options.retryOf }), forward: { domain: hub.domain, ...(hub.region !== undefined && { region: hub.region }) } satisfies ForwardMark },
   };
   const existing = await local.store.get(taskId, me);
   if (existing) {
@@ -177,7 +178,7 @@ export class Forwarder {
     try {
       const o = entry.options;
       await this.submitToHub(hub, entry.capability, entry.message, {
-        taskId, contextId: o.contextId, metadata: { ...o.metadata, ...(rt.options.region !== undefined && { forwardedFrom: rt.options.region }) }, priority: o.priority, caller: o.caller, parent: o.parent, depth: o.depth,
+        taskId, contextId: o.contextId, metadata: { ...o.metadata, ...(rt.options.region !== undefined && { forwardedFrom: rt.options.region }) }, priority: o.priority, caller: o.caller, parent: o.parent, depth: o.depth, retryOf: o.retryOf,
         ...(o.runAt !== undefined && o.runAt > Date.now() && { runAt: o.runAt }),
         ...(o.deadline !== undefined && { deadline: o.deadline }),
       });

@@ -8,7 +8,7 @@ import type { EnvelopeMeta } from "../security/envelope.js";
 import { retryJs, withinMs } from "../infra/jetstream.js";
 import { toMessage, utf8, type Input } from "../wire/message.js";
 import { checkCapability, checkId } from "../wire/subjects.js";
-import { TASK_PRIORITIES, TASK_STATES, isFinal, isTerminal, newTaskId, priorityOf, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent, type TaskPriority } from "../wire/task.js";
+import { TASK_PRIORITIES, TASK_STATES, isFinal, isTerminal, newTaskId, priorityOf, statusNow, stateOf, taskIdBinds, type Task, type TaskEvent, type TaskPriority, type TaskState } from "../wire/task.js";
 import { page, type Snapshot, type TaskPage, type TaskQuery } from "../store/task-snapshots.js";
 import { exchange } from "./call.js";
 import { TaskWatch } from "./task-watch.js";
@@ -93,6 +93,13 @@ export interface SubmitOptions {
    * for a region not among the bus's regions.
    */
   region?: string;
+  /**
+   * The id of an earlier task this one submits again (the same work after
+   * that one failed or was canceled), recorded as `metadata.retryOf` for
+   * whoever reads the task; it gives no access to that task. For a new
+   * task only (a later turn keeps the task's).
+   */
+  retryOf?: string;
 }
 
 /** Options of `bus.task` and `bus.taskHandle`. */
@@ -151,8 +158,8 @@ const notFound = (id: string) => new AgentBusError("TASK_NOT_FOUND", `task ${id}
  * the others read every snapshot and keep those {@link mayAccess} allows.
  */
 export async function listTasks(s: Submitter, query: TaskQuery = {}): Promise<TaskPage> {
-  if (query.state !== undefined && !TASK_STATES.includes(query.state)) {
-    throw new AgentBusError("INVALID_INPUT", `unknown task state ${String(query.state)}; one of ${TASK_STATES.join(", ")}`);
+  for (const state of query.state === undefined ? [] : Array.isArray(query.state) ? query.state : [query.state]) {
+    if (!TASK_STATES.includes(state as TaskState)) throw new AgentBusError("INVALID_INPUT", `unknown task state ${String(state)}; one of ${TASK_STATES.join(", ")}`);
   }
   if (query.statusTimestampAfter !== undefined && !(ISO_TIME.test(query.statusTimestampAfter) && !Number.isNaN(Date.parse(query.statusTimestampAfter)))) {
     throw new AgentBusError("INVALID_INPUT", `statusTimestampAfter ${JSON.stringify(query.statusTimestampAfter)} is not an ISO 8601 time`);
@@ -162,6 +169,9 @@ export async function listTasks(s: Submitter, query: TaskQuery = {}): Promise<Ta
   // Federated: every region's tasks, a region that does not answer in time left out.
   const others = (s.rt.options.regions ?? []).filter((r) => r !== s.rt.subjects.region);
   const found = await Promise.all([find(s.durable), ...others.map((r) => withinMs(s.rt.tasks(r).then(find), REGION_WAIT_MS).catch(() => []))]);
+  // The caller's own filter sees the tasks as listed, so every candidate is opened first.
+  const { where } = query;
+  if (where) return page(found.flat().map((t) => openTask(s, t)).filter((t) => where(t)), query);
   const p = page(found.flat(), query);
   return { ...p, tasks: p.tasks.map((t) => openTask(s, t)) };
 }
@@ -234,6 +244,16 @@ export class TaskHandle {
     const hub = this.#isForward(task) ? await this.#atHub(task).catch(() => undefined) : undefined;
     if (hub) return hub.get().catch(() => readTask(this.submitter, task));
     return readTask(this.submitter, task);
+  }
+
+  /**
+   * The snapshot as listings show it (`TASK_NOT_FOUND` as for {@link get}):
+   * what is encrypted for this identity opened, blob references left as
+   * stored (not fetched), and at an edge site the edge's copy. One read:
+   * for views that show a task's state and metadata, not its content.
+   */
+  async stored(): Promise<Task> {
+    return openTask(this.submitter, (await this.#read()).task);
   }
 
   /**
@@ -643,6 +663,7 @@ export async function submit(s: Submitter, cap: string, input: Input, options: S
       history: [stored],
       metadata: {
         ...options.metadata, capability: cap, submitter: me, caller, parent: options.parent, depth, ...(encryptFor && { encrypted: E2E_SCHEME }), runAt, deadline, priority,
+        createdAt: Date.now(), ...(options.retryOf !== undefined && { retryOf: checkId(options.retryOf, "retryOf") }),
         // Federated: the region it is queued in, and whether it may run nowhere else.
         ...(s.durable.subjects.region !== undefined && { region: s.durable.subjects.region, ...(options.region !== undefined && { pinned: true }) }),
       },

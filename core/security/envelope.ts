@@ -28,6 +28,10 @@ export const Header = {
   error: "Mesh-Error-Code",
   dlqReason: "Mesh-Dlq-Reason",
   dlqDeliveries: "Mesh-Dlq-Deliveries",
+  /** A dead-lettered work item's `Nats-Msg-Id` (the copy leaves that header out, so the stream keeps every copy): part of what its signature covers. */
+  dlqMsgId: "Mesh-Dlq-Msg-Id",
+  /** A dead-lettered work item's work subject (its priority level): what its signature was sealed for. */
+  dlqSubject: "Mesh-Dlq-Subject",
   traceparent: "traceparent",
   tracestate: "tracestate",
 } as const;

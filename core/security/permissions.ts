@@ -110,7 +110,8 @@ function covered(patterns: readonly string[], pattern: string): boolean {
  *   cannot read another identity's tasks, nor subscribe to any capability, work queue or other identity's
  *   inbox, and cannot write the registry or policy buckets;
  * - **bridge**: a caller for every capability (it acts for many callers,
- *   whose rights it checks itself), plus reading its own direct messages;
+ *   whose rights it checks itself), plus reading its own direct messages,
+ *   the audit stream, and the dead letters (listed, read and removed);
  * - **admin**: everything in the tenant's account (policy, provisioning).
  */
 export function rolePermissions(input: PermissionInput): NatsPermissions {
@@ -304,6 +305,10 @@ function planePermissions(input: PermissionInput, s: Subjects, pub: Set<string>,
     sub.add(`${q}.work.>`);
     sub.add(`${q}.delayed.>`);
     for (const api of ["CREATE", "DELETE", "MSG.NEXT"]) pub.add(`$JS.API.CONSUMER.${api}.${s.stream("AUDIT")}.${api === "CREATE" ? ">" : "*"}`);
+    // The console's dead letters: listed (ordered consumers), read by sequence, and removed once requeued or discarded.
+    for (const api of ["CREATE", "DELETE", "MSG.NEXT"]) pub.add(`$JS.API.CONSUMER.${api}.${s.stream("DLQ")}.${api === "CREATE" ? ">" : "*"}`);
+    pub.add(`$JS.API.STREAM.MSG.GET.${s.stream("DLQ")}`);
+    pub.add(`$JS.API.STREAM.MSG.DELETE.${s.stream("DLQ")}`);
     pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("push")}.>`);
   }
 }

@@ -37,6 +37,12 @@ export interface AgentInfo {
   instances: number;
   /** The regions its heartbeating instances run in (`ConnectOptions.region`), sorted; empty when none says. */
   regions: string[];
+  /**
+   * Handlers running now (durable task runs and fast calls), summed over
+   * its heartbeating instances as of each one's last beat
+   * ({@link PresenceBeat.inFlight}); 0 when offline.
+   */
+  inFlight: number;
   lastSeen?: Date;
 }
 
@@ -64,6 +70,12 @@ export interface PresenceBeat {
   region?: string;
   instance: string;
   ts: number;
+  /**
+   * Handlers the instance was running at the time of the beat (durable
+   * task runs and fast calls being handled). Absent from the beats of
+   * earlier versions: counted as 0.
+   */
+  inFlight?: number;
 }
 
 const enc = new TextEncoder();
@@ -263,9 +275,8 @@ class RegistryMirror {
   #registered = new Map<string, string[]>();
   /** tag → registered agent ids, rebuilt lazily like `#registered` */
   #tagged = new Map<string, string[]>();
-  /** agent id → instance → time of its last heartbeat */
-  /** agent id → instance → its last beat's time and region. */
-  #beats = new Map<string, Map<string, { created: Date; region?: string }>>();
+  /** agent id → instance → its last beat's time, region and handlers in flight. */
+  #beats = new Map<string, Map<string, { created: Date; region?: string; inFlight: number }>>();
   #agents!: KvMirror<AgentRecord>;
   #presence!: KvMirror<PresenceBeat>;
   #sweep?: NodeJS.Timeout;
@@ -473,7 +484,7 @@ class RegistryMirror {
   get(id: string): AgentInfo | undefined {
     const rec = this.#agents.get(id);
     if (!rec) return undefined;
-    const { instances, regions, lastSeen } = this.#liveness(id);
+    const { instances, regions, inFlight, lastSeen } = this.#liveness(id);
     return {
       id,
       name: rec.card.name,
@@ -484,6 +495,7 @@ class RegistryMirror {
       online: instances > 0,
       instances,
       regions,
+      inFlight,
       lastSeen,
     };
   }
@@ -525,7 +537,12 @@ class RegistryMirror {
     let beats = this.#beats.get(id);
     if (beat) {
       if (!beats) this.#beats.set(id, (beats = new Map()));
-      beats.set(instance, { created: beat.created, region: typeof beat.value.region === "string" ? beat.value.region : undefined });
+      const { region, inFlight } = beat.value;
+      beats.set(instance, {
+        created: beat.created,
+        region: typeof region === "string" ? region : undefined,
+        inFlight: typeof inFlight === "number" && Number.isSafeInteger(inFlight) && inFlight > 0 ? inFlight : 0,
+      });
     } else {
       beats?.delete(instance);
     }
@@ -539,19 +556,21 @@ class RegistryMirror {
     return live;
   }
 
-  #liveness(id: string): { instances: number; regions: string[]; lastSeen?: Date } {
+  #liveness(id: string): { instances: number; regions: string[]; inFlight: number; lastSeen?: Date } {
     const now = Date.now();
     let instances = 0;
+    let inFlight = 0;
     const regions = new Set<string>();
     let lastSeen: Date | undefined;
-    for (const { created, region } of this.#beats.get(id)?.values() ?? []) {
+    for (const { created, region, inFlight: running } of this.#beats.get(id)?.values() ?? []) {
       if (now - created.getTime() <= this.#maxAgeMs) {
         instances++;
+        inFlight += running;
         if (region !== undefined) regions.add(region);
       }
       if (!lastSeen || created > lastSeen) lastSeen = created;
     }
-    return { instances, regions: [...regions].sort(), lastSeen };
+    return { instances, regions: [...regions].sort(), inFlight, lastSeen };
   }
 
   #onAgent(id: string, value: Mirrored<AgentRecord> | undefined, previous: Mirrored<AgentRecord> | undefined): void {
@@ -562,7 +581,7 @@ class RegistryMirror {
     if (!value) {
       if (!previous) return;
       this.#online.delete(id);
-      const agent: AgentInfo = { id, name: previous.value.card.name, card: previous.value.card, capabilities: [], tags: [], schemas: {}, online: false, instances: 0, regions: [] };
+      const agent: AgentInfo = { id, name: previous.value.card.name, card: previous.value.card, capabilities: [], tags: [], schemas: {}, online: false, instances: 0, regions: [], inFlight: 0 };
       this.#emit({ type: "remove", agent });
       return;
     }

@@ -36,10 +36,37 @@ const LIST_IDLE_MS = 10_000;
 /** Snapshots read at once when a listing goes through the owner index. */
 const LIST_READS_IN_FLIGHT = 64;
 
-/** Filters and paging of {@link TaskStore.list} (and `bus.tasks`). */
+/**
+ * Filters and paging of {@link TaskStore.list} (and `bus.tasks`). Every
+ * given filter must hold. Filters apply before paging: `totalSize` counts
+ * the tasks that pass them all, a page holds up to `pageSize` of those
+ * (newest status first), and a page token is an offset into that filtered
+ * list, so the next page is asked with the same filters.
+ */
 export interface TaskQuery {
   contextId?: string;
-  state?: TaskState;
+  /** Only tasks in this state, or, given a list, in any of its states. */
+  state?: TaskState | readonly TaskState[];
+  /** Only tasks of this capability (`metadata.capability`). */
+  capability?: string;
+  /**
+   * Only tasks that this agent id served (`metadata.agent`: the agent
+   * whose worker last took it; a task no worker took yet has none), or,
+   * given a list, any of these ids.
+   */
+  agent?: string | readonly string[];
+  /**
+   * Only the tasks submitted while working on this task (`metadata.parent`:
+   * its direct children, as `ctx.submit` and `ctx.fanOut` record it), or,
+   * given a list, on any of these tasks.
+   */
+  parent?: string | readonly string[];
+  /**
+   * A filter of the caller's own, applied with the others (so before
+   * paging): `bus.tasks` gives it each task as listed (what is encrypted
+   * for this identity opened, blob references as stored).
+   */
+  where?: (task: Task) => boolean;
   /**
    * Behind a bridge: list only the tasks this caller submitted through this
    * identity (see `SubmitOptions.caller`).
@@ -89,9 +116,17 @@ export function page(all: Task[], query: TaskQuery): TaskPage {
   return { tasks, nextPageToken: next, totalSize: all.length };
 }
 
+/** Whether `value` is `wanted`, or one of the list `wanted`; true when `wanted` is not given. */
+const oneOf = <T>(wanted: T | readonly T[] | undefined, value: unknown): boolean =>
+  wanted === undefined || (Array.isArray(wanted) ? (wanted as readonly unknown[]).includes(value) : wanted === value);
+
+/** Whether `t` passes the query's filters on stored fields (`where` is applied by `bus.tasks`, on the task as listed). */
 const matches = (t: Task, query: TaskQuery) =>
   (!query.contextId || t.contextId === query.contextId) &&
-  (!query.state || t.status.state === query.state) &&
+  oneOf(query.state, t.status.state) &&
+  (!query.capability || t.metadata.capability === query.capability) &&
+  oneOf(query.agent, t.metadata.agent) &&
+  oneOf(query.parent, t.metadata.parent) &&
   (!query.statusTimestampAfter || Date.parse(t.status.timestamp) > Date.parse(query.statusTimestampAfter));
 
 const decode = (v: Uint8Array): Task => JSON.parse(Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("utf8")) as Task;

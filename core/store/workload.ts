@@ -4,7 +4,7 @@
  * many delayed tasks wait for their time. For operators (`agentbus work`,
  * the monitor, `/metrics`) and autoscalers.
  */
-import type { JetStreamManager } from "@nats-io/jetstream";
+import type { ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
 import type { Subjects } from "../wire/subjects.js";
 import { TASK_PRIORITIES, type TaskPriority } from "../wire/task.js";
 
@@ -15,6 +15,27 @@ export interface CapabilityWork {
   pending: Record<TaskPriority, number>;
   /** Work items a worker took and has not acknowledged yet (running, or waiting for a retry). */
   inProgress: number;
+  /**
+   * Only when asked for ({@link WorkloadOptions.workers}): the pull
+   * requests open on the capability's work consumers now (the consumers'
+   * `num_waiting`, the largest over its priority levels, since a worker
+   * may keep one open on each level). A worker keeps one pull request open
+   * (for all its free slots at once) while it has a free slot, and none
+   * while every slot is busy: this counts the workers that could take
+   * work now, not those busy up to their concurrency (their work shows in
+   * `inProgress`).
+   */
+  workers?: number;
+}
+
+/** Options of {@link readWorkload}. */
+export interface WorkloadOptions {
+  /**
+   * Also count each capability's {@link CapabilityWork.workers}, and list
+   * the capabilities whose work consumers exist (a worker took that
+   * capability's work once) with nothing stored, with zeros.
+   */
+  workers?: boolean;
 }
 
 /** What {@link readWorkload} returns. */
@@ -45,9 +66,12 @@ export function workSubjectOf(s: Subjects, subject: string): { capability: strin
  * capability and priority with items, its consumer's pending and
  * acknowledgement-pending counts (`cap_<cap>`, `cap_<cap>_HIGH`,
  * `cap_<cap>_LOW`); without a consumer (no worker took that level yet)
- * everything stored waits. No stream yet: nothing queued.
+ * everything stored waits. No stream yet: nothing queued. With
+ * `options.workers`, the stream's consumers are listed once (one paged
+ * request) instead of read one by one, and their open pull requests
+ * counted.
  */
-export async function readWorkload(jsm: JetStreamManager, s: Subjects): Promise<Workload> {
+export async function readWorkload(jsm: JetStreamManager, s: Subjects, options: WorkloadOptions = {}): Promise<Workload> {
   const stream = s.stream("WORK");
   let stored: Record<string, number>;
   let delayed: Record<string, number>;
@@ -61,14 +85,39 @@ export async function readWorkload(jsm: JetStreamManager, s: Subjects): Promise<
     throw err;
   }
   const byCap = new Map<string, CapabilityWork>();
+  const entryOf = (capability: string): CapabilityWork => {
+    let entry = byCap.get(capability);
+    if (!entry) {
+      entry = { capability, pending: Object.fromEntries(TASK_PRIORITIES.map((p) => [p, 0])) as Record<TaskPriority, number>, inProgress: 0, ...(options.workers && { workers: 0 }) };
+      byCap.set(capability, entry);
+    }
+    return entry;
+  };
+  // Asked for workers: every consumer of the stream at once (those without stored work count too).
+  const listed = options.workers ? await listConsumers(jsm, stream) : undefined;
+  if (listed) {
+    for (const info of listed.values()) {
+      const w = workSubjectOf(s, info.config.filter_subject ?? "");
+      if (!w || info.name !== workConsumer(w.capability, w.priority)) continue;
+      const entry = entryOf(w.capability);
+      entry.workers = Math.max(entry.workers!, info.num_waiting);
+    }
+  }
   await Promise.all(Object.entries(stored).map(async ([subject, n]) => {
     const w = workSubjectOf(s, subject);
     if (!w) return;
-    const entry = byCap.get(w.capability) ?? { capability: w.capability, pending: Object.fromEntries(TASK_PRIORITIES.map((p) => [p, 0])) as Record<TaskPriority, number>, inProgress: 0 };
-    byCap.set(w.capability, entry);
-    const info = await jsm.consumers.info(stream, workConsumer(w.capability, w.priority)).catch(() => undefined);
+    const entry = entryOf(w.capability);
+    const name = workConsumer(w.capability, w.priority);
+    const info = listed ? listed.get(name) : await jsm.consumers.info(stream, name).catch(() => undefined);
     entry.pending[w.priority] += info ? info.num_pending : n;
     entry.inProgress += info ? info.num_ack_pending : 0;
   }));
   return { capabilities: [...byCap.values()].sort((a, b) => a.capability.localeCompare(b.capability)), delayed: Object.keys(delayed).length };
+}
+
+/** Every consumer of `stream` by name (one paged listing). */
+async function listConsumers(jsm: JetStreamManager, stream: string): Promise<Map<string, ConsumerInfo>> {
+  const out = new Map<string, ConsumerInfo>();
+  for await (const info of jsm.consumers.list(stream)) out.set(info.name, info);
+  return out;
 }

@@ -53,6 +53,7 @@ export const ErrorTable = {
   TASK_FINISHED: { wire: true, retryable: false, audited: false, status: 400, meaning: "the task ended: it takes no more input or events" },
   NOT_RECIPIENT: { wire: true, retryable: true, audited: false, status: 400, meaning: "end-to-end encrypted content holds no key for this identity (another replica may have one)" },
   MISUSE: { wire: false, retryable: false, audited: false, status: 400, meaning: "the library was called in a way it does not allow: a fault in the calling program, not in its input" },
+  DEAD_LETTER_NOT_FOUND: { wire: false, retryable: false, audited: false, status: 400, meaning: "no such dead letter, or not one this caller may see" },
 } as const satisfies Record<string, ErrorCodeInfo>;
 
 /** The error codes, in {@link ErrorTable}'s order. */

@@ -90,6 +90,14 @@ export interface TaskMetadata {
    * canceled.
    */
   deadline?: number;
+  /**
+   * When the task was created (its SUBMITTED snapshot written), ms since
+   * the epoch, by the creator's clock. Absent from tasks created by
+   * earlier versions.
+   */
+  createdAt?: number;
+  /** The task this one submits again (`SubmitOptions.retryOf`). */
+  retryOf?: string;
   /** Whatever else the submitter stored with the task (`SubmitOptions.metadata`). */
   [key: string]: unknown;
 }
