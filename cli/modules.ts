@@ -9,11 +9,32 @@ export type AgentModule =
   | { kind: "function"; run: (bus: Bus) => unknown }
   | { kind: "definition"; spec: AgentSpec; handlers: Record<string, Handler>; options?: AgentOptions };
 
-/** Imports a module (a path, else a package name) and checks it defines an agent; `INVALID_INPUT` (exit 2) when not. */
+/** A TypeScript module's extension. */
+const TYPESCRIPT = /\.[cm]?tsx?$/;
+
+/**
+ * Lets this process import TypeScript modules, once: tsx's loader, unless
+ * the process already runs under one (the CLI from source).
+ */
+let typescript: Promise<void> | undefined;
+function importTypeScript(): Promise<void> {
+  typescript ??= (async () => {
+    if (import.meta.url.endsWith(".ts")) return; // this module runs from source: a loader is in place
+    const { register } = await import("tsx/esm/api");
+    register();
+  })();
+  return typescript;
+}
+
+/**
+ * Imports a module (a path, else a package name; TypeScript through tsx)
+ * and checks it defines an agent; `INVALID_INPUT` (exit 2) when not.
+ */
 export async function loadAgentModule(module: string): Promise<AgentModule> {
   const path = resolve(module);
   let mod: Record<string, unknown>;
   try {
+    if (TYPESCRIPT.test(module)) await importTypeScript();
     mod = (await import(existsSync(path) ? pathToFileURL(path).href : module)) as Record<string, unknown>;
   } catch (cause) {
     throw new AgentBusError("INVALID_INPUT", `cannot load ${module}: ${(cause as Error).message}`, { cause });

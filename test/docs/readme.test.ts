@@ -19,9 +19,9 @@ import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { useNatsServer, useNatsSupercluster } from "../helpers/nats.js";
-import { compareVersions, connect, type Bus } from "../../core/index.js";
+import { compareVersions, connect } from "../../core/index.js";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const readme = readFileSync(join(root, "README.md"), "utf8");
@@ -321,7 +321,7 @@ while (bus.discover({ name: "echo", online: true }).length === 0) await new Prom
     try {
       // nats sub 'mesh.default.>': a call's traffic is on it.
       const seen: string[] = [];
-      const sub = nc.subscribe("mesh.default.>", { callback: (_e, m) => seen.push(m.subject) });
+      const sub = nc.subscribe("mesh.default.>", { callback: (_e, m) => void seen.push(m.subject) });
       const call = await runSh("agentbus call echo hi", root, demoEnv());
       expect(call.stdout).toBe("hi\n");
       await nc.flush();
@@ -467,6 +467,55 @@ while (bus.discover({ name: "echo", online: true }).length === 0) await new Prom
     }
   }, 120_000);
 
+  it("secure-deployment: your own nats-server with the authority, a tenant, identities, a grant, a call, a revocation", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "agentbus-readme-secure-"));
+    symlinkSync(join(root, "agents"), join(dir, "agents"));
+    const port = await freePort();
+    // The block's server listens on 4222, where the commands look by default: here, a free port, and NATS_URL says which.
+    const code = block("secure-deployment").replace("listen: 127.0.0.1:4222", `listen: 127.0.0.1:${port}`);
+    expect(code).not.toContain("4222");
+    // After the block: alice is refused now.
+    const after = `agentbus call echo "again" --tenant acme --seed alice.nk || echo "refused: $?"\nkill $(jobs -p)\n`;
+    try {
+      const { exit, stdout, stderr } = await runSh(code + after, dir, { NATS_URL: `nats://127.0.0.1:${port}` }, 150_000);
+      expect(exit, stderr).toBe(0);
+      expect(stdout.split("\n")).toContain("hello");
+      expect(stdout).toMatch(/refused: 3/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 180_000);
+
+  it("federation-up: up --regions with an edge site, then the CLI in a region and at the edge", async () => {
+    if (compareVersions(federation.supercluster.servers[0]!.version, "2.10.0") < 0) return; // a registry per region needs 2.10
+    const [first, ...rest] = block("federation-up").split("\n");
+    const upCommand = first!; // the first line runs in a terminal of its own (its comment lines follow it)
+    const session = rest.filter((l) => !l.startsWith("  #")).join("\n");
+    const dir = mkdtempSync(join(tmpdir(), "agentbus-readme-federation-"));
+    writeFileSync(join(dir, "agentbus.config.json"), JSON.stringify({ nats: { localUrl: "nats://127.0.0.1:1" } }));
+    const up = start("bash", ["-c", upCommand], { cwd: dir, env: { PATH, AGENTBUS_PORT: String(await freePort()) } });
+    try {
+      await waitFor(up, (o) => o.includes("agentbus is up"), "agentbus up", 180_000);
+      // The URLs it printed: "regions  east nats://…   west nats://…", "edges  shop nats://…".
+      const printed = up.stdout();
+      const url = (name: string) => new RegExp(`\\b${name} (nats://[^\\s,]+)`).exec(printed)?.[1];
+      const west = url("west");
+      const shop = url("shop");
+      expect(west, printed).toBeDefined();
+      expect(shop, printed).toBeDefined();
+      const code = session.replace("<west's URL>", west!).replace("<shop's URL>", shop!);
+      const { exit, stdout, stderr } = await runSh(code, dir, {}, 150_000);
+      expect(exit, stderr).toBe(0);
+      expect(stdout).toMatch(/east/);
+      expect(stdout).toMatch(/west/);
+      expect(stdout.match(/\bhi\b/g)?.length).toBeGreaterThanOrEqual(2);
+      expect(stdout).toContain("the sea");
+    } finally {
+      stopGroup(up.child, "SIGINT");
+      await up.exited;
+    }
+  }, 360_000);
+
   it("federation-library: one bus across two regions", async () => {
     if (compareVersions(federation.supercluster.servers[0]!.version, "2.10.0") < 0) return; // a registry per region needs 2.10
     const code = block("federation-library")
@@ -500,4 +549,6 @@ const RUNNERS = [
   "mcp-gateway-config",
   "cli-session",
   "http-and-command-agents",
+  "secure-deployment",
+  "federation-up",
 ];
