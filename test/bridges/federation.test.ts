@@ -36,6 +36,31 @@ describe("gateways of a federated bus, one per region", () => {
     return app.listen({ port: 0, host: "127.0.0.1" });
   };
 
+  /**
+   * Reads a stream until `done` says so or it ends; fails after `ms` with
+   * the events it saw, so a stream that stalls says where.
+   */
+  async function follow<T extends { payload?: { $case?: string } }>(what: string, stream: AsyncIterable<T>, done: (e: T) => boolean, ms = 20_000): Promise<void> {
+    const it = stream[Symbol.asyncIterator]();
+    const seen: string[] = [];
+    const deadline = Date.now() + ms;
+    try {
+      for (;;) {
+        let timer: NodeJS.Timeout | undefined;
+        const next = await Promise.race([
+          it.next(),
+          new Promise<"stalled">((r) => (timer = setTimeout(() => r("stalled"), Math.max(0, deadline - Date.now())))),
+        ]).finally(() => clearTimeout(timer));
+        if (next === "stalled") throw new Error(`${what} stalled for ${ms} ms after [${seen.join(", ")}]`);
+        if (next.done) return;
+        seen.push(next.value.payload?.$case ?? "?");
+        if (done(next.value)) return;
+      }
+    } finally {
+      void it.return?.();
+    }
+  }
+
   it("a task running in east is followed through west's gateway (SubscribeToTask) and read there with the same event cursors; each gateway shows the topology", async () => {
     if (compareVersions(nats.supercluster.servers[0]!.version, "2.10.0") < 0) return;
     const agentBus = await bus("east");
@@ -58,17 +83,18 @@ describe("gateways of a federated bus, one per region", () => {
 
     // Through west's gateway (no provider there): the task is queued and runs in east.
     let taskId = "";
-    for await (const e of west.sendMessageStream({ tenant: "", message: userMessage("go"), configuration: undefined, metadata: undefined })) {
+    await follow("west's SendStreamingMessage", west.sendMessageStream({ tenant: "", message: userMessage("go"), configuration: undefined, metadata: undefined }), (e) => {
       if (e.payload?.$case === "task") taskId = e.payload.value.id;
-      if (e.payload?.$case === "statusUpdate") break;
-    }
+      return e.payload?.$case === "statusUpdate";
+    });
     expect(taskId).not.toBe("");
     // Picked up again through east's gateway, then followed to the end.
     const seen: string[] = [];
-    for await (const e of east.resubscribeTask({ tenant: "", id: taskId })) {
+    await follow("east's SubscribeToTask", east.resubscribeTask({ tenant: "", id: taskId }), (e) => {
       seen.push(e.payload?.$case ?? "?");
       if (seen.length === 1) release();
-    }
+      return false;
+    });
     expect(seen[0]).toBe("task");
     expect(seen).toContain("artifactUpdate");
     const final = await west.getTask({ tenant: "", id: taskId, historyLength: undefined });
