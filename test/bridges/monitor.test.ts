@@ -1,4 +1,3 @@
-import { existsSync } from "node:fs";
 import Fastify, { type FastifyInstance } from "fastify";
 import { parseSseStream } from "@a2a-js/sdk";
 import { jetstreamManager } from "@nats-io/jetstream";
@@ -8,10 +7,6 @@ import { hashApiKey } from "../../bridges/a2a/index.js";
 import { monitor, type MonitorEvent } from "../../bridges/monitor/index.js";
 import { eventually, grant, quietLogger, testAdmin, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
-
-const CHROMIUM = "/usr/bin/chromium";
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`monitor page tests skipped: no Chromium at ${CHROMIUM} (Debian: apt-get install chromium)`);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const stateOf = (e: MonitorEvent) => ("statusUpdate" in e.event ? e.event.statusUpdate.status.state : undefined);
@@ -127,7 +122,7 @@ describe("monitor: REST, SSE and the web page", () => {
     const res = await fetch(`${baseUrl}/v1/work`);
     expect(res.status).toBe(200);
     const body = (await res.json()) as { capabilities: Array<{ capability: string }>; delayed: number; schedules?: Array<{ id: string; nextRunAt: number }> };
-    expect(body.capabilities).toContainEqual({ capability: "work.view", pending: { high: 0, normal: 0, low: 1 }, inProgress: 0 });
+    expect(body.capabilities).toContainEqual({ capability: "work.view", pending: { high: 0, normal: 0, low: 1 }, inProgress: 0, workers: 0 }); // no agent pulls work.view
     expect(typeof body.delayed).toBe("number");
     if (scheduled) {
       expect(body.schedules).toContainEqual(expect.objectContaining({ id: "nightly-view", creator: submitter.id, capability: "work.view", timeZone: "Asia/Tokyo", nextRunAt: scheduled.nextRunAt }));
@@ -209,7 +204,7 @@ describe("monitor: REST, SSE and the web page", () => {
     const dotted = await fetch(`${baseUrl}/v1/tasks/a.b`);
     expect(dotted.status).toBe(404);
     expect(((await dotted.json()) as { code: string }).code).toBe("TASK_NOT_FOUND");
-    for (const query of ["state=DONE", "pageSize=0", "pageSize=x", "pageToken=zz", "state=TASK_STATE_FAILED,TASK_STATE_COMPLETED"]) {
+    for (const query of ["state=DONE", "pageSize=0", "pageSize=x", "pageToken=zz", "state=TASK_STATE_FAILED,DONE"]) {
       const res = await fetch(`${baseUrl}/v1/tasks?${query}`);
       expect(res.status, query).toBe(400);
       expect(((await res.json()) as { code: string }).code, query).toBe("INVALID_INPUT");
@@ -349,113 +344,6 @@ describe("monitor: REST, SSE and the web page", () => {
     expect(missing.status).toBe(404);
     expect(((await missing.json()) as { code: string }).code).toBe("NOT_FOUND");
   });
-
-  it.skipIf(!hasChromium)("web page in Chromium: online agents, a sent message's reply streamed in, the task's live events", async () => {
-    await agents();
-    const { chromium } = await import("playwright-core");
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
-    try {
-      // A delayed task with a deadline, queued before the page loads: the list shows both times.
-      const submitter = await caller();
-      const later = submitter.server.schedules ? await submitter.submit("echo", "later", { delayMs: 600_000, ttlMs: 900_000, priority: "low" }) : undefined;
-      // Queued work no agent serves: the work table shows it by priority.
-      await submitter.submit("queued.only", "a", { priority: "high" });
-      await submitter.submit("queued.only", "b");
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on("pageerror", (err) => errors.push(String(err)));
-      await page.goto(`${baseUrl}/monitor/`);
-      await page.locator('#agents tr[data-agent="echo"] td.online').first().waitFor();
-      await page.locator("#feed-status.live").waitFor();
-      const queued = page.locator('#work tr[data-capability="queued.only"] td');
-      await queued.first().waitFor();
-      expect(await queued.allTextContents()).toEqual(["queued.only", "1", "1", "0", "0"]);
-      if (monitorBus.server.cron) {
-        // A schedule made in the page, paused and deleted with its buttons.
-        await page.click("#schedule-new summary");
-        await page.fill("#schedule-id", "page-made");
-        await page.fill("#schedule-capability", "queued.only");
-        await page.fill("#schedule-text", "from the page");
-        await page.fill("#schedule-cron", "0 15 10 * * *");
-        await page.fill("#schedule-tz", "Europe/Berlin");
-        await page.click("#schedule-form button");
-        const row = page.locator('#schedules tr[data-schedule="page-made"]');
-        await row.waitFor();
-        expect((await monitorBus.schedules.get("page-made"))?.timeZone).toBe("Europe/Berlin");
-        await row.locator('button[data-action="pause"]').click();
-        await row.locator("td", { hasText: "paused" }).waitFor();
-        expect((await monitorBus.schedules.get("page-made"))?.paused).toBe(true);
-        await row.locator('button[data-action="delete"]').click();
-        await row.waitFor({ state: "detached" });
-        expect(await monitorBus.schedules.get("page-made")).toBeUndefined();
-      }
-      if (later) {
-        const when = page.locator(`#tasks li[data-task="${later.id}"] .when`);
-        await when.filter({ hasText: "runs at" }).waitFor();
-        expect(await when.textContent()).toContain("deadline");
-        expect(await when.textContent()).toContain("low priority");
-        await later.cancel();
-      }
-
-      await page.selectOption("#capability", "echo");
-      await page.fill("#text", "hello from chromium");
-      await page.click("#send");
-      await page.locator("#reply-state", { hasText: "completed" }).waitFor();
-      expect(await page.textContent("#reply")).toBe("echo: hello from chromium");
-      const taskId = (await page.textContent("#reply-task"))!;
-      expect(taskId).toMatch(/^[0-9a-f]{48}$/);
-      // The task list follows the live feed (EventSource): the task, its state and its events.
-      const item = page.locator(`#tasks li[data-task="${taskId}"]`);
-      await item.locator(".state", { hasText: "completed" }).waitFor();
-      // A quick task's events: its result and its final state (no WORKING event for a task that returns at once).
-      expect(await item.locator(".events li").allTextContents()).toEqual([
-        expect.stringMatching(/artifact result: echo: hello from chromium$/),
-        expect.stringMatching(/completed$/),
-      ]);
-
-      // Streaming: the first words are on the page while the task still runs.
-      await page.selectOption("#capability", "tell");
-      await page.fill("#text", "a story");
-      await page.click("#send");
-      // (Polled from here: the page's Content-Security-Policy forbids the string evaluation waitForFunction uses.)
-      const partial = async () => (await page.textContent("#reply"))!.startsWith("Once") && (await page.textContent("#reply-state")) === "working";
-      await expect.poll(partial, { timeout: 10_000, interval: 50 }).toBe(true);
-      await page.locator("#reply-state", { hasText: "completed" }).waitFor();
-      expect(await page.textContent("#reply")).toBe("Once upon a time.");
-      expect(errors).toEqual([]);
-    } finally {
-      await browser.close();
-    }
-  }, 60_000);
-
-  it.skipIf(!hasChromium)("web page with API keys: asks for a key, then shows the key's tenant and its live tasks", async () => {
-    const keyed = await open({ tenant: "keyed" });
-    const agentBus = await open({ tenant: "keyed", insecureAllowAll: true });
-    await agentBus.agent({ name: "keyed-echo", skills: [{ id: "echo" }] }, { echo: (ctx) => `keyed: ${ctx.text}` });
-    await eventually(() => keyed.discover({ name: "keyed-echo", online: true }).length === 1);
-    const keyedApp = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
-    await keyedApp.register(monitor, { bus: monitorBus, apiKeys: [{ name: "ops", sha256: hashApiKey("sesame"), bus: keyed }] });
-    const url = await keyedApp.listen({ port: 0, host: "127.0.0.1" });
-    const { chromium } = await import("playwright-core");
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
-    try {
-      const page = await browser.newPage();
-      await page.goto(`${url}/monitor/`);
-      await page.locator("#key-form").waitFor();
-      await page.fill("#key", "sesame");
-      await page.click("#key-form button");
-      await page.locator('#agents tr[data-agent="keyed-echo"] td.online').waitFor();
-      expect(await page.locator('#agents tr[data-agent="echo"]').count()).toBe(0); // another tenant's agent
-      await page.locator("#feed-status.live").waitFor();
-      // A task the key's caller submitted elsewhere (another route, same caller) shows up through the fetch-based feed.
-      const task = await keyed.submit("echo", "from elsewhere", { caller: "ops" });
-      await task.result({ timeout: 10_000 });
-      await page.locator(`#tasks li[data-task="${task.id}"] .state`, { hasText: "completed" }).waitFor();
-    } finally {
-      await browser.close();
-      await keyedApp.close();
-    }
-  }, 60_000);
 });
 
 describe("monitor: API keys", () => {

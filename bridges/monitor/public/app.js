@@ -1,119 +1,148 @@
-// The agentbus monitor page: agents and their liveness, recent tasks with
-// their live events, and a form that sends a message and streams the reply.
-// It talks to the monitor's API next to it (../v1/...). No build step.
+// The agentbus console: agents with their load, queued work and schedules,
+// regions, a live task list with each task's tree and timeline, charts over
+// time, dead letters and the audit trail. It talks to the monitor's API next
+// to it (../v1/...). Vanilla ES modules, no build step.
 
-const api = (path) => new URL(`../v1/${path}`, location.href);
-const $ = (id) => document.getElementById(id);
-const TERMINAL = ["TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED", "TASK_STATE_REJECTED"];
+import { $, api, el, row, emptyRow, button, request, getJson, readSse, showError, session, agentNames, short, fmtTime, ago, timeEl, partEl } from "./util.js";
+import * as tasks from "./tasks.js";
+import * as charts from "./charts.js";
+import * as ops from "./ops.js";
 
-let key = sessionStorage.getItem("agentbus.key") ?? "";
 let started = false;
 
-/** A DOM element with properties and children (text is always set as text, never as HTML). */
-function el(tag, props = {}, ...children) {
-  const e = Object.assign(document.createElement(tag), props);
-  e.append(...children);
-  return e;
-}
+// ---- navigation ----
 
-const short = (state) => state.replace("TASK_STATE_", "").toLowerCase().replace("_", " ");
-const partsText = (parts = []) =>
-  parts.map((p) => p.text ?? (p.data !== undefined ? JSON.stringify(p.data) : p.url ?? "")).join("");
+const VIEWS = ["overview", "tasks", "charts", "dead-letters", "audit"];
 
-function describe(event) {
-  if (event.statusUpdate) {
-    const { state, message } = event.statusUpdate.status;
-    return message ? `${short(state)}: ${partsText(message.parts)}` : short(state);
+/** `#/<view>` or `#/tasks/<task id>`. */
+function route() {
+  const [, view = "overview", id] = location.hash.match(/^#\/([\w-]+)(?:\/([\w-]+))?/) ?? [];
+  const current = VIEWS.includes(view) ? view : "overview";
+  for (const v of document.querySelectorAll(".view")) v.hidden = v.dataset.view !== current;
+  for (const a of document.querySelectorAll("#nav a")) {
+    if (a.dataset.view === current) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
   }
-  if (event.artifactUpdate) {
-    const a = event.artifactUpdate.artifact;
-    return `artifact ${a.name ?? a.artifactId}: ${partsText(a.parts)}`;
+  if (!started) return;
+  if (current === "tasks") tasks.show(id);
+  if (current === "charts") charts.shown();
+  if (current === "dead-letters") ops.loadDeadLetters().catch(showError);
+  if (current === "audit") ops.loadAudit().catch(showError);
+}
+window.addEventListener("hashchange", route);
+
+// ---- agents and their load ----
+
+let lastAgents = [];
+let lastWork = { capabilities: [] };
+
+/** One row per agent name: its online registrations together, or its latest offline one. */
+function groupAgents(list) {
+  const byName = new Map();
+  for (const a of list) {
+    if (!byName.has(a.name)) byName.set(a.name, []);
+    byName.get(a.name).push(a);
   }
-  if (event.message) return `message: ${partsText(event.message.parts)}`;
-  return JSON.stringify(event);
+  return [...byName].sort(([a], [b]) => a.localeCompare(b)).map(([name, regs]) => {
+    const online = regs.filter((a) => a.online);
+    const seen = (a) => Date.parse(a.lastSeen ?? "") || 0;
+    const shown = online.length ? online : [regs.reduce((a, b) => (seen(b) > seen(a) ? b : a))];
+    const first = shown[0];
+    return {
+      name,
+      ids: shown.map((a) => a.id),
+      online: online.length > 0,
+      description: first.description,
+      version: first.version,
+      instances: shown.reduce((n, a) => n + (a.online ? a.instances ?? 0 : 0), 0),
+      regions: [...new Set(shown.flatMap((a) => a.regions ?? []))].sort(),
+      capabilities: [...new Set(shown.flatMap((a) => a.capabilities))].sort(),
+      inFlight: shown.some((a) => typeof a.inFlight === "number") ? shown.reduce((n, a) => n + (a.online ? a.inFlight ?? 0 : 0), 0) : undefined,
+      lastSeen: shown.map((a) => a.lastSeen).filter(Boolean).sort().at(-1),
+    };
+  });
 }
 
-function showError(err) {
-  $("error").hidden = !err;
-  $("error").textContent = err ? String(err.message ?? err) : "";
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+/** The load on one capability, from /v1/work: queued by priority, running, workers pulling. */
+function loadText(cap) {
+  const w = lastWork.capabilities.find((c) => c.capability === cap);
+  if (!w) return "no queued work";
+  const queued = w.pending.high + w.pending.normal + w.pending.low;
+  return [`${queued} queued`, `${w.inProgress} running`, ...(typeof w.workers === "number" ? [plural(w.workers, "worker")] : [])].join(" · ");
 }
 
-/** fetch on the API with the key; a refusal becomes an Error with the answer's {code, message}. */
-async function request(path, init = {}) {
-  const res = await fetch(api(path), { ...init, headers: { ...(key && { "X-API-Key": key }), ...init.headers } });
-  if (res.ok) return res;
-  const body = await res.json().catch(() => ({}));
-  if (res.status === 401) $("key-form").hidden = false;
-  throw new Error(`${body.code ?? res.status}: ${body.message ?? res.statusText}`);
+function renderAgents() {
+  const table = $("agents-table");
+  const groups = groupAgents(lastAgents);
+  const rows = groups.map((g) => {
+    const status = el("td", { className: g.online ? "online" : "offline" },
+      el("span", { textContent: g.online ? "online" : "offline" }),
+      g.lastSeen
+        ? el("div", { className: "muted small" }, g.online ? "seen " : "last seen ", timeEl(g.lastSeen), ` (${ago(g.lastSeen)})`)
+        : g.online ? undefined : el("div", { className: "muted small", title: "it stopped cleanly: no heartbeat is kept", textContent: "last seen: not known" }));
+    const caps = el("td", {}, el("ul", { className: "caps" }, ...g.capabilities.map((c) => {
+      const li = el("li", {}, el("code", { textContent: c }), " ", el("span", { className: "load muted", textContent: loadText(c) }));
+      li.dataset.capability = c;
+      return li;
+    })));
+    return row(table, [
+      el("td", { title: g.ids.join("\n") }, el("strong", { textContent: g.name }), g.version ? el("span", { className: "muted small", textContent: ` v${g.version}` }) : undefined, el("div", { className: "muted", textContent: g.description ?? "" })),
+      status,
+      el("td", { className: "num instances", textContent: String(g.instances) }),
+      el("td", { className: "regions", textContent: g.regions.join(", ") || "–" }),
+      el("td", { className: "num in-flight", textContent: g.inFlight === undefined ? "–" : String(g.inFlight) }),
+      caps,
+    ], { className: g.online ? "" : "dimmed", dataset: { agent: g.name } });
+  });
+  $("agents").replaceChildren(...(rows.length ? rows : [emptyRow(table, "no agents registered")]));
 }
-
-/** Server-Sent Events from a fetch response: yields {type, data} with data parsed as JSON. */
-async function* readSse(res) {
-  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    let end;
-    while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      let type = "message";
-      let data = "";
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) type = line.slice(6).trim();
-        else if (line.startsWith("data:")) data += line.slice(5).trimStart();
-      }
-      if (data) yield { type, data: JSON.parse(data) };
-    }
-  }
-}
-
-// ---- agents ----
 
 async function loadAgents() {
-  const { agents } = await (await request("agents")).json();
-  const rows = agents.map((a) => {
-    const row = el("tr", {},
-      el("td", {}, el("strong", { textContent: a.name }), el("div", { className: "muted", textContent: a.description ?? "" })),
-      el("td", { textContent: a.capabilities.join(", ") }),
-      el("td", { className: a.online ? "online" : "offline", textContent: a.online ? `online (${a.instances}${a.regions?.length ? ` in ${a.regions.join(", ")}` : ""})` : "offline" }),
-      el("td", { textContent: a.lastSeen ? new Date(a.lastSeen).toLocaleTimeString() : "–" }));
-    row.dataset.agent = a.name;
-    return row;
-  });
-  $("agents").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colSpan: 4, className: "muted", textContent: "no agents registered" }))]));
-  // The form offers what online agents serve.
-  const caps = [...new Set(agents.filter((a) => a.online).flatMap((a) => a.capabilities))].sort();
+  const { agents } = await getJson("agents");
+  lastAgents = agents;
+  for (const a of agents) agentNames.set(a.id, a.name);
+  renderAgents();
+  // The forms offer what online agents serve; the filters, every agent and capability known.
+  const online = [...new Set(agents.filter((a) => a.online).flatMap((a) => a.capabilities))].sort();
   const select = $("capability");
-  if (caps.join() !== [...select.options].map((o) => o.value).join()) {
+  if (online.join() !== [...select.options].map((o) => o.value).join()) {
     const current = select.value;
-    select.replaceChildren(...caps.map((c) => el("option", { value: c, textContent: c })));
-    if (caps.includes(current)) select.value = current;
+    select.replaceChildren(...online.map((c) => el("option", { value: c, textContent: c })));
+    if (online.includes(current)) select.value = current;
   }
+  offerFilters();
+}
+
+/** The capabilities and agent names the filters offer. */
+function offerFilters() {
+  const caps = [...new Set([...lastAgents.flatMap((a) => a.capabilities), ...lastWork.capabilities.map((c) => c.capability)])].sort();
+  const names = [...new Set(lastAgents.map((a) => a.name))].sort();
+  tasks.offer(caps, names);
+  charts.offer(caps);
+  ops.offer(caps);
 }
 
 // ---- regions ----
 
 /** The regions, shown once there is more than one (or the bus is federated): agents, instances and the link to each. */
 async function loadTopology() {
-  const { federated, regions, hub, edges = [] } = await (await request("topology")).json();
+  const { federated, regions, hub, edges = [] } = await getJson("topology");
   $("regions-section").hidden = !federated && regions.length < 2 && !hub;
   $("hub").hidden = !hub;
-  if (hub) $("hub").textContent = `Edge site: hub ${hub.domain}${hub.region ? ` (${hub.region})` : ""}, link ${hub.up ? "up" : "down"}; ${hub.waiting} task${hub.waiting === 1 ? "" : "s"} waiting to be forwarded`;
+  if (hub) $("hub").textContent = `Edge site: hub ${hub.domain}${hub.region ? ` (${hub.region})` : ""}, link ${hub.up ? "up" : "down"}; ${plural(hub.waiting, "task")} waiting to be forwarded`;
   // The regions, then the edge sites this region hears from.
+  const table = $("regions-table");
   const sites = [...regions, ...edges.map((e) => ({ ...e, edge: true }))];
   $("regions").replaceChildren(...sites.map((r) => {
     const link = r.link === undefined ? (r.local ? "here" : "–") : `${r.link.up ? "up" : "down"}${r.link.lastHeardMs === undefined ? "" : ` · heard ${(r.link.lastHeardMs / 1000).toFixed(1)} s ago`}${r.link.error ? ` · ${r.link.error}` : ""}`;
-    const row = el("tr", {},
-      el("td", { textContent: r.local ? `${r.name} (here)` : r.edge ? `${r.name} (edge site)` : r.name }),
-      el("td", { textContent: String(r.agents) }),
-      el("td", { textContent: String(r.instances) }),
-      el("td", { className: r.link === undefined ? "" : r.link.up ? "online" : "offline", textContent: link }));
-    row.dataset.region = r.name;
-    if (r.edge) row.dataset.edge = "true";
-    return row;
+    return row(table, [
+      r.local ? `${r.name} (here)` : r.edge ? `${r.name} (edge site)` : r.name,
+      String(r.agents),
+      String(r.instances),
+      el("td", { className: r.link === undefined ? "" : r.link.up ? "online" : "offline", textContent: link }),
+    ], { dataset: { region: r.name, ...(r.edge && { edge: "true" }) } });
   }));
 }
 
@@ -127,109 +156,36 @@ async function scheduleAction(id, action) {
 }
 
 async function loadWork() {
-  const { capabilities, delayed, schedules, me } = await (await request("work")).json();
+  lastWork = await getJson("work");
+  const { capabilities, delayed, schedules, me } = lastWork;
   $("schedule-new").hidden = schedules === undefined;
-  const rows = capabilities.map((c) => {
-    const row = el("tr", {}, el("td", { textContent: c.capability }), ...[c.pending.high, c.pending.normal, c.pending.low, c.inProgress].map((n) => el("td", { textContent: String(n) })));
-    row.dataset.capability = c.capability;
-    return row;
-  });
-  $("work").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colSpan: 5, className: "muted", textContent: "none queued" }))]));
-  $("delayed").textContent = delayed ? `${delayed} delayed task${delayed === 1 ? "" : "s"} waiting for their time` : "";
-  $("schedules-table").hidden = !schedules?.length;
-  $("schedules").replaceChildren(...(schedules ?? []).map((s) => {
-    const row = el("tr", {},
-      el("td", { textContent: s.id }),
-      el("td", { textContent: s.capability }),
-      el("td", { textContent: s.cron ? `${s.cron}${s.timeZone ? ` (${s.timeZone})` : ""}` : `every ${s.everyMs / 1000} s` }),
-      el("td", { className: s.paused ? "muted" : "", textContent: s.paused ? "paused" : new Date(s.nextRunAt).toLocaleString() }),
-      el("td", {}, ...(s.creator === me ? [s.paused ? "resume" : "pause", "delete"].map((action) => {
-        const b = el("button", { type: "button", className: "small", textContent: action });
-        b.dataset.action = action;
-        b.addEventListener("click", () => scheduleAction(s.id, action).catch(showError));
-        return b;
-      }) : [])));
-    row.dataset.schedule = s.id;
-    return row;
-  }));
+  const table = $("work-table");
+  const rows = capabilities.map((c) =>
+    row(table, [c.capability, c.pending.high, c.pending.normal, c.pending.low, c.inProgress, c.workers ?? "–"].map((v, i) => el("td", { className: i ? "num" : "", textContent: String(v) })), { dataset: { capability: c.capability } }));
+  $("work").replaceChildren(...(rows.length ? rows : [emptyRow(table, "none queued")]));
+  $("delayed").textContent = delayed ? `${plural(delayed, "delayed task")} waiting for ${delayed === 1 ? "its" : "their"} time` : "";
+  const sTable = $("schedules-table");
+  sTable.hidden = !schedules?.length;
+  $("schedules").replaceChildren(...(schedules ?? []).map((s) =>
+    row(sTable, [
+      s.id,
+      s.capability,
+      s.cron ? `${s.cron}${s.timeZone ? ` (${s.timeZone})` : ""}` : `every ${s.everyMs / 1000} s`,
+      el("td", { className: s.paused ? "muted" : "", textContent: s.paused ? "paused" : fmtTime(new Date(s.nextRunAt).toISOString()) }),
+      el("td", { className: "actions" }, ...(s.creator === me ? [s.paused ? "resume" : "pause", "delete"].map((action) =>
+        button(action, () => scheduleAction(s.id, action), { className: "small", dataset: { action } })) : [])),
+    ], { dataset: { schedule: s.id } })));
+  renderAgents();
+  offerFilters();
 }
 
-// ---- tasks and their live events ----
-
-const tasks = new Map(); // id -> {li, state, events, seen}
-
-function taskItem(id, capability) {
-  let t = tasks.get(id);
-  if (t) return t;
-  const state = el("span", { className: "state" });
-  const when = el("span", { className: "when" });
-  const head = el("div", { className: "task-head", title: "click: every stored event" }, state, el("strong", { textContent: capability ?? "?" }), el("code", { textContent: id }), when);
-  const events = el("ol", { className: "events" });
-  const li = el("li", {}, head, events);
-  li.dataset.task = id;
-  head.addEventListener("click", () => loadTask(id).catch(showError));
-  t = { li, state, when, events, seen: new Set() };
-  tasks.set(id, t);
-  $("tasks").prepend(li);
-  for (const [oldest, old] of tasks) {
-    if (tasks.size <= 50) break;
-    old.li.remove();
-    tasks.delete(oldest);
-  }
-  return t;
-}
-
-/** A task's priority (when not normal), a delayed task's time and a deadline, from its snapshot. */
-function showTimes(t, task) {
-  const m = task.metadata ?? {};
-  const times = [];
-  if (m.priority === "high" || m.priority === "low") times.push(`${m.priority} priority`);
-  if (typeof m.runAt === "number") times.push(`runs at ${new Date(m.runAt).toLocaleString()}`);
-  if (typeof m.deadline === "number") times.push(`deadline ${new Date(m.deadline).toLocaleString()}`);
-  t.when.textContent = times.join(" · ");
-}
-
-function setState(t, state) {
-  t.state.textContent = short(state);
-  t.state.className = `state ${state}`;
-  t.li.classList.toggle("final", TERMINAL.includes(state));
-}
-
-function addEvent(t, e) {
-  if (t.seen.has(e.sequence)) return;
-  t.seen.add(e.sequence);
-  const line = el("li", { textContent: `${new Date(e.time).toLocaleTimeString()} ${describe(e.event)}` });
-  if (!e.verified) line.append(el("span", { className: "unverified", title: `sent as ${e.from}, not verifiable by this monitor`, textContent: "unverified" }));
-  t.events.append(line);
-  if (e.event.statusUpdate) setState(t, e.event.statusUpdate.status.state);
-}
-
-async function loadTasks() {
-  const { tasks: list } = await (await request("tasks?pageSize=20")).json();
-  // Tasks the live feed already showed keep their (newer) state.
-  for (const task of list.reverse()) {
-    if (tasks.has(task.id)) continue;
-    const t = taskItem(task.id, task.metadata.capability);
-    showTimes(t, task);
-    setState(t, task.status.state);
-  }
-}
-
-async function loadTask(id) {
-  const { task, events } = await (await request(`tasks/${encodeURIComponent(id)}`)).json();
-  const t = taskItem(id, task.metadata.capability);
-  showTimes(t, task);
-  t.events.replaceChildren();
-  t.seen.clear();
-  for (const e of events) addEvent(t, e);
-  setState(t, task.status.state);
-}
+// ---- the live feed ----
 
 let lastSequence = 0;
 
 function onFeedEvent(e) {
-  lastSequence = e.sequence;
-  addEvent(taskItem(e.taskId, e.capability), e);
+  lastSequence = Math.max(lastSequence, e.sequence);
+  tasks.onEvent(e);
 }
 
 function feedStatus(text, live) {
@@ -244,7 +200,7 @@ function follow() {
     feedStatus("reconnecting…", false);
     setTimeout(follow, 2000);
   };
-  if (!key) {
+  if (!session.key) {
     const source = new EventSource(api(path));
     source.onopen = () => feedStatus("live", true);
     source.onmessage = (m) => onFeedEvent(JSON.parse(m.data));
@@ -275,8 +231,14 @@ $("send-form").addEventListener("submit", async (ev) => {
   showError();
   $("send").disabled = true;
   $("reply").textContent = "";
+  $("reply-data").replaceChildren();
   $("reply-task").textContent = "–";
-  const append = (text) => $("reply").append(text);
+  // Text parts stream into the reply; a data part is shown as formatted JSON under it, on its own.
+  const append = (parts, prefix = "", suffix = "") => {
+    const text = parts.filter((p) => p.text !== undefined).map((p) => p.text).join("");
+    if (text || prefix) $("reply").append(`${prefix}${text}${suffix}`);
+    for (const p of parts.filter((p) => p.text === undefined)) $("reply-data").append(partEl(p));
+  };
   try {
     const body = JSON.stringify({ capability: $("capability").value, text: $("text").value });
     const res = await request("send", { method: "POST", headers: { "content-type": "application/json" }, body });
@@ -291,9 +253,9 @@ $("send-form").addEventListener("submit", async (ev) => {
       if (e.statusUpdate) {
         const { state, message } = e.statusUpdate.status;
         setReplyState(state);
-        if (message) append(`[${short(state)}] ${partsText(message.parts)}\n`);
-      } else if (e.artifactUpdate) append(partsText(e.artifactUpdate.artifact.parts));
-      else if (e.message) append(`${partsText(e.message.parts)}\n`);
+        if (message) append(message.parts, `[${short(state)}] `, "\n");
+      } else if (e.artifactUpdate) append(e.artifactUpdate.artifact.parts);
+      else if (e.message) append(e.message.parts, "", "\n");
     }
   } catch (err) {
     showError(err);
@@ -317,11 +279,16 @@ $("schedule-form").addEventListener("submit", async (ev) => {
 
 $("key-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
-  key = $("key").value.trim();
-  sessionStorage.setItem("agentbus.key", key);
+  session.setKey($("key").value.trim());
   $("key-form").hidden = true;
   start();
 });
+
+/** Runs `load` now and every `ms`, its errors shown on the page. */
+function every(ms, load) {
+  load().catch(showError);
+  setInterval(() => load().catch(showError), ms);
+}
 
 async function start() {
   try {
@@ -334,12 +301,14 @@ async function start() {
   if (started) return;
   started = true;
   setInterval(() => loadAgents().catch(showError), 3000);
-  loadWork().catch(showError);
-  setInterval(() => loadWork().catch(showError), 3000);
-  loadTopology().catch(showError);
-  setInterval(() => loadTopology().catch(showError), 3000);
-  loadTasks().catch(showError);
+  every(3000, loadWork);
+  every(3000, loadTopology);
+  tasks.start();
+  charts.start();
+  ops.start();
   follow();
+  route();
 }
 
+route();
 start();
