@@ -75,8 +75,13 @@ export function gateway(): Command {
       .description("the tools of MCP servers (stdio or Streamable HTTP) as capabilities mcp.<server>.<tool>")
       .requiredOption("--config <file>", "JSON or YAML: {servers: {<name>: {command, args?, env?} | {url, headers?}}, breaker?, restart?}")
       .action(async (o: CommonOptions & { config: string }) => {
-        const text = readFileSync(o.config, "utf8");
-        const raw = (o.config.endsWith(".json") ? JSON.parse(text) : parseYaml(text)) as McpGatewayConfig;
+        let raw: McpGatewayConfig;
+        try {
+          const text = readFileSync(o.config, "utf8");
+          raw = (o.config.endsWith(".json") ? JSON.parse(text) : parseYaml(text)) as McpGatewayConfig;
+        } catch (cause) {
+          throw new AgentBusError("INVALID_INPUT", `--config ${o.config}: ${(cause as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (cause as Error).message}`, { cause });
+        }
         // Checked (and its ${VAR}s resolved) before connecting: a bad file is a usage error; the gateway expands the file as it is, once.
         parseMcpGatewayConfig(raw);
         await withBus(o, async (bus) => {

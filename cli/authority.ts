@@ -8,14 +8,13 @@
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { errors as natsErrors } from "@nats-io/nats-core";
 import {
   AgentBusError,
   Identity,
   IdentityRoles,
   checkCapability,
-  createLogger,
   type IdentityRole,
   type Logger,
 } from "../core/index.js";
@@ -34,7 +33,9 @@ import {
   type IdentityRecord,
   type ReloadOutcome,
 } from "../authority/index.js";
-import { print, untilSignal } from "./options.js";
+import { cliLogger, connectionFailure, identityFromFile, LOG_LEVELS, print, untilSignal } from "./options.js";
+import { ACCEPTED_FORMS, DEFAULT_NATS_URL, expectNatsGreeting, natsAddresses } from "./nats-url.js";
+import { dataDirOf, liveUpRecord, upRecordPath } from "./up-record.js";
 
 /** The authority's directory when `--dir` and `AGENTBUS_AUTHORITY_DIR` are not given: the one `agentbus up` uses. */
 export const DEFAULT_AUTHORITY_DIR = join(".agentbus", "authority");
@@ -52,8 +53,10 @@ function withDir(cmd: Command, o: { nats?: boolean; logLevel?: string } = {}): C
   cmd
     .option("--dir <dir>", `the authority's directory: its keys and tenants (env AGENTBUS_AUTHORITY_DIR; default ${DEFAULT_AUTHORITY_DIR})`, process.env.AGENTBUS_AUTHORITY_DIR ?? DEFAULT_AUTHORITY_DIR)
     .option("--json", "machine-readable JSON output")
-    .option("--log-level <level>", "log level", o.logLevel ?? "warn");
-  if (o.nats !== false) cmd.option("--nats <url>", "NATS server URL (env NATS_URL; default: the server agentbus up started for --dir, else nats://127.0.0.1:4222)");
+    .addOption(new Option("--log-level <level>", `log level, logs on stderr (env AGENTBUS_LOG_LEVEL; default ${o.logLevel ?? "warn"})`).choices(LOG_LEVELS));
+  if (o.nats !== false) {
+    cmd.option("--nats <url>", `NATS server: ${ACCEPTED_FORMS} (env NATS_URL; default: the server agentbus up started for --dir, else the one recorded by the agentbus up running with AGENTBUS_DATA_DIR or ./.agentbus, else ${DEFAULT_NATS_URL})`);
+  }
   return cmd;
 }
 
@@ -65,16 +68,45 @@ function stateOf(o: AuthorityCliOptions): AuthorityState {
   return new AuthorityState(o.dir);
 }
 
-/** `--nats`, else `NATS_URL`, else the running server `agentbus up` recorded, else the default local URL. */
+/**
+ * `--nats`, else `NATS_URL`, else the running server `agentbus up` started
+ * for the directory, else the one the running `agentbus up` of the data
+ * dir recorded, else the default local URL.
+ *
+ * @throws {AgentBusError} `INVALID_INPUT` (exit 2) for an address that is
+ *   not a NATS one.
+ */
 export function serversOf(o: { nats?: string }, dir: string): string {
-  if (o.nats) return o.nats;
-  if (process.env.NATS_URL) return process.env.NATS_URL;
+  const given = o.nats ?? (process.env.NATS_URL || undefined);
+  if (given !== undefined) {
+    natsAddresses(given, o.nats !== undefined ? "--nats" : "NATS_URL");
+    return given;
+  }
   const record = readServerRecord(dir);
   if (record?.kind === "launched" && processAlive(record.pid)) return record.url;
-  return "nats://127.0.0.1:4222";
+  const dataDir = dataDirOf({});
+  const up = liveUpRecord(dataDir);
+  if (up) {
+    natsAddresses(up.nats, `the server recorded in ${upRecordPath(dataDir)}`);
+    return up.nats;
+  }
+  return DEFAULT_NATS_URL;
 }
 
-const loggerOf = (o: { logLevel?: string }): Logger => createLogger({ level: o.logLevel ?? "warn" }, process.stderr as never);
+/**
+ * Checks that `servers` greets as a NATS server within seconds.
+ *
+ * @throws {AgentBusError} `UNAVAILABLE` (exit 3) when it does not.
+ */
+async function expectNats(servers: string): Promise<void> {
+  try {
+    await expectNatsGreeting(natsAddresses(servers, "--nats"), servers);
+  } catch (err) {
+    throw connectionFailure(err);
+  }
+}
+
+const loggerOf = (o: { logLevel?: string }, fallback?: string): Logger => cliLogger(o, fallback);
 
 /**
  * Connects to the server as the authority's service and system users
@@ -85,9 +117,11 @@ const loggerOf = (o: { logLevel?: string }): Logger => createLogger({ level: o.l
  */
 export async function openAuthority(o: { nats?: string; logLevel?: string }, state: AuthorityState): Promise<Authority> {
   const servers = serversOf(o, state.dir);
+  const logger = loggerOf(o);
+  await expectNats(servers);
   try {
     return await Authority.open({
-      servers, keys: state.keys, identity: state.identity, tenants: () => state.tenants(), trustRoot: (t) => admins(state.dir, t), logger: loggerOf(o),
+      servers, keys: state.keys, identity: state.identity, tenants: () => state.tenants(), trustRoot: (t) => admins(state.dir, t), logger,
     });
   } catch (cause) {
     if (cause instanceof natsErrors.AuthorizationError) {
@@ -137,10 +171,12 @@ Several replicas may run against one server: they share the requests.
       .action(async (o: AuthorityCliOptions) => {
         const state = stateOf(o);
         const servers = serversOf(o, state.dir);
+        const logger = loggerOf(o, "info");
+        await expectNats(servers);
         let running: Authority;
         try {
           running = await Authority.start({
-            servers, keys: state.keys, identity: state.identity, tenants: () => state.tenants(), trustRoot: (t) => admins(state.dir, t), logger: loggerOf(o),
+            servers, keys: state.keys, identity: state.identity, tenants: () => state.tenants(), trustRoot: (t) => admins(state.dir, t), logger,
           });
         } catch (cause) {
           const why = cause instanceof natsErrors.AuthorizationError
@@ -184,7 +220,9 @@ revoking or granting:
         const state = new AuthorityState(o.dir);
         const file = resolve(o.out ?? join(o.dir, "nats-accounts.conf"));
         if (o.static) {
-          const config = await staticServerConfig({ state, servers: o.nats, logger: loggerOf(o) });
+          const logger = loggerOf(o);
+          if (o.nats !== undefined) await expectNats(serversOf(o, state.dir));
+          const config = await staticServerConfig({ state, servers: o.nats, logger });
           writeFileSync(file, staticIncludeFileText(config));
           const tenants = state.tenants().map((t) => t.name);
           print(o, { file, include: `include ${basename(file)}`, reload: "nats-server --signal reload", static: true, tenants }, `wrote ${file}: accounts for the tenants (${tenants.join(", ") || "none yet"}), AUTH and SYS, and each issued identity's permissions; include it from your nats-server's config and reload it after each change`);
@@ -350,7 +388,7 @@ gateway: may call any capability and checks its callers itself), admin
       const seedOut = o.seed ? undefined : (o.seedOut ?? `${o.name ?? role}.nk`);
       if (seedOut && existsSync(seedOut)) throw new AgentBusError("INVALID_INPUT", `${seedOut} exists: give --seed ${seedOut} to issue that key, or another --seed-out`);
       const state = stateOf(o);
-      const identity = o.seed ? Identity.fromFile(o.seed) : Identity.generate();
+      const identity = o.seed ? identityFromFile(o.seed, "--seed") : Identity.generate();
       await withAuthority(o, state, async (authority) => {
         const before = authority.directory.get(identity.id);
         if (before?.revokedAt) throw new AgentBusError("INVALID_INPUT", `identity ${identity.id} was revoked (${before.reason ?? "revoked"}): issue a new key`);

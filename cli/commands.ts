@@ -2,14 +2,14 @@ import { Command } from "commander";
 import { existsSync } from "node:fs";
 import { PassThrough } from "node:stream";
 import { AgentBusError, Identity, isAgentBusError, proveRotation, type ConnectOptions, type EdgeView, type RegionView, type Task, type Topology, type TaskState } from "../core/index.js";
-import { busFrom, Exit, parseInput, print, progress, trustRootFromEnv, untilSignal, withBus, withCommon, type CommonOptions } from "./options.js";
+import { apiKeysFrom, busFrom, Exit, identityFromFile, isConnectionFailure, parseInput, print, progress, targetOf, trustRootFromEnv, untilSignal, wholeNumber, withBus, withCommon, type CommonOptions } from "./options.js";
+import { dataDirOf } from "./up-record.js";
 import { partsText } from "./render.js";
 import { agentCmd, agentHttp } from "./adapters.js";
 import { loadAgentModule, startAgentModule, type AgentModule } from "./modules.js";
 import { joinRemoteAgent } from "../adapters/a2a/index.js";
 import { a2aBridge } from "../bridges/a2a/index.js";
 import { keySeedFile, persistentIdentity } from "../bridges/http/index.js";
-import { readApiKeys } from "../bridges/a2a/keys.js";
 import Fastify from "fastify";
 import { StdioServerTransport, serveStdio } from "@modelcontextprotocol/server/stdio";
 import { mcpServer, requestStates } from "../bridges/mcp/modern.js";
@@ -31,6 +31,25 @@ export function keygen(): Command {
       const id = Identity.generate();
       id.writeSeed(file);
       print(o, { id: id.id, file }, id.id);
+    });
+}
+
+/** `agentbus id <file>`: the identity id of a seed file (no NATS needed; the common options are accepted). */
+export function id(): Command {
+  return withCommon(new Command("id"))
+    .description("print the identity id (U…) of a seed file")
+    .argument("<file>", "nkey seed file (agentbus keygen, or a .creds file)")
+    .addHelpText(
+      "after",
+      `
+Exit code 2 when the file is missing or holds no valid nkey user seed.
+
+  agentbus id me.nk
+  agentbus acl allow me-echo $(agentbus id me.nk) '*' echo --admin-seed admin.nk`,
+    )
+    .action((file: string, o: CommonOptions) => {
+      const identity = identityFromFile(file, "seed file");
+      print(o, { id: identity.id, file }, identity.id);
     });
 }
 
@@ -82,10 +101,16 @@ export function call(): Command {
     .argument("<input>", "plain text (a text part) or JSON (a data part)")
     .option("--target <agent>", "call this agent id only")
     .option("--region <name>", "call only an instance running in this region (default: prefer this connection's region, AGENTBUS_REGION)")
-    .option("--timeout <ms>", "reply deadline in ms", "30000")
-    .action(async (cap: string, input: string, o: CommonOptions & { target?: string; region?: string; timeout: string }) => {
+    .option("--timeout <ms>", "reply deadline in ms", wholeNumber("--timeout", 1), 30_000)
+    .addHelpText(
+      "after",
+      `
+Exit codes: 0 answered, 1 refused or failed (NO_RESPONDERS: no agent offers
+the capability; DENIED, TIMEOUT, …), 2 usage error, 3 NATS unreachable.`,
+    )
+    .action(async (cap: string, input: string, o: CommonOptions & { target?: string; region?: string; timeout: number }) => {
       await withBus(o, async (bus) => {
-        const reply = await bus.call(cap, parseInput(input), { target: o.target, region: o.region, timeout: Number(o.timeout) });
+        const reply = await bus.call(cap, parseInput(input), { target: o.target, region: o.region, timeout: o.timeout });
         print(o, reply, partsText(reply.parts));
       });
     });
@@ -107,7 +132,7 @@ function asAdmin(o: AdminOptions, what: string): Partial<ConnectOptions> {
   if (!o.adminSeed) {
     throw new AgentBusError("INVALID_INPUT", `${what} is signed by a tenant admin: give --admin-seed <file> (or AGENTBUS_ADMIN_SEED_FILE)`);
   }
-  return { identity: Identity.fromFile(o.adminSeed), trustRoot: trustRootFromEnv() };
+  return { identity: identityFromFile(o.adminSeed, "--admin-seed"), trustRoot: trustRootFromEnv() };
 }
 
 /** `agentbus acl allow|group|rm|ls|trust`: edit the tenant's policy, signed with an admin key. */
@@ -229,7 +254,7 @@ file>: it registers under the new id. The old key is refused from now on.
       .action(async (o: AdminOptions & { newSeed: string; dir?: string }) => {
         if (!o.seed) throw new AgentBusError("INVALID_INPUT", "give --seed <file>: the identity's current key");
         const admin = asAdmin(o, "a key rotation");
-        const proof = proveRotation(Identity.fromFile(o.seed), Identity.fromFile(o.newSeed), o.tenant ?? "default");
+        const proof = proveRotation(identityFromFile(o.seed, "--seed"), identityFromFile(o.newSeed, "--new-seed"), targetOf(o).tenant);
         const secured = await withBus({ ...o, seed: undefined }, async (bus) => {
           await bus.rotateIdentity(proof);
           return Boolean(bus.nc.info?.auth_required);
@@ -254,11 +279,11 @@ export function task(): Command {
       .description("list the tasks this identity may see, newest first, with their priority, delayed time and deadline")
       .option("--state <state>", "only tasks in this state (submitted, working, completed, failed, canceled, …)")
       .option("--context <id>", "only tasks of this A2A context")
-      .option("--page-size <n>", "at most this many (1–1000)", "50")
-      .action(async (o: CommonOptions & { state?: string; context?: string; pageSize: string }) => {
+      .option("--page-size <n>", "at most this many (1–1000)", wholeNumber("--page-size", 1), 50)
+      .action(async (o: CommonOptions & { state?: string; context?: string; pageSize: number }) => {
         await withBus(o, async (bus) => {
           const state = o.state === undefined ? undefined : (`TASK_STATE_${o.state.replace(/^TASK_STATE_/i, "").toUpperCase()}` as TaskState);
-          const page = await bus.tasks({ state, contextId: o.context, pageSize: Number(o.pageSize) });
+          const page = await bus.tasks({ state, contextId: o.context, pageSize: o.pageSize });
           const line = (t: Task) =>
             [
               t.id,
@@ -332,7 +357,7 @@ cannot be named in ACL rules). On Ctrl-C or SIGTERM in-flight work finishes
         let entry: AgentModule;
         try {
           entry = await loadAgentModule(module);
-          p.text(`connecting to ${o.nats}`);
+          p.text(`connecting to ${targetOf(o).where}`);
         } catch (err) {
           p.stop();
           throw err;
@@ -380,21 +405,23 @@ export function bridge(): Command {
   cmd.addCommand(
     withCommon(new Command("a2a"))
       .description("A2A v1.0 (JSON-RPC, HTTP+JSON and, with --grpc-port, gRPC; v0.3 JSON-RPC too) for every agent of the tenant")
-      .option("--port <port>", "HTTP port", "8080")
-      .option("--grpc-port <port>", "serve the gRPC binding on this port too")
+      .option("--port <port>", "HTTP port", wholeNumber("--port", 0), 8080)
+      .option("--grpc-port <port>", "serve the gRPC binding on this port too", wholeNumber("--grpc-port", 0))
       .option("--host <host>", "listen address", "127.0.0.1")
       .option("--base-url <url>", "public base URL for the cards (default: from the Host header)")
       .option("--keys <file>", "API keys file: JSON [{name, sha256, tenant?, seedFile?}]")
       .option("--open", "no authentication (local use only)")
-      .option("--data-dir <dir>", "where keys without seedFile keep their identity (<dir>/keys/<name>.seed)", ".agentbus")
-      .action(async (o: CommonOptions & { port: string; grpcPort?: string; host: string; baseUrl?: string; keys?: string; open?: boolean; dataDir: string }) => {
+      .addHelpText("after", `
+API keys without seedFile act as an identity kept in the data dir
+(<data-dir>/keys/<name>.seed, created on first use).`)
+      .action(async (o: CommonOptions & { port: number; grpcPort?: number; host: string; baseUrl?: string; keys?: string; open?: boolean }) => {
         if (!o.open === !o.keys) throw new AgentBusError("INVALID_INPUT", "give --keys <file> or --open");
-        const keys = o.keys ? readApiKeys(o.keys) : [];
+        const keys = o.keys ? apiKeysFrom(o.keys) : [];
         const bus = await busFrom(o);
         // Each key acts as one identity across restarts, so it can be granted: its seedFile, else one kept in the data dir.
         const keySeeds = keys.map((k) => {
           if (k.seedFile) return k.seedFile;
-          const file = keySeedFile(o.dataDir, k.name);
+          const file = keySeedFile(dataDirOf(o), k.name);
           const { identity, created } = persistentIdentity(file);
           if (created) process.stderr.write(`agentbus: API key ${k.name} acts as ${identity.id} (kept in ${file}); grant it: agentbus acl allow <rule> ${identity.id} <agent> <capabilities> --admin-seed <file>\n`);
           return file;
@@ -406,9 +433,9 @@ export function bridge(): Command {
           baseUrl: o.baseUrl,
           open: o.open,
           apiKeys: o.open ? undefined : keys.map((k, i) => ({ name: k.name, sha256: k.sha256, bus: keyBuses[i]! })),
-          ...(o.grpcPort !== undefined && { grpc: { port: Number(o.grpcPort), host: o.host } }),
+          ...(o.grpcPort !== undefined && { grpc: { port: o.grpcPort, host: o.host } }),
         });
-        const url = await app.listen({ port: Number(o.port), host: o.host });
+        const url = await app.listen({ port: o.port, host: o.host });
         print(o, { url }, `A2A bridge on ${url} (cards: ${url}/a2a/<agent>/.well-known/agent-card.json); Ctrl-C to stop`);
         await untilSignal();
         await app.close();
@@ -449,7 +476,7 @@ const STDIO_EXIT_MS = 1_000;
 
 /** Maps an error to the documented exit code. */
 export function exitCodeOf(err: unknown): number {
-  if (isAgentBusError(err, "UNAVAILABLE")) return Exit.connection;
+  if (isConnectionFailure(err) || isAgentBusError(err, "UNAVAILABLE")) return Exit.connection;
   if (isAgentBusError(err, "INVALID_INPUT") || isAgentBusError(err, "MISUSE")) return Exit.usage;
   return Exit.taskFailed;
 }

@@ -10,6 +10,7 @@ import { parse as parseYaml } from "yaml";
 import { AgentBusError, schemaErrors, type JsonSchema } from "../core/internal.js";
 import { mcpGatewayConfigSchema, type McpGatewayConfig } from "../adapters/mcp/index.js";
 import { isLoopbackHost } from "../bridges/http/index.js";
+import { NATS_ADDRESS_PATTERN } from "./nats-url.js";
 
 /** The whole configuration of `agentbus up`. */
 export interface UpConfig {
@@ -82,7 +83,7 @@ export const upConfigSchema = {
       additionalProperties: false,
       required: ["localUrl"],
       properties: {
-        url: { type: "string", pattern: "^(nats|tls|ws|wss)://" },
+        url: { type: "string", pattern: NATS_ADDRESS_PATTERN },
         localUrl: { type: "string", pattern: "^(nats|tls)://" },
         port: { type: "integer", minimum: 1, maximum: 65535 },
       },

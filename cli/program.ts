@@ -1,6 +1,7 @@
 /** The `agentbus` command tree (parsing and exit codes are `main.ts`'s). */
 import { Command } from "commander";
-import { acl, agent, bridge, call, identity, keygen, ls, mcp, revoke, send, tail, task } from "./commands.js";
+import { acl, agent, bridge, call, id, identity, keygen, ls, mcp, revoke, send, tail, task } from "./commands.js";
+import { packageVersion } from "./version.js";
 import { up } from "./up.js";
 import { schedule } from "./schedule.js";
 import { work } from "./work.js";
@@ -18,8 +19,25 @@ function identities(): Command {
 export function program(): Command {
   return new Command("agentbus")
     .description("agentbus: an agent bus on NATS")
+    .version(packageVersion() ?? "unknown (no package.json declaring the agentbus command above this program)", "-V, --version", "print the version")
+    .addHelpText(
+      "after",
+      `
+Exit codes: 0 success, 1 task failed or refused (NO_RESPONDERS, DENIED, …),
+2 usage error, 3 connection error (NATS unreachable or not a NATS server).
+
+The NATS server, tenant and identity: --nats, --tenant, --seed (or NATS_URL,
+AGENTBUS_TENANT, AGENTBUS_SEED); without them, the agentbus up running with
+the data dir (--data-dir, AGENTBUS_DATA_DIR, default ./.agentbus: it records
+itself in up.json), in its tenant and, with --demo, as its demo user; else
+nats://127.0.0.1:4222, tenant default, a new identity each run.
+
+  agentbus up --demo                 # in one terminal
+  agentbus send write "the sea"      # in another, same directory`,
+    )
     .addCommand(up())
     .addCommand(keygen())
+    .addCommand(id())
     .addCommand(ls())
     .addCommand(call())
     .addCommand(send())

@@ -1,12 +1,13 @@
 import { Command } from "commander";
-import { isInterrupted, isTerminal, type Bus, type TaskEvent, type TaskHandle, type TaskPriority, type TaskState } from "../core/index.js";
+import { AgentBusError, isInterrupted, isTerminal, TASK_PRIORITIES, type Bus, type TaskEvent, type TaskHandle, type TaskPriority, type TaskState } from "../core/index.js";
 import { partsText, stateName } from "./render.js";
 import { Exit, parseInput, progress, quietOnClosedStdout, withBus, withCommon, type CommonOptions, type Progress } from "./options.js";
 
 interface SendOptions extends CommonOptions {
   task?: string;
   context?: string;
-  wait: boolean;
+  /** true: `--wait` (queue even with no agent online, and follow); false: `--no-wait` (queue, print, exit); undefined: follow a task an online agent will take. */
+  wait?: boolean;
   delay?: string;
   at?: string;
   priority?: string;
@@ -21,7 +22,8 @@ export function send(): Command {
     .argument("<input>", "plain text (a text part) or JSON (a data part)")
     .option("--task <id>", "answer a task waiting for input (or submit under this id)")
     .option("--context <id>", "A2A context id (default: the task's, else a new one)")
-    .option("--no-wait", "print the task and exit without following it")
+    .option("--wait", "queue the task even when no online agent offers the capability, and wait for one")
+    .option("--no-wait", "queue the task, print it and exit without following it (also when no agent offers the capability yet)")
     .option("--delay <ms>", "run the task this many ms from now (nats-server 2.12+)")
     .option("--at <time>", "run the task at this time, e.g. 2026-12-24T18:00:00Z (nats-server 2.12+)")
     .option("--priority <level>", "high, normal or low: workers take the highest waiting first (default normal)")
@@ -29,13 +31,21 @@ export function send(): Command {
     .addHelpText(
       "after",
       `
+Without --wait or --no-wait, a capability no online agent offers fails at
+once (NO_RESPONDERS, exit 1) and nothing is queued: a mistyped capability
+does not wait forever. With --wait the task is queued and followed until an
+agent takes it and it ends; with --no-wait it is queued for later. (At an
+edge site, AGENTBUS_HUB_DOMAIN, tasks no local agent offers go to the hub:
+no check.)
+
 Output: the task id, then each status update and artifact chunk as it arrives.
 With --json, one JSON object per line: first {"task": …} (the task as submitted),
 then {"sequence", "event", "from"} per event, the event in A2A StreamResponse
 form ({"statusUpdate"}, {"artifactUpdate"} or {"message"}).
 
 Exit codes: 0 completed (or waiting for input: answer with --task <id>),
-1 failed, rejected or canceled, 2 usage error, 3 NATS unreachable.
+1 failed, rejected or canceled, or no online agent offers the capability
+(NO_RESPONDERS), 2 usage error, 3 NATS unreachable.
 
 Ctrl-C: the first cancels the task and waits for its final event (exit 1);
 a second stops waiting at once (exit 130). SIGTERM stops waiting and leaves
@@ -43,6 +53,7 @@ the task running (follow it with: agentbus tail --task <id>).`,
     )
     .action(async (cap: string, input: string, o: SendOptions) => {
       quietOnClosedStdout();
+      checkWhen(o);
       await withBus(o, async (bus) => {
         process.exitCode = await sendAndFollow(bus, cap, input, o);
       });
@@ -60,6 +71,13 @@ async function sendAndFollow(bus: Bus, cap: string, input: string, o: SendOption
       // the task does not exist (TASK_NOT_FOUND).
       fromSequence = await afterLastEvent(bus, o.task);
     }
+    // Followed, the task needs an agent: none online is a refusal now, not a wait without end.
+    if (o.wait === undefined && !process.env.AGENTBUS_HUB_DOMAIN && !offered(bus, cap, o.region)) {
+      throw new AgentBusError(
+        "NO_RESPONDERS",
+        `no online agent offers ${cap}${o.region ? ` in region ${o.region}` : ""} in tenant ${bus.subjects.tenant}: nothing was queued (agentbus ls --online shows what is offered; --wait queues the task until an agent takes it, --no-wait queues it and exits)`,
+      );
+    }
     handle = await bus.submit(cap, parseInput(input), {
       taskId: o.task,
       contextId: o.context,
@@ -76,15 +94,16 @@ async function sendAndFollow(bus: Bus, cap: string, input: string, o: SendOption
   const runAt = typeof submitted.metadata.runAt === "number" ? new Date(submitted.metadata.runAt).toISOString() : undefined;
   if (o.json) process.stdout.write(`${JSON.stringify({ task: submitted })}\n`);
   else p.out(`task ${handle.id} → ${cap}${typeof submitted.metadata.region === "string" ? ` in ${submitted.metadata.region}${submitted.metadata.pinned ? " (pinned)" : ""}` : ""}${runAt ? ` (runs at ${runAt})` : ""}\n`);
-  if (!o.wait) {
+  if (o.wait === false) {
     p.stop();
+    if (!o.json && !offered(bus, cap, o.region)) process.stderr.write(`agentbus: no online agent offers ${cap} yet: task ${handle.id} waits in the queue for one\n`);
     return Exit.ok;
   }
 
   const started = Date.now();
   let label = runAt
     ? `${cap}: waits until ${runAt} (Ctrl-C cancels)`
-    : bus.discover({ capability: cap, online: true }).length > 0
+    : offered(bus, cap, o.region)
       ? `${cap}: queued`
       : `queued: no online agent offers ${cap} yet (Ctrl-C cancels)`;
   p.text(label);
@@ -135,6 +154,28 @@ async function sendAndFollow(bus: Bus, cap: string, input: string, o: SendOption
     return Exit.ok;
   }
   return final === "TASK_STATE_COMPLETED" ? Exit.ok : Exit.taskFailed;
+}
+
+/** True when an online agent (in `region`, when given) offers `cap`: the registry is a local mirror, loaded when the bus connected. */
+function offered(bus: Bus, cap: string, region: string | undefined): boolean {
+  return bus.discover({ capability: cap, online: true, region }).length > 0;
+}
+
+/**
+ * Usage errors of `--priority`, `--delay` and `--at` (exit 2), found before
+ * anything is checked or submitted; the library checks the rest (a time too
+ * far ahead, a server without delayed tasks).
+ */
+function checkWhen(o: SendOptions): void {
+  if (o.priority !== undefined && !TASK_PRIORITIES.includes(o.priority as TaskPriority)) {
+    throw new AgentBusError("INVALID_INPUT", `--priority: priority must be one of ${TASK_PRIORITIES.join(", ")}, not ${JSON.stringify(o.priority)}`);
+  }
+  if (o.delay !== undefined && (o.delay.trim() === "" || !Number.isFinite(Number(o.delay)) || Number(o.delay) < 0)) {
+    throw new AgentBusError("INVALID_INPUT", `--delay: delayMs must be a number of ms, not ${JSON.stringify(o.delay)}`);
+  }
+  if (o.at !== undefined && Number.isNaN(new Date(o.at).getTime())) {
+    throw new AgentBusError("INVALID_INPUT", `--at: ${JSON.stringify(o.at)} is not a time (e.g. 2026-12-24T18:00:00Z)`);
+  }
 }
 
 /**

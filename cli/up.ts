@@ -7,7 +7,7 @@
  * SIGINT/SIGTERM.
  */
 import { createHash } from "node:crypto";
-import { basename, join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { Command } from "commander";
 import pretty from "pino-pretty";
 import { AgentBusError, connect, createLogger, Identity, isAgentBusError, type Bus, type IdentityRole, type Logger } from "../core/index.js";
@@ -17,7 +17,6 @@ import { Authority, forgetServer, recordServer, startSecureNats, type SecureNats
 import { createGateway } from "../bridges/gateway/index.js";
 import { callObserver } from "../bridges/metrics/index.js";
 import { Registry } from "prom-client";
-import { readApiKeys } from "../bridges/a2a/keys.js";
 import { keySeedFile, oidcSeedFile, persistentIdentity } from "../bridges/http/index.js";
 import { startMcpGateway } from "../adapters/mcp/index.js";
 import { echoSpec, startEcho } from "../agents/echo.js";
@@ -26,7 +25,9 @@ import { orchestratorSpec, startOrchestrator } from "../agents/orchestrator.js";
 import { startCoder } from "../agents/coder.js";
 import { ConfigError, loadUpConfig, type UpConfig, type UpFlags } from "./config.js";
 import { loadAgentModule, startAgentModule, type AgentModule } from "./modules.js";
-import { Exit } from "./options.js";
+import { apiKeysFrom, Exit } from "./options.js";
+import { ACCEPTED_FORMS } from "./nats-url.js";
+import { DEFAULT_DATA_DIR, removeUpRecord, upRecordPath, writeUpRecord } from "./up-record.js";
 
 /** Something running that must be stopped on the way out, in reverse start order. */
 type Stop = () => Promise<unknown>;
@@ -58,7 +59,7 @@ export function up(): Command {
   return new Command("up")
     .description("run agentbus: NATS (given, local or embedded), the HTTP gateway (A2A, MCP, monitor, metrics) and, with --demo, the example agents")
     .option("--config <file>", "configuration file (default: agentbus.config.{json,yaml,yml} here)")
-    .option("--nats <url>", "NATS server to use (env NATS_URL); default: a JetStream server on nats://127.0.0.1:4222, else an embedded one")
+    .option("--nats <url>", `NATS server to use: ${ACCEPTED_FORMS} (env NATS_URL); default: a JetStream server on nats://127.0.0.1:4222, else an embedded one`)
     .option("--tenant <tenant>", "tenant (env AGENTBUS_TENANT)")
     .option("--region <name>", "the region this gateway and its agents run in (env AGENTBUS_REGION): shown in discovery; calls prefer it")
     .option("--regions <list>", "comma-separated regions of a federated bus (env AGENTBUS_REGIONS); embedded: a supercluster with one cluster per region, the demo agents in each")
@@ -71,10 +72,30 @@ export function up(): Command {
     .option("--allowed-hosts <list>", "comma-separated Host names to serve besides loopback and the base URL's (env AGENTBUS_ALLOWED_HOSTS; name, name:port, *.domain or *)")
     .option("--allowed-origins <list>", "comma-separated origins whose web pages may call the gateway (env AGENTBUS_ALLOWED_ORIGINS; e.g. https://app.example.com)")
     .option("--demo", "start the example agents (echo, writer, orchestrator, coder)")
-    .option("--data-dir <dir>", "embedded NATS data and the gateway's identity (default ./.agentbus)")
+    .option("--data-dir <dir>", "embedded NATS data, the identities, and up.json: where this up's NATS server is, for the other commands (env AGENTBUS_DATA_DIR; default ./.agentbus)")
     .option("--seed <file>", "nkey seed file of the gateway's identity (default <data-dir>/gateway.seed)")
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent (env AGENTBUS_LOG_LEVEL; default info)")
     .option("--json", "one JSON line when ready instead of the human summary")
+    .addHelpText(
+      "after",
+      `
+When ready, up records where it runs in <data-dir>/up.json (mode 0600,
+removed when it stops): {nats, region?, regions?, url, tenant, pid, secure,
+demo?: {seed, id}, started}. The other commands, run with the same data dir and given no
+--nats (or NATS_URL), use its NATS server and tenant and, with --demo, act
+as its demo user unless --seed says otherwise:
+
+  agentbus up --demo
+  agentbus send write "the sea"          # in another terminal, same directory
+
+With --demo, the demo agents, the gateway and the demo user may call each
+other: the ACL group and rule demo-<last 8 characters of the gateway's id>
+(one per data dir, so several ups in one tenant keep their own), signed
+with <data-dir>/admin.seed and removed on stop.
+
+Exit codes: 0 stopped cleanly, 2 invalid configuration, 3 NATS not usable,
+130 a second Ctrl-C.`,
+    )
     .action(async (flags: UpFlags & { json?: boolean }) => {
       let config: UpConfig;
       try {
@@ -114,7 +135,7 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
   process.on("SIGTERM", onSignal);
 
   const gatewayIdentity = Identity.fromFileOrCreate(config.seedFile ?? join(config.dataDir, "gateway.seed"));
-  const keys = config.gateway.keysFile ? readApiKeys(config.gateway.keysFile) : [];
+  const keys = config.gateway.keysFile ? apiKeysFrom(config.gateway.keysFile, "gateway.keysFile") : [];
   let nats: UpNats;
   try {
     nats = await chooseUpNats(config, gatewayIdentity, [...new Set([config.tenant, ...keys.map((k) => k.tenant ?? config.tenant)])], log);
@@ -191,19 +212,24 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     const agentBuses: Bus[] = [];
     // The demo grant goes after the agents have drained (their last tasks may still call each other).
     let demoAdmin: Bus | undefined;
-    if (config.demo) stops.push(async () => demoAdmin && revokeDemo(demoAdmin));
+    // This up's own group and rule: another up --demo in the tenant keeps its own.
+    const demoAcl = demoAclName(bus.id);
+    let demoUser: { seed: string; id: string } | undefined;
+    if (config.demo) stops.push(async () => demoAdmin && revokeDemo(demoAdmin, demoAcl));
     stops.push(() => Promise.all(agentBuses.map((b) => b.close())));
     if (config.demo) {
       // Same identities every run: the registry keeps one entry per demo agent.
       const demoAgents = DEMO.map((demo) => ({ ...demo, identity: Identity.fromFileOrCreate(join(config.dataDir, "demo", `${demo.name}.seed`)) }));
       // The demo's callers: the gateway, and an identity for the CLI.
-      const user = Identity.fromFileOrCreate(join(config.dataDir, "demo-user.seed"));
+      const userSeed = resolve(config.dataDir, "demo-user.seed");
+      const user = Identity.fromFileOrCreate(userSeed);
+      demoUser = { seed: userSeed, id: user.id };
       for (const demo of demoAgents) await issue(demo.identity, "agent", `demo ${demo.name}`, { serves: [...demo.serves] });
       await issue(user, "caller", "demo user (CLI)");
       // The tenant admin signs the demo's grant, before the agents connect:
       // on the secured server an agent may call what it was granted when it connected.
       demoAdmin = await open({ name: "admin", identity: adminIdentity });
-      const revision = await grantDemo(demoAdmin, [...demoAgents.map((d) => d.identity.id), bus.id, user.id]);
+      const revision = await grantDemo(demoAdmin, demoAcl, [...demoAgents.map((d) => d.identity.id), bus.id, user.id], bus.id);
       if (authority && revision !== undefined) await (await authority.tenant(config.tenant)).acl.applied(revision);
       // Federated: one instance of each demo agent in every region.
       for (const region of config.regions ?? [undefined]) {
@@ -253,6 +279,12 @@ async function run(config: UpConfig, json: boolean): Promise<void> {
     const url = await app.listen({ host: config.gateway.host, port: config.gateway.port });
     stops.push(() => closeWithin(app, config.gateway.drainTimeoutMs, log));
     const base = config.gateway.baseUrl ?? url;
+    // Where this up is, for the other commands run with the same data dir (removed first on stop).
+    writeUpRecord(config.dataDir, {
+      nats: nats.url, ...(config.regions && { region: config.region, regions: config.regions }), url, tenant: config.tenant, pid: process.pid, secure: Boolean(nats.secure),
+      ...(demoUser && { demo: demoUser }), started: new Date().toISOString(),
+    });
+    stops.push(async () => removeUpRecord(config.dataDir));
     if (json) {
       const callers = { keys: Object.fromEntries(apiKeys.map((k) => [k.name, k.bus.id])), ...(oidc && { oidc: oidc.bus.id }) };
       process.stdout.write(`${JSON.stringify({ ready: true, url, nats: nats.url, ...(config.regions && { region: config.region, regions: nats.regionUrls ?? config.regions }), ...(nats.edgeUrls && { edges: nats.edgeUrls }), natsSource: nats.source, secure: Boolean(nats.secure), tenant: config.tenant, gateway: bus.id, demo: config.demo, open: config.gateway.open, ...(nats.secure && { authority: nats.secure.state.dir, admin: adminIdentity.id }), ...callers })}\n`);
@@ -381,28 +413,49 @@ function moduleSeedFile(dataDir: string, module: string): string {
 }
 
 /**
+ * The name of one up's demo group and rule: `demo-` and the last 8
+ * characters of its gateway's id (one per data dir), so several `up --demo`
+ * in one tenant each keep and remove their own.
+ */
+export function demoAclName(gatewayId: string): string {
+  return `demo-${gatewayId.slice(-8)}`;
+}
+
+/**
  * The demo's members (its agents, the gateway, the CLI's demo identity) may
- * call each other: one group and one rule, signed by the demo's admin key
+ * call each other: one group and one rule named `name` (this up's, see
+ * {@link demoAclName}), signed by the demo's admin key
  * (`<data-dir>/admin.seed`, which becomes the tenant's trust root when the
  * tenant has none), removed again on stop, so the tenant goes back to
  * default-deny. A tenant whose root names other admins gets no demo grant.
+ * The group and rule `demo` that earlier versions shared between all ups
+ * are removed when their group names this up's gateway (left by this data
+ * dir), and left alone otherwise.
  */
-async function grantDemo(admin: Bus, members: string[]): Promise<number | undefined> {
+async function grantDemo(admin: Bus, name: string, members: string[], gatewayId: string): Promise<number | undefined> {
   if (admin.acl.admins().length === 0) await admin.acl.setTrustRoot([admin.id]);
   if (!admin.acl.admins().includes(admin.id)) {
     admin.log.warn({ admin: admin.id, admins: admin.acl.admins() }, "demo: the tenant's trust root names other admins; no demo grant (grant it with agentbus acl allow … --admin-seed <an admin's seed>)");
     return undefined;
   }
-  await admin.acl.putGroup("demo", members);
-  const revision = await admin.acl.putRule("demo", { source: "group:demo", target: "group:demo", capabilities: [">"] });
-  admin.log.info({ members: members.length }, "demo: the demo agents, the gateway and the demo CLI identity may call each other (ACL rule 'demo', signed by the demo admin key, removed on stop)");
+  await admin.acl.putGroup(name, members);
+  const revision = await admin.acl.putRule(name, { source: `group:${name}`, target: `group:${name}`, capabilities: [">"] });
+  const leftover = admin.acl.policy().groups.get(LEGACY_DEMO);
+  if (leftover?.members.includes(gatewayId)) {
+    if (admin.acl.policy().rules.has(LEGACY_DEMO)) await admin.acl.deleteRule(LEGACY_DEMO);
+    await admin.acl.deleteGroup(LEGACY_DEMO);
+  }
+  admin.log.info({ members: members.length, rule: name }, `demo: the demo agents, the gateway and the demo CLI identity may call each other (ACL group and rule ${name}, signed by the demo admin key, removed on stop)`);
   return revision;
 }
 
-async function revokeDemo(admin: Bus): Promise<void> {
+/** The demo group and rule of earlier versions, one for every up of a tenant. */
+const LEGACY_DEMO = "demo";
+
+async function revokeDemo(admin: Bus, name: string): Promise<void> {
   if (admin.acl.admins().includes(admin.id)) {
-    await admin.acl.deleteRule("demo");
-    await admin.acl.deleteGroup("demo");
+    await admin.acl.deleteRule(name);
+    await admin.acl.deleteGroup(name);
   }
   await admin.close();
 }
@@ -420,8 +473,14 @@ async function closeWithin(app: Awaited<ReturnType<typeof createGateway>>, ms: n
   }
 }
 
+/** How people run this command: `agentbus` when built, through tsx from source. */
+const CLI = import.meta.url.endsWith(".ts") ? "npx tsx cli/main.ts" : "agentbus";
+
 function summary(base: string, nats: UpNats, config: UpConfig): string {
   const auth = config.gateway.open ? "" : ` -H 'X-API-Key: <your key>'`;
+  // Commands run here find this up in its data dir's up.json; elsewhere they are told where it is.
+  const here = resolve(config.dataDir) === resolve(DEFAULT_DATA_DIR);
+  const dataDir = here ? "" : ` --data-dir ${config.dataDir}`;
   const lines = [
     ``,
     `agentbus is up (tenant ${config.tenant}, ${natsSentence(nats)})`,
@@ -439,8 +498,8 @@ function summary(base: string, nats: UpNats, config: UpConfig): string {
     lines.push(
       `Identities are issued by the authority in ${dir}; the tenant admin's seed is ${join(config.dataDir, "admin.seed")}:`,
       ``,
-      `  npx tsx cli/main.ts identity issue --dir ${dir} --tenant ${config.tenant} --role caller --seed-out me.nk`,
-      `  npx tsx cli/main.ts acl allow me <my id> '*' echo --nats ${nats.url} --tenant ${config.tenant} --admin-seed ${join(config.dataDir, "admin.seed")}`,
+      `  ${CLI} identity issue --dir ${dir} --tenant ${config.tenant} --role caller --seed-out me.nk`,
+      `  ${CLI} acl allow me <my id> '*' echo --admin-seed ${join(config.dataDir, "admin.seed")}${dataDir}`,
       ``,
     );
   }
@@ -451,10 +510,14 @@ function summary(base: string, nats: UpNats, config: UpConfig): string {
       `  curl -s ${base}/a2a/echo${auth} -H 'content-type: application/json' -H 'A2A-Version: 1.0' \\`,
       `    -d '{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"m1","role":"ROLE_USER","parts":[{"text":"hello"}]}}}'`,
       ``,
-      `  npx tsx cli/main.ts send write "the sea" --nats ${nats.url} --tenant ${config.tenant} --seed ${join(config.dataDir, "demo-user.seed")}`,
+      `  ${CLI} send write "the sea"${dataDir}      # as the demo user`,
       ``,
     );
   }
-  lines.push(`Ctrl-C drains and stops (twice: at once).`, ``);
+  lines.push(
+    `Commands${here ? " run in this directory" : ""} use this bus (its NATS server, tenant${config.demo ? " and demo user" : ""}) unless told otherwise: it is recorded in ${upRecordPath(config.dataDir)}.`,
+    `Ctrl-C drains and stops (twice: at once).`,
+    ``,
+  );
   return lines.join("\n");
 }

@@ -10,3 +10,5 @@ node node_modules/typescript/bin/tsc -p tsconfig.build.json --outDir "$out"
 mkdir -p "$out/bridges/monitor"
 rm -rf "$out/bridges/monitor/public"
 cp -R bridges/monitor/public "$out/bridges/monitor/public"
+# The `agentbus` command (package.json "bin"): runnable as a program, by its shebang.
+chmod +x "$out/cli/main.js"

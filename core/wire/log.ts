@@ -10,8 +10,15 @@ export type { Logger } from "pino";
 const SECRET_KEYS = ["seed", "pass", "password", "token", "creds", "nkeySeed", "apiKey", "authorization", "secret"];
 export const REDACTED_PATHS = SECRET_KEYS.flatMap((k) => [k, `*.${k}`, `*.*.${k}`]);
 
-/** The library's logger: JSON lines with secrets redacted. */
-export function createLogger(options: LoggerOptions = {}, destination?: DestinationStream): Logger {
-  const o = { name: "agentbus", level: process.env.AGENTBUS_LOG_LEVEL ?? "info", ...options, redact: { paths: REDACTED_PATHS, censor: "[redacted]" } };
-  return destination ? pino(o, destination) : pino(o);
+/** The level of a logger made without one, unless `AGENTBUS_LOG_LEVEL` names another. */
+const DEFAULT_LOG_LEVEL = "warn";
+
+/**
+ * The library's logger: JSON lines with secrets redacted, on stderr unless
+ * `destination` says otherwise (a program's stdout stays its own), at
+ * `options.level`, else `AGENTBUS_LOG_LEVEL`, else `warn`.
+ */
+export function createLogger(options: LoggerOptions = {}, destination: DestinationStream = process.stderr): Logger {
+  const o = { name: "agentbus", ...options, level: options.level ?? (process.env.AGENTBUS_LOG_LEVEL || DEFAULT_LOG_LEVEL), redact: { paths: REDACTED_PATHS, censor: "[redacted]" } };
+  return pino(o, destination);
 }

@@ -173,6 +173,30 @@ describe("agentbus send, tail, agent run", { timeout: 60_000 }, () => {
     expect((await (await operator(tenant)).bus.task(submitted.id)).status.state).toBe("TASK_STATE_SUBMITTED");
   });
 
+  it("send to a capability no online agent offers fails at once (NO_RESPONDERS, exit 1) and queues nothing; --wait queues it and follows it until an agent takes it", async () => {
+    const tenant = "send-none";
+    const { bus: op } = await operator(tenant);
+    const refused = await runCli(["send", "late", "hi", "--json", ...common(tenant)]);
+    expect(refused.code).toBe(1);
+    expect(refused.stdout).toBe("");
+    const error = JSON.parse(refused.stderr.trim().split("\n").at(-1)!) as { error: { code: string; message: string } };
+    expect(error.error.code).toBe("NO_RESPONDERS");
+    expect(error.error.message).toContain("no online agent offers late in tenant send-none: nothing was queued");
+    expect((await op.workload()).capabilities).toEqual([]);
+
+    const waiting = cli(["send", "late", "hi", "--wait", ...common(tenant)]);
+    await waiting.waitFor("→ late");
+    await eventually(async () => (await op.workload()).capabilities.some((c) => c.capability === "late" && c.pending.normal === 1), 10_000);
+    await (await open({ tenant, insecureAllowAll: true })).agent({ name: "late", skills: [{ id: "late" }] }, { late: (ctx) => `late ${ctx.text}` });
+    expect(await waiting.exited, waiting.stderr()).toBe(0);
+    expect(waiting.stdout()).toContain("late hi\n[completed]\n");
+
+    // Once an agent is online, a plain send goes through.
+    const plain = await runCli(["send", "late", "again", ...common(tenant)]);
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stdout).toContain("late again\n[completed]\n");
+  });
+
   it("send --delay runs the task at its time and says when; task get and task ls show the time; a bad one exits 2", async () => {
     const tenant = "send-delay";
     const agentBus = await open({ tenant, insecureAllowAll: true });

@@ -18,6 +18,7 @@ import { hashApiKey } from "../../bridges/a2a/index.js";
 import { adminFor, eventually, grant, quietLogger, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 import { parseExposition, valueOf } from "../helpers/prometheus.js";
+import { runCli } from "./helpers.js";
 
 const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
 // The loader by URL: `up` runs in a scratch directory, where a bare `tsx` would not resolve.
@@ -147,6 +148,10 @@ describe("agentbus up", () => {
     } finally {
       await user.close();
     }
+    // A plain command in up's directory: up's record makes it federated, in the gateway's region, as the demo user.
+    const sent = await runCli(["send", "echo", "from the record", "--json"], { cwd: up.dir });
+    expect(sent.code, sent.stderr).toBe(0);
+    expect((JSON.parse(sent.stdout.split("\n")[0]!) as { task: { metadata: { region?: string } } }).task.metadata.region).toBe("east");
     up.child.kill("SIGTERM");
     expect(await up.exited).toBe(0);
     for (const url of [...Object.values(info.regions).flat(), ...Object.values(info.edges)]) await expect(probe({ url, jetstream: false, timeoutMs: 500 })).rejects.toThrow();
