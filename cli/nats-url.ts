@@ -14,8 +14,8 @@ export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 /** The port a NATS address without one means. */
 const NATS_PORT = 4222;
 
-/** How long a server has to connect and greet before a command gives up on it. */
-export const GREETING_TIMEOUT_MS = 3_000;
+/** How long a server has to connect and greet before a command gives up on it: a server still starting (JetStream recovering its store) accepts connections before it greets them. */
+export const GREETING_TIMEOUT_MS = 10_000;
 
 /** What the NATS client takes: `nats://host[:port]`, `tls://host[:port]`, `host[:port]`. */
 export const ACCEPTED_FORMS = "nats://host:port, tls://host:port or host:port";
@@ -94,7 +94,7 @@ function greeting(a: NatsAddress, timeoutMs: number): Promise<string | undefined
     };
     const timer = setTimeout(() => {
       done(connected
-        ? `${a.host}:${a.port} accepted the connection but did not greet as a NATS server within ${timeoutMs / 1000} s (a NATS server sends INFO at once: is this another kind of server, such as an HTTP one?)`
+        ? `${a.host}:${a.port} accepted the connection but did not greet as a NATS server within ${timeoutMs / 1000} s (a NATS server sends INFO as soon as it accepts a client: is this another kind of server, such as an HTTP one?)`
         : `no answer from ${a.host}:${a.port} within ${timeoutMs / 1000} s`);
     }, timeoutMs);
     socket.once("connect", () => (connected = true));

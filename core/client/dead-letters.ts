@@ -15,7 +15,7 @@ import { TaskHandle, mayAccessOrAncestor, submitTask, type Submitter } from "./t
 import { INBOX_CAPABILITY } from "./inbox.js";
 import { isEncryptedPart } from "../security/e2e.js";
 import { Header, type Envelope } from "../security/envelope.js";
-import { retryJs } from "../infra/jetstream.js";
+import { deniedByServer, retryJs } from "../infra/jetstream.js";
 import { AgentBusError, isAgentBusError } from "../wire/errors.js";
 import { parseMessage } from "../wire/message.js";
 import type { Message } from "../wire/protocol.js";
@@ -178,10 +178,7 @@ async function mapAtMost<T, R>(items: readonly T[], n: number, fn: (item: T) => 
 }
 
 /** A server refusal of a JetStream request under the role permissions, as `DENIED`; anything else as it is. */
-function refusal(err: unknown, stream: string): unknown {
-  if (isAgentBusError(err) || !/permission/i.test(String((err as Error)?.message ?? err))) return err;
-  return new AgentBusError("DENIED", `this connection may not read or change the dead letters of ${stream} (server permissions: bridges and admins)`, { cause: err });
-}
+const refusal = (err: unknown, stream: string): unknown => deniedByServer(err, `this connection may not read or change the dead letters of ${stream}: bridges and admins may`);
 
 /** `h` with `Nats-Msg-Id` set to `id` (the dead-lettered copy of a work item leaves it out, so the stream keeps every copy). */
 function withId(h: MsgHdrs, id: string): MsgHdrs {

@@ -12,6 +12,16 @@ export function withinMs<T>(p: Promise<T>, ms: number): Promise<T> {
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * A JetStream request the server refused under the connection's
+ * permissions, as `DENIED` saying `what` was refused; any other error as it
+ * is.
+ */
+export function deniedByServer(err: unknown, what: string): unknown {
+  if (err instanceof AgentBusError || !/permission/i.test(String((err as Error)?.message ?? err))) return err;
+  return new AgentBusError("DENIED", `${what} (server permissions)`, { cause: err });
+}
+
 /** True for errors a JetStream call gives while a leader is being elected or a node is away. */
 function isTransient(err: unknown): boolean {
   for (let e = err as { message?: string; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {

@@ -310,6 +310,8 @@ function planePermissions(input: PermissionInput, s: Subjects, pub: Set<string>,
     pub.add(`$JS.API.STREAM.MSG.GET.${s.stream("DLQ")}`);
     pub.add(`$JS.API.STREAM.MSG.DELETE.${s.stream("DLQ")}`);
     pub.add(`$JS.API.CONSUMER.CREATE.${kvStream("push")}.>`);
+    // The console's workers per capability: the work stream's consumers, listed at once.
+    pub.add(`$JS.API.CONSUMER.LIST.${s.stream("WORK")}`);
   }
 }
 

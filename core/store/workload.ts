@@ -5,6 +5,7 @@
  * the monitor, `/metrics`) and autoscalers.
  */
 import type { ConsumerInfo, JetStreamManager } from "@nats-io/jetstream";
+import { deniedByServer } from "../infra/jetstream.js";
 import type { Subjects } from "../wire/subjects.js";
 import { TASK_PRIORITIES, type TaskPriority } from "../wire/task.js";
 
@@ -94,7 +95,9 @@ export async function readWorkload(jsm: JetStreamManager, s: Subjects, options: 
     return entry;
   };
   // Asked for workers: every consumer of the stream at once (those without stored work count too).
-  const listed = options.workers ? await listConsumers(jsm, stream) : undefined;
+  const listed = options.workers ? await listConsumers(jsm, stream).catch((err: unknown) => {
+    throw deniedByServer(err, `this connection may not list the consumers of ${stream}: bridges and admins may`);
+  }) : undefined;
   if (listed) {
     for (const info of listed.values()) {
       const w = workSubjectOf(s, info.config.filter_subject ?? "");

@@ -340,5 +340,9 @@ describe.skipIf(minor! < 10)("dead letters under the role permissions (auth call
     expect(artifactText(again)).toBe("done: one");
     expect(await bridge.deadLetters.discard(entries[0]!.sequence)).toBe(true);
     expect(await bridge.deadLetters.list()).toEqual([]);
+    // The console's workload with workers per capability (the work stream's consumers listed): a bridge may, a caller may not.
+    const work = (await bridge.workload({ workers: true })).capabilities.find((c) => c.capability === "fragile");
+    expect(work?.workers).toBeGreaterThanOrEqual(1);
+    expect(await codeOf(caller.workload({ workers: true }))).toBe("DENIED");
   }, 60_000);
 });

@@ -478,7 +478,7 @@ while (bus.discover({ name: "echo", online: true }).length === 0) await new Prom
     const after = `agentbus call echo "again" --tenant acme --seed alice.nk || echo "refused: $?"\nkill $(jobs -p)\n`;
     try {
       const { exit, stdout, stderr } = await runSh(code + after, dir, { NATS_URL: `nats://127.0.0.1:${port}` }, 150_000);
-      expect(exit, stderr).toBe(0);
+      expect(exit, `${stdout}\n${stderr}`).toBe(0);
       expect(stdout.split("\n")).toContain("hello");
       expect(stdout).toMatch(/refused: 3/);
     } finally {
