@@ -2,7 +2,8 @@
  * Gateways of a federated bus, one per region: a task running in one
  * region is followed, replayed and read through the other region's
  * gateway (A2A with the official SDK client, and the monitor's REST),
- * and each gateway shows the topology.
+ * and each gateway shows the topology, in its REST API and in the console
+ * (Chromium).
  */
 import type { FastifyInstance } from "fastify";
 import { ClientFactory } from "@a2a-js/sdk/client";
@@ -13,11 +14,13 @@ import { compareVersions, connect, Identity, type Bus } from "../../core/index.j
 import { createGateway } from "../../bridges/gateway/index.js";
 import { eventually, quietLogger } from "../helpers/bus.js";
 import { useNatsSupercluster } from "../helpers/nats.js";
+import { hasChromium, openPage, screenshot, useBrowser } from "../helpers/browser.js";
 
 const REGIONS = ["east", "west"];
 
 describe("gateways of a federated bus, one per region", () => {
   const nats = useNatsSupercluster({ regions: REGIONS, nodesPerRegion: 1 });
+  const browser = useBrowser("federated console");
   const buses: Bus[] = [];
   const apps: FastifyInstance[] = [];
   afterAll(async () => {
@@ -111,5 +114,17 @@ describe("gateways of a federated bus, one per region", () => {
       const t = (await (await fetch(`${westUrl}/v1/topology`)).json()) as { region: string; regions: Array<{ name: string; local: boolean; agents: number; link?: { up: boolean } }> };
       return t.region === "west" && t.regions.find((r) => r.name === "east")?.agents === 1 && t.regions.find((r) => r.name === "east")?.link?.up === true;
     }, 10_000, 100);
+    // The console of west's gateway shows both regions, east's agent and the link to east.
+    if (hasChromium) {
+      const { page, errors, consoleErrors } = await openPage(browser(), `${westUrl}/monitor/`);
+      const eastRow = page.locator('#regions tr[data-region="east"]');
+      await eastRow.locator("td.online").waitFor();
+      expect(await eastRow.locator("td").allTextContents()).toEqual(["east", "1", "1", expect.stringMatching(/^up/)]);
+      expect(await page.locator('#regions tr[data-region="west"] td').first().textContent()).toBe("west (here)");
+      expect(await page.locator('#agents tr[data-agent="slow"]').textContent()).toContain("east");
+      await screenshot(page, "console", "wide-federated-overview");
+      expect([...errors, ...consoleErrors]).toEqual([]);
+      await page.close();
+    }
   }, 90_000);
 });
