@@ -21,3 +21,4 @@ export { preferOnline } from "./store/registry.js";
 export { ensureBucket, ensureStream, ensureConsumer, ensurePushBucket, retryJs } from "./infra/jetstream.js";
 export { KvMirror, KvWatch, type Mirrored, type MirrorListener } from "./infra/kvmirror.js";
 export { readNewest, type StreamRecord } from "./client/dead-letters.js";
+export { BLOB_MEDIA_TYPE } from "./store/blobs.js";

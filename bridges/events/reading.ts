@@ -10,7 +10,8 @@ export interface Reading {
 /**
  * Reads `stream` (one of the tenant's, or with `names` of a region's task
  * plane) through an ordered consumer filtered
- * on `subject`, from stream sequence `from` (default: its first message).
+ * on `subject`, from stream sequence `from`, or from the first message
+ * stored at or after `from` when it is a time (default: its first message).
  * `stop` deletes the consumer at once rather than after its inactivity
  * threshold. With `onlyStored`, undefined when nothing is stored yet.
  *
@@ -18,8 +19,12 @@ export interface Reading {
  * an ordered consumer that resets before its first message would otherwise
  * restart from sequence 1.
  */
-export async function readStream(bus: Bus, stream: "EVENTS" | "AUDIT", subject: string, from?: number, onlyStored = false, names: Subjects = bus.subjects): Promise<Reading | undefined> {
-  const start = from === undefined ? { deliver_policy: DeliverPolicy.All } : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from };
+export async function readStream(bus: Bus, stream: "EVENTS" | "AUDIT", subject: string, from?: number | Date, onlyStored = false, names: Subjects = bus.subjects): Promise<Reading | undefined> {
+  const start = from === undefined
+    ? { deliver_policy: DeliverPolicy.All }
+    : from instanceof Date
+      ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: from.toISOString() }
+      : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from };
   const consumer = await retryJs(() => jetstream(bus.nc).consumers.get(names.stream(stream), { filter_subjects: subject, ...start }));
   const remove = () => void consumer.delete().catch(() => {});
   if (onlyStored && (await consumer.info(true)).num_pending === 0) {

@@ -4,7 +4,8 @@
  * (`bus.deadLetters`). Every route acts as the request's caller.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { AgentBusError, ENCRYPTED_MEDIA_TYPE, isAgentBusError, isEncryptedPart, type Bus, type DeadLetter, type Message, type Part, type Task } from "../../core/internal.js";
+import { AgentBusError, isAgentBusError, type Bus, type DeadLetter, type Task } from "../../core/internal.js";
+import { messagePreview } from "./tasks.js";
 
 /** What the routes of a console file need from the monitor. */
 export interface MonitorRouteContext {
@@ -40,35 +41,10 @@ export interface DeadLetterView {
 
 /** Most dead letters one listing shows. */
 const MAX_LISTED = 500;
-/** Longest input preview, characters. */
-const INPUT_PREVIEW = 200;
-/** What a large part, stored in the object store, is in a message as stored (see docs/ARCHITECTURE.md, "Large content"). */
-const BLOB_MEDIA_TYPE = "application/vnd.agentbus.blob+json";
 /** A dead letter's sequence as a path gives it. */
 const SEQUENCE = /^[1-9][0-9]{0,15}$/;
 /** Why an input cannot be submitted again: the dead letter is there, but this identity cannot read what it holds. */
 const UNREADABLE = new Set(["NOT_RECIPIENT", "BAD_SIGNATURE", "UNSIGNED", "EXPIRED"]);
-
-/** A part as one piece of a preview. */
-function partPreview(p: Part): string {
-  if (typeof p.text === "string") return p.text;
-  if (p.mediaType === ENCRYPTED_MEDIA_TYPE || isEncryptedPart(p)) return "[encrypted]";
-  if (p.mediaType === BLOB_MEDIA_TYPE && typeof p.data === "object" && p.data !== null) {
-    const size = (p.data as { size?: unknown }).size;
-    return typeof size === "number" ? `[${size} bytes]` : "[stored part]";
-  }
-  if (p.data !== undefined) return JSON.stringify(p.data) ?? "";
-  return `[${p.filename ?? p.mediaType ?? (p.url !== undefined ? "url" : "file")}]`;
-}
-
-/** `message` previewed in at most 200 characters (see {@link DeadLetterView.input}); empty for none. */
-export function messagePreview(message: Message | undefined): string {
-  const text = (message?.parts ?? []).map(partPreview).join(" ");
-  if (text.length <= INPUT_PREVIEW) return text;
-  // Cut between characters, not inside a surrogate pair.
-  const cut = /[\uD800-\uDBFF]/.test(text[INPUT_PREVIEW - 2]!) ? INPUT_PREVIEW - 2 : INPUT_PREVIEW - 1;
-  return `${text.slice(0, cut)}…`;
-}
 
 /** A dead letter as the listing shows it. */
 export function deadLetterView(d: DeadLetter): DeadLetterView {

@@ -6,8 +6,8 @@
  * and dead-letter streams once per bucket. Counts and latencies only: no
  * task content is kept.
  */
-import { DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
-import { isAgentBusError, isTerminal, retryJs, type Bus, type TaskEvent, type TaskState } from "../../core/internal.js";
+import { jetstreamManager, type JsMsg } from "@nats-io/jetstream";
+import { isAgentBusError, isTerminal, type Bus, type TaskEvent, type TaskState } from "../../core/internal.js";
 import { readStream } from "../events/index.js";
 
 /** Width of a bucket, ms. */
@@ -335,25 +335,7 @@ export class TenantStats {
     const bus = this.#bus;
     await bus.ensureTasks();
     const subject = bus.subjects.allTaskEventLogs();
-    if (from !== undefined) return (await readStream(bus, "EVENTS", subject, from))!;
-    const consumer = await retryJs(() =>
-      jetstream(bus.nc).consumers.get(bus.subjects.stream("EVENTS"), {
-        filter_subjects: subject,
-        deliver_policy: DeliverPolicy.StartTime,
-        opt_start_time: new Date(Date.now() - BACKFILL_MS).toISOString(),
-      }),
-    );
-    const messages = await consumer.consume();
-    let stopped = false;
-    return {
-      messages,
-      stop: () => {
-        if (stopped) return;
-        stopped = true;
-        messages.stop();
-        void consumer.delete().catch(() => {});
-      },
-    };
+    return (await readStream(bus, "EVENTS", subject, from ?? new Date(Date.now() - BACKFILL_MS)))!;
   }
 
   async #onEvent(m: JsMsg): Promise<void> {

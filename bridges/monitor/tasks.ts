@@ -6,7 +6,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { AgentBusError, ENCRYPTED_MEDIA_TYPE, isAgentBusError, isEncryptedPart, isTerminal, TASK_STATES, type Bus, type Message, type Part, type Task, type TaskQuery, type TaskState } from "../../core/internal.js";
+import { AgentBusError, BLOB_MEDIA_TYPE, ENCRYPTED_MEDIA_TYPE, isAgentBusError, isEncryptedPart, isTerminal, TASK_STATES, type Bus, type Message, type Part, type Task, type TaskQuery, type TaskState } from "../../core/internal.js";
 import type { EventReader, MonitorEvent } from "../events/index.js";
 
 /** A task's id as the routes accept it (anything else is an unknown task). */
@@ -18,8 +18,6 @@ const INPUT_PREVIEW = 200;
 const TREE_NODES = 200;
 /** Event logs of a tree read at once. */
 const TREE_READS = 8;
-/** What a large part, stored in the object store, is in a task as stored (see docs/ARCHITECTURE.md, "Large content"). */
-const BLOB_MEDIA_TYPE = "application/vnd.agentbus.blob+json";
 
 /** A summary of a task for lists and waterfalls, beside the A2A task. */
 export interface TaskView {
@@ -74,11 +72,23 @@ function partPreview(p: Part): string {
   return `[${p.filename ?? p.mediaType ?? (p.url !== undefined ? "url" : "file")}]`;
 }
 
+/**
+ * `message` in at most 200 characters: text parts joined by spaces, data
+ * parts as compact JSON, other parts named in brackets (`[file name]`,
+ * `[12345 bytes]` for a part kept in the object store, `[encrypted]`);
+ * empty for none.
+ */
+export function messagePreview(message: Message | undefined): string {
+  const text = (message?.parts ?? []).map(partPreview).join(" ");
+  if (text.length <= INPUT_PREVIEW) return text;
+  // Cut between characters, not inside a surrogate pair.
+  const cut = /[\uD800-\uDBFF]/.test(text[INPUT_PREVIEW - 2]!) ? INPUT_PREVIEW - 2 : INPUT_PREVIEW - 1;
+  return `${text.slice(0, cut)}…`;
+}
+
 /** The first user message of `task`, previewed (see {@link TaskView.input}). */
 export function inputPreview(task: Task): string {
-  const first = task.history.find((m) => m.role === "ROLE_USER");
-  const text = (first?.parts ?? []).map(partPreview).join(" ");
-  return text.length > INPUT_PREVIEW ? `${text.slice(0, INPUT_PREVIEW - 1)}…` : text;
+  return messagePreview(task.history.find((m) => m.role === "ROLE_USER"));
 }
 
 const iso = (ms: unknown): string | undefined => (typeof ms === "number" && Number.isFinite(ms) ? new Date(ms).toISOString() : undefined);
