@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   python3 python3-pytest python3-pytest-asyncio python3-httpx python3-requests python3-responses
   python3-openssl python3-aiohttp python3-grpcio python3-protobuf
-  protobuf-compiler protobuf-compiler-grpc
+  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
 )
 PYTHON=${A2A_TCK_PYTHON:-/usr/bin/python3}
 MODULES="pytest pytest_asyncio httpx requests responses OpenSSL aiohttp grpc google.protobuf"
@@ -24,7 +24,9 @@ MODULES="pytest pytest_asyncio httpx requests responses OpenSSL aiohttp grpc goo
 have_all() {
   [ -x "$PYTHON" ] || command -v "$PYTHON" >/dev/null 2>&1 || return 1
   "$PYTHON" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in '$MODULES'.split()))" 2>/dev/null || return 1
-  command -v protoc >/dev/null 2>&1 && command -v grpc_python_plugin >/dev/null 2>&1
+  command -v protoc >/dev/null 2>&1 && command -v grpc_python_plugin >/dev/null 2>&1 || return 1
+  # The well-known types the kit's proto imports (google/protobuf/struct.proto, …): libprotobuf-dev, which protoc only recommends.
+  [ -f /usr/include/google/protobuf/struct.proto ]
 }
 
 install() {

@@ -87,6 +87,8 @@ export interface UpReady {
   tenant: string;
   gateway: string;
   admin?: string;
+  /** The bus identity of each API key, by name. */
+  keys?: Record<string, string>;
 }
 
 /** The JSON line `up --json` prints when it is ready. */

@@ -1,15 +1,14 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ClientFactory } from "@a2a-js/sdk/client";
 import { Role, TaskState, type Task as SdkTask } from "@a2a-js/sdk";
 import { SignJWT, exportJWK, generateKeyPair } from "jose";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { compareVersions, connect, Identity, textOf } from "../../core/index.js";
 import { findNatsServer, freePort, natsServerVersion } from "../../nats/index.js";
@@ -18,47 +17,11 @@ import { hashApiKey } from "../../bridges/a2a/index.js";
 import { adminFor, eventually, grant, quietLogger, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 import { parseExposition, valueOf } from "../helpers/prometheus.js";
-import { runCli } from "./helpers.js";
+import { ready, runCli, startUp } from "./helpers.js";
 
 const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
 // The loader by URL: `up` runs in a scratch directory, where a bare `tsx` would not resolve.
 const tsx = import.meta.resolve("tsx");
-
-interface Up {
-  child: ChildProcess;
-  dir: string;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<number | null>;
-}
-
-const running: Up[] = [];
-afterEach(() => {
-  for (const up of running.splice(0)) up.child.kill("SIGKILL");
-});
-
-/** Starts `agentbus up` in a scratch directory, or in `dir` (its `.agentbus` lands there). */
-function startUp(args: string[], files: Record<string, string> = {}, env: Record<string, string> = {}, dir = mkdtempSync(join(tmpdir(), "agentbus-up-"))): Up {
-  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
-  const { NATS_URL: _ignored, ...parentEnv } = process.env;
-  const child = spawn(process.execPath, ["--import", tsx, main, "up", "--port", "0", "--json", "--log-level", "warn", ...args], { cwd: dir, env: { ...parentEnv, ...env } });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (d) => (stdout += String(d)));
-  child.stderr!.on("data", (d) => (stderr += String(d)));
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  const up = { child, dir, stdout: () => stdout, stderr: () => stderr, exited };
-  running.push(up);
-  return up;
-}
-
-/** The JSON line `up --json` prints when it is ready. */
-async function ready(up: Up): Promise<{ url: string; nats: string; natsSource: string; secure: boolean; gateway: string; keys: Record<string, string> }> {
-  const line = await eventually(() => up.stdout().split("\n").find((l) => l.startsWith("{")), 40_000).catch((err: Error) => {
-    throw new Error(`${err.message}\n--- stderr ---\n${up.stderr()}`);
-  });
-  return JSON.parse(line!);
-}
 
 const message = (text: string) => ({
   tenant: "",
@@ -74,7 +37,7 @@ describe("agentbus up", () => {
   it("with no NATS reachable starts a secured embedded server, answers A2A SendMessage to echo, and stops it on SIGTERM", async () => {
     // Nothing listens on the "local" address, so up must start its own server.
     const nowhere = `nats://127.0.0.1:${await freePort()}`;
-    const up = startUp(["--demo"], { "agentbus.config.json": JSON.stringify({ nats: { localUrl: nowhere } }) });
+    const up = startUp(["--demo"], { files: { "agentbus.config.json": JSON.stringify({ nats: { localUrl: nowhere } }) } });
     const info = await ready(up);
     expect(info.natsSource).toBe("embedded");
     expect(info.nats).not.toBe(nowhere);
@@ -209,7 +172,7 @@ describe("agentbus up", () => {
     const writer = fileURLToPath(new URL("../../agents/writer.ts", import.meta.url));
     const everything = createRequire(import.meta.url).resolve("@modelcontextprotocol/server-everything/dist/index.js");
     const config = { gateway: { open: true }, agents: [writer], mcp: { servers: { everything: { command: process.execPath, args: [everything] } } } };
-    const up = startUp(["--nats", nats.server.url, "--tenant", "upconf"], { "agentbus.config.json": JSON.stringify(config) });
+    const up = startUp(["--nats", nats.server.url, "--tenant", "upconf"], { files: { "agentbus.config.json": JSON.stringify(config) } });
     const info = await ready(up);
     const watcher = await open({ tenant: "upconf", presenceMaxAgeMs: undefined });
     await eventually(() => watcher.discover({ capability: "write", online: true }).length === 1 && watcher.discover({ capability: "mcp.everything.get-sum", online: true }).length === 1, 20_000);
@@ -224,10 +187,10 @@ describe("agentbus up", () => {
     const nowhere = `nats://127.0.0.1:${await freePort()}`;
     const writer = fileURLToPath(new URL("../../agents/writer.ts", import.meta.url));
     const config = { nats: { localUrl: nowhere }, agents: [writer], gateway: { keysFile: "keys.json" } };
-    const up = startUp([], { "agentbus.config.json": JSON.stringify(config), "keys.json": JSON.stringify([{ name: "ci", sha256: hashApiKey("ci-key") }]) });
+    const up = startUp([], { files: { "agentbus.config.json": JSON.stringify(config), "keys.json": JSON.stringify([{ name: "ci", sha256: hashApiKey("ci-key") }]) } });
     const info = await ready(up);
     expect(info).toMatchObject({ natsSource: "embedded", secure: true });
-    const keyId = info.keys.ci!;
+    const keyId = info.keys!.ci!;
     const data = join(up.dir, ".agentbus");
     const cli = (args: string[]) =>
       new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
@@ -269,7 +232,7 @@ describe("agentbus up", () => {
 
   it("an invalid configuration fails at start with every problem and its path", async () => {
     const up = startUp([], {
-      "agentbus.config.yaml": ["tenant: Not A Tenant", "demo: maybe", "gateway:", "  rateLimit: { max: 0 }", "  colour: blue", "nats:", "  url: http://wrong"].join("\n"),
+      files: { "agentbus.config.yaml": ["tenant: Not A Tenant", "demo: maybe", "gateway:", "  rateLimit: { max: 0 }", "  colour: blue", "nats:", "  url: http://wrong"].join("\n") },
     });
     expect(await up.exited).toBe(2);
     const err = up.stderr();
@@ -312,9 +275,9 @@ describe("agentbus up", () => {
       return (await res.json()) as { result?: { task: { status: { state: string }; artifacts: Array<{ parts: Array<{ text?: string }> }> } } };
     };
 
-    const first = startUp(["--nats", nats.server.url, "--tenant", "upkeys", "--keys", "keys.json"], files);
+    const first = startUp(["--nats", nats.server.url, "--tenant", "upkeys", "--keys", "keys.json"], { files });
     const info = await ready(first);
-    const id = info.keys.ci!;
+    const id = info.keys!.ci!;
     expect(id).toMatch(/^U[A-Z0-9]{55}$/);
     const seed = join(first.dir, ".agentbus", "keys", "ci.seed");
     expect(Identity.fromFile(seed).id).toBe(id);
@@ -333,9 +296,9 @@ describe("agentbus up", () => {
     expect(await first.exited).toBe(0);
 
     // Same data dir: same identity, not announced again, still granted.
-    const second = startUp(["--nats", nats.server.url, "--tenant", "upkeys", "--keys", "keys.json"], {}, {}, first.dir);
+    const second = startUp(["--nats", nats.server.url, "--tenant", "upkeys", "--keys", "keys.json"], { dir: first.dir });
     const again = await ready(second);
-    expect(again.keys.ci).toBe(id);
+    expect(again.keys!.ci).toBe(id);
     expect(second.stderr()).not.toContain("new identity for API key");
     expect((await call(again.url)).result?.task.status.state).toBe("TASK_STATE_COMPLETED");
     second.child.kill("SIGTERM");
@@ -355,7 +318,7 @@ describe("agentbus up", () => {
       const agentBus = await open({ tenant: "upoidc", presenceMaxAgeMs: undefined });
       await agentBus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => `echo: ${ctx.text}` });
       await adminFor(agentBus);
-      const up = startUp(["--nats", nats.server.url, "--tenant", "upoidc"], { "agentbus.config.json": JSON.stringify({ gateway: { oidc: { issuer: iss, audience: "agentbus" } } }) });
+      const up = startUp(["--nats", nats.server.url, "--tenant", "upoidc"], { files: { "agentbus.config.json": JSON.stringify({ gateway: { oidc: { issuer: iss, audience: "agentbus" } } }) } });
       const info = (await ready(up)) as Awaited<ReturnType<typeof ready>> & { oidc: string };
       expect(Identity.fromFile(join(up.dir, ".agentbus", "oidc.seed")).id).toBe(info.oidc);
       expect(up.stderr()).toContain(`new identity for OIDC callers: ${info.oidc}`);

@@ -472,8 +472,21 @@ while (bus.discover({ name: "echo", online: true }).length === 0) await new Prom
     symlinkSync(join(root, "agents"), join(dir, "agents"));
     const port = await freePort();
     // The block's server listens on 4222, where the commands look by default: here, a free port, and NATS_URL says which.
-    const code = block("secure-deployment").replace("listen: 127.0.0.1:4222", `listen: 127.0.0.1:${port}`);
+    // "Each `&` line can be its own terminal": as there, the next step starts once the server, and then the authority, say they are ready.
+    const ready: Record<string, string> = { "nats-server ": "Server is ready", "agentbus authority serve ": "authority answering" };
+    let n = 0;
+    const code = block("secure-deployment")
+      .replace("listen: 127.0.0.1:4222", `listen: 127.0.0.1:${port}`)
+      .split("\n")
+      .map((line) => {
+        const waitFor = Object.entries(ready).find(([start]) => line.startsWith(start))?.[1];
+        if (!waitFor) return line;
+        const log = `background-${++n}.log`;
+        return `${line.replace(/&(\s*#.*)?$/, `> ${log} 2>&1 &`)}\nuntil grep -q "${waitFor}" ${log}; do sleep 0.2; done`;
+      })
+      .join("\n");
     expect(code).not.toContain("4222");
+    expect(n).toBe(2);
     // After the block: alice is refused now.
     const after = `agentbus call echo "again" --tenant acme --seed alice.nk || echo "refused: $?"\nkill $(jobs -p)\n`;
     try {
