@@ -8,7 +8,7 @@ import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 import { startServer } from "../../nats/index.js";
 
-const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
+const main = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
 const text = (r: CallToolResult) => r.content.map((c) => (c.type === "text" ? c.text : "")).join("");
 
 /** Agents for the scenario: echo, and math with a schema, a failure, steps (status updates) and a slow task. */
@@ -127,7 +127,7 @@ describe("agentbus mcp (stdio) with the official MCP client", () => {
 
   it("lists capabilities as tools, calls them, reports progress and failures, validates input, cancels, announces list changes", async () => {
     const agents = await startAgents(open, "mcp");
-    const transport = new StdioClientTransport({ command: process.execPath, args: ["--import", "tsx", main, "mcp", "--nats", nats.server.url, "--tenant", "mcp"], stderr: "pipe" });
+    const transport = new StdioClientTransport({ command: process.execPath, args: [main, "mcp", "--nats", nats.server.url, "--tenant", "mcp"], stderr: "pipe" });
     // Read the server's stderr: an unread pipe fills and blocks its writes.
     let serverLog = "";
     transport.stderr?.on("data", (chunk: Buffer) => void (serverLog = (serverLog + chunk.toString()).slice(-20_000)));
@@ -152,7 +152,7 @@ describe("agentbus mcp (stdio) at 2026-07-28 (SDK v2 client)", () => {
     const agents = await startAgents(open, "mcpstdio26");
     const askBus = await open({ tenant: "mcpstdio26", insecureAllowAll: true });
     await askBus.agent({ name: "asker", skills: [{ id: "ask" }] }, { ask: (ctx) => (ctx.history.length < 2 ? ctx.inputRequired("Your name?") : `hello ${ctx.text}`) });
-    const transport = new V2Stdio({ command: process.execPath, args: ["--import", "tsx", main, "mcp", "--nats", nats.server.url, "--tenant", "mcpstdio26"], stderr: "pipe" });
+    const transport = new V2Stdio({ command: process.execPath, args: [main, "mcp", "--nats", nats.server.url, "--tenant", "mcpstdio26"], stderr: "pipe" });
     const client = new v2.Client({ name: "stdio-modern", version: "1.0.0" }, { capabilities: { elicitation: { form: {} } }, versionNegotiation: { mode: { pin: "2026-07-28" } } });
     client.setRequestHandler("elicitation/create", async () => ({ action: "accept", content: { answer: "Ada" } }) as never);
     await client.connect(transport);
@@ -176,7 +176,7 @@ describe("agentbus mcp (stdio): its lifecycle follows its client's", () => {
   it.each(["stdin closes", "SIGTERM"])("exits within 2 s when %s, also with NATS gone (reconnecting)", async (how) => {
     const server = await startServer();
     try {
-      const transport = new StdioClientTransport({ command: process.execPath, args: ["--import", "tsx", main, "mcp", "--nats", server.url, "--tenant", "mcpexit"], stderr: "pipe" });
+      const transport = new StdioClientTransport({ command: process.execPath, args: [main, "mcp", "--nats", server.url, "--tenant", "mcpexit"], stderr: "pipe" });
       transport.stderr?.on("data", () => {});
       const client = new Client({ name: "test", version: "1.0.0" });
       await client.connect(transport);

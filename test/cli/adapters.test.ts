@@ -10,7 +10,7 @@ import { dataOf, textOf } from "../../core/index.js";
 import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
 
-const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
+const main = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
 const everything = createRequire(import.meta.url).resolve("@modelcontextprotocol/server-everything/dist/index.js");
 
 const children: ChildProcess[] = [];
@@ -22,7 +22,7 @@ afterEach(() => {
 async function serve(args: string[]): Promise<{ child: ChildProcess; ready: Record<string, unknown>; exited: Promise<number | null> }> {
   // --json before a `--`, after which everything belongs to the served program.
   const end = args.includes("--") ? args.indexOf("--") : args.length;
-  const child = spawn(process.execPath, ["--import", "tsx", main, ...args.slice(0, end), "--json", ...args.slice(end)]);
+  const child = spawn(process.execPath, [main, ...args.slice(0, end), "--json", ...args.slice(end)]);
   children.push(child);
   let stdout = "";
   let stderr = "";
@@ -81,7 +81,7 @@ describe("agentbus agent http | agent cmd | gateway mcp", () => {
     const dir = mkdtempSync(join(tmpdir(), "agentbus-gw-"));
     writeFileSync(join(dir, "gateway.yaml"), `servers:\n  everything:\n    command: ${process.execPath}\n    args: ["${everything}"]\n`);
     writeFileSync(join(dir, "bad.json"), JSON.stringify({ servers: { "Bad Name": { url: "ftp://x" } } }));
-    const bad = spawn(process.execPath, ["--import", "tsx", main, "gateway", "mcp", "--config", join(dir, "bad.json"), "--nats", nats.server.url]);
+    const bad = spawn(process.execPath, [main, "gateway", "mcp", "--config", join(dir, "bad.json"), "--nats", nats.server.url]);
     let badErr = "";
     bad.stderr.on("data", (d) => (badErr += String(d)));
     expect(await new Promise((resolve) => bad.on("exit", resolve))).toBe(2);

@@ -19,9 +19,8 @@ import { findNatsServer, freePort, natsServerVersion } from "../../nats/index.js
 import { probe } from "../../nats/ready.js";
 import { eventually, quietLogger } from "../helpers/bus.js";
 
-const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
+const main = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
 const echoAgent = fileURLToPath(new URL("../../agents/echo.ts", import.meta.url));
-const tsx = import.meta.resolve("tsx");
 const enc = new TextEncoder();
 const [, minor] = natsServerVersion(findNatsServer()).split(".").map(Number);
 const calloutServer = minor! >= 10;
@@ -36,7 +35,7 @@ interface Run {
 function run(args: string[], cwd?: string): Promise<Run> {
   return new Promise((resolve) => {
     const { NATS_URL: _n, AGENTBUS_AUTHORITY_DIR: _d, ...env } = process.env;
-    const child = spawn(process.execPath, ["--import", tsx, main, ...args], { cwd, env });
+    const child = spawn(process.execPath, [main, ...args], { cwd, env });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += String(d)));
@@ -49,7 +48,7 @@ function run(args: string[], cwd?: string): Promise<Run> {
 const children: ChildProcess[] = [];
 function start(args: string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
   const { NATS_URL: _n, ...env } = process.env;
-  const child = spawn(process.execPath, ["--import", tsx, main, ...args], { env });
+  const child = spawn(process.execPath, [main, ...args], { env });
   children.push(child);
   let output = "";
   child.stdout!.on("data", (d) => (output += String(d)));

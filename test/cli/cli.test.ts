@@ -8,11 +8,11 @@ import { Identity } from "../../core/index.js";
 import { useNatsServer } from "../helpers/nats.js";
 import { testAdmin, useBuses } from "../helpers/bus.js";
 
-const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
+const main = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
 
 function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", main, ...args]);
+    const child = spawn(process.execPath, [main, ...args]);
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += String(d)));
@@ -96,7 +96,7 @@ describe("agentbus CLI", { timeout: 90_000 }, () => {
     expect(bad.stderr).toMatch(/sha256.*must match pattern/);
 
     writeFileSync(join(dir, "keys.json"), JSON.stringify([{ name: "ci", sha256: hashApiKey("k-123") }]));
-    const child = spawn(process.execPath, ["--import", "tsx", main, "bridge", "a2a", "--keys", join(dir, "keys.json"), "--data-dir", join(dir, "data"), "--port", "0", "--json", "--nats", nats.server.url, "--tenant", "cli-bridge"]);
+    const child = spawn(process.execPath, [main, "bridge", "a2a", "--keys", join(dir, "keys.json"), "--data-dir", join(dir, "data"), "--port", "0", "--json", "--nats", nats.server.url, "--tenant", "cli-bridge"]);
     try {
       const url = await new Promise<string>((resolve, reject) => {
         let out = "";

@@ -90,8 +90,11 @@ describe("agentbus: version, id, exit codes, fast failures", { timeout: 90_000 }
   });
 
   it("a nats:// address where an HTTP server (or nothing) listens exits 3, found by the greeting check (not the client library's 20 s connect timeout)", async () => {
-    for (const address of [`nats://127.0.0.1:${httpPort}`, `127.0.0.1:${httpPort}`]) {
-      const r = await runCli(["ls", "--nats", address]);
+    // (At once: each waits out the greeting.)
+    const addresses = [`nats://127.0.0.1:${httpPort}`, `127.0.0.1:${httpPort}`];
+    const runs = await Promise.all(addresses.map((address) => runCli(["ls", "--nats", address])));
+    for (const [i, address] of addresses.entries()) {
+      const r = runs[i]!;
       expect(r.code, r.stderr).toBe(3);
       expect(r.stderr).toContain(`cannot connect to NATS at ${address}: 127.0.0.1:${httpPort} accepted the connection but did not greet as a NATS server`);
       expect(r.stderr).toContain("within 10 s");

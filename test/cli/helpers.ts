@@ -1,6 +1,7 @@
 /**
  * Running the `agentbus` command in tests: each run is a real Node process
- * (through tsx), in a directory of the test's choosing, with an
+ * running the built command (`dist/`, rebuilt for a test run when a source
+ * is newer: test/setup/build.ts), in a directory of the test's choosing, with an
  * environment that names no NATS server, tenant, identity or data dir
  * unless the test gives one.
  */
@@ -12,10 +13,8 @@ import { fileURLToPath } from "node:url";
 import { afterEach } from "vitest";
 import { eventually } from "../helpers/bus.js";
 
-/** The command's entry point, from source. */
-export const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
-/** The loader by URL: commands run in scratch directories, where a bare `tsx` would not resolve. */
-export const tsx = import.meta.resolve("tsx");
+/** The command's entry point, built: the package's bin. */
+export const main = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
 
 /** The test process's environment without anything that would pick a server, tenant, identity, data dir or log level. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
@@ -39,7 +38,7 @@ export interface CliRun {
 export function runCli(args: string[], o: { cwd?: string; env?: Record<string, string> } = {}): Promise<CliRun> {
   const started = Date.now();
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--import", tsx, main, ...args], { cwd: o.cwd ?? scratch(), env: cleanEnv(o.env) });
+    const child = spawn(process.execPath, [main, ...args], { cwd: o.cwd ?? scratch(), env: cleanEnv(o.env) });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += String(d)));
@@ -67,7 +66,7 @@ afterEach(() => {
 export function startUp(args: string[], o: { dir?: string; files?: Record<string, string>; env?: Record<string, string> } = {}): Up {
   const dir = o.dir ?? scratch("agentbus-up-");
   for (const [name, text] of Object.entries(o.files ?? {})) writeFileSync(join(dir, name), text);
-  const child = spawn(process.execPath, ["--import", tsx, main, "up", "--port", "0", "--json", "--log-level", "warn", ...args], { cwd: dir, env: cleanEnv(o.env) });
+  const child = spawn(process.execPath, [main, "up", "--port", "0", "--json", "--log-level", "warn", ...args], { cwd: dir, env: cleanEnv(o.env) });
   let stdout = "";
   let stderr = "";
   child.stdout!.on("data", (d) => (stdout += String(d)));

@@ -9,8 +9,8 @@ import { draft, startWriter } from "../../agents/writer.js";
 import { useNatsServer } from "../helpers/nats.js";
 import { eventually, grant, useBuses } from "../helpers/bus.js";
 
-// AGENTBUS_CLI_MAIN runs these against another entry point (a built dist/cli/main.js).
-const main = process.env.AGENTBUS_CLI_MAIN ? resolve(process.env.AGENTBUS_CLI_MAIN) : fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
+// The built command (the package's bin); AGENTBUS_CLI_MAIN runs these against another entry point.
+const main = process.env.AGENTBUS_CLI_MAIN ? resolve(process.env.AGENTBUS_CLI_MAIN) : fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
 
 /** A CLI process whose output is recorded with the time each piece arrived. */
 interface Cli {
@@ -27,7 +27,7 @@ afterEach(() => {
 });
 
 function cli(args: string[]): Cli {
-  const child = spawn(process.execPath, ["--import", "tsx", main, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [main, ...args], { stdio: ["ignore", "pipe", "pipe"] });
   started.push(child);
   let out = "";
   let err = "";

@@ -19,9 +19,7 @@ import { useNatsServer } from "../helpers/nats.js";
 import { parseExposition, valueOf } from "../helpers/prometheus.js";
 import { ready, runCli, startUp } from "./helpers.js";
 
-const main = fileURLToPath(new URL("../../cli/main.ts", import.meta.url));
-// The loader by URL: `up` runs in a scratch directory, where a bare `tsx` would not resolve.
-const tsx = import.meta.resolve("tsx");
+const main = fileURLToPath(new URL("../../dist/cli/main.js", import.meta.url));
 
 const message = (text: string) => ({
   tenant: "",
@@ -194,7 +192,7 @@ describe("agentbus up", () => {
     const data = join(up.dir, ".agentbus");
     const cli = (args: string[]) =>
       new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-        const child = spawn(process.execPath, ["--import", tsx, main, ...args], { cwd: up.dir });
+        const child = spawn(process.execPath, [main, ...args], { cwd: up.dir });
         let stdout = "";
         let stderr = "";
         child.stdout.on("data", (d) => (stdout += String(d)));
