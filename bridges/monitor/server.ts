@@ -214,6 +214,8 @@ function parseSchedule(body: unknown): ScheduleSpec {
  * - `GET /v1/topology` — the regions with the agents and instances live in each and, federated, whether this region hears from each other one (`bus.topology()`)
  * - `GET /v1/work` — queued work by capability and priority with the workers pulling it (`workers`: their open pull requests, see `CapabilityWork.workers`), delayed tasks, every schedule with its next run, and `me` (the identity requests act as)
  * - `POST /v1/schedules` — creates (or replaces) a schedule of the identity requests act as; `POST /v1/schedules/:id/pause`, `…/resume`; `DELETE /v1/schedules/:id`
+ * - `GET /v1/dead-letters` — the dead letters the caller may see, newest first, with input previews (`?capability`); `POST /v1/dead-letters/:sequence/requeue` — 201 `{task}`: submitted again as a new task; `DELETE /v1/dead-letters/:sequence` — 204 (see {@link deadLetterRoutes})
+ * - `GET /v1/audit` — the audit trail, newest first: refusals with their codes, revocations, MCP tool calls (`?kind`, `?limit`)
  *
  * Task routes are scoped to the caller: behind an API key or a bearer
  * token, the tasks submitted with that caller's name (another caller's task
