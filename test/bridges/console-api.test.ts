@@ -7,14 +7,15 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify from "fastify";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, Identity, type Bus, type Task } from "../../core/index.js";
+import { beforeAll, describe, expect, it } from "vitest";
+import { type Bus, type Task } from "../../core/index.js";
 import { hashApiKey } from "../../bridges/a2a/index.js";
 import { monitor, type MonitorEvent, type Stats, type TaskView, type TreeNode } from "../../bridges/monitor/index.js";
-import { eventually, grant, quietLogger, testAdmin, useBuses } from "../helpers/bus.js";
+import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
+import { useMonitor } from "../helpers/monitor.js";
 
 type Viewed = Task & { view: TaskView };
 type Page = { tasks: Viewed[]; nextPageToken?: string; totalSize: number };
@@ -31,22 +32,10 @@ function gate() {
 describe("console API", () => {
   const nats = useNatsServer();
   const open = useBuses(() => nats.server.url, { tenant: "con", drainTimeoutMs: 300 });
-  let app: FastifyInstance;
+  const monitored = useMonitor(() => nats.server.url, "con");
   let baseUrl: string;
   let monitorBus: Bus;
-
-  beforeAll(async () => {
-    monitorBus = await connect({ servers: nats.server.url, tenant: "con", identity: Identity.generate(), presenceMaxAgeMs: 3000, logger: quietLogger, trustRoot: [testAdmin.id] });
-    // Open mode acts as the monitor's identity: the operator grants it every task of the tenant.
-    await grant(monitorBus, "monitor-sees-all", { source: monitorBus.id, target: "*", capabilities: ["task.>"] });
-    app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
-    await app.register(monitor, { bus: monitorBus, open: true, keepAliveMs: 150 });
-    baseUrl = await app.listen({ port: 0, host: "127.0.0.1" });
-  });
-  afterAll(async () => {
-    await app?.close();
-    await monitorBus?.close();
-  });
+  beforeAll(() => void ({ baseUrl, bus: monitorBus } = monitored()));
 
   const get = async <T>(path: string, url = baseUrl): Promise<T> => {
     const res = await fetch(`${url}${path}`);

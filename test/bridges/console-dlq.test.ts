@@ -2,13 +2,14 @@
  * The console's dead-letter and audit routes (`/v1/dead-letters`,
  * `/v1/audit`) on the monitor plugin, against a real nats-server.
  */
-import Fastify, { type FastifyInstance } from "fastify";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AgentBusError, connect, Identity, textOf, type Bus, type Task } from "../../core/index.js";
+import Fastify from "fastify";
+import { beforeAll, describe, expect, it } from "vitest";
+import { AgentBusError, textOf, type Bus, type Task } from "../../core/index.js";
 import { hashApiKey } from "../../bridges/a2a/index.js";
 import { monitor } from "../../bridges/monitor/index.js";
-import { eventually, grant, quietLogger, testAdmin, useBuses } from "../helpers/bus.js";
+import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
+import { useMonitor } from "../helpers/monitor.js";
 
 type View = { sequence: number; capability: string; taskId?: string; reason: string; deliveries: number; time: string; input: string; submitter?: string };
 type AuditRow = { sequence: number; time: string; kind: string; from?: string; code?: string; message?: string; verified: boolean; record: { [k: string]: unknown } };
@@ -27,21 +28,10 @@ function failing(failures: number) {
 describe("console: dead letters and audit", () => {
   const nats = useNatsServer();
   const open = useBuses(() => nats.server.url, { tenant: "con", drainTimeoutMs: 300 });
-  let app: FastifyInstance;
+  const monitored = useMonitor(() => nats.server.url, "con");
   let baseUrl: string;
   let monitorBus: Bus;
-
-  beforeAll(async () => {
-    monitorBus = await connect({ servers: nats.server.url, tenant: "con", identity: Identity.generate(), presenceMaxAgeMs: 3000, logger: quietLogger, trustRoot: [testAdmin.id] });
-    await grant(monitorBus, "monitor-sees-all", { source: monitorBus.id, target: "*", capabilities: ["task.>"] });
-    app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
-    await app.register(monitor, { bus: monitorBus, open: true, keepAliveMs: 150 });
-    baseUrl = await app.listen({ port: 0, host: "127.0.0.1" });
-  });
-  afterAll(async () => {
-    await app?.close();
-    await monitorBus?.close();
-  });
+  beforeAll(() => void ({ baseUrl, bus: monitorBus } = monitored()));
 
   const get = async (path: string, url = baseUrl, headers: { [k: string]: string } = {}) => {
     const res = await fetch(`${url}${path}`, { headers });

@@ -1,15 +1,16 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify from "fastify";
 import type { Page } from "playwright-core";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, Identity, type Bus, type Task } from "../../core/index.js";
+import { beforeAll, describe, expect, it } from "vitest";
+import { type Bus, type Task } from "../../core/index.js";
 import { hashApiKey } from "../../bridges/a2a/index.js";
 import { monitor, type MonitorEvent } from "../../bridges/monitor/index.js";
 import { startEcho } from "../../agents/echo.js";
 import { startWriter } from "../../agents/writer.js";
 import { startOrchestrator } from "../../agents/orchestrator.js";
-import { eventually, grant, quietLogger, testAdmin, useBuses } from "../helpers/bus.js";
+import { eventually, grant, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
+import { useMonitor } from "../helpers/monitor.js";
 import { hasChromium, openPage, screenshot, useBrowser } from "../helpers/browser.js";
 
 const SHOTS = "console";
@@ -28,22 +29,10 @@ describe("console: the monitor's web page in Chromium", () => {
   const nats = useNatsServer();
   const open = useBuses(() => nats.server.url, { tenant: "con", drainTimeoutMs: 300 });
   const browser = useBrowser("console page");
-  let app: FastifyInstance;
+  const monitored = useMonitor(() => nats.server.url, "con");
   let baseUrl: string;
   let monitorBus: Bus;
-
-  beforeAll(async () => {
-    monitorBus = await connect({ servers: nats.server.url, tenant: "con", identity: Identity.generate(), presenceMaxAgeMs: 3000, logger: quietLogger, trustRoot: [testAdmin.id] });
-    // Open mode acts as the monitor's identity: the operator grants it every task of the tenant.
-    await grant(monitorBus, "monitor-sees-all", { source: monitorBus.id, target: "*", capabilities: ["task.>"] });
-    app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
-    await app.register(monitor, { bus: monitorBus, open: true, keepAliveMs: 150 });
-    baseUrl = await app.listen({ port: 0, host: "127.0.0.1" });
-  });
-  afterAll(async () => {
-    await app?.close();
-    await monitorBus?.close();
-  });
+  beforeAll(() => void ({ baseUrl, bus: monitorBus } = monitored()));
 
   const api = async <T = Record<string, unknown>>(path: string): Promise<T> => {
     const res = await fetch(`${baseUrl}/v1/${path}`);

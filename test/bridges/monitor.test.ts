@@ -1,12 +1,13 @@
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify from "fastify";
 import { parseSseStream } from "@a2a-js/sdk";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { connect, Identity, type Bus, type Task } from "../../core/index.js";
+import { beforeAll, describe, expect, it } from "vitest";
+import { type Bus, type Task } from "../../core/index.js";
 import { hashApiKey } from "../../bridges/a2a/index.js";
 import { monitor, type MonitorEvent } from "../../bridges/monitor/index.js";
-import { eventually, grant, quietLogger, testAdmin, useBuses } from "../helpers/bus.js";
+import { eventually, useBuses } from "../helpers/bus.js";
 import { useNatsServer } from "../helpers/nats.js";
+import { useMonitor } from "../helpers/monitor.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const stateOf = (e: MonitorEvent) => ("statusUpdate" in e.event ? e.event.statusUpdate.status.state : undefined);
@@ -50,22 +51,10 @@ async function openSse(url: string, init: RequestInit = {}) {
 describe("monitor: REST, SSE and the web page", () => {
   const nats = useNatsServer();
   const open = useBuses(() => nats.server.url, { tenant: "mon", drainTimeoutMs: 300 });
-  let app: FastifyInstance;
+  const monitored = useMonitor(() => nats.server.url, "mon");
   let baseUrl: string;
   let monitorBus: Bus;
-
-  beforeAll(async () => {
-    monitorBus = await connect({ servers: nats.server.url, tenant: "mon", identity: Identity.generate(), presenceMaxAgeMs: 3000, logger: quietLogger, trustRoot: [testAdmin.id] });
-    // Open mode acts as the monitor's identity: the operator grants it every task of the tenant.
-    await grant(monitorBus, "monitor-sees-all", { source: monitorBus.id, target: "*", capabilities: ["task.>"] });
-    app = Fastify({ routerOptions: { ignoreTrailingSlash: true }, forceCloseConnections: true });
-    await app.register(monitor, { bus: monitorBus, open: true, keepAliveMs: 150 });
-    baseUrl = await app.listen({ port: 0, host: "127.0.0.1" });
-  });
-  afterAll(async () => {
-    await app?.close();
-    await monitorBus?.close();
-  });
+  beforeAll(() => void ({ baseUrl, bus: monitorBus } = monitored()));
 
   /** Agents of this test (closed after it): echo, upper, a multi-turn one, a slow storyteller. */
   async function agents() {
