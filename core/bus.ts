@@ -501,7 +501,7 @@ export class Bus {
    * A2A adapter is loaded on the first call, not with the library.
    *
    * @deprecated Use `serveExecutor(bus, executor, spec, options)` from
-   * `agentbus/adapters/a2a`; this method will be removed in a later release.
+   * `agentbus-nats/adapters/a2a`; this method will be removed in a later release.
    */
   async serve(executor: AgentExecutor, spec: AgentSpec, options?: AgentOptions): Promise<Agent> {
     const { serveExecutor } = await import("../adapters/a2a/executor.js");

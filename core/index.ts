@@ -4,7 +4,7 @@
  *
  * @example
  * ```ts
- * import { connect } from "agentbus";
+ * import { connect } from "agentbus-nats";
  * const bus = await connect({ servers: "nats://127.0.0.1:4222", insecureAllowAll: true });
  * await bus.agent({ name: "echo", skills: [{ id: "echo" }] }, { echo: (ctx) => ctx.text });
  * const reply = await bus.call("echo", "hello");
@@ -53,25 +53,25 @@ export { cardKey, type CardKey } from "./security/cardsig.js";
 export type { JsonSchema } from "./wire/schema.js";
 export type { Mirrored } from "./infra/kvmirror.js";
 
-// Infrastructure for adapter and bridge authors: it lives in `agentbus/internal`.
+// Infrastructure for adapter and bridge authors: it lives in `agentbus-nats/internal`.
 // These names stay here for programs written against earlier versions.
-/** @deprecated Import from `agentbus/internal`. */
+/** @deprecated Import from `agentbus-nats/internal`. */
 export const ensureBucket = infra.ensureBucket;
-/** @deprecated Import from `agentbus/internal`. */
+/** @deprecated Import from `agentbus-nats/internal`. */
 export const ensureStream = infra.ensureStream;
-/** @deprecated Import from `agentbus/internal`. */
+/** @deprecated Import from `agentbus-nats/internal`. */
 export const ensureConsumer = infra.ensureConsumer;
-/** @deprecated Import from `agentbus/internal`. */
+/** @deprecated Import from `agentbus-nats/internal`. */
 export const ensurePushBucket = infra.ensurePushBucket;
-/** @deprecated Import from `agentbus/internal`. */
+/** @deprecated Import from `agentbus-nats/internal`. */
 export const retryJs = infra.retryJs;
-/** @deprecated Import from `agentbus/internal`. */
+/** @deprecated Import from `agentbus-nats/internal`. */
 export const KvMirror = mirrors.KvMirror;
-/** @deprecated Import from `agentbus/internal`. */
+/** @deprecated Import from `agentbus-nats/internal`. */
 export type KvMirror<T> = mirrors.KvMirror<T>;
-/** @deprecated Import from `agentbus/internal`. */
+/** @deprecated Import from `agentbus-nats/internal`. */
 export const KvWatch = mirrors.KvWatch;
-/** @deprecated Import from `agentbus/internal`. */
+/** @deprecated Import from `agentbus-nats/internal`. */
 export type KvWatch = mirrors.KvWatch;
 export { readAudit, verifyAuditRecord, type AuditEntry, type ReadAuditOptions } from "./store/audit.js";
 export { rolePermissions, grantedCapabilities, inboxPrefixOf, IdentityRoles, type IdentityRole, type NatsPermissions, type PermissionInput, type ImportedCapability } from "./security/permissions.js";

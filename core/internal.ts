@@ -4,12 +4,12 @@
  * made of and nobody else needs: spans for the hops they add
  * (OpenTelemetry, free when no SDK is registered), JSON Schema validation,
  * create-or-verify JetStream infrastructure, KV mirrors. Import from
- * `agentbus/internal`; every name here is public API, pinned by a test, and
+ * `agentbus-nats/internal`; every name here is public API, pinned by a test, and
  * changes with the same care as `agentbus` itself.
  *
  * @example
  * ```ts
- * import { connect, traced, SpanKind, SpanAttr, validatorFor } from "agentbus/internal";
+ * import { connect, traced, SpanKind, SpanAttr, validatorFor } from "agentbus-nats/internal";
  * ```
  */
 export * from "./index.js";

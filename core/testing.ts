@@ -9,7 +9,7 @@
  *
  * @example
  * ```ts
- * import { testHandler } from "agentbus/testing";
+ * import { testHandler } from "agentbus-nats/testing";
  * const run = await testHandler((ctx) => `hello, ${ctx.text}`, "Ada");
  * run.state;     // "TASK_STATE_COMPLETED"
  * run.resultText; // "hello, Ada"

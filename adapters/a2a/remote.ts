@@ -21,7 +21,7 @@ export interface RemoteA2AOptions {
   tasks?: WorkerOptions;
   /**
    * Checks the card's signatures before joining (e.g. `cardVerifier({
-   * trusted })` of `agentbus/bridges/a2a`): a card that is unsigned, changed
+   * trusted })` of `agentbus-nats/bridges/a2a`): a card that is unsigned, changed
    * after signing or signed by an untrusted key is refused.
    */
   verifyCard?: (card: SdkAgentCard) => Promise<void>;
