@@ -20,7 +20,7 @@ import { AgentBusError, isAgentBusError } from "../wire/errors.js";
 import { parseMessage } from "../wire/message.js";
 import type { Message } from "../wire/protocol.js";
 import { checkCapability } from "../wire/subjects.js";
-import { priorityOf, type Task, type TaskPriority } from "../wire/task.js";
+import { priorityOf, TASK_PRIORITIES, type Task, type TaskPriority } from "../wire/task.js";
 import type { Durable } from "../store/task-log.js";
 
 /** One dead-lettered work item (or direct message), as {@link DeadLetters.list} shows it. */
@@ -101,8 +101,6 @@ const MAX_LIMIT = 1000;
 const READS_AT_ONCE = 64;
 /** How long a window's read waits for a message it counted before it ends, ms. */
 const IDLE_MS = 2_000;
-/** Later turns of a task whose work item id (`<submitter>.<task>.<turn>`) a dead-lettered copy is checked against. */
-const TURNS_TRIED = 8;
 
 /**
  * The newest messages of `stream` on `filter` (a subject filter), newest
@@ -180,7 +178,7 @@ async function mapAtMost<T, R>(items: readonly T[], n: number, fn: (item: T) => 
 /** A server refusal of a JetStream request under the role permissions, as `DENIED`; anything else as it is. */
 const refusal = (err: unknown, stream: string): unknown => deniedByServer(err, `this connection may not read or change the dead letters of ${stream}: bridges and admins may`);
 
-/** `h` with `Nats-Msg-Id` set to `id` (the dead-lettered copy of a work item leaves it out, so the stream keeps every copy). */
+/** `h` with `Nats-Msg-Id` set to `id` (the dead-lettered copy of a work item keeps it as `Mesh-Dlq-Msg-Id`, so the stream keeps every copy). */
 function withId(h: MsgHdrs, id: string): MsgHdrs {
   const copy = new MsgHdrsImpl();
   for (const [k, v] of h as MsgHdrsImpl) copy.headers.set(k, [...v]);
@@ -393,45 +391,33 @@ export class DeadLetters {
   /**
    * Verifies a dead-lettered copy as the message it was: a direct message
    * to this identity as stored; a work item as sealed for the work subject
-   * and under the id the copy keeps in `Mesh-Dlq-Subject` and
-   * `Mesh-Dlq-Msg-Id`. A copy written before those headers existed is
-   * tried at each priority under the ids it may have had:
-   * the stored one (a delayed item keeps it in `Mesh-Id`),
-   * `<sender>.<task>` (a task's first turn), or `<sender>.<task>.<turn>`
-   * (a later turn; the first few are tried). A copy queued by an agent for
-   * its submitter (a schedule's tick, a parent resumed after its children)
-   * does not verify here: its task's snapshot stands in.
+   * its copy names (`Mesh-Dlq-Subject`, one of the capability's priority
+   * levels) under the id it keeps (`Mesh-Dlq-Msg-Id`; none for an item
+   * that had none, such as a delayed one, whose id is in `Mesh-Id`). A copy
+   * that does not verify (one written without those headers, or queued by
+   * an agent for its submitter: a schedule's tick, a parent resumed after
+   * its children) has its task's snapshot stand in.
    */
   #open(plane: Durable, r: StreamRecord, capability: string): { env: Envelope; priority: TaskPriority } | { problem: AgentBusError } {
     const { envelopes, subjects } = plane;
     const h = r.headers;
-    const from = h?.get(Header.from) || undefined;
-    const task = h?.get(Header.task) || undefined;
-    if (!h || !from) return { problem: new AgentBusError("UNSIGNED", `dead letter ${r.sequence} lacks Mesh-From`) };
-    const tries: Array<{ subject: string; headers: MsgHdrs; priority: TaskPriority }> = [];
+    if (!h || !h.get(Header.from)) return { problem: new AgentBusError("UNSIGNED", `dead letter ${r.sequence} lacks Mesh-From`) };
+    let sealed: { subject: string; headers: MsgHdrs; priority: TaskPriority } | undefined;
     if (capability === INBOX_CAPABILITY) {
-      tries.push({ subject: subjects.inbox(this.#rt.id), headers: h, priority: "normal" });
+      sealed = { subject: subjects.inbox(this.#rt.id), headers: h, priority: "normal" };
     } else {
-      const levels = (["normal", "high", "low"] as const).map((priority) => ({ priority, subject: subjects.work(capability, priority) }));
-      // A copy that names its work subject and id verifies as sealed; older copies did not keep them and are tried as below.
-      const sealedFor = levels.find((l) => l.subject === h.get(Header.dlqSubject));
-      const sealedId = h.get(Header.dlqMsgId) || undefined;
-      if (sealedFor && sealedId) tries.push({ ...sealedFor, headers: withId(h, sealedId) });
-      const ids = [...(h.get(Header.id) || h.get(Header.runAt) ? [undefined] : []), ...(task ? [`${from}.${task}`, ...Array.from({ length: TURNS_TRIED }, (_, i) => `${from}.${task}.${i + 1}`)] : [])];
-      for (const id of ids) for (const l of levels) tries.push({ ...l, headers: id === undefined ? h : withId(h, id) });
+      const level = TASK_PRIORITIES.find((priority) => subjects.work(capability, priority) === h.get(Header.dlqSubject));
+      const id = h.get(Header.dlqMsgId);
+      if (level) sealed = { subject: subjects.work(capability, level), headers: id ? withId(h, id) : h, priority: level };
     }
-    let problem: AgentBusError | undefined;
-    for (const t of tries) {
-      try {
-        return { env: envelopes.open({ subject: r.subject, data: r.data, headers: t.headers }, { subject: t.subject, durable: true }), priority: t.priority };
-      } catch (err) {
-        const e = isAgentBusError(err) ? err : new AgentBusError("BAD_SIGNATURE", String(err));
-        // A revoked sender, a copy too large or malformed: no other id or subject changes that.
-        if (e.code !== "BAD_SIGNATURE" && e.code !== "UNSIGNED") return { problem: e };
-        problem ??= e;
-      }
+    if (!sealed) return { problem: new AgentBusError("BAD_SIGNATURE", `dead letter ${r.sequence} names no work subject of ${capability}`) };
+    try {
+      return { env: envelopes.open({ subject: r.subject, data: r.data, headers: sealed.headers }, { subject: sealed.subject, durable: true }), priority: sealed.priority };
+    } catch (err) {
+      const e = isAgentBusError(err) ? err : new AgentBusError("BAD_SIGNATURE", String(err));
+      if (e.code !== "BAD_SIGNATURE") return { problem: e };
+      return { problem: new AgentBusError("BAD_SIGNATURE", `dead letter ${r.sequence} does not verify as ${capability === INBOX_CAPABILITY ? "a direct message to this identity" : `a work item of ${capability}`}`, { cause: err }) };
     }
-    return { problem: problem?.code === "UNSIGNED" ? problem : new AgentBusError("BAD_SIGNATURE", `dead letter ${r.sequence} does not verify as ${capability === INBOX_CAPABILITY ? "a direct message to this identity" : `a work item of ${capability}`}`) };
   }
 
   /** Task `id`'s snapshot when it is a task of `capability` that this identity (with `caller`: that caller) may see. */
